@@ -1,0 +1,139 @@
+//! Command-line interface.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{peer::BenchMode, telemetry::LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netflow-agent",
+    version,
+    about = "Record pod-to-pod flows with eBPF and turn them into network policies"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a cgroup and write a flow log (JSON lines) of every connection.
+    Record(RecordArgs),
+    /// Test peer: a stand-in for a pod process (used by tests, the lab and the benchmark).
+    #[command(hide = true)]
+    Peer(PeerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Cgroup v2 directory to attach to (absolute, or relative to the cgroup v2 mount).
+    /// Default: the root of the hierarchy, i.e. every process on the host.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Stop after this long (`90`, `30s`, `2h`). Default: until SIGINT or SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often the connection table is read and the flow log written.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub interval: Duration,
+    /// Flow log path, `-` for stdout.
+    #[arg(long, short, default_value = "-")]
+    pub output: PathBuf,
+    /// Connections the kernel table holds; more go through the overflow ring.
+    #[arg(long, default_value_t = netflow_common::DEFAULT_FLOW_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flow_entries: u32,
+    /// A connection idle this long is reported as ended and removed from the table.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Join this cgroup (a directory in the cgroup v2 tree) first.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Then enter this network namespace (e.g. /run/netns/NAME).
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: PeerAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerAction {
+    /// Echo servers; prints `ready` once listening.
+    Serve {
+        #[arg(long)]
+        tcp: Vec<SocketAddr>,
+        #[arg(long)]
+        udp: Vec<SocketAddr>,
+        /// TCP servers that read and discard (for throughput).
+        #[arg(long)]
+        sink: Vec<SocketAddr>,
+    },
+    /// Connect, send, read the echo; one JSON line per connection.
+    Connect {
+        #[arg(long, conflicts_with = "udp", required_unless_present = "udp")]
+        tcp: Option<SocketAddr>,
+        #[arg(long)]
+        udp: Option<SocketAddr>,
+        /// Payload bytes per TCP connection, or per UDP datagram.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+        /// Datagrams per UDP socket.
+        #[arg(long, default_value_t = 1)]
+        datagrams: usize,
+        /// Connections (TCP) or sockets (UDP) to open, one after the other.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Benchmark client; prints one JSON line.
+    Bench {
+        #[arg(value_enum)]
+        mode: BenchMode,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        duration: Duration,
+    },
+}
+
+/// Bare numbers are seconds; otherwise humantime (`30s`, `5m`, `7d`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds > 0.0 {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+        return Err(format!("{text:?} is not a positive duration"));
+    }
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(format!("{text:?} is not a positive duration")),
+        Err(err) => Err(format!("{text:?}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,12 @@
+//! netflow's userspace agent, one module per stage of the data path.
+
+pub mod cgroupfs;
+pub mod cli;
+pub mod clock;
+pub mod flowlog;
+pub mod initiator;
+pub mod loader;
+pub mod peer;
+pub mod reader;
+pub mod record;
+pub mod telemetry;

@@ -1,0 +1,201 @@
+//! Loading netflow's eBPF object into the kernel and attaching it to a cgroup.
+//!
+//! Dropping a [`Probe`] detaches both programs and frees the maps: the links
+//! are owned here and never pinned.
+
+use std::{fs::File, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError},
+};
+use netflow_common::{
+    DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP,
+};
+
+/// The eBPF object built by `build.rs` from `netflow-ebpf`.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netflow-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); netflow-agent runs as uid {0}"
+    )]
+    NotRoot(u32),
+    #[error(
+        "the kernel refused the eBPF object ({0}); BPF may be unavailable here (CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF) or disabled for this process"
+    )]
+    Object(#[source] aya::EbpfError),
+    #[error("eBPF program {name} is missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("eBPF map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("the kernel refused to load eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot open cgroup {path}: {source}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot attach {name} to cgroup {path}: {source}")]
+    Attach {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The maps a reader needs, taken out of the loaded object.
+pub struct ProbeMaps {
+    pub flows: HashMap<MapData, FlowKey, FlowStats>,
+    pub overflow: RingBuf<MapData>,
+    pub drops: PerCpuArray<MapData, u64>,
+    pub capacity: u32,
+}
+
+/// netflow's programs, loaded (and, after [`Probe::attach`], attached).
+pub struct Probe {
+    ebpf: Ebpf,
+    capacity: u32,
+}
+
+impl Probe {
+    /// Loads both programs with a connection table of `flow_entries` entries.
+    pub fn load(flow_entries: u32) -> Result<Self, LoadError> {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if uid != 0 && !has_bpf_capability() {
+            return Err(LoadError::NotRoot(uid));
+        }
+        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, flow_entries)
+            .load(EBPF_OBJECT)
+            .map_err(LoadError::Object)?;
+        for name in [EGRESS_PROG, INGRESS_PROG] {
+            let program: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| LoadError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
+        Ok(Self {
+            ebpf,
+            capacity: flow_entries,
+        })
+    }
+
+    /// Attaches ingress and egress to the cgroup at `path` (and so to every
+    /// cgroup below it). On kernels >= 5.7 aya attaches through a BPF link,
+    /// which always lets other programs on the same cgroup keep running (a link
+    /// takes no attach flags: `Single` is the only mode the kernel accepts).
+    pub fn attach(&mut self, path: &Path) -> Result<(), LoadError> {
+        let cgroup = File::open(path).map_err(|source| LoadError::Cgroup {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for (name, attach_type) in [
+            (EGRESS_PROG, CgroupSkbAttachType::Egress),
+            (INGRESS_PROG, CgroupSkbAttachType::Ingress),
+        ] {
+            self.program_mut(name)?
+                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
+                .map_err(|source| LoadError::Attach {
+                    name,
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn program(&self, name: &'static str) -> Result<&CgroupSkb, LoadError> {
+        self.ebpf
+            .program(name)
+            .ok_or(LoadError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })
+    }
+
+    fn program_mut(&mut self, name: &'static str) -> Result<&mut CgroupSkb, LoadError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })
+    }
+
+    /// Takes the maps out of the object for the reader. The programs stay
+    /// loaded (and attached) for as long as the `Probe` lives.
+    pub fn take_maps(&mut self) -> Result<ProbeMaps, LoadError> {
+        let flows = self.take_map(FLOWS_MAP)?;
+        let overflow = self.take_map(OVERFLOW_MAP)?;
+        let drops = self.take_map(DROPS_MAP)?;
+        Ok(ProbeMaps {
+            flows: HashMap::try_from(flows).map_err(|source| LoadError::Map {
+                name: FLOWS_MAP,
+                source,
+            })?,
+            overflow: RingBuf::try_from(overflow).map_err(|source| LoadError::Map {
+                name: OVERFLOW_MAP,
+                source,
+            })?,
+            drops: PerCpuArray::try_from(drops).map_err(|source| LoadError::Map {
+                name: DROPS_MAP,
+                source,
+            })?,
+            capacity: self.capacity,
+        })
+    }
+
+    fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+        self.ebpf
+            .take_map(name)
+            .ok_or(LoadError::MissingMap { name })
+    }
+}
+
+/// CAP_BPF (or CAP_SYS_ADMIN on kernels without it) in the effective set.
+fn has_bpf_capability() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_BPF | 1 << CAP_SYS_ADMIN) != 0)
+}
+
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads one rlimit struct. Failure only matters on old
+    // kernels, where the load below then reports the real error.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if rc != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}

@@ -1,0 +1,69 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use netflow_agent::{
+    cli::{Cli, Command, PeerAction, PeerArgs},
+    peer, record, telemetry,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A peer joins its cgroup and network namespace before anything else runs
+    // (setns must happen while the process has a single thread).
+    if let Command::Peer(args) = &cli.command {
+        return report(run_peer(args));
+    }
+    telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Record(args) => record::run(&record::RecordOptions {
+            cgroup: args.cgroup,
+            duration: args.duration,
+            interval: args.interval,
+            output: args.output,
+            flow_entries: args.flow_entries,
+            idle_timeout: args.idle_timeout,
+        }),
+        Command::Peer(_) => unreachable!("handled above"),
+    };
+    report(result)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("netflow-agent: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
+    peer::enter(args.cgroup.as_deref(), args.netns.as_deref())?;
+    match &args.action {
+        PeerAction::Serve { tcp, udp, sink } => peer::serve(tcp, udp, sink)?,
+        PeerAction::Connect {
+            tcp,
+            udp,
+            bytes,
+            datagrams,
+            count,
+        } => {
+            let reports = match (tcp, udp) {
+                (Some(addr), _) => peer::connect_tcp(*addr, *bytes, *count)?,
+                (None, Some(addr)) => peer::connect_udp(*addr, *bytes, *datagrams, *count)?,
+                (None, None) => anyhow::bail!("connect needs --tcp or --udp"),
+            };
+            for report in reports {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        PeerAction::Bench { mode, to, duration } => {
+            println!(
+                "{}",
+                serde_json::to_string(&peer::bench(*mode, *to, *duration)?)?
+            );
+        }
+    }
+    Ok(())
+}

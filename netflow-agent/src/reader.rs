@@ -1,0 +1,298 @@
+//! Turning the kernel's connection table into flow records.
+//!
+//! Every poll reads the whole table, reports what each connection did since
+//! the last poll (delta of the kernel's running totals), removes connections
+//! idle for longer than the idle timeout, and folds in the packets of
+//! connections that only reached us through the overflow ring.
+//!
+//! Removing an idle entry races with a packet arriving between the final read
+//! and the delete; that packet recreates the entry, so at most the bytes of
+//! that one packet's update can be lost, and only for connections that were
+//! idle for the whole timeout.
+
+use std::{
+    collections::{HashMap as StdHashMap, btree_map::BTreeMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    os::fd::{AsFd, BorrowedFd},
+    time::Duration,
+};
+
+use aya::maps::MapError;
+use netflow_common::{DIR_EGRESS, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord};
+
+use crate::{
+    clock::{BootClock, rfc3339},
+    flowlog::{Endpoint, FlowRecord, IntervalStats, Protocol, tcp_flag_names},
+    initiator,
+    loader::ProbeMaps,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading the connection table: {0}")]
+    Table(#[source] MapError),
+    #[error("reading the drop counters: {0}")]
+    Drops(#[source] MapError),
+}
+
+/// One poll's output.
+#[derive(Debug, Default)]
+pub struct Interval {
+    pub flows: Vec<FlowRecord>,
+    pub stats: IntervalStats,
+}
+
+pub struct FlowReader {
+    maps: ProbeMaps,
+    /// Kernel totals as of the last report, per live table entry.
+    reported: StdHashMap<FlowKey, FlowStats>,
+    /// Overflow-ring packets not yet reported, aggregated per connection.
+    overflow_pending: StdHashMap<FlowKey, FlowStats>,
+    /// Connections seen through the overflow ring, with their last packet
+    /// time, so each is counted once and forgotten when idle.
+    overflow_known: StdHashMap<FlowKey, u64>,
+    overflowed_connections: u64,
+    idle_timeout: Duration,
+    ephemeral: RangeInclusive<u16>,
+}
+
+impl FlowReader {
+    pub fn new(maps: ProbeMaps, idle_timeout: Duration) -> Self {
+        Self {
+            maps,
+            reported: StdHashMap::new(),
+            overflow_pending: StdHashMap::new(),
+            overflow_known: StdHashMap::new(),
+            overflowed_connections: 0,
+            idle_timeout,
+            ephemeral: initiator::ephemeral_range(),
+        }
+    }
+
+    /// The overflow ring's fd: readable when the kernel sent something.
+    pub fn overflow_fd(&self) -> BorrowedFd<'_> {
+        self.maps.overflow.as_fd()
+    }
+
+    /// Moves everything waiting in the overflow ring into the pending set.
+    pub fn drain_overflow(&mut self) -> usize {
+        let mut records = Vec::new();
+        while let Some(item) = self.maps.overflow.next() {
+            if item.len() < size_of::<OverflowRecord>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole OverflowRecord (length checked
+            // above); read_unaligned copes with the ring's 8-byte alignment.
+            records
+                .push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OverflowRecord>()) });
+        }
+        for record in &records {
+            self.add_overflow(record);
+        }
+        records.len()
+    }
+
+    fn add_overflow(&mut self, record: &OverflowRecord) {
+        if self
+            .overflow_known
+            .insert(record.key, record.ts_ns)
+            .is_none()
+        {
+            self.overflowed_connections += 1;
+        }
+        let stats = self
+            .overflow_pending
+            .entry(record.key)
+            .or_insert_with(|| FlowStats {
+                first_seen_ns: record.ts_ns,
+                first_dir: record.direction,
+                ..FlowStats::default()
+            });
+        if record.direction == DIR_EGRESS {
+            stats.packets_out += record.packets as u64;
+            stats.bytes_out += record.bytes;
+        } else {
+            stats.packets_in += record.packets as u64;
+            stats.bytes_in += record.bytes;
+        }
+        stats.first_seen_ns = stats.first_seen_ns.min(record.ts_ns);
+        stats.last_seen_ns = stats.last_seen_ns.max(record.ts_ns);
+        stats.tcp_flags |= record.tcp_flags as u32;
+        let seen = netflow_common::initiator_of(record.tcp_flags, record.direction);
+        if seen != netflow_common::INITIATOR_UNKNOWN {
+            stats.initiator = seen;
+        }
+    }
+
+    /// Reads the table and reports one interval.
+    pub fn poll(&mut self) -> Result<Interval, ReadError> {
+        self.drain_overflow();
+        let clock = BootClock::now();
+        let idle_ns = self.idle_timeout.as_nanos() as u64;
+
+        let mut entries = Vec::new();
+        for entry in self.maps.flows.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                // The entry was removed while we walked the table: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(err) => return Err(ReadError::Table(err)),
+            }
+        }
+        entries.sort_by_key(|(key, _)| *key);
+
+        let mut flows = Vec::new();
+        let mut idle = Vec::new();
+        let mut live = StdHashMap::with_capacity(entries.len());
+        for (key, total) in &entries {
+            let previous = self.reported.get(key).copied().unwrap_or_default();
+            let ended = clock.boot_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
+            if let Some(delta) = delta(total, &previous) {
+                flows.push(self.record(key, &delta, total, &clock, false, ended));
+            }
+            if ended {
+                idle.push(*key);
+            } else {
+                live.insert(*key, *total);
+            }
+        }
+        for key in &idle {
+            // Already gone is fine: the goal is that it is gone.
+            let _ = self.maps.flows.remove(key);
+        }
+        self.reported = live;
+
+        let mut overflow: Vec<_> = self.overflow_pending.drain().collect();
+        overflow.sort_by_key(|(key, _)| *key);
+        for (key, stats) in &overflow {
+            flows.push(self.record(key, stats, stats, &clock, true, false));
+        }
+        self.overflow_known
+            .retain(|_, last_seen| clock.boot_now_ns().saturating_sub(*last_seen) <= idle_ns);
+
+        let stats = IntervalStats {
+            ts: rfc3339(clock.wall_now()),
+            table_entries: entries.len().saturating_sub(idle.len()) as u64,
+            table_capacity: self.maps.capacity,
+            overflowed_connections: self.overflowed_connections,
+            drops: self.drop_counters()?,
+        };
+        Ok(Interval { flows, stats })
+    }
+
+    /// The kernel's "could not record" counters, summed over CPUs.
+    pub fn drop_counters(&self) -> Result<BTreeMap<String, u64>, ReadError> {
+        let mut counters = BTreeMap::new();
+        for reason in Drop::ALL {
+            let per_cpu = self
+                .maps
+                .drops
+                .get(&(reason as u32), 0)
+                .map_err(ReadError::Drops)?;
+            counters.insert(reason.name().to_string(), per_cpu.iter().sum());
+        }
+        Ok(counters)
+    }
+
+    fn record(
+        &self,
+        key: &FlowKey,
+        delta: &FlowStats,
+        total: &FlowStats,
+        clock: &BootClock,
+        overflow: bool,
+        ended: bool,
+    ) -> FlowRecord {
+        let kernel = initiator::kernel_initiator(total.initiator);
+        let (client, client_basis) = initiator::decide(
+            kernel,
+            key.local_port,
+            key.remote_port,
+            total.first_dir,
+            &self.ephemeral,
+        );
+        FlowRecord {
+            ts: rfc3339(clock.wall_now()),
+            cgroup_id: key.cgroup_id,
+            protocol: Protocol(key.protocol),
+            local: Endpoint {
+                ip: ip_of(key.family, &key.local_addr),
+                port: key.local_port,
+            },
+            remote: Endpoint {
+                ip: ip_of(key.family, &key.remote_addr),
+                port: key.remote_port,
+            },
+            initiator: kernel,
+            client,
+            client_basis,
+            packets_in: delta.packets_in,
+            packets_out: delta.packets_out,
+            bytes_in: delta.bytes_in,
+            bytes_out: delta.bytes_out,
+            first_seen: rfc3339(clock.to_wall(total.first_seen_ns)),
+            last_seen: rfc3339(clock.to_wall(total.last_seen_ns)),
+            tcp_flags: tcp_flag_names(total.tcp_flags),
+            overflow,
+            ended,
+        }
+    }
+}
+
+/// What moved since `previous`, or `None` when nothing did.
+fn delta(total: &FlowStats, previous: &FlowStats) -> Option<FlowStats> {
+    let delta = FlowStats {
+        packets_in: total.packets_in.saturating_sub(previous.packets_in),
+        packets_out: total.packets_out.saturating_sub(previous.packets_out),
+        bytes_in: total.bytes_in.saturating_sub(previous.bytes_in),
+        bytes_out: total.bytes_out.saturating_sub(previous.bytes_out),
+        ..*total
+    };
+    (delta.packets_in + delta.packets_out > 0).then_some(delta)
+}
+
+pub fn ip_of(family: u8, addr: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_reports_only_what_moved() {
+        let previous = FlowStats {
+            packets_in: 2,
+            bytes_in: 100,
+            ..FlowStats::default()
+        };
+        let total = FlowStats {
+            packets_in: 5,
+            bytes_in: 400,
+            packets_out: 1,
+            bytes_out: 60,
+            ..previous
+        };
+        let moved = delta(&total, &previous).unwrap();
+        assert_eq!((moved.packets_in, moved.bytes_in), (3, 300));
+        assert_eq!((moved.packets_out, moved.bytes_out), (1, 60));
+        assert!(delta(&total, &total).is_none());
+    }
+
+    #[test]
+    fn ipv4_uses_the_first_four_bytes() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            ip_of(FAMILY_IPV4, &addr),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+        let v6: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(ip_of(6, &v6.octets()), IpAddr::V6(v6));
+    }
+}

@@ -1,0 +1,178 @@
+//! Types shared by the kernel programs (`netflow-ebpf`) and the agent.
+//!
+//! Every type here crosses the kernel/user boundary as raw bytes, so each is
+//! `#[repr(C)]` with explicit padding, holds only integers and byte arrays (no
+//! `bool`, `Option` or enum: the kernel may write any bit pattern), and has a
+//! size assertion so a layout change cannot slip through silently.
+#![no_std]
+
+/// Name of the connection table (a plain, shared hash map: never LRU, so a
+/// full table is visible instead of silently evicting connections).
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the ring buffer that receives connections the table could not hold.
+pub const OVERFLOW_MAP: &str = "OVERFLOW";
+/// Name of the per-CPU array of "could not record" counters, indexed by [`Drop`] reason.
+pub const DROPS_MAP: &str = "DROPS";
+/// Name of the egress program.
+pub const EGRESS_PROG: &str = "netflow_egress";
+/// Name of the ingress program.
+pub const INGRESS_PROG: &str = "netflow_ingress";
+
+/// Connection table size compiled into the object; the agent overrides it at load time.
+pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const OVERFLOW_RING_BYTES: u32 = 256 * 1024;
+
+/// Address families as stored in [`FlowKey::family`].
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers the parser understands; anything else is recorded by
+/// number with zero ports.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// [`FlowStats::initiator`] values: who opened the connection, as far as the
+/// kernel saw it (a TCP SYN without ACK). UDP and connections already open when
+/// recording began stay `INITIATOR_UNKNOWN`; userspace applies its rule.
+pub const INITIATOR_UNKNOWN: u8 = 0;
+pub const INITIATOR_LOCAL: u8 = 1;
+pub const INITIATOR_REMOTE: u8 = 2;
+
+/// Packet directions, relative to the cgroup that owns the socket.
+pub const DIR_INGRESS: u8 = 1;
+pub const DIR_EGRESS: u8 = 2;
+
+/// TCP flag bits as they appear in byte 13 of the TCP header.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The initiator a single packet proves: a TCP SYN without ACK was sent by
+/// the side that opens the connection. Anything else proves nothing.
+#[inline(always)]
+pub const fn initiator_of(tcp_flags: u8, direction: u8) -> u8 {
+    if tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        INITIATOR_UNKNOWN
+    } else if direction == DIR_EGRESS {
+        INITIATOR_LOCAL
+    } else {
+        INITIATOR_REMOTE
+    }
+}
+
+/// Reasons a packet was not (fully) recorded. Each indexes the per-CPU
+/// [`DROPS_MAP`] array. The packet itself is always allowed.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// The connection table was full: the packet went to the overflow ring instead.
+    MapFull = 0,
+    /// The table was full and so was the overflow ring: the packet is lost to the record.
+    RingFull = 1,
+    /// A header could not be read (packet shorter than its headers claim).
+    Truncated = 2,
+    /// Not IPv4 or IPv6 (or a bad IP version field).
+    NotIp = 3,
+    /// A non-first IP fragment: it carries no ports, so it cannot be tied to a connection.
+    Fragment = 4,
+    /// IPv6 extension header chain longer than the parser follows.
+    ExtHeaderChain = 5,
+    /// A map update failed for a reason other than a full table.
+    UpdateFailed = 6,
+}
+
+impl Drop {
+    pub const COUNT: u32 = 7;
+    pub const ALL: [Drop; Drop::COUNT as usize] = [
+        Drop::MapFull,
+        Drop::RingFull,
+        Drop::Truncated,
+        Drop::NotIp,
+        Drop::Fragment,
+        Drop::ExtHeaderChain,
+        Drop::UpdateFailed,
+    ];
+
+    /// Stable name used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Drop::MapFull => "map_full",
+            Drop::RingFull => "ring_full",
+            Drop::Truncated => "truncated",
+            Drop::NotIp => "not_ip",
+            Drop::Fragment => "fragment",
+            Drop::ExtHeaderChain => "ext_header_chain",
+            Drop::UpdateFailed => "update_failed",
+        }
+    }
+}
+
+/// One connection, as seen from the cgroup that owns the local socket.
+///
+/// IPv4 addresses use the first 4 bytes of the 16-byte arrays; the rest is zero.
+/// Ports are in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub cgroup_id: u64,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub protocol: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+
+/// Counters for one connection, aggregated in place in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Kernel boot-time clock (`bpf_ktime_get_boot_ns`) of the first and last packet.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// OR of every TCP flag byte seen, both directions.
+    pub tcp_flags: u32,
+    /// One of the `INITIATOR_*` values.
+    pub initiator: u8,
+    /// Direction (`DIR_*`) of the first packet seen: a hint for UDP.
+    pub first_dir: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
+
+/// A packet of a connection the table had no room for, sent through the
+/// overflow ring buffer so that userspace can still account for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverflowRecord {
+    pub key: FlowKey,
+    pub bytes: u64,
+    /// Kernel boot-time clock of the packet.
+    pub ts_ns: u64,
+    /// GSO segments the packet stands for (at least 1).
+    pub packets: u32,
+    /// One of the `DIR_*` values.
+    pub direction: u8,
+    pub tcp_flags: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<OverflowRecord>() == 72);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data: repr(C), integers and byte arrays only, explicit padding.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OverflowRecord {}
+}
