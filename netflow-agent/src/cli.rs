@@ -24,6 +24,21 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a cgroup and write a flow log (JSON lines) of every connection.
     Record(RecordArgs),
+    /// Record real traffic between two network namespaces and print the flows.
+    Demo {
+        /// Also write the flow log here.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Measure what recording costs traffic (run by `cargo xtask bench`).
+    Bench {
+        /// Seconds per workload, mode and round.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Rounds; each mode runs once per round, interleaved.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Test peer: a stand-in for a pod process (used by tests, the lab and the benchmark).
     #[command(hide = true)]
     Peer(PeerArgs),

@@ -20,6 +20,16 @@ use crate::initiator::{Basis, Side};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Protocol(pub u8);
 
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            netflow_common::PROTO_TCP => f.write_str("tcp"),
+            netflow_common::PROTO_UDP => f.write_str("udp"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
 impl Serialize for Protocol {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {

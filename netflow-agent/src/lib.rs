@@ -1,8 +1,10 @@
 //! netflow's userspace agent, one module per stage of the data path.
 
+pub mod bench;
 pub mod cgroupfs;
 pub mod cli;
 pub mod clock;
+pub mod demo;
 pub mod flowlog;
 pub mod initiator;
 pub mod loader;
@@ -10,3 +12,4 @@ pub mod peer;
 pub mod reader;
 pub mod record;
 pub mod telemetry;
+pub mod testbed;

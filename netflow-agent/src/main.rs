@@ -2,8 +2,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use netflow_agent::{
+    bench,
     cli::{Cli, Command, PeerAction, PeerArgs},
-    peer, record, telemetry,
+    demo, peer, record, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -23,6 +24,8 @@ fn main() -> ExitCode {
             flow_entries: args.flow_entries,
             idle_timeout: args.idle_timeout,
         }),
+        Command::Demo { output } => demo::run(output.as_deref()),
+        Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),
     };
     report(result)

@@ -1,1 +1,234 @@
-fn main() {}
+//! Build and test orchestration: `cargo xtask <command>`.
+//!
+//! - `setup`: installs what building and testing need (Debian packages and
+//!   bpf-linker, as `../shared/docs/toolchain.md` lists). A second run finds
+//!   everything in place and installs nothing.
+//! - `demo`: the main job: setup, release build, then records real traffic.
+//! - `test`: setup, format and lint checks, then every test (the root-only
+//!   ones included; with `CI=true` they fail rather than skip).
+//! - `bench`: setup, release build, then the overhead benchmark.
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain and tools (idempotent).
+    Setup,
+    /// Build the agent (with its eBPF object) in release mode.
+    Build,
+    /// The main job: record real traffic between two namespaces and print the flows.
+    Demo,
+    /// Format check, clippy, and every test.
+    Test,
+    /// Measure netflow's overhead against no program and against tcpdump.
+    Bench {
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+/// Debian packages needed whatever the LLVM version.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    "tcpdump",
+    "util-linux",
+];
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    match task {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            build_release()
+        }
+        Task::Demo => {
+            setup()?;
+            build_release()?;
+            cmd(agent_binary(), &["demo"])
+        }
+        Task::Test => {
+            setup()?;
+            test()
+        }
+        Task::Bench { seconds, rounds } => {
+            setup()?;
+            build_release()?;
+            cmd(
+                agent_binary(),
+                &[
+                    "bench",
+                    "--seconds",
+                    &seconds.to_string(),
+                    "--rounds",
+                    &rounds.to_string(),
+                ],
+            )
+        }
+    }
+}
+
+fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    apt_install(&missing)?;
+
+    let llvm = llvm_major().context("reading the LLVM version of /usr/bin/rustc")?;
+    let llvm_packages = [format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev")];
+    let missing: Vec<&str> = llvm_packages
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !installed(p))
+        .collect();
+    apt_install(&missing)?;
+
+    if !bpf_linker_present() {
+        eprintln!("xtask: installing bpf-linker for LLVM {llvm}");
+        let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
+        let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
+        let status = Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{llvm}"))
+            .env("PATH", path)
+            .status()
+            .context("running cargo install bpf-linker")?;
+        if !status.success() {
+            bail!("cargo install bpf-linker failed ({status})");
+        }
+    }
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", package])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", packages.join(" "));
+    cmd("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    let status = Command::new("apt-get")
+        .args(&args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get (are you root?)")?;
+    if !status.success() {
+        bail!("apt-get install {} failed ({status})", packages.join(" "));
+    }
+    Ok(())
+}
+
+/// The LLVM major version /usr/bin/rustc was built with: bpf-linker must match.
+fn llvm_major() -> anyhow::Result<String> {
+    let output = Command::new("/usr/bin/rustc").arg("-vV").output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .context("`/usr/bin/rustc -vV` printed no LLVM version")?;
+    Ok(version
+        .split('.')
+        .next()
+        .unwrap_or(version)
+        .trim()
+        .to_string())
+}
+
+fn bpf_linker_present() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn agent_binary() -> String {
+    workspace_root()
+        .join("target/release/netflow-agent")
+        .display()
+        .to_string()
+}
+
+fn build_release() -> anyhow::Result<()> {
+    cmd(
+        "cargo",
+        &["build", "--release", "--package", "netflow-agent"],
+    )
+}
+
+fn test() -> anyhow::Result<()> {
+    cmd("cargo", &["fmt", "--all", "--check"])?;
+    cmd(
+        "cargo",
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    // The root-only tests attach programs to cgroups and make namespaces of
+    // their own; one at a time keeps their timing and cleanup simple.
+    cmd("cargo", &["test", "--", "--test-threads=1"])
+}
+
+fn cmd(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<()> {
+    let program = program.as_ref();
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {}", program.to_string_lossy()))?;
+    if !status.success() {
+        bail!(
+            "`{} {}` failed ({status})",
+            program.to_string_lossy(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}

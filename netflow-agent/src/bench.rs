@@ -1,0 +1,235 @@
+//! `netflow-agent bench` (run by `cargo xtask bench`): what recording costs the
+//! traffic it records.
+//!
+//! Between the two namespaces of a testbed, in one run, it measures TCP
+//! request/response rate, new connections per second and stream throughput
+//! with no program, with netflow attached, and with a libpcap capture
+//! (`tcpdump -w`) running instead, and reports each as a ratio of the
+//! no-program figure. The modes are interleaved round by round and the median
+//! is taken, so slow drift of the machine hits every mode alike. It also reads
+//! the programs' own cost per packet from the kernel's BPF statistics.
+
+use std::{
+    os::fd::OwnedFd,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use aya::programs::ProgramInfo;
+use netflow_common::{EGRESS_PROG, INGRESS_PROG};
+use serde::Deserialize;
+
+use crate::{
+    loader::Probe,
+    testbed::{Host, Testbed},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Baseline,
+    Netflow,
+    Tcpdump,
+}
+
+const MODES: [Mode; 3] = [Mode::Baseline, Mode::Netflow, Mode::Tcpdump];
+const WORKLOADS: [(&str, &str, &str, f64); 3] = [
+    (
+        "rr",
+        "TCP request/response (64 B ping-pong), per s",
+        "request/response",
+        0.97,
+    ),
+    (
+        "crr",
+        "new TCP connections (connect, 64 B each way, close), per s",
+        "connections/s",
+        0.95,
+    ),
+    ("stream", "TCP stream throughput, MB/s", "throughput", 0.98),
+];
+
+#[derive(Debug, Deserialize)]
+struct BenchReport {
+    operations: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+pub fn run(seconds: f64, rounds: usize) -> anyhow::Result<()> {
+    let agent = std::env::current_exe().context("cannot find the netflow-agent binary")?;
+    if Command::new("tcpdump").arg("--version").output().is_err() {
+        bail!("tcpdump is not installed: run `cargo xtask setup`");
+    }
+    let mut testbed = Testbed::two_hosts("nfbench")?;
+    // The connection-rate client opens tens of thousands of connections:
+    // let TIME_WAIT ports be reused as on a busy node.
+    testbed.exec_in(Host::A, &["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
+    let server = |port: u16| format!("{}:{port}", Host::B.ipv4());
+    testbed.start_server(
+        &agent,
+        Host::B,
+        &["--tcp", &server(7000), "--sink", &server(7001)],
+    )?;
+
+    // Keep the kernel's per-program run time statistics on while netflow runs.
+    let stats_fd: Option<OwnedFd> = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+
+    let mut results = vec![vec![Vec::new(); MODES.len()]; WORKLOADS.len()];
+    let mut program_cost = ProgramCost::default();
+    for round in 0..rounds {
+        for (mode_index, mode) in MODES.iter().enumerate() {
+            let guard = ModeGuard::start(*mode, &testbed)?;
+            for (workload_index, (workload, ..)) in WORKLOADS.iter().enumerate() {
+                let port = if *workload == "stream" { 7001 } else { 7000 };
+                let output = testbed.run_peer(
+                    &agent,
+                    Host::A,
+                    &[
+                        "bench",
+                        workload,
+                        "--to",
+                        &server(port),
+                        "--duration",
+                        &seconds.to_string(),
+                    ],
+                )?;
+                let report: BenchReport = serde_json::from_slice(&output.stdout)
+                    .context("reading the bench client's report")?;
+                let rate = if *workload == "stream" {
+                    report.bytes as f64 / report.seconds / 1e6
+                } else {
+                    report.operations as f64 / report.seconds
+                };
+                results[workload_index][mode_index].push(rate);
+            }
+            if let Some(probe) = &guard.probe {
+                program_cost.add(probe);
+            }
+            drop(guard);
+        }
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+    drop(stats_fd);
+
+    println!("netflow benchmark: {rounds} rounds of {seconds} s per workload and mode, medians");
+    println!(
+        "{:<62} {:>12} {:>12} {:>12} {:>9} {:>9}  goal",
+        "workload", "no program", "netflow", "tcpdump", "netflow×", "tcpdump×"
+    );
+    let mut all_met = true;
+    for (workload_index, (_, label, _, goal)) in WORKLOADS.iter().enumerate() {
+        let medians: Vec<f64> = results[workload_index]
+            .iter()
+            .map(|rates| median(rates))
+            .collect();
+        let (base, netflow, tcpdump) = (medians[0], medians[1], medians[2]);
+        let (netflow_ratio, tcpdump_ratio) = (netflow / base, tcpdump / base);
+        let met = netflow_ratio >= *goal && netflow_ratio > tcpdump_ratio;
+        all_met &= met;
+        println!(
+            "{label:<62} {base:>12.1} {netflow:>12.1} {tcpdump:>12.1} {netflow_ratio:>9.3} {tcpdump_ratio:>9.3}  ≥{goal} and > tcpdump: {}",
+            if met { "met" } else { "NOT met" }
+        );
+    }
+    match program_cost.per_run_ns() {
+        Some(ns) => println!(
+            "netflow programs: {:.0} ns per packet on average ({} runs, from kernel.bpf_stats)",
+            ns, program_cost.runs
+        ),
+        None => println!("netflow programs: the kernel's BPF statistics were not available"),
+    }
+    println!(
+        "{}",
+        if all_met {
+            "all goals met"
+        } else {
+            "some goals not met (see above)"
+        }
+    );
+    Ok(())
+}
+
+/// What runs beside the traffic in one mode; stopped on drop.
+struct ModeGuard {
+    probe: Option<Probe>,
+    tcpdump: Option<(Child, PathBuf)>,
+}
+
+impl ModeGuard {
+    fn start(mode: Mode, testbed: &Testbed) -> anyhow::Result<Self> {
+        let mut guard = Self {
+            probe: None,
+            tcpdump: None,
+        };
+        match mode {
+            Mode::Baseline => {}
+            Mode::Netflow => {
+                let mut probe = Probe::load(netflow_common::DEFAULT_FLOW_ENTRIES)?;
+                // The maps stay in the object; the benchmark only needs the programs running.
+                probe.attach(testbed.cgroup_parent())?;
+                guard.probe = Some(probe);
+            }
+            Mode::Tcpdump => {
+                let capture = std::env::temp_dir().join("netflow-bench.pcap");
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &testbed.netns_name(Host::B)])
+                    // Headers only (-s 128): all a flow recorder needs from a capture.
+                    .args(["tcpdump", "-q", "-n", "-s", "128", "-i", "any", "-w"])
+                    .arg(&capture)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting tcpdump")?;
+                guard.tcpdump = Some((child, capture));
+                // tcpdump needs a moment to open its capture socket.
+                thread::sleep(Duration::from_millis(700));
+            }
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        if let Some((child, capture)) = &mut self.tcpdump {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(capture);
+        }
+    }
+}
+
+#[derive(Default)]
+struct ProgramCost {
+    runs: u64,
+    nanos: u64,
+}
+
+impl ProgramCost {
+    fn add(&mut self, probe: &Probe) {
+        for name in [EGRESS_PROG, INGRESS_PROG] {
+            if let Some(info) = probe.program(name).ok().and_then(|p| p.info().ok()) {
+                let info: ProgramInfo = info;
+                self.runs += info.run_count();
+                self.nanos += info.run_time().as_nanos() as u64;
+            }
+        }
+    }
+
+    fn per_run_ns(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.nanos as f64 / self.runs as f64)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}

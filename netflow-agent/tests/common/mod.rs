@@ -1,0 +1,86 @@
+//! Helpers shared by the root-only integration tests.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// True when this test can load eBPF programs and make namespaces (root and
+/// a cgroup v2 mount). Outside CI a missing privilege skips the test; with
+/// `CI=true` it fails it, so CI can never pass on skipped tests.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if !root {
+        Some("needs root".to_string())
+    } else {
+        netflow_agent::cgroupfs::cgroup2_mount()
+            .err()
+            .map(|err| err.to_string())
+    };
+    match reason {
+        None => true,
+        Some(reason) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: {reason}; under CI=true a skipped test is a failure");
+            }
+            eprintln!("skipping {test}: {reason}");
+            false
+        }
+    }
+}
+
+/// A testbed name unique to this process and call (at most 12 characters).
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{}{n}", std::process::id() % 100_000)
+}
+
+pub fn agent() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_netflow-agent"))
+}
+
+/// Programs attached directly to `cgroup` for one attach type, asked of the
+/// kernel with BPF_PROG_QUERY (so the test does not trust our own bookkeeping).
+pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    #[repr(C)]
+    #[derive(Default)]
+    struct QueryAttr {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    let dir = File::open(cgroup).expect("open cgroup");
+    let mut attr = QueryAttr {
+        target_fd: dir.as_raw_fd() as u32,
+        attach_type,
+        ..QueryAttr::default()
+    };
+    // SAFETY: bpf(2) reads and writes `attr`, which lives for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut attr as *mut QueryAttr,
+            size_of::<QueryAttr>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+    attr.prog_cnt
+}
+
+pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
+pub const BPF_CGROUP_INET_EGRESS: u32 = 1;

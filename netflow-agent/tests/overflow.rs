@@ -1,0 +1,122 @@
+//! More connections than the kernel table holds: every connection must still
+//! appear (through the overflow ring), with its bytes, and the counters must
+//! say how many overflowed.
+
+mod common;
+
+use std::{collections::BTreeMap, thread, time::Duration};
+
+use netflow_agent::{
+    loader::Probe,
+    reader::FlowReader,
+    testbed::{Host, Testbed},
+};
+
+const TABLE_ENTRIES: u32 = 4;
+const CONNECTIONS: usize = 12;
+
+#[test]
+fn a_full_table_loses_no_connection() {
+    if !common::privileged("a_full_table_loses_no_connection") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfovf")).unwrap();
+    let mut probe = Probe::load(TABLE_ENTRIES).unwrap();
+    let maps = probe.take_maps().unwrap();
+    probe.attach(testbed.cgroup_parent()).unwrap();
+    let mut reader = FlowReader::new(maps, Duration::from_secs(600));
+    testbed
+        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:9000"])
+        .unwrap();
+    let output = testbed
+        .run_peer(
+            &common::agent(),
+            Host::A,
+            &[
+                "connect",
+                "--tcp",
+                "10.231.0.2:9000",
+                "--bytes",
+                "300",
+                "--count",
+                &CONNECTIONS.to_string(),
+            ],
+        )
+        .unwrap();
+    let client_ports: Vec<u16> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let report: serde_json::Value = serde_json::from_str(line).unwrap();
+            report["local"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(client_ports.len(), CONNECTIONS);
+    thread::sleep(Duration::from_millis(300));
+
+    let interval = reader.poll().unwrap();
+    let client_cgroup = testbed.cgroup_id(Host::A).unwrap();
+    let server_cgroup = testbed.cgroup_id(Host::B).unwrap();
+
+    // Every connection, on both sides, exactly once.
+    let mut sides = BTreeMap::new();
+    for flow in &interval.flows {
+        let port = if flow.cgroup_id == client_cgroup {
+            flow.local.port
+        } else {
+            flow.remote.port
+        };
+        let previous = sides.insert((flow.cgroup_id, port), flow);
+        assert!(
+            previous.is_none(),
+            "one record per connection side: {flow:?}"
+        );
+    }
+    for port in &client_ports {
+        let client = sides
+            .get(&(client_cgroup, *port))
+            .expect("client side present");
+        let server = sides
+            .get(&(server_cgroup, *port))
+            .expect("server side present");
+        // Table or ring, the bytes are the same bytes.
+        assert_eq!(client.bytes_out, server.bytes_in, "port {port}");
+        assert_eq!(client.bytes_in, server.bytes_out, "port {port}");
+        assert_eq!(client.packets_out, server.packets_in, "port {port}");
+        assert!(client.bytes_out >= 300 + client.packets_out * 40);
+    }
+    assert_eq!(sides.len(), 2 * CONNECTIONS);
+
+    // The first connections filled the table; all the others overflowed.
+    let overflowed: Vec<_> = interval.flows.iter().filter(|flow| flow.overflow).collect();
+    let expected_overflow = 2 * CONNECTIONS as u64 - TABLE_ENTRIES as u64;
+    assert_eq!(overflowed.len() as u64, expected_overflow);
+    assert_eq!(interval.stats.overflowed_connections, expected_overflow);
+    assert_eq!(interval.stats.table_entries, TABLE_ENTRIES as u64);
+    let overflowed_packets: u64 = overflowed
+        .iter()
+        .map(|f| f.packets_in + f.packets_out)
+        .sum();
+    assert_eq!(interval.stats.drops["map_full"], overflowed_packets);
+    assert_eq!(interval.stats.drops["ring_full"], 0);
+    // Overflowed TCP connections still know who opened them.
+    for flow in overflowed {
+        let expected = if flow.cgroup_id == client_cgroup {
+            "local"
+        } else {
+            "remote"
+        };
+        assert_eq!(
+            serde_json::to_value(flow.initiator).unwrap(),
+            expected,
+            "{flow:?}"
+        );
+    }
+}
