@@ -213,7 +213,77 @@ fn test() -> anyhow::Result<()> {
     )?;
     // The root-only tests attach programs to cgroups and make namespaces of
     // their own; one at a time keeps their timing and cleanup simple.
-    cmd("cargo", &["test", "--", "--test-threads=1"])
+    let (passed, failed) = run_tests(&["test", "--", "--test-threads=1"])?;
+    // One closing line for the whole suite, whatever order cargo ran it in.
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} tests failed");
+    }
+    Ok(())
+}
+
+/// Runs `cargo ARGS`, echoing its output, and adds up its `test result:` lines.
+fn run_tests(args: &[&str]) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = Command::new("cargo")
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            if let Some((p, f)) = parse_test_result(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && failed == 0 {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok((passed, failed))
+}
+
+/// `test result: ok. 8 passed; 0 failed; ...` -> (8, 0).
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(word)?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_result_lines_are_added_up() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 8 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.57s"
+            ),
+            Some((8, 0))
+        );
+        assert_eq!(
+            parse_test_result("test result: FAILED. 5 passed; 3 failed; 0 ignored"),
+            Some((5, 3))
+        );
+        assert_eq!(parse_test_result("running 8 tests"), None);
+    }
 }
 
 fn cmd(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<()> {

@@ -1,0 +1,255 @@
+//! `netflow-agent record` as a user runs it: the binary, its flow log, its
+//! clean detach on SIGINT, and its errors.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use netflow_agent::{
+    flowlog::{LogLine, read_flow_log},
+    testbed::{Host, Testbed},
+};
+
+#[test]
+fn record_writes_the_flow_log_and_detaches_on_sigint() {
+    if !common::privileged("record_writes_the_flow_log_and_detaches_on_sigint") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfrec")).unwrap();
+    let log_dir = tempdir();
+    let log = log_dir.join("flows.jsonl");
+    let mut agent = Command::new(common::agent())
+        .arg("record")
+        .arg("--cgroup")
+        .arg(testbed.cgroup_parent())
+        .args(["--interval", "0.3", "--output"])
+        .arg(&log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait for "attached" on stderr, keep the rest for the end.
+    let stderr = agent.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut stderr_lines = Vec::new();
+    loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the agent said it attached");
+        let attached = line.contains("attached");
+        stderr_lines.push(line);
+        if attached {
+            break;
+        }
+    }
+    assert_eq!(
+        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
+        1
+    );
+    assert_eq!(
+        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_EGRESS),
+        1
+    );
+
+    testbed
+        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    let output = testbed
+        .run_peer(
+            &common::agent(),
+            Host::A,
+            &["connect", "--tcp", "10.231.0.2:8080", "--bytes", "700"],
+        )
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let client_port: u16 = report["local"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    thread::sleep(Duration::from_millis(800));
+
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGINT) };
+    let status = agent.wait().unwrap();
+    stderr_lines.extend(lines_rx.try_iter());
+    assert!(status.success(), "exit {status}: {stderr_lines:#?}");
+    assert!(
+        stderr_lines.iter().any(|line| line.contains("detached")),
+        "{stderr_lines:#?}"
+    );
+
+    // The kernel agrees that nothing is left attached.
+    assert_eq!(
+        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
+        0
+    );
+    assert_eq!(
+        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_EGRESS),
+        0
+    );
+
+    let lines = read_flow_log(&log).unwrap();
+    let flows: Vec<_> = lines
+        .iter()
+        .filter_map(|line| match line {
+            LogLine::Flow(flow) => Some(flow),
+            LogLine::Stats(_) => None,
+        })
+        .collect();
+    assert!(lines.iter().any(|line| matches!(line, LogLine::Stats(_))));
+    let client_cgroup = testbed.cgroup_id(Host::A).unwrap();
+    let client: Vec<_> = flows
+        .iter()
+        .filter(|flow| flow.cgroup_id == client_cgroup && flow.local.port == client_port)
+        .collect();
+    assert!(!client.is_empty(), "{flows:#?}");
+    let sent: u64 = client.iter().map(|flow| flow.bytes_out).sum();
+    let packets: u64 = client.iter().map(|flow| flow.packets_out).sum();
+    assert!(
+        sent >= 700 + packets * 40 && sent <= 700 + packets * 80,
+        "{client:#?}"
+    );
+    assert_eq!(client[0].remote.port, 8080);
+    assert_eq!(client[0].protocol.to_string(), "tcp");
+    assert_eq!(flows.len(), 2, "one client and one server side: {flows:#?}");
+    std::fs::remove_dir_all(&log_dir).unwrap();
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(common::unique_name("netflow-test-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn record(args: &[&str]) -> (i32, String) {
+    let output = Command::new(common::agent())
+        .arg("record")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_cgroup_is_named_in_the_error() {
+    if !common::privileged("a_missing_cgroup_is_named_in_the_error") {
+        return;
+    }
+    let (code, stderr) = record(&[
+        "--cgroup",
+        "/sys/fs/cgroup/no-such-netflow-cgroup",
+        "--duration",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no-such-netflow-cgroup") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_path_outside_the_cgroup_tree_is_refused() {
+    if !common::privileged("a_path_outside_the_cgroup_tree_is_refused") {
+        return;
+    }
+    let (code, stderr) = record(&["--cgroup", "/tmp", "--duration", "1"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("/tmp is not inside the cgroup v2 hierarchy"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unwritable_flow_log_is_named_and_nothing_is_attached() {
+    if !common::privileged("an_unwritable_flow_log_is_named") {
+        return;
+    }
+    let (code, stderr) = record(&[
+        "--output",
+        "/nonexistent-dir/flows.jsonl",
+        "--duration",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot create flow log /nonexistent-dir/flows.jsonl"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("attached"), "{stderr}");
+}
+
+#[test]
+fn without_root_the_error_says_so() {
+    if !common::privileged("without_root_the_error_says_so") {
+        return;
+    }
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    // The binary may sit in a directory nobody cannot enter: run a copy
+    // from a directory of our own in the (world-accessible) temp dir.
+    let dir = tempdir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("netflow-agent");
+    std::fs::copy(common::agent(), &copy).unwrap();
+    let output = Command::new(&copy)
+        .args(["record", "--duration", "1"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains("needs root"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn without_cgroup_v2_the_error_says_so() {
+    if !common::privileged("without_cgroup_v2_the_error_says_so") {
+        return;
+    }
+    // A private mount namespace with every cgroup2 mount removed: the agent
+    // must find none and say so (the host's mounts are untouched).
+    let script = format!(
+        "for m in $(awk '$9 == \"cgroup2\" {{print $5}}' /proc/self/mountinfo | sort -r); do umount -l \"$m\" || exit 3; done; exec {} record --duration 1",
+        common::agent().display()
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no cgroup v2 filesystem is mounted"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_before_anything_runs() {
+    let (code, stderr) = record(&["--interval", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a positive duration"), "{stderr}");
+    let (code, stderr) = record(&["--flow-entries", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+}
