@@ -36,7 +36,7 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
         /// Rounds; each mode runs once per round, interleaved.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
     /// Test peer: a stand-in for a pod process (used by tests, the lab and the benchmark).

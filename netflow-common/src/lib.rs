@@ -185,8 +185,14 @@ mod tests {
     fn only_a_bare_syn_names_the_initiator() {
         assert_eq!(initiator_of(TCP_SYN, DIR_EGRESS), INITIATOR_LOCAL);
         assert_eq!(initiator_of(TCP_SYN, DIR_INGRESS), INITIATOR_REMOTE);
-        assert_eq!(initiator_of(TCP_SYN | TCP_ACK, DIR_INGRESS), INITIATOR_UNKNOWN);
-        assert_eq!(initiator_of(TCP_ACK | TCP_FIN, DIR_EGRESS), INITIATOR_UNKNOWN);
+        assert_eq!(
+            initiator_of(TCP_SYN | TCP_ACK, DIR_INGRESS),
+            INITIATOR_UNKNOWN
+        );
+        assert_eq!(
+            initiator_of(TCP_ACK | TCP_FIN, DIR_EGRESS),
+            INITIATOR_UNKNOWN
+        );
         assert_eq!(initiator_of(0, DIR_EGRESS), INITIATOR_UNKNOWN);
     }
 }

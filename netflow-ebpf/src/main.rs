@@ -159,11 +159,11 @@ fn update(stats: *mut FlowStats, packet: &Packet, direction: u8, now: u64) {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(packets, packet.segments as u64);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes, packet.wire_bytes);
         (*stats).last_seen_ns = now;
-        if packet.tcp_flags != 0 {
-            atomic_or::<u32, u32, { AtomicOrdering::Relaxed }>(
-                &raw mut (*stats).tcp_flags,
-                packet.tcp_flags as u32,
-            );
+        let flags = packet.tcp_flags as u32;
+        // Most packets carry flags the connection has shown before: skip the
+        // locked instruction for them.
+        if (*stats).tcp_flags & flags != flags {
+            atomic_or::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*stats).tcp_flags, flags);
             let initiator = initiator_of(packet.tcp_flags, direction);
             if initiator != INITIATOR_UNKNOWN {
                 (*stats).initiator = initiator;

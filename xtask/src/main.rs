@@ -37,7 +37,7 @@ enum Task {
     Bench {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
 }
