@@ -147,7 +147,7 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing {}", packages.join(" "));
     cmd("apt-get", &["update", "-q"])?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    let mut args = vec!["install", "-y", "-q"];
     args.extend_from_slice(packages);
     let status = Command::new("apt-get")
         .args(&args)
@@ -266,6 +266,23 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     Some((count(" passed")?, count(" failed")?))
 }
 
+fn cmd(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<()> {
+    let program = program.as_ref();
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {}", program.to_string_lossy()))?;
+    if !status.success() {
+        bail!(
+            "`{} {}` failed ({status})",
+            program.to_string_lossy(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,21 +301,4 @@ mod tests {
         );
         assert_eq!(parse_test_result("running 8 tests"), None);
     }
-}
-
-fn cmd(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<()> {
-    let program = program.as_ref();
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("running {}", program.to_string_lossy()))?;
-    if !status.success() {
-        bail!(
-            "`{} {}` failed ({status})",
-            program.to_string_lossy(),
-            args.join(" ")
-        );
-    }
-    Ok(())
 }
