@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a cgroup and write a flow log (JSON lines) of every connection.
     Record(RecordArgs),
+    /// Work with communication graph files: merge, export, show.
+    #[command(subcommand)]
+    Graph(GraphCommand),
     /// Record real traffic between two network namespaces and print the flows.
     Demo {
         /// Also write the flow log here.
@@ -65,6 +68,34 @@ pub struct RecordArgs {
     /// A connection idle this long is reported as ended and removed from the table.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Merge graphs of several nodes or weeks into one.
+    Merge {
+        /// Input graph files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output graph file (written atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Print a graph as JSON, Graphviz DOT or Mermaid.
+    Export {
+        #[arg(long)]
+        graph: PathBuf,
+        #[arg(long, value_enum, default_value = "json")]
+        format: crate::graph::export::Format,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Print the edges as a table, by namespace, with rare edges marked.
+    Show {
+        #[arg(long)]
+        graph: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

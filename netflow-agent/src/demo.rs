@@ -90,8 +90,9 @@ pub fn run(output: Option<&Path>) -> anyhow::Result<()> {
     ];
     println!();
     print_table(&interval.flows, &names);
+    let lost: u64 = interval.stats.drops.values().sum();
     println!(
-        "\nkernel counters: {} connections in the table, nothing lost: {:?}",
+        "\nkernel counters: {} connections in the table; packets not fully recorded: {lost} {:?}",
         interval.stats.table_entries, interval.stats.drops
     );
     if let Some(path) = output {

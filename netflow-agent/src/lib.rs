@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod flowlog;
+pub mod graph;
 pub mod initiator;
 pub mod loader;
 pub mod peer;

@@ -3,8 +3,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use netflow_agent::{
     bench,
-    cli::{Cli, Command, PeerAction, PeerArgs},
-    demo, peer, record, telemetry,
+    cli::{Cli, Command, GraphCommand, PeerAction, PeerArgs},
+    demo,
+    graph::command as graph_command,
+    peer, record, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -24,6 +26,15 @@ fn main() -> ExitCode {
             flow_entries: args.flow_entries,
             idle_timeout: args.idle_timeout,
         }),
+        Command::Graph(GraphCommand::Merge { inputs, output }) => {
+            graph_command::merge(&inputs, &output)
+        }
+        Command::Graph(GraphCommand::Export {
+            graph,
+            format,
+            output,
+        }) => graph_command::export(&graph, format, output.as_deref()),
+        Command::Graph(GraphCommand::Show { graph }) => graph_command::show(&graph),
         Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),
@@ -35,10 +46,26 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("netflow-agent: error: {err:#}");
+            eprintln!("netflow-agent: error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once: module errors already quote
+/// their source in their message, and anyhow's chain would repeat it.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! Logging: `tracing` to stderr, text or JSON, with aya-log's records bridged in.
+//! Logging: `tracing` to stderr, text or JSON. (The kernel programs do not
+//! log: a log call per packet would cost more than the counting itself.)
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

@@ -1,0 +1,182 @@
+//! The graph for people: JSON (the file format), Graphviz DOT, Mermaid, and
+//! a readable table of edges by namespace.
+
+use std::fmt::Write as _;
+
+use super::{CommGraph, Endpoint, EndpointKind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Dot,
+    Mermaid,
+}
+
+pub fn render(graph: &CommGraph, format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut json = serde_json::to_string_pretty(&graph.to_file()).unwrap_or_default();
+            json.push('\n');
+            json
+        }
+        Format::Dot => dot(graph),
+        Format::Mermaid => mermaid(graph),
+    }
+}
+
+/// How an endpoint is named for people: `namespace/name` for workloads.
+pub fn label(endpoint: &Endpoint) -> String {
+    match (&endpoint.namespace, endpoint.kind) {
+        (Some(namespace), EndpointKind::Workload) => format!("{namespace}/{}", endpoint.name),
+        _ => endpoint.name.clone(),
+    }
+}
+
+fn dot(graph: &CommGraph) -> String {
+    let mut out = String::from("digraph netflow {\n  rankdir=LR;\n  node [shape=box];\n");
+    let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+    for endpoint in graph.endpoints() {
+        let shape = match endpoint.kind {
+            EndpointKind::Workload => "box",
+            EndpointKind::Node => "box3d",
+            EndpointKind::External => "ellipse",
+            EndpointKind::Metadata => "octagon",
+            EndpointKind::Unresolved => "diamond",
+        };
+        let _ = writeln!(
+            out,
+            "  {} [label={}, shape={shape}];",
+            quote(&endpoint.id),
+            quote(&label(endpoint))
+        );
+    }
+    for (client, server, edge) in graph.edges() {
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={}];",
+            quote(&client.id),
+            quote(&server.id),
+            quote(&format!(
+                "{}/{} ({} conn)",
+                edge.key.protocol, edge.key.port, edge.stats.connections
+            ))
+        );
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn mermaid(graph: &CommGraph) -> String {
+    let mut out = String::from("flowchart LR\n");
+    // Mermaid ids must be plain: number the endpoints in id order.
+    let endpoints = graph.endpoints();
+    let index_of = |id: &str| endpoints.iter().position(|e| e.id == id).unwrap_or(0);
+    let text = |text: &str| text.replace('"', "#quot;");
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        let name = text(&label(endpoint));
+        let node = match endpoint.kind {
+            EndpointKind::Workload => format!("n{index}[\"{name}\"]"),
+            EndpointKind::Node => format!("n{index}[[\"{name}\"]]"),
+            EndpointKind::External => format!("n{index}([\"{name}\"])"),
+            EndpointKind::Metadata => format!("n{index}{{{{\"{name}\"}}}}"),
+            EndpointKind::Unresolved => format!("n{index}{{\"{name}\"}}"),
+        };
+        let _ = writeln!(out, "  {node}");
+    }
+    for (client, server, edge) in graph.edges() {
+        let _ = writeln!(
+            out,
+            "  n{} -->|\"{}/{}\"| n{}",
+            index_of(&client.id),
+            edge.key.protocol,
+            edge.key.port,
+            index_of(&server.id)
+        );
+    }
+    out
+}
+
+/// A table of edges grouped by the client's namespace; edges seen on a
+/// single day are marked `rare` (a nightly job looks like this).
+pub fn show(graph: &CommGraph) -> String {
+    let mut out = String::new();
+    let mut current: Option<String> = None;
+    for (client, server, edge) in graph.edges_by_namespace() {
+        let namespace = client
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "(outside the cluster)".into());
+        if current.as_ref() != Some(&namespace) {
+            let _ = writeln!(out, "\n{namespace}");
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<40} {:<10} {:>6} {:>5} {:<20} {:<20} note",
+                "client", "server", "port", "conns", "days", "first seen", "last seen"
+            );
+            current = Some(namespace);
+        }
+        let first = super::file_time(edge.stats.first_seen);
+        let last = super::file_time(edge.stats.last_seen);
+        let note = if edge.stats.days_seen.len() <= 1 {
+            "rare"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<40} {:<10} {:>6} {:>5} {:<20} {:<20} {note}",
+            label(client),
+            label(server),
+            format!("{}/{}", edge.key.protocol, edge.key.port),
+            edge.stats.connections,
+            edge.stats.days_seen.len(),
+            first,
+            last,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{} endpoints, {} edges",
+        graph.node_count(),
+        graph.edge_count()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::tests::sample;
+
+    #[test]
+    fn dot_names_both_ends_and_the_port() {
+        let dot = render(&sample(), Format::Dot);
+        assert!(dot.starts_with("digraph netflow {"));
+        assert!(dot.contains("\"workload:shop/Deployment/frontend\" -> \"workload:shop/Deployment/cart\" [label=\"tcp/7070 (3 conn)\"];"), "{dot}");
+    }
+
+    #[test]
+    fn mermaid_uses_plain_ids_and_readable_labels() {
+        let mermaid = render(&sample(), Format::Mermaid);
+        assert_eq!(
+            mermaid,
+            "flowchart LR\n  n0[\"shop/cart\"]\n  n1[\"shop/frontend\"]\n  n1 -->|\"tcp/7070\"| n0\n"
+        );
+    }
+
+    #[test]
+    fn json_export_is_the_file_format() {
+        let json = render(&sample(), Format::Json);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["edges"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn show_groups_by_namespace_and_marks_rare_edges() {
+        let table = show(&sample());
+        assert!(table.contains("\nshop\n"), "{table}");
+        assert!(table.contains("shop/frontend"), "{table}");
+        assert!(table.contains("2 endpoints, 1 edges"), "{table}");
+    }
+}

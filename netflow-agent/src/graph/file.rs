@@ -1,0 +1,321 @@
+//! `graph.json`: the graph on disk.
+//!
+//! Top level: `version`, `nodes` (`id`, `kind`, `namespace`, `name`, ...) and
+//! `edges` (`from`, `to`, `protocol`, `port`, `first_seen`, `last_seen`,
+//! `days_seen`, `connections`, `packets`, `bytes`), times in RFC 3339. Files
+//! are written to a temporary name, synced and renamed, so a crash leaves the
+//! old file or the new one, never half of one.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::UNIX_EPOCH,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CommGraph, EdgeKey, EdgeStats, Endpoint, file_time};
+use crate::flowlog::Protocol;
+
+/// The layout version this build writes and the newest it reads.
+pub const GRAPH_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphFileError {
+    #[error("cannot read graph {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("graph {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "graph {path} has layout version {found}, newer than this netflow-agent reads ({GRAPH_VERSION}): upgrade netflow-agent"
+    )]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("cannot write graph {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GraphFile {
+    pub version: u32,
+    pub nodes: Vec<Endpoint>,
+    pub edges: Vec<EdgeRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    pub from: String,
+    pub to: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub first_seen: String,
+    pub last_seen: String,
+    #[serde(default)]
+    pub days_seen: BTreeSet<String>,
+    pub connections: u64,
+    #[serde(default)]
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl CommGraph {
+    pub fn to_file(&self) -> GraphFile {
+        GraphFile {
+            version: GRAPH_VERSION,
+            nodes: self.endpoints().into_iter().cloned().collect(),
+            edges: self
+                .edges()
+                .into_iter()
+                .map(|(from, to, edge)| EdgeRecord {
+                    from: from.id.clone(),
+                    to: to.id.clone(),
+                    protocol: edge.key.protocol,
+                    port: edge.key.port,
+                    first_seen: file_time(edge.stats.first_seen),
+                    last_seen: file_time(edge.stats.last_seen),
+                    days_seen: edge.stats.days_seen.clone(),
+                    connections: edge.stats.connections,
+                    packets: edge.stats.packets,
+                    bytes: edge.stats.bytes,
+                })
+                .collect(),
+        }
+    }
+
+    /// Builds the graph a file describes; `path` is only for error messages.
+    pub fn from_file(file: GraphFile, path: &Path) -> Result<Self, GraphFileError> {
+        let invalid = |message: String| GraphFileError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if file.version > GRAPH_VERSION {
+            return Err(GraphFileError::TooNew {
+                path: path.to_path_buf(),
+                found: file.version,
+            });
+        }
+        let mut graph = CommGraph::new();
+        for node in file.nodes {
+            if node.id.is_empty() {
+                return Err(invalid("a node has an empty id".into()));
+            }
+            if graph.endpoint(&node.id).is_some() {
+                return Err(invalid(format!("node {:?} appears twice", node.id)));
+            }
+            graph.upsert_endpoint(node);
+        }
+        for (index, edge) in file.edges.into_iter().enumerate() {
+            let node = |id: &str| {
+                graph
+                    .by_id
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| invalid(format!("edge {index} names unknown node {id:?}")))
+            };
+            let (client, server) = (node(&edge.from)?, node(&edge.to)?);
+            let time = |text: &str, field: &str| {
+                parse_rfc3339(text).ok_or_else(|| {
+                    invalid(format!(
+                        "edge {index}: {field} {text:?} is not an RFC 3339 time"
+                    ))
+                })
+            };
+            let stats = EdgeStats {
+                first_seen: time(&edge.first_seen, "first_seen")?,
+                last_seen: time(&edge.last_seen, "last_seen")?,
+                days_seen: edge.days_seen,
+                connections: edge.connections,
+                packets: edge.packets,
+                bytes: edge.bytes,
+            };
+            if stats.first_seen > stats.last_seen {
+                return Err(invalid(format!(
+                    "edge {index}: first_seen is after last_seen"
+                )));
+            }
+            graph.observe(
+                client,
+                server,
+                EdgeKey {
+                    protocol: edge.protocol,
+                    port: edge.port,
+                },
+                &stats,
+            );
+        }
+        Ok(graph)
+    }
+
+    /// Reads a graph file; errors name the file.
+    pub fn load(path: &Path) -> Result<Self, GraphFileError> {
+        let text = fs::read_to_string(path).map_err(|source| GraphFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Check the version before the layout, so a newer file gets the
+        // "upgrade" message rather than a confusing field error.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: Option<u32>,
+        }
+        let invalid = |message: String| GraphFileError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let version: VersionOnly =
+            serde_json::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+        match version.version {
+            None => return Err(invalid("no \"version\" field".into())),
+            Some(found) if found > GRAPH_VERSION => {
+                return Err(GraphFileError::TooNew {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+            Some(_) => {}
+        }
+        let file: GraphFile =
+            serde_json::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+        Self::from_file(file, path)
+    }
+
+    /// Writes the graph atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), GraphFileError> {
+        let json =
+            serde_json::to_vec_pretty(&self.to_file()).map_err(|err| GraphFileError::Write {
+                path: path.to_path_buf(),
+                source: err.into(),
+            })?;
+        write_atomically(path, &json).map_err(|source| GraphFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new
+/// content, never a mix, even after a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        // The rename itself is durable once the directory is synced.
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn parse_rfc3339(text: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(text)
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|duration| duration.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::tests::sample;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netflow-graph-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_saved_graph_loads_back_identical() {
+        let dir = scratch("roundtrip");
+        let path = dir.join("graph.json");
+        let graph = sample();
+        graph.save(&path).unwrap();
+        let loaded = CommGraph::load(&path).unwrap();
+        assert_eq!(
+            serde_json::to_string(&loaded.to_file()).unwrap(),
+            serde_json::to_string(&graph.to_file()).unwrap()
+        );
+        // Only the file itself is left, no temporary.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_file_has_the_documented_fields() {
+        let value = serde_json::to_value(sample().to_file()).unwrap();
+        for field in ["id", "kind", "namespace", "name"] {
+            assert!(value["nodes"][0].get(field).is_some(), "node field {field}");
+        }
+        for field in [
+            "from",
+            "to",
+            "protocol",
+            "port",
+            "first_seen",
+            "last_seen",
+            "connections",
+            "bytes",
+        ] {
+            assert!(value["edges"][0].get(field).is_some(), "edge field {field}");
+        }
+        assert_eq!(value["edges"][0]["protocol"], "tcp");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_their_name() {
+        let dir = scratch("bad");
+        let cases = [
+            (
+                "broken.json",
+                "{\"version\": 1, \"nodes\": [",
+                "is not valid",
+            ),
+            (
+                "newer.json",
+                "{\"version\": 99, \"nodes\": [], \"edges\": []}",
+                "newer than this netflow-agent reads",
+            ),
+            (
+                "noversion.json",
+                "{\"nodes\": [], \"edges\": []}",
+                "no \"version\" field",
+            ),
+            (
+                "dangling.json",
+                "{\"version\": 1, \"nodes\": [], \"edges\": [{\"from\": \"a\", \"to\": \"b\", \"protocol\": \"tcp\", \"port\": 1, \"first_seen\": \"2026-01-01T00:00:00Z\", \"last_seen\": \"2026-01-01T00:00:00Z\", \"connections\": 1, \"bytes\": 1}]}",
+                "unknown node \"a\"",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let path = dir.join(name);
+            fs::write(&path, text).unwrap();
+            let err = CommGraph::load(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains(expected),
+                "{name}: {err}"
+            );
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,344 @@
+//! The communication graph: who talks to whom, over the audit window.
+//!
+//! Nodes are endpoints (workloads, nodes/hosts, external addresses, the
+//! metadata service); edges are client -> server on one protocol and server
+//! port, with when they were first and last seen, the days they were seen on,
+//! and how much went over them. The graph is a petgraph `DiGraph` in memory
+//! and a versioned JSON file on disk ([`file::GraphFile`]), saved atomically.
+
+pub mod command;
+pub mod export;
+pub mod file;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::flowlog::Protocol;
+
+/// What kind of endpoint a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// Pods grouped by their owning workload (Deployment, StatefulSet, ...).
+    Workload,
+    /// A node's own address (kubelet, hostNetwork pods).
+    Node,
+    /// Anything outside the cluster, by address (and DNS names when known).
+    External,
+    /// The cloud metadata service (169.254.169.254 and friends).
+    Metadata,
+    /// An address or cgroup netflow could not name.
+    Unresolved,
+}
+
+/// One endpoint. `id` is stable across runs and nodes, so graphs merge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub kind: EndpointKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Deployment, StatefulSet, DaemonSet, Job, CronJob or Pod (workloads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_kind: Option<String>,
+    /// The workload's selector labels (never per-pod labels).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub addresses: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub dns_names: BTreeSet<String>,
+}
+
+impl Endpoint {
+    /// Folds what another observation knows of the same endpoint into this one.
+    fn absorb(&mut self, other: &Endpoint) {
+        self.addresses.extend(other.addresses.iter().cloned());
+        self.dns_names.extend(other.dns_names.iter().cloned());
+        for (key, value) in &other.labels {
+            self.labels
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+        if self.workload_kind.is_none() {
+            self.workload_kind.clone_from(&other.workload_kind);
+        }
+    }
+}
+
+/// Traffic seen on one client -> server edge. Times are Unix seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeStats {
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// UTC days (`YYYY-MM-DD`) on which the edge carried traffic.
+    pub days_seen: BTreeSet<String>,
+    pub connections: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl EdgeStats {
+    fn absorb(&mut self, other: &EdgeStats) {
+        self.first_seen = match (self.first_seen, other.first_seen) {
+            (0, theirs) => theirs,
+            (ours, 0) => ours,
+            (ours, theirs) => ours.min(theirs),
+        };
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.days_seen.extend(other.days_seen.iter().cloned());
+        self.connections += other.connections;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// What identifies an edge between two endpoints: the server's port, never
+/// the client's ephemeral one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeKey {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub key: EdgeKey,
+    pub stats: EdgeStats,
+}
+
+/// The graph in memory.
+#[derive(Clone, Debug, Default)]
+pub struct CommGraph {
+    graph: DiGraph<Endpoint, Edge>,
+    by_id: HashMap<String, NodeIndex>,
+    by_edge: HashMap<(NodeIndex, NodeIndex, EdgeKey), petgraph::graph::EdgeIndex>,
+}
+
+impl CommGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `endpoint`, or merges it into the node with the same id.
+    pub fn upsert_endpoint(&mut self, endpoint: Endpoint) -> NodeIndex {
+        if let Some(&index) = self.by_id.get(&endpoint.id) {
+            self.graph[index].absorb(&endpoint);
+            return index;
+        }
+        let id = endpoint.id.clone();
+        let index = self.graph.add_node(endpoint);
+        self.by_id.insert(id, index);
+        index
+    }
+
+    /// Records traffic from `client` to `server` (both already added).
+    pub fn observe(
+        &mut self,
+        client: NodeIndex,
+        server: NodeIndex,
+        key: EdgeKey,
+        stats: &EdgeStats,
+    ) {
+        match self.by_edge.get(&(client, server, key)) {
+            Some(&edge) => self.graph[edge].stats.absorb(stats),
+            None => {
+                let edge = self.graph.add_edge(
+                    client,
+                    server,
+                    Edge {
+                        key,
+                        stats: stats.clone(),
+                    },
+                );
+                self.by_edge.insert((client, server, key), edge);
+            }
+        }
+    }
+
+    /// Adds every node and edge of `other` (graphs of several nodes or weeks).
+    pub fn merge(&mut self, other: &CommGraph) {
+        for edge in other.graph.edge_indices() {
+            let Some((from, to)) = other.graph.edge_endpoints(edge) else {
+                continue;
+            };
+            let client = self.upsert_endpoint(other.graph[from].clone());
+            let server = self.upsert_endpoint(other.graph[to].clone());
+            let Edge { key, stats } = &other.graph[edge];
+            self.observe(client, server, *key, stats);
+        }
+        for node in other.graph.node_weights() {
+            self.upsert_endpoint(node.clone());
+        }
+    }
+
+    pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
+        self.by_id.get(id).map(|&index| &self.graph[index])
+    }
+
+    /// Endpoints sorted by id.
+    pub fn endpoints(&self) -> Vec<&Endpoint> {
+        let mut endpoints: Vec<_> = self.graph.node_weights().collect();
+        endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+        endpoints
+    }
+
+    /// Edges as (client, server, edge), sorted for deterministic output.
+    pub fn edges(&self) -> Vec<(&Endpoint, &Endpoint, &Edge)> {
+        let mut edges: Vec<_> = self
+            .graph
+            .edge_indices()
+            .filter_map(|edge| {
+                let (from, to) = self.graph.edge_endpoints(edge)?;
+                Some((&self.graph[from], &self.graph[to], &self.graph[edge]))
+            })
+            .collect();
+        edges.sort_by(|a, b| (&a.0.id, &a.1.id, a.2.key).cmp(&(&b.0.id, &b.1.id, b.2.key)));
+        edges
+    }
+
+    /// Edges sorted by the client's namespace, then client and server names.
+    pub fn edges_by_namespace(&self) -> Vec<(&Endpoint, &Endpoint, &Edge)> {
+        let mut edges = self.edges();
+        edges.sort_by(|a, b| {
+            (
+                &a.0.namespace,
+                &a.0.name,
+                &a.1.namespace,
+                &a.1.name,
+                a.2.key,
+            )
+                .cmp(&(
+                    &b.0.namespace,
+                    &b.0.name,
+                    &b.1.namespace,
+                    &b.1.name,
+                    b.2.key,
+                ))
+        });
+        edges
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn edge_count(&self) -> usize {
+        self.graph.edge_count()
+    }
+}
+
+/// RFC 3339 (UTC, seconds) of a Unix time, as graph files store times.
+pub fn file_time(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds),
+    )
+    .to_string()
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time.
+pub fn utc_day(unix_seconds: u64) -> String {
+    file_time(unix_seconds)[..10].to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn workload(namespace: &str, name: &str) -> Endpoint {
+        Endpoint {
+            id: format!("workload:{namespace}/Deployment/{name}"),
+            kind: EndpointKind::Workload,
+            namespace: Some(namespace.to_string()),
+            name: name.to_string(),
+            workload_kind: Some("Deployment".to_string()),
+            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            addresses: BTreeSet::new(),
+            dns_names: BTreeSet::new(),
+        }
+    }
+
+    pub fn stats(first: u64, last: u64, connections: u64) -> EdgeStats {
+        EdgeStats {
+            first_seen: first,
+            last_seen: last,
+            days_seen: [utc_day(first), utc_day(last)].into_iter().collect(),
+            connections,
+            packets: connections * 10,
+            bytes: connections * 1000,
+        }
+    }
+
+    pub fn sample() -> CommGraph {
+        let mut graph = CommGraph::new();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let cart = graph.upsert_endpoint(workload("shop", "cart"));
+        let tcp = |port| EdgeKey {
+            protocol: Protocol(6),
+            port,
+        };
+        graph.observe(
+            frontend,
+            cart,
+            tcp(7070),
+            &stats(1_764_000_000, 1_764_100_000, 3),
+        );
+        graph
+    }
+
+    #[test]
+    fn the_same_edge_is_aggregated_not_duplicated() {
+        let mut graph = sample();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let cart = graph.upsert_endpoint(workload("shop", "cart"));
+        let key = EdgeKey {
+            protocol: Protocol(6),
+            port: 7070,
+        };
+        graph.observe(frontend, cart, key, &stats(1_763_000_000, 1_764_500_000, 2));
+        assert_eq!(graph.node_count(), 2);
+        assert_eq!(graph.edge_count(), 1);
+        let (_, _, edge) = graph.edges()[0];
+        assert_eq!(edge.stats.connections, 5);
+        assert_eq!(edge.stats.first_seen, 1_763_000_000);
+        assert_eq!(edge.stats.last_seen, 1_764_500_000);
+        assert_eq!(edge.stats.days_seen.len(), 4);
+    }
+
+    #[test]
+    fn another_port_is_another_edge() {
+        let mut graph = sample();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let cart = graph.upsert_endpoint(workload("shop", "cart"));
+        graph.observe(
+            frontend,
+            cart,
+            EdgeKey {
+                protocol: Protocol(17),
+                port: 7070,
+            },
+            &stats(1, 2, 1),
+        );
+        assert_eq!(graph.edge_count(), 2);
+    }
+
+    #[test]
+    fn merging_adds_up_edges_and_keeps_every_node() {
+        let mut merged = sample();
+        let mut other = sample();
+        other.upsert_endpoint(workload("shop", "idle"));
+        merged.merge(&other);
+        assert_eq!(merged.node_count(), 3);
+        assert_eq!(merged.edge_count(), 1);
+        assert_eq!(merged.edges()[0].2.stats.connections, 6);
+    }
+
+    #[test]
+    fn days_are_utc_dates() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(1_764_028_800), "2025-11-25");
+    }
+}

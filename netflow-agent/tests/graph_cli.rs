@@ -1,0 +1,147 @@
+//! `netflow-agent graph merge|export|show` on graph files alone.
+
+mod common;
+
+use std::{fs, path::PathBuf, process::Command};
+
+const NODE_A: &str = r#"{"id":"workload:shop/Deployment/frontend","kind":"workload","namespace":"shop","name":"frontend"}"#;
+const NODE_B: &str =
+    r#"{"id":"workload:shop/Deployment/cart","kind":"workload","namespace":"shop","name":"cart"}"#;
+
+fn graph(connections: u64, first: &str, last: &str) -> String {
+    format!(
+        r#"{{"version":1,"nodes":[{NODE_A},{NODE_B}],"edges":[{{"from":"workload:shop/Deployment/frontend","to":"workload:shop/Deployment/cart","protocol":"tcp","port":7070,"first_seen":"{first}","last_seen":"{last}","days_seen":["{}"],"connections":{connections},"bytes":100}}]}}"#,
+        &first[..10]
+    )
+}
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(common::unique_name("netflow-graph-cli-"));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn agent(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(common::agent()).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn merge_adds_up_weeks_and_export_shows_the_edge() {
+    let dir = scratch();
+    let (a, b, merged) = (
+        dir.join("a.json"),
+        dir.join("b.json"),
+        dir.join("merged.json"),
+    );
+    fs::write(&a, graph(3, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z")).unwrap();
+    fs::write(&b, graph(4, "2026-11-20T10:00:00Z", "2026-11-24T11:00:00Z")).unwrap();
+    let (code, _, stderr) = agent(&[
+        "graph",
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let value: serde_json::Value = serde_json::from_slice(&fs::read(&merged).unwrap()).unwrap();
+    let edges = value["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0]["connections"], 7);
+    assert_eq!(edges[0]["first_seen"], "2026-11-18T10:00:00Z");
+    assert_eq!(edges[0]["last_seen"], "2026-11-24T11:00:00Z");
+    assert_eq!(edges[0]["days_seen"].as_array().unwrap().len(), 2);
+
+    let (code, dot, _) = agent(&[
+        "graph",
+        "export",
+        "--graph",
+        merged.to_str().unwrap(),
+        "--format",
+        "dot",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        dot.contains("-> \"workload:shop/Deployment/cart\" [label=\"tcp/7070 (7 conn)\"]"),
+        "{dot}"
+    );
+    let (code, mermaid, _) = agent(&[
+        "graph",
+        "export",
+        "--graph",
+        merged.to_str().unwrap(),
+        "--format",
+        "mermaid",
+    ]);
+    assert_eq!(code, 0);
+    assert!(mermaid.contains("-->|\"tcp/7070\"|"), "{mermaid}");
+    let (code, table, _) = agent(&["graph", "show", "--graph", merged.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("shop/frontend") && table.contains("tcp/7070"),
+        "{table}"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_graphs_are_named_and_leave_no_output() {
+    let dir = scratch();
+    let good = dir.join("good.json");
+    fs::write(
+        &good,
+        graph(1, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "broken.json",
+            "{\"version\":1,\"nodes\":[".to_string(),
+            "is not valid",
+        ),
+        (
+            "newer.json",
+            "{\"version\":7,\"nodes\":[],\"edges\":[]}".to_string(),
+            "newer than this netflow-agent reads",
+        ),
+        (
+            "times.json",
+            graph(1, "2026-11-18T10:00:00Z", "yesterday"),
+            "not an RFC 3339 time",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let bad = dir.join(name);
+        fs::write(&bad, text).unwrap();
+        let out = dir.join("out.json");
+        let (code, _, stderr) = agent(&[
+            "graph",
+            "merge",
+            good.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(expected),
+            "{name}: {stderr}"
+        );
+        assert!(!out.exists(), "{name}: no output written");
+    }
+    let (code, _, stderr) = agent(&[
+        "graph",
+        "show",
+        "--graph",
+        dir.join("missing.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing.json"), "{stderr}");
+    fs::remove_dir_all(dir).unwrap();
+}
