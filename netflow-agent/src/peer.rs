@@ -252,6 +252,28 @@ pub enum BenchMode {
     Stream,
 }
 
+fn connect_nodelay(addr: SocketAddr) -> Result<TcpStream, PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let stream = TcpStream::connect(addr).map_err(|e| socket_error("cannot connect to", e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| socket_error("cannot set nodelay on", e))?;
+    Ok(stream)
+}
+
+/// One 64-byte request and its 64-byte echo.
+fn ping_pong(stream: &mut TcpStream, addr: SocketAddr) -> Result<(), PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let request = [7u8; 64];
+    let mut response = [0u8; 64];
+    stream
+        .write_all(&request)
+        .map_err(|e| socket_error("cannot send to", e))?;
+    stream
+        .read_exact(&mut response)
+        .map_err(|e| socket_error("cannot read from", e))
+}
+
 pub fn bench(
     mode: BenchMode,
     addr: SocketAddr,
@@ -263,39 +285,16 @@ pub fn bench(
     let mut bytes = 0u64;
     match mode {
         BenchMode::Rr => {
-            let mut stream =
-                TcpStream::connect(addr).map_err(|e| socket_error("cannot connect to", e))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|e| socket_error("cannot set nodelay on", e))?;
-            let request = [7u8; 64];
-            let mut response = [0u8; 64];
+            let mut stream = connect_nodelay(addr)?;
             while start.elapsed() < duration {
-                stream
-                    .write_all(&request)
-                    .map_err(|e| socket_error("cannot send to", e))?;
-                stream
-                    .read_exact(&mut response)
-                    .map_err(|e| socket_error("cannot read from", e))?;
+                ping_pong(&mut stream, addr)?;
                 operations += 1;
                 bytes += 128;
             }
         }
         BenchMode::Crr => {
-            let request = [7u8; 64];
-            let mut response = [0u8; 64];
             while start.elapsed() < duration {
-                let mut stream =
-                    TcpStream::connect(addr).map_err(|e| socket_error("cannot connect to", e))?;
-                stream
-                    .set_nodelay(true)
-                    .map_err(|e| socket_error("cannot set nodelay on", e))?;
-                stream
-                    .write_all(&request)
-                    .map_err(|e| socket_error("cannot send to", e))?;
-                stream
-                    .read_exact(&mut response)
-                    .map_err(|e| socket_error("cannot read from", e))?;
+                ping_pong(&mut connect_nodelay(addr)?, addr)?;
                 operations += 1;
                 bytes += 128;
             }

@@ -11,8 +11,6 @@ use std::{collections::BTreeMap, net::SocketAddr, thread, time::Duration};
 use netflow_agent::{
     flowlog::FlowRecord,
     initiator::{Basis, Side},
-    loader::Probe,
-    reader::FlowReader,
     testbed::{Host, Testbed},
 };
 use serde::Deserialize;
@@ -57,10 +55,7 @@ fn records_exactly_the_connections_made_with_their_bytes() {
         return;
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfcap")).unwrap();
-    let mut probe = Probe::load(1024).unwrap();
-    let maps = probe.take_maps().unwrap();
-    probe.attach(testbed.cgroup_parent()).unwrap();
-    let mut reader = FlowReader::new(maps, Duration::from_secs(600));
+    let (_probe, mut reader) = common::record_testbed(&testbed, 1024, Duration::from_secs(600));
 
     testbed
         .start_server(
@@ -243,10 +238,7 @@ fn idle_connections_are_reported_once_and_removed() {
         return;
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfidl")).unwrap();
-    let mut probe = Probe::load(64).unwrap();
-    let maps = probe.take_maps().unwrap();
-    probe.attach(testbed.cgroup_parent()).unwrap();
-    let mut reader = FlowReader::new(maps, Duration::from_millis(500));
+    let (_probe, mut reader) = common::record_testbed(&testbed, 64, Duration::from_millis(500));
     testbed
         .start_server(&common::agent(), Host::B, &["--udp", "10.231.0.2:5353"])
         .unwrap();

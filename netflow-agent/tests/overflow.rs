@@ -6,11 +6,7 @@ mod common;
 
 use std::{collections::BTreeMap, thread, time::Duration};
 
-use netflow_agent::{
-    loader::Probe,
-    reader::FlowReader,
-    testbed::{Host, Testbed},
-};
+use netflow_agent::testbed::{Host, Testbed};
 
 const TABLE_ENTRIES: u32 = 4;
 const CONNECTIONS: usize = 12;
@@ -21,10 +17,8 @@ fn a_full_table_loses_no_connection() {
         return;
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfovf")).unwrap();
-    let mut probe = Probe::load(TABLE_ENTRIES).unwrap();
-    let maps = probe.take_maps().unwrap();
-    probe.attach(testbed.cgroup_parent()).unwrap();
-    let mut reader = FlowReader::new(maps, Duration::from_secs(600));
+    let (_probe, mut reader) =
+        common::record_testbed(&testbed, TABLE_ENTRIES, Duration::from_secs(600));
     testbed
         .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:9000"])
         .unwrap();
@@ -43,21 +37,7 @@ fn a_full_table_loses_no_connection() {
             ],
         )
         .unwrap();
-    let client_ports: Vec<u16> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let report: serde_json::Value = serde_json::from_str(line).unwrap();
-            report["local"]
-                .as_str()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let client_ports = common::client_ports(&output.stdout);
     assert_eq!(client_ports.len(), CONNECTIONS);
     thread::sleep(Duration::from_millis(300));
 

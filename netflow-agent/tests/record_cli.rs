@@ -72,15 +72,7 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
             &["connect", "--tcp", "10.231.0.2:8080", "--bytes", "700"],
         )
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let client_port: u16 = report["local"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let client_port = common::client_ports(&output.stdout)[0];
     thread::sleep(Duration::from_millis(800));
 
     // SAFETY: kill(2) on our own child's pid.

@@ -84,3 +84,37 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
 
 pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
 pub const BPF_CGROUP_INET_EGRESS: u32 = 1;
+
+/// netflow attached to a testbed's parent cgroup, read in-process.
+pub fn record_testbed(
+    testbed: &netflow_agent::testbed::Testbed,
+    flow_entries: u32,
+    idle_timeout: std::time::Duration,
+) -> (
+    netflow_agent::loader::Probe,
+    netflow_agent::reader::FlowReader,
+) {
+    let mut probe = netflow_agent::loader::Probe::load(flow_entries).expect("load");
+    let maps = probe.take_maps().expect("maps");
+    probe.attach(testbed.cgroup_parent()).expect("attach");
+    (
+        probe,
+        netflow_agent::reader::FlowReader::new(maps, idle_timeout),
+    )
+}
+
+/// The client ports in a `peer connect` report (one JSON line per connection).
+pub fn client_ports(stdout: &[u8]) -> Vec<u16> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| {
+            let report: serde_json::Value = serde_json::from_str(line).expect("peer report");
+            let local: std::net::SocketAddr = report["local"]
+                .as_str()
+                .expect("local address")
+                .parse()
+                .expect("address");
+            local.port()
+        })
+        .collect()
+}
