@@ -1,5 +1,6 @@
 //! netflow's userspace agent, one module per stage of the data path.
 
+pub mod batch;
 pub mod bench;
 pub mod cgroupfs;
 pub mod cli;

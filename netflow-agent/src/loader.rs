@@ -3,7 +3,11 @@
 //! Dropping a [`Probe`] detaches both programs and frees the maps: the links
 //! are owned here and never pinned.
 
-use std::{fs::File, path::Path};
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -62,6 +66,8 @@ pub enum LoadError {
 /// The maps a reader needs, taken out of the loaded object.
 pub struct ProbeMaps {
     pub flows: HashMap<MapData, FlowKey, FlowStats>,
+    /// A duplicate of the connection table's fd, for batch reads.
+    pub flows_fd: OwnedFd,
     pub overflow: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     pub capacity: u32,
@@ -147,6 +153,28 @@ impl Probe {
     /// loaded (and attached) for as long as the `Probe` lives.
     pub fn take_maps(&mut self) -> Result<ProbeMaps, LoadError> {
         let flows = self.take_map(FLOWS_MAP)?;
+        let flows_fd = match &flows {
+            aya::maps::Map::HashMap(data) => {
+                data.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|err| LoadError::Map {
+                        name: FLOWS_MAP,
+                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                            call: "dup",
+                            io_error: err,
+                        }),
+                    })?
+            }
+            _ => {
+                return Err(LoadError::Map {
+                    name: FLOWS_MAP,
+                    source: aya::maps::MapError::InvalidName {
+                        name: FLOWS_MAP.into(),
+                    },
+                });
+            }
+        };
         let overflow = self.take_map(OVERFLOW_MAP)?;
         let drops = self.take_map(DROPS_MAP)?;
         Ok(ProbeMaps {
@@ -162,6 +190,7 @@ impl Probe {
                 name: DROPS_MAP,
                 source,
             })?,
+            flows_fd,
             capacity: self.capacity,
         })
     }

@@ -14,7 +14,7 @@ use std::{
     collections::{HashMap as StdHashMap, btree_map::BTreeMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd as _, BorrowedFd},
     time::Duration,
 };
 
@@ -22,6 +22,7 @@ use aya::maps::MapError;
 use netflow_common::{DIR_EGRESS, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord};
 
 use crate::{
+    batch::{self, BatchError},
     clock::{BootClock, rfc3339},
     flowlog::{Endpoint, FlowRecord, IntervalStats, Protocol, tcp_flag_names},
     initiator,
@@ -32,6 +33,8 @@ use crate::{
 pub enum ReadError {
     #[error("reading the connection table: {0}")]
     Table(#[source] MapError),
+    #[error("reading the connection table in batches: {0}")]
+    Batch(#[source] std::io::Error),
     #[error("reading the drop counters: {0}")]
     Drops(#[source] MapError),
 }
@@ -55,7 +58,12 @@ pub struct FlowReader {
     overflowed_connections: u64,
     idle_timeout: Duration,
     ephemeral: RangeInclusive<u16>,
+    /// Whether the kernel takes batch map operations (tried first, once).
+    batches: bool,
 }
+
+/// Entries asked for per batch syscall.
+const BATCH_ENTRIES: usize = 4096;
 
 impl FlowReader {
     pub fn new(maps: ProbeMaps, idle_timeout: Duration) -> Self {
@@ -67,7 +75,14 @@ impl FlowReader {
             overflowed_connections: 0,
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
+            batches: true,
         }
+    }
+
+    /// Reads the table key by key even where batches work (to test that path).
+    pub fn without_batches(mut self) -> Self {
+        self.batches = false;
+        self
     }
 
     /// The overflow ring's fd: readable when the kernel sent something.
@@ -131,15 +146,7 @@ impl FlowReader {
         let clock = BootClock::now();
         let idle_ns = self.idle_timeout.as_nanos() as u64;
 
-        let mut entries = Vec::new();
-        for entry in self.maps.flows.iter() {
-            match entry {
-                Ok(entry) => entries.push(entry),
-                // The entry was removed while we walked the table: skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(err) => return Err(ReadError::Table(err)),
-            }
-        }
+        let mut entries = self.read_table()?;
         entries.sort_by_key(|(key, _)| *key);
 
         let mut flows = Vec::new();
@@ -157,10 +164,7 @@ impl FlowReader {
                 live.insert(*key, *total);
             }
         }
-        for key in &idle {
-            // Already gone is fine: the goal is that it is gone.
-            let _ = self.maps.flows.remove(key);
-        }
+        self.remove_from_table(&idle);
         self.reported = live;
 
         let mut overflow: Vec<_> = self.overflow_pending.drain().collect();
@@ -179,6 +183,40 @@ impl FlowReader {
             drops: self.drop_counters()?,
         };
         Ok(Interval { flows, stats })
+    }
+
+    /// The whole table: in batches where the kernel has them, else key by key.
+    fn read_table(&mut self) -> Result<Vec<(FlowKey, FlowStats)>, ReadError> {
+        if self.batches {
+            match batch::lookup_all(self.maps.flows_fd.as_fd(), BATCH_ENTRIES) {
+                Ok(entries) => return Ok(entries),
+                Err(BatchError::Unsupported) => self.batches = false,
+                Err(BatchError::Failed(err)) => return Err(ReadError::Batch(err)),
+            }
+        }
+        let mut entries = Vec::new();
+        for entry in self.maps.flows.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                // The entry was removed while we walked the table: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(err) => return Err(ReadError::Table(err)),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn remove_from_table(&mut self, keys: &[FlowKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        if self.batches && batch::delete(self.maps.flows_fd.as_fd(), keys).is_ok() {
+            return;
+        }
+        for key in keys {
+            // Already gone is fine: the goal is that it is gone.
+            let _ = self.maps.flows.remove(key);
+        }
     }
 
     /// The kernel's "could not record" counters, summed over CPUs.

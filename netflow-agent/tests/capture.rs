@@ -237,15 +237,33 @@ fn idle_connections_are_reported_once_and_removed() {
     if !common::privileged("idle_connections_are_reported_once_and_removed") {
         return;
     }
+    // Batch syscalls (the default) and the key-by-key walk older kernels need.
+    for batches in [true, false] {
+        idle_connections_leave_the_table(batches);
+    }
+}
+
+fn idle_connections_leave_the_table(batches: bool) {
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfidl")).unwrap();
-    let (_probe, mut reader) = common::record_testbed(&testbed, 64, Duration::from_millis(500));
+    let (_probe, reader) = common::record_testbed(&testbed, 64, Duration::from_millis(500));
+    let mut reader = if batches {
+        reader
+    } else {
+        reader.without_batches()
+    };
     testbed
         .start_server(&common::agent(), Host::B, &["--udp", "10.231.0.2:5353"])
         .unwrap();
-    connect(&testbed, &["--udp", "10.231.0.2:5353", "--bytes", "10"]);
+    let sent = connect(&testbed, &["--udp", "10.231.0.2:5353", "--bytes", "10"]);
 
     let first = reader.poll().unwrap();
     assert_eq!(first.flows.len(), 2);
+    for flow in &first.flows {
+        assert_eq!(flow.bytes_out, 10 + 28, "{flow:?}");
+        assert!(
+            flow.local.port == sent[0].local.port() || flow.remote.port == sent[0].local.port()
+        );
+    }
     assert!(first.flows.iter().all(|flow| !flow.ended));
     assert_eq!(first.stats.table_entries, 2);
 

@@ -28,7 +28,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let mut probe = Probe::load(64).expect("load");
+        Self::with_table(64)
+    }
+
+    fn with_table(entries: u32) -> Self {
+        let mut probe = Probe::load(entries).expect("load");
         let maps = probe.take_maps().expect("maps");
         let reader = FlowReader::new(maps, std::time::Duration::from_secs(600));
         Self { probe, reader }
@@ -317,4 +321,29 @@ fn gso_packets_count_every_segment_and_its_headers() {
     assert_eq!(flows[0].packets_in, 4);
     // One skb of 4 segments: the wire carries the 40 header bytes 4 times.
     assert_eq!(flows[0].bytes_in, packet.len() as u64 + 3 * 40);
+}
+
+#[test]
+fn a_large_table_is_read_whole_across_batches() {
+    if !common::privileged("a_large_table_is_read_whole") {
+        return;
+    }
+    // More connections than one batch syscall returns (4096).
+    const CONNECTIONS: u16 = 9000;
+    let mut harness = Harness::with_table(16384);
+    for port in 0..CONNECTIONS {
+        harness.ingress(&ipv4(17, 0, &udp(10000 + port, 53, 1)));
+    }
+    let (flows, stats) = harness.poll();
+    assert_eq!(total_drops(&stats), 0);
+    assert_eq!(stats.table_entries, CONNECTIONS as u64);
+    let mut ports: Vec<u16> = flows.iter().map(|flow| flow.remote.port).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(
+        ports.len(),
+        CONNECTIONS as usize,
+        "every connection exactly once"
+    );
+    assert_eq!(flows.len(), CONNECTIONS as usize);
 }

@@ -20,7 +20,7 @@ use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_cgroup_id},
     macros::{cgroup_skb, map},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
@@ -76,7 +76,7 @@ fn count_drop(reason: Drop) {
 
 #[inline(always)]
 fn account(ctx: &SkBuffContext, packet: &Packet, direction: u8) {
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     let (local_addr, remote_addr, local_port, remote_port) = if direction == DIR_EGRESS {
         (packet.src, packet.dst, packet.src_port, packet.dst_port)
@@ -158,7 +158,12 @@ fn update(stats: *mut FlowStats, packet: &Packet, direction: u8, now: u64) {
         };
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(packets, packet.segments as u64);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes, packet.wire_bytes);
-        (*stats).last_seen_ns = now;
+        // A connection's entry is touched from several CPUs (ingress in one
+        // softirq, egress from the process): write the time only when it
+        // moved, so most packets do not pull the cache line away.
+        if (*stats).last_seen_ns != now {
+            (*stats).last_seen_ns = now;
+        }
         let flags = packet.tcp_flags as u32;
         // Most packets carry flags the connection has shown before: skip the
         // locked instruction for them.
