@@ -23,7 +23,7 @@ use netflow_common::{DIR_EGRESS, Drop, FAMILY_IPV4, FlowKey, FlowStats, Overflow
 
 use crate::{
     batch::{self, BatchError},
-    clock::{BootClock, rfc3339},
+    clock::{KernelClock, rfc3339},
     flowlog::{Endpoint, FlowRecord, IntervalStats, Protocol, tcp_flag_names},
     initiator,
     loader::ProbeMaps,
@@ -143,7 +143,7 @@ impl FlowReader {
     /// Reads the table and reports one interval.
     pub fn poll(&mut self) -> Result<Interval, ReadError> {
         self.drain_overflow();
-        let clock = BootClock::now();
+        let clock = KernelClock::now();
         let idle_ns = self.idle_timeout.as_nanos() as u64;
 
         let mut entries = self.read_table()?;
@@ -154,7 +154,7 @@ impl FlowReader {
         let mut live = StdHashMap::with_capacity(entries.len());
         for (key, total) in &entries {
             let previous = self.reported.get(key).copied().unwrap_or_default();
-            let ended = clock.boot_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
+            let ended = clock.kernel_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
             if let Some(delta) = delta(total, &previous) {
                 flows.push(self.record(key, &delta, total, &clock, false, ended));
             }
@@ -173,7 +173,7 @@ impl FlowReader {
             flows.push(self.record(key, stats, stats, &clock, true, false));
         }
         self.overflow_known
-            .retain(|_, last_seen| clock.boot_now_ns().saturating_sub(*last_seen) <= idle_ns);
+            .retain(|_, last_seen| clock.kernel_now_ns().saturating_sub(*last_seen) <= idle_ns);
 
         let stats = IntervalStats {
             ts: rfc3339(clock.wall_now()),
@@ -238,7 +238,7 @@ impl FlowReader {
         key: &FlowKey,
         delta: &FlowStats,
         total: &FlowStats,
-        clock: &BootClock,
+        clock: &KernelClock,
         overflow: bool,
         ended: bool,
     ) -> FlowRecord {

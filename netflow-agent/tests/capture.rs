@@ -54,6 +54,7 @@ fn records_exactly_the_connections_made_with_their_bytes() {
     if !common::privileged("records_exactly_the_connections_made_with_their_bytes") {
         return;
     }
+    let started = std::time::SystemTime::now();
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfcap")).unwrap();
     let (_probe, mut reader) = common::record_testbed(&testbed, 1024, Duration::from_secs(600));
 
@@ -220,6 +221,19 @@ fn records_exactly_the_connections_made_with_their_bytes() {
             assert_eq!(client.client_basis, Basis::TcpSyn);
             assert!(client.tcp_flags.contains("SYN") && client.tcp_flags.contains("FIN"));
         }
+    }
+
+    // Kernel timestamps come out as wall-clock times of this test's run
+    // (the kernel's coarse clock ticks every few milliseconds).
+    let finished = std::time::SystemTime::now();
+    let slack = Duration::from_millis(50);
+    for flow in &interval.flows {
+        let first = humantime::parse_rfc3339(&flow.first_seen).unwrap();
+        let last = humantime::parse_rfc3339(&flow.last_seen).unwrap();
+        assert!(
+            first >= started - slack && first <= last && last <= finished + slack,
+            "{flow:?}"
+        );
     }
 
     for (reason, count) in &interval.stats.drops {

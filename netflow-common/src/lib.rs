@@ -135,7 +135,7 @@ pub struct FlowStats {
     pub packets_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Kernel boot-time clock (`bpf_ktime_get_boot_ns`) of the first and last packet.
+    /// Kernel CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`) of the first and last packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// OR of every TCP flag byte seen, both directions.
@@ -155,7 +155,7 @@ const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
 pub struct OverflowRecord {
     pub key: FlowKey,
     pub bytes: u64,
-    /// Kernel boot-time clock of the packet.
+    /// Kernel CLOCK_MONOTONIC_COARSE of the packet.
     pub ts_ns: u64,
     /// GSO segments the packet stands for (at least 1).
     pub packets: u32,
