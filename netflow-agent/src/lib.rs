@@ -9,6 +9,7 @@ pub mod demo;
 pub mod flowlog;
 pub mod graph;
 pub mod initiator;
+pub mod inventory;
 pub mod loader;
 pub mod peer;
 pub mod reader;

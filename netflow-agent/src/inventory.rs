@@ -1,0 +1,704 @@
+//! The cluster as netflow needs to know it: pods grouped by their owning
+//! workload, Services with their ports, nodes and namespaces.
+//!
+//! It is read from the output of
+//! `kubectl get namespaces,nodes,pods,services,replicasets,deployments,statefulsets,daemonsets,jobs,cronjobs -A -o json`
+//! (a `v1` `List`), which the lab writes and users can dump from a real
+//! cluster; the DaemonSet fills the same index live.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::{CronJob, Job},
+        core::v1::{Namespace, Node, Pod, Service},
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read inventory {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("inventory {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Labels that name one pod or one revision, never a workload: a policy that
+/// selected on them would break at the next rollout.
+pub const PER_POD_LABELS: &[&str] = &[
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "controller-uid",
+    "batch.kubernetes.io/controller-uid",
+    "job-name",
+    "batch.kubernetes.io/job-name",
+    "batch.kubernetes.io/job-completion-index",
+];
+
+/// A workload: what owns pods, as users name it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WorkloadRef {
+    pub namespace: String,
+    /// Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet (without a
+    /// Deployment) or Pod (a bare pod).
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PodEntry {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub workload: WorkloadRef,
+    pub node: Option<String>,
+    pub host_network: bool,
+    pub ips: Vec<IpAddr>,
+    /// Named container ports, for Services whose targetPort is a name.
+    pub named_ports: BTreeMap<String, u16>,
+    /// When the pod held its IPs: an IP names a pod only for that time.
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServicePortEntry {
+    pub port: u16,
+    pub protocol: String,
+    pub target: TargetPort,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceEntry {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ips: Vec<IpAddr>,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortEntry>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeEntry {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub pods: Vec<PodEntry>,
+    pub services: Vec<ServiceEntry>,
+    pub nodes: Vec<NodeEntry>,
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Selector labels per workload (per-pod labels removed).
+    pub selectors: BTreeMap<WorkloadRef, BTreeMap<String, String>>,
+    pods_by_uid: HashMap<String, usize>,
+    pods_by_ip: HashMap<IpAddr, Vec<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct List {
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+/// Raw objects of one list, before owners are resolved.
+#[derive(Default)]
+struct Objects {
+    pods: Vec<Pod>,
+    services: Vec<Service>,
+    nodes: Vec<Node>,
+    namespaces: Vec<Namespace>,
+    replica_sets: Vec<ReplicaSet>,
+    deployments: Vec<Deployment>,
+    stateful_sets: Vec<StatefulSet>,
+    daemon_sets: Vec<DaemonSet>,
+    jobs: Vec<Job>,
+    cron_jobs: Vec<CronJob>,
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Self, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| InventoryError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses a `kubectl get ... -o json` list.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let list: List = serde_json::from_str(text).map_err(|err| err.to_string())?;
+        let mut objects = Objects::default();
+        for (index, item) in list.items.into_iter().enumerate() {
+            let kind = item
+                .get("kind")
+                .and_then(|kind| kind.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let bad = |err: serde_json::Error| format!("item {index} ({kind}): {err}");
+            match kind.as_str() {
+                "Pod" => objects
+                    .pods
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "Service" => objects
+                    .services
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "Node" => objects
+                    .nodes
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "Namespace" => objects
+                    .namespaces
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "ReplicaSet" => objects
+                    .replica_sets
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "Deployment" => objects
+                    .deployments
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "StatefulSet" => objects
+                    .stateful_sets
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "DaemonSet" => objects
+                    .daemon_sets
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "Job" => objects
+                    .jobs
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                "CronJob" => objects
+                    .cron_jobs
+                    .push(serde_json::from_value(item).map_err(bad)?),
+                // Other kinds (ConfigMaps, EndpointSlices, ...) are not needed here.
+                _ => {}
+            }
+        }
+        Ok(Self::from_objects(objects))
+    }
+
+    fn from_objects(objects: Objects) -> Self {
+        let mut inventory = Inventory::default();
+        for namespace in &objects.namespaces {
+            let name = namespace.metadata.name.clone().unwrap_or_default();
+            let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+            // Kubernetes sets this label itself; dumps of old clusters may lack it.
+            labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+            inventory.namespaces.insert(name, labels);
+        }
+        for node in &objects.nodes {
+            let addresses = node
+                .status
+                .as_ref()
+                .and_then(|status| status.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|address| address.address.parse().ok())
+                .collect();
+            inventory.nodes.push(NodeEntry {
+                name: node.metadata.name.clone().unwrap_or_default(),
+                addresses,
+            });
+        }
+        let owners = Owners::new(&objects);
+        for pod in &objects.pods {
+            let entry = pod_entry(pod, &owners);
+            let selector = owners.selector_of(&entry.workload, &entry.labels);
+            inventory
+                .selectors
+                .entry(entry.workload.clone())
+                .or_insert(selector);
+            let index = inventory.pods.len();
+            inventory.pods_by_uid.insert(entry.uid.clone(), index);
+            for ip in &entry.ips {
+                inventory.pods_by_ip.entry(*ip).or_default().push(index);
+            }
+            inventory.pods.push(entry);
+        }
+        for service in &objects.services {
+            if let Some(entry) = service_entry(service) {
+                inventory.services.push(entry);
+            }
+        }
+        inventory
+    }
+
+    pub fn pod_by_uid(&self, uid: &str) -> Option<&PodEntry> {
+        self.pods_by_uid.get(uid).map(|&index| &self.pods[index])
+    }
+
+    /// The pod that held `ip` at `unix_seconds` (IPs are reused: a pod names an
+    /// IP only from its start to its end). hostNetwork pods are not returned:
+    /// their IP is their node's.
+    pub fn pod_by_ip(&self, ip: IpAddr, unix_seconds: i64) -> Option<&PodEntry> {
+        self.pods_by_ip
+            .get(&ip)?
+            .iter()
+            .map(|&index| &self.pods[index])
+            .filter(|pod| !pod.host_network)
+            .filter(|pod| {
+                pod.started.is_none_or(|start| start <= unix_seconds)
+                    && pod.ended.is_none_or(|end| unix_seconds < end)
+            })
+            // Several candidates (a dump without times): the latest started.
+            .max_by_key(|pod| pod.started.unwrap_or(i64::MIN))
+    }
+
+    pub fn node_by_ip(&self, ip: IpAddr) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|node| node.addresses.contains(&ip))
+    }
+
+    pub fn service_by_ip(&self, ip: IpAddr) -> Option<&ServiceEntry> {
+        self.services
+            .iter()
+            .find(|service| service.cluster_ips.contains(&ip))
+    }
+
+    /// The pods a Service selects.
+    pub fn selected_pods<'a>(
+        &'a self,
+        service: &'a ServiceEntry,
+    ) -> impl Iterator<Item = &'a PodEntry> + 'a {
+        self.pods.iter().filter(move |pod| {
+            pod.namespace == service.namespace
+                && !service.selector.is_empty()
+                && service
+                    .selector
+                    .iter()
+                    .all(|(key, value)| pod.labels.get(key) == Some(value))
+        })
+    }
+
+    /// The workloads behind `service` on `port`/`protocol`, each with the pod
+    /// port the traffic reaches (numeric targetPort, or a named one looked up
+    /// in the pods).
+    pub fn service_backends(
+        &self,
+        service: &ServiceEntry,
+        port: u16,
+        protocol: &str,
+    ) -> Vec<(WorkloadRef, u16)> {
+        let Some(service_port) = service
+            .ports
+            .iter()
+            .find(|p| p.port == port && p.protocol.eq_ignore_ascii_case(protocol))
+        else {
+            return Vec::new();
+        };
+        let mut backends: Vec<(WorkloadRef, u16)> = self
+            .selected_pods(service)
+            .filter_map(|pod| {
+                let target = match &service_port.target {
+                    TargetPort::Number(number) => *number,
+                    TargetPort::Name(name) => *pod.named_ports.get(name)?,
+                };
+                Some((pod.workload.clone(), target))
+            })
+            .collect();
+        backends.sort();
+        backends.dedup();
+        backends
+    }
+
+    pub fn selector_of(&self, workload: &WorkloadRef) -> BTreeMap<String, String> {
+        self.selectors.get(workload).cloned().unwrap_or_default()
+    }
+}
+
+/// Owner chains: ReplicaSet -> Deployment, Job -> CronJob.
+struct Owners<'a> {
+    objects: &'a Objects,
+}
+
+impl<'a> Owners<'a> {
+    fn new(objects: &'a Objects) -> Self {
+        Self { objects }
+    }
+
+    fn find<'o, T>(
+        items: &'o [T],
+        meta: impl Fn(&T) -> &ObjectMeta,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'o T> {
+        items.iter().find(|item| {
+            let meta = meta(item);
+            meta.namespace.as_deref() == Some(namespace) && meta.name.as_deref() == Some(name)
+        })
+    }
+
+    /// The workload owning a pod (through its controller reference).
+    fn workload_of(&self, pod: &Pod) -> WorkloadRef {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let controller = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|owner| owner.controller == Some(true))
+            .or_else(|| pod.metadata.owner_references.iter().flatten().next());
+        let Some(owner) = controller else {
+            return WorkloadRef {
+                namespace,
+                kind: "Pod".into(),
+                name: pod_name,
+            };
+        };
+        let workload = |kind: &str, name: &str| WorkloadRef {
+            namespace: namespace.clone(),
+            kind: kind.into(),
+            name: name.into(),
+        };
+        match owner.kind.as_str() {
+            "ReplicaSet" => {
+                let replica_set = Self::find(
+                    &self.objects.replica_sets,
+                    |rs| &rs.metadata,
+                    &namespace,
+                    &owner.name,
+                );
+                let deployment = replica_set
+                    .and_then(|rs| rs.metadata.owner_references.as_ref())
+                    .and_then(|owners| owners.iter().find(|o| o.kind == "Deployment"))
+                    .map(|o| o.name.clone())
+                    // Without the ReplicaSet in the dump: a Deployment's
+                    // ReplicaSet is named DEPLOYMENT-<pod-template-hash>.
+                    .or_else(|| {
+                        let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
+                        owner
+                            .name
+                            .strip_suffix(&format!("-{hash}"))
+                            .map(str::to_string)
+                    });
+                match deployment {
+                    Some(name) => workload("Deployment", &name),
+                    None => workload("ReplicaSet", &owner.name),
+                }
+            }
+            "Job" => {
+                let job = Self::find(
+                    &self.objects.jobs,
+                    |job| &job.metadata,
+                    &namespace,
+                    &owner.name,
+                );
+                let cron_job = job
+                    .and_then(|job| job.metadata.owner_references.as_ref())
+                    .and_then(|owners| owners.iter().find(|o| o.kind == "CronJob"))
+                    .map(|o| o.name.clone());
+                match cron_job {
+                    Some(name) => workload("CronJob", &name),
+                    None => workload("Job", &owner.name),
+                }
+            }
+            kind => workload(kind, &owner.name),
+        }
+    }
+
+    /// Labels that select the workload's pods, and no single pod or revision.
+    fn selector_of(
+        &self,
+        workload: &WorkloadRef,
+        pod_labels: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let (namespace, name) = (workload.namespace.as_str(), workload.name.as_str());
+        let match_labels = match workload.kind.as_str() {
+            "Deployment" => Self::find(&self.objects.deployments, |d| &d.metadata, namespace, name)
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|spec| spec.selector.match_labels.clone()),
+            "StatefulSet" => Self::find(
+                &self.objects.stateful_sets,
+                |s| &s.metadata,
+                namespace,
+                name,
+            )
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|spec| spec.selector.match_labels.clone()),
+            "DaemonSet" => Self::find(&self.objects.daemon_sets, |d| &d.metadata, namespace, name)
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|spec| spec.selector.match_labels.clone()),
+            "ReplicaSet" => {
+                Self::find(&self.objects.replica_sets, |r| &r.metadata, namespace, name)
+                    .and_then(|r| r.spec.as_ref())
+                    .and_then(|spec| spec.selector.match_labels.clone())
+            }
+            // Job selectors name one run (controller-uid): the pod template's
+            // own labels select every run of the workload.
+            _ => None,
+        };
+        let mut labels = match_labels.unwrap_or_else(|| pod_labels.clone());
+        labels.retain(|key, _| !PER_POD_LABELS.contains(&key.as_str()));
+        labels
+    }
+}
+
+fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let mut ips: Vec<IpAddr> = status
+        .and_then(|status| status.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if let Some(ip) = status
+        .and_then(|status| status.pod_ip.as_ref())
+        .and_then(|ip| ip.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
+    let named_ports = spec
+        .into_iter()
+        .flat_map(|spec| spec.containers.iter())
+        .flat_map(|container| container.ports.iter().flatten())
+        .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
+        .collect();
+    let started = status
+        .and_then(|status| status.start_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|time| time.0.as_second());
+    PodEntry {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        workload: owners.workload_of(pod),
+        node: spec.and_then(|spec| spec.node_name.clone()),
+        host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
+        ips,
+        named_ports,
+        started,
+        ended: pod
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|time| time.0.as_second()),
+    }
+}
+
+fn service_entry(service: &Service) -> Option<ServiceEntry> {
+    let spec = service.spec.as_ref()?;
+    let mut cluster_ips: Vec<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    cluster_ips.sort();
+    cluster_ips.dedup();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|port| {
+            let number = u16::try_from(port.port).ok()?;
+            let target = match &port.target_port {
+                Some(IntOrString::Int(target)) => TargetPort::Number(u16::try_from(*target).ok()?),
+                Some(IntOrString::String(name)) => match name.parse::<u16>() {
+                    Ok(target) => TargetPort::Number(target),
+                    Err(_) => TargetPort::Name(name.clone()),
+                },
+                // No targetPort: the same as port.
+                None => TargetPort::Number(number),
+            };
+            Some(ServicePortEntry {
+                port: number,
+                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                target,
+            })
+        })
+        .collect();
+    Some(ServiceEntry {
+        namespace: service.metadata.namespace.clone().unwrap_or_default(),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        cluster_ips,
+        selector: spec.selector.clone().unwrap_or_default(),
+        ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SHOP: &str = r#"{"apiVersion":"v1","kind":"List","items":[
+      {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"team":"web"}}},
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"},"status":{"addresses":[{"type":"InternalIP","address":"172.30.0.2"}]}},
+      {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"frontend","namespace":"shop"},
+       "spec":{"selector":{"matchLabels":{"app":"frontend"}},"template":{"metadata":{"labels":{"app":"frontend"}}}}},
+      {"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"frontend-5d4f","namespace":"shop",
+       "ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":"frontend","uid":"d1","controller":true}]},
+       "spec":{"selector":{"matchLabels":{"app":"frontend","pod-template-hash":"5d4f"}}}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"frontend-5d4f-abcde","namespace":"shop","uid":"p1",
+       "labels":{"app":"frontend","pod-template-hash":"5d4f"},
+       "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"frontend-5d4f","uid":"r1","controller":true}]},
+       "spec":{"nodeName":"node-a","containers":[{"name":"web","ports":[{"name":"http","containerPort":8080}]}]},
+       "status":{"podIP":"10.244.1.5","podIPs":[{"ip":"10.244.1.5"}],"startTime":"2026-11-20T10:00:00Z"}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"cart-0","namespace":"shop","uid":"p2",
+       "deletionTimestamp":"2026-11-20T09:00:00Z",
+       "labels":{"app":"cart","controller-revision-hash":"cart-7f","statefulset.kubernetes.io/pod-name":"cart-0"},
+       "ownerReferences":[{"apiVersion":"apps/v1","kind":"StatefulSet","name":"cart","uid":"s1","controller":true}]},
+       "spec":{"containers":[{"name":"cart","ports":[{"name":"grpc","containerPort":7070}]}]},
+       "status":{"podIP":"10.244.1.5","startTime":"2026-11-18T10:00:00Z"}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"nightly-28912345-x1","namespace":"shop","uid":"p3",
+       "labels":{"app":"report","job-name":"nightly-28912345","controller-uid":"j1"},
+       "ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":"nightly-28912345","uid":"j1","controller":true}]},
+       "spec":{"containers":[{"name":"report"}]},"status":{"podIP":"10.244.1.9"}},
+      {"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"nightly-28912345","namespace":"shop",
+       "ownerReferences":[{"apiVersion":"batch/v1","kind":"CronJob","name":"nightly","uid":"c1","controller":true}]}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"agent-x","namespace":"shop","uid":"p4","labels":{"app":"agent"}},
+       "spec":{"hostNetwork":true,"nodeName":"node-a","containers":[{"name":"a"}]},"status":{"podIP":"172.30.0.2"}},
+      {"apiVersion":"v1","kind":"Service","metadata":{"name":"frontend","namespace":"shop"},
+       "spec":{"clusterIP":"10.96.0.10","selector":{"app":"frontend"},"ports":[{"port":80,"targetPort":"http","protocol":"TCP"}]}},
+      {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ignored","namespace":"shop"}}
+    ]}"#;
+
+    fn shop() -> Inventory {
+        Inventory::parse(SHOP).unwrap()
+    }
+
+    fn workload(kind: &str, name: &str) -> WorkloadRef {
+        WorkloadRef {
+            namespace: "shop".into(),
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn pods_are_grouped_by_their_owning_workload() {
+        let inventory = shop();
+        assert_eq!(
+            inventory.pod_by_uid("p1").unwrap().workload,
+            workload("Deployment", "frontend")
+        );
+        assert_eq!(
+            inventory.pod_by_uid("p2").unwrap().workload,
+            workload("StatefulSet", "cart")
+        );
+        assert_eq!(
+            inventory.pod_by_uid("p3").unwrap().workload,
+            workload("CronJob", "nightly")
+        );
+        assert_eq!(
+            inventory.pod_by_uid("p4").unwrap().workload,
+            workload("Pod", "agent-x")
+        );
+    }
+
+    #[test]
+    fn selectors_never_carry_per_pod_labels() {
+        let inventory = shop();
+        let app = |name: &str| BTreeMap::from([("app".to_string(), name.to_string())]);
+        assert_eq!(
+            inventory.selector_of(&workload("Deployment", "frontend")),
+            app("frontend")
+        );
+        assert_eq!(
+            inventory.selector_of(&workload("StatefulSet", "cart")),
+            app("cart")
+        );
+        assert_eq!(
+            inventory.selector_of(&workload("CronJob", "nightly")),
+            app("report")
+        );
+    }
+
+    #[test]
+    fn a_reused_ip_names_the_pod_that_held_it_then() {
+        let inventory = shop();
+        let ip: IpAddr = "10.244.1.5".parse().unwrap();
+        let at = |text: &str| {
+            let time = humantime::parse_rfc3339(text).unwrap();
+            time.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+        };
+        assert!(
+            inventory
+                .pod_by_ip(ip, at("2026-11-17T00:00:00Z"))
+                .is_none()
+        );
+        assert_eq!(
+            inventory
+                .pod_by_ip(ip, at("2026-11-19T00:00:00Z"))
+                .unwrap()
+                .name,
+            "cart-0"
+        );
+        // cart-0 is gone at 09:00, frontend starts at 10:00: nobody in between.
+        assert!(
+            inventory
+                .pod_by_ip(ip, at("2026-11-20T09:30:00Z"))
+                .is_none()
+        );
+        assert_eq!(
+            inventory
+                .pod_by_ip(ip, at("2026-11-21T00:00:00Z"))
+                .unwrap()
+                .name,
+            "frontend-5d4f-abcde"
+        );
+    }
+
+    #[test]
+    fn host_network_pods_live_at_their_node_address() {
+        let inventory = shop();
+        let ip: IpAddr = "172.30.0.2".parse().unwrap();
+        assert!(inventory.pod_by_ip(ip, 0).is_none());
+        assert_eq!(inventory.node_by_ip(ip).unwrap().name, "node-a");
+    }
+
+    #[test]
+    fn a_named_target_port_resolves_to_the_pod_port() {
+        let inventory = shop();
+        let service = inventory
+            .service_by_ip("10.96.0.10".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            inventory.service_backends(service, 80, "tcp"),
+            vec![(workload("Deployment", "frontend"), 8080)]
+        );
+        assert!(inventory.service_backends(service, 81, "tcp").is_empty());
+    }
+
+    #[test]
+    fn namespaces_carry_the_metadata_name_label() {
+        let inventory = shop();
+        assert_eq!(
+            inventory.namespaces["shop"]["kubernetes.io/metadata.name"],
+            "shop"
+        );
+        assert_eq!(inventory.namespaces["shop"]["team"], "web");
+    }
+
+    #[test]
+    fn a_malformed_item_is_named() {
+        let err =
+            Inventory::parse(r#"{"items":[{"kind":"Pod","metadata":{"name":5}}]}"#).unwrap_err();
+        assert!(err.contains("item 0 (Pod)"), "{err}");
+    }
+}
