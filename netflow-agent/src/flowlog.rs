@@ -73,6 +73,9 @@ pub struct FlowRecord {
     /// End of the interval (RFC 3339, UTC).
     pub ts: String,
     pub cgroup_id: u64,
+    /// The cgroup's path below the cgroup v2 mount, when it could be found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     pub protocol: Protocol,
     pub local: Endpoint,
     pub remote: Endpoint,

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod bench;
 pub mod cgroupfs;
+pub mod cgroups;
 pub mod cli;
 pub mod clock;
 pub mod demo;

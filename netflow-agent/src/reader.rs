@@ -23,6 +23,8 @@ use netflow_common::{DIR_EGRESS, Drop, FAMILY_IPV4, FlowKey, FlowStats, Overflow
 
 use crate::{
     batch::{self, BatchError},
+    cgroupfs,
+    cgroups::CgroupIndex,
     clock::{KernelClock, rfc3339},
     flowlog::{Endpoint, FlowRecord, IntervalStats, Protocol, tcp_flag_names},
     initiator,
@@ -60,7 +62,12 @@ pub struct FlowReader {
     ephemeral: RangeInclusive<u16>,
     /// Whether the kernel takes batch map operations (tried first, once).
     batches: bool,
+    /// Cgroup ids to paths (none without a cgroup v2 mount).
+    cgroups: Option<CgroupIndex>,
 }
+
+/// How long a removed cgroup's path is remembered.
+const CGROUP_GRACE: Duration = Duration::from_secs(600);
 
 /// Entries asked for per batch syscall.
 const BATCH_ENTRIES: usize = 4096;
@@ -76,6 +83,9 @@ impl FlowReader {
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
             batches: true,
+            cgroups: cgroupfs::cgroup2_mount()
+                .ok()
+                .map(|mount| CgroupIndex::new(&mount, CGROUP_GRACE)),
         }
     }
 
@@ -234,7 +244,7 @@ impl FlowReader {
     }
 
     fn record(
-        &self,
+        &mut self,
         key: &FlowKey,
         delta: &FlowStats,
         total: &FlowStats,
@@ -250,9 +260,14 @@ impl FlowReader {
             total.first_dir,
             &self.ephemeral,
         );
+        let cgroup = self
+            .cgroups
+            .as_mut()
+            .and_then(|index| index.path_of(key.cgroup_id));
         FlowRecord {
             ts: rfc3339(clock.wall_now()),
             cgroup_id: key.cgroup_id,
+            cgroup,
             protocol: Protocol(key.protocol),
             local: Endpoint {
                 ip: ip_of(key.family, &key.local_addr),

@@ -164,6 +164,22 @@ fn records_exactly_the_connections_made_with_their_bytes() {
         let server = recorded[&(server_cgroup, protocol.to_string(), c.remote, c.local)];
         let ip_header: u64 = if c.local.is_ipv4() { 20 } else { 40 };
 
+        // The cgroup that owns each socket, by its path below the mount.
+        let name = testbed
+            .cgroup_parent()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            client.cgroup.as_deref(),
+            Some(format!("/{name}/a").as_str())
+        );
+        assert_eq!(
+            server.cgroup.as_deref(),
+            Some(format!("/{name}/b").as_str())
+        );
+
         // What one side sent is what the other received, packet for packet.
         assert_eq!(client.bytes_out, server.bytes_in, "{c:?}");
         assert_eq!(client.packets_out, server.packets_in, "{c:?}");
