@@ -72,6 +72,21 @@ pub struct RecordArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum GraphCommand {
+    /// Build (or extend) a graph from flow logs and an inventory.
+    Build {
+        /// Flow logs written by `record`.
+        #[arg(long = "flows", required = true)]
+        flows: Vec<PathBuf>,
+        /// The cluster inventory (`kubectl get ... -A -o json`).
+        #[arg(long)]
+        inventory: PathBuf,
+        /// An existing graph to extend (e.g. the week so far).
+        #[arg(long)]
+        graph: Option<PathBuf>,
+        /// Output graph file (written atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Merge graphs of several nodes or weeks into one.
     Merge {
         /// Input graph files.

@@ -94,6 +94,9 @@ pub struct FlowRecord {
     /// TCP flags seen so far, e.g. `SYN|ACK|FIN`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tcp_flags: String,
+    /// First report of this connection (counts it once in the graph).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new: bool,
     /// The connection did not fit in the kernel table; counted from the overflow ring.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overflow: bool,

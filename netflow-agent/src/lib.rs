@@ -9,6 +9,7 @@ pub mod clock;
 pub mod demo;
 pub mod flowlog;
 pub mod graph;
+pub mod identity;
 pub mod initiator;
 pub mod inventory;
 pub mod loader;

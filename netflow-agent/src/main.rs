@@ -26,6 +26,12 @@ fn main() -> ExitCode {
             flow_entries: args.flow_entries,
             idle_timeout: args.idle_timeout,
         }),
+        Command::Graph(GraphCommand::Build {
+            flows,
+            inventory,
+            graph,
+            output,
+        }) => graph_command::build(&flows, &inventory, graph.as_deref(), &output),
         Command::Graph(GraphCommand::Merge { inputs, output }) => {
             graph_command::merge(&inputs, &output)
         }

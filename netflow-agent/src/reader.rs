@@ -58,6 +58,8 @@ pub struct FlowReader {
     /// time, so each is counted once and forgotten when idle.
     overflow_known: StdHashMap<FlowKey, u64>,
     overflowed_connections: u64,
+    /// Overflowed connections first seen since the last report.
+    overflow_new: std::collections::HashSet<FlowKey>,
     idle_timeout: Duration,
     ephemeral: RangeInclusive<u16>,
     /// Whether the kernel takes batch map operations (tried first, once).
@@ -80,6 +82,7 @@ impl FlowReader {
             overflow_pending: StdHashMap::new(),
             overflow_known: StdHashMap::new(),
             overflowed_connections: 0,
+            overflow_new: Default::default(),
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
             batches: true,
@@ -163,10 +166,12 @@ impl FlowReader {
         let mut idle = Vec::new();
         let mut live = StdHashMap::with_capacity(entries.len());
         for (key, total) in &entries {
-            let previous = self.reported.get(key).copied().unwrap_or_default();
+            let previous = self.reported.get(key).copied();
             let ended = clock.kernel_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
-            if let Some(delta) = delta(total, &previous) {
-                flows.push(self.record(key, &delta, total, &clock, false, ended));
+            if let Some(delta) = delta(total, &previous.unwrap_or_default()) {
+                let mut record = self.record(key, &delta, total, &clock, false, ended);
+                record.new = previous.is_none();
+                flows.push(record);
             }
             if ended {
                 idle.push(*key);
@@ -180,7 +185,9 @@ impl FlowReader {
         let mut overflow: Vec<_> = self.overflow_pending.drain().collect();
         overflow.sort_by_key(|(key, _)| *key);
         for (key, stats) in &overflow {
-            flows.push(self.record(key, stats, stats, &clock, true, false));
+            let mut record = self.record(key, stats, stats, &clock, true, false);
+            record.new = self.overflow_new.remove(key);
+            flows.push(record);
         }
         self.overflow_known
             .retain(|_, last_seen| clock.kernel_now_ns().saturating_sub(*last_seen) <= idle_ns);
@@ -287,6 +294,7 @@ impl FlowReader {
             first_seen: rfc3339(clock.to_wall(total.first_seen_ns)),
             last_seen: rfc3339(clock.to_wall(total.last_seen_ns)),
             tcp_flags: tcp_flag_names(total.tcp_flags),
+            new: false,
             overflow,
             ended,
         }

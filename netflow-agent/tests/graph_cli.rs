@@ -145,3 +145,68 @@ fn bad_graphs_are_named_and_leave_no_output() {
     assert!(stderr.contains("missing.json"), "{stderr}");
     fs::remove_dir_all(dir).unwrap();
 }
+
+const INVENTORY: &str = r#"{"apiVersion":"v1","kind":"List","items":[
+  {"kind":"Pod","metadata":{"name":"web-1","namespace":"shop","uid":"aaaaaaaa-0000-0000-0000-000000000001","labels":{"app":"web"}},
+   "spec":{"containers":[{"name":"web"}]},"status":{"podIP":"10.244.0.5"}},
+  {"kind":"Pod","metadata":{"name":"db-0","namespace":"shop","uid":"aaaaaaaa-0000-0000-0000-000000000002","labels":{"app":"db"},
+   "ownerReferences":[{"apiVersion":"apps/v1","kind":"StatefulSet","name":"db","uid":"s","controller":true}]},
+   "spec":{"containers":[{"name":"db"}]},"status":{"podIP":"10.244.0.6"}}
+]}"#;
+
+const FLOWS: &str = r#"{"type":"flow","ts":"2026-11-20T10:00:05.000Z","cgroup_id":7,"cgroup":"/kubepods/podaaaaaaaa-0000-0000-0000-000000000001/0123456789abcdef","protocol":"tcp","local":{"ip":"10.244.0.5","port":41000},"remote":{"ip":"10.244.0.6","port":5432},"initiator":"local","client":"local","client_basis":"tcp_syn","packets_in":4,"packets_out":6,"bytes_in":300,"bytes_out":500,"first_seen":"2026-11-20T10:00:00.000Z","last_seen":"2026-11-20T10:00:01.000Z","new":true}
+{"type":"stats","ts":"2026-11-20T10:00:05.000Z","table_entries":1,"table_capacity":64,"overflowed_connections":0,"drops":{}}
+"#;
+
+#[test]
+fn build_turns_a_flow_log_into_workload_edges() {
+    let dir = scratch();
+    let (inventory, flows, out) = (
+        dir.join("inventory.json"),
+        dir.join("flows.jsonl"),
+        dir.join("graph.json"),
+    );
+    fs::write(&inventory, INVENTORY).unwrap();
+    fs::write(&flows, FLOWS).unwrap();
+    let (code, _, stderr) = agent(&[
+        "graph",
+        "build",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let value: serde_json::Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
+    let edges = value["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{value:#}");
+    assert_eq!(edges[0]["from"], "workload:shop/Pod/web-1");
+    assert_eq!(edges[0]["to"], "workload:shop/StatefulSet/db");
+    assert_eq!(edges[0]["port"], 5432);
+    assert_eq!(edges[0]["connections"], 1);
+
+    fs::write(
+        &inventory,
+        "{\"items\": [{\"kind\": \"Pod\", \"spec\": 3}]}",
+    )
+    .unwrap();
+    let (code, _, stderr) = agent(&[
+        "graph",
+        "build",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "-o",
+        dir.join("other.json").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("inventory.json") && stderr.contains("item 0 (Pod)"),
+        "{stderr}"
+    );
+    assert!(!dir.join("other.json").exists());
+    fs::remove_dir_all(dir).unwrap();
+}

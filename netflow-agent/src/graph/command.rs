@@ -1,15 +1,61 @@
 //! `netflow-agent graph merge|export|show`: the graph commands that need
 //! only graph files (no kernel, no cluster).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, bail};
+
+use crate::{
+    flowlog::{LogLine, read_flow_log},
+    identity::Identity,
+    inventory::Inventory,
+};
 
 use super::{
     CommGraph,
     export::{self, Format},
     file::write_atomically,
 };
+
+/// Builds a graph from flow logs over an inventory, extending `existing`.
+pub fn build(
+    flows: &[PathBuf],
+    inventory: &Path,
+    existing: Option<&Path>,
+    output: &Path,
+) -> anyhow::Result<()> {
+    let inventory = Inventory::load(inventory)?;
+    let mut graph = match existing {
+        Some(path) => CommGraph::load(path)?,
+        None => CommGraph::new(),
+    };
+    let dns = BTreeMap::new();
+    let identity = Identity::new(&inventory, &dns);
+    let mut records = Vec::new();
+    for path in flows {
+        for line in read_flow_log(path).map_err(anyhow::Error::msg)? {
+            if let LogLine::Flow(flow) = line {
+                records.push(flow);
+            }
+        }
+    }
+    let report = super::build::add_flows(&mut graph, &identity, &records);
+    graph.save(output)?;
+    eprintln!(
+        "{}: {} endpoints, {} edges from {} flow records ({} without a decided client, {} with an unnamed local end, {} to a Service port without backends)",
+        output.display(),
+        graph.node_count(),
+        graph.edge_count(),
+        report.flow_records,
+        report.undecided_direction,
+        report.unresolved_local,
+        report.unresolved_service,
+    );
+    Ok(())
+}
 
 /// Merges graphs (of several nodes or weeks) into `output`.
 pub fn merge(inputs: &[PathBuf], output: &Path) -> anyhow::Result<()> {

@@ -58,7 +58,9 @@ fn dot(graph: &CommGraph) -> String {
             quote(&server.id),
             quote(&format!(
                 "{}/{} ({} conn)",
-                edge.key.protocol, edge.key.port, edge.stats.connections
+                edge.key.protocol,
+                edge.key.port,
+                edge.stats.volume().connections
             ))
         );
     }
@@ -128,7 +130,7 @@ pub fn show(graph: &CommGraph) -> String {
             label(client),
             label(server),
             format!("{}/{}", edge.key.protocol, edge.key.port),
-            edge.stats.connections,
+            edge.stats.volume().connections,
             edge.stats.days_seen.len(),
             first,
             last,

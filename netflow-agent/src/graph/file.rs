@@ -16,7 +16,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommGraph, EdgeKey, EdgeStats, Endpoint, file_time};
+use super::{CommGraph, EdgeKey, EdgeStats, Endpoint, Volume, file_time};
 use crate::flowlog::Protocol;
 
 /// The layout version this build writes and the newest it reads.
@@ -59,10 +59,17 @@ pub struct EdgeRecord {
     pub last_seen: String,
     #[serde(default)]
     pub days_seen: BTreeSet<String>,
+    /// The edge's volume (the larger of the two sides' counts).
     pub connections: u64,
     #[serde(default)]
     pub packets: u64,
     pub bytes: u64,
+    /// Each side's own count; absent in hand-written files (then the
+    /// totals above are taken as the client's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_by_client: Option<Volume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_by_server: Option<Volume>,
 }
 
 impl CommGraph {
@@ -73,17 +80,22 @@ impl CommGraph {
             edges: self
                 .edges()
                 .into_iter()
-                .map(|(from, to, edge)| EdgeRecord {
-                    from: from.id.clone(),
-                    to: to.id.clone(),
-                    protocol: edge.key.protocol,
-                    port: edge.key.port,
-                    first_seen: file_time(edge.stats.first_seen),
-                    last_seen: file_time(edge.stats.last_seen),
-                    days_seen: edge.stats.days_seen.clone(),
-                    connections: edge.stats.connections,
-                    packets: edge.stats.packets,
-                    bytes: edge.stats.bytes,
+                .map(|(from, to, edge)| {
+                    let volume = edge.stats.volume();
+                    EdgeRecord {
+                        from: from.id.clone(),
+                        to: to.id.clone(),
+                        protocol: edge.key.protocol,
+                        port: edge.key.port,
+                        first_seen: file_time(edge.stats.first_seen),
+                        last_seen: file_time(edge.stats.last_seen),
+                        days_seen: edge.stats.days_seen.clone(),
+                        connections: volume.connections,
+                        packets: volume.packets,
+                        bytes: volume.bytes,
+                        seen_by_client: Some(edge.stats.seen_by_client),
+                        seen_by_server: Some(edge.stats.seen_by_server),
+                    }
                 })
                 .collect(),
         }
@@ -131,9 +143,12 @@ impl CommGraph {
                 first_seen: time(&edge.first_seen, "first_seen")?,
                 last_seen: time(&edge.last_seen, "last_seen")?,
                 days_seen: edge.days_seen,
-                connections: edge.connections,
-                packets: edge.packets,
-                bytes: edge.bytes,
+                seen_by_client: edge.seen_by_client.unwrap_or(Volume {
+                    connections: edge.connections,
+                    packets: edge.packets,
+                    bytes: edge.bytes,
+                }),
+                seen_by_server: edge.seen_by_server.unwrap_or_default(),
             };
             if stats.first_seen > stats.last_seen {
                 return Err(invalid(format!(

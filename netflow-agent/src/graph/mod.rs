@@ -6,6 +6,7 @@
 //! and how much went over them. The graph is a petgraph `DiGraph` in memory
 //! and a versioned JSON file on disk ([`file::GraphFile`]), saved atomically.
 
+pub mod build;
 pub mod command;
 pub mod export;
 pub mod file;
@@ -69,16 +70,44 @@ impl Endpoint {
     }
 }
 
+/// How much went over an edge, as one side of it counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub connections: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Volume {
+    fn add(&mut self, other: &Volume) {
+        self.connections += other.connections;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+
+    fn max(&self, other: &Volume) -> Volume {
+        Volume {
+            connections: self.connections.max(other.connections),
+            packets: self.packets.max(other.packets),
+            bytes: self.bytes.max(other.bytes),
+        }
+    }
+}
+
 /// Traffic seen on one client -> server edge. Times are Unix seconds.
+///
+/// A connection between two recorded pods is seen twice: by the client's
+/// egress and by the server's ingress, possibly on two nodes. Each side's
+/// count is kept apart and the edge's volume is the larger of the two, so
+/// merging the graphs of both nodes does not count it twice.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeStats {
     pub first_seen: u64,
     pub last_seen: u64,
     /// UTC days (`YYYY-MM-DD`) on which the edge carried traffic.
     pub days_seen: BTreeSet<String>,
-    pub connections: u64,
-    pub packets: u64,
-    pub bytes: u64,
+    pub seen_by_client: Volume,
+    pub seen_by_server: Volume,
 }
 
 impl EdgeStats {
@@ -90,9 +119,13 @@ impl EdgeStats {
         };
         self.last_seen = self.last_seen.max(other.last_seen);
         self.days_seen.extend(other.days_seen.iter().cloned());
-        self.connections += other.connections;
-        self.packets += other.packets;
-        self.bytes += other.bytes;
+        self.seen_by_client.add(&other.seen_by_client);
+        self.seen_by_server.add(&other.seen_by_server);
+    }
+
+    /// The edge's volume: the larger of the two sides' counts.
+    pub fn volume(&self) -> Volume {
+        self.seen_by_client.max(&self.seen_by_server)
     }
 }
 
@@ -266,9 +299,12 @@ pub(crate) mod tests {
             first_seen: first,
             last_seen: last,
             days_seen: [utc_day(first), utc_day(last)].into_iter().collect(),
-            connections,
-            packets: connections * 10,
-            bytes: connections * 1000,
+            seen_by_client: Volume {
+                connections,
+                packets: connections * 10,
+                bytes: connections * 1000,
+            },
+            seen_by_server: Volume::default(),
         }
     }
 
@@ -302,7 +338,7 @@ pub(crate) mod tests {
         assert_eq!(graph.node_count(), 2);
         assert_eq!(graph.edge_count(), 1);
         let (_, _, edge) = graph.edges()[0];
-        assert_eq!(edge.stats.connections, 5);
+        assert_eq!(edge.stats.volume().connections, 5);
         assert_eq!(edge.stats.first_seen, 1_763_000_000);
         assert_eq!(edge.stats.last_seen, 1_764_500_000);
         assert_eq!(edge.stats.days_seen.len(), 4);
@@ -333,7 +369,26 @@ pub(crate) mod tests {
         merged.merge(&other);
         assert_eq!(merged.node_count(), 3);
         assert_eq!(merged.edge_count(), 1);
-        assert_eq!(merged.edges()[0].2.stats.connections, 6);
+        assert_eq!(merged.edges()[0].2.stats.volume().connections, 6);
+    }
+
+    #[test]
+    fn both_sides_of_one_connection_count_once() {
+        let mut graph = sample();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let cart = graph.upsert_endpoint(workload("shop", "cart"));
+        let key = EdgeKey {
+            protocol: Protocol(6),
+            port: 7070,
+        };
+        let mut server_side = stats(1_764_000_000, 1_764_100_000, 0);
+        server_side.seen_by_server = Volume {
+            connections: 3,
+            packets: 30,
+            bytes: 3000,
+        };
+        graph.observe(frontend, cart, key, &server_side);
+        assert_eq!(graph.edges()[0].2.stats.volume().connections, 3);
     }
 
     #[test]

@@ -1,0 +1,345 @@
+//! Flow records to graph edges: client -> server on the server's port.
+//!
+//! The client's ephemeral port never reaches the graph. A flow whose client
+//! side could not be decided, or whose ends could not be named, is counted
+//! in the report (and unnamed ends appear as `unresolved` nodes), never
+//! dropped silently.
+
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+
+use super::{CommGraph, EdgeKey, EdgeStats, Volume, utc_day};
+use crate::{
+    flowlog::FlowRecord,
+    identity::{self, Identity},
+    initiator::Side,
+};
+
+/// What a build saw, for the user to check coverage.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BuildReport {
+    pub flow_records: u64,
+    /// Records whose client side could not be decided (no SYN, no port rule).
+    pub undecided_direction: u64,
+    /// Records whose local cgroup or address named nothing in the inventory.
+    pub unresolved_local: u64,
+    /// Records to a Service port with no backend in the inventory.
+    pub unresolved_service: u64,
+}
+
+/// Adds every flow record to `graph`.
+pub fn add_flows(
+    graph: &mut CommGraph,
+    identity: &Identity<'_>,
+    flows: &[FlowRecord],
+) -> BuildReport {
+    let mut report = BuildReport::default();
+    for flow in flows {
+        report.flow_records += 1;
+        let first = unix_seconds(&flow.first_seen);
+        let last = unix_seconds(&flow.last_seen).max(first);
+        let local = identity
+            .local(flow.cgroup.as_deref(), flow.local.ip)
+            .unwrap_or_else(|| {
+                report.unresolved_local += 1;
+                identity::unresolved_local(flow.cgroup.as_deref(), flow.local.ip)
+            });
+        let protocol = match flow.protocol.0 {
+            netflow_common::PROTO_TCP => "TCP",
+            netflow_common::PROTO_UDP => "UDP",
+            132 => "SCTP",
+            _ => "",
+        };
+        let volume = Volume {
+            connections: u64::from(flow.new),
+            packets: flow.packets_in + flow.packets_out,
+            bytes: flow.bytes_in + flow.bytes_out,
+        };
+        let mut stats = EdgeStats {
+            first_seen: first as u64,
+            last_seen: last as u64,
+            days_seen: [utc_day(first as u64), utc_day(last as u64)]
+                .into_iter()
+                .collect(),
+            ..EdgeStats::default()
+        };
+        match flow.client {
+            Side::Local => {
+                stats.seen_by_client = volume;
+                let targets =
+                    identity.remote_server(flow.remote.ip, flow.remote.port, protocol, first);
+                if targets.is_empty() {
+                    report.unresolved_service += 1;
+                    let server = identity::unresolved_local(None, flow.remote.ip);
+                    add(graph, local.clone(), server, flow, flow.remote.port, &stats);
+                }
+                for (server, port) in targets {
+                    add(graph, local.clone(), server, flow, port, &stats);
+                }
+            }
+            Side::Remote => {
+                stats.seen_by_server = volume;
+                let client = identity.remote(flow.remote.ip, first);
+                add(graph, client, local, flow, flow.local.port, &stats);
+            }
+            Side::Unknown => report.undecided_direction += 1,
+        }
+    }
+    report
+}
+
+fn add(
+    graph: &mut CommGraph,
+    client: super::Endpoint,
+    server: super::Endpoint,
+    flow: &FlowRecord,
+    port: u16,
+    stats: &EdgeStats,
+) {
+    let client = graph.upsert_endpoint(client);
+    let server = graph.upsert_endpoint(server);
+    graph.observe(
+        client,
+        server,
+        EdgeKey {
+            protocol: flow.protocol,
+            port,
+        },
+        stats,
+    );
+}
+
+fn unix_seconds(rfc3339: &str) -> i64 {
+    humantime::parse_rfc3339_weak(rfc3339)
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |duration| duration.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        flowlog::{Endpoint as Address, Protocol},
+        graph::EndpointKind,
+        initiator::Basis,
+        inventory::Inventory,
+    };
+
+    const UID_FRONTEND: &str = "11111111-1111-1111-1111-111111111111";
+    const UID_CART: &str = "22222222-2222-2222-2222-222222222222";
+
+    fn inventory() -> Inventory {
+        let pod = |name: &str, uid: &str, app: &str, ip: &str, ports: &str| {
+            format!(
+                r#"{{"kind":"Pod","metadata":{{"name":"{name}","namespace":"shop","uid":"{uid}","labels":{{"app":"{app}","pod-template-hash":"abc"}},
+                  "ownerReferences":[{{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"{app}-abc","uid":"r","controller":true}}]}},
+                  "spec":{{"nodeName":"node-a","containers":[{{"name":"c","ports":{ports}}}]}},
+                  "status":{{"podIP":"{ip}","startTime":"2026-11-01T00:00:00Z"}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"kind":"List","items":[
+              {{"kind":"Node","metadata":{{"name":"node-a"}},"status":{{"addresses":[{{"type":"InternalIP","address":"172.30.0.2"}}]}}}},
+              {},{},
+              {{"kind":"Service","metadata":{{"name":"cart","namespace":"shop"}},
+                "spec":{{"clusterIP":"10.96.0.20","selector":{{"app":"cart"}},"ports":[{{"port":7070,"targetPort":"grpc","protocol":"TCP"}}]}}}}
+            ]}}"#,
+            pod(
+                "frontend-abc-1",
+                UID_FRONTEND,
+                "frontend",
+                "10.244.0.5",
+                "[]"
+            ),
+            pod(
+                "cart-abc-1",
+                UID_CART,
+                "cart",
+                "10.244.0.6",
+                r#"[{"name":"grpc","containerPort":9090}]"#
+            ),
+        );
+        Inventory::parse(&text).unwrap()
+    }
+
+    fn flow(
+        uid: &str,
+        local: (&str, u16),
+        remote: (&str, u16),
+        client: Side,
+        new: bool,
+    ) -> FlowRecord {
+        FlowRecord {
+            ts: "2026-11-20T10:00:05Z".into(),
+            cgroup_id: 1,
+            cgroup: Some(format!(
+                "/kubepods/besteffort/pod{uid}/0123456789abcdef0123"
+            )),
+            protocol: Protocol(6),
+            local: Address {
+                ip: local.0.parse().unwrap(),
+                port: local.1,
+            },
+            remote: Address {
+                ip: remote.0.parse().unwrap(),
+                port: remote.1,
+            },
+            initiator: client,
+            client,
+            client_basis: Basis::TcpSyn,
+            packets_in: 4,
+            packets_out: 6,
+            bytes_in: 400,
+            bytes_out: 600,
+            first_seen: "2026-11-20T10:00:00Z".into(),
+            last_seen: "2026-11-20T10:00:01Z".into(),
+            tcp_flags: String::new(),
+            new,
+            overflow: false,
+            ended: false,
+        }
+    }
+
+    #[test]
+    fn both_sides_of_a_service_call_make_one_edge_on_the_pod_port() {
+        let inventory = inventory();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let mut graph = CommGraph::new();
+        let flows = [
+            // The client's egress sees the ClusterIP and the Service port...
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 41234),
+                ("10.96.0.20", 7070),
+                Side::Local,
+                true,
+            ),
+            // ...the server's ingress sees the pod IP and the targetPort.
+            flow(
+                UID_CART,
+                ("10.244.0.6", 9090),
+                ("10.244.0.5", 41234),
+                Side::Remote,
+                true,
+            ),
+            // The same connection in a later interval: not a new connection.
+            flow(
+                UID_CART,
+                ("10.244.0.6", 9090),
+                ("10.244.0.5", 41234),
+                Side::Remote,
+                false,
+            ),
+        ];
+        let report = add_flows(&mut graph, &identity, &flows);
+        assert_eq!(
+            report,
+            BuildReport {
+                flow_records: 3,
+                ..BuildReport::default()
+            }
+        );
+        let edges = graph.edges();
+        assert_eq!(edges.len(), 1, "{edges:?}");
+        let (client, server, edge) = edges[0];
+        assert_eq!(client.id, "workload:shop/Deployment/frontend");
+        assert_eq!(server.id, "workload:shop/Deployment/cart");
+        assert_eq!(
+            edge.key.port, 9090,
+            "the pod's port, never the Service's or the client's"
+        );
+        assert_eq!(edge.stats.volume().connections, 1);
+        assert_eq!(
+            server.labels,
+            BTreeMap::from([("app".to_string(), "cart".to_string())])
+        );
+    }
+
+    #[test]
+    fn unknown_ends_are_named_and_counted() {
+        let inventory = inventory();
+        let dns = BTreeMap::from([(
+            "203.0.113.10".parse().unwrap(),
+            ["api.payments.example".to_string()].into_iter().collect(),
+        )]);
+        let identity = Identity::new(&inventory, &dns);
+        let mut graph = CommGraph::new();
+        let flows = [
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 40000),
+                ("203.0.113.10", 443),
+                Side::Local,
+                true,
+            ),
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 40001),
+                ("169.254.169.254", 80),
+                Side::Local,
+                true,
+            ),
+            flow(
+                "99999999-9999-9999-9999-999999999999",
+                ("10.244.0.9", 40002),
+                ("10.244.0.6", 9090),
+                Side::Local,
+                true,
+            ),
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 40003),
+                ("10.96.0.20", 9999),
+                Side::Local,
+                true,
+            ),
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 5000),
+                ("10.244.0.6", 6000),
+                Side::Unknown,
+                true,
+            ),
+            // kubelet (a node process, no pod cgroup) probing the cart pod.
+            FlowRecord {
+                cgroup: Some("/system.slice/kubelet.service".into()),
+                ..flow(
+                    UID_CART,
+                    ("172.30.0.2", 50000),
+                    ("10.244.0.6", 9090),
+                    Side::Local,
+                    true,
+                )
+            },
+        ];
+        let report = add_flows(&mut graph, &identity, &flows);
+        assert_eq!(report.undecided_direction, 1);
+        assert_eq!(report.unresolved_local, 1);
+        assert_eq!(report.unresolved_service, 1);
+        let kinds: BTreeMap<String, EndpointKind> = graph
+            .endpoints()
+            .into_iter()
+            .map(|e| (e.id.clone(), e.kind))
+            .collect();
+        assert_eq!(kinds["external:203.0.113.10"], EndpointKind::External);
+        assert_eq!(
+            graph.endpoint("external:203.0.113.10").unwrap().name,
+            "api.payments.example"
+        );
+        assert_eq!(kinds["metadata:169.254.169.254"], EndpointKind::Metadata);
+        assert_eq!(kinds["node:node-a"], EndpointKind::Node);
+        assert_eq!(kinds["unresolved:10.96.0.20"], EndpointKind::Unresolved);
+        assert!(
+            kinds
+                .keys()
+                .any(|id| id.starts_with("unresolved:/kubepods/")),
+            "{kinds:?}"
+        );
+        assert_eq!(graph.edge_count(), 5);
+    }
+}
