@@ -12,6 +12,7 @@ pub mod graph;
 pub mod identity;
 pub mod initiator;
 pub mod inventory;
+pub mod lab;
 pub mod loader;
 pub mod peer;
 pub mod reader;
