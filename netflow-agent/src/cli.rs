@@ -27,6 +27,9 @@ pub enum Command {
     /// Work with communication graph files: merge, export, show.
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// The lab: a simulated cluster on this machine, recorded for real.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Record real traffic between two network namespaces and print the flows.
     Demo {
         /// Also write the flow log here.
@@ -68,6 +71,17 @@ pub struct RecordArgs {
     /// A connection idle this long is reported as ended and removed from the table.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Build the scenario's cluster, run its traffic while recording, and
+    /// write graph.json, inventory.json and flows.jsonl to --out.
+    Run {
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,12 +151,29 @@ pub enum PeerAction {
         #[arg(long)]
         sink: Vec<SocketAddr>,
     },
+    /// Replace this process with COMMAND (after joining cgroup and namespace).
+    Exec {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Connect, send, read the echo; one JSON line per connection.
     Connect {
-        #[arg(long, conflicts_with = "udp", required_unless_present = "udp")]
+        #[arg(long, conflicts_with = "udp", required_unless_present_any = ["udp", "resolve"])]
         tcp: Option<SocketAddr>,
         #[arg(long)]
         udp: Option<SocketAddr>,
+        /// Resolve this name through --dns first and connect to its address.
+        #[arg(long, requires_all = ["dns", "port"])]
+        resolve: Option<String>,
+        /// DNS server for --resolve.
+        #[arg(long)]
+        dns: Option<SocketAddr>,
+        /// Port for --resolve.
+        #[arg(long)]
+        port: Option<u16>,
+        /// With --resolve: use UDP instead of TCP.
+        #[arg(long)]
+        resolved_udp: bool,
         /// Payload bytes per TCP connection, or per UDP datagram.
         #[arg(long, default_value_t = 100)]
         bytes: usize,

@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod dns;
 pub mod flowlog;
 pub mod graph;
 pub mod identity;

@@ -1,12 +1,12 @@
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode};
 
 use clap::Parser as _;
 use netflow_agent::{
     bench,
-    cli::{Cli, Command, GraphCommand, PeerAction, PeerArgs},
+    cli::{Cli, Command, GraphCommand, LabCommand, PeerAction, PeerArgs},
     demo,
     graph::command as graph_command,
-    peer, record, telemetry,
+    lab, peer, record, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -41,6 +41,9 @@ fn main() -> ExitCode {
             output,
         }) => graph_command::export(&graph, format, output.as_deref()),
         Command::Graph(GraphCommand::Show { graph }) => graph_command::show(&graph),
+        Command::Lab(LabCommand::Run { scenario, out }) => {
+            lab::run::run(&scenario, &out).map(|_| ())
+        }
         Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),
@@ -78,17 +81,40 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
     peer::enter(args.cgroup.as_deref(), args.netns.as_deref())?;
     match &args.action {
         PeerAction::Serve { tcp, udp, sink } => peer::serve(tcp, udp, sink)?,
+        PeerAction::Exec { command } => {
+            use std::os::unix::process::CommandExt as _;
+            let err = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .exec();
+            anyhow::bail!("cannot run {}: {err}", command[0]);
+        }
         PeerAction::Connect {
             tcp,
             udp,
+            resolve,
+            dns,
+            port,
+            resolved_udp,
             bytes,
             datagrams,
             count,
         } => {
+            let resolved = match (resolve, dns, port) {
+                (Some(name), Some(server), Some(port)) => Some(SocketAddr::new(
+                    netflow_agent::dns::resolve(name, *server)?.into(),
+                    *port,
+                )),
+                _ => None,
+            };
+            let (tcp, udp) = match resolved {
+                Some(addr) if *resolved_udp => (None, Some(addr)),
+                Some(addr) => (Some(addr), None),
+                None => (*tcp, *udp),
+            };
             let reports = match (tcp, udp) {
-                (Some(addr), _) => peer::connect_tcp(*addr, *bytes, *count)?,
-                (None, Some(addr)) => peer::connect_udp(*addr, *bytes, *datagrams, *count)?,
-                (None, None) => anyhow::bail!("connect needs --tcp or --udp"),
+                (Some(addr), _) => peer::connect_tcp(addr, *bytes, *count)?,
+                (None, Some(addr)) => peer::connect_udp(addr, *bytes, *datagrams, *count)?,
+                (None, None) => anyhow::bail!("connect needs --tcp, --udp or --resolve"),
             };
             for report in reports {
                 println!("{}", serde_json::to_string(&report)?);

@@ -217,7 +217,7 @@ impl Drop for Testbed {
 }
 
 /// Kills every process in the cgroups under `path` and removes them.
-fn remove_cgroup_tree(path: &Path) {
+pub(crate) fn remove_cgroup_tree(path: &Path) {
     if !path.exists() {
         return;
     }
@@ -236,7 +236,7 @@ fn remove_cgroup_tree(path: &Path) {
     }
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("ip")
         .args(args)
         .output()

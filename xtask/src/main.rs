@@ -52,6 +52,8 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "tcpdump",
     "util-linux",
+    "iptables",
+    "dnsmasq-base",
 ];
 
 fn main() -> ExitCode {

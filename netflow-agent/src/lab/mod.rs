@@ -3,4 +3,5 @@
 //! cgroups), recorded through the real eBPF path.
 
 pub mod plan;
+pub mod run;
 pub mod scenario;

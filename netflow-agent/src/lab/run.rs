@@ -1,0 +1,644 @@
+//! `netflow-agent lab run SCENARIO --out DIR`: build the cluster, record its
+//! traffic through the real eBPF path, write the graph, remove everything.
+//!
+//! Layout: a "fabric" namespace with a bridge is the node network; each node
+//! is a namespace on it (its own address, a pod bridge, IP forwarding, routes
+//! to the other nodes' pod subnets, kube-proxy-style DNAT rules for every
+//! Service); each pod is a namespace on its node's bridge, its processes in a
+//! kubelet-style cgroup below `netflow-lab`; external hosts are namespaces on
+//! the fabric. Nothing is routed out of these namespaces.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use tracing::info;
+
+use super::{
+    plan::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
+    scenario::{Destination, Scenario, parse_destination, protocol_of, split_workload},
+};
+use crate::{
+    cgroupfs,
+    clock::rfc3339,
+    flowlog::{FlowLogWriter, FlowRecord},
+    graph::{CommGraph, build::add_flows, export},
+    identity::Identity,
+    inventory::Inventory,
+    loader::Probe,
+    reader::FlowReader,
+    testbed::{ip, remove_cgroup_tree},
+};
+
+const FABRIC: &str = "nfl-fabric";
+const FABRIC_BRIDGE: &str = "fab0";
+const POD_BRIDGE: &str = "cbr0";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupt() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: the lab is being removed");
+    }
+    Ok(())
+}
+
+/// What one run wrote.
+pub struct LabOutput {
+    pub graph: PathBuf,
+    pub inventory: PathBuf,
+    pub flows: PathBuf,
+}
+
+pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
+    let scenario = Scenario::load(scenario_path)?;
+    let plan = LabPlan::new(&scenario)
+        .map_err(|message| anyhow::anyhow!("scenario {}: {message}", scenario_path.display()))?;
+    // Ctrl-C and SIGTERM stop the run between steps; the lab's Drop then
+    // removes what was made.
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let agent = std::env::current_exe().context("cannot find the netflow-agent binary")?;
+    let mount = cgroupfs::cgroup2_mount()?;
+
+    let mut lab = Lab {
+        mount: mount.clone(),
+        children: Vec::new(),
+    };
+    lab.remove_all();
+    let started = rfc3339(SystemTime::now() - Duration::from_secs(1));
+    lab.build(&plan).context("building the lab")?;
+    check_interrupt()?;
+
+    let mut probe = Probe::load(65_536)?;
+    let maps = probe.take_maps()?;
+    probe.attach(&mount.join(LAB_CGROUP))?;
+    let mut reader = FlowReader::new(maps, Duration::from_secs(3600));
+    info!(cgroup = %mount.join(LAB_CGROUP).display(), "netflow attached to the lab");
+
+    lab.start_servers(&agent, &plan)?;
+    check_interrupt()?;
+    lab.run_traffic(&agent, &plan)?;
+    // The last FIN/ACK exchanges finish just after the clients return.
+    thread::sleep(Duration::from_millis(300));
+    let interval = reader.poll()?;
+    drop(probe);
+
+    let output = LabOutput {
+        graph: out.join("graph.json"),
+        inventory: out.join("inventory.json"),
+        flows: out.join("flows.jsonl"),
+    };
+    let inventory_json = serde_json::to_vec_pretty(&plan.inventory(&started))?;
+    crate::graph::file::write_atomically(&output.inventory, &inventory_json)
+        .with_context(|| format!("cannot write {}", output.inventory.display()))?;
+    let mut writer = FlowLogWriter::create(&output.flows)
+        .with_context(|| format!("cannot write {}", output.flows.display()))?;
+    writer.write_interval(&interval.flows, &interval.stats)?;
+    drop(writer);
+
+    let inventory = Inventory::parse(&String::from_utf8_lossy(&inventory_json))
+        .map_err(|message| anyhow::anyhow!("the lab's own inventory: {message}"))?;
+    let graph = build_graph(&inventory, &interval.flows);
+    graph.save(&output.graph)?;
+    print!("{}", export::show(&graph));
+    lab.remove_all();
+    Ok(output)
+}
+
+fn build_graph(inventory: &Inventory, flows: &[FlowRecord]) -> CommGraph {
+    let dns = std::collections::BTreeMap::new();
+    let identity = Identity::new(inventory, &dns);
+    let mut graph = CommGraph::new();
+    let report = add_flows(&mut graph, &identity, flows);
+    info!(?report, "graph built");
+    graph
+}
+
+struct Lab {
+    mount: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
+fn netns_exec(netns: &str, command: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["netns", "exec", netns];
+    args.extend_from_slice(command);
+    ip(&args)
+}
+
+impl Lab {
+    /// Removes every namespace, cgroup and process the lab (this run or an
+    /// earlier one that crashed) made. DNAT rules go with their namespaces.
+    fn remove_all(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+        remove_cgroup_tree(&self.mount.join(LAB_CGROUP));
+        if let Ok(entries) = fs::read_dir("/run/netns") {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(NETNS_PREFIX) {
+                    let _ = Command::new("ip")
+                        .args(["netns", "delete", &name])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+
+    fn build(&mut self, plan: &LabPlan) -> anyhow::Result<()> {
+        ip(&["netns", "add", FABRIC])?;
+        ip(&["-n", FABRIC, "link", "add", FABRIC_BRIDGE, "type", "bridge"])?;
+        ip(&["-n", FABRIC, "link", "set", FABRIC_BRIDGE, "up"])?;
+        for node in &plan.nodes {
+            let ns = node.netns.as_str();
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            let fabric_port = format!("nflf{}", node.index);
+            ip(&[
+                "link",
+                "add",
+                &fabric_port,
+                "netns",
+                FABRIC,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ])?;
+            ip(&[
+                "-n",
+                FABRIC,
+                "link",
+                "set",
+                &fabric_port,
+                "master",
+                FABRIC_BRIDGE,
+                "up",
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", node.ip),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "link", "add", POD_BRIDGE, "type", "bridge"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", node.gateway),
+                "dev",
+                POD_BRIDGE,
+            ])?;
+            ip(&["-n", ns, "link", "set", POD_BRIDGE, "up"])?;
+            // Forward between pods, nodes and externals; let DNAT rules see
+            // bridged pod-to-pod traffic, as on a kube-proxy node.
+            netns_exec(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            netns_exec(
+                ns,
+                &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+            )?;
+            for other in plan.nodes.iter().filter(|other| other.index != node.index) {
+                let subnet = format!("{}/{}", other.pod_subnet.0, other.pod_subnet.1);
+                ip(&[
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &subnet,
+                    "via",
+                    &other.ip.to_string(),
+                ])?;
+            }
+            for external in &plan.externals {
+                ip(&[
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &format!("{}/32", external.spec.ip),
+                    "dev",
+                    "eth0",
+                ])?;
+            }
+        }
+        for (index, external) in plan.externals.iter().enumerate() {
+            let ns = external.netns.as_str();
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            let fabric_port = format!("nflx{index}");
+            ip(&[
+                "link",
+                "add",
+                &fabric_port,
+                "netns",
+                FABRIC,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ])?;
+            ip(&[
+                "-n",
+                FABRIC,
+                "link",
+                "set",
+                &fabric_port,
+                "master",
+                FABRIC_BRIDGE,
+                "up",
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/32", external.spec.ip),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
+            for node in &plan.nodes {
+                let subnet = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
+                ip(&[
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &subnet,
+                    "via",
+                    &node.ip.to_string(),
+                ])?;
+            }
+        }
+        for (index, pod) in plan.pods.iter().enumerate() {
+            fs::create_dir_all(self.mount.join(&pod.cgroup))
+                .with_context(|| format!("creating cgroup {}", pod.cgroup))?;
+            if pod.host_network {
+                continue;
+            }
+            let node = &plan.nodes[pod.node];
+            let ns = pod.netns.as_str();
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            let node_port = format!("vp{index}");
+            ip(&[
+                "link",
+                "add",
+                &node_port,
+                "netns",
+                &node.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ])?;
+            ip(&[
+                "-n",
+                &node.netns,
+                "link",
+                "set",
+                &node_port,
+                "master",
+                POD_BRIDGE,
+                "up",
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", pod.ip),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &node.gateway.to_string(),
+            ])?;
+        }
+        for node in &plan.nodes {
+            self.install_service_rules(plan, &node.netns)?;
+        }
+        Ok(())
+    }
+
+    /// kube-proxy's job: DNAT each ClusterIP:port to the backends' pod
+    /// IP:targetPort, for pod traffic (PREROUTING) and the node's own (OUTPUT).
+    fn install_service_rules(&self, plan: &LabPlan, netns: &str) -> anyhow::Result<()> {
+        for service in &plan.services {
+            for port in &service.ports {
+                let protocol = protocol_of(&port.protocol)
+                    .map_err(anyhow::Error::msg)?
+                    .to_ascii_lowercase();
+                let backends: Vec<(String, u16)> = plan
+                    .backends(service)
+                    .into_iter()
+                    .filter_map(|pod| Some((pod.ip.to_string(), LabPlan::target_port(port, pod)?)))
+                    .collect();
+                for chain in ["PREROUTING", "OUTPUT"] {
+                    for (index, (address, target)) in backends.iter().enumerate() {
+                        let remaining = backends.len() - index;
+                        let destination = format!("{address}:{target}");
+                        let cluster_ip = format!("{}/32", service.cluster_ip);
+                        let port_text = port.port.to_string();
+                        let probability = format!("{:.5}", 1.0 / remaining as f64);
+                        let mut rule = vec![
+                            "iptables",
+                            "-w",
+                            "-t",
+                            "nat",
+                            "-A",
+                            chain,
+                            "-d",
+                            &cluster_ip,
+                            "-p",
+                            &protocol,
+                            "--dport",
+                            &port_text,
+                        ];
+                        if remaining > 1 {
+                            rule.extend_from_slice(&[
+                                "-m",
+                                "statistic",
+                                "--mode",
+                                "random",
+                                "--probability",
+                                &probability,
+                            ]);
+                        }
+                        rule.extend_from_slice(&["-j", "DNAT", "--to-destination", &destination]);
+                        netns_exec(netns, &rule)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_ready(&mut self, mut command: Command, what: &str) -> anyhow::Result<()> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        self.children.push(child);
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .with_context(|| format!("waiting for {what}"))?;
+        if line.trim() != "ready" {
+            bail!("{what} did not start");
+        }
+        Ok(())
+    }
+
+    fn start_servers(&mut self, agent: &Path, plan: &LabPlan) -> anyhow::Result<()> {
+        let netns_path = |ns: &str| format!("/run/netns/{ns}");
+        // The cluster DNS: dnsmasq in the coredns pod, answering Service and
+        // external names (and nothing from outside: --no-resolv).
+        let dns_pod = &plan.pods[0];
+        let mut dnsmasq = Command::new(agent);
+        dnsmasq
+            .args(["peer", "--cgroup"])
+            .arg(self.mount.join(&dns_pod.cgroup))
+            .args([
+                "--netns",
+                &netns_path(&dns_pod.netns),
+                "exec",
+                "--",
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file=",
+                "--port=53",
+            ])
+            .arg(format!("--listen-address={}", dns_pod.ip));
+        for (name, address) in plan.dns_records() {
+            dnsmasq.arg(format!("--address=/{name}/{address}"));
+        }
+        let mut child = dnsmasq
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq")?;
+        wait_for_port(&mut child, &dns_pod.netns, 53)?;
+        self.children.push(child);
+
+        for pod in plan
+            .pods
+            .iter()
+            .skip(1)
+            .filter(|pod| !pod.listen.is_empty())
+        {
+            let mut command = Command::new(agent);
+            command
+                .args(["peer", "--cgroup"])
+                .arg(self.mount.join(&pod.cgroup))
+                .args(["--netns", &netns_path(&pod.netns), "serve"]);
+            add_listen_args(
+                &mut command,
+                pod.listen.iter().map(|p| (p.port, p.protocol.as_str())),
+            );
+            self.spawn_ready(
+                command,
+                &format!("servers of pod {}/{}", pod.namespace, pod.name),
+            )?;
+        }
+        for external in plan.externals.iter().filter(|e| !e.spec.listen.is_empty()) {
+            let mut command = Command::new(agent);
+            command.args(["peer", "--netns", &netns_path(&external.netns), "serve"]);
+            add_listen_args(
+                &mut command,
+                external
+                    .spec
+                    .listen
+                    .iter()
+                    .map(|p| (p.port, p.protocol.as_str())),
+            );
+            self.spawn_ready(
+                command,
+                &format!("servers of external {}", external.spec.name),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn run_traffic(&mut self, agent: &Path, plan: &LabPlan) -> anyhow::Result<()> {
+        for (index, traffic) in plan.scenario.traffic.iter().enumerate() {
+            check_interrupt()?;
+            let (namespace, name) = split_workload(&traffic.from).context("traffic source")?;
+            let clients: Vec<&PodPlan> = plan
+                .pods
+                .iter()
+                .filter(|pod| {
+                    pod.workload
+                        .map(|w| &plan.scenario.workloads[w])
+                        .is_some_and(|w| w.namespace == namespace && w.name == name)
+                })
+                .collect();
+            let client = clients
+                .get(index % clients.len().max(1))
+                .with_context(|| format!("traffic[{index}]: no pod of {namespace}/{name}"))?;
+            let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP";
+            let flag = if udp { "--udp" } else { "--tcp" };
+            let count = traffic.connections.to_string();
+            let mut args: Vec<String> = vec!["connect".into()];
+            match parse_destination(&traffic.to).map_err(anyhow::Error::msg)? {
+                Destination::Service {
+                    namespace,
+                    name,
+                    port,
+                } => {
+                    let service = plan
+                        .services
+                        .iter()
+                        .find(|s| s.namespace == namespace && s.name == name)
+                        .context("traffic to an unknown service")?;
+                    args.extend([flag.into(), format!("{}:{port}", service.cluster_ip)]);
+                }
+                Destination::Workload {
+                    namespace,
+                    name,
+                    port,
+                } => {
+                    let target = plan
+                        .pods
+                        .iter()
+                        .find(|pod| {
+                            pod.workload
+                                .map(|w| &plan.scenario.workloads[w])
+                                .is_some_and(|w| w.namespace == namespace && w.name == name)
+                        })
+                        .context("traffic to an unknown workload")?;
+                    args.extend([flag.into(), format!("{}:{port}", target.ip)]);
+                }
+                Destination::External { name, port } => {
+                    let external = plan
+                        .externals
+                        .iter()
+                        .find(|e| e.spec.name == name)
+                        .context("unknown external")?;
+                    args.extend([flag.into(), format!("{}:{port}", external.spec.ip)]);
+                }
+                Destination::Dns { name, port } => {
+                    args.extend([
+                        "--resolve".into(),
+                        name,
+                        "--dns".into(),
+                        format!("{}:53", plan.dns_ip),
+                        "--port".into(),
+                        port.to_string(),
+                    ]);
+                    if udp {
+                        args.push("--resolved-udp".into());
+                    }
+                }
+            }
+            args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
+            let output = Command::new(agent)
+                .args(["peer", "--cgroup"])
+                .arg(self.mount.join(&client.cgroup))
+                .args(["--netns", &format!("/run/netns/{}", client.netns)])
+                .args(&args)
+                .output()
+                .context("running a lab client")?;
+            if !output.status.success() {
+                bail!(
+                    "traffic[{index}] {} -> {} failed: {}",
+                    traffic.from,
+                    traffic.to,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            info!(from = %traffic.from, to = %traffic.to, connections = traffic.connections, "traffic sent");
+        }
+        Ok(())
+    }
+}
+
+fn add_listen_args<'a>(command: &mut Command, ports: impl Iterator<Item = (u16, &'a str)>) {
+    for (port, protocol) in ports {
+        let flag = if protocol.eq_ignore_ascii_case("UDP") {
+            "--udp"
+        } else {
+            "--tcp"
+        };
+        command.args([flag, &format!("0.0.0.0:{port}")]);
+    }
+}
+
+/// Waits until something listens on UDP `port` in `netns` (dnsmasq says
+/// nothing when it is ready).
+fn wait_for_port(child: &mut Child, netns: &str, port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait()? {
+            bail!("dnsmasq exited ({status}): is it installed? run `cargo xtask setup`");
+        }
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "ss",
+                "-lnuH",
+                &format!("sport = :{port}"),
+            ])
+            .output()?;
+        if !output.stdout.is_empty() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("dnsmasq did not start listening on port {port}")
+}
