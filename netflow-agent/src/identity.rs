@@ -48,6 +48,22 @@ impl<'a> Identity<'a> {
     pub fn local(&self, cgroup: Option<&str>, local_ip: IpAddr) -> Option<Endpoint> {
         if let Some(pod) = cgroup.and_then(pod_of_cgroup) {
             let entry = self.inventory.pod_by_uid(&pod.pod_uid)?;
+            if entry.host_network {
+                // Seen from anywhere else this traffic comes from the node's
+                // address: name it the node, and note the workload on it.
+                let node = entry
+                    .node
+                    .as_deref()
+                    .and_then(|name| self.inventory.nodes.iter().find(|node| node.name == name))
+                    .or_else(|| self.inventory.node_by_ip(local_ip))?;
+                let mut endpoint = node_endpoint(&node.name, &node.addresses);
+                let workload = &entry.workload;
+                endpoint.host_workloads.insert(format!(
+                    "{}/{}/{}",
+                    workload.namespace, workload.kind, workload.name
+                ));
+                return Some(endpoint);
+            }
             return Some(self.workload(&entry.workload));
         }
         self.inventory
@@ -114,6 +130,7 @@ impl<'a> Identity<'a> {
             labels: self.inventory.selector_of(workload),
             addresses: BTreeSet::new(),
             dns_names: BTreeSet::new(),
+            host_workloads: BTreeSet::new(),
         }
     }
 }
@@ -135,6 +152,7 @@ fn node_endpoint(name: &str, addresses: &[IpAddr]) -> Endpoint {
         labels: BTreeMap::new(),
         addresses: addresses.iter().map(IpAddr::to_string).collect(),
         dns_names: BTreeSet::new(),
+        host_workloads: BTreeSet::new(),
     }
 }
 
@@ -148,6 +166,7 @@ fn plain(id: String, name: &str, ip: IpAddr) -> Endpoint {
         labels: BTreeMap::new(),
         addresses: BTreeSet::from([ip.to_string()]),
         dns_names: BTreeSet::new(),
+        host_workloads: BTreeSet::new(),
     }
 }
 

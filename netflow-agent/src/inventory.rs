@@ -207,7 +207,7 @@ impl Inventory {
             inventory.namespaces.insert(name, labels);
         }
         for node in &objects.nodes {
-            let addresses = node
+            let mut addresses: Vec<IpAddr> = node
                 .status
                 .as_ref()
                 .and_then(|status| status.addresses.as_ref())
@@ -215,6 +215,22 @@ impl Inventory {
                 .flatten()
                 .filter_map(|address| address.address.parse().ok())
                 .collect();
+            // With a bridge CNI (kubenet, flannel, the lab) the node reaches
+            // its own pods from the bridge's address, the first of its pod
+            // CIDR: that address is the node too.
+            let spec = node.spec.as_ref();
+            let pod_cidrs = spec
+                .and_then(|spec| spec.pod_cidrs.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(spec.and_then(|spec| spec.pod_cidr.clone()));
+            for cidr in pod_cidrs {
+                if let Some(gateway) = first_host(&cidr)
+                    && !addresses.contains(&gateway)
+                {
+                    addresses.push(gateway);
+                }
+            }
             inventory.nodes.push(NodeEntry {
                 name: node.metadata.name.clone().unwrap_or_default(),
                 addresses,
@@ -498,6 +514,19 @@ fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
     }
 }
 
+/// The first host address of a CIDR (`10.244.1.0/24` -> `10.244.1.1`).
+fn first_host(cidr: &str) -> Option<IpAddr> {
+    let (base, _) = cidr.split_once('/')?;
+    match base.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(v4).checked_add(1)?,
+        ))),
+        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6).checked_add(1)?,
+        ))),
+    }
+}
+
 fn service_entry(service: &Service) -> Option<ServiceEntry> {
     let spec = service.spec.as_ref()?;
     let mut cluster_ips: Vec<IpAddr> = spec
@@ -546,7 +575,7 @@ mod tests {
 
     pub const SHOP: &str = r#"{"apiVersion":"v1","kind":"List","items":[
       {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop","labels":{"team":"web"}}},
-      {"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"},"status":{"addresses":[{"type":"InternalIP","address":"172.30.0.2"}]}},
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"},"spec":{"podCIDR":"10.244.1.0/24"},"status":{"addresses":[{"type":"InternalIP","address":"172.30.0.2"}]}},
       {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"frontend","namespace":"shop"},
        "spec":{"selector":{"matchLabels":{"app":"frontend"}},"template":{"metadata":{"labels":{"app":"frontend"}}}}},
       {"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"frontend-5d4f","namespace":"shop",
@@ -670,6 +699,14 @@ mod tests {
         let ip: IpAddr = "172.30.0.2".parse().unwrap();
         assert!(inventory.pod_by_ip(ip, 0).is_none());
         assert_eq!(inventory.node_by_ip(ip).unwrap().name, "node-a");
+        // The pod bridge's address (first of the node's pod CIDR) is the node too.
+        assert_eq!(
+            inventory
+                .node_by_ip("10.244.1.1".parse().unwrap())
+                .unwrap()
+                .name,
+            "node-a"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! - `setup`: installs what building and testing need (Debian packages and
 //!   bpf-linker, as `../shared/docs/toolchain.md` lists). A second run finds
 //!   everything in place and installs nothing.
-//! - `demo`: the main job: setup, release build, then records real traffic.
+//! - `demo`: the main job: setup, release build, then the lab on examples/shop.yaml.
 //! - `test`: setup, format and lint checks, then every test (the root-only
 //!   ones included; with `CI=true` they fail rather than skip).
 //! - `bench`: setup, release build, then the overhead benchmark.
@@ -29,7 +29,7 @@ enum Task {
     Setup,
     /// Build the agent (with its eBPF object) in release mode.
     Build,
-    /// The main job: record real traffic between two namespaces and print the flows.
+    /// The main job: the lab on examples/shop.yaml (simulated cluster, recording, graph).
     Demo,
     /// Format check, clippy, and every test.
     Test,
@@ -76,7 +76,8 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Demo => {
             setup()?;
             build_release()?;
-            cmd(agent_binary(), &["demo"])
+            // The lab on the shop example: a two-node cluster, recorded for real.
+            cmd(agent_binary(), &["lab", "run", "examples/shop.yaml", "--out", "lab-out"])
         }
         Task::Test => {
             setup()?;

@@ -52,6 +52,11 @@ pub struct Endpoint {
     pub addresses: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub dns_names: BTreeSet<String>,
+    /// On a node: the hostNetwork workloads seen running there
+    /// (`namespace/Kind/name`). Their traffic comes from the node's address,
+    /// so policies can only name them by it.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub host_workloads: BTreeSet<String>,
 }
 
 impl Endpoint {
@@ -59,6 +64,8 @@ impl Endpoint {
     fn absorb(&mut self, other: &Endpoint) {
         self.addresses.extend(other.addresses.iter().cloned());
         self.dns_names.extend(other.dns_names.iter().cloned());
+        self.host_workloads
+            .extend(other.host_workloads.iter().cloned());
         for (key, value) in &other.labels {
             self.labels
                 .entry(key.clone())
@@ -291,6 +298,7 @@ pub(crate) mod tests {
             labels: BTreeMap::from([("app".to_string(), name.to_string())]),
             addresses: BTreeSet::new(),
             dns_names: BTreeSet::new(),
+            host_workloads: BTreeSet::new(),
         }
     }
 

@@ -1,0 +1,228 @@
+//! The lab end to end: each example scenario is built, its traffic recorded
+//! through the real eBPF path, and the whole edge set of the resulting graph
+//! compared with the one the scenario implies.
+
+mod common;
+
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+fn edges(graph: &Path) -> BTreeSet<(String, String, String, u64)> {
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(graph).unwrap()).unwrap();
+    value["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| {
+            (
+                edge["from"].as_str().unwrap().to_string(),
+                edge["to"].as_str().unwrap().to_string(),
+                edge["protocol"].as_str().unwrap().to_string(),
+                edge["port"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn run_lab(scenario: &str) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(common::unique_name("netflow-lab-"));
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(scenario);
+    let output = Command::new(common::agent())
+        .args(["lab", "run"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "lab run {}: {}",
+        scenario.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Nothing of the lab is left behind.
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&namespaces.stdout).contains("nfl-"));
+    out
+}
+
+fn edge(from: &str, to: &str, protocol: &str, port: u64) -> (String, String, String, u64) {
+    (from.into(), to.into(), protocol.into(), port)
+}
+
+const DNS: &str = "workload:kube-system/Deployment/coredns";
+
+#[test]
+fn lab_scenarios_give_exactly_their_edges() {
+    if !common::privileged("lab_scenarios_give_exactly_their_edges") {
+        return;
+    }
+    // One test, run in turn: the lab's namespaces and cgroup are the lab's own.
+    let shop = run_lab("shop.yaml");
+    assert_eq!(
+        edges(&shop.join("graph.json")),
+        BTreeSet::from([
+            // Through a Service with a named targetPort: the pod port.
+            edge(
+                "workload:shop/Deployment/loadgen",
+                "workload:shop/Deployment/frontend",
+                "tcp",
+                8080
+            ),
+            // Resolved through the cluster DNS first, then the Service (port 80 -> 7070).
+            edge("workload:shop/Deployment/frontend", DNS, "udp", 53),
+            edge(
+                "workload:shop/Deployment/frontend",
+                "workload:shop/StatefulSet/cart",
+                "tcp",
+                7070
+            ),
+            edge(
+                "workload:shop/Deployment/frontend",
+                "workload:shop/Deployment/metrics",
+                "udp",
+                8125
+            ),
+            // A CronJob's pod is grouped under the CronJob, not its Job.
+            edge(
+                "workload:shop/CronJob/nightly",
+                "workload:shop/StatefulSet/cart",
+                "tcp",
+                7070
+            ),
+        ])
+    );
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shop.join("graph.json")).unwrap()).unwrap();
+    let loadgen = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == "workload:shop/Deployment/loadgen")
+        .unwrap();
+    assert_eq!(
+        loadgen["connections"], 3,
+        "each connection once, though both ends saw it"
+    );
+    let frontend = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "workload:shop/Deployment/frontend")
+        .unwrap();
+    assert_eq!(
+        frontend["labels"],
+        serde_json::json!({"app": "frontend"}),
+        "no pod-template-hash"
+    );
+    // The inventory reads back as the kubectl dump it imitates.
+    netflow_agent::inventory::Inventory::load(&shop.join("inventory.json")).unwrap();
+    std::fs::remove_dir_all(shop).unwrap();
+
+    let cross = run_lab("cross-namespace.yaml");
+    assert_eq!(
+        edges(&cross.join("graph.json")),
+        BTreeSet::from([
+            edge(
+                "workload:frontend/Deployment/web",
+                "workload:backend/Deployment/api",
+                "tcp",
+                9000
+            ),
+            edge(
+                "workload:backend/Deployment/api",
+                "workload:data/StatefulSet/db",
+                "tcp",
+                5432
+            ),
+            edge(
+                "workload:backend/Deployment/api",
+                "workload:data/DaemonSet/log-agent",
+                "udp",
+                514
+            ),
+        ])
+    );
+    std::fs::remove_dir_all(cross).unwrap();
+
+    let externals = run_lab("externals.yaml");
+    assert_eq!(
+        edges(&externals.join("graph.json")),
+        BTreeSet::from([
+            edge("workload:shop/Deployment/checkout", DNS, "udp", 53),
+            edge(
+                "workload:shop/Deployment/checkout",
+                "external:203.0.113.10",
+                "tcp",
+                443
+            ),
+            edge(
+                "workload:shop/Deployment/checkout",
+                "external:198.51.100.7",
+                "tcp",
+                80
+            ),
+            edge(
+                "workload:shop/Deployment/checkout",
+                "metadata:169.254.169.254",
+                "tcp",
+                80
+            ),
+            // A hostNetwork client is its node, as its server sees it (from
+            // the node's pod bridge address) and as policies must name it.
+            edge(
+                "node:node-a",
+                "workload:shop/Deployment/checkout",
+                "tcp",
+                8080
+            ),
+        ])
+    );
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(externals.join("graph.json")).unwrap()).unwrap();
+    let node = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "node:node-a")
+        .unwrap();
+    assert_eq!(
+        node["host_workloads"],
+        serde_json::json!(["monitoring/DaemonSet/node-exporter"])
+    );
+    std::fs::remove_dir_all(externals).unwrap();
+}
+
+#[test]
+fn a_broken_scenario_is_refused_and_leaves_nothing() {
+    if !common::privileged("a_broken_scenario_is_refused_and_leaves_nothing") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(common::unique_name("netflow-lab-bad-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("broken.yaml");
+    std::fs::write(
+        &scenario,
+        "workloads:\n  - {name: a, namespace: nowhere, labels: {app: a}}\n",
+    )
+    .unwrap();
+    let output = Command::new(common::agent())
+        .args(["lab", "run"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("broken.yaml") && stderr.contains("namespace \"nowhere\" is not declared"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("out").exists(),
+        "no output for a refused scenario"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
