@@ -99,7 +99,7 @@ pub fn run(output: Option<&Path>) -> anyhow::Result<()> {
         let mut writer = FlowLogWriter::create(path)
             .with_context(|| format!("cannot create flow log {}", path.display()))?;
         writer
-            .write_interval(&interval.flows, &interval.stats)
+            .write_interval(&interval.flows, &interval.dns, &interval.stats)
             .with_context(|| format!("cannot write flow log {}", path.display()))?;
         println!("flow log written to {}", path.display());
     }

@@ -118,10 +118,20 @@ pub struct IntervalStats {
     pub drops: BTreeMap<String, u64>,
 }
 
+/// A name the cluster's DNS gave for an address (from a response a
+/// recorded socket received).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsName {
+    pub ts: String,
+    pub name: String,
+    pub ip: IpAddr,
+}
+
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
     Flow(&'a FlowRecord),
+    Dns(&'a DnsName),
     Stats(&'a IntervalStats),
 }
 
@@ -151,10 +161,15 @@ impl FlowLogWriter {
     pub fn write_interval(
         &mut self,
         flows: &[FlowRecord],
+        dns: &[DnsName],
         stats: &IntervalStats,
     ) -> io::Result<()> {
         for flow in flows {
             serde_json::to_writer(&mut self.out, &Line::Flow(flow))?;
+            self.out.write_all(b"\n")?;
+        }
+        for name in dns {
+            serde_json::to_writer(&mut self.out, &Line::Dns(name))?;
             self.out.write_all(b"\n")?;
         }
         serde_json::to_writer(&mut self.out, &Line::Stats(stats))?;
@@ -169,6 +184,7 @@ impl FlowLogWriter {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LogLine {
     Flow(FlowRecord),
+    Dns(DnsName),
     Stats(IntervalStats),
 }
 

@@ -15,7 +15,7 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError},
 };
 use netflow_common::{
-    DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP,
+    DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP,
 };
 
 /// The eBPF object built by `build.rs` from `netflow-ebpf`.
@@ -69,6 +69,7 @@ pub struct ProbeMaps {
     /// A duplicate of the connection table's fd, for batch reads.
     pub flows_fd: OwnedFd,
     pub overflow: RingBuf<MapData>,
+    pub dns: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     pub capacity: u32,
 }
@@ -176,6 +177,7 @@ impl Probe {
             }
         };
         let overflow = self.take_map(OVERFLOW_MAP)?;
+        let dns = self.take_map(DNS_MAP)?;
         let drops = self.take_map(DROPS_MAP)?;
         Ok(ProbeMaps {
             flows: HashMap::try_from(flows).map_err(|source| LoadError::Map {
@@ -184,6 +186,10 @@ impl Probe {
             })?,
             overflow: RingBuf::try_from(overflow).map_err(|source| LoadError::Map {
                 name: OVERFLOW_MAP,
+                source,
+            })?,
+            dns: RingBuf::try_from(dns).map_err(|source| LoadError::Map {
+                name: DNS_MAP,
                 source,
             })?,
             drops: PerCpuArray::try_from(drops).map_err(|source| LoadError::Map {

@@ -19,14 +19,15 @@ use std::{
 };
 
 use aya::maps::MapError;
-use netflow_common::{DIR_EGRESS, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord};
+use netflow_common::{DIR_EGRESS, DnsEvent, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord};
 
 use crate::{
     batch::{self, BatchError},
     cgroupfs,
     cgroups::CgroupIndex,
     clock::{KernelClock, rfc3339},
-    flowlog::{Endpoint, FlowRecord, IntervalStats, Protocol, tcp_flag_names},
+    dns,
+    flowlog::{DnsName, Endpoint, FlowRecord, IntervalStats, Protocol, tcp_flag_names},
     initiator,
     loader::ProbeMaps,
 };
@@ -45,6 +46,8 @@ pub enum ReadError {
 #[derive(Debug, Default)]
 pub struct Interval {
     pub flows: Vec<FlowRecord>,
+    /// Names learned from DNS responses during the interval.
+    pub dns: Vec<DnsName>,
     pub stats: IntervalStats,
 }
 
@@ -66,7 +69,14 @@ pub struct FlowReader {
     batches: bool,
     /// Cgroup ids to paths (none without a cgroup v2 mount).
     cgroups: Option<CgroupIndex>,
+    /// Every name -> address the DNS answered, and those new this interval.
+    dns_known: BTreeMap<(String, IpAddr), ()>,
+    dns_new: Vec<(String, IpAddr)>,
 }
+
+/// Names remembered from DNS answers, at most (oldest are not evicted: a
+/// week of one cluster's external names stays far below this).
+const DNS_NAMES_MAX: usize = 100_000;
 
 /// How long a removed cgroup's path is remembered.
 const CGROUP_GRACE: Duration = Duration::from_secs(600);
@@ -86,6 +96,8 @@ impl FlowReader {
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
             batches: true,
+            dns_known: BTreeMap::new(),
+            dns_new: Vec::new(),
             cgroups: cgroupfs::cgroup2_mount()
                 .ok()
                 .map(|mount| CgroupIndex::new(&mount, CGROUP_GRACE)),
@@ -153,9 +165,43 @@ impl FlowReader {
         }
     }
 
+    /// Reads the DNS responses the kernel passed up.
+    pub fn drain_dns(&mut self) -> usize {
+        let mut messages = Vec::new();
+        while let Some(item) = self.maps.dns.next() {
+            if item.len() < size_of::<DnsEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole DnsEvent (length checked).
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) };
+            let len = (event.len as usize).min(event.payload.len());
+            messages.push(event.payload[..len].to_vec());
+        }
+        for message in &messages {
+            for (name, ip) in dns::response_addresses(message).unwrap_or_default() {
+                if self.dns_known.len() < DNS_NAMES_MAX
+                    && self.dns_known.insert((name.clone(), ip), ()).is_none()
+                {
+                    self.dns_new.push((name, ip));
+                }
+            }
+        }
+        messages.len()
+    }
+
+    /// Every name -> address learned so far, by address.
+    pub fn dns_names(&self) -> BTreeMap<IpAddr, std::collections::BTreeSet<String>> {
+        let mut names: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for (name, ip) in self.dns_known.keys() {
+            names.entry(*ip).or_default().insert(name.clone());
+        }
+        names
+    }
+
     /// Reads the table and reports one interval.
     pub fn poll(&mut self) -> Result<Interval, ReadError> {
         self.drain_overflow();
+        self.drain_dns();
         let clock = KernelClock::now();
         let idle_ns = self.idle_timeout.as_nanos() as u64;
 
@@ -192,6 +238,15 @@ impl FlowReader {
         self.overflow_known
             .retain(|_, last_seen| clock.kernel_now_ns().saturating_sub(*last_seen) <= idle_ns);
 
+        let dns = self
+            .dns_new
+            .drain(..)
+            .map(|(name, ip)| DnsName {
+                ts: rfc3339(clock.wall_now()),
+                name,
+                ip,
+            })
+            .collect();
         let stats = IntervalStats {
             ts: rfc3339(clock.wall_now()),
             table_entries: entries.len().saturating_sub(idle.len()) as u64,
@@ -199,7 +254,7 @@ impl FlowReader {
             overflowed_connections: self.overflowed_connections,
             drops: self.drop_counters()?,
         };
-        Ok(Interval { flows, stats })
+        Ok(Interval { flows, dns, stats })
     }
 
     /// The whole table: in batches where the kernel has them, else key by key.

@@ -121,7 +121,7 @@ fn report(
     last_drops: &mut std::collections::BTreeMap<String, u64>,
 ) -> anyhow::Result<()> {
     writer
-        .write_interval(&interval.flows, &interval.stats)
+        .write_interval(&interval.flows, &interval.dns, &interval.stats)
         .with_context(|| format!("cannot write flow log {}", writer.path().display()))?;
     for (reason, count) in &interval.stats.drops {
         let before = last_drops.get(reason).copied().unwrap_or(0);

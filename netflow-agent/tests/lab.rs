@@ -181,6 +181,29 @@ fn lab_scenarios_give_exactly_their_edges() {
     );
     let graph: serde_json::Value =
         serde_json::from_slice(&std::fs::read(externals.join("graph.json")).unwrap()).unwrap();
+    // The external is named by the answer the cluster's DNS gave for it,
+    // read from the response as the client's socket received it.
+    let payments = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "external:203.0.113.10")
+        .unwrap();
+    assert_eq!(payments["name"], "api.payments.example");
+    assert_eq!(
+        payments["dns_names"],
+        serde_json::json!(["api.payments.example"])
+    );
+    let mirror = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "external:198.51.100.7")
+        .unwrap();
+    assert_eq!(
+        mirror["name"], "198.51.100.7",
+        "no DNS answer: named by address"
+    );
     let node = graph["nodes"]
         .as_array()
         .unwrap()

@@ -347,3 +347,36 @@ fn a_large_table_is_read_whole_across_batches() {
     );
     assert_eq!(flows.len(), CONNECTIONS as usize);
 }
+
+#[test]
+fn dns_responses_are_passed_up_and_read() {
+    if !common::privileged("dns_responses_are_passed_up") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let mut response = netflow_agent::dns::a_query("api.payments.example", 9).unwrap();
+    response[2] = 0x81;
+    response[7] = 1;
+    response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 203, 0, 113, 10]);
+    let mut datagram = udp(53, 40000, 0);
+    datagram.extend_from_slice(&response);
+    harness.ingress(&ipv4(17, 0, &datagram));
+    // A query (to port 53, not from it) is not passed up.
+    let mut query = udp(40000, 53, 0);
+    query.extend_from_slice(&netflow_agent::dns::a_query("other.example", 10).unwrap());
+    harness.ingress(&ipv4(17, 0, &query));
+    let interval = harness.reader.poll().unwrap();
+    let names: Vec<(String, String)> = interval
+        .dns
+        .iter()
+        .map(|name| (name.name.clone(), name.ip.to_string()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![(
+            "api.payments.example".to_string(),
+            "203.0.113.10".to_string()
+        )]
+    );
+    assert_eq!(interval.stats.drops["dns_lost"], 0);
+}

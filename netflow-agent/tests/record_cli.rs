@@ -100,7 +100,7 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
         .iter()
         .filter_map(|line| match line {
             LogLine::Flow(flow) => Some(flow),
-            LogLine::Stats(_) => None,
+            _ => None,
         })
         .collect();
     assert!(lines.iter().any(|line| matches!(line, LogLine::Stats(_))));

@@ -11,6 +11,14 @@
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the ring buffer that receives connections the table could not hold.
 pub const OVERFLOW_MAP: &str = "OVERFLOW";
+/// Name of the ring buffer that carries DNS responses up to the agent, which
+/// reads them to name external addresses.
+pub const DNS_MAP: &str = "DNS_EVENTS";
+/// DNS payload bytes passed up per response (answers beyond are not read).
+pub const DNS_PAYLOAD_BYTES: usize = 512;
+/// DNS ring buffer size in bytes.
+pub const DNS_RING_BYTES: u32 = 256 * 1024;
+
 /// Name of the per-CPU array of "could not record" counters, indexed by [`Drop`] reason.
 pub const DROPS_MAP: &str = "DROPS";
 /// Name of the egress program.
@@ -81,10 +89,12 @@ pub enum Drop {
     ExtHeaderChain = 5,
     /// A map update failed for a reason other than a full table.
     UpdateFailed = 6,
+    /// A DNS response could not be passed up (ring full or unreadable).
+    DnsLost = 7,
 }
 
 impl Drop {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const ALL: [Drop; Drop::COUNT as usize] = [
         Drop::MapFull,
         Drop::RingFull,
@@ -93,6 +103,7 @@ impl Drop {
         Drop::Fragment,
         Drop::ExtHeaderChain,
         Drop::UpdateFailed,
+        Drop::DnsLost,
     ];
 
     /// Stable name used in logs and metrics.
@@ -105,6 +116,7 @@ impl Drop {
             Drop::Fragment => "fragment",
             Drop::ExtHeaderChain => "ext_header_chain",
             Drop::UpdateFailed => "update_failed",
+            Drop::DnsLost => "dns_lost",
         }
     }
 }
@@ -166,6 +178,18 @@ pub struct OverflowRecord {
 }
 const _: () = assert!(core::mem::size_of::<OverflowRecord>() == 72);
 
+/// A DNS response as received by a socket in the recorded cgroups: the UDP
+/// payload from the DNS header on, cut at [`DNS_PAYLOAD_BYTES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEvent {
+    /// Bytes of `payload` that hold data.
+    pub len: u32,
+    pub _pad: u32,
+    pub payload: [u8; DNS_PAYLOAD_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<DnsEvent>() == 8 + DNS_PAYLOAD_BYTES);
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -175,6 +199,8 @@ mod user {
     unsafe impl aya::Pod for FlowStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for OverflowRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DnsEvent {}
 }
 
 #[cfg(test)]

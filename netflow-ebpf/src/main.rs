@@ -20,14 +20,15 @@ use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_cgroup_id},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::{cgroup_skb, map},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
 };
 use netflow_common::{
-    DEFAULT_FLOW_ENTRIES, DIR_EGRESS, DIR_INGRESS, Drop, FlowKey, FlowStats, INITIATOR_UNKNOWN,
-    OVERFLOW_RING_BYTES, OverflowRecord, initiator_of,
+    DEFAULT_FLOW_ENTRIES, DIR_EGRESS, DIR_INGRESS, DNS_PAYLOAD_BYTES, DNS_RING_BYTES, DnsEvent,
+    Drop, FlowKey, FlowStats, INITIATOR_UNKNOWN, OVERFLOW_RING_BYTES, OverflowRecord, PROTO_UDP,
+    initiator_of,
 };
 use parse::Packet;
 
@@ -38,6 +39,10 @@ static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(DEFAULT_FL
 /// Packets of connections that did not fit in `FLOWS`.
 #[map]
 static OVERFLOW: RingBuf = RingBuf::with_byte_size(OVERFLOW_RING_BYTES, 0);
+
+/// DNS responses, for the agent to name external addresses.
+#[map]
+static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RING_BYTES, 0);
 
 /// What could not be recorded, by `Drop` reason.
 #[map]
@@ -61,8 +66,52 @@ pub fn netflow_ingress(ctx: SkBuffContext) -> i32 {
 #[inline(always)]
 fn record(ctx: &SkBuffContext, direction: u8) {
     match parse::parse(ctx) {
-        Ok(packet) => account(ctx, &packet, direction),
+        Ok(packet) => {
+            account(ctx, &packet, direction);
+            if direction == DIR_INGRESS && packet.protocol == PROTO_UDP && packet.src_port == 53 {
+                pass_dns_up(ctx, &packet);
+            }
+        }
         Err(reason) => count_drop(reason),
+    }
+}
+
+/// Copies a DNS response's payload into the DNS ring buffer.
+#[inline(always)]
+fn pass_dns_up(ctx: &SkBuffContext, packet: &Packet) {
+    let offset = packet.payload_offset;
+    let available = ctx.len().saturating_sub(offset);
+    if available == 0 {
+        return;
+    }
+    let len = if available as usize > DNS_PAYLOAD_BYTES {
+        DNS_PAYLOAD_BYTES as u32
+    } else {
+        available
+    };
+    // The same value, in a form whose bounds the verifier can follow:
+    // 1..=DNS_PAYLOAD_BYTES (a power of two).
+    let len = ((len - 1) & (DNS_PAYLOAD_BYTES as u32 - 1)) + 1;
+    let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
+        count_drop(Drop::DnsLost);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let loaded = unsafe {
+        (*event).len = len;
+        (*event)._pad = 0;
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            offset,
+            (&raw mut (*event).payload).cast(),
+            len,
+        )
+    };
+    if loaded == 0 {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+        count_drop(Drop::DnsLost);
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Packet {
     pub segments: u32,
     /// Bytes on the wire from the IP header on, headers repeated per segment.
     pub wire_bytes: u64,
+    /// Where the L4 payload starts (after the TCP or UDP header).
+    pub payload_offset: u32,
 }
 
 // Each `ctx.load` is a helper call: headers are read in as few loads as
@@ -89,6 +91,7 @@ pub fn parse(ctx: &SkBuffContext) -> Result<Packet, Drop> {
         tcp_flags,
         segments,
         wire_bytes,
+        payload_offset: (l4_offset + l4_header_len) as u32,
     })
 }
 

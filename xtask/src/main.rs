@@ -77,7 +77,10 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup()?;
             build_release()?;
             // The lab on the shop example: a two-node cluster, recorded for real.
-            cmd(agent_binary(), &["lab", "run", "examples/shop.yaml", "--out", "lab-out"])
+            cmd(
+                agent_binary(),
+                &["lab", "run", "examples/shop.yaml", "--out", "lab-out"],
+            )
         }
         Task::Test => {
             setup()?;

@@ -32,16 +32,20 @@ pub fn build(
         Some(path) => CommGraph::load(path)?,
         None => CommGraph::new(),
     };
-    let dns = BTreeMap::new();
-    let identity = Identity::new(&inventory, &dns);
     let mut records = Vec::new();
+    let mut dns: BTreeMap<std::net::IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
     for path in flows {
         for line in read_flow_log(path).map_err(anyhow::Error::msg)? {
-            if let LogLine::Flow(flow) = line {
-                records.push(flow);
+            match line {
+                LogLine::Flow(flow) => records.push(flow),
+                LogLine::Dns(name) => {
+                    dns.entry(name.ip).or_default().insert(name.name);
+                }
+                LogLine::Stats(_) => {}
             }
         }
     }
+    let identity = Identity::new(&inventory, &dns);
     let report = super::build::add_flows(&mut graph, &identity, &records);
     graph.save(output)?;
     eprintln!(

@@ -109,21 +109,24 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
         .with_context(|| format!("cannot write {}", output.inventory.display()))?;
     let mut writer = FlowLogWriter::create(&output.flows)
         .with_context(|| format!("cannot write {}", output.flows.display()))?;
-    writer.write_interval(&interval.flows, &interval.stats)?;
+    writer.write_interval(&interval.flows, &interval.dns, &interval.stats)?;
     drop(writer);
 
     let inventory = Inventory::parse(&String::from_utf8_lossy(&inventory_json))
         .map_err(|message| anyhow::anyhow!("the lab's own inventory: {message}"))?;
-    let graph = build_graph(&inventory, &interval.flows);
+    let graph = build_graph(&inventory, &interval.flows, &reader.dns_names());
     graph.save(&output.graph)?;
     print!("{}", export::show(&graph));
     lab.remove_all();
     Ok(output)
 }
 
-fn build_graph(inventory: &Inventory, flows: &[FlowRecord]) -> CommGraph {
-    let dns = std::collections::BTreeMap::new();
-    let identity = Identity::new(inventory, &dns);
+fn build_graph(
+    inventory: &Inventory,
+    flows: &[FlowRecord],
+    dns: &std::collections::BTreeMap<std::net::IpAddr, std::collections::BTreeSet<String>>,
+) -> CommGraph {
+    let identity = Identity::new(inventory, dns);
     let mut graph = CommGraph::new();
     let report = add_flows(&mut graph, &identity, flows);
     info!(?report, "graph built");
