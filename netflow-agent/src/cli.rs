@@ -62,9 +62,19 @@ pub struct RecordArgs {
     /// How often the connection table is read and the flow log written.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub interval: Duration,
-    /// Flow log path, `-` for stdout.
-    #[arg(long, short, default_value = "-")]
-    pub output: PathBuf,
+    /// Flow log path, `-` for stdout. Default: stdout, or none with --state-dir.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Keep the communication graph of the audit window in DIR/graph.json,
+    /// saved every interval and reloaded at start (needs --inventory).
+    #[arg(long, requires = "inventory")]
+    pub state_dir: Option<PathBuf>,
+    /// The cluster inventory (`kubectl get ... -A -o json`) that names workloads.
+    #[arg(long, requires = "state_dir")]
+    pub inventory: Option<PathBuf>,
+    /// The audit window: edges last seen longer ago leave the graph.
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    pub window: Duration,
     /// Connections the kernel table holds; more go through the overflow ring.
     #[arg(long, default_value_t = netflow_common::DEFAULT_FLOW_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
     pub flow_entries: u32,

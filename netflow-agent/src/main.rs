@@ -22,9 +22,21 @@ fn main() -> ExitCode {
             cgroup: args.cgroup,
             duration: args.duration,
             interval: args.interval,
-            output: args.output,
+            output: match (&args.output, &args.state_dir) {
+                (Some(path), _) => Some(path.clone()),
+                (None, Some(_)) => None,
+                (None, None) => Some("-".into()),
+            },
             flow_entries: args.flow_entries,
             idle_timeout: args.idle_timeout,
+            state: match (args.state_dir, args.inventory) {
+                (Some(dir), Some(inventory)) => Some(record::StateOptions {
+                    dir,
+                    inventory,
+                    window: args.window,
+                }),
+                _ => None,
+            },
         }),
         Command::Graph(GraphCommand::Build {
             flows,

@@ -13,6 +13,9 @@ use tracing::{info, warn};
 use crate::{
     cgroupfs,
     flowlog::FlowLogWriter,
+    graph::{CommGraph, build::add_flows},
+    identity::Identity,
+    inventory::Inventory,
     loader::Probe,
     reader::{FlowReader, Interval},
 };
@@ -24,16 +27,86 @@ pub struct RecordOptions {
     /// Stop after this long; run until SIGINT/SIGTERM when `None`.
     pub duration: Option<Duration>,
     pub interval: Duration,
-    pub output: PathBuf,
+    /// Flow log (`-` for stdout); none when `None`.
+    pub output: Option<PathBuf>,
     pub flow_entries: u32,
     pub idle_timeout: Duration,
+    /// Keep the communication graph in a state directory.
+    pub state: Option<StateOptions>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateOptions {
+    pub dir: PathBuf,
+    pub inventory: PathBuf,
+    /// Edges last seen longer ago than this leave the graph.
+    pub window: Duration,
+}
+
+/// The graph of the audit window, saved to `DIR/graph.json` after every
+/// interval (atomically) and loaded again at start, so a week of recording
+/// survives agent restarts.
+struct GraphState {
+    path: PathBuf,
+    graph: CommGraph,
+    inventory: Inventory,
+    window: Duration,
+}
+
+impl GraphState {
+    fn open(options: &StateOptions) -> anyhow::Result<Self> {
+        let inventory = Inventory::load(&options.inventory)?;
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("cannot create state directory {}", options.dir.display()))?;
+        let path = options.dir.join("graph.json");
+        // A graph that cannot be read stops the agent: overwriting it would
+        // lose the week recorded so far.
+        let graph = if path.exists() {
+            CommGraph::load(&path)?
+        } else {
+            CommGraph::new()
+        };
+        info!(
+            graph = %path.display(),
+            edges = graph.edge_count(),
+            "communication graph loaded"
+        );
+        Ok(Self {
+            path,
+            graph,
+            inventory,
+            window: options.window,
+        })
+    }
+
+    fn add(&mut self, interval: &Interval, reader: &FlowReader) -> anyhow::Result<()> {
+        let dns = reader.dns_names();
+        let identity = Identity::new(&self.inventory, &dns);
+        let report = add_flows(&mut self.graph, &identity, &interval.flows);
+        if report.undecided_direction + report.unresolved_local + report.unresolved_service > 0 {
+            warn!(?report, "flows not fully named");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let cutoff = now.saturating_sub(self.window.as_secs());
+        self.graph = self.graph.edges_seen_since(cutoff);
+        self.graph.save(&self.path)?;
+        Ok(())
+    }
 }
 
 pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
     let mount = cgroupfs::cgroup2_mount()?;
     let cgroup = cgroupfs::resolve(&mount, options.cgroup.as_deref())?;
-    let mut writer = FlowLogWriter::create(&options.output)
-        .with_context(|| format!("cannot create flow log {}", options.output.display()))?;
+    let mut writer = match &options.output {
+        Some(path) => Some(
+            FlowLogWriter::create(path)
+                .with_context(|| format!("cannot create flow log {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut state = options.state.as_ref().map(GraphState::open).transpose()?;
 
     let mut probe = Probe::load(options.flow_entries)?;
     let maps = probe.take_maps()?;
@@ -49,7 +122,12 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(poll_loop(reader, &mut writer, options));
+    let mut sinks = Sinks {
+        writer: writer.as_mut(),
+        state: state.as_mut(),
+        last_drops: Default::default(),
+    };
+    let result = runtime.block_on(poll_loop(reader, &mut sinks, options));
 
     // Dropping the probe detaches both programs: nothing stays in the kernel.
     drop(probe);
@@ -57,9 +135,16 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
     result
 }
 
+/// Where each interval goes.
+struct Sinks<'a> {
+    writer: Option<&'a mut FlowLogWriter>,
+    state: Option<&'a mut GraphState>,
+    last_drops: std::collections::BTreeMap<String, u64>,
+}
+
 async fn poll_loop(
     mut reader: FlowReader,
-    writer: &mut FlowLogWriter,
+    sinks: &mut Sinks<'_>,
     options: &RecordOptions,
 ) -> anyhow::Result<()> {
     // A duplicate of the ring's fd, for readiness only (the reader owns the map).
@@ -83,12 +168,11 @@ async fn poll_loop(
     };
     tokio::pin!(stop_at);
 
-    let mut last_drops = std::collections::BTreeMap::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {
                 let interval = reader.poll()?;
-                report(writer, &interval, &mut last_drops)?;
+                sinks.report(&interval, &reader)?;
             }
             guard = ring.readable() => {
                 // The kernel wakes us when a connection did not fit in the
@@ -106,7 +190,7 @@ async fn poll_loop(
         }
     }
     let interval = reader.poll()?;
-    report(writer, &interval, &mut last_drops)?;
+    sinks.report(&interval, &reader)?;
     info!(
         overflowed_connections = interval.stats.overflowed_connections,
         drops = ?interval.stats.drops,
@@ -115,25 +199,28 @@ async fn poll_loop(
     Ok(())
 }
 
-fn report(
-    writer: &mut FlowLogWriter,
-    interval: &Interval,
-    last_drops: &mut std::collections::BTreeMap<String, u64>,
-) -> anyhow::Result<()> {
-    writer
-        .write_interval(&interval.flows, &interval.dns, &interval.stats)
-        .with_context(|| format!("cannot write flow log {}", writer.path().display()))?;
-    for (reason, count) in &interval.stats.drops {
-        let before = last_drops.get(reason).copied().unwrap_or(0);
-        if *count > before {
-            warn!(
-                reason,
-                new = count - before,
-                total = count,
-                "packets not fully recorded"
-            );
+impl Sinks<'_> {
+    fn report(&mut self, interval: &Interval, reader: &FlowReader) -> anyhow::Result<()> {
+        if let Some(writer) = self.writer.as_mut() {
+            writer
+                .write_interval(&interval.flows, &interval.dns, &interval.stats)
+                .with_context(|| format!("cannot write flow log {}", writer.path().display()))?;
         }
+        if let Some(state) = self.state.as_mut() {
+            state.add(interval, reader)?;
+        }
+        for (reason, count) in &interval.stats.drops {
+            let before = self.last_drops.get(reason).copied().unwrap_or(0);
+            if *count > before {
+                warn!(
+                    reason,
+                    new = count - before,
+                    total = count,
+                    "packets not fully recorded"
+                );
+            }
+        }
+        self.last_drops.clone_from(&interval.stats.drops);
+        Ok(())
     }
-    last_drops.clone_from(&interval.stats.drops);
-    Ok(())
 }

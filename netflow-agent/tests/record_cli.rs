@@ -24,35 +24,15 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrec")).unwrap();
     let log_dir = tempdir();
     let log = log_dir.join("flows.jsonl");
-    let mut agent = Command::new(common::agent())
-        .arg("record")
-        .arg("--cgroup")
-        .arg(testbed.cgroup_parent())
-        .args(["--interval", "0.3", "--output"])
-        .arg(&log)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // Wait for "attached" on stderr, keep the rest for the end.
-    let stderr = agent.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut stderr_lines = Vec::new();
-    loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the agent said it attached");
-        let attached = line.contains("attached");
-        stderr_lines.push(line);
-        if attached {
-            break;
-        }
-    }
+    let (mut agent, lines_rx, mut stderr_lines) = start_record(
+        &testbed,
+        &[
+            "--interval".as_ref(),
+            "0.3".as_ref(),
+            "--output".as_ref(),
+            log.as_os_str(),
+        ],
+    );
     assert_eq!(
         common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
         1
@@ -120,6 +100,164 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
     assert_eq!(client[0].protocol.to_string(), "tcp");
     assert_eq!(flows.len(), 2, "one client and one server side: {flows:#?}");
     std::fs::remove_dir_all(&log_dir).unwrap();
+}
+
+/// A running agent, killed if the test fails before it stops it.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Agent {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// Starts `record` on the testbed and waits until it says it attached.
+/// Returns the agent, the rest of its stderr as it comes, and what it said so far.
+fn start_record(
+    testbed: &Testbed,
+    args: &[&std::ffi::OsStr],
+) -> (Agent, mpsc::Receiver<String>, Vec<String>) {
+    let mut agent = Agent(
+        Command::new(common::agent())
+            .arg("record")
+            .arg("--cgroup")
+            .arg(testbed.cgroup_parent())
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = agent.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut stderr_lines = Vec::new();
+    loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the agent did not attach: {stderr_lines:#?}"));
+        let attached = line.contains("attached");
+        stderr_lines.push(line);
+        if attached {
+            return (agent, lines_rx, stderr_lines);
+        }
+    }
+}
+
+/// Sends `signal` and waits; asserts a clean exit.
+fn stop(mut agent: Agent, signal: i32, lines: &mpsc::Receiver<String>) -> Vec<String> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(agent.id() as i32, signal) };
+    let status = agent.wait().unwrap();
+    let said: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "exit {status}: {said:#?}");
+    said
+}
+
+#[test]
+fn the_graph_survives_agent_restarts() {
+    if !common::privileged("the_graph_survives_agent_restarts") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfrst")).unwrap();
+    let dir = tempdir();
+    // The testbed's processes are not in pod cgroups: they are their hosts,
+    // named as nodes by their addresses.
+    let inventory = dir.join("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"apiVersion":"v1","kind":"List","items":[
+          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
+          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let args = [
+        "--interval".as_ref(),
+        "0.3".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--inventory".as_ref(),
+        inventory.as_os_str(),
+    ];
+    testbed
+        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    let connect = |count: &str| {
+        testbed
+            .run_peer(
+                &common::agent(),
+                Host::A,
+                &["connect", "--tcp", "10.231.0.2:8080", "--count", count],
+            )
+            .unwrap();
+    };
+    let edge = || {
+        let graph: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("graph.json")).unwrap()).unwrap();
+        let edges = graph["edges"].as_array().unwrap().clone();
+        assert_eq!(edges.len(), 1, "{graph:#}");
+        assert_eq!(edges[0]["from"], "node:host-a");
+        assert_eq!(edges[0]["to"], "node:host-b");
+        assert_eq!(edges[0]["port"], 8080);
+        edges[0].clone()
+    };
+
+    let (agent, lines, _) = start_record(&testbed, &args);
+    connect("2");
+    thread::sleep(Duration::from_millis(800));
+    stop(agent, libc::SIGTERM, &lines);
+    let first = edge();
+    assert_eq!(first["connections"], 2);
+
+    // A new agent (an upgrade, a crash) goes on with the same graph.
+    let (agent, lines, said) = start_record(&testbed, &args);
+    assert!(
+        said.iter()
+            .any(|line| line.contains("communication graph loaded") && line.contains("edges=1")),
+        "{said:#?}"
+    );
+    connect("3");
+    thread::sleep(Duration::from_millis(800));
+    stop(agent, libc::SIGTERM, &lines);
+    let second = edge();
+    assert_eq!(second["connections"], 5);
+    assert_eq!(second["first_seen"], first["first_seen"]);
+
+    // A graph that cannot be read stops the agent, and is left as it was.
+    std::fs::write(state.join("graph.json"), "{\"version\": 1, \"nodes\": [").unwrap();
+    let output = Command::new(common::agent())
+        .arg("record")
+        .arg("--cgroup")
+        .arg(testbed.cgroup_parent())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("graph.json is not valid"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("graph.json")).unwrap(),
+        "{\"version\": 1, \"nodes\": ["
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 fn tempdir() -> std::path::PathBuf {

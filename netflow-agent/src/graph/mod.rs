@@ -262,6 +262,20 @@ impl CommGraph {
         edges
     }
 
+    /// A copy without the edges last seen before `cutoff` (Unix seconds);
+    /// endpoints left without edges go too.
+    pub fn edges_seen_since(&self, cutoff: u64) -> CommGraph {
+        let mut kept = CommGraph::new();
+        for (client, server, edge) in self.edges() {
+            if edge.stats.last_seen >= cutoff {
+                let client = kept.upsert_endpoint(client.clone());
+                let server = kept.upsert_endpoint(server.clone());
+                kept.observe(client, server, edge.key, &edge.stats);
+            }
+        }
+        kept
+    }
+
     pub fn node_count(&self) -> usize {
         self.graph.node_count()
     }
@@ -397,6 +411,25 @@ pub(crate) mod tests {
         };
         graph.observe(frontend, cart, key, &server_side);
         assert_eq!(graph.edges()[0].2.stats.volume().connections, 3);
+    }
+
+    #[test]
+    fn edges_older_than_the_window_leave() {
+        let mut graph = sample();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let old = graph.upsert_endpoint(workload("shop", "old"));
+        graph.observe(
+            frontend,
+            old,
+            EdgeKey {
+                protocol: Protocol(6),
+                port: 1,
+            },
+            &stats(1_000, 2_000, 1),
+        );
+        let recent = graph.edges_seen_since(1_764_000_000);
+        assert_eq!(recent.edge_count(), 1);
+        assert!(recent.endpoint("workload:shop/Deployment/old").is_none());
     }
 
     #[test]
