@@ -261,6 +261,52 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_pod_ip_names_whoever_held_it_at_the_time() {
+        // cart-old held 10.244.0.7 until 10:30; payments-new got it at 11:00.
+        let text = r#"{"kind":"List","items":[
+          {"kind":"Pod","metadata":{"name":"cart-old","namespace":"shop","uid":"u-old","labels":{"app":"cart"},
+            "deletionTimestamp":"2026-11-20T10:30:00Z"},"spec":{"containers":[{"name":"c"}]},
+            "status":{"podIP":"10.244.0.7","startTime":"2026-11-19T00:00:00Z"}},
+          {"kind":"Pod","metadata":{"name":"payments-new","namespace":"shop","uid":"u-new","labels":{"app":"payments"}},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.7","startTime":"2026-11-20T11:00:00Z"}},
+          {"kind":"Pod","metadata":{"name":"web","namespace":"shop","uid":"11111111-1111-1111-1111-111111111111","labels":{"app":"web"}},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.5","startTime":"2026-11-19T00:00:00Z"}}
+        ]}"#;
+        let inventory = Inventory::parse(text).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let at = |time: &str| FlowRecord {
+            first_seen: time.into(),
+            last_seen: time.into(),
+            ..flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 40000),
+                ("10.244.0.7", 8080),
+                Side::Local,
+                true,
+            )
+        };
+        let mut graph = CommGraph::new();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[at("2026-11-20T10:00:00Z"), at("2026-11-20T12:00:00Z")],
+        );
+        let servers: Vec<&str> = graph
+            .edges()
+            .iter()
+            .map(|(_, server, _)| server.id.as_str())
+            .collect();
+        assert_eq!(
+            servers,
+            vec![
+                "workload:shop/Pod/cart-old",
+                "workload:shop/Pod/payments-new"
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_ends_are_named_and_counted() {
         let inventory = inventory();
         let dns = BTreeMap::from([(
