@@ -249,3 +249,85 @@ fn a_broken_scenario_is_refused_and_leaves_nothing() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+const SLOW: &str = r#"
+namespaces: [{name: shop}]
+workloads:
+  - {name: client, namespace: shop, labels: {app: client}}
+  - {name: server, namespace: shop, labels: {app: server}, listen: [{port: 8080}]}
+traffic:
+  - {from: shop/client, to: "shop/server:8080", connections: 400}
+  - {from: shop/client, to: "shop/server:8080", connections: 400}
+  - {from: shop/client, to: "shop/server:8080", connections: 400}
+  - {from: shop/client, to: "shop/server:8080", connections: 400}
+  - {from: shop/client, to: "shop/server:8080", connections: 400}
+"#;
+
+fn lab_leftovers() -> (bool, bool) {
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns_left = String::from_utf8_lossy(&namespaces.stdout).contains("nfl-");
+    let mount = netflow_agent::cgroupfs::cgroup2_mount().unwrap();
+    (netns_left, mount.join("netflow-lab").exists())
+}
+
+#[test]
+fn ctrl_c_and_crashed_runs_leave_nothing() {
+    if !common::privileged("ctrl_c_and_crashed_runs_leave_nothing") {
+        return;
+    }
+    use std::io::{BufRead as _, BufReader};
+    let dir = std::env::temp_dir().join(common::unique_name("netflow-lab-int-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("slow.yaml");
+    std::fs::write(&scenario, SLOW).unwrap();
+
+    // What a crashed run would have left: the next run removes it.
+    let mount = netflow_agent::cgroupfs::cgroup2_mount().unwrap();
+    std::fs::create_dir_all(mount.join("netflow-lab/kubepods/stale")).unwrap();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", "nfl-stale"])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let mut lab = Command::new(common::agent())
+        .args(["lab", "run"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = lab.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("netflow attached to the lab") {
+            break;
+        }
+    }
+    // The stale namespace is gone by the time the lab is built.
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&namespaces.stdout).contains("nfl-stale"));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(lab.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = lab.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "interrupted runs fail: {rest:#?}");
+    assert!(
+        rest.iter().any(|line| line.contains("interrupted")),
+        "{rest:#?}"
+    );
+    assert_eq!(
+        lab_leftovers(),
+        (false, false),
+        "nothing of the lab is left"
+    );
+    assert!(
+        !dir.join("out/graph.json").exists(),
+        "no graph from an interrupted run"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
