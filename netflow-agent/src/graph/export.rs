@@ -99,10 +99,24 @@ fn mermaid(graph: &CommGraph) -> String {
 }
 
 /// A table of edges grouped by the client's namespace; edges seen on a
-/// single day are marked `rare` (a nightly job looks like this).
+/// single day are marked `rare` (a nightly job looks like this), and edges
+/// that first appeared in the graph's last day `new`.
 pub fn show(graph: &CommGraph) -> String {
     let mut out = String::new();
     let mut current: Option<String> = None;
+    // "new": first seen in the last day of a graph that spans more than a day.
+    let edges = graph.edges();
+    let latest = edges
+        .iter()
+        .map(|(_, _, e)| e.stats.last_seen)
+        .max()
+        .unwrap_or(0);
+    let earliest = edges
+        .iter()
+        .map(|(_, _, e)| e.stats.first_seen)
+        .min()
+        .unwrap_or(0);
+    let last_day = latest.saturating_sub(86_400);
     for (client, server, edge) in graph.edges_by_namespace() {
         let namespace = client
             .namespace
@@ -119,10 +133,13 @@ pub fn show(graph: &CommGraph) -> String {
         }
         let first = super::file_time(edge.stats.first_seen);
         let last = super::file_time(edge.stats.last_seen);
-        let note = if edge.stats.days_seen.len() <= 1 {
-            "rare"
-        } else {
-            ""
+        let new = earliest < last_day && edge.stats.first_seen >= last_day;
+        let rare = edge.stats.days_seen.len() <= 1;
+        let note = match (new, rare) {
+            (true, true) => "new, rare",
+            (true, false) => "new",
+            (false, true) => "rare",
+            (false, false) => "",
         };
         let _ = writeln!(
             out,
@@ -172,6 +189,38 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["version"], 1);
         assert_eq!(value["edges"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn edges_of_the_last_day_are_marked_new() {
+        use crate::graph::{
+            EdgeKey,
+            tests::{stats, workload},
+        };
+        let mut graph = sample();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let search = graph.upsert_endpoint(workload("shop", "search"));
+        let key = EdgeKey {
+            protocol: crate::flowlog::Protocol(6),
+            port: 9200,
+        };
+        graph.observe(
+            frontend,
+            search,
+            key,
+            &stats(1_764_090_000, 1_764_090_000, 1),
+        );
+        let table = show(&graph);
+        let line = table
+            .lines()
+            .find(|line| line.contains("shop/search"))
+            .unwrap();
+        assert!(line.ends_with("new, rare"), "{table}");
+        let old = table
+            .lines()
+            .find(|line| line.contains("shop/cart"))
+            .unwrap();
+        assert!(!old.contains("new"), "{table}");
     }
 
     #[test]
