@@ -215,6 +215,41 @@ fn lab_scenarios_give_exactly_their_edges() {
         serde_json::json!(["monitoring/DaemonSet/node-exporter"])
     );
     std::fs::remove_dir_all(externals).unwrap();
+
+    // A pod IP reused by a new pod mid-recording: each flow goes to the pod
+    // that held the IP when it happened.
+    let reuse = run_lab("ip-reuse.yaml");
+    assert_eq!(
+        edges(&reuse.join("graph.json")),
+        BTreeSet::from([
+            edge(
+                "workload:shop/Deployment/checkout",
+                "workload:shop/Deployment/legacy",
+                "tcp",
+                8080
+            ),
+            edge(
+                "workload:shop/Deployment/checkout",
+                "workload:shop/Deployment/payments",
+                "tcp",
+                8080
+            ),
+        ])
+    );
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reuse.join("graph.json")).unwrap()).unwrap();
+    let connections: Vec<u64> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["connections"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        connections,
+        vec![2, 3],
+        "legacy then payments (edges sorted by id)"
+    );
+    std::fs::remove_dir_all(reuse).unwrap();
 }
 
 #[test]

@@ -54,6 +54,8 @@ pub struct PodPlan {
     /// Cgroup below the cgroup v2 mount (kubelet's cgroupfs layout).
     pub cgroup: String,
     pub owner: Owner,
+    /// The pod (index) whose place and IP this one takes mid-run.
+    pub replaces: Option<usize>,
 }
 
 /// The owner chain kubelet's pods carry.
@@ -210,6 +212,9 @@ impl LabPlan {
         ));
 
         for (index, workload) in scenario.workloads.iter().enumerate() {
+            if workload.replaces.is_some() {
+                continue; // placed below, where the pod it replaces is
+            }
             let pinned = workload
                 .node
                 .as_ref()
@@ -235,6 +240,36 @@ impl LabPlan {
                     &workload.kind,
                 ));
             }
+        }
+
+        for (index, workload) in scenario.workloads.iter().enumerate() {
+            let Some(replaced) = &workload.replaces else {
+                continue;
+            };
+            let old = pods
+                .iter()
+                .position(|pod: &PodPlan| {
+                    pod.workload
+                        .map(|w| &scenario.workloads[w])
+                        .is_some_and(|w| format!("{}/{}", w.namespace, w.name) == *replaced)
+                })
+                .ok_or(format!("{replaced} has no pod to replace"))?;
+            let (node, ip) = (pods[old].node, pods[old].ip);
+            let mut pod = pod_plan(
+                &workload.namespace,
+                &workload.name,
+                Some(index),
+                node,
+                ip,
+                false,
+                &workload.labels,
+                workload.listen.clone(),
+                &nodes,
+                0,
+                &workload.kind,
+            );
+            pod.replaces = Some(old);
+            pods.push(pod);
         }
 
         let mut services = vec![ServicePlan {
@@ -340,7 +375,8 @@ impl LabPlan {
 
     /// The cluster as `kubectl get namespaces,nodes,pods,services,replicasets,
     /// deployments,statefulsets,daemonsets,jobs,cronjobs -A -o json` prints it.
-    pub fn inventory(&self, pod_start: &str) -> Value {
+    /// `replaced_at`: for each replaced pod (by index), when it was replaced.
+    pub fn inventory(&self, pod_start: &str, replaced_at: &BTreeMap<usize, String>) -> Value {
         let mut items = Vec::new();
         let mut namespaces: Vec<(String, BTreeMap<String, String>)> = self
             .scenario
@@ -363,9 +399,20 @@ impl LabPlan {
                 "status": {"addresses": [{"type": "InternalIP", "address": node.ip.to_string()}, {"type": "Hostname", "address": node.name}]}}));
         }
         let mut owners_done = std::collections::BTreeSet::new();
-        for pod in &self.pods {
+        for (index, pod) in self.pods.iter().enumerate() {
+            let start = match pod.replaces {
+                Some(old) => match replaced_at.get(&old) {
+                    Some(time) => time.as_str(),
+                    None => continue, // never started
+                },
+                None => pod_start,
+            };
             items.extend(owner_objects(pod, &mut owners_done));
-            items.push(pod_object(pod, &self.nodes[pod.node].name, pod_start));
+            let mut object = pod_object(pod, &self.nodes[pod.node].name, start);
+            if let Some(end) = replaced_at.get(&index) {
+                object["metadata"]["deletionTimestamp"] = json!(end);
+            }
+            items.push(object);
         }
         for service in &self.services {
             let ports: Vec<Value> = service
@@ -487,6 +534,7 @@ fn pod_plan(
         listen,
         netns,
         owner,
+        replaces: None,
     }
 }
 
@@ -621,7 +669,9 @@ services:
     #[test]
     fn the_inventory_reads_back_with_owners_and_ports() {
         let plan = LabPlan::new(&Scenario::parse(SCENARIO).unwrap()).unwrap();
-        let text = plan.inventory("2026-11-25T00:00:00Z").to_string();
+        let text = plan
+            .inventory("2026-11-25T00:00:00Z", &BTreeMap::new())
+            .to_string();
         let inventory = Inventory::parse(&text).unwrap();
         let workload = |kind: &str, name: &str| WorkloadRef {
             namespace: "shop".into(),

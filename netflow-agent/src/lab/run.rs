@@ -79,6 +79,8 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     let mut lab = Lab {
         mount: mount.clone(),
         children: Vec::new(),
+        pod_servers: std::collections::HashMap::new(),
+        replaced_at: std::collections::BTreeMap::new(),
     };
     lab.remove_all();
     let started = rfc3339(SystemTime::now() - Duration::from_secs(1));
@@ -93,10 +95,18 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
 
     lab.start_servers(&agent, &plan)?;
     check_interrupt()?;
-    lab.run_traffic(&agent, &plan)?;
+    // Flows of every poll; the lab polls before it deletes a pod, as the
+    // agent's interval would, so the pod's cgroup is named while it exists.
+    let mut polled = Vec::new();
+    lab.run_traffic(&agent, &plan, &mut reader, &mut polled)?;
     // The last FIN/ACK exchanges finish just after the clients return.
     thread::sleep(Duration::from_millis(300));
-    let interval = reader.poll()?;
+    let mut interval = reader.poll()?;
+    for earlier in polled.into_iter().rev() {
+        let crate::reader::Interval { flows, dns, .. } = earlier;
+        interval.flows.splice(0..0, flows);
+        interval.dns.splice(0..0, dns);
+    }
     drop(probe);
 
     let output = LabOutput {
@@ -104,7 +114,7 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
         inventory: out.join("inventory.json"),
         flows: out.join("flows.jsonl"),
     };
-    let inventory_json = serde_json::to_vec_pretty(&plan.inventory(&started))?;
+    let inventory_json = serde_json::to_vec_pretty(&plan.inventory(&started, &lab.replaced_at))?;
     crate::graph::file::write_atomically(&output.inventory, &inventory_json)
         .with_context(|| format!("cannot write {}", output.inventory.display()))?;
     let mut writer = FlowLogWriter::create(&output.flows)
@@ -136,6 +146,10 @@ fn build_graph(
 struct Lab {
     mount: PathBuf,
     children: Vec<Child>,
+    /// Each pod's echo servers, by pod index (stopped when a pod is replaced).
+    pod_servers: std::collections::HashMap<usize, Child>,
+    /// Pods replaced mid-run, by index, with the time (RFC 3339, whole seconds).
+    replaced_at: std::collections::BTreeMap<usize, String>,
 }
 
 impl Drop for Lab {
@@ -154,22 +168,22 @@ impl Lab {
     /// Removes every namespace, cgroup and process the lab (this run or an
     /// earlier one that crashed) made. DNAT rules go with their namespaces.
     fn remove_all(&mut self) {
-        for child in &mut self.children {
+        for child in self
+            .children
+            .iter_mut()
+            .chain(self.pod_servers.values_mut())
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
         self.children.clear();
+        self.pod_servers.clear();
         remove_cgroup_tree(&self.mount.join(LAB_CGROUP));
-        if let Ok(entries) = fs::read_dir("/run/netns") {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(NETNS_PREFIX) {
-                    let _ = Command::new("ip")
-                        .args(["netns", "delete", &name])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-            }
+        for name in lab_namespaces() {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &name])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 
@@ -311,64 +325,135 @@ impl Lab {
                 ])?;
             }
         }
-        for (index, pod) in plan.pods.iter().enumerate() {
-            fs::create_dir_all(self.mount.join(&pod.cgroup))
-                .with_context(|| format!("creating cgroup {}", pod.cgroup))?;
-            if pod.host_network {
-                continue;
+        for index in 0..plan.pods.len() {
+            // Pods that replace another start mid-run, in its place.
+            if plan.pods[index].replaces.is_none() {
+                self.create_pod(plan, index)?;
             }
-            let node = &plan.nodes[pod.node];
-            let ns = pod.netns.as_str();
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            let node_port = format!("vp{index}");
-            ip(&[
-                "link",
-                "add",
-                &node_port,
-                "netns",
-                &node.netns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            ])?;
-            ip(&[
-                "-n",
-                &node.netns,
-                "link",
-                "set",
-                &node_port,
-                "master",
-                POD_BRIDGE,
-                "up",
-            ])?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", pod.ip),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &node.gateway.to_string(),
-            ])?;
         }
         for node in &plan.nodes {
             self.install_service_rules(plan, &node.netns)?;
         }
+        Ok(())
+    }
+
+    /// A pod's cgroup and (unless hostNetwork) its namespace on its node's bridge.
+    fn create_pod(&self, plan: &LabPlan, index: usize) -> anyhow::Result<()> {
+        let pod = &plan.pods[index];
+        fs::create_dir_all(self.mount.join(&pod.cgroup))
+            .with_context(|| format!("creating cgroup {}", pod.cgroup))?;
+        if pod.host_network {
+            return Ok(());
+        }
+        let node = &plan.nodes[pod.node];
+        let ns = pod.netns.as_str();
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        let node_port = format!("vp{index}");
+        ip(&[
+            "link",
+            "add",
+            &node_port,
+            "netns",
+            &node.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        ])?;
+        ip(&[
+            "-n",
+            &node.netns,
+            "link",
+            "set",
+            &node_port,
+            "master",
+            POD_BRIDGE,
+            "up",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", pod.ip),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &node.gateway.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// Deletes pod `old` and starts the pod that replaces it, with its IP, at
+    /// a whole second (what the inventory's timestamps can tell apart).
+    fn replace_pod(&mut self, agent: &Path, plan: &LabPlan, old: usize) -> anyhow::Result<()> {
+        let new = plan
+            .pods
+            .iter()
+            .position(|pod| pod.replaces == Some(old))
+            .context("no pod replaces this one")?;
+        let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        let at = now.as_secs() + 1;
+        thread::sleep(Duration::from_secs(at) - now + Duration::from_millis(20));
+        if let Some(mut server) = self.pod_servers.remove(&old) {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let old_pod = &plan.pods[old];
+        ip(&["netns", "delete", &old_pod.netns])?;
+        remove_cgroup_tree(&self.mount.join(&old_pod.cgroup));
+        self.create_pod(plan, new)?;
+        // Neighbours still map the IP to the deleted pod's MAC address:
+        // forget it everywhere, as a CNI's gratuitous ARP would make them.
+        let address = format!("{}/32", old_pod.ip);
+        for netns in lab_namespaces() {
+            let _ = Command::new("ip")
+                .args(["-n", &netns, "neigh", "flush", "to", &address])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.start_pod_servers(agent, plan, new)?;
+        self.replaced_at.insert(old, rfc3339_seconds(at));
+        info!(old = %old_pod.name, new = %plan.pods[new].name, ip = %old_pod.ip, "pod replaced, IP reused");
+        Ok(())
+    }
+
+    fn start_pod_servers(
+        &mut self,
+        agent: &Path,
+        plan: &LabPlan,
+        index: usize,
+    ) -> anyhow::Result<()> {
+        let pod = &plan.pods[index];
+        if pod.listen.is_empty() {
+            return Ok(());
+        }
+        let mut command = Command::new(agent);
+        command
+            .args(["peer", "--cgroup"])
+            .arg(self.mount.join(&pod.cgroup))
+            .args(["--netns", &format!("/run/netns/{}", pod.netns), "serve"]);
+        add_listen_args(
+            &mut command,
+            pod.listen.iter().map(|p| (p.port, p.protocol.as_str())),
+        );
+        let child = spawn_ready(
+            command,
+            &format!("servers of pod {}/{}", pod.namespace, pod.name),
+        )?;
+        self.pod_servers.insert(index, child);
         Ok(())
     }
 
@@ -425,24 +510,6 @@ impl Lab {
         Ok(())
     }
 
-    fn spawn_ready(&mut self, mut command: Command, what: &str) -> anyhow::Result<()> {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {what}"))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        self.children.push(child);
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .with_context(|| format!("waiting for {what}"))?;
-        if line.trim() != "ready" {
-            bail!("{what} did not start");
-        }
-        Ok(())
-    }
-
     fn start_servers(&mut self, agent: &Path, plan: &LabPlan) -> anyhow::Result<()> {
         let netns_path = |ns: &str| format!("/run/netns/{ns}");
         // The cluster DNS: dnsmasq in the coredns pod, answering Service and
@@ -478,25 +545,11 @@ impl Lab {
         wait_for_port(&mut child, &dns_pod.netns, 53)?;
         self.children.push(child);
 
-        for pod in plan
-            .pods
-            .iter()
-            .skip(1)
-            .filter(|pod| !pod.listen.is_empty())
-        {
-            let mut command = Command::new(agent);
-            command
-                .args(["peer", "--cgroup"])
-                .arg(self.mount.join(&pod.cgroup))
-                .args(["--netns", &netns_path(&pod.netns), "serve"]);
-            add_listen_args(
-                &mut command,
-                pod.listen.iter().map(|p| (p.port, p.protocol.as_str())),
-            );
-            self.spawn_ready(
-                command,
-                &format!("servers of pod {}/{}", pod.namespace, pod.name),
-            )?;
+        for index in 1..plan.pods.len() {
+            // Pods that replace another start with their replace step.
+            if plan.pods[index].replaces.is_none() {
+                self.start_pod_servers(agent, plan, index)?;
+            }
         }
         for external in plan.externals.iter().filter(|e| !e.spec.listen.is_empty()) {
             let mut command = Command::new(agent);
@@ -509,21 +562,47 @@ impl Lab {
                     .iter()
                     .map(|p| (p.port, p.protocol.as_str())),
             );
-            self.spawn_ready(
+            let child = spawn_ready(
                 command,
                 &format!("servers of external {}", external.spec.name),
             )?;
+            self.children.push(child);
         }
         Ok(())
     }
 
-    fn run_traffic(&mut self, agent: &Path, plan: &LabPlan) -> anyhow::Result<()> {
+    fn run_traffic(
+        &mut self,
+        agent: &Path,
+        plan: &LabPlan,
+        reader: &mut FlowReader,
+        polled: &mut Vec<crate::reader::Interval>,
+    ) -> anyhow::Result<()> {
         for (index, traffic) in plan.scenario.traffic.iter().enumerate() {
             check_interrupt()?;
+            if let Some(replaced) = &traffic.replace {
+                let old = plan
+                    .pods
+                    .iter()
+                    .position(|pod| {
+                        pod.workload
+                            .map(|w| &plan.scenario.workloads[w])
+                            .is_some_and(|w| format!("{}/{}", w.namespace, w.name) == *replaced)
+                    })
+                    .with_context(|| format!("traffic[{index}]: no pod of {replaced}"))?;
+                // Let the last packets to the old pod pass, then read them.
+                thread::sleep(Duration::from_millis(300));
+                polled.push(reader.poll()?);
+                self.replace_pod(agent, plan, old)?;
+                continue;
+            }
             let (namespace, name) = split_workload(&traffic.from).context("traffic source")?;
             let clients: Vec<&PodPlan> = plan
                 .pods
                 .iter()
+                .enumerate()
+                .filter(|(index, pod)| self.is_running(pod, *index))
+                .map(|(_, pod)| pod)
                 .filter(|pod| {
                     pod.workload
                         .map(|w| &plan.scenario.workloads[w])
@@ -608,6 +687,56 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+impl Lab {
+    /// Whether a pod exists now (not replaced yet, or already started).
+    fn is_running(&self, pod: &PodPlan, index: usize) -> bool {
+        let replaced = self.replaced_at.contains_key(&index);
+        let started = pod
+            .replaces
+            .is_none_or(|old| self.replaced_at.contains_key(&old));
+        !replaced && started
+    }
+}
+
+/// The network namespaces the lab made (this run's or a crashed run's).
+fn lab_namespaces() -> Vec<String> {
+    fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(NETNS_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn spawn_ready(mut command: Command, what: &str) -> anyhow::Result<Child> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what}: no stdout");
+    };
+    let mut line = String::new();
+    let read = BufReader::new(stdout).read_line(&mut line);
+    if read.is_err() || line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what} did not start");
+    }
+    Ok(child)
+}
+
+fn rfc3339_seconds(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds))
+        .to_string()
 }
 
 fn add_listen_args<'a>(command: &mut Command, ports: impl Iterator<Item = (u16, &'a str)>) {

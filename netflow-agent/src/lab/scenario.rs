@@ -69,6 +69,10 @@ pub struct WorkloadSpec {
     pub host_network: bool,
     #[serde(default)]
     pub listen: Vec<PortSpec>,
+    /// `NS/WORKLOAD`: this workload's pod is started by a `replace` step of
+    /// the traffic, on the replaced workload's node and with its pod's IP
+    /// (an IP reused by a new pod mid-recording).
+    pub replaces: Option<String>,
 }
 
 fn default_kind() -> String {
@@ -122,11 +126,17 @@ pub struct ExternalSpec {
     pub listen: Vec<PortSpec>,
 }
 
+/// One step of the scenario: traffic (`from`, `to`), or `replace: NS/WORKLOAD`,
+/// which deletes that workload's pod and starts the workload that
+/// `replaces` it in its place, with the same IP.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSpec {
+    #[serde(default)]
     pub from: String,
+    #[serde(default)]
     pub to: String,
+    pub replace: Option<String>,
     #[serde(default = "tcp")]
     pub protocol: String,
     #[serde(default = "one")]
@@ -242,7 +252,50 @@ impl Scenario {
                 }
             }
         }
+        for workload in &self.workloads {
+            let Some(replaced) = &workload.replaces else {
+                continue;
+            };
+            let what = format!("workload {}/{}", workload.namespace, workload.name);
+            let (namespace, name) =
+                split_workload(replaced).ok_or(format!("{what}: replaces must be NS/WORKLOAD"))?;
+            let old = self
+                .workload(namespace, name)
+                .ok_or(format!("{what}: replaces unknown workload {replaced}"))?;
+            if old.replicas != 1
+                || workload.replicas != 1
+                || old.host_network
+                || workload.host_network
+                || old.kind == "DaemonSet"
+                || workload.kind == "DaemonSet"
+            {
+                return Err(format!(
+                    "{what}: only a single-pod, pod-network workload can replace another"
+                ));
+            }
+            if !self
+                .traffic
+                .iter()
+                .any(|step| step.replace.as_deref() == Some(replaced.as_str()))
+            {
+                return Err(format!("{what}: no traffic step replaces {replaced}"));
+            }
+        }
         for (index, traffic) in self.traffic.iter().enumerate() {
+            if let Some(replaced) = &traffic.replace {
+                let what = format!("traffic[{index}] (replace {replaced})");
+                if !traffic.from.is_empty() || !traffic.to.is_empty() {
+                    return Err(format!("{what}: a replace step has no from or to"));
+                }
+                if !self
+                    .workloads
+                    .iter()
+                    .any(|w| w.replaces.as_deref() == Some(replaced.as_str()))
+                {
+                    return Err(format!("{what}: no workload replaces {replaced}"));
+                }
+                continue;
+            }
             let what = format!("traffic[{index}] ({} -> {})", traffic.from, traffic.to);
             protocol_of(&traffic.protocol).map_err(|err| format!("{what}: {err}"))?;
             let (namespace, name) =
@@ -419,6 +472,17 @@ traffic:
                 "no external bank",
             ),
             ("workloads: [".to_string(), ""),
+            (
+                format!("{SHOP}  - {{replace: shop/cart}}\n"),
+                "no workload replaces shop/cart",
+            ),
+            (
+                SHOP.replace(
+                    "listen: [{port: 7070}]}",
+                    "listen: [{port: 7070}], replaces: shop/frontend}",
+                ),
+                "only a single-pod",
+            ),
         ];
         for (text, expected) in cases {
             let err = Scenario::parse(&text).unwrap_err();
