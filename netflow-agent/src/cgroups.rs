@@ -80,11 +80,13 @@ pub struct CgroupIndex {
     mount: PathBuf,
     paths: HashMap<u64, (String, Instant)>,
     grace: Duration,
-    last_walk: Option<Instant>,
+    /// Ids a walk did not find, and when: not walked for again for a while
+    /// (a cgroup that is gone stays gone).
+    missing: HashMap<u64, Instant>,
 }
 
-/// An unknown id walks the tree again at most this often.
-const MIN_WALK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long an id that a walk did not find is not looked for again.
+const MISSING_RETRY: Duration = Duration::from_secs(10);
 
 impl CgroupIndex {
     pub fn new(mount: &Path, grace: Duration) -> Self {
@@ -92,25 +94,37 @@ impl CgroupIndex {
             mount: mount.to_path_buf(),
             paths: HashMap::new(),
             grace,
-            last_walk: None,
+            missing: HashMap::new(),
         }
     }
 
     /// The path of cgroup `id`, walking the tree again if it is not known yet.
     pub fn path_of(&mut self, id: u64) -> Option<String> {
-        let walked_recently = self
-            .last_walk
-            .is_some_and(|at| at.elapsed() < MIN_WALK_INTERVAL);
-        if !self.paths.contains_key(&id) && !walked_recently {
-            self.refresh();
+        if let Some((path, _)) = self.paths.get(&id) {
+            return Some(path.clone());
         }
-        self.paths.get(&id).map(|(path, _)| path.clone())
+        // Every id not yet seen walks the tree once (a cgroup made since the
+        // last walk); one a walk did not find is not walked for again soon.
+        if self
+            .missing
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < MISSING_RETRY)
+        {
+            return None;
+        }
+        self.refresh();
+        let found = self.paths.get(&id).map(|(path, _)| path.clone());
+        if found.is_none() {
+            self.missing.insert(id, Instant::now());
+        }
+        found
     }
 
     /// Walks the whole tree; forgets cgroups gone for longer than the grace.
     pub fn refresh(&mut self) {
         let now = Instant::now();
-        self.last_walk = Some(now);
+        self.missing
+            .retain(|_, at| now.duration_since(*at) < MISSING_RETRY);
         let mut stack = vec![self.mount.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = fs::metadata(&dir) else {
@@ -212,9 +226,21 @@ mod index_tests {
             index.path_of(fs::metadata(&root).unwrap().ino()).as_deref(),
             Some("/")
         );
+        // A cgroup made right after a walk is found at once.
+        let later = root.join("kubepods/later");
+        fs::create_dir_all(&later).unwrap();
+        assert_eq!(
+            index
+                .path_of(fs::metadata(&later).unwrap().ino())
+                .as_deref(),
+            Some("/kubepods/later")
+        );
         // A cgroup that went away is still known during the grace period.
         fs::remove_dir_all(&root).unwrap();
         index.refresh();
         assert!(index.path_of(id).is_some());
+        // An id no walk finds is remembered as missing.
+        assert!(index.path_of(u64::MAX).is_none());
+        assert!(index.missing.contains_key(&u64::MAX));
     }
 }
