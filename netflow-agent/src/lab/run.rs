@@ -158,6 +158,24 @@ impl Drop for Lab {
     }
 }
 
+/// Makes namespace `ns` with its `eth0` (holding `address`) plugged into a
+/// bridge: `(namespace of the bridge, bridge, name of the port on it)`.
+fn plug_namespace(
+    ns: &str,
+    (bridge_ns, bridge, port): (&str, &str, &str),
+    address: &str,
+) -> anyhow::Result<()> {
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    ip(&[
+        "link", "add", port, "netns", bridge_ns, "type", "veth", "peer", "name", "eth0", "netns",
+        ns,
+    ])?;
+    ip(&["-n", bridge_ns, "link", "set", port, "master", bridge, "up"])?;
+    ip(&["-n", ns, "addr", "add", address, "dev", "eth0"])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])
+}
+
 fn netns_exec(netns: &str, command: &[&str]) -> anyhow::Result<()> {
     let mut args = vec!["netns", "exec", netns];
     args.extend_from_slice(command);
@@ -193,43 +211,12 @@ impl Lab {
         ip(&["-n", FABRIC, "link", "set", FABRIC_BRIDGE, "up"])?;
         for node in &plan.nodes {
             let ns = node.netns.as_str();
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
             let fabric_port = format!("nflf{}", node.index);
-            ip(&[
-                "link",
-                "add",
-                &fabric_port,
-                "netns",
-                FABRIC,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
+            plug_namespace(
                 ns,
-            ])?;
-            ip(&[
-                "-n",
-                FABRIC,
-                "link",
-                "set",
-                &fabric_port,
-                "master",
-                FABRIC_BRIDGE,
-                "up",
-            ])?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
+                (FABRIC, FABRIC_BRIDGE, &fabric_port),
                 &format!("{}/24", node.ip),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            )?;
             ip(&["-n", ns, "link", "add", POD_BRIDGE, "type", "bridge"])?;
             ip(&[
                 "-n",
@@ -274,43 +261,12 @@ impl Lab {
         }
         for (index, external) in plan.externals.iter().enumerate() {
             let ns = external.netns.as_str();
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
             let fabric_port = format!("nflx{index}");
-            ip(&[
-                "link",
-                "add",
-                &fabric_port,
-                "netns",
-                FABRIC,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
+            plug_namespace(
                 ns,
-            ])?;
-            ip(&[
-                "-n",
-                FABRIC,
-                "link",
-                "set",
-                &fabric_port,
-                "master",
-                FABRIC_BRIDGE,
-                "up",
-            ])?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
+                (FABRIC, FABRIC_BRIDGE, &fabric_port),
                 &format!("{}/32", external.spec.ip),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            )?;
             ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
             for node in &plan.nodes {
                 let subnet = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
@@ -347,43 +303,12 @@ impl Lab {
         }
         let node = &plan.nodes[pod.node];
         let ns = pod.netns.as_str();
-        ip(&["netns", "add", ns])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
         let node_port = format!("vp{index}");
-        ip(&[
-            "link",
-            "add",
-            &node_port,
-            "netns",
-            &node.netns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
+        plug_namespace(
             ns,
-        ])?;
-        ip(&[
-            "-n",
-            &node.netns,
-            "link",
-            "set",
-            &node_port,
-            "master",
-            POD_BRIDGE,
-            "up",
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
+            (&node.netns, POD_BRIDGE, &node_port),
             &format!("{}/24", pod.ip),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        )?;
         ip(&[
             "-n",
             ns,
