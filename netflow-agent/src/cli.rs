@@ -27,6 +27,9 @@ pub enum Command {
     /// Work with communication graph files: merge, export, show.
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Network policies from the graph.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The lab: a simulated cluster on this machine, recorded for real.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -81,6 +84,43 @@ pub struct RecordArgs {
     /// A connection idle this long is reported as ended and removed from the table.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Generate the smallest allow set that covers every observed edge.
+    Generate {
+        #[arg(long)]
+        graph: PathBuf,
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long, value_enum, default_value = "kubernetes")]
+        flavor: Flavor,
+        /// Output directory: NAMESPACE.yaml per namespace, findings.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these namespaces (repeatable). Default: every namespace in the graph.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Also write policies for kube-system, kube-public, kube-node-lease and netflow.
+        #[arg(long)]
+        include_system: bool,
+        /// Ignore edges seen fewer times than this.
+        #[arg(long, default_value_t = 1)]
+        min_connections: u64,
+        /// Ignore edges last seen before this time (RFC 3339).
+        #[arg(long)]
+        seen_after: Option<String>,
+        /// Ingress allows only (and an ingress-only default-deny).
+        #[arg(long)]
+        ingress_only: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Flavor {
+    /// networking.k8s.io/v1 NetworkPolicy.
+    Kubernetes,
 }
 
 #[derive(Debug, Subcommand)]

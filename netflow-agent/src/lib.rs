@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod lab;
 pub mod loader;
 pub mod peer;
+pub mod policy;
 pub mod reader;
 pub mod record;
 pub mod telemetry;

@@ -3,10 +3,10 @@ use std::{net::SocketAddr, process::ExitCode};
 use clap::Parser as _;
 use netflow_agent::{
     bench,
-    cli::{Cli, Command, GraphCommand, LabCommand, PeerAction, PeerArgs},
+    cli::{Cli, Command, GraphCommand, LabCommand, PeerAction, PeerArgs, PolicyCommand},
     demo,
     graph::command as graph_command,
-    lab, peer, record, telemetry,
+    lab, peer, policy, record, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -56,6 +56,30 @@ fn main() -> ExitCode {
         Command::Lab(LabCommand::Run { scenario, out }) => {
             lab::run::run(&scenario, &out).map(|_| ())
         }
+        Command::Policy(PolicyCommand::Generate {
+            graph,
+            inventory,
+            flavor: _,
+            out,
+            namespaces,
+            include_system,
+            min_connections,
+            seen_after,
+            ingress_only,
+        }) => seen_after_seconds(seen_after.as_deref()).and_then(|seen_after| {
+            policy::command::generate_to_dir(
+                &graph,
+                &inventory,
+                &out,
+                &policy::generate::GenerateOptions {
+                    namespaces: namespaces.into_iter().collect(),
+                    include_system,
+                    min_connections,
+                    seen_after,
+                    ingress_only,
+                },
+            )
+        }),
         Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),
@@ -71,6 +95,16 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--seen-after` as Unix seconds (0 when absent).
+fn seen_after_seconds(text: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = text else { return Ok(0) };
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|err| anyhow::anyhow!("--seen-after {text:?} is not an RFC 3339 time: {err}"))?;
+    Ok(time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs()))
 }
 
 /// The error and its causes, each cause once: module errors already quote

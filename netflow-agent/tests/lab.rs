@@ -118,6 +118,23 @@ fn lab_scenarios_give_exactly_their_edges() {
     );
     // The inventory reads back as the kubectl dump it imitates.
     netflow_agent::inventory::Inventory::load(&shop.join("inventory.json")).unwrap();
+    // And policies were generated: default-deny, DNS, one per workload.
+    let policies = std::fs::read_to_string(shop.join("policies/shop.yaml")).unwrap();
+    for name in [
+        "default-deny",
+        "allow-dns",
+        "allow-deployment-frontend",
+        "allow-statefulset-cart",
+        "allow-cronjob-nightly",
+    ] {
+        assert!(
+            policies.contains(&format!("name: {name}\n")),
+            "{name} missing:\n{policies}"
+        );
+    }
+    assert!(
+        !policies.contains("pod-template-hash") && !policies.contains("controller-revision-hash")
+    );
     std::fs::remove_dir_all(shop).unwrap();
 
     let cross = run_lab("cross-namespace.yaml");
@@ -194,6 +211,15 @@ fn lab_scenarios_give_exactly_their_edges() {
         payments["dns_names"],
         serde_json::json!(["api.payments.example"])
     );
+    // The metadata service is a finding, never an allow.
+    let findings = std::fs::read_to_string(externals.join("policies/findings.json")).unwrap();
+    assert!(
+        findings.contains("metadata-service") && findings.contains("shop/checkout"),
+        "{findings}"
+    );
+    let policies = std::fs::read_to_string(externals.join("policies/shop.yaml")).unwrap();
+    assert!(!policies.contains("169.254.169.254"), "{policies}");
+    assert!(policies.contains("cidr: 203.0.113.10/32"), "{policies}");
     let mirror = graph["nodes"]
         .as_array()
         .unwrap()

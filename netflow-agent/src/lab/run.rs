@@ -126,6 +126,8 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
         .map_err(|message| anyhow::anyhow!("the lab's own inventory: {message}"))?;
     let graph = build_graph(&inventory, &interval.flows, &reader.dns_names());
     graph.save(&output.graph)?;
+    let policies = crate::policy::generate::generate(&graph, &inventory, &Default::default())?;
+    crate::policy::command::write_policy_set(&policies, &out.join("policies"))?;
     print!("{}", export::show(&graph));
     lab.remove_all();
     Ok(output)

@@ -1,0 +1,652 @@
+//! From the graph of the audit window to the smallest set of Kubernetes
+//! NetworkPolicies that still allows every observed edge.
+//!
+//! Per namespace: a default-deny (ingress and egress), a DNS allow to the
+//! cluster's real DNS pods (as the inventory names them), and one policy per
+//! workload with its ingress and egress allows. Peers are selected by their
+//! workload's selector labels (never per-pod labels), across namespaces with
+//! `kubernetes.io/metadata.name`; ports are the server's pod ports. Node and
+//! external peers are /32 (/128) ipBlocks. The metadata service is never
+//! allowed: a workload that contacted it is reported as a finding.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::{
+    api::networking::v1::{
+        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    graph::{CommGraph, Edge, Endpoint, EndpointKind, file_time},
+    inventory::Inventory,
+};
+
+/// Namespaces that get no policies unless asked: their clients (DNS above
+/// all) must keep working for everyone.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["kube-system", "kube-public", "kube-node-lease", "netflow"];
+
+const NAMESPACE_LABEL: &str = "kubernetes.io/metadata.name";
+const EVIDENCE_ANNOTATION: &str = "netflow.io/evidence";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(
+        "the inventory has no cluster DNS (a Service kube-dns or coredns in kube-system with a selector): the DNS allow cannot be written without guessing"
+    )]
+    NoClusterDns,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GenerateOptions {
+    /// Only these namespaces (all when empty).
+    pub namespaces: BTreeSet<String>,
+    pub include_system: bool,
+    /// Ignore edges with fewer connections than this.
+    pub min_connections: u64,
+    /// Ignore edges last seen before this (Unix seconds).
+    pub seen_after: u64,
+    /// Ingress allows only (and an ingress-only default-deny).
+    pub ingress_only: bool,
+}
+
+/// Something a reviewer must look at: not turned into an allow.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    pub kind: String,
+    pub workload: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    /// Policies by namespace, in output order.
+    pub by_namespace: BTreeMap<String, Vec<NetworkPolicy>>,
+    pub findings: Vec<Finding>,
+}
+
+/// The cluster DNS: its namespace and pod labels, from the inventory.
+pub fn cluster_dns(inventory: &Inventory) -> Option<(String, BTreeMap<String, String>)> {
+    inventory
+        .services
+        .iter()
+        .filter(|service| service.namespace == "kube-system" && !service.selector.is_empty())
+        .find(|service| service.name == "kube-dns" || service.name == "coredns")
+        .map(|service| (service.namespace.clone(), service.selector.clone()))
+}
+
+pub fn generate(
+    graph: &CommGraph,
+    inventory: &Inventory,
+    options: &GenerateOptions,
+) -> Result<PolicySet, GenerateError> {
+    let (dns_namespace, dns_labels) = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
+    let edges: Vec<(&Endpoint, &Endpoint, &Edge)> = graph
+        .edges()
+        .into_iter()
+        .filter(|(_, _, edge)| {
+            edge.stats.volume().connections >= options.min_connections
+                && edge.stats.last_seen >= options.seen_after
+        })
+        .collect();
+    let wanted = |namespace: &str| {
+        (options.namespaces.is_empty() || options.namespaces.contains(namespace))
+            && (options.include_system || !SYSTEM_NAMESPACES.contains(&namespace))
+    };
+
+    let mut set = PolicySet::default();
+    let mut workloads: BTreeMap<String, BTreeMap<String, &Endpoint>> = BTreeMap::new();
+    for endpoint in graph.endpoints() {
+        if let (EndpointKind::Workload, Some(namespace)) = (endpoint.kind, &endpoint.namespace)
+            && wanted(namespace)
+        {
+            workloads
+                .entry(namespace.clone())
+                .or_default()
+                .insert(endpoint.id.clone(), endpoint);
+        }
+    }
+
+    for (namespace, members) in &workloads {
+        let mut policies = vec![default_deny(namespace, options.ingress_only)];
+        if !options.ingress_only {
+            policies.push(dns_allow(namespace, &dns_namespace, &dns_labels));
+        }
+        if options.include_system && *namespace == dns_namespace {
+            policies.push(dns_open_to_all(namespace, &dns_labels));
+        }
+        for workload in members.values() {
+            let ingress = rules(
+                &edges,
+                workload,
+                Direction::Ingress,
+                &dns_namespace,
+                &dns_labels,
+                &mut set.findings,
+            );
+            let egress = if options.ingress_only {
+                Vec::new()
+            } else {
+                rules(
+                    &edges,
+                    workload,
+                    Direction::Egress,
+                    &dns_namespace,
+                    &dns_labels,
+                    &mut set.findings,
+                )
+            };
+            if ingress.is_empty() && egress.is_empty() {
+                continue;
+            }
+            policies.push(workload_policy(
+                workload,
+                ingress,
+                egress,
+                options.ingress_only,
+            ));
+        }
+        set.by_namespace.insert(namespace.clone(), policies);
+    }
+    set.findings.sort();
+    set.findings.dedup();
+    Ok(set)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// A peer and the ports it is allowed on, with the evidence for it.
+struct Rule {
+    peers: Vec<NetworkPolicyPeer>,
+    ports: BTreeSet<(String, u16)>,
+    evidence: Vec<String>,
+}
+
+fn rules(
+    edges: &[(&Endpoint, &Endpoint, &Edge)],
+    workload: &Endpoint,
+    direction: Direction,
+    dns_namespace: &str,
+    dns_labels: &BTreeMap<String, String>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Rule> {
+    // Peer (by a stable key) -> ports and evidence.
+    let mut by_peer: BTreeMap<String, Rule> = BTreeMap::new();
+    for (client, server, edge) in edges {
+        let peer = match direction {
+            Direction::Ingress if server.id == workload.id => *client,
+            Direction::Egress if client.id == workload.id => *server,
+            _ => continue,
+        };
+        let protocol = edge.key.protocol.to_string().to_ascii_uppercase();
+        if direction == Direction::Egress && peer.kind == EndpointKind::Metadata {
+            findings.push(Finding {
+                kind: "metadata-service".into(),
+                workload: label(workload),
+                detail: format!(
+                    "contacted {} {}/{} ({} connections, last {}): not allowed",
+                    peer.addresses.iter().next().map_or("?", String::as_str),
+                    protocol.to_ascii_lowercase(),
+                    edge.key.port,
+                    edge.stats.volume().connections,
+                    file_time(edge.stats.last_seen)
+                ),
+            });
+            continue;
+        }
+        // The DNS allow covers every workload's DNS traffic.
+        if direction == Direction::Egress
+            && edge.key.port == 53
+            && peer.namespace.as_deref() == Some(dns_namespace)
+            && peer.labels == *dns_labels
+        {
+            continue;
+        }
+        let Some(selector) = peer_selector(peer, workload) else {
+            findings.push(Finding {
+                kind: "unresolved-peer".into(),
+                workload: label(workload),
+                detail: format!(
+                    "{} {}/{}: peer {} could not be named",
+                    direction_name(direction),
+                    protocol.to_ascii_lowercase(),
+                    edge.key.port,
+                    peer.id
+                ),
+            });
+            continue;
+        };
+        let entry = by_peer.entry(peer.id.clone()).or_insert_with(|| Rule {
+            peers: selector,
+            ports: BTreeSet::new(),
+            evidence: Vec::new(),
+        });
+        entry.ports.insert((protocol.clone(), edge.key.port));
+        entry.evidence.push(format!(
+            "{} {}/{} first {} last {} connections {}",
+            label(peer),
+            protocol.to_ascii_lowercase(),
+            edge.key.port,
+            file_time(edge.stats.first_seen),
+            file_time(edge.stats.last_seen),
+            edge.stats.volume().connections
+        ));
+    }
+    // Peers with the same ports share one rule.
+    let mut by_ports: BTreeMap<BTreeSet<(String, u16)>, Rule> = BTreeMap::new();
+    for (_, peer) in by_peer {
+        let rule = by_ports.entry(peer.ports.clone()).or_insert_with(|| Rule {
+            peers: Vec::new(),
+            ports: peer.ports,
+            evidence: Vec::new(),
+        });
+        rule.peers.extend(peer.peers);
+        rule.evidence.extend(peer.evidence);
+    }
+    by_ports.into_values().collect()
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+fn label(endpoint: &Endpoint) -> String {
+    crate::graph::export::label(endpoint)
+}
+
+fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        match_expressions: None,
+    }
+}
+
+/// How a policy names `peer`, seen from `workload`'s namespace; `None` when
+/// it cannot be named without opening more than observed.
+fn peer_selector(peer: &Endpoint, workload: &Endpoint) -> Option<Vec<NetworkPolicyPeer>> {
+    match peer.kind {
+        EndpointKind::Workload => {
+            if peer.labels.is_empty() {
+                return None;
+            }
+            let namespace_selector = match (&peer.namespace, &workload.namespace) {
+                (Some(theirs), Some(ours)) if theirs == ours => None,
+                (Some(theirs), _) => Some(selector(&BTreeMap::from([(
+                    NAMESPACE_LABEL.to_string(),
+                    theirs.clone(),
+                )]))),
+                (None, _) => return None,
+            };
+            Some(vec![NetworkPolicyPeer {
+                namespace_selector,
+                pod_selector: Some(selector(&peer.labels)),
+                ip_block: None,
+            }])
+        }
+        EndpointKind::Node | EndpointKind::External => {
+            // One /32 (or /128) per address: a node talks from each of them.
+            let peers: Vec<NetworkPolicyPeer> = peer
+                .addresses
+                .iter()
+                .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
+                .map(|ip| {
+                    let cidr = match ip {
+                        std::net::IpAddr::V4(_) => format!("{ip}/32"),
+                        std::net::IpAddr::V6(_) => format!("{ip}/128"),
+                    };
+                    NetworkPolicyPeer {
+                        ip_block: Some(IPBlock { cidr, except: None }),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            (!peers.is_empty()).then_some(peers)
+        }
+        EndpointKind::Metadata | EndpointKind::Unresolved => None,
+    }
+}
+
+fn metadata(name: &str, namespace: &str, evidence: Option<String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            "netflow".to_string(),
+        )])),
+        annotations: evidence.map(|text| BTreeMap::from([(EVIDENCE_ANNOTATION.to_string(), text)])),
+        ..ObjectMeta::default()
+    }
+}
+
+fn default_deny(namespace: &str, ingress_only: bool) -> NetworkPolicy {
+    let types: &[&str] = if ingress_only {
+        &["Ingress"]
+    } else {
+        &["Ingress", "Egress"]
+    };
+    NetworkPolicy {
+        metadata: metadata("default-deny", namespace, None),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(types.iter().map(|t| t.to_string()).collect()),
+            ingress: None,
+            egress: None,
+        }),
+    }
+}
+
+fn dns_ports() -> Vec<NetworkPolicyPort> {
+    ["UDP", "TCP"]
+        .iter()
+        .map(|protocol| NetworkPolicyPort {
+            port: Some(IntOrString::Int(53)),
+            protocol: Some(protocol.to_string()),
+            end_port: None,
+        })
+        .collect()
+}
+
+fn dns_allow(
+    namespace: &str,
+    dns_namespace: &str,
+    dns_labels: &BTreeMap<String, String>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: metadata("allow-dns", namespace, None),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Egress".into()]),
+            ingress: None,
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selector(&BTreeMap::from([(
+                        NAMESPACE_LABEL.to_string(),
+                        dns_namespace.to_string(),
+                    )]))),
+                    pod_selector: Some(selector(dns_labels)),
+                    ip_block: None,
+                }]),
+                ports: Some(dns_ports()),
+            }]),
+        }),
+    }
+}
+
+/// With system namespaces included: the DNS pods stay open to every namespace.
+fn dns_open_to_all(namespace: &str, dns_labels: &BTreeMap<String, String>) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: metadata("allow-dns-from-everywhere", namespace, None),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector(dns_labels)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector::default()),
+                    ..Default::default()
+                }]),
+                ports: Some(dns_ports()),
+            }]),
+            egress: None,
+        }),
+    }
+}
+
+fn ports(rule: &Rule) -> Vec<NetworkPolicyPort> {
+    rule.ports
+        .iter()
+        .map(|(protocol, port)| NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(*port))),
+            protocol: Some(protocol.clone()),
+            end_port: None,
+        })
+        .collect()
+}
+
+fn workload_policy(
+    workload: &Endpoint,
+    ingress: Vec<Rule>,
+    egress: Vec<Rule>,
+    ingress_only: bool,
+) -> NetworkPolicy {
+    let namespace = workload.namespace.clone().unwrap_or_default();
+    let kind = workload
+        .workload_kind
+        .clone()
+        .unwrap_or_else(|| "workload".into())
+        .to_ascii_lowercase();
+    let name = format!("allow-{kind}-{}", workload.name);
+    let mut evidence = Vec::new();
+    for (index, rule) in ingress.iter().enumerate() {
+        evidence.extend(
+            rule.evidence
+                .iter()
+                .map(|line| format!("ingress[{index}]: {line}")),
+        );
+    }
+    for (index, rule) in egress.iter().enumerate() {
+        evidence.extend(
+            rule.evidence
+                .iter()
+                .map(|line| format!("egress[{index}]: {line}")),
+        );
+    }
+    let mut types = vec!["Ingress".to_string()];
+    if !ingress_only {
+        types.push("Egress".to_string());
+    }
+    NetworkPolicy {
+        metadata: metadata(&name, &namespace, Some(evidence.join("\n"))),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector(&workload.labels)),
+            policy_types: Some(types),
+            ingress: Some(
+                ingress
+                    .iter()
+                    .map(|rule| NetworkPolicyIngressRule {
+                        from: Some(rule.peers.clone()),
+                        ports: Some(ports(rule)),
+                    })
+                    .collect(),
+            ),
+            egress: (!ingress_only).then(|| {
+                egress
+                    .iter()
+                    .map(|rule| NetworkPolicyEgressRule {
+                        to: Some(rule.peers.clone()),
+                        ports: Some(ports(rule)),
+                    })
+                    .collect()
+            }),
+        }),
+    }
+}
+
+/// The policies of one namespace as a multi-document YAML file.
+pub fn to_yaml(policies: &[NetworkPolicy]) -> Result<String, serde_norway::Error> {
+    let mut out = String::new();
+    for policy in policies {
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(policy)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        flowlog::{Endpoint as Address, FlowRecord, Protocol},
+        graph::build::add_flows,
+        identity::Identity,
+        initiator::{Basis, Side},
+    };
+
+    const INVENTORY: &str = r#"{"kind":"List","items":[
+      {"kind":"Namespace","metadata":{"name":"shop"}},
+      {"kind":"Namespace","metadata":{"name":"data"}},
+      {"kind":"Pod","metadata":{"name":"coredns-1","namespace":"kube-system","uid":"00000000-0000-0000-0000-000000000001","labels":{"k8s-app":"kube-dns","pod-template-hash":"x"}},
+        "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.2"}},
+      {"kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
+        "spec":{"clusterIP":"10.96.0.10","selector":{"k8s-app":"kube-dns"},"ports":[{"port":53,"protocol":"UDP"}]}},
+      {"kind":"Pod","metadata":{"name":"web-abc-1","namespace":"shop","uid":"00000000-0000-0000-0000-000000000002","labels":{"app":"web","pod-template-hash":"abc"},
+        "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-abc","uid":"r","controller":true}]},
+        "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.5"}},
+      {"kind":"Pod","metadata":{"name":"db-0","namespace":"data","uid":"00000000-0000-0000-0000-000000000003","labels":{"app":"db","statefulset.kubernetes.io/pod-name":"db-0"},
+        "ownerReferences":[{"apiVersion":"apps/v1","kind":"StatefulSet","name":"db","uid":"s","controller":true}]},
+        "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.6"}}
+    ]}"#;
+
+    fn flow(uid: &str, local: &str, remote: (&str, u16), protocol: u8) -> FlowRecord {
+        FlowRecord {
+            ts: "2026-11-20T10:00:05Z".into(),
+            cgroup_id: 1,
+            cgroup: Some(format!("/kubepods/pod{uid}/0123456789abcdef")),
+            protocol: Protocol(protocol),
+            local: Address {
+                ip: local.parse().unwrap(),
+                port: 40000,
+            },
+            remote: Address {
+                ip: remote.0.parse().unwrap(),
+                port: remote.1,
+            },
+            initiator: Side::Local,
+            client: Side::Local,
+            client_basis: Basis::TcpSyn,
+            packets_in: 1,
+            packets_out: 1,
+            bytes_in: 100,
+            bytes_out: 100,
+            first_seen: "2026-11-20T10:00:00Z".into(),
+            last_seen: "2026-11-20T10:00:00Z".into(),
+            tcp_flags: String::new(),
+            new: true,
+            overflow: false,
+            ended: false,
+        }
+    }
+
+    fn policies() -> PolicySet {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[
+                flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6),
+                flow(web, "10.244.0.5", ("10.96.0.10", 53), 17),
+                flow(web, "10.244.0.5", ("203.0.113.10", 443), 6),
+                flow(web, "10.244.0.5", ("169.254.169.254", 80), 6),
+            ],
+        );
+        generate(&graph, &inventory, &GenerateOptions::default()).unwrap()
+    }
+
+    fn policy<'a>(set: &'a PolicySet, namespace: &str, name: &str) -> &'a NetworkPolicy {
+        set.by_namespace[namespace]
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no policy {namespace}/{name}"))
+    }
+
+    #[test]
+    fn every_namespace_gets_default_deny_and_dns() {
+        let set = policies();
+        assert_eq!(
+            set.by_namespace.keys().collect::<Vec<_>>(),
+            vec!["data", "shop"]
+        );
+        for namespace in ["data", "shop"] {
+            let deny = policy(&set, namespace, "default-deny")
+                .spec
+                .clone()
+                .unwrap();
+            assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
+            assert_eq!(
+                deny.policy_types,
+                Some(vec!["Ingress".to_string(), "Egress".to_string()])
+            );
+            let dns = serde_json::to_value(policy(&set, namespace, "allow-dns")).unwrap();
+            assert_eq!(
+                dns["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"],
+                serde_json::json!({"k8s-app": "kube-dns"})
+            );
+            assert_eq!(
+                dns["spec"]["egress"][0]["ports"].as_array().unwrap().len(),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn peers_are_selected_by_workload_and_namespace_labels() {
+        let set = policies();
+        let web = serde_json::to_value(policy(&set, "shop", "allow-deployment-web")).unwrap();
+        assert_eq!(
+            web["spec"]["podSelector"]["matchLabels"],
+            serde_json::json!({"app": "web"})
+        );
+        let egress = web["spec"]["egress"].as_array().unwrap();
+        // db in another namespace, the external by /32; DNS is left to allow-dns.
+        assert_eq!(egress.len(), 2, "{egress:#?}");
+        let text = serde_json::to_string(&web).unwrap();
+        assert!(text.contains(r#""namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"data"}},"podSelector":{"matchLabels":{"app":"db"}}"#), "{text}");
+        assert!(
+            text.contains(r#""ipBlock":{"cidr":"203.0.113.10/32"}"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("pod-template-hash") && !text.contains("169.254"),
+            "{text}"
+        );
+        let db = serde_json::to_value(policy(&set, "data", "allow-statefulset-db")).unwrap();
+        assert_eq!(
+            db["spec"]["ingress"][0]["ports"][0],
+            serde_json::json!({"port": 5432, "protocol": "TCP"})
+        );
+    }
+
+    #[test]
+    fn the_metadata_service_is_a_finding_never_an_allow() {
+        let set = policies();
+        assert_eq!(set.findings.len(), 1);
+        assert_eq!(set.findings[0].kind, "metadata-service");
+        assert_eq!(set.findings[0].workload, "shop/web");
+    }
+
+    #[test]
+    fn output_is_deterministic_and_valid_yaml() {
+        let first = to_yaml(&policies().by_namespace["shop"]).unwrap();
+        let second = to_yaml(&policies().by_namespace["shop"]).unwrap();
+        assert_eq!(first, second);
+        for document in first.split("---\n").filter(|d| !d.trim().is_empty()) {
+            let value: serde_norway::Value = serde_norway::from_str(document).unwrap();
+            assert_eq!(value["kind"], serde_norway::Value::from("NetworkPolicy"));
+        }
+    }
+
+    #[test]
+    fn without_a_cluster_dns_nothing_is_guessed() {
+        let inventory = Inventory::parse(r#"{"items":[]}"#).unwrap();
+        let err = generate(&CommGraph::new(), &inventory, &GenerateOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("no cluster DNS"));
+    }
+}

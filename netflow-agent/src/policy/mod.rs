@@ -1,0 +1,4 @@
+//! Policies from observed traffic.
+
+pub mod command;
+pub mod generate;
