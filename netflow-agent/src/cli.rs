@@ -115,6 +115,19 @@ pub enum PolicyCommand {
         #[arg(long)]
         ingress_only: bool,
     },
+    /// Replay every edge of the graph against policies: exit 0 only when all are allowed.
+    Verify {
+        #[arg(long)]
+        graph: PathBuf,
+        /// A directory of policy YAML files, or one file.
+        #[arg(long)]
+        policies: PathBuf,
+        #[arg(long)]
+        inventory: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

@@ -70,6 +70,8 @@ pub struct PodEntry {
     pub ips: Vec<IpAddr>,
     /// Named container ports, for Services whose targetPort is a name.
     pub named_ports: BTreeMap<String, u16>,
+    /// Every declared container port with its protocol (`TCP`, `UDP`, `SCTP`).
+    pub ports: Vec<(u16, String)>,
     /// When the pod held its IPs: an IP names a pod only for that time.
     pub started: Option<i64>,
     pub ended: Option<i64>,
@@ -485,11 +487,21 @@ fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
     {
         ips.push(ip);
     }
-    let named_ports = spec
-        .into_iter()
-        .flat_map(|spec| spec.containers.iter())
-        .flat_map(|container| container.ports.iter().flatten())
+    let container_ports = || {
+        spec.into_iter()
+            .flat_map(|spec| spec.containers.iter())
+            .flat_map(|container| container.ports.iter().flatten())
+    };
+    let named_ports = container_ports()
         .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
+        .collect();
+    let ports = container_ports()
+        .filter_map(|port| {
+            Some((
+                u16::try_from(port.container_port).ok()?,
+                port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            ))
+        })
         .collect();
     let started = status
         .and_then(|status| status.start_time.as_ref())
@@ -505,6 +517,7 @@ fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
         ips,
         named_ports,
+        ports,
         started,
         ended: pod
             .metadata

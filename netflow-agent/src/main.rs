@@ -80,6 +80,12 @@ fn main() -> ExitCode {
                 },
             )
         }),
+        Command::Policy(PolicyCommand::Verify {
+            graph,
+            policies,
+            inventory,
+            json,
+        }) => policy::command::verify_command(&graph, &policies, &inventory, json),
         Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),

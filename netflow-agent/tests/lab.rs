@@ -47,6 +47,48 @@ fn run_lab(scenario: &str) -> std::path::PathBuf {
     out
 }
 
+/// `policy verify` on a lab run's own policies: every observed edge allowed.
+fn verify(out: &Path) {
+    let output = Command::new(common::agent())
+        .args(["policy", "verify", "--graph"])
+        .arg(out.join("graph.json"))
+        .arg("--policies")
+        .arg(out.join("policies"))
+        .arg("--inventory")
+        .arg(out.join("inventory.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(" 0 blocked"), "{stdout}");
+}
+
+/// Whether the lab run's policies let a pod of `from` reach `to` (a
+/// workload's pod, or an address) on `port`.
+fn reachable(out: &Path, from: &str, to: &str, port: u16, protocol: &str) -> bool {
+    use netflow_agent::policy::evaluate::{End, Evaluator, Verdict, load_policies};
+    let inventory = netflow_agent::inventory::Inventory::load(&out.join("inventory.json")).unwrap();
+    let policies = load_policies(&out.join("policies")).unwrap();
+    let pod = |name: &str| {
+        let (namespace, workload) = name.split_once('/').unwrap();
+        inventory
+            .pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.workload.name == workload)
+            .unwrap_or_else(|| panic!("no pod of {name}"))
+    };
+    let server = match to.parse() {
+        Ok(ip) => End::Address(ip),
+        Err(_) => End::Pod(pod(to)),
+    };
+    Evaluator::new(&policies, &inventory).check(End::Pod(pod(from)), server, port, protocol)
+        == Verdict::Allowed
+}
+
 fn edge(from: &str, to: &str, protocol: &str, port: u64) -> (String, String, String, u64) {
     (from.into(), to.into(), protocol.into(), port)
 }
@@ -135,6 +177,33 @@ fn lab_scenarios_give_exactly_their_edges() {
     assert!(
         !policies.contains("pod-template-hash") && !policies.contains("controller-revision-hash")
     );
+    // Generated, then verified: every observed edge allowed, and no more
+    // than observed: unobserved pairs, a client's ephemeral port, other ports.
+    verify(&shop);
+    assert!(reachable(
+        &shop,
+        "shop/loadgen",
+        "shop/frontend",
+        8080,
+        "TCP"
+    ));
+    assert!(reachable(&shop, "shop/frontend", "shop/cart", 7070, "TCP"));
+    assert!(
+        !reachable(&shop, "shop/loadgen", "shop/cart", 7070, "TCP"),
+        "never observed"
+    );
+    assert!(
+        !reachable(&shop, "shop/metrics", "shop/frontend", 8080, "TCP"),
+        "never observed"
+    );
+    assert!(
+        !reachable(&shop, "shop/frontend", "shop/loadgen", 40000, "TCP"),
+        "a client's ephemeral port"
+    );
+    assert!(
+        !reachable(&shop, "shop/frontend", "shop/metrics", 8125, "TCP"),
+        "observed on UDP only"
+    );
     std::fs::remove_dir_all(shop).unwrap();
 
     let cross = run_lab("cross-namespace.yaml");
@@ -160,6 +229,18 @@ fn lab_scenarios_give_exactly_their_edges() {
                 514
             ),
         ])
+    );
+    verify(&cross);
+    assert!(reachable(
+        &cross,
+        "frontend/web",
+        "backend/api",
+        9000,
+        "TCP"
+    ));
+    assert!(
+        !reachable(&cross, "frontend/web", "data/db", 5432, "TCP"),
+        "web never called db"
     );
     std::fs::remove_dir_all(cross).unwrap();
 
@@ -220,6 +301,22 @@ fn lab_scenarios_give_exactly_their_edges() {
     let policies = std::fs::read_to_string(externals.join("policies/shop.yaml")).unwrap();
     assert!(!policies.contains("169.254.169.254"), "{policies}");
     assert!(policies.contains("cidr: 203.0.113.10/32"), "{policies}");
+    verify(&externals);
+    assert!(reachable(
+        &externals,
+        "shop/checkout",
+        "203.0.113.10",
+        443,
+        "TCP"
+    ));
+    assert!(
+        !reachable(&externals, "shop/checkout", "169.254.169.254", 80, "TCP"),
+        "the metadata service"
+    );
+    assert!(
+        !reachable(&externals, "shop/checkout", "203.0.113.10", 80, "TCP"),
+        "another port of the external"
+    );
     let mirror = graph["nodes"]
         .as_array()
         .unwrap()
@@ -275,6 +372,7 @@ fn lab_scenarios_give_exactly_their_edges() {
         vec![2, 3],
         "legacy then payments (edges sorted by id)"
     );
+    verify(&reuse);
     std::fs::remove_dir_all(reuse).unwrap();
 }
 

@@ -47,3 +47,51 @@ pub fn write_policy_set(set: &PolicySet, out: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Replays the graph against the policies in `policies`; fails when an
+/// observed edge would be blocked.
+pub fn verify_command(
+    graph: &Path,
+    policies: &Path,
+    inventory: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let graph = CommGraph::load(graph)?;
+    let inventory = Inventory::load(inventory)?;
+    let policies = super::evaluate::load_policies(policies)?;
+    let report = super::verify::verify(&graph, &policies, &inventory);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} policies, {} observed edges: {} allowed, {} blocked",
+            policies.len(),
+            report.edges,
+            report.allowed,
+            report.blocked.len()
+        );
+        for blocked in &report.blocked {
+            println!("  BLOCKED {}: {}", blocked.edge, blocked.reason);
+        }
+        for contact in &report.metadata_contacts {
+            println!("  metadata service (never allowed): {contact}");
+        }
+        for edge in &report.not_checkable {
+            println!("  not checkable (no pod or address in the inventory): {edge}");
+        }
+        let radius = &report.blast_radius;
+        println!(
+            "blast radius: {} (pod, pod, port) pairs reachable without policies, {} with them; {} open beyond the observed edges",
+            radius.pairs_before,
+            radius.pairs_after,
+            radius.open_beyond_observed.len()
+        );
+        for pair in &radius.open_beyond_observed {
+            println!("  open: {pair}");
+        }
+    }
+    if !report.blocked.is_empty() {
+        anyhow::bail!("{} observed edges would be blocked", report.blocked.len());
+    }
+    Ok(())
+}

@@ -1,4 +1,6 @@
 //! Policies from observed traffic.
 
 pub mod command;
+pub mod evaluate;
 pub mod generate;
+pub mod verify;
