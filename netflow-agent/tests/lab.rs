@@ -49,6 +49,13 @@ fn run_lab(scenario: &str) -> std::path::PathBuf {
 
 /// `policy verify` on a lab run's own policies: every observed edge allowed.
 fn verify(out: &Path) {
+    // Every policy file is a valid Kubernetes object, to the schema's letter.
+    for entry in std::fs::read_dir(out.join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            common::validate_schema(&path);
+        }
+    }
     let output = Command::new(common::agent())
         .args(["policy", "verify", "--graph"])
         .arg(out.join("graph.json"))

@@ -116,6 +116,16 @@ fn setup() -> anyhow::Result<()> {
         .collect();
     apt_install(&missing)?;
 
+    // The tests validate every Kubernetes object netflow writes against the
+    // OpenAPI schema, with the kubernetes-validate package from PyPI.
+    if !python_module_present("kubernetes_validate") {
+        eprintln!("xtask: installing kubernetes-validate (PyPI)");
+        cmd(
+            "python3",
+            &["-m", "pip", "install", "--quiet", "kubernetes-validate"],
+        )?;
+    }
+
     if !bpf_linker_present() {
         eprintln!("xtask: installing bpf-linker for LLVM {llvm}");
         let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
@@ -180,6 +190,14 @@ fn llvm_major() -> anyhow::Result<String> {
         .unwrap_or(version)
         .trim()
         .to_string())
+}
+
+fn python_module_present(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-m", module, "--version"])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
 }
 
 fn bpf_linker_present() -> bool {
