@@ -643,6 +643,117 @@ mod tests {
         }
     }
 
+    fn policies_with(options: &GenerateOptions) -> PolicySet {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        let mut rare = flow(web, "10.244.0.5", ("203.0.113.10", 443), 6);
+        rare.first_seen = "2026-11-01T00:00:00Z".into();
+        rare.last_seen = "2026-11-01T00:00:00Z".into();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6), rare],
+        );
+        // A second connection to db: db's edge has 2, the external's 1.
+        add_flows(
+            &mut graph,
+            &identity,
+            &[flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6)],
+        );
+        generate(&graph, &inventory, options).unwrap()
+    }
+
+    fn rendered(set: &PolicySet) -> String {
+        set.by_namespace
+            .values()
+            .map(|p| to_yaml(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn options_narrow_what_is_generated() {
+        let all = rendered(&policies_with(&GenerateOptions::default()));
+        assert!(all.contains("203.0.113.10/32") && all.contains("namespace: data"));
+
+        let only_shop = policies_with(&GenerateOptions {
+            namespaces: ["shop".to_string()].into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            only_shop.by_namespace.keys().collect::<Vec<_>>(),
+            vec!["shop"]
+        );
+
+        let frequent = rendered(&policies_with(&GenerateOptions {
+            min_connections: 2,
+            ..Default::default()
+        }));
+        assert!(!frequent.contains("203.0.113.10/32") && frequent.contains("app: db"));
+
+        let recent = rendered(&policies_with(&GenerateOptions {
+            seen_after: 1_794_268_800,
+            ..Default::default()
+        }));
+        assert!(
+            !recent.contains("203.0.113.10/32"),
+            "last seen 2026-11-01, before the cut"
+        );
+
+        let ingress_only = policies_with(&GenerateOptions {
+            ingress_only: true,
+            ..Default::default()
+        });
+        let text = rendered(&ingress_only);
+        assert!(
+            !text.contains("egress") && !text.contains("Egress") && !text.contains("allow-dns"),
+            "{text}"
+        );
+        assert!(text.contains("allow-statefulset-db"));
+    }
+
+    #[test]
+    fn system_namespaces_only_when_asked_and_then_dns_stays_open() {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let mut graph = CommGraph::new();
+        // coredns itself talks to the external (upstream DNS).
+        let coredns = "00000000-0000-0000-0000-000000000001";
+        add_flows(
+            &mut graph,
+            &identity,
+            &[flow(coredns, "10.244.0.2", ("203.0.113.53", 53), 17)],
+        );
+        let default = generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
+        assert!(!default.by_namespace.contains_key("kube-system"));
+        let included = generate(
+            &graph,
+            &inventory,
+            &GenerateOptions {
+                include_system: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let open = serde_json::to_value(policy(
+            &included,
+            "kube-system",
+            "allow-dns-from-everywhere",
+        ))
+        .unwrap();
+        assert_eq!(
+            open["spec"]["ingress"][0]["from"][0]["namespaceSelector"],
+            serde_json::json!({})
+        );
+        assert_eq!(
+            open["spec"]["podSelector"]["matchLabels"],
+            serde_json::json!({"k8s-app": "kube-dns"})
+        );
+    }
+
     #[test]
     fn without_a_cluster_dns_nothing_is_guessed() {
         let inventory = Inventory::parse(r#"{"items":[]}"#).unwrap();
