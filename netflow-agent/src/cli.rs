@@ -115,6 +115,16 @@ pub enum PolicyCommand {
         #[arg(long)]
         ingress_only: bool,
     },
+    /// Write netassert (v2) tests: observed edges connect; unobserved pairs,
+    /// other ports and the metadata service do not.
+    Tests {
+        #[arg(long)]
+        graph: PathBuf,
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Replay every edge of the graph against policies: exit 0 only when all are allowed.
     Verify {
         #[arg(long)]

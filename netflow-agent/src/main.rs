@@ -86,6 +86,11 @@ fn main() -> ExitCode {
             inventory,
             json,
         }) => policy::command::verify_command(&graph, &policies, &inventory, json),
+        Command::Policy(PolicyCommand::Tests {
+            graph,
+            inventory,
+            out,
+        }) => policy::command::tests_command(&graph, &inventory, &out),
         Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),

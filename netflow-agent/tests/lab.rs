@@ -211,6 +211,74 @@ fn lab_scenarios_give_exactly_their_edges() {
         !reachable(&shop, "shop/frontend", "shop/metrics", 8125, "TCP"),
         "observed on UDP only"
     );
+    // netassert tests: each observed edge from a testable workload must
+    // connect, the metadata service and unobserved pairs must not.
+    let output = Command::new(common::agent())
+        .args(["policy", "tests", "--graph"])
+        .arg(shop.join("graph.json"))
+        .arg("--inventory")
+        .arg(shop.join("inventory.json"))
+        .arg("--out")
+        .arg(shop.join("netassert"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(shop.join("netassert/netassert.yaml")).unwrap();
+    let tests: Vec<serde_json::Value> = serde_norway::from_str(&text).unwrap();
+    let must_connect: BTreeSet<String> = tests
+        .iter()
+        .filter(|t| t["exitCode"] == 0)
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        must_connect,
+        BTreeSet::from([
+            "shop-frontend-to-kube-system-coredns-udp-53-allowed".to_string(),
+            "shop-frontend-to-shop-cart-tcp-7070-allowed".to_string(),
+            "shop-frontend-to-shop-metrics-udp-8125-allowed".to_string(),
+            "shop-loadgen-to-shop-frontend-tcp-8080-allowed".to_string(),
+        ])
+    );
+    assert!(
+        text.contains("# skipped: workload:shop/CronJob/nightly"),
+        "a CronJob cannot be a netassert source"
+    );
+    assert!(
+        tests
+            .iter()
+            .any(|t| t["name"] == "shop-loadgen-to-metadata-service-denied" && t["exitCode"] == 1)
+    );
+    assert!(
+        tests
+            .iter()
+            .any(|t| t["name"] == "shop-loadgen-to-shop-frontend-tcp-8081-denied")
+    );
+    let names: BTreeSet<&str> = tests.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), tests.len(), "netassert needs unique names");
+    // Every negative test is denied by the generated policies too.
+    for test in tests.iter().filter(|t| t["exitCode"] == 1) {
+        let src = &test["src"]["k8sResource"];
+        let from = format!(
+            "{}/{}",
+            src["namespace"].as_str().unwrap(),
+            src["name"].as_str().unwrap()
+        );
+        let to = match test["dst"].get("host") {
+            Some(host) => host["name"].as_str().unwrap().to_string(),
+            None => format!(
+                "{}/{}",
+                test["dst"]["k8sResource"]["namespace"].as_str().unwrap(),
+                test["dst"]["k8sResource"]["name"].as_str().unwrap()
+            ),
+        };
+        let port = test["targetPort"].as_u64().unwrap() as u16;
+        let protocol = test["protocol"].as_str().unwrap().to_ascii_uppercase();
+        assert!(!reachable(&shop, &from, &to, port, &protocol), "{test:#?}");
+    }
     std::fs::remove_dir_all(shop).unwrap();
 
     let cross = run_lab("cross-namespace.yaml");

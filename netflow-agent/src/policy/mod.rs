@@ -3,4 +3,5 @@
 pub mod command;
 pub mod evaluate;
 pub mod generate;
+pub mod netassert;
 pub mod verify;
