@@ -115,6 +115,14 @@ pub enum PolicyCommand {
         #[arg(long)]
         ingress_only: bool,
     },
+    /// The rollout order: audit, a pilot namespace, staging, the rest, cluster-wide.
+    Plan {
+        #[arg(long)]
+        graph: PathBuf,
+        /// Where the generated policies are (for the printed commands).
+        #[arg(long, default_value = "policies")]
+        policies: String,
+    },
     /// Write netassert (v2) tests: observed edges connect; unobserved pairs,
     /// other ports and the metadata service do not.
     Tests {

@@ -91,6 +91,16 @@ fn main() -> ExitCode {
             inventory,
             out,
         }) => policy::command::tests_command(&graph, &inventory, &out),
+        Command::Policy(PolicyCommand::Plan { graph, policies }) => {
+            netflow_agent::graph::CommGraph::load(&graph)
+                .map_err(anyhow::Error::from)
+                .map(|graph| {
+                    print!(
+                        "{}",
+                        policy::plan::render(&policy::plan::plan(&graph), &policies)
+                    )
+                })
+        }
         Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),

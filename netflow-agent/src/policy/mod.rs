@@ -4,4 +4,5 @@ pub mod command;
 pub mod evaluate;
 pub mod generate;
 pub mod netassert;
+pub mod plan;
 pub mod verify;
