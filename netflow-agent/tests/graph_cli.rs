@@ -210,3 +210,75 @@ fn build_turns_a_flow_log_into_workload_edges() {
     assert!(!dir.join("other.json").exists());
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn policy_commands_refuse_bad_inputs_by_name() {
+    let dir = scratch();
+    let (inventory, graph_file) = (dir.join("inventory.json"), dir.join("graph.json"));
+    fs::write(&inventory, INVENTORY).unwrap();
+    fs::write(
+        &graph_file,
+        "{\"version\": 9, \"nodes\": [], \"edges\": []}",
+    )
+    .unwrap();
+    let out = dir.join("policies");
+    let (code, _, stderr) = agent(&[
+        "policy",
+        "generate",
+        "--graph",
+        graph_file.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("graph.json") && stderr.contains("newer than this netflow-agent reads"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written for a refused graph");
+
+    // An inventory without a cluster DNS: nothing is guessed.
+    fs::write(
+        &graph_file,
+        graph(1, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+    )
+    .unwrap();
+    let (code, _, stderr) = agent(&[
+        "policy",
+        "generate",
+        "--graph",
+        graph_file.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no cluster DNS"), "{stderr}");
+
+    let policies = dir.join("bad-policies");
+    fs::create_dir_all(&policies).unwrap();
+    fs::write(
+        policies.join("a.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec: [\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = agent(&[
+        "policy",
+        "verify",
+        "--graph",
+        graph_file.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("a.yaml") && stderr.contains("not valid YAML"),
+        "{stderr}"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
