@@ -152,6 +152,8 @@ pub enum PolicyCommand {
 pub enum Flavor {
     /// networking.k8s.io/v1 NetworkPolicy.
     Kubernetes,
+    /// cilium.io/v2 CiliumNetworkPolicy (with toFQDNs for named externals).
+    Cilium,
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Generate {
             graph,
             inventory,
-            flavor: _,
+            flavor,
             out,
             namespaces,
             include_system,
@@ -78,6 +78,7 @@ fn main() -> ExitCode {
                     seen_after,
                     ingress_only,
                 },
+                matches!(flavor, netflow_agent::cli::Flavor::Cilium),
             )
         }),
         Command::Policy(PolicyCommand::Verify {

@@ -77,9 +77,23 @@ fn verify(out: &Path) {
 /// Whether the lab run's policies let a pod of `from` reach `to` (a
 /// workload's pod, or an address) on `port`.
 fn reachable(out: &Path, from: &str, to: &str, port: u16, protocol: &str) -> bool {
-    use netflow_agent::policy::evaluate::{End, Evaluator, Verdict, load_policies};
+    reachable_with(out, "policies", from, to, port, protocol)
+}
+
+/// As [`reachable`], with the policies in `out/<policies>`.
+fn reachable_with(
+    out: &Path,
+    policies: &str,
+    from: &str,
+    to: &str,
+    port: u16,
+    protocol: &str,
+) -> bool {
+    use netflow_agent::policy::evaluate::{End, Evaluator, Verdict, load_policy_set};
     let inventory = netflow_agent::inventory::Inventory::load(&out.join("inventory.json")).unwrap();
-    let policies = load_policies(&out.join("policies")).unwrap();
+    let graph = netflow_agent::graph::CommGraph::load(&out.join("graph.json")).unwrap();
+    let dns = netflow_agent::policy::verify::dns_names(&graph);
+    let policies = load_policy_set(&out.join(policies)).unwrap();
     let pod = |name: &str| {
         let (namespace, workload) = name.split_once('/').unwrap();
         inventory
@@ -92,8 +106,47 @@ fn reachable(out: &Path, from: &str, to: &str, port: u16, protocol: &str) -> boo
         Ok(ip) => End::Address(ip),
         Err(_) => End::Pod(pod(to)),
     };
-    Evaluator::new(&policies, &inventory).check(End::Pod(pod(from)), server, port, protocol)
-        == Verdict::Allowed
+    Evaluator::for_set(&policies, &inventory, &dns).check(
+        End::Pod(pod(from)),
+        server,
+        port,
+        protocol,
+    ) == Verdict::Allowed
+}
+
+/// The Cilium flavor for a lab run, into `out/cilium`, verified like the
+/// Kubernetes one.
+fn generate_and_verify_cilium(out: &Path) {
+    let output = Command::new(common::agent())
+        .args(["policy", "generate", "--flavor", "cilium", "--graph"])
+        .arg(out.join("graph.json"))
+        .arg("--inventory")
+        .arg(out.join("inventory.json"))
+        .arg("--out")
+        .arg(out.join("cilium"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new(common::agent())
+        .args(["policy", "verify", "--graph"])
+        .arg(out.join("graph.json"))
+        .arg("--policies")
+        .arg(out.join("cilium"))
+        .arg("--inventory")
+        .arg(out.join("inventory.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(" 0 blocked"), "{stdout}");
 }
 
 fn edge(from: &str, to: &str, protocol: &str, port: u64) -> (String, String, String, u64) {
@@ -279,6 +332,51 @@ fn lab_scenarios_give_exactly_their_edges() {
         let protocol = test["protocol"].as_str().unwrap().to_ascii_uppercase();
         assert!(!reachable(&shop, &from, &to, port, &protocol), "{test:#?}");
     }
+    // The Cilium flavor allows and denies the same.
+    generate_and_verify_cilium(&shop);
+    assert!(reachable_with(
+        &shop,
+        "cilium",
+        "shop/loadgen",
+        "shop/frontend",
+        8080,
+        "TCP"
+    ));
+    assert!(!reachable_with(
+        &shop,
+        "cilium",
+        "shop/loadgen",
+        "shop/cart",
+        7070,
+        "TCP"
+    ));
+    assert!(!reachable_with(
+        &shop,
+        "cilium",
+        "shop/frontend",
+        "shop/loadgen",
+        40000,
+        "TCP"
+    ));
+    assert!(!reachable_with(
+        &shop,
+        "cilium",
+        "shop/frontend",
+        "shop/metrics",
+        8125,
+        "TCP"
+    ));
+    assert!(
+        reachable_with(
+            &shop,
+            "cilium",
+            "shop/metrics",
+            "kube-system/coredns",
+            53,
+            "UDP"
+        ),
+        "DNS for all"
+    );
     std::fs::remove_dir_all(shop).unwrap();
 
     let cross = run_lab("cross-namespace.yaml");
@@ -392,6 +490,40 @@ fn lab_scenarios_give_exactly_their_edges() {
         !reachable(&externals, "shop/checkout", "203.0.113.10", 80, "TCP"),
         "another port of the external"
     );
+    generate_and_verify_cilium(&externals);
+    let cilium = std::fs::read_to_string(externals.join("cilium/shop.yaml")).unwrap();
+    assert!(
+        cilium.contains("matchName: api.payments.example"),
+        "named externals by FQDN:\n{cilium}"
+    );
+    assert!(
+        cilium.contains("198.51.100.7/32") && !cilium.contains("169.254.169.254"),
+        "{cilium}"
+    );
+    assert!(reachable_with(
+        &externals,
+        "cilium",
+        "shop/checkout",
+        "203.0.113.10",
+        443,
+        "TCP"
+    ));
+    assert!(!reachable_with(
+        &externals,
+        "cilium",
+        "shop/checkout",
+        "169.254.169.254",
+        80,
+        "TCP"
+    ));
+    assert!(!reachable_with(
+        &externals,
+        "cilium",
+        "shop/checkout",
+        "203.0.113.10",
+        80,
+        "TCP"
+    ));
     let mirror = graph["nodes"]
         .as_array()
         .unwrap()

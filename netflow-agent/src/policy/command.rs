@@ -14,12 +14,26 @@ pub fn generate_to_dir(
     inventory: &Path,
     out: &Path,
     options: &GenerateOptions,
+    cilium: bool,
 ) -> anyhow::Result<()> {
     let graph = CommGraph::load(graph)?;
     let inventory = Inventory::load(inventory)?;
-    let set = generate(&graph, &inventory, options)?;
-    write_policy_set(&set, out)?;
-    for finding in &set.findings {
+    let findings = if cilium {
+        let set = super::cilium::generate(&graph, &inventory, options)?;
+        let files = set
+            .by_namespace
+            .iter()
+            .map(|(namespace, policies)| Ok((namespace.clone(), super::cilium::to_yaml(policies)?)))
+            .collect::<Result<Vec<_>, serde_norway::Error>>()
+            .context("rendering the policies")?;
+        write_files(&files, &set.findings, out)?;
+        set.findings
+    } else {
+        let set = generate(&graph, &inventory, options)?;
+        write_policy_set(&set, out)?;
+        set.findings
+    };
+    for finding in &findings {
         eprintln!(
             "finding: {} {}: {}",
             finding.kind, finding.workload, finding.detail
@@ -31,20 +45,31 @@ pub fn generate_to_dir(
 /// Writes a policy set; everything is rendered before the first file is
 /// written, and each file is written atomically.
 pub fn write_policy_set(set: &PolicySet, out: &Path) -> anyhow::Result<()> {
-    let mut files = Vec::new();
-    for (namespace, policies) in &set.by_namespace {
-        let yaml =
-            to_yaml(policies).with_context(|| format!("rendering the policies of {namespace}"))?;
-        files.push((out.join(format!("{namespace}.yaml")), yaml.into_bytes()));
-    }
-    let mut findings = serde_json::to_vec_pretty(&set.findings)?;
+    let files = set
+        .by_namespace
+        .iter()
+        .map(|(namespace, policies)| Ok((namespace.clone(), to_yaml(policies)?)))
+        .collect::<Result<Vec<_>, serde_norway::Error>>()
+        .context("rendering the policies")?;
+    write_files(&files, &set.findings, out)
+}
+
+fn write_files(
+    files: &[(String, String)],
+    findings: &[super::generate::Finding],
+    out: &Path,
+) -> anyhow::Result<()> {
+    let mut findings = serde_json::to_vec_pretty(findings)?;
     findings.push(b'\n');
-    files.push((out.join("findings.json"), findings));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (path, bytes) in files {
-        write_atomically(&path, &bytes)
+    for (namespace, yaml) in files {
+        let path = out.join(format!("{namespace}.yaml"));
+        write_atomically(&path, yaml.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    let path = out.join("findings.json");
+    write_atomically(&path, &findings)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -58,7 +83,7 @@ pub fn verify_command(
 ) -> anyhow::Result<()> {
     let graph = CommGraph::load(graph)?;
     let inventory = Inventory::load(inventory)?;
-    let policies = super::evaluate::load_policies(policies)?;
+    let policies = super::evaluate::load_policy_set(policies)?;
     let report = super::verify::verify(&graph, &policies, &inventory);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

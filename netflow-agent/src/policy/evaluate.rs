@@ -39,7 +39,7 @@ pub enum PolicyFileError {
         message: String,
     },
     #[error(
-        "{path}: document {index} is a {kind}, which netflow does not evaluate (only networking.k8s.io/v1 NetworkPolicy)"
+        "{path}: document {index} is a {kind}, which netflow does not evaluate (only networking.k8s.io/v1 NetworkPolicy and cilium.io/v2 CiliumNetworkPolicy)"
     )]
     UnknownKind {
         path: String,
@@ -58,6 +58,11 @@ pub enum PolicyFileError {
 /// one file `dir` names, YAML or JSON). A `v1` `List` (what `kubectl get
 /// networkpolicies -A -o yaml` prints) is read item by item.
 pub fn load_policies(dir: &Path) -> Result<Vec<NetworkPolicy>, PolicyFileError> {
+    Ok(load_policy_set(dir)?.kubernetes)
+}
+
+/// Like [`load_policies`], with CiliumNetworkPolicies (cilium.io/v2) too.
+pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
     let read_error = |source| PolicyFileError::Read {
         path: dir.display().to_string(),
         source,
@@ -78,6 +83,7 @@ pub fn load_policies(dir: &Path) -> Result<Vec<NetworkPolicy>, PolicyFileError> 
     }
     files.sort();
     let mut policies = Vec::new();
+    let mut cilium = Vec::new();
     for path in files {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
@@ -113,6 +119,16 @@ pub fn load_policies(dir: &Path) -> Result<Vec<NetworkPolicy>, PolicyFileError> 
                     .get("apiVersion")
                     .and_then(|k| k.as_str())
                     .unwrap_or_default();
+                if kind == "CiliumNetworkPolicy" && api == "cilium.io/v2" {
+                    let value: serde_json::Value =
+                        serde_json::to_value(&item).map_err(|err| PolicyFileError::Invalid {
+                            path: shown.clone(),
+                            index,
+                            message: err.to_string(),
+                        })?;
+                    cilium.push(value);
+                    continue;
+                }
                 if kind != "NetworkPolicy" || api != "networking.k8s.io/v1" {
                     return Err(PolicyFileError::UnknownKind {
                         path: shown.clone(),
@@ -130,7 +146,10 @@ pub fn load_policies(dir: &Path) -> Result<Vec<NetworkPolicy>, PolicyFileError> 
             }
         }
     }
-    Ok(policies)
+    Ok(Policies {
+        kubernetes: policies,
+        cilium,
+    })
 }
 
 /// One end of a connection being checked.
@@ -159,7 +178,28 @@ pub enum Verdict {
 
 pub struct Evaluator<'a> {
     policies: &'a [NetworkPolicy],
+    /// CiliumNetworkPolicies (the subset netflow writes; see `cilium_allows`).
+    cilium: &'a [serde_json::Value],
+    /// Names the DNS gave for external addresses, for `toFQDNs`.
+    dns: Option<&'a BTreeMap<IpAddr, std::collections::BTreeSet<String>>>,
     inventory: &'a Inventory,
+}
+
+/// Every policy of a set of files, by flavor.
+#[derive(Debug, Default)]
+pub struct Policies {
+    pub kubernetes: Vec<NetworkPolicy>,
+    pub cilium: Vec<serde_json::Value>,
+}
+
+impl Policies {
+    pub fn len(&self) -> usize {
+        self.kubernetes.len() + self.cilium.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One rule's peers (`from` or `to`) and ports, whichever the direction.
@@ -178,6 +218,22 @@ impl<'a> Evaluator<'a> {
     pub fn new(policies: &'a [NetworkPolicy], inventory: &'a Inventory) -> Self {
         Self {
             policies,
+            cilium: &[],
+            dns: None,
+            inventory,
+        }
+    }
+
+    /// Both flavors; `dns` names external addresses for `toFQDNs`.
+    pub fn for_set(
+        policies: &'a Policies,
+        inventory: &'a Inventory,
+        dns: &'a BTreeMap<IpAddr, std::collections::BTreeSet<String>>,
+    ) -> Self {
+        Self {
+            policies: &policies.kubernetes,
+            cilium: &policies.cilium,
+            dns: Some(dns),
             inventory,
         }
     }
@@ -222,8 +278,32 @@ impl<'a> Evaluator<'a> {
                 matches(&selector, &pod.labels)
             })
             .collect();
-        if selecting.is_empty() {
+        let cilium_selecting: Vec<&serde_json::Value> = self
+            .cilium
+            .iter()
+            .filter(|policy| {
+                policy["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    == pod.namespace
+            })
+            .filter(|policy| !policy["spec"][direction_key(direction)].is_null())
+            .filter(|policy| cilium_selects(&policy["spec"]["endpointSelector"], &pod.labels))
+            .collect();
+        if selecting.is_empty() && cilium_selecting.is_empty() {
             return None; // not isolated
+        }
+        if cilium_selecting.iter().any(|policy| {
+            let namespace = policy["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            policy["spec"][direction_key(direction)]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|rule| self.cilium_allows(rule, direction, namespace, peer, port, protocol))
+        }) {
+            return None;
         }
         // For ingress the port is the pod's own; for egress the peer's.
         let port_owner = match direction {
@@ -271,6 +351,12 @@ impl<'a> Evaluator<'a> {
         let names: Vec<String> = selecting
             .iter()
             .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .chain(cilium_selecting.iter().map(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            }))
             .collect();
         Some(format!(
             "{} of {}/{} is isolated by {} and no rule allows {}/{} {} {}",
@@ -327,6 +413,126 @@ impl<'a> Evaluator<'a> {
             .as_ref()
             .is_none_or(|selector| matches(selector, &pod.labels));
         namespace_ok && pod_ok
+    }
+}
+
+fn direction_key(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+/// A Cilium endpoint selector (matchLabels; `k8s:` prefixes ignored) against pod labels.
+fn cilium_selects(selector: &serde_json::Value, labels: &BTreeMap<String, String>) -> bool {
+    if !selector.is_object() {
+        return false;
+    }
+    selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| {
+            let key = key.strip_prefix("k8s:").unwrap_or(key);
+            labels.get(key).map(String::as_str) == value.as_str()
+        })
+        && selector["matchExpressions"]
+            .as_array()
+            .is_none_or(|e| e.is_empty())
+}
+
+impl Evaluator<'_> {
+    /// One Cilium rule: L3 peers (endpoints, CIDRs, entities, FQDNs) and
+    /// L4 ports. A rule with neither (`{}`) allows nothing: it only turns on
+    /// default deny.
+    fn cilium_allows(
+        &self,
+        rule: &serde_json::Value,
+        direction: Direction,
+        namespace: &str,
+        peer: End<'_>,
+        port: u16,
+        protocol: &str,
+    ) -> bool {
+        let (endpoints, cidrs, entities) = match direction {
+            Direction::Ingress => ("fromEndpoints", "fromCIDR", "fromEntities"),
+            Direction::Egress => ("toEndpoints", "toCIDR", "toEntities"),
+        };
+        let mut has_l3 = false;
+        let mut peer_ok = false;
+        if let Some(selectors) = rule[endpoints].as_array() {
+            has_l3 = true;
+            peer_ok |= selectors.iter().any(|selector| match peer {
+                End::Pod(pod) => {
+                    let wanted_namespace = selector["matchLabels"][super::cilium::NAMESPACE_LABEL]
+                        .as_str()
+                        .unwrap_or(namespace);
+                    let mut labels = pod.labels.clone();
+                    labels.insert("io.kubernetes.pod.namespace".into(), pod.namespace.clone());
+                    pod.namespace == wanted_namespace && cilium_selects(selector, &labels)
+                }
+                End::Address(_) => false,
+            });
+        }
+        if let Some(blocks) = rule[cidrs].as_array() {
+            has_l3 = true;
+            peer_ok |= peer.ip().is_some_and(|ip| {
+                blocks
+                    .iter()
+                    .any(|b| b.as_str().is_some_and(|b| cidr_contains(b, ip)))
+            });
+        }
+        if let Some(names) = rule[entities].as_array() {
+            has_l3 = true;
+            let is_node =
+                matches!(peer, End::Address(ip) if self.inventory.node_by_ip(ip).is_some());
+            peer_ok |= names
+                .iter()
+                .filter_map(|n| n.as_str())
+                .any(|entity| match entity {
+                    "all" => true,
+                    "host" | "remote-node" => is_node,
+                    "cluster" => is_node || matches!(peer, End::Pod(_)),
+                    "world" => !is_node && matches!(peer, End::Address(_)),
+                    _ => false,
+                });
+        }
+        if direction == Direction::Egress
+            && let Some(fqdns) = rule["toFQDNs"].as_array()
+        {
+            has_l3 = true;
+            let names = peer
+                .ip()
+                .and_then(|ip| self.dns.and_then(|dns| dns.get(&ip)));
+            peer_ok |= fqdns.iter().any(|fqdn| {
+                fqdn["matchName"]
+                    .as_str()
+                    .is_some_and(|wanted| names.is_some_and(|names| names.contains(wanted)))
+            });
+        }
+        let ports = rule["toPorts"].as_array();
+        if !has_l3 && ports.is_none() {
+            return false;
+        }
+        if has_l3 && !peer_ok {
+            return false;
+        }
+        ports.is_none_or(|ports| {
+            ports.is_empty()
+                || ports.iter().any(|entry| {
+                    entry["ports"].as_array().is_none_or(|list| list.is_empty())
+                        || entry["ports"].as_array().into_iter().flatten().any(|p| {
+                            let wanted = p["protocol"].as_str().unwrap_or("ANY");
+                            let number = p["port"]
+                                .as_str()
+                                .and_then(|n| n.parse::<u16>().ok())
+                                .or_else(|| p["port"].as_u64().and_then(|n| u16::try_from(n).ok()));
+                            (wanted.eq_ignore_ascii_case("ANY")
+                                || wanted.eq_ignore_ascii_case(protocol))
+                                && number.is_none_or(|n| n == 0 || n == port)
+                        })
+                })
+        })
     }
 }
 
@@ -724,6 +930,120 @@ mod tests {
             5432,
             "TCP"
         ));
+    }
+
+    fn cilium(yaml: &str) -> Policies {
+        let dir = std::env::temp_dir().join(format!(
+            "netflow-eval-cilium-{}-{}",
+            std::process::id(),
+            yaml.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+        let loaded = load_policy_set(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(loaded.kubernetes.is_empty() && !loaded.cilium.is_empty());
+        loaded
+    }
+
+    const CILIUM: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: c, namespace: shop}\n";
+
+    #[test]
+    fn cilium_rules_in_the_subset_netflow_writes() {
+        let inv = inventory();
+        let names = BTreeMap::from([(
+            "203.0.113.10".parse::<IpAddr>().unwrap(),
+            std::collections::BTreeSet::from(["api.example".to_string()]),
+        )]);
+        let check = |set: &Policies, from: End<'_>, to: End<'_>, port: u16, protocol: &str| {
+            Evaluator::for_set(set, &inv, &names).check(from, to, port, protocol)
+                == Verdict::Allowed
+        };
+        // `{}` only turns on default deny.
+        let deny = cilium(&format!(
+            "{CILIUM}spec: {{endpointSelector: {{}}, ingress: [{{}}]}}\n"
+        ));
+        assert!(!check(
+            &deny,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(
+            check(&deny, pod(&inv, "web"), pod(&inv, "db"), 5432, "TCP"),
+            "egress untouched"
+        );
+        // Ports only: any peer on those ports.
+        let ports = cilium(&format!(
+            "{CILIUM}spec: {{endpointSelector: {{matchLabels: {{app: web}}}}, ingress: [{{toPorts: [{{ports: [{{port: '8080', protocol: TCP}}]}}]}}]}}\n"
+        ));
+        assert!(check(
+            &ports,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!check(
+            &ports,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8081,
+            "TCP"
+        ));
+        // fromEndpoints: the policy's namespace unless the namespace label says otherwise.
+        let endpoints = cilium(&format!(
+            "{CILIUM}spec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - fromEndpoints: [{{matchLabels: {{app: api}}}}, {{matchLabels: {{app: db, k8s:io.kubernetes.pod.namespace: data}}}}]\n"
+        ));
+        assert!(check(
+            &endpoints,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(check(
+            &endpoints,
+            pod(&inv, "db"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!check(
+            &endpoints,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        // toFQDNs by the names the DNS gave; toCIDR; ANY protocol.
+        let egress = cilium(&format!(
+            "{CILIUM}spec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  egress:\n  - toFQDNs: [{{matchName: api.example}}]\n    toPorts: [{{ports: [{{port: '443', protocol: ANY}}]}}]\n  - toCIDR: [198.51.100.0/24]\n"
+        ));
+        let web = pod(&inv, "web");
+        assert!(check(
+            &egress,
+            web,
+            End::Address("203.0.113.10".parse().unwrap()),
+            443,
+            "UDP"
+        ));
+        assert!(!check(
+            &egress,
+            web,
+            End::Address("203.0.113.11".parse().unwrap()),
+            443,
+            "TCP"
+        ));
+        assert!(check(
+            &egress,
+            web,
+            End::Address("198.51.100.7".parse().unwrap()),
+            80,
+            "TCP"
+        ));
+        assert!(!check(&egress, web, pod(&inv, "api"), 9000, "TCP"));
     }
 
     #[test]

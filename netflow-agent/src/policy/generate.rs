@@ -72,6 +72,39 @@ pub struct PolicySet {
     pub findings: Vec<Finding>,
 }
 
+/// Edges the options keep, and the workloads to write policies for, by namespace.
+pub(crate) type Scope<'g> = (
+    Vec<(&'g Endpoint, &'g Endpoint, &'g Edge)>,
+    BTreeMap<String, BTreeMap<String, &'g Endpoint>>,
+);
+
+pub(crate) fn scope<'g>(graph: &'g CommGraph, options: &GenerateOptions) -> Scope<'g> {
+    let edges = graph
+        .edges()
+        .into_iter()
+        .filter(|(_, _, edge)| {
+            edge.stats.volume().connections >= options.min_connections
+                && edge.stats.last_seen >= options.seen_after
+        })
+        .collect();
+    let wanted = |namespace: &str| {
+        (options.namespaces.is_empty() || options.namespaces.contains(namespace))
+            && (options.include_system || !SYSTEM_NAMESPACES.contains(&namespace))
+    };
+    let mut workloads: BTreeMap<String, BTreeMap<String, &Endpoint>> = BTreeMap::new();
+    for endpoint in graph.endpoints() {
+        if let (EndpointKind::Workload, Some(namespace)) = (endpoint.kind, &endpoint.namespace)
+            && wanted(namespace)
+        {
+            workloads
+                .entry(namespace.clone())
+                .or_default()
+                .insert(endpoint.id.clone(), endpoint);
+        }
+    }
+    (edges, workloads)
+}
+
 /// The cluster DNS: its namespace and pod labels, from the inventory.
 pub fn cluster_dns(inventory: &Inventory) -> Option<(String, BTreeMap<String, String>)> {
     inventory
@@ -88,32 +121,8 @@ pub fn generate(
     options: &GenerateOptions,
 ) -> Result<PolicySet, GenerateError> {
     let (dns_namespace, dns_labels) = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
-    let edges: Vec<(&Endpoint, &Endpoint, &Edge)> = graph
-        .edges()
-        .into_iter()
-        .filter(|(_, _, edge)| {
-            edge.stats.volume().connections >= options.min_connections
-                && edge.stats.last_seen >= options.seen_after
-        })
-        .collect();
-    let wanted = |namespace: &str| {
-        (options.namespaces.is_empty() || options.namespaces.contains(namespace))
-            && (options.include_system || !SYSTEM_NAMESPACES.contains(&namespace))
-    };
-
+    let (edges, workloads) = scope(graph, options);
     let mut set = PolicySet::default();
-    let mut workloads: BTreeMap<String, BTreeMap<String, &Endpoint>> = BTreeMap::new();
-    for endpoint in graph.endpoints() {
-        if let (EndpointKind::Workload, Some(namespace)) = (endpoint.kind, &endpoint.namespace)
-            && wanted(namespace)
-        {
-            workloads
-                .entry(namespace.clone())
-                .or_default()
-                .insert(endpoint.id.clone(), endpoint);
-        }
-    }
-
     for (namespace, members) in &workloads {
         let mut policies = vec![default_deny(namespace, options.ingress_only)];
         if !options.ingress_only {
@@ -130,6 +139,7 @@ pub fn generate(
                 &dns_namespace,
                 &dns_labels,
                 &mut set.findings,
+                peer_selector,
             );
             let egress = if options.ingress_only {
                 Vec::new()
@@ -141,6 +151,7 @@ pub fn generate(
                     &dns_namespace,
                     &dns_labels,
                     &mut set.findings,
+                    peer_selector,
                 )
             };
             if ingress.is_empty() && egress.is_empty() {
@@ -161,28 +172,33 @@ pub fn generate(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(crate) enum Direction {
     Ingress,
     Egress,
 }
 
-/// A peer and the ports it is allowed on, with the evidence for it.
-struct Rule {
-    peers: Vec<NetworkPolicyPeer>,
-    ports: BTreeSet<(String, u16)>,
-    evidence: Vec<String>,
+/// Peers allowed on the same ports, with the evidence for them. `P` is how
+/// a flavor names a peer.
+pub(crate) struct Rule<P> {
+    pub peers: Vec<P>,
+    pub ports: BTreeSet<(String, u16)>,
+    pub evidence: Vec<String>,
 }
 
-fn rules(
+/// The allow rules of `workload` in `direction`: observed peers, named by
+/// `name_peer` (a flavor's selector), grouped by identical port sets.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rules<P>(
     edges: &[(&Endpoint, &Endpoint, &Edge)],
     workload: &Endpoint,
     direction: Direction,
     dns_namespace: &str,
     dns_labels: &BTreeMap<String, String>,
     findings: &mut Vec<Finding>,
-) -> Vec<Rule> {
+    name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>>,
+) -> Vec<Rule<P>> {
     // Peer (by a stable key) -> ports and evidence.
-    let mut by_peer: BTreeMap<String, Rule> = BTreeMap::new();
+    let mut by_peer: BTreeMap<String, Rule<P>> = BTreeMap::new();
     for (client, server, edge) in edges {
         let peer = match direction {
             Direction::Ingress if server.id == workload.id => *client,
@@ -213,7 +229,7 @@ fn rules(
         {
             continue;
         }
-        let Some(selector) = peer_selector(peer, workload) else {
+        let Some(selector) = name_peer(peer, workload) else {
             findings.push(Finding {
                 kind: "unresolved-peer".into(),
                 workload: label(workload),
@@ -244,7 +260,7 @@ fn rules(
         ));
     }
     // Peers with the same ports share one rule.
-    let mut by_ports: BTreeMap<BTreeSet<(String, u16)>, Rule> = BTreeMap::new();
+    let mut by_ports: BTreeMap<BTreeSet<(String, u16)>, Rule<P>> = BTreeMap::new();
     for (_, peer) in by_peer {
         let rule = by_ports.entry(peer.ports.clone()).or_insert_with(|| Rule {
             peers: Vec::new(),
@@ -257,14 +273,14 @@ fn rules(
     by_ports.into_values().collect()
 }
 
-fn direction_name(direction: Direction) -> &'static str {
+pub(crate) fn direction_name(direction: Direction) -> &'static str {
     match direction {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",
     }
 }
 
-fn label(endpoint: &Endpoint) -> String {
+pub(crate) fn label(endpoint: &Endpoint) -> String {
     crate::graph::export::label(endpoint)
 }
 
@@ -406,7 +422,7 @@ fn dns_open_to_all(namespace: &str, dns_labels: &BTreeMap<String, String>) -> Ne
     }
 }
 
-fn ports(rule: &Rule) -> Vec<NetworkPolicyPort> {
+fn ports(rule: &Rule<NetworkPolicyPeer>) -> Vec<NetworkPolicyPort> {
     rule.ports
         .iter()
         .map(|(protocol, port)| NetworkPolicyPort {
@@ -419,8 +435,8 @@ fn ports(rule: &Rule) -> Vec<NetworkPolicyPort> {
 
 fn workload_policy(
     workload: &Endpoint,
-    ingress: Vec<Rule>,
-    egress: Vec<Rule>,
+    ingress: Vec<Rule<NetworkPolicyPeer>>,
+    egress: Vec<Rule<NetworkPolicyPeer>>,
     ingress_only: bool,
 ) -> NetworkPolicy {
     let namespace = workload.namespace.clone().unwrap_or_default();

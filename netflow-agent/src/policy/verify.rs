@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
-use super::evaluate::{End, Evaluator, Verdict};
+use super::evaluate::{End, Evaluator, Policies, Verdict};
 use crate::{
     graph::{CommGraph, Endpoint, EndpointKind},
     inventory::{Inventory, PodEntry, WorkloadRef},
@@ -69,12 +68,9 @@ fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>> {
     }
 }
 
-pub fn verify(
-    graph: &CommGraph,
-    policies: &[NetworkPolicy],
-    inventory: &Inventory,
-) -> VerifyReport {
-    let evaluator = Evaluator::new(policies, inventory);
+pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> VerifyReport {
+    let dns = dns_names(graph);
+    let evaluator = Evaluator::for_set(policies, inventory, &dns);
     let mut report = VerifyReport::default();
     let mut observed: BTreeSet<(WorkloadRef, WorkloadRef, u16, String)> = BTreeSet::new();
     for (client, server, edge) in graph.edges() {
@@ -134,6 +130,20 @@ pub fn verify(
     }
     report.blast_radius = blast_radius(&evaluator, inventory, &observed);
     report
+}
+
+/// The DNS names the graph knows for external addresses (for `toFQDNs`).
+pub fn dns_names(graph: &CommGraph) -> BTreeMap<std::net::IpAddr, BTreeSet<String>> {
+    let mut names: BTreeMap<std::net::IpAddr, BTreeSet<String>> = BTreeMap::new();
+    for endpoint in graph.endpoints() {
+        for address in endpoint.addresses.iter().filter_map(|a| a.parse().ok()) {
+            names
+                .entry(address)
+                .or_default()
+                .extend(endpoint.dns_names.iter().cloned());
+        }
+    }
+    names
 }
 
 fn workload_of(endpoint: &Endpoint) -> Option<WorkloadRef> {
