@@ -56,22 +56,7 @@ fn verify(out: &Path) {
             common::validate_schema(&path);
         }
     }
-    let output = Command::new(common::agent())
-        .args(["policy", "verify", "--graph"])
-        .arg(out.join("graph.json"))
-        .arg("--policies")
-        .arg(out.join("policies"))
-        .arg("--inventory")
-        .arg(out.join("inventory.json"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains(" 0 blocked"), "{stdout}");
+    verify_policies(out, "policies");
 }
 
 /// Whether the lab run's policies let a pod of `from` reach `to` (a
@@ -114,6 +99,26 @@ fn reachable_with(
     ) == Verdict::Allowed
 }
 
+/// `policy verify` with the policies in `out/<policies>`: every observed edge allowed.
+fn verify_policies(out: &Path, policies: &str) {
+    let output = Command::new(common::agent())
+        .args(["policy", "verify", "--graph"])
+        .arg(out.join("graph.json"))
+        .arg("--policies")
+        .arg(out.join(policies))
+        .arg("--inventory")
+        .arg(out.join("inventory.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(" 0 blocked"), "{stdout}");
+}
+
 /// The Cilium flavor for a lab run, into `out/cilium`, verified like the
 /// Kubernetes one.
 fn generate_and_verify_cilium(out: &Path) {
@@ -131,22 +136,7 @@ fn generate_and_verify_cilium(out: &Path) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let output = Command::new(common::agent())
-        .args(["policy", "verify", "--graph"])
-        .arg(out.join("graph.json"))
-        .arg("--policies")
-        .arg(out.join("cilium"))
-        .arg("--inventory")
-        .arg(out.join("inventory.json"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains(" 0 blocked"), "{stdout}");
+    verify_policies(out, "cilium");
 }
 
 fn edge(from: &str, to: &str, protocol: &str, port: u64) -> (String, String, String, u64) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::generate::{
-    Direction, Finding, GenerateError, GenerateOptions, Rule, cluster_dns, rules, scope,
+    Direction, Finding, GenerateError, GenerateOptions, Rule, cluster_dns, scope, workload_rules,
 };
 use crate::{
     graph::{CommGraph, Endpoint, EndpointKind},
@@ -174,46 +174,14 @@ pub fn generate(
             ));
         }
         for workload in members.values() {
-            let ingress = rules(
-                &edges,
-                workload,
-                Direction::Ingress,
-                &dns_namespace,
-                &dns_labels,
-                &mut set.findings,
-                peer,
-            );
-            let egress = if options.ingress_only {
-                Vec::new()
-            } else {
-                rules(
-                    &edges,
-                    workload,
-                    Direction::Egress,
-                    &dns_namespace,
-                    &dns_labels,
-                    &mut set.findings,
-                    peer,
-                )
-            };
-            if ingress.is_empty() && egress.is_empty() {
+            let dns = (dns_namespace.as_str(), &dns_labels);
+            let Some(rules) =
+                workload_rules(&edges, workload, dns, options, &mut set.findings, peer)
+            else {
                 continue;
-            }
-            let mut evidence = Vec::new();
-            for (index, rule) in ingress.iter().enumerate() {
-                evidence.extend(
-                    rule.evidence
-                        .iter()
-                        .map(|line| format!("ingress[{index}]: {line}")),
-                );
-            }
-            for (index, rule) in egress.iter().enumerate() {
-                evidence.extend(
-                    rule.evidence
-                        .iter()
-                        .map(|line| format!("egress[{index}]: {line}")),
-                );
-            }
+            };
+            let evidence = rules.evidence();
+            let (ingress, egress) = (rules.ingress, rules.egress);
             let kind = workload
                 .workload_kind
                 .clone()
@@ -231,7 +199,7 @@ pub fn generate(
             policies.push(policy(
                 &format!("allow-{kind}-{}", workload.name),
                 namespace,
-                Some(evidence.join("\n")),
+                Some(evidence),
                 spec,
             ));
         }

@@ -132,37 +132,17 @@ pub fn generate(
             policies.push(dns_open_to_all(namespace, &dns_labels));
         }
         for workload in members.values() {
-            let ingress = rules(
+            let dns = (dns_namespace.as_str(), &dns_labels);
+            if let Some(rules) = workload_rules(
                 &edges,
                 workload,
-                Direction::Ingress,
-                &dns_namespace,
-                &dns_labels,
+                dns,
+                options,
                 &mut set.findings,
                 peer_selector,
-            );
-            let egress = if options.ingress_only {
-                Vec::new()
-            } else {
-                rules(
-                    &edges,
-                    workload,
-                    Direction::Egress,
-                    &dns_namespace,
-                    &dns_labels,
-                    &mut set.findings,
-                    peer_selector,
-                )
-            };
-            if ingress.is_empty() && egress.is_empty() {
-                continue;
+            ) {
+                policies.push(workload_policy(workload, rules, options.ingress_only));
             }
-            policies.push(workload_policy(
-                workload,
-                ingress,
-                egress,
-                options.ingress_only,
-            ));
         }
         set.by_namespace.insert(namespace.clone(), policies);
     }
@@ -183,6 +163,69 @@ pub(crate) struct Rule<P> {
     pub peers: Vec<P>,
     pub ports: BTreeSet<(String, u16)>,
     pub evidence: Vec<String>,
+}
+
+/// A workload's ingress and egress allow rules.
+pub(crate) struct WorkloadRules<P> {
+    pub ingress: Vec<Rule<P>>,
+    pub egress: Vec<Rule<P>>,
+}
+
+impl<P> WorkloadRules<P> {
+    /// Which edges each rule stands for, for the evidence annotation.
+    pub fn evidence(&self) -> String {
+        let mut lines = Vec::new();
+        for (index, rule) in self.ingress.iter().enumerate() {
+            lines.extend(
+                rule.evidence
+                    .iter()
+                    .map(|line| format!("ingress[{index}]: {line}")),
+            );
+        }
+        for (index, rule) in self.egress.iter().enumerate() {
+            lines.extend(
+                rule.evidence
+                    .iter()
+                    .map(|line| format!("egress[{index}]: {line}")),
+            );
+        }
+        lines.join("\n")
+    }
+}
+
+/// `workload`'s rules in both directions (ingress only when asked); `None`
+/// when it has none.
+pub(crate) fn workload_rules<P>(
+    edges: &[(&Endpoint, &Endpoint, &Edge)],
+    workload: &Endpoint,
+    (dns_namespace, dns_labels): (&str, &BTreeMap<String, String>),
+    options: &GenerateOptions,
+    findings: &mut Vec<Finding>,
+    name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>> + Copy,
+) -> Option<WorkloadRules<P>> {
+    let ingress = rules(
+        edges,
+        workload,
+        Direction::Ingress,
+        dns_namespace,
+        dns_labels,
+        findings,
+        name_peer,
+    );
+    let egress = if options.ingress_only {
+        Vec::new()
+    } else {
+        rules(
+            edges,
+            workload,
+            Direction::Egress,
+            dns_namespace,
+            dns_labels,
+            findings,
+            name_peer,
+        )
+    };
+    (!ingress.is_empty() || !egress.is_empty()).then_some(WorkloadRules { ingress, egress })
 }
 
 /// The allow rules of `workload` in `direction`: observed peers, named by
@@ -435,8 +478,7 @@ fn ports(rule: &Rule<NetworkPolicyPeer>) -> Vec<NetworkPolicyPort> {
 
 fn workload_policy(
     workload: &Endpoint,
-    ingress: Vec<Rule<NetworkPolicyPeer>>,
-    egress: Vec<Rule<NetworkPolicyPeer>>,
+    rules: WorkloadRules<NetworkPolicyPeer>,
     ingress_only: bool,
 ) -> NetworkPolicy {
     let namespace = workload.namespace.clone().unwrap_or_default();
@@ -446,27 +488,14 @@ fn workload_policy(
         .unwrap_or_else(|| "workload".into())
         .to_ascii_lowercase();
     let name = format!("allow-{kind}-{}", workload.name);
-    let mut evidence = Vec::new();
-    for (index, rule) in ingress.iter().enumerate() {
-        evidence.extend(
-            rule.evidence
-                .iter()
-                .map(|line| format!("ingress[{index}]: {line}")),
-        );
-    }
-    for (index, rule) in egress.iter().enumerate() {
-        evidence.extend(
-            rule.evidence
-                .iter()
-                .map(|line| format!("egress[{index}]: {line}")),
-        );
-    }
+    let evidence = rules.evidence();
+    let WorkloadRules { ingress, egress } = rules;
     let mut types = vec!["Ingress".to_string()];
     if !ingress_only {
         types.push("Egress".to_string());
     }
     NetworkPolicy {
-        metadata: metadata(&name, &namespace, Some(evidence.join("\n"))),
+        metadata: metadata(&name, &namespace, Some(evidence)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(&workload.labels)),
             policy_types: Some(types),
