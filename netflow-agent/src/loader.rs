@@ -25,9 +25,9 @@ pub static EBPF_OBJECT: &[u8] =
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); netflow-agent runs as uid {0}"
+        "loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); netflow-agent runs as uid {uid} without {missing}"
     )]
-    NotRoot(u32),
+    NotRoot { uid: u32, missing: String },
     #[error(
         "the kernel refused the eBPF object ({0}); BPF may be unavailable here (CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF) or disabled for this process"
     )]
@@ -85,8 +85,16 @@ impl Probe {
     pub fn load(flow_entries: u32) -> Result<Self, LoadError> {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
-        if uid != 0 && !has_bpf_capability() {
-            return Err(LoadError::NotRoot(uid));
+        // All three are needed (checked on Linux 6.18): CAP_BPF to load,
+        // CAP_NET_ADMIN to attach to a cgroup, and CAP_PERFMON, without which
+        // the verifier must also prove every speculative path and gives up
+        // on programs of this size.
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            return Err(LoadError::NotRoot {
+                uid,
+                missing: missing.join(", "),
+            });
         }
         // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
         raise_memlock_limit();
@@ -208,18 +216,34 @@ impl Probe {
     }
 }
 
-/// CAP_BPF (or CAP_SYS_ADMIN on kernels without it) in the effective set.
-fn has_bpf_capability() -> bool {
+/// The capabilities netflow needs that this process lacks. CAP_SYS_ADMIN
+/// stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8 have only it).
+fn missing_capabilities() -> Vec<&'static str> {
+    const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_BPF | 1 << CAP_SYS_ADMIN) != 0)
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
 }
 
 fn raise_memlock_limit() {

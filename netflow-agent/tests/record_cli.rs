@@ -383,3 +383,54 @@ fn bad_arguments_are_refused_before_anything_runs() {
     let (code, stderr) = record(&["--flow-entries", "0"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[test]
+fn bpf_net_admin_and_perfmon_are_exactly_the_capabilities_needed() {
+    if !common::privileged("bpf_net_admin_and_perfmon_are_exactly_the_capabilities_needed") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let testbed = Testbed::two_hosts(&common::unique_name("nfcap")).unwrap();
+    let dir = tempdir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("netflow-agent");
+    std::fs::copy(common::agent(), &copy).unwrap();
+    // As nobody, with only these capabilities (what a DaemonSet can grant).
+    let run = |caps: &str| {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args(["--inh-caps", caps, "--ambient-caps", caps])
+            .arg(&copy)
+            .args([
+                "record",
+                "--duration",
+                "1",
+                "--output",
+                "/dev/null",
+                "--cgroup",
+            ])
+            .arg(testbed.cgroup_parent())
+            .output()
+            .unwrap()
+    };
+    let all = run("+bpf,+net_admin,+perfmon");
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    for (caps, missing) in [
+        ("+net_admin,+perfmon", "CAP_BPF"),
+        ("+bpf,+perfmon", "CAP_NET_ADMIN"),
+        ("+bpf,+net_admin", "CAP_PERFMON"),
+    ] {
+        let output = run(caps);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{caps}: {stderr}");
+        assert!(
+            stderr.contains(&format!("without {missing}")),
+            "{caps}: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
