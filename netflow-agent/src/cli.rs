@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a cgroup and write a flow log (JSON lines) of every connection.
     Record(RecordArgs),
+    /// The audit daemon: record into --state-dir with --inventory, serve on
+    /// --listen (default 0.0.0.0:9090), until SIGTERM.
+    Run(RecordArgs),
     /// Work with communication graph files: merge, export, show.
     #[command(subcommand)]
     Graph(GraphCommand),
@@ -78,6 +81,9 @@ pub struct RecordArgs {
     /// The audit window: edges last seen longer ago leave the graph.
     #[arg(long, value_parser = parse_duration, default_value = "7d")]
     pub window: Duration,
+    /// Serve /healthz, /readyz, /metrics and /graph on this address.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
     /// Connections the kernel table holds; more go through the overflow ring.
     #[arg(long, default_value_t = netflow_common::DEFAULT_FLOW_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
     pub flow_entries: u32,

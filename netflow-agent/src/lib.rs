@@ -19,5 +19,6 @@ pub mod peer;
 pub mod policy;
 pub mod reader;
 pub mod record;
+pub mod serve;
 pub mod telemetry;
 pub mod testbed;

@@ -18,26 +18,15 @@ fn main() -> ExitCode {
     }
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Record(args) => record::run(&record::RecordOptions {
-            cgroup: args.cgroup,
-            duration: args.duration,
-            interval: args.interval,
-            output: match (&args.output, &args.state_dir) {
-                (Some(path), _) => Some(path.clone()),
-                (None, Some(_)) => None,
-                (None, None) => Some("-".into()),
-            },
-            flow_entries: args.flow_entries,
-            idle_timeout: args.idle_timeout,
-            state: match (args.state_dir, args.inventory) {
-                (Some(dir), Some(inventory)) => Some(record::StateOptions {
-                    dir,
-                    inventory,
-                    window: args.window,
-                }),
-                _ => None,
-            },
-        }),
+        Command::Record(args) => record::run(&record_options(args)),
+        Command::Run(mut args) => {
+            if args.state_dir.is_none() || args.inventory.is_none() {
+                eprintln!("netflow-agent: error: run needs --state-dir and --inventory");
+                return ExitCode::from(2);
+            }
+            args.listen.get_or_insert(([0, 0, 0, 0], 9090).into());
+            record::run(&record_options(args))
+        }
         Command::Graph(GraphCommand::Build {
             flows,
             inventory,
@@ -116,6 +105,30 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("netflow-agent: error: {}", describe(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn record_options(args: netflow_agent::cli::RecordArgs) -> record::RecordOptions {
+    record::RecordOptions {
+        cgroup: args.cgroup,
+        duration: args.duration,
+        interval: args.interval,
+        output: match (&args.output, &args.state_dir) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some("-".into()),
+        },
+        flow_entries: args.flow_entries,
+        idle_timeout: args.idle_timeout,
+        state: match (args.state_dir, args.inventory) {
+            (Some(dir), Some(inventory)) => Some(record::StateOptions {
+                dir,
+                inventory,
+                window: args.window,
+            }),
+            _ => None,
+        },
+        listen: args.listen,
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{
     inventory::Inventory,
     loader::Probe,
     reader::{FlowReader, Interval},
+    serve::{self, Shared},
 };
 
 #[derive(Clone, Debug)]
@@ -33,6 +34,8 @@ pub struct RecordOptions {
     pub idle_timeout: Duration,
     /// Keep the communication graph in a state directory.
     pub state: Option<StateOptions>,
+    /// Serve /healthz, /readyz, /metrics and /graph here.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -79,7 +82,11 @@ impl GraphState {
         })
     }
 
-    fn add(&mut self, interval: &Interval, reader: &FlowReader) -> anyhow::Result<()> {
+    fn add(
+        &mut self,
+        interval: &Interval,
+        reader: &FlowReader,
+    ) -> anyhow::Result<crate::graph::build::BuildReport> {
         let dns = reader.dns_names();
         let identity = Identity::new(&self.inventory, &dns);
         let report = add_flows(&mut self.graph, &identity, &interval.flows);
@@ -92,7 +99,7 @@ impl GraphState {
         let cutoff = now.saturating_sub(self.window.as_secs());
         self.graph = self.graph.edges_seen_since(cutoff);
         self.graph.save(&self.path)?;
-        Ok(())
+        Ok(report)
     }
 }
 
@@ -107,6 +114,32 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
         None => None,
     };
     let mut state = options.state.as_ref().map(GraphState::open).transpose()?;
+    let shared: Option<Shared> = match options.listen {
+        Some(addr) => {
+            let shared = Shared::default();
+            if let Ok(mut snapshot) = shared.lock() {
+                // Without --state-dir there is no inventory to wait for.
+                snapshot.inventory_loaded = true;
+            }
+            serve::start(addr, shared.clone())?;
+            Some(shared)
+        }
+        None => None,
+    };
+
+    // Signal handlers go in before anything is attached: a SIGTERM that
+    // arrives right after the attach must still detach cleanly.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let signals = {
+        let _context = runtime.enter();
+        Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        }
+    };
 
     let mut probe = Probe::load(options.flow_entries)?;
     let maps = probe.take_maps()?;
@@ -117,20 +150,30 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
         "attached: recording connections"
     );
 
+    if let Some(mut snapshot) = shared.as_ref().and_then(|s| s.lock().ok()) {
+        snapshot.attached = true;
+        snapshot.table_capacity = options.flow_entries;
+        if let Some(state) = &state {
+            snapshot.edges = state.graph.edge_count();
+            snapshot.graph_json = serde_json::to_string(&state.graph.to_file()).unwrap_or_default();
+        }
+    }
     let reader = FlowReader::new(maps, options.idle_timeout);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+
     let mut sinks = Sinks {
         writer: writer.as_mut(),
         state: state.as_mut(),
         last_drops: Default::default(),
+        shared: shared.clone(),
+        poll_seconds: 0.0,
     };
-    let result = runtime.block_on(poll_loop(reader, &mut sinks, options));
+    let result = runtime.block_on(poll_loop(reader, &mut sinks, options, signals));
 
     // Dropping the probe detaches both programs: nothing stays in the kernel.
     drop(probe);
+    if let Some(mut snapshot) = shared.as_ref().and_then(|s| s.lock().ok()) {
+        snapshot.attached = false;
+    }
     info!(cgroup = %cgroup.display(), "detached");
     result
 }
@@ -140,12 +183,23 @@ struct Sinks<'a> {
     writer: Option<&'a mut FlowLogWriter>,
     state: Option<&'a mut GraphState>,
     last_drops: std::collections::BTreeMap<String, u64>,
+    /// What the HTTP endpoints show.
+    shared: Option<Shared>,
+    /// How long the last poll took.
+    poll_seconds: f64,
+}
+
+/// The signals that stop recording.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
 async fn poll_loop(
     mut reader: FlowReader,
     sinks: &mut Sinks<'_>,
     options: &RecordOptions,
+    mut signals: Signals,
 ) -> anyhow::Result<()> {
     // A duplicate of the ring's fd, for readiness only (the reader owns the map).
     let ring_fd = reader
@@ -155,8 +209,6 @@ async fn poll_loop(
     // SAFETY: the OwnedFd is owned by the AsyncFd and stays open as long as it.
     let ring = unsafe { AsyncFd::register_with_interest(ring_fd, Interest::READABLE) }
         .map_err(|err| anyhow::anyhow!("cannot watch the overflow ring buffer: {err}"))?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut ticks = tokio::time::interval_at(Instant::now() + options.interval, options.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = options.duration.map(|duration| Instant::now() + duration);
@@ -171,7 +223,9 @@ async fn poll_loop(
     loop {
         tokio::select! {
             _ = ticks.tick() => {
+                let started = std::time::Instant::now();
                 let interval = reader.poll()?;
+                sinks.poll_seconds = started.elapsed().as_secs_f64();
                 sinks.report(&interval, &reader)?;
             }
             guard = ring.readable() => {
@@ -185,8 +239,8 @@ async fn poll_loop(
                 info!("recording time is over");
                 break;
             }
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = signals.term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = signals.int.recv() => { info!("SIGINT: stopping"); break; }
         }
     }
     let interval = reader.poll()?;
@@ -206,8 +260,24 @@ impl Sinks<'_> {
                 .write_interval(&interval.flows, &interval.dns, &interval.stats)
                 .with_context(|| format!("cannot write flow log {}", writer.path().display()))?;
         }
-        if let Some(state) = self.state.as_mut() {
-            state.add(interval, reader)?;
+        let report = match self.state.as_mut() {
+            Some(state) => Some(state.add(interval, reader)?),
+            None => None,
+        };
+        if let Some(mut snapshot) = self.shared.as_ref().and_then(|s| s.lock().ok()) {
+            snapshot.flow_records += interval.flows.len() as u64;
+            snapshot.table_entries = interval.stats.table_entries;
+            snapshot.overflowed_connections = interval.stats.overflowed_connections;
+            snapshot.drops.clone_from(&interval.stats.drops);
+            snapshot.poll_seconds = self.poll_seconds;
+            if let (Some(report), Some(state)) = (report, self.state.as_ref()) {
+                snapshot.unresolved_local += report.unresolved_local;
+                snapshot.unresolved_service += report.unresolved_service;
+                snapshot.undecided_direction += report.undecided_direction;
+                snapshot.edges = state.graph.edge_count();
+                snapshot.graph_json =
+                    serde_json::to_string(&state.graph.to_file()).unwrap_or_default();
+            }
         }
         for (reason, count) in &interval.stats.drops {
             let before = self.last_drops.get(reason).copied().unwrap_or(0);

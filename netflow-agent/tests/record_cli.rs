@@ -131,9 +131,18 @@ fn start_record(
     testbed: &Testbed,
     args: &[&std::ffi::OsStr],
 ) -> (Agent, mpsc::Receiver<String>, Vec<String>) {
+    start_agent(testbed, "record", args)
+}
+
+/// `netflow-agent SUBCOMMAND --cgroup <testbed> ARGS`, waited for until attached.
+fn start_agent(
+    testbed: &Testbed,
+    subcommand: &str,
+    args: &[&std::ffi::OsStr],
+) -> (Agent, mpsc::Receiver<String>, Vec<String>) {
     let mut agent = Agent(
         Command::new(common::agent())
-            .arg("record")
+            .arg(subcommand)
             .arg("--cgroup")
             .arg(testbed.cgroup_parent())
             .args(args)
@@ -432,5 +441,126 @@ fn bpf_net_admin_and_perfmon_are_exactly_the_capabilities_needed() {
             "{caps}: {stderr}"
         );
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A plain HTTP GET on loopback: (status, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: netflow\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_daemon_serves_health_metrics_and_graph_while_recording() {
+    if !common::privileged("the_daemon_serves_health_metrics_and_graph_while_recording") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfrun")).unwrap();
+    let dir = tempdir();
+    let inventory = dir.join("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"apiVersion":"v1","kind":"List","items":[
+          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
+          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
+    )
+    .unwrap();
+    // A free loopback port.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (listen, state) = (addr.to_string(), dir.join("state"));
+    let args = [
+        "--interval".as_ref(),
+        "0.3".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--inventory".as_ref(),
+        inventory.as_os_str(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+    ];
+    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    assert_eq!(http_get(addr, "/readyz").0, 200);
+    assert_eq!(http_get(addr, "/nothing").0, 404);
+
+    testbed
+        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    testbed
+        .run_peer(
+            &common::agent(),
+            Host::A,
+            &["connect", "--tcp", "10.231.0.2:8080", "--count", "2"],
+        )
+        .unwrap();
+    thread::sleep(Duration::from_millis(900));
+
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("netflow_attached 1\n"), "{metrics}");
+    assert!(metrics.contains("netflow_graph_edges 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("netflow_packets_not_recorded_total{reason=\"map_full\"} 0\n"),
+        "{metrics}"
+    );
+    let records: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("netflow_flow_records_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap();
+    // Two connections seen from both ends; one that straddles a poll is
+    // reported in both intervals.
+    assert!((4..=8).contains(&records), "{metrics}");
+    let (status, graph) = http_get(addr, "/graph");
+    assert_eq!(status, 200);
+    let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
+    assert_eq!(graph["edges"][0]["from"], "node:host-a");
+    assert_eq!(graph["edges"][0]["connections"], 2);
+
+    stop(agent, libc::SIGTERM, &lines);
+    assert_eq!(
+        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
+        0
+    );
+    assert_eq!(
+        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_EGRESS),
+        0
+    );
+
+    // Restarted, it serves the graph it had at once.
+    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    let (status, graph) = http_get(addr, "/graph");
+    assert_eq!(status, 200);
+    assert!(graph.contains("node:host-b"), "{graph}");
+    stop(agent, libc::SIGTERM, &lines);
+
+    // run without its state directory is refused before anything starts.
+    let output = Command::new(common::agent())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--state-dir and --inventory"));
     std::fs::remove_dir_all(dir).unwrap();
 }
