@@ -187,16 +187,7 @@ fn the_graph_survives_agent_restarts() {
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrst")).unwrap();
     let dir = tempdir();
-    // The testbed's processes are not in pod cgroups: they are their hosts,
-    // named as nodes by their addresses.
-    let inventory = dir.join("inventory.json");
-    std::fs::write(
-        &inventory,
-        r#"{"apiVersion":"v1","kind":"List","items":[
-          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
-          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
-    )
-    .unwrap();
+    let inventory = host_inventory(&dir);
     let state = dir.join("state");
     let args = [
         "--interval".as_ref(),
@@ -267,6 +258,20 @@ fn the_graph_survives_agent_restarts() {
         "{\"version\": 1, \"nodes\": ["
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An inventory naming the testbed's two hosts as nodes: the testbed's
+/// processes are not in pod cgroups, so they are their hosts.
+fn host_inventory(dir: &std::path::Path) -> std::path::PathBuf {
+    let inventory = dir.join("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"apiVersion":"v1","kind":"List","items":[
+          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
+          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
+    )
+    .unwrap();
+    inventory
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -475,14 +480,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrun")).unwrap();
     let dir = tempdir();
-    let inventory = dir.join("inventory.json");
-    std::fs::write(
-        &inventory,
-        r#"{"apiVersion":"v1","kind":"List","items":[
-          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
-          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
-    )
-    .unwrap();
+    let inventory = host_inventory(&dir);
     // A free loopback port.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -178,6 +178,26 @@ fn plug_namespace(
     ip(&["-n", ns, "link", "set", "eth0", "up"])
 }
 
+/// Routes in `ns` to each node's pod subnet through that node's address.
+fn route_pod_subnets<'a>(
+    ns: &str,
+    nodes: impl Iterator<Item = &'a super::plan::NodePlan>,
+) -> anyhow::Result<()> {
+    for node in nodes {
+        let subnet = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            &subnet,
+            "via",
+            &node.ip.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
 fn netns_exec(netns: &str, command: &[&str]) -> anyhow::Result<()> {
     let mut args = vec!["netns", "exec", netns];
     args.extend_from_slice(command);
@@ -237,18 +257,10 @@ impl Lab {
                 ns,
                 &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
             )?;
-            for other in plan.nodes.iter().filter(|other| other.index != node.index) {
-                let subnet = format!("{}/{}", other.pod_subnet.0, other.pod_subnet.1);
-                ip(&[
-                    "-n",
-                    ns,
-                    "route",
-                    "add",
-                    &subnet,
-                    "via",
-                    &other.ip.to_string(),
-                ])?;
-            }
+            route_pod_subnets(
+                ns,
+                plan.nodes.iter().filter(|other| other.index != node.index),
+            )?;
             for external in &plan.externals {
                 ip(&[
                     "-n",
@@ -270,18 +282,7 @@ impl Lab {
                 &format!("{}/32", external.spec.ip),
             )?;
             ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
-            for node in &plan.nodes {
-                let subnet = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
-                ip(&[
-                    "-n",
-                    ns,
-                    "route",
-                    "add",
-                    &subnet,
-                    "via",
-                    &node.ip.to_string(),
-                ])?;
-            }
+            route_pod_subnets(ns, plan.nodes.iter())?;
         }
         for index in 0..plan.pods.len() {
             // Pods that replace another start mid-run, in its place.
