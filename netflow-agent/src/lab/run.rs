@@ -130,6 +130,13 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     crate::policy::command::write_policy_set(&policies, &out.join("policies"))?;
     print!("{}", export::show(&graph));
     lab.remove_all();
+    println!(
+        "\nwrote {dir}/graph.json, {dir}/inventory.json, {dir}/flows.jsonl and {dir}/policies/ ({} namespaces, {} findings)\n\
+         next: netflow-agent policy verify --graph {dir}/graph.json --policies {dir}/policies --inventory {dir}/inventory.json",
+        policies.by_namespace.len(),
+        policies.findings.len(),
+        dir = out.display()
+    );
     Ok(output)
 }
 
