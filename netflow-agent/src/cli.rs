@@ -36,12 +36,6 @@ pub enum Command {
     /// The lab: a simulated cluster on this machine, recorded for real.
     #[command(subcommand)]
     Lab(LabCommand),
-    /// Record real traffic between two network namespaces and print the flows.
-    Demo {
-        /// Also write the flow log here.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-    },
     /// Measure what recording costs traffic (run by `cargo xtask bench`).
     Bench {
         /// Seconds per workload, mode and round.

@@ -6,7 +6,6 @@ pub mod cgroupfs;
 pub mod cgroups;
 pub mod cli;
 pub mod clock;
-pub mod demo;
 pub mod dns;
 pub mod flowlog;
 pub mod graph;

@@ -4,7 +4,6 @@ use clap::Parser as _;
 use netflow_agent::{
     bench,
     cli::{Cli, Command, GraphCommand, LabCommand, PeerAction, PeerArgs, PolicyCommand},
-    demo,
     graph::command as graph_command,
     lab, peer, policy, record, telemetry,
 };
@@ -91,7 +90,6 @@ fn main() -> ExitCode {
                     )
                 })
         }
-        Command::Demo { output } => demo::run(output.as_deref()),
         Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
         Command::Peer(_) => unreachable!("handled above"),
     };

@@ -209,13 +209,3 @@ pub fn generate(
     set.findings.dedup();
     Ok(set)
 }
-
-/// A namespace's policies as a multi-document YAML file.
-pub fn to_yaml(policies: &[Value]) -> Result<String, serde_norway::Error> {
-    let mut out = String::new();
-    for policy in policies {
-        out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(policy)?);
-    }
-    Ok(out)
-}

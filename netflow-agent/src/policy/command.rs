@@ -23,7 +23,7 @@ pub fn generate_to_dir(
         let files = set
             .by_namespace
             .iter()
-            .map(|(namespace, policies)| Ok((namespace.clone(), super::cilium::to_yaml(policies)?)))
+            .map(|(namespace, policies)| Ok((namespace.clone(), to_yaml(policies)?)))
             .collect::<Result<Vec<_>, serde_norway::Error>>()
             .context("rendering the policies")?;
         write_files(&files, &set.findings, out)?;

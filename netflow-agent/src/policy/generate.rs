@@ -522,7 +522,7 @@ fn workload_policy(
 }
 
 /// The policies of one namespace as a multi-document YAML file.
-pub fn to_yaml(policies: &[NetworkPolicy]) -> Result<String, serde_norway::Error> {
+pub fn to_yaml<T: Serialize>(policies: &[T]) -> Result<String, serde_norway::Error> {
     let mut out = String::new();
     for policy in policies {
         out.push_str("---\n");
