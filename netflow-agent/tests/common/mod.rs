@@ -1,6 +1,8 @@
 //! Helpers shared by the root-only integration tests.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::{
     fs::File,
     os::fd::AsRawFd,

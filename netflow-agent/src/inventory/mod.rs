@@ -2,9 +2,12 @@
 //! workload, Services with their ports, nodes and namespaces.
 //!
 //! It is read from the output of
-//! `kubectl get namespaces,nodes,pods,services,replicasets,deployments,statefulsets,daemonsets,jobs,cronjobs -A -o json`
+//! `kubectl get namespaces,nodes,pods,services,endpointslices,replicasets,deployments,statefulsets,daemonsets,jobs -A -o json`
 //! (a `v1` `List`), which the lab writes and users can dump from a real
-//! cluster; the DaemonSet fills the same index live.
+//! cluster; in a cluster the DaemonSet fills the same index live from watches
+//! (`live`).
+
+pub mod live;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -15,8 +18,9 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-        batch::v1::{CronJob, Job},
+        batch::v1::Job,
         core::v1::{Namespace, Node, Pod, Service},
+        discovery::v1::EndpointSlice,
     },
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
@@ -85,6 +89,8 @@ pub enum TargetPort {
 
 #[derive(Clone, Debug)]
 pub struct ServicePortEntry {
+    /// The port's name (`""` when unnamed): EndpointSlices match on it.
+    pub name: String,
     pub port: u16,
     pub protocol: String,
     pub target: TargetPort,
@@ -97,6 +103,10 @@ pub struct ServiceEntry {
     pub cluster_ips: Vec<IpAddr>,
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<ServicePortEntry>,
+    /// For a Service without a selector: the pods its EndpointSlices name,
+    /// and each slice port by name (`""` for an unnamed port).
+    pub endpoint_pods: Vec<String>,
+    pub endpoint_ports: BTreeMap<String, u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,19 +133,21 @@ struct List {
     items: Vec<serde_json::Value>,
 }
 
-/// Raw objects of one list, before owners are resolved.
-#[derive(Default)]
-struct Objects {
-    pods: Vec<Pod>,
-    services: Vec<Service>,
-    nodes: Vec<Node>,
-    namespaces: Vec<Namespace>,
-    replica_sets: Vec<ReplicaSet>,
-    deployments: Vec<Deployment>,
-    stateful_sets: Vec<StatefulSet>,
-    daemon_sets: Vec<DaemonSet>,
-    jobs: Vec<Job>,
-    cron_jobs: Vec<CronJob>,
+/// Raw objects of one list (or of the live watches), before owners are
+/// resolved. These are exactly the kinds netflow reads from a cluster: the
+/// ClusterRole in `deploy/` grants these and nothing else.
+#[derive(Clone, Default)]
+pub(crate) struct Objects {
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub nodes: Vec<Node>,
+    pub namespaces: Vec<Namespace>,
+    pub replica_sets: Vec<ReplicaSet>,
+    pub deployments: Vec<Deployment>,
+    pub stateful_sets: Vec<StatefulSet>,
+    pub daemon_sets: Vec<DaemonSet>,
+    pub jobs: Vec<Job>,
 }
 
 impl Inventory {
@@ -189,17 +201,18 @@ impl Inventory {
                 "Job" => objects
                     .jobs
                     .push(serde_json::from_value(item).map_err(bad)?),
-                "CronJob" => objects
-                    .cron_jobs
+                "EndpointSlice" => objects
+                    .endpoint_slices
                     .push(serde_json::from_value(item).map_err(bad)?),
-                // Other kinds (ConfigMaps, EndpointSlices, ...) are not needed here.
+                // Other kinds (ConfigMaps, CronJobs: a Job's owner reference
+                // names its CronJob, ...) are not needed here.
                 _ => {}
             }
         }
         Ok(Self::from_objects(objects))
     }
 
-    fn from_objects(objects: Objects) -> Self {
+    pub(crate) fn from_objects(objects: Objects) -> Self {
         let mut inventory = Inventory::default();
         for namespace in &objects.namespaces {
             let name = namespace.metadata.name.clone().unwrap_or_default();
@@ -254,7 +267,10 @@ impl Inventory {
             inventory.pods.push(entry);
         }
         for service in &objects.services {
-            if let Some(entry) = service_entry(service) {
+            if let Some(mut entry) = service_entry(service) {
+                if entry.selector.is_empty() {
+                    add_endpoint_slices(&mut entry, &objects.endpoint_slices);
+                }
                 inventory.services.push(entry);
             }
         }
@@ -323,6 +339,9 @@ impl Inventory {
         else {
             return Vec::new();
         };
+        if service.selector.is_empty() {
+            return self.endpoint_backends(service, service_port);
+        }
         let mut backends: Vec<(WorkloadRef, u16)> = self
             .selected_pods(service)
             .filter_map(|pod| {
@@ -332,6 +351,31 @@ impl Inventory {
                 };
                 Some((pod.workload.clone(), target))
             })
+            .collect();
+        backends.sort();
+        backends.dedup();
+        backends
+    }
+
+    /// Backends of a Service without a selector, from its EndpointSlices: the
+    /// slice port with the Service port's name is the pod port.
+    fn endpoint_backends(
+        &self,
+        service: &ServiceEntry,
+        service_port: &ServicePortEntry,
+    ) -> Vec<(WorkloadRef, u16)> {
+        let Some(&target) = service.endpoint_ports.get(&service_port.name) else {
+            return Vec::new();
+        };
+        let mut backends: Vec<(WorkloadRef, u16)> = service
+            .endpoint_pods
+            .iter()
+            .filter_map(|pod_name| {
+                self.pods
+                    .iter()
+                    .find(|pod| pod.namespace == service.namespace && &pod.name == pod_name)
+            })
+            .map(|pod| (pod.workload.clone(), target))
             .collect();
         backends.sort();
         backends.dedup();
@@ -567,6 +611,7 @@ fn service_entry(service: &Service) -> Option<ServiceEntry> {
                 None => TargetPort::Number(number),
             };
             Some(ServicePortEntry {
+                name: port.name.clone().unwrap_or_default(),
                 port: number,
                 protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
                 target,
@@ -579,7 +624,41 @@ fn service_entry(service: &Service) -> Option<ServiceEntry> {
         cluster_ips,
         selector: spec.selector.clone().unwrap_or_default(),
         ports,
+        endpoint_pods: Vec::new(),
+        endpoint_ports: BTreeMap::new(),
     })
+}
+
+/// The pods and ports of a selector-less Service's EndpointSlices (the
+/// slices carry the label `kubernetes.io/service-name`).
+fn add_endpoint_slices(entry: &mut ServiceEntry, slices: &[EndpointSlice]) {
+    let of_service = slices.iter().filter(|slice| {
+        slice.metadata.namespace.as_deref() == Some(entry.namespace.as_str())
+            && slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get("kubernetes.io/service-name"))
+                == Some(&entry.name)
+    });
+    for slice in of_service {
+        for port in slice.ports.iter().flatten() {
+            if let Some(number) = port.port.and_then(|number| u16::try_from(number).ok()) {
+                entry
+                    .endpoint_ports
+                    .insert(port.name.clone().unwrap_or_default(), number);
+            }
+        }
+        let pods = slice
+            .endpoints
+            .iter()
+            .filter_map(|endpoint| endpoint.target_ref.as_ref())
+            .filter(|target| target.kind.as_deref() == Some("Pod"))
+            .filter_map(|target| target.name.clone());
+        entry.endpoint_pods.extend(pods);
+    }
+    entry.endpoint_pods.sort();
+    entry.endpoint_pods.dedup();
 }
 
 #[cfg(test)]
@@ -615,6 +694,12 @@ mod tests {
        "spec":{"hostNetwork":true,"nodeName":"node-a","containers":[{"name":"a"}]},"status":{"podIP":"172.30.0.2"}},
       {"apiVersion":"v1","kind":"Service","metadata":{"name":"frontend","namespace":"shop"},
        "spec":{"clusterIP":"10.96.0.10","selector":{"app":"frontend"},"ports":[{"port":80,"targetPort":"http","protocol":"TCP"}]}},
+      {"apiVersion":"v1","kind":"Service","metadata":{"name":"legacy","namespace":"shop"},
+       "spec":{"clusterIP":"10.96.0.11","ports":[{"name":"web","port":80,"protocol":"TCP"}]}},
+      {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","addressType":"IPv4",
+       "metadata":{"name":"legacy-1","namespace":"shop","labels":{"kubernetes.io/service-name":"legacy"}},
+       "ports":[{"name":"web","port":8080,"protocol":"TCP"}],
+       "endpoints":[{"addresses":["10.244.1.5"],"targetRef":{"kind":"Pod","name":"frontend-5d4f-abcde","namespace":"shop"}}]},
       {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ignored","namespace":"shop"}}
     ]}"#;
 
@@ -733,6 +818,19 @@ mod tests {
             vec![(workload("Deployment", "frontend"), 8080)]
         );
         assert!(inventory.service_backends(service, 81, "tcp").is_empty());
+    }
+
+    #[test]
+    fn a_service_without_selector_reaches_the_pods_of_its_endpoint_slices() {
+        let inventory = shop();
+        let service = inventory
+            .service_by_ip("10.96.0.11".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            inventory.service_backends(service, 80, "TCP"),
+            vec![(workload("Deployment", "frontend"), 8080)]
+        );
+        assert!(inventory.service_backends(service, 443, "TCP").is_empty());
     }
 
     #[test]
