@@ -24,7 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a cgroup and write a flow log (JSON lines) of every connection.
     Record(RecordArgs),
-    /// The audit daemon: record into --state-dir with --inventory, serve on
+    /// The audit daemon: record into --state-dir, naming workloads from the
+    /// cluster (in-cluster or --kubeconfig) or a static --inventory; serve on
     /// --listen (default 0.0.0.0:9090), until SIGTERM.
     Run(RecordArgs),
     /// Work with communication graph files: merge, export, show.
@@ -66,12 +67,18 @@ pub struct RecordArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Keep the communication graph of the audit window in DIR/graph.json,
-    /// saved every interval and reloaded at start (needs --inventory).
-    #[arg(long, requires = "inventory")]
+    /// saved every interval and reloaded at start. Workloads are named from
+    /// the cluster's API (in-cluster, or --kubeconfig) unless --inventory.
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// The cluster inventory (`kubectl get ... -A -o json`) that names workloads.
-    #[arg(long, requires = "state_dir")]
+    /// A static cluster inventory (`kubectl get ... -A -o json`) instead of
+    /// watching the cluster.
+    #[arg(long, requires = "state_dir", conflicts_with = "kubeconfig")]
     pub inventory: Option<PathBuf>,
+    /// Watch the cluster of this kubeconfig (default: in-cluster, then
+    /// ~/.kube/config).
+    #[arg(long, requires = "state_dir")]
+    pub kubeconfig: Option<PathBuf>,
     /// The audit window: edges last seen longer ago leave the graph.
     #[arg(long, value_parser = parse_duration, default_value = "7d")]
     pub window: Duration,

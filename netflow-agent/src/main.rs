@@ -19,8 +19,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(args) => record::run(&record_options(args)),
         Command::Run(mut args) => {
-            if args.state_dir.is_none() || args.inventory.is_none() {
-                eprintln!("netflow-agent: error: run needs --state-dir and --inventory");
+            if args.state_dir.is_none() {
+                eprintln!("netflow-agent: error: run needs --state-dir");
                 return ExitCode::from(2);
             }
             args.listen.get_or_insert(([0, 0, 0, 0], 9090).into());
@@ -118,14 +118,16 @@ fn record_options(args: netflow_agent::cli::RecordArgs) -> record::RecordOptions
         },
         flow_entries: args.flow_entries,
         idle_timeout: args.idle_timeout,
-        state: match (args.state_dir, args.inventory) {
-            (Some(dir), Some(inventory)) => Some(record::StateOptions {
-                dir,
-                inventory,
-                window: args.window,
-            }),
-            _ => None,
-        },
+        state: args.state_dir.map(|dir| record::StateOptions {
+            dir,
+            inventory: match args.inventory {
+                Some(path) => record::InventoryOption::File(path),
+                None => record::InventoryOption::Cluster {
+                    kubeconfig: args.kubeconfig,
+                },
+            },
+            window: args.window,
+        }),
         listen: args.listen,
     }
 }

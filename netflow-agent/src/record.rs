@@ -1,6 +1,6 @@
 //! `netflow-agent record`: attach, poll, write the flow log, detach.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -13,9 +13,10 @@ use tracing::{info, warn};
 use crate::{
     cgroupfs,
     flowlog::FlowLogWriter,
+    flowlog::FlowRecord,
     graph::{CommGraph, build::add_flows},
     identity::Identity,
-    inventory::Inventory,
+    inventory::{Inventory, live::LiveInventory},
     loader::Probe,
     reader::{FlowReader, Interval},
     serve::{self, Shared},
@@ -41,10 +42,60 @@ pub struct RecordOptions {
 #[derive(Clone, Debug)]
 pub struct StateOptions {
     pub dir: PathBuf,
-    pub inventory: PathBuf,
+    pub inventory: InventoryOption,
     /// Edges last seen longer ago than this leave the graph.
     pub window: Duration,
 }
+
+/// Where workload names come from.
+#[derive(Clone, Debug)]
+pub enum InventoryOption {
+    /// A static dump (`kubectl get ... -o json`): the lab, or no cluster.
+    File(PathBuf),
+    /// Watch the cluster: in-cluster, or this kubeconfig.
+    Cluster { kubeconfig: Option<PathBuf> },
+}
+
+/// The inventory as the recording loop uses it.
+enum InventorySource {
+    Static(Arc<Inventory>),
+    Live(LiveInventory),
+}
+
+impl InventorySource {
+    /// Opens the inventory; a live one starts its watchers on the current
+    /// runtime.
+    async fn open(option: &InventoryOption) -> anyhow::Result<Self> {
+        Ok(match option {
+            InventoryOption::File(path) => Self::Static(Arc::new(Inventory::load(path)?)),
+            InventoryOption::Cluster { kubeconfig } => {
+                let client = crate::inventory::live::client(kubeconfig.as_deref()).await?;
+                info!("inventory: watching the cluster");
+                Self::Live(LiveInventory::start(&client))
+            }
+        })
+    }
+
+    /// The index, once it is complete (a live one: every kind listed).
+    fn current(&self) -> Option<Arc<Inventory>> {
+        match self {
+            Self::Static(inventory) => Some(inventory.clone()),
+            Self::Live(live) => live.synced().then(|| live.inventory()),
+        }
+    }
+
+    fn watch_errors(&self) -> u64 {
+        match self {
+            Self::Static(_) => 0,
+            Self::Live(live) => live.watch_errors(),
+        }
+    }
+}
+
+/// Flow records held while a live inventory is still listing, at most this
+/// many (older ones are dropped and counted): naming them before the lists
+/// are complete would name them wrong for the whole week.
+const MAX_PENDING_FLOWS: usize = 200_000;
 
 /// The graph of the audit window, saved to `DIR/graph.json` after every
 /// interval (atomically) and loaded again at start, so a week of recording
@@ -52,13 +103,17 @@ pub struct StateOptions {
 struct GraphState {
     path: PathBuf,
     graph: CommGraph,
-    inventory: Inventory,
+    inventory: InventorySource,
+    /// Flows read before the inventory was synced.
+    pending: Vec<FlowRecord>,
+    /// Flows dropped from `pending` when it was full.
+    pending_dropped: u64,
     window: Duration,
 }
 
 impl GraphState {
-    fn open(options: &StateOptions) -> anyhow::Result<Self> {
-        let inventory = Inventory::load(&options.inventory)?;
+    async fn open(options: &StateOptions) -> anyhow::Result<Self> {
+        let inventory = InventorySource::open(&options.inventory).await?;
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("cannot create state directory {}", options.dir.display()))?;
         let path = options.dir.join("graph.json");
@@ -78,6 +133,8 @@ impl GraphState {
             path,
             graph,
             inventory,
+            pending: Vec::new(),
+            pending_dropped: 0,
             window: options.window,
         })
     }
@@ -87,9 +144,28 @@ impl GraphState {
         interval: &Interval,
         reader: &FlowReader,
     ) -> anyhow::Result<crate::graph::build::BuildReport> {
+        let Some(inventory) = self.inventory.current() else {
+            self.pending.extend(interval.flows.iter().cloned());
+            if self.pending.len() > MAX_PENDING_FLOWS {
+                let excess = self.pending.len() - MAX_PENDING_FLOWS;
+                self.pending.drain(..excess);
+                self.pending_dropped += excess as u64;
+            }
+            return Ok(Default::default());
+        };
         let dns = reader.dns_names();
-        let identity = Identity::new(&self.inventory, &dns);
-        let report = add_flows(&mut self.graph, &identity, &interval.flows);
+        let identity = Identity::new(&inventory, &dns);
+        let report = if self.pending.is_empty() {
+            add_flows(&mut self.graph, &identity, &interval.flows)
+        } else {
+            let mut flows = std::mem::take(&mut self.pending);
+            flows.extend(interval.flows.iter().cloned());
+            info!(
+                flows = flows.len(),
+                "inventory synced: naming the flows held so far"
+            );
+            add_flows(&mut self.graph, &identity, &flows)
+        };
         if report.undecided_direction + report.unresolved_local + report.unresolved_service > 0 {
             warn!(?report, "flows not fully named");
         }
@@ -113,13 +189,22 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let mut state = options.state.as_ref().map(GraphState::open).transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut state = match &options.state {
+        Some(state) => Some(runtime.block_on(GraphState::open(state))?),
+        None => None,
+    };
     let shared: Option<Shared> = match options.listen {
         Some(addr) => {
             let shared = Shared::default();
             if let Ok(mut snapshot) = shared.lock() {
                 // Without --state-dir there is no inventory to wait for.
-                snapshot.inventory_loaded = true;
+                snapshot.inventory_loaded = state
+                    .as_ref()
+                    .is_none_or(|state| state.inventory.current().is_some());
             }
             serve::start(addr, shared.clone())?;
             Some(shared)
@@ -129,10 +214,6 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
 
     // Signal handlers go in before anything is attached: a SIGTERM that
     // arrives right after the attach must still detach cleanly.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let signals = {
         let _context = runtime.enter();
         Signals {
@@ -270,6 +351,12 @@ impl Sinks<'_> {
             snapshot.overflowed_connections = interval.stats.overflowed_connections;
             snapshot.drops.clone_from(&interval.stats.drops);
             snapshot.poll_seconds = self.poll_seconds;
+            if let Some(state) = self.state.as_ref() {
+                snapshot.inventory_loaded = state.inventory.current().is_some();
+                snapshot.inventory_watch_errors = state.inventory.watch_errors();
+                snapshot.pending_flow_records = state.pending.len() as u64;
+                snapshot.pending_flow_records_dropped = state.pending_dropped;
+            }
             if let (Some(report), Some(state)) = (report, self.state.as_ref()) {
                 snapshot.unresolved_local += report.unresolved_local;
                 snapshot.unresolved_service += report.unresolved_service;

@@ -19,7 +19,13 @@ use tracing::{info, warn};
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub attached: bool,
+    /// The inventory is loaded (a file) or every watch has listed (live).
     pub inventory_loaded: bool,
+    /// Failed watch requests of the live inventory (each retried).
+    pub inventory_watch_errors: u64,
+    /// Flow records held until the live inventory has listed.
+    pub pending_flow_records: u64,
+    pub pending_flow_records_dropped: u64,
     pub flow_records: u64,
     pub edges: usize,
     pub table_entries: u64,
@@ -180,6 +186,30 @@ pub fn metrics(snapshot: &Snapshot) -> String {
                 snapshot.undecided_direction.to_string(),
             ),
         ],
+    );
+    metric(
+        "netflow_inventory_synced",
+        "gauge",
+        "1 once the inventory is loaded or every watch has listed.",
+        &one(u8::from(snapshot.inventory_loaded).to_string()),
+    );
+    metric(
+        "netflow_inventory_watch_errors_total",
+        "counter",
+        "Failed watch requests of the live inventory (each is retried).",
+        &one(snapshot.inventory_watch_errors.to_string()),
+    );
+    metric(
+        "netflow_pending_flow_records",
+        "gauge",
+        "Flow records held until the inventory has synced.",
+        &one(snapshot.pending_flow_records.to_string()),
+    );
+    metric(
+        "netflow_pending_flow_records_dropped_total",
+        "counter",
+        "Flow records dropped while waiting for the inventory (the hold was full).",
+        &one(snapshot.pending_flow_records_dropped.to_string()),
     );
     metric(
         "netflow_poll_duration_seconds",

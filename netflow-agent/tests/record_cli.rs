@@ -559,6 +559,104 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--state-dir and --inventory"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("run needs --state-dir"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Polls `path` until it answers 200 (or fails after 20 s).
+fn http_until_ok(addr: std::net::SocketAddr, path: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(addr, path);
+        if status == 200 {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never answered 200: {status} {body}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_daemon_names_workloads_from_the_watched_cluster() {
+    if !common::privileged("the_daemon_names_workloads_from_the_watched_cluster") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfkub")).unwrap();
+    let dir = tempdir();
+    let api = common::fake_api::FakeApi::start();
+    let node = |name: &str, ip: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "uid": format!("uid-{name}")},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+    };
+    api.put(node("host-a", "10.231.0.1"));
+    api.put(node("host-b", "10.231.0.2"));
+    let kubeconfig = api.kubeconfig(&dir);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (listen, state) = (addr.to_string(), dir.join("state"));
+    let args = [
+        "--interval".as_ref(),
+        "0.3".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--kubeconfig".as_ref(),
+        kubeconfig.as_os_str(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+    ];
+    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    // Ready once every watch has listed.
+    http_until_ok(addr, "/readyz");
+    let metrics = http_get(addr, "/metrics").1;
+    assert!(
+        metrics.contains("netflow_inventory_synced 1\n"),
+        "{metrics}"
+    );
+
+    testbed
+        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    let connect = || {
+        testbed
+            .run_peer(
+                &common::agent(),
+                Host::A,
+                &["connect", "--tcp", "10.231.0.2:8080"],
+            )
+            .unwrap();
+    };
+    connect();
+    thread::sleep(Duration::from_millis(900));
+    let graph = http_get(addr, "/graph").1;
+    assert!(graph.contains("node:host-b"), "{graph}");
+
+    // The cluster changes under the daemon: host-b is replaced by a node of
+    // another name at the same address, and new flows follow the watch.
+    api.delete("v1", "Node", "", "host-b");
+    api.put(node("host-c", "10.231.0.2"));
+    thread::sleep(Duration::from_millis(500));
+    connect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !http_get(addr, "/graph").1.contains("node:host-c") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new node was never named"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    stop(agent, libc::SIGTERM, &lines);
+    let watched: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.query.contains_key("watch"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(watched.contains(&"/api/v1/pods".to_string()), "{watched:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
