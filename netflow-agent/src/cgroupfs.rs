@@ -45,15 +45,55 @@ pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
 
 /// The first `cgroup2` mount point in mountinfo text (see proc(5)).
 pub fn parse_mountinfo(text: &str) -> Option<PathBuf> {
-    text.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        let fstype = after.split_whitespace().next()?;
-        if fstype != "cgroup2" {
-            return None;
+    parse_mountinfo_all(text).into_iter().next()
+}
+
+/// Every cgroup v2 mount point, in mount order. In a container there are
+/// usually two: the container's own view at /sys/fs/cgroup and the host's
+/// hierarchy mounted from a hostPath (which is where netflow attaches).
+pub fn parse_mountinfo_all(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split_whitespace().next()?;
+            if fstype != "cgroup2" {
+                return None;
+            }
+            let mount_point = before.split_whitespace().nth(4)?;
+            Some(PathBuf::from(unescape_octal(mount_point)))
+        })
+        .collect()
+}
+
+/// The cgroup to attach to and the cgroup v2 mount it is in: `requested`
+/// (absolute, or relative to the first mount), or the first mount's root.
+pub fn locate(requested: Option<&Path>) -> Result<(PathBuf, PathBuf), CgroupError> {
+    let text = fs::read_to_string(MOUNTINFO).map_err(|source| CgroupError::Mountinfo {
+        path: MOUNTINFO.into(),
+        source,
+    })?;
+    let mounts = parse_mountinfo_all(&text);
+    let first = mounts
+        .first()
+        .ok_or_else(|| CgroupError::NoCgroup2(MOUNTINFO.into()))?;
+    let mount = match requested {
+        Some(path) if path.is_absolute() => {
+            let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+            // The deepest mount holding the path (mounts can nest).
+            mounts
+                .iter()
+                .filter(|mount| {
+                    mount
+                        .canonicalize()
+                        .is_ok_and(|mount| canonical.starts_with(mount))
+                })
+                .max_by_key(|mount| mount.components().count())
+                .unwrap_or(first)
         }
-        let mount_point = before.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_octal(mount_point)))
-    })
+        _ => first,
+    };
+    let cgroup = resolve(mount, requested)?;
+    Ok((mount.clone(), cgroup))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -125,6 +165,21 @@ mod tests {
 34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
 35 33 0:30 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
 ";
+
+    #[test]
+    fn lists_every_cgroup2_mount_of_a_container() {
+        let text = "\
+40 30 0:35 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw
+41 30 0:35 / /host/sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            parse_mountinfo_all(text),
+            vec![
+                PathBuf::from("/sys/fs/cgroup"),
+                PathBuf::from("/host/sys/fs/cgroup")
+            ]
+        );
+    }
 
     #[test]
     fn finds_the_cgroup2_mount_in_a_hybrid_layout() {

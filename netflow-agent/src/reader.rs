@@ -104,6 +104,13 @@ impl FlowReader {
         }
     }
 
+    /// Names local ends by walking this cgroup v2 mount (in a container: the
+    /// host's hierarchy, not the container's own view).
+    pub fn with_cgroup_mount(mut self, mount: &std::path::Path) -> Self {
+        self.cgroups = Some(CgroupIndex::new(mount, CGROUP_GRACE));
+        self
+    }
+
     /// Reads the table key by key even where batches work (to test that path).
     pub fn without_batches(mut self) -> Self {
         self.batches = false;

@@ -180,8 +180,7 @@ impl GraphState {
 }
 
 pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
-    let mount = cgroupfs::cgroup2_mount()?;
-    let cgroup = cgroupfs::resolve(&mount, options.cgroup.as_deref())?;
+    let (mount, cgroup) = cgroupfs::locate(options.cgroup.as_deref())?;
     let mut writer = match &options.output {
         Some(path) => Some(
             FlowLogWriter::create(path)
@@ -239,7 +238,7 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
             snapshot.graph_json = serde_json::to_string(&state.graph.to_file()).unwrap_or_default();
         }
     }
-    let reader = FlowReader::new(maps, options.idle_timeout);
+    let reader = FlowReader::new(maps, options.idle_timeout).with_cgroup_mount(&mount);
 
     let mut sinks = Sinks {
         writer: writer.as_mut(),

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::{net::IpAddr, time::Duration};
+use std::net::IpAddr;
 
-use common::fake_api::FakeApi;
-use netflow_agent::inventory::{
-    Inventory,
-    live::{self, LiveInventory},
-};
+use common::fake_api::{FakeApi, Live};
+use netflow_agent::inventory::Inventory;
 use serde_json::{Value, json};
 
 fn pod(name: &str, uid: &str, ip: &str, replica_set: &str, started: &str) -> Value {
@@ -64,43 +61,6 @@ pub fn seed(api: &FakeApi) {
     );
 }
 
-/// The live inventory of `api`, driven by a runtime of the test's own.
-pub struct Live {
-    pub runtime: tokio::runtime::Runtime,
-    pub live: LiveInventory,
-}
-
-impl Live {
-    pub fn start(api: &FakeApi, dir: &std::path::Path) -> Self {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let kubeconfig = api.kubeconfig(dir);
-        let live = runtime.block_on(async {
-            let client = live::client(Some(&kubeconfig)).await.expect("client");
-            LiveInventory::start(&client)
-        });
-        Self { runtime, live }
-    }
-
-    /// Runs the watchers until `check` holds (or fails after 20 s).
-    pub fn until(&self, what: &str, check: impl Fn(&Inventory) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.live.synced() && check(&self.live.inventory()) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the live inventory never got there: {what}"
-            );
-            self.runtime
-                .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
-        }
-    }
-}
-
 fn unix(text: &str) -> i64 {
     humantime::parse_rfc3339(text)
         .unwrap()
@@ -129,7 +89,7 @@ fn workload_of(inventory: &Inventory, uid: &str) -> Option<String> {
 
 #[test]
 fn the_live_inventory_follows_churn_ip_reuse_rollouts_and_broken_watches() {
-    let dir = tempdir("live");
+    let dir = common::tempdir("live");
     let api = FakeApi::start();
     seed(&api);
     let live = Live::start(&api, &dir);
@@ -273,10 +233,4 @@ fn the_live_inventory_follows_churn_ip_reuse_rollouts_and_broken_watches() {
         .count();
     assert!(relists >= 2, "the pods were listed again after 410 Gone");
     std::fs::remove_dir_all(&dir).ok();
-}
-
-pub fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("netflow-{tag}-{}", common::unique_name("")));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -26,7 +26,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install the toolchain and tools (idempotent).
-    Setup,
+    Setup {
+        /// Only what building the agent needs (the Containerfile's build
+        /// stage): no lab or test tools.
+        #[arg(long)]
+        build_only: bool,
+    },
     /// Build the agent (with its eBPF object) in release mode.
     Build,
     /// The main job: the lab on examples/shop.yaml (simulated cluster, recording, graph).
@@ -42,13 +47,17 @@ enum Task {
     },
 }
 
-/// Debian packages needed whatever the LLVM version.
-const PACKAGES: &[&str] = &[
+/// Debian packages the build needs whatever the LLVM version.
+const BUILD_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "libstd-rust-web-dev-bpf",
     "libzstd-dev",
     "zlib1g-dev",
+];
+
+/// Debian packages the lab and the tests need.
+const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "tcpdump",
     "util-linux",
@@ -68,7 +77,7 @@ fn main() -> ExitCode {
 
 fn run(task: Task) -> anyhow::Result<()> {
     match task {
-        Task::Setup => setup(),
+        Task::Setup { build_only } => setup_for(build_only),
         Task::Build => {
             setup()?;
             build_release()
@@ -104,7 +113,17 @@ fn run(task: Task) -> anyhow::Result<()> {
 }
 
 fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    setup_for(false)
+}
+
+fn setup_for(build_only: bool) -> anyhow::Result<()> {
+    let test_packages = if build_only { &[][..] } else { TEST_PACKAGES };
+    let missing: Vec<&str> = BUILD_PACKAGES
+        .iter()
+        .chain(test_packages)
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
     apt_install(&missing)?;
 
     let llvm = llvm_major().context("reading the LLVM version of /usr/bin/rustc")?;
@@ -118,7 +137,7 @@ fn setup() -> anyhow::Result<()> {
 
     // The tests validate every Kubernetes object netflow writes against the
     // OpenAPI schema, with the kubernetes-validate package from PyPI.
-    if !python_module_present("kubernetes_validate") {
+    if !build_only && !python_module_present("kubernetes_validate") {
         eprintln!("xtask: installing kubernetes-validate (PyPI)");
         cmd(
             "python3",

@@ -15,6 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netflow_agent::inventory::{
+    Inventory,
+    live::{self, LiveInventory},
+};
 use serde_json::{Value, json};
 
 /// One request as the server saw it.
@@ -550,5 +554,42 @@ fn watch(
             .wait_timeout(state, Duration::from_millis(200))
             .unwrap()
             .0;
+    }
+}
+
+/// The live inventory of `api`, driven by a runtime of the test's own.
+pub struct Live {
+    pub runtime: tokio::runtime::Runtime,
+    pub live: LiveInventory,
+}
+
+impl Live {
+    pub fn start(api: &FakeApi, dir: &std::path::Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let kubeconfig = api.kubeconfig(dir);
+        let live = runtime.block_on(async {
+            let client = live::client(Some(&kubeconfig)).await.expect("client");
+            LiveInventory::start(&client)
+        });
+        Self { runtime, live }
+    }
+
+    /// Runs the watchers until `check` holds (or fails after 20 s).
+    pub fn until(&self, what: &str, check: impl Fn(&Inventory) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.live.synced() && check(&self.live.inventory()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the live inventory never got there: {what}"
+            );
+            self.runtime
+                .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        }
     }
 }

@@ -152,3 +152,9 @@ pub fn validate_schema(path: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+pub fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netflow-{tag}-{}", unique_name("")));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

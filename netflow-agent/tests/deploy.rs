@@ -1,0 +1,232 @@
+//! `deploy/`: every manifest is valid Kubernetes, the kustomization lists
+//! them all, the DaemonSet runs the agent as the tests proved it must run,
+//! and the ClusterRole grants exactly what the agent's code asks the API.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use clap::Parser as _;
+use common::fake_api::{FakeApi, Live, Recorded};
+use serde_json::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Every document of a YAML file, as JSON values.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|doc: &Value| !doc.is_null())
+        .collect()
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .filter(|path| !path.ends_with("kustomization.yaml"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn object(kind: &str, name: &str) -> Value {
+    manifests()
+        .iter()
+        .flat_map(|path| documents(path))
+        .find(|doc| doc["kind"] == kind && doc["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in deploy/"))
+}
+
+#[test]
+fn every_manifest_is_valid_kubernetes_and_in_the_kustomization() {
+    let manifests = manifests();
+    assert!(manifests.len() >= 5, "{manifests:?}");
+    for path in &manifests {
+        common::validate_schema(path);
+    }
+    let kustomization = documents(&deploy_dir().join("kustomization.yaml"));
+    let listed: BTreeSet<String> = kustomization[0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let present: BTreeSet<String> = manifests
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, present);
+}
+
+#[test]
+fn the_daemonset_runs_the_agent_with_only_the_capabilities_it_needs() {
+    let daemonset = object("DaemonSet", "netflow-agent");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    // The set `bpf_net_admin_and_perfmon_are_exactly_the_capabilities_needed`
+    // (tests/record_cli.rs) proves on this kernel.
+    assert_eq!(
+        security["capabilities"]["add"],
+        serde_json::json!(["BPF", "NET_ADMIN", "PERFMON"])
+    );
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["runAsUser"], 0);
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+    assert_eq!(pod["tolerations"][0]["operator"], "Exists");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert!(container["resources"]["requests"]["memory"].is_string());
+
+    // The arguments are the agent's own: they parse with its CLI.
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap().to_string())
+        .collect();
+    let cli = netflow_agent::cli::Cli::try_parse_from(
+        std::iter::once("netflow-agent".to_string()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|err| panic!("the DaemonSet's args do not parse: {err}"));
+    let netflow_agent::cli::Command::Run(run) = cli.command else {
+        panic!("the DaemonSet does not run `run`");
+    };
+    assert!(
+        run.inventory.is_none(),
+        "in a cluster the inventory is live"
+    );
+
+    // The cgroup and the state directory are host paths mounted read-only
+    // and read-write.
+    let mount_of = |path: &Path| -> (Value, Value) {
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|mount| Path::new(mount["mountPath"].as_str().unwrap()) == path)
+            .unwrap_or_else(|| panic!("nothing is mounted at {}", path.display()))
+            .clone();
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|volume| volume["name"] == mount["name"])
+            .unwrap()
+            .clone();
+        (mount, volume)
+    };
+    let (mount, volume) = mount_of(run.cgroup.as_deref().expect("--cgroup"));
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(volume["hostPath"]["path"], "/sys/fs/cgroup");
+    let (mount, volume) = mount_of(run.state_dir.as_deref().expect("--state-dir"));
+    assert!(mount["readOnly"].is_null());
+    assert!(volume["hostPath"]["path"].is_string());
+
+    // Bound to the ServiceAccount it runs as.
+    let binding = object("ClusterRoleBinding", "netflow-agent");
+    assert_eq!(binding["roleRef"]["name"], "netflow-agent");
+    assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        daemonset["metadata"]["namespace"]
+    );
+}
+
+/// (API group, resource, verb) of a request, as RBAC sees it.
+pub fn rbac_of(request: &Recorded) -> (String, String, String) {
+    let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("not an API path: {}", request.path),
+    };
+    let rest = match rest {
+        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    let (resource, named, sub) = match rest {
+        [resource] => (resource.to_string(), false, None),
+        [resource, _name] => (resource.to_string(), true, None),
+        [resource, _name, sub, ..] => (resource.to_string(), true, Some(sub.to_string())),
+        [] => panic!("no resource in {}", request.path),
+    };
+    let resource = match sub {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource,
+    };
+    let verb = match (request.method.as_str(), named) {
+        ("GET", false) if request.query.contains_key("watch") => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("PATCH", _) => "patch",
+        (method, _) => panic!("unexpected {method} {}", request.path),
+    };
+    (group.to_string(), resource, verb.to_string())
+}
+
+/// Every (group, resource, verb) the rules of a Role or ClusterRole grant.
+pub fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    assert!(group != "*" && resource != "*" && verb != "*", "{rule}");
+                    grants.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_live_inventory_asks() {
+    let dir = common::tempdir("rbac");
+    let api = FakeApi::start();
+    let live = Live::start(&api, &dir);
+    live.until("listed", |_| true);
+    // A broken watch: the resumed watches and any relists count too.
+    api.break_watches();
+    let watches = |api: &FakeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.query.contains_key("watch"))
+            .count()
+    };
+    let first = watches(&api);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while watches(&api) < first + 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watches did not resume"
+        );
+        live.runtime
+            .block_on(async { tokio::time::sleep(std::time::Duration::from_millis(50)).await });
+    }
+    let used: BTreeSet<_> = api.requests().iter().map(rbac_of).collect();
+    let granted = grants(&object("ClusterRole", "netflow-agent"));
+    assert_eq!(
+        used, granted,
+        "the ClusterRole must grant every request the agent makes, and nothing else"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
