@@ -660,3 +660,55 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     assert!(watched.contains(&"/api/v1/pods".to_string()), "{watched:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
+    // In the DaemonSet the container sees its own cgroup view at
+    // /sys/fs/cgroup and the host's tree read-only at /host/sys/fs/cgroup.
+    // Here: a private mount namespace with the cgroup v2 tree bound
+    // read-only at a second path.
+    if !common::privileged("record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfhost")).unwrap();
+    let dir = tempdir();
+    let mount = netflow_agent::cgroupfs::cgroup2_mount().unwrap();
+    let host_view = dir.join("host-cgroup");
+    std::fs::create_dir_all(&host_view).unwrap();
+    let relative = testbed.cgroup_parent().strip_prefix(&mount).unwrap();
+    let script = format!(
+        "mount --bind {mount} {view} && mount -o remount,bind,ro {view} && exec {agent} record --cgroup {view}/{relative} --duration 2 --interval 0.3 -o -",
+        mount = mount.display(),
+        view = host_view.display(),
+        agent = common::agent().display(),
+        relative = relative.display(),
+    );
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    testbed
+        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    testbed
+        .run_peer(
+            &common::agent(),
+            Host::A,
+            &["connect", "--tcp", "10.231.0.2:8080"],
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.lines().any(|line| line.contains("\"flow\"") && line.contains("8080")),
+        "{stdout}\n{stderr}"
+    );
+    // The bind lived only in the agent's mount namespace.
+    assert!(std::fs::read_dir(&host_view).unwrap().next().is_none());
+    std::fs::remove_dir_all(dir).unwrap();
+}
