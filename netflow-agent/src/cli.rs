@@ -140,6 +140,20 @@ pub enum PolicyCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Server-side apply the policies of DIR (field manager netflow).
+    Apply {
+        /// A directory of policy YAML files (as `generate` wrote), or one file.
+        dir: PathBuf,
+        /// Default: in-cluster, then ~/.kube/config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Let the API server check everything, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Take over fields another field manager owns (a hand edit).
+        #[arg(long)]
+        force: bool,
+    },
     /// Replay every edge of the graph against policies: exit 0 only when all are allowed.
     Verify {
         #[arg(long)]
@@ -190,6 +204,31 @@ pub enum GraphCommand {
         /// Output graph file (written atomically).
         #[arg(long, short)]
         output: PathBuf,
+    },
+    /// Fetch every node's graph from its agent (through the API server's pod
+    /// proxy) and merge them into one cluster graph.
+    Pull {
+        /// Default: in-cluster, then ~/.kube/config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The namespace of the agent DaemonSet.
+        #[arg(long, default_value = "netflow")]
+        namespace: String,
+        /// Label selector of the agent pods.
+        #[arg(long, default_value = "app.kubernetes.io/name=netflow-agent")]
+        selector: String,
+        /// The agents' HTTP port.
+        #[arg(long, default_value_t = 9090)]
+        port: u16,
+        /// Output graph file (written atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Write the graph of the nodes that answered even when some did not.
+        #[arg(long)]
+        allow_missing: bool,
+        /// How long one agent may take to answer.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        timeout: Duration,
     },
     /// Merge graphs of several nodes or weeks into one.
     Merge {

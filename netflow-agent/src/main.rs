@@ -32,6 +32,23 @@ fn main() -> ExitCode {
             graph,
             output,
         }) => graph_command::build(&flows, &inventory, graph.as_deref(), &output),
+        Command::Graph(GraphCommand::Pull {
+            kubeconfig,
+            namespace,
+            selector,
+            port,
+            output,
+            allow_missing,
+            timeout,
+        }) => netflow_agent::graph::pull::pull(&netflow_agent::graph::pull::PullOptions {
+            kubeconfig,
+            namespace,
+            selector,
+            port,
+            output,
+            allow_missing,
+            timeout,
+        }),
         Command::Graph(GraphCommand::Merge { inputs, output }) => {
             graph_command::merge(&inputs, &output)
         }
@@ -75,6 +92,19 @@ fn main() -> ExitCode {
             inventory,
             json,
         }) => policy::command::verify_command(&graph, &policies, &inventory, json),
+        Command::Policy(PolicyCommand::Apply {
+            dir,
+            kubeconfig,
+            dry_run,
+            force,
+        }) => policy::apply::apply(
+            &dir,
+            &policy::apply::ApplyOptions {
+                kubeconfig,
+                dry_run,
+                force,
+            },
+        ),
         Command::Policy(PolicyCommand::Tests {
             graph,
             inventory,

@@ -667,7 +667,9 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     // /sys/fs/cgroup and the host's tree read-only at /host/sys/fs/cgroup.
     // Here: a private mount namespace with the cgroup v2 tree bound
     // read-only at a second path.
-    if !common::privileged("record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere") {
+    if !common::privileged(
+        "record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere",
+    ) {
         return;
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfhost")).unwrap();
@@ -705,7 +707,9 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     assert!(output.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.lines().any(|line| line.contains("\"flow\"") && line.contains("8080")),
+        stdout
+            .lines()
+            .any(|line| line.contains("\"flow\"") && line.contains("8080")),
         "{stdout}\n{stderr}"
     );
     // The bind lived only in the agent's mount namespace.

@@ -174,6 +174,12 @@ impl CommGraph {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Reads a graph from its JSON; `path` names where it came from (a file,
+    /// or a node's agent) in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, GraphFileError> {
         // Check the version before the layout, so a newer file gets the
         // "upgrade" message rather than a confusing field error.
         #[derive(Deserialize)]
@@ -185,7 +191,7 @@ impl CommGraph {
             message,
         };
         let version: VersionOnly =
-            serde_json::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+            serde_json::from_str(text).map_err(|err| invalid(err.to_string()))?;
         match version.version {
             None => return Err(invalid("no \"version\" field".into())),
             Some(found) if found > GRAPH_VERSION => {
@@ -196,8 +202,7 @@ impl CommGraph {
             }
             Some(_) => {}
         }
-        let file: GraphFile =
-            serde_json::from_str(&text).map_err(|err| invalid(err.to_string()))?;
+        let file: GraphFile = serde_json::from_str(text).map_err(|err| invalid(err.to_string()))?;
         Self::from_file(file, path)
     }
 

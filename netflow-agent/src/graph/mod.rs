@@ -10,6 +10,7 @@ pub mod build;
 pub mod command;
 pub mod export;
 pub mod file;
+pub mod pull;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

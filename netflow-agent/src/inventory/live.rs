@@ -58,9 +58,22 @@ pub enum LiveError {
 }
 
 /// A client from `--kubeconfig FILE`, or in-cluster (the ServiceAccount
-/// token), or the user's `~/.kube/config`.
+/// token), or the user's `~/.kube/config`. It retries what the API server
+/// calls transient (429, 503, 504) with a backoff.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, LiveError> {
-    let config = match kubeconfig {
+    Client::try_from(config(kubeconfig).await?).map_err(LiveError::Client)
+}
+
+/// Like [`client`], without retries: for requests whose 503 means "that
+/// pod does not answer" (the pod proxy), where waiting does not help.
+pub async fn client_without_retries(kubeconfig: Option<&Path>) -> Result<Client, LiveError> {
+    let mut config = config(kubeconfig).await?;
+    config.default_retry = false;
+    Client::try_from(config).map_err(LiveError::Client)
+}
+
+async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, LiveError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(|source| LiveError::Kubeconfig {
                 path: path.to_path_buf(),
@@ -76,8 +89,18 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, LiveError> {
         None => kube::Config::infer()
             .await
             .map_err(|err| LiveError::NoCluster(err.to_string()))?,
-    };
-    Client::try_from(config).map_err(LiveError::Client)
+    })
+}
+
+/// An API error for people: the status code and the server's message,
+/// without the Debug dump of the Status object.
+pub fn describe(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The objects of one kind as the watch has delivered them, by UID.

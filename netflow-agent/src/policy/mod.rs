@@ -1,5 +1,6 @@
 //! Policies from observed traffic.
 
+pub mod apply;
 pub mod cilium;
 pub mod command;
 pub mod evaluate;

@@ -1,6 +1,7 @@
 //! Helpers shared by the root-only integration tests.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod fake_api;
 
 use std::{

@@ -1,0 +1,231 @@
+//! The commands that talk to a cluster, against the scripted API:
+//! `graph pull` (agent pods through the pod proxy) and `policy apply`
+//! (server-side apply with field manager netflow).
+
+mod common;
+
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+use common::{
+    deploy::{grants, object, rbac_of},
+    fake_api::FakeApi,
+};
+use serde_json::json;
+
+fn agent(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(common::agent()).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn agent_pod(api: &FakeApi, namespace: &str, name: &str, node: &str) {
+    api.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+            "labels": {"app.kubernetes.io/name": "netflow-agent"}},
+        "spec": {"nodeName": node, "containers": [{"name": "agent"}]}}));
+}
+
+/// A node's graph with one edge FROM -> cart:7070.
+fn node_graph(from: &str, connections: u64) -> String {
+    json!({"version": 1,
+        "nodes": [
+            {"id": format!("workload:shop/Deployment/{from}"), "kind": "workload", "namespace": "shop", "name": from},
+            {"id": "workload:shop/Deployment/cart", "kind": "workload", "namespace": "shop", "name": "cart"}],
+        "edges": [{"from": format!("workload:shop/Deployment/{from}"), "to": "workload:shop/Deployment/cart",
+            "protocol": "tcp", "port": 7070, "first_seen": "2026-11-20T10:00:00Z",
+            "last_seen": "2026-11-25T10:00:00Z", "days_seen": ["2026-11-20"], "connections": connections, "bytes": 100}]})
+    .to_string()
+}
+
+#[test]
+fn graph_pull_merges_every_node_and_names_the_ones_that_did_not_answer() {
+    let dir = common::tempdir("pull");
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let out = dir.join("cluster.json");
+    let out_arg = out.to_str().unwrap();
+
+    // Nothing deployed: a clear error.
+    let (code, _, stderr) = agent(&["graph", "pull", "--kubeconfig", kubeconfig, "-o", out_arg]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no agent pods match"), "{stderr}");
+
+    agent_pod(&api, "netflow", "netflow-agent-aaaaa", "node-a");
+    agent_pod(&api, "netflow", "netflow-agent-bbbbb", "node-b");
+    agent_pod(&api, "netflow", "netflow-agent-ccccc", "node-c");
+    // Same label elsewhere: not an agent of this deployment.
+    agent_pod(&api, "other", "netflow-agent-zzzzz", "node-z");
+    api.set_proxy("netflow-agent-aaaaa", 200, &node_graph("frontend", 3));
+    api.set_proxy("netflow-agent-bbbbb", 200, &node_graph("frontend", 2));
+    // node-c's agent does not answer (the proxy says 503).
+
+    let (code, _, stderr) = agent(&["graph", "pull", "--kubeconfig", kubeconfig, "-o", out_arg]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("node did not answer: node-c (pod netflow-agent-ccccc)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of 3 nodes did not answer; nothing written"),
+        "{stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "no partial graph is written as if it were complete"
+    );
+
+    let (code, _, stderr) = agent(&[
+        "graph",
+        "pull",
+        "--kubeconfig",
+        kubeconfig,
+        "-o",
+        out_arg,
+        "--allow-missing",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("from 2 of 3 nodes"), "{stderr}");
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let edges = merged["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{merged:#}");
+    assert_eq!(edges[0]["connections"], 5);
+
+    // Every node answers; one answer is not a graph: named, nothing written.
+    api.set_proxy("netflow-agent-ccccc", 200, &node_graph("checkout", 1));
+    let (code, _, stderr) = agent(&["graph", "pull", "--kubeconfig", kubeconfig, "-o", out_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(merged["edges"].as_array().unwrap().len(), 2);
+    std::fs::remove_file(&out).unwrap();
+    api.set_proxy("netflow-agent-ccccc", 200, "{\"version\": 1, \"nodes\": [");
+    let (code, _, stderr) = agent(&["graph", "pull", "--kubeconfig", kubeconfig, "-o", out_arg]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("node-c") && stderr.contains("not valid"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // What it asked of the API is what the graph reader role grants.
+    let used: BTreeSet<_> = api.requests().iter().map(rbac_of).collect();
+    assert_eq!(used, grants(&object("Role", "netflow-graph-reader")));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn write_policies(dir: &Path) -> std::path::PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("shop.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\n  namespace: shop\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n---\n\
+         apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: cart-ingress\n  namespace: shop\nspec:\n  endpointSelector:\n    matchLabels:\n      app: cart\n  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        app: frontend\n",
+    )
+    .unwrap();
+    // Not YAML: ignored, as generate writes it beside the policies.
+    std::fs::write(policies.join("findings.json"), "[]").unwrap();
+    policies
+}
+
+#[test]
+fn policy_apply_uses_server_side_apply_as_netflow() {
+    let dir = common::tempdir("apply");
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let policies = write_policies(&dir);
+    let policies = policies.to_str().unwrap();
+
+    // --dry-run: the server is asked, nothing is stored.
+    let (code, stdout, stderr) = agent(&[
+        "policy",
+        "apply",
+        policies,
+        "--kubeconfig",
+        kubeconfig,
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("applied NetworkPolicy shop/default-deny (dry run)"),
+        "{stdout}"
+    );
+    assert!(
+        api.object(
+            "apis/networking.k8s.io/v1/networkpolicies",
+            "shop",
+            "default-deny"
+        )
+        .is_none()
+    );
+
+    let (code, stdout, stderr) = agent(&["policy", "apply", policies, "--kubeconfig", kubeconfig]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("applied CiliumNetworkPolicy shop/cart-ingress"),
+        "{stdout}"
+    );
+    let stored = api
+        .object(
+            "apis/networking.k8s.io/v1/networkpolicies",
+            "shop",
+            "default-deny",
+        )
+        .expect("stored");
+    assert_eq!(stored["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(
+        api.object(
+            "apis/cilium.io/v2/ciliumnetworkpolicies",
+            "shop",
+            "cart-ingress"
+        )
+        .is_some()
+    );
+
+    let patches: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 4);
+    for patch in &patches {
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
+        assert_eq!(
+            patch.query.get("fieldManager").map(String::as_str),
+            Some("netflow")
+        );
+        assert!(
+            !patch.query.contains_key("force"),
+            "no takeover without --force"
+        );
+    }
+    assert_eq!(
+        patches
+            .iter()
+            .filter(|p| p.query.get("dryRun").map(String::as_str) == Some("All"))
+            .count(),
+        2
+    );
+    let used: BTreeSet<_> = api.requests().iter().map(rbac_of).collect();
+    let granted = grants(&object("ClusterRole", "netflow-policy-applier"));
+    assert!(used.is_subset(&granted), "{used:?} not in {granted:?}");
+
+    // A broken file applies nothing, and is named.
+    let before = api.requests().len();
+    std::fs::write(
+        Path::new(policies).join("broken.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: shop}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = agent(&["policy", "apply", policies, "--kubeconfig", kubeconfig]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("broken.yaml"), "{stderr}");
+    assert_eq!(api.requests().len(), before, "nothing was sent");
+    std::fs::remove_dir_all(dir).ok();
+}
