@@ -58,8 +58,46 @@ pub enum InventoryOption {
 
 /// The inventory as the recording loop uses it.
 enum InventorySource {
-    Static(Arc<Inventory>),
+    /// A file, read again when it changes (a cron job's fresh
+    /// `kubectl get`, the lab after it replaced a pod).
+    Static(StaticInventory),
     Live(LiveInventory),
+}
+
+struct StaticInventory {
+    path: PathBuf,
+    modified: Option<std::time::SystemTime>,
+    inventory: Arc<Inventory>,
+}
+
+impl StaticInventory {
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            path: path.to_path_buf(),
+            modified,
+            inventory: Arc::new(Inventory::load(path)?),
+        })
+    }
+
+    /// Reads the file again if it changed; a file that no longer reads
+    /// keeps the last good inventory (and says so).
+    fn refresh(&mut self) {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified == self.modified {
+            return;
+        }
+        self.modified = modified;
+        match Inventory::load(&self.path) {
+            Ok(inventory) => {
+                info!(inventory = %self.path.display(), pods = inventory.pods.len(), "inventory reloaded");
+                self.inventory = Arc::new(inventory);
+            }
+            Err(err) => warn!(%err, "keeping the previous inventory"),
+        }
+    }
 }
 
 impl InventorySource {
@@ -67,7 +105,7 @@ impl InventorySource {
     /// runtime.
     async fn open(option: &InventoryOption) -> anyhow::Result<Self> {
         Ok(match option {
-            InventoryOption::File(path) => Self::Static(Arc::new(Inventory::load(path)?)),
+            InventoryOption::File(path) => Self::Static(StaticInventory::load(path)?),
             InventoryOption::Cluster { kubeconfig } => {
                 let client = crate::inventory::live::client(kubeconfig.as_deref()).await?;
                 info!("inventory: watching the cluster");
@@ -79,7 +117,7 @@ impl InventorySource {
     /// The index, once it is complete (a live one: every kind listed).
     fn current(&self) -> Option<Arc<Inventory>> {
         match self {
-            Self::Static(inventory) => Some(inventory.clone()),
+            Self::Static(file) => Some(file.inventory.clone()),
             Self::Live(live) => live.synced().then(|| live.inventory()),
         }
     }
@@ -144,6 +182,9 @@ impl GraphState {
         interval: &Interval,
         reader: &FlowReader,
     ) -> anyhow::Result<crate::graph::build::BuildReport> {
+        if let InventorySource::Static(file) = &mut self.inventory {
+            file.refresh();
+        }
         let Some(inventory) = self.inventory.current() else {
             self.pending.extend(interval.flows.iter().cloned());
             if self.pending.len() > MAX_PENDING_FLOWS {

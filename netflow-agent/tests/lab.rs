@@ -208,6 +208,47 @@ fn lab_scenarios_give_exactly_their_edges() {
         serde_json::json!({"app": "frontend"}),
         "no pod-template-hash"
     );
+    // Recorded by one `netflow-agent run` daemon per node, which answered
+    // /metrics and /graph while recording, was restarted mid-run (the
+    // loadgen edge above came before the restart and survived it), and
+    // detached on each SIGTERM.
+    for node in ["node-a", "node-b"] {
+        let dir = shop.join("agents").join(node);
+        let metrics = std::fs::read_to_string(dir.join("metrics.txt")).unwrap();
+        for line in ["netflow_attached 1\n", "netflow_inventory_synced 1\n"] {
+            assert!(metrics.contains(line), "{node}: {metrics}");
+        }
+        let live: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("graph-live.json")).unwrap()).unwrap();
+        assert!(
+            !live["edges"].as_array().unwrap().is_empty(),
+            "{node}: {live:#}"
+        );
+        let log = std::fs::read_to_string(dir.join("agent.log")).unwrap();
+        assert_eq!(
+            log.matches("attached: recording").count(),
+            2,
+            "{node}: {log}"
+        );
+        assert_eq!(log.matches("SIGTERM: stopping").count(), 2, "{node}: {log}");
+        assert_eq!(log.matches("INFO detached").count(), 2, "{node}: {log}");
+        assert_eq!(
+            log.matches("communication graph loaded").count(),
+            2,
+            "{node}: {log}"
+        );
+    }
+    let loaded_after_restart = std::fs::read_to_string(shop.join("agents/node-a/agent.log"))
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("communication graph loaded"))
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        !loaded_after_restart.contains("edges=0"),
+        "the restarted agent went on with its graph: {loaded_after_restart}"
+    );
     // The inventory reads back as the kubectl dump it imitates.
     netflow_agent::inventory::Inventory::load(&shop.join("inventory.json")).unwrap();
     // And policies were generated: default-deny, DNS, one per workload.

@@ -2,6 +2,7 @@
 //! node uses (network namespaces, veth, bridges, DNAT rules, kubelet-style
 //! cgroups), recorded through the real eBPF path.
 
+pub mod agents;
 pub mod plan;
 pub mod run;
 pub mod scenario;

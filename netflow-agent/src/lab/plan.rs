@@ -523,7 +523,12 @@ fn pod_plan(
     PodPlan {
         namespace: namespace.into(),
         name,
-        cgroup: format!("{LAB_CGROUP}/kubepods/besteffort/pod{uid}/{container_id}"),
+        // Each node's pods under the node's own cgroup, which its agent
+        // attaches to (a real node's agent attaches to the node's root).
+        cgroup: format!(
+            "{LAB_CGROUP}/{}/kubepods/besteffort/pod{uid}/{container_id}",
+            nodes[node].name
+        ),
         uid,
         container_id,
         workload: workload_index,

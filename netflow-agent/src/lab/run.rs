@@ -1,5 +1,6 @@
 //! `netflow-agent lab run SCENARIO --out DIR`: build the cluster, record its
-//! traffic through the real eBPF path, write the graph, remove everything.
+//! traffic through the real eBPF path with one `netflow-agent run` daemon per
+//! node (`agents`), merge their graphs, remove everything.
 //!
 //! Layout: a "fabric" namespace with a bridge is the node network; each node
 //! is a namespace on it (its own address, a pod bridge, IP forwarding, routes
@@ -22,18 +23,15 @@ use anyhow::{Context as _, bail};
 use tracing::info;
 
 use super::{
+    agents::Agents,
     plan::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
     scenario::{Destination, Scenario, parse_destination, protocol_of, split_workload},
 };
 use crate::{
     cgroupfs,
     clock::rfc3339,
-    flowlog::{FlowLogWriter, FlowRecord},
-    graph::{CommGraph, build::add_flows, export},
-    identity::Identity,
+    graph::export,
     inventory::Inventory,
-    loader::Probe,
-    reader::FlowReader,
     testbed::{ip, remove_cgroup_tree},
 };
 
@@ -87,45 +85,23 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     lab.build(&plan).context("building the lab")?;
     check_interrupt()?;
 
-    let mut probe = Probe::load(65_536)?;
-    let maps = probe.take_maps()?;
-    probe.attach(&mount.join(LAB_CGROUP))?;
-    let mut reader = FlowReader::new(maps, Duration::from_secs(3600));
-    info!(cgroup = %mount.join(LAB_CGROUP).display(), "netflow attached to the lab");
-
-    lab.start_servers(&agent, &plan)?;
-    check_interrupt()?;
-    // Flows of every poll; the lab polls before it deletes a pod, as the
-    // agent's interval would, so the pod's cgroup is named while it exists.
-    let mut polled = Vec::new();
-    lab.run_traffic(&agent, &plan, &mut reader, &mut polled)?;
-    // The last FIN/ACK exchanges finish just after the clients return.
-    thread::sleep(Duration::from_millis(300));
-    let mut interval = reader.poll()?;
-    for earlier in polled.into_iter().rev() {
-        let crate::reader::Interval { flows, dns, .. } = earlier;
-        interval.flows.splice(0..0, flows);
-        interval.dns.splice(0..0, dns);
-    }
-    drop(probe);
-
     let output = LabOutput {
         graph: out.join("graph.json"),
         inventory: out.join("inventory.json"),
         flows: out.join("flows.jsonl"),
     };
-    let inventory_json = serde_json::to_vec_pretty(&plan.inventory(&started, &lab.replaced_at))?;
-    crate::graph::file::write_atomically(&output.inventory, &inventory_json)
-        .with_context(|| format!("cannot write {}", output.inventory.display()))?;
-    let mut writer = FlowLogWriter::create(&output.flows)
-        .with_context(|| format!("cannot write {}", output.flows.display()))?;
-    writer.write_interval(&interval.flows, &interval.dns, &interval.stats)?;
-    drop(writer);
+    // The agents name workloads from this file; it is written again each
+    // time a pod is replaced, and they read it again when it changes.
+    write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
+    let mut agents = Agents::start(&agent, &plan, &mount, out, &output.inventory)?;
 
+    lab.start_servers(&agent, &plan)?;
+    check_interrupt()?;
+    lab.run_traffic(&agent, &plan, &mut agents, &started, &output.inventory)?;
+    let graph = agents.finish(&output.graph, &output.flows)?;
+    let inventory_json = write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
     let inventory = Inventory::parse(&String::from_utf8_lossy(&inventory_json))
         .map_err(|message| anyhow::anyhow!("the lab's own inventory: {message}"))?;
-    let graph = build_graph(&inventory, &interval.flows, &reader.dns_names());
-    graph.save(&output.graph)?;
     let policies = crate::policy::generate::generate(&graph, &inventory, &Default::default())?;
     crate::policy::command::write_policy_set(&policies, &out.join("policies"))?;
     print!("{}", export::show(&graph));
@@ -140,16 +116,17 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     Ok(output)
 }
 
-fn build_graph(
-    inventory: &Inventory,
-    flows: &[FlowRecord],
-    dns: &std::collections::BTreeMap<std::net::IpAddr, std::collections::BTreeSet<String>>,
-) -> CommGraph {
-    let identity = Identity::new(inventory, dns);
-    let mut graph = CommGraph::new();
-    let report = add_flows(&mut graph, &identity, flows);
-    info!(?report, "graph built");
-    graph
+/// Writes the lab's inventory as of now (atomically: the agents read it).
+fn write_inventory(
+    plan: &LabPlan,
+    started: &str,
+    replaced_at: &std::collections::BTreeMap<usize, String>,
+    path: &Path,
+) -> anyhow::Result<Vec<u8>> {
+    let json = serde_json::to_vec_pretty(&plan.inventory(started, replaced_at))?;
+    crate::graph::file::write_atomically(path, &json)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(json)
 }
 
 struct Lab {
@@ -510,11 +487,16 @@ impl Lab {
         &mut self,
         agent: &Path,
         plan: &LabPlan,
-        reader: &mut FlowReader,
-        polled: &mut Vec<crate::reader::Interval>,
+        agents: &mut Agents,
+        started: &str,
+        inventory: &Path,
     ) -> anyhow::Result<()> {
         for (index, traffic) in plan.scenario.traffic.iter().enumerate() {
             check_interrupt()?;
+            if traffic.restart_agents {
+                agents.restart()?;
+                continue;
+            }
             if let Some(replaced) = &traffic.replace {
                 let old = plan
                     .pods
@@ -525,10 +507,11 @@ impl Lab {
                             .is_some_and(|w| format!("{}/{}", w.namespace, w.name) == *replaced)
                     })
                     .with_context(|| format!("traffic[{index}]: no pod of {replaced}"))?;
-                // Let the last packets to the old pod pass, then read them.
-                thread::sleep(Duration::from_millis(300));
-                polled.push(reader.poll()?);
+                // The agents read the old pod's last packets while its
+                // cgroup exists, as their interval would on a node.
+                agents.settle();
                 self.replace_pod(agent, plan, old)?;
+                write_inventory(plan, started, &self.replaced_at, inventory)?;
                 continue;
             }
             let (namespace, name) = split_workload(&traffic.from).context("traffic source")?;

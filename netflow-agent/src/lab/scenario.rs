@@ -128,7 +128,9 @@ pub struct ExternalSpec {
 
 /// One step of the scenario: traffic (`from`, `to`), or `replace: NS/WORKLOAD`,
 /// which deletes that workload's pod and starts the workload that
-/// `replaces` it in its place, with the same IP.
+/// `replaces` it in its place, with the same IP, or `restart_agents: true`,
+/// which stops every node's agent and starts it again on its state (an
+/// upgrade).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSpec {
@@ -137,6 +139,8 @@ pub struct TrafficSpec {
     #[serde(default)]
     pub to: String,
     pub replace: Option<String>,
+    #[serde(default)]
+    pub restart_agents: bool,
     #[serde(default = "tcp")]
     pub protocol: String,
     #[serde(default = "one")]
@@ -282,6 +286,14 @@ impl Scenario {
             }
         }
         for (index, traffic) in self.traffic.iter().enumerate() {
+            if traffic.restart_agents {
+                if !traffic.from.is_empty() || !traffic.to.is_empty() || traffic.replace.is_some() {
+                    return Err(format!(
+                        "traffic[{index}] (restart_agents): a restart step has no from, to or replace"
+                    ));
+                }
+                continue;
+            }
             if let Some(replaced) = &traffic.replace {
                 let what = format!("traffic[{index}] (replace {replaced})");
                 if !traffic.from.is_empty() || !traffic.to.is_empty() {
@@ -475,6 +487,10 @@ traffic:
             (
                 format!("{SHOP}  - {{replace: shop/cart}}\n"),
                 "no workload replaces shop/cart",
+            ),
+            (
+                format!("{SHOP}  - {{restart_agents: true, from: shop/frontend}}\n"),
+                "a restart step has no from, to or replace",
             ),
             (
                 SHOP.replace(
