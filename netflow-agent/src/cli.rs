@@ -82,6 +82,10 @@ pub struct RecordArgs {
     /// The audit window: edges last seen longer ago leave the graph.
     #[arg(long, value_parser = parse_duration, default_value = "7d")]
     pub window: Duration,
+    /// At most this many edges in the graph (memory stays bounded over the
+    /// window): past it the least recently seen edges are dropped, and counted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_edges: u64,
     /// Serve /healthz, /readyz, /metrics and /graph on this address.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,

@@ -157,6 +157,7 @@ fn record_options(args: netflow_agent::cli::RecordArgs) -> record::RecordOptions
                 },
             },
             window: args.window,
+            max_edges: usize::try_from(args.max_edges).unwrap_or(usize::MAX),
         }),
         listen: args.listen,
     }

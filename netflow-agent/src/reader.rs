@@ -69,13 +69,17 @@ pub struct FlowReader {
     batches: bool,
     /// Cgroup ids to paths (none without a cgroup v2 mount).
     cgroups: Option<CgroupIndex>,
-    /// Every name -> address the DNS answered, and those new this interval.
-    dns_known: BTreeMap<(String, IpAddr), ()>,
+    /// Every name -> address the DNS answered, with when it was last
+    /// answered (a counter: the oldest go first when the set is full), and
+    /// those new this interval.
+    dns_known: StdHashMap<(String, IpAddr), u64>,
+    dns_answers: u64,
     dns_new: Vec<(String, IpAddr)>,
 }
 
-/// Names remembered from DNS answers, at most (oldest are not evicted: a
-/// week of one cluster's external names stays far below this).
+/// Names remembered from DNS answers, at most: past it the tenth answered
+/// longest ago is forgotten, so a week of answers keeps memory bounded and
+/// names learned late in the week still count.
 const DNS_NAMES_MAX: usize = 100_000;
 
 /// How long a removed cgroup's path is remembered.
@@ -96,7 +100,8 @@ impl FlowReader {
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
             batches: true,
-            dns_known: BTreeMap::new(),
+            dns_known: StdHashMap::new(),
+            dns_answers: 0,
             dns_new: Vec::new(),
             cgroups: cgroupfs::cgroup2_mount()
                 .ok()
@@ -186,12 +191,18 @@ impl FlowReader {
         }
         for message in &messages {
             for (name, ip) in dns::response_addresses(message).unwrap_or_default() {
-                if self.dns_known.len() < DNS_NAMES_MAX
-                    && self.dns_known.insert((name.clone(), ip), ()).is_none()
+                self.dns_answers += 1;
+                if self
+                    .dns_known
+                    .insert((name.clone(), ip), self.dns_answers)
+                    .is_none()
                 {
                     self.dns_new.push((name, ip));
                 }
             }
+        }
+        if self.dns_known.len() > DNS_NAMES_MAX {
+            keep_newest(&mut self.dns_known, DNS_NAMES_MAX * 9 / 10);
         }
         messages.len()
     }
@@ -417,5 +428,35 @@ mod tests {
         );
         let v6: Ipv6Addr = "fd00::1".parse().unwrap();
         assert_eq!(ip_of(6, &v6.octets()), IpAddr::V6(v6));
+    }
+}
+
+/// Keeps the `keep` entries with the highest (distinct) stamps.
+fn keep_newest<K>(map: &mut StdHashMap<K, u64>, keep: usize) {
+    if map.len() <= keep {
+        return;
+    }
+    let mut stamps: Vec<u64> = map.values().copied().collect();
+    let excess = stamps.len() - keep;
+    let (_, cutoff, _) = stamps.select_nth_unstable(excess);
+    let cutoff = *cutoff;
+    map.retain(|_, stamp| *stamp >= cutoff);
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+
+    #[test]
+    fn the_names_answered_longest_ago_are_forgotten_first() {
+        let mut names: StdHashMap<u32, u64> = (0..100).map(|n| (n, u64::from(n) * 3)).collect();
+        // Name 5 answered again, last.
+        names.insert(5, 1000);
+        keep_newest(&mut names, 10);
+        let mut kept: Vec<u32> = names.keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, vec![5, 91, 92, 93, 94, 95, 96, 97, 98, 99]);
+        keep_newest(&mut names, 20);
+        assert_eq!(names.len(), 10);
     }
 }

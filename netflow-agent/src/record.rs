@@ -45,6 +45,9 @@ pub struct StateOptions {
     pub inventory: InventoryOption,
     /// Edges last seen longer ago than this leave the graph.
     pub window: Duration,
+    /// The graph holds at most this many edges (memory stays bounded over
+    /// a week whatever the traffic): past it, the least recently seen go.
+    pub max_edges: usize,
 }
 
 /// Where workload names come from.
@@ -147,6 +150,9 @@ struct GraphState {
     /// Flows dropped from `pending` when it was full.
     pending_dropped: u64,
     window: Duration,
+    max_edges: usize,
+    /// Edges dropped because the graph was full.
+    edges_evicted: u64,
 }
 
 impl GraphState {
@@ -174,6 +180,8 @@ impl GraphState {
             pending: Vec::new(),
             pending_dropped: 0,
             window: options.window,
+            max_edges: options.max_edges,
+            edges_evicted: 0,
         })
     }
 
@@ -215,6 +223,16 @@ impl GraphState {
             .map_or(0, |since| since.as_secs());
         let cutoff = now.saturating_sub(self.window.as_secs());
         self.graph = self.graph.edges_seen_since(cutoff);
+        if self.graph.edge_count() > self.max_edges {
+            let (kept, dropped) = self.graph.most_recent_edges(self.max_edges);
+            warn!(
+                dropped,
+                max_edges = self.max_edges,
+                "graph full: the least recently seen edges were dropped"
+            );
+            self.graph = kept;
+            self.edges_evicted += dropped as u64;
+        }
         self.graph.save(&self.path)?;
         Ok(report)
     }
@@ -396,6 +414,7 @@ impl Sinks<'_> {
                 snapshot.inventory_watch_errors = state.inventory.watch_errors();
                 snapshot.pending_flow_records = state.pending.len() as u64;
                 snapshot.pending_flow_records_dropped = state.pending_dropped;
+                snapshot.edges_evicted = state.edges_evicted;
             }
             if let (Some(report), Some(state)) = (report, self.state.as_ref()) {
                 snapshot.unresolved_local += report.unresolved_local;

@@ -26,6 +26,8 @@ pub struct Snapshot {
     /// Flow records held until the live inventory has listed.
     pub pending_flow_records: u64,
     pub pending_flow_records_dropped: u64,
+    /// Edges dropped because the graph reached --max-edges.
+    pub edges_evicted: u64,
     pub flow_records: u64,
     pub edges: usize,
     pub table_entries: u64,
@@ -186,6 +188,12 @@ pub fn metrics(snapshot: &Snapshot) -> String {
                 snapshot.undecided_direction.to_string(),
             ),
         ],
+    );
+    metric(
+        "netflow_graph_edges_evicted_total",
+        "counter",
+        "Edges dropped because the graph reached --max-edges (least recently seen first).",
+        &one(snapshot.edges_evicted.to_string()),
     );
     metric(
         "netflow_inventory_synced",

@@ -277,6 +277,24 @@ impl CommGraph {
         kept
     }
 
+    /// At most `max` edges: the ones seen most recently (ties at the cutoff
+    /// stay). Returns the graph and how many edges were dropped.
+    pub fn most_recent_edges(&self, max: usize) -> (CommGraph, usize) {
+        let count = self.edge_count();
+        if count <= max {
+            return (self.edges_seen_since(0), 0);
+        }
+        let mut last_seen: Vec<u64> = self
+            .edges()
+            .iter()
+            .map(|(_, _, edge)| edge.stats.last_seen)
+            .collect();
+        let (_, cutoff, _) = last_seen.select_nth_unstable(count - max);
+        let kept = self.edges_seen_since(*cutoff);
+        let dropped = count - kept.edge_count();
+        (kept, dropped)
+    }
+
     pub fn node_count(&self) -> usize {
         self.graph.node_count()
     }
@@ -346,6 +364,29 @@ pub(crate) mod tests {
             &stats(1_764_000_000, 1_764_100_000, 3),
         );
         graph
+    }
+
+    #[test]
+    fn a_full_graph_keeps_the_most_recently_seen_edges() {
+        let mut graph = CommGraph::new();
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        for port in 0..10u16 {
+            let peer = graph.upsert_endpoint(workload("shop", &format!("peer{port}")));
+            let key = EdgeKey {
+                protocol: Protocol(6),
+                port,
+            };
+            let seen = 1_764_000_000 + u64::from(port) * 60;
+            graph.observe(frontend, peer, key, &stats(seen, seen, 1));
+        }
+        let (kept, dropped) = graph.most_recent_edges(4);
+        assert_eq!((kept.edge_count(), dropped), (4, 6));
+        let mut ports: Vec<u16> = kept.edges().iter().map(|(_, _, e)| e.key.port).collect();
+        ports.sort();
+        assert_eq!(ports, vec![6, 7, 8, 9]);
+        // Endpoints left without edges go with them.
+        assert_eq!(kept.node_count(), 5);
+        assert_eq!(graph.most_recent_edges(20).1, 0);
     }
 
     #[test]
