@@ -211,29 +211,7 @@ pub enum GraphCommand {
     },
     /// Fetch every node's graph from its agent (through the API server's pod
     /// proxy) and merge them into one cluster graph.
-    Pull {
-        /// Default: in-cluster, then ~/.kube/config.
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-        /// The namespace of the agent DaemonSet.
-        #[arg(long, default_value = "netflow")]
-        namespace: String,
-        /// Label selector of the agent pods.
-        #[arg(long, default_value = "app.kubernetes.io/name=netflow-agent")]
-        selector: String,
-        /// The agents' HTTP port.
-        #[arg(long, default_value_t = 9090)]
-        port: u16,
-        /// Output graph file (written atomically).
-        #[arg(long, short)]
-        output: PathBuf,
-        /// Write the graph of the nodes that answered even when some did not.
-        #[arg(long)]
-        allow_missing: bool,
-        /// How long one agent may take to answer.
-        #[arg(long, value_parser = parse_duration, default_value = "30s")]
-        timeout: Duration,
-    },
+    Pull(PullArgs),
     /// Merge graphs of several nodes or weeks into one.
     Merge {
         /// Input graph files.
@@ -258,6 +236,32 @@ pub enum GraphCommand {
         #[arg(long)]
         graph: PathBuf,
     },
+}
+
+/// `graph pull`.
+#[derive(Clone, Debug, Args)]
+pub struct PullArgs {
+    /// Default: in-cluster, then ~/.kube/config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the agent DaemonSet.
+    #[arg(long, default_value = "netflow")]
+    pub namespace: String,
+    /// Label selector of the agent pods.
+    #[arg(long, default_value = "app.kubernetes.io/name=netflow-agent")]
+    pub selector: String,
+    /// The agents' HTTP port.
+    #[arg(long, default_value_t = 9090)]
+    pub port: u16,
+    /// Output graph file (written atomically).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Write the graph of the nodes that answered even when some did not.
+    #[arg(long)]
+    pub allow_missing: bool,
+    /// How long one agent may take to answer.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -32,23 +32,7 @@ fn main() -> ExitCode {
             graph,
             output,
         }) => graph_command::build(&flows, &inventory, graph.as_deref(), &output),
-        Command::Graph(GraphCommand::Pull {
-            kubeconfig,
-            namespace,
-            selector,
-            port,
-            output,
-            allow_missing,
-            timeout,
-        }) => netflow_agent::graph::pull::pull(&netflow_agent::graph::pull::PullOptions {
-            kubeconfig,
-            namespace,
-            selector,
-            port,
-            output,
-            allow_missing,
-            timeout,
-        }),
+        Command::Graph(GraphCommand::Pull(args)) => netflow_agent::graph::pull::pull(&args),
         Command::Graph(GraphCommand::Merge { inputs, output }) => {
             graph_command::merge(&inputs, &output)
         }

@@ -482,10 +482,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     let dir = tempdir();
     let inventory = host_inventory(&dir);
     // A free loopback port.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_loopback_addr();
     let (listen, state) = (addr.to_string(), dir.join("state"));
     let args = [
         "--interval".as_ref(),
@@ -595,10 +592,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     api.put(node("host-a", "10.231.0.1"));
     api.put(node("host-b", "10.231.0.2"));
     let kubeconfig = api.kubeconfig(&dir);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = free_loopback_addr();
     let (listen, state) = (addr.to_string(), dir.join("state"));
     let args = [
         "--interval".as_ref(),
@@ -715,4 +709,12 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     // The bind lived only in the agent's mount namespace.
     assert!(std::fs::read_dir(&host_view).unwrap().next().is_none());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A loopback address no one listens on (for the daemon's --listen).
+fn free_loopback_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }

@@ -9,7 +9,7 @@
 
 use std::{
     io::{IsTerminal as _, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context as _, bail};
@@ -19,21 +19,7 @@ use kube::{Api, Client, api::ListParams};
 
 use super::CommGraph;
 
-#[derive(Clone, Debug)]
-pub struct PullOptions {
-    pub kubeconfig: Option<PathBuf>,
-    /// Where the DaemonSet runs.
-    pub namespace: String,
-    /// Selects the agent pods.
-    pub selector: String,
-    /// The agents' HTTP port.
-    pub port: u16,
-    pub output: PathBuf,
-    /// Write the merge of the nodes that answered even if some did not.
-    pub allow_missing: bool,
-    /// How long one agent may take to answer.
-    pub timeout: std::time::Duration,
-}
+use crate::cli::PullArgs;
 
 /// One agent's answer.
 struct Pulled {
@@ -42,7 +28,7 @@ struct Pulled {
     graph: Result<CommGraph, String>,
 }
 
-pub fn pull(options: &PullOptions) -> anyhow::Result<()> {
+pub fn pull(options: &PullArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,7 +36,7 @@ pub fn pull(options: &PullOptions) -> anyhow::Result<()> {
     runtime.block_on(pull_async(options))
 }
 
-async fn pull_async(options: &PullOptions) -> anyhow::Result<()> {
+async fn pull_async(options: &PullArgs) -> anyhow::Result<()> {
     let client =
         crate::inventory::live::client_without_retries(options.kubeconfig.as_deref()).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &options.namespace);
