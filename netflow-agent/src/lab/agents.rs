@@ -211,6 +211,18 @@ impl Agents {
                     agent.dir.join("agent.log").display()
                 );
             }
+            // SIGTERM must leave nothing in the kernel (asked of the kernel).
+            for attach_type in crate::loader::CGROUP_ATTACH_TYPES {
+                let left = crate::loader::attached_programs(&agent.cgroup, attach_type)
+                    .with_context(|| format!("querying {}", agent.cgroup.display()))?;
+                if left != 0 {
+                    bail!(
+                        "the agent of {} left {left} program(s) attached to {} after SIGTERM",
+                        agent.node,
+                        agent.cgroup.display()
+                    );
+                }
+            }
         }
         Ok(())
     }

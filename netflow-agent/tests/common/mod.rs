@@ -5,8 +5,6 @@ pub mod deploy;
 pub mod fake_api;
 
 use std::{
-    fs::File,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -50,39 +48,7 @@ pub fn agent() -> PathBuf {
 /// Programs attached directly to `cgroup` for one attach type, asked of the
 /// kernel with BPF_PROG_QUERY (so the test does not trust our own bookkeeping).
 pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
-    const BPF_PROG_QUERY: libc::c_long = 16;
-    #[repr(C)]
-    #[derive(Default)]
-    struct QueryAttr {
-        target_fd: u32,
-        attach_type: u32,
-        query_flags: u32,
-        attach_flags: u32,
-        prog_ids: u64,
-        prog_cnt: u32,
-        _pad: u32,
-        prog_attach_flags: u64,
-        link_ids: u64,
-        link_attach_flags: u64,
-        revision: u64,
-    }
-    let dir = File::open(cgroup).expect("open cgroup");
-    let mut attr = QueryAttr {
-        target_fd: dir.as_raw_fd() as u32,
-        attach_type,
-        ..QueryAttr::default()
-    };
-    // SAFETY: bpf(2) reads and writes `attr`, which lives for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &mut attr as *mut QueryAttr,
-            size_of::<QueryAttr>() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
-    attr.prog_cnt
+    netflow_agent::loader::attached_programs(cgroup, attach_type).expect("BPF_PROG_QUERY")
 }
 
 pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
