@@ -420,6 +420,7 @@ impl Sinks<'_> {
                 snapshot.unresolved_local += report.unresolved_local;
                 snapshot.unresolved_service += report.unresolved_service;
                 snapshot.undecided_direction += report.undecided_direction;
+                snapshot.unnamed_remote += report.unnamed_remote;
                 snapshot.edges = state.graph.edge_count();
                 snapshot.graph_json =
                     serde_json::to_string(&state.graph.to_file()).unwrap_or_default();

@@ -37,6 +37,7 @@ pub struct Snapshot {
     pub unresolved_local: u64,
     pub unresolved_service: u64,
     pub undecided_direction: u64,
+    pub unnamed_remote: u64,
     pub poll_seconds: f64,
     /// The graph as JSON (the graph file's format).
     pub graph_json: String,
@@ -173,7 +174,7 @@ pub fn metrics(snapshot: &Snapshot) -> String {
     metric(
         "netflow_unresolved_total",
         "counter",
-        "Flow records whose ends could not be named, by which end.",
+        "Flow records whose ends could not be named, by which end (remote_ip: an external address with no DNS name).",
         &[
             (
                 "{end=\"local\"}".into(),
@@ -186,6 +187,10 @@ pub fn metrics(snapshot: &Snapshot) -> String {
             (
                 "{end=\"direction\"}".into(),
                 snapshot.undecided_direction.to_string(),
+            ),
+            (
+                "{end=\"remote_ip\"}".into(),
+                snapshot.unnamed_remote.to_string(),
             ),
         ],
     );

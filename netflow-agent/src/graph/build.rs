@@ -26,6 +26,13 @@ pub struct BuildReport {
     pub unresolved_local: u64,
     /// Records to a Service port with no backend in the inventory.
     pub unresolved_service: u64,
+    /// Records whose remote address is no pod, node or Service and had no
+    /// DNS name: an external host known only by its IP.
+    pub unnamed_remote: u64,
+}
+
+fn is_unnamed(endpoint: &super::Endpoint) -> bool {
+    endpoint.kind == super::EndpointKind::External && endpoint.dns_names.is_empty()
 }
 
 /// Adds every flow record to `graph`.
@@ -75,12 +82,14 @@ pub fn add_flows(
                     add(graph, local.clone(), server, flow, flow.remote.port, &stats);
                 }
                 for (server, port) in targets {
+                    report.unnamed_remote += u64::from(is_unnamed(&server));
                     add(graph, local.clone(), server, flow, port, &stats);
                 }
             }
             Side::Remote => {
                 stats.seen_by_server = volume;
                 let client = identity.remote(flow.remote.ip, first);
+                report.unnamed_remote += u64::from(is_unnamed(&client));
                 add(graph, client, local, flow, flow.local.port, &stats);
             }
             Side::Unknown => report.undecided_direction += 1,
@@ -351,6 +360,14 @@ mod tests {
                 Side::Unknown,
                 true,
             ),
+            // An external host no DNS answer named.
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 40004),
+                ("198.51.100.7", 443),
+                Side::Local,
+                true,
+            ),
             // kubelet (a node process, no pod cgroup) probing the cart pod.
             FlowRecord {
                 cgroup: Some("/system.slice/kubelet.service".into()),
@@ -367,6 +384,7 @@ mod tests {
         assert_eq!(report.undecided_direction, 1);
         assert_eq!(report.unresolved_local, 1);
         assert_eq!(report.unresolved_service, 1);
+        assert_eq!(report.unnamed_remote, 1);
         let kinds: BTreeMap<String, EndpointKind> = graph
             .endpoints()
             .into_iter()
@@ -386,6 +404,6 @@ mod tests {
                 .any(|id| id.starts_with("unresolved:/kubepods/")),
             "{kinds:?}"
         );
-        assert_eq!(graph.edge_count(), 5);
+        assert_eq!(graph.edge_count(), 6);
     }
 }
