@@ -644,6 +644,24 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_client_is_built_with_the_ring_provider() {
+        // Every API server in a cluster speaks TLS; the scripted one in the
+        // tests speaks plain HTTP, so the TLS setup is checked here: the
+        // client builds (a missing rustls provider panics here) and a
+        // request fails as a connection error, not a panic.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+            let client = Client::try_from(config).expect("TLS client");
+            let err = client.apiserver_version().await.unwrap_err();
+            assert!(!matches!(err, kube::Error::Api(_)), "{err}");
+        });
+    }
+
+    #[test]
     fn pods_are_kept_without_what_the_index_never_reads() {
         let mut pod = pod("a", "one", "10.0.0.1", "2026-11-25T09:00:00Z", None);
         slim_pod(&mut pod);
