@@ -644,6 +644,33 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
         );
         thread::sleep(Duration::from_millis(200));
     }
+
+    // graph pull finds this agent through the API and reads its /graph
+    // through the (scripted) pod proxy, forwarded to the real daemon.
+    api.put(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "netflow-agent-host1", "namespace": "netflow", "uid": "uid-agent",
+            "labels": {"app.kubernetes.io/name": "netflow-agent"}},
+        "spec": {"nodeName": "host-a", "containers": [{"name": "agent"}]}}));
+    api.proxy_to("netflow-agent-host1", addr);
+    let pulled = dir.join("cluster.json");
+    let output = Command::new(common::agent())
+        .args(["graph", "pull", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("-o")
+        .arg(&pulled)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cluster = std::fs::read_to_string(&pulled).unwrap();
+    assert!(
+        cluster.contains("node:host-c") && cluster.contains("node:host-a"),
+        "{cluster}"
+    );
+
     stop(agent, libc::SIGTERM, &lines);
     let watched: Vec<String> = api
         .requests()

@@ -54,6 +54,9 @@ struct ApiState {
     requests: Vec<Recorded>,
     /// Pod name -> (status, body) for `pods/NAME:PORT/proxy/...`.
     proxy: BTreeMap<String, (u16, String)>,
+    /// Pod name -> the address its proxy requests are forwarded to (a real
+    /// agent's port), as the API server forwards them to the pod.
+    proxy_to: BTreeMap<String, SocketAddr>,
 }
 
 pub struct FakeApi {
@@ -185,6 +188,14 @@ impl FakeApi {
             state
                 .proxy
                 .insert(pod.to_string(), (status, body.to_string()));
+        });
+    }
+
+    /// Forwards `pods/NAME:PORT/proxy/PATH` to `addr`, as the API server
+    /// forwards to the pod's IP.
+    pub fn proxy_to(&self, pod: &str, addr: SocketAddr) {
+        self.change(|state| {
+            state.proxy_to.insert(pod.to_string(), addr);
         });
     }
 
@@ -385,6 +396,12 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
         }
         ("GET", Some(name)) if target.rest.first().map(String::as_str) == Some("proxy") => {
             let pod = name.split(':').next().unwrap_or_default();
+            let forward = inner.0.lock().unwrap().proxy_to.get(pod).copied();
+            if let Some(addr) = forward {
+                let path = format!("/{}", target.rest[1..].join("/"));
+                let (code, body) = forward_get(addr, &path);
+                return write_response(out, code, &body, json_type);
+            }
             let answer = inner.0.lock().unwrap().proxy.get(pod).cloned();
             match answer {
                 Some((code, body)) => write_response(out, code, &body, json_type),
@@ -465,6 +482,40 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
             json_type,
         ),
     }
+}
+
+/// A GET to a pod's address: (status, body); 503 when it does not answer.
+fn forward_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(502);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        Ok((code, body))
+    };
+    attempt().unwrap_or_else(|err| {
+        (
+            503,
+            status(
+                503,
+                "ServiceUnavailable",
+                &format!("error trying to reach service: {err}"),
+            )
+            .to_string(),
+        )
+    })
 }
 
 fn write_chunk(out: &mut TcpStream, data: &str) -> bool {
