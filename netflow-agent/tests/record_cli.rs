@@ -449,28 +449,9 @@ fn bpf_net_admin_and_perfmon_are_exactly_the_capabilities_needed() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A plain HTTP GET on loopback: (status, body).
+/// GET on the daemon's port: (status, body).
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: netflow\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
+    netflow_agent::serve::http_get(addr, path).unwrap()
 }
 
 #[test]
@@ -482,7 +463,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     let dir = tempdir();
     let inventory = host_inventory(&dir);
     // A free loopback port.
-    let addr = free_loopback_addr();
+    let addr = netflow_agent::serve::free_loopback_addr().unwrap();
     let (listen, state) = (addr.to_string(), dir.join("state"));
     let args = [
         "--interval".as_ref(),
@@ -592,7 +573,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     api.put(node("host-a", "10.231.0.1"));
     api.put(node("host-b", "10.231.0.2"));
     let kubeconfig = api.kubeconfig(&dir);
-    let addr = free_loopback_addr();
+    let addr = netflow_agent::serve::free_loopback_addr().unwrap();
     let (listen, state) = (addr.to_string(), dir.join("state"));
     let args = [
         "--interval".as_ref(),
@@ -736,12 +717,4 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     // The bind lived only in the agent's mount namespace.
     assert!(std::fs::read_dir(&host_view).unwrap().next().is_none());
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// A loopback address no one listens on (for the daemon's --listen).
-fn free_loopback_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }

@@ -7,8 +7,7 @@
 
 use std::{
     fs,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -21,7 +20,7 @@ use anyhow::{Context as _, bail};
 use tracing::info;
 
 use super::plan::{LAB_CGROUP, LabPlan};
-use crate::graph::CommGraph;
+use crate::{graph::CommGraph, serve};
 
 /// How often the lab's agents read the kernel table.
 pub const INTERVAL: Duration = Duration::from_millis(500);
@@ -56,33 +55,6 @@ impl Drop for Agents {
     }
 }
 
-/// A plain HTTP GET on loopback: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: netflow\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?)
-}
-
 impl Agents {
     /// Starts one agent per node and waits until each is ready.
     pub fn start(
@@ -109,7 +81,7 @@ impl Agents {
                 node: node.name.clone(),
                 cgroup,
                 dir,
-                listen: free_port()?,
+                listen: serve::free_loopback_addr().context("finding a free port")?,
                 child: None,
                 runs: 0,
             });
@@ -164,7 +136,7 @@ impl Agents {
         agent.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = http_get(agent.listen, "/readyz") {
+            if let Ok((200, _)) = serve::http_get(agent.listen, "/readyz") {
                 info!(node = %agent.node, listen = %agent.listen, "node agent ready");
                 return Ok(());
             }
@@ -243,7 +215,7 @@ impl Agents {
     pub fn scrape(&self) -> anyhow::Result<()> {
         for agent in &self.agents {
             for (path, file) in [("/metrics", "metrics.txt"), ("/graph", "graph-live.json")] {
-                let (status, body) = http_get(agent.listen, path)
+                let (status, body) = serve::http_get(agent.listen, path)
                     .with_context(|| format!("GET {path} of the agent of {}", agent.node))?;
                 if status != 200 {
                     bail!("GET {path} of the agent of {}: HTTP {status}", agent.node);

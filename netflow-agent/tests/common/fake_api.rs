@@ -486,27 +486,10 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
 
 /// A GET to a pod's address: (status, body); 503 when it does not answer.
 fn forward_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let attempt = || -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(502);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default();
-        Ok((code, body))
-    };
-    attempt().unwrap_or_else(|err| {
-        (
+    match netflow_agent::serve::http_get(addr, path) {
+        Ok((0, body)) => (502, body),
+        Ok(answer) => answer,
+        Err(err) => (
             503,
             status(
                 503,
@@ -514,8 +497,8 @@ fn forward_get(addr: SocketAddr, path: &str) -> (u16, String) {
                 &format!("error trying to reach service: {err}"),
             )
             .to_string(),
-        )
-    })
+        ),
+    }
 }
 
 fn write_chunk(out: &mut TcpStream, data: &str) -> bool {
