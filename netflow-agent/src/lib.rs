@@ -21,3 +21,14 @@ pub mod record;
 pub mod serve;
 pub mod telemetry;
 pub mod testbed;
+
+/// The single-threaded Tokio runtime the commands run their async parts on
+/// (the kernel work is synchronous; one thread is enough for the watches,
+/// the signals and the API calls).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -125,6 +125,15 @@ impl InventorySource {
         }
     }
 
+    /// Whether flows can be named now ([`Self::current`] is `Some`),
+    /// without building the index.
+    fn synced(&self) -> bool {
+        match self {
+            Self::Static(_) => true,
+            Self::Live(live) => live.synced(),
+        }
+    }
+
     fn watch_errors(&self) -> u64 {
         match self {
             Self::Static(_) => 0,
@@ -247,10 +256,7 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::runtime()?;
     let mut state = match &options.state {
         Some(state) => Some(runtime.block_on(GraphState::open(state))?),
         None => None,
@@ -260,9 +266,8 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
             let shared = Shared::default();
             if let Ok(mut snapshot) = shared.lock() {
                 // Without --state-dir there is no inventory to wait for.
-                snapshot.inventory_loaded = state
-                    .as_ref()
-                    .is_none_or(|state| state.inventory.current().is_some());
+                snapshot.inventory_loaded =
+                    state.as_ref().is_none_or(|state| state.inventory.synced());
             }
             serve::start(addr, shared.clone())?;
             Some(shared)
@@ -410,7 +415,7 @@ impl Sinks<'_> {
             snapshot.drops.clone_from(&interval.stats.drops);
             snapshot.poll_seconds = self.poll_seconds;
             if let Some(state) = self.state.as_ref() {
-                snapshot.inventory_loaded = state.inventory.current().is_some();
+                snapshot.inventory_loaded = state.inventory.synced();
                 snapshot.inventory_watch_errors = state.inventory.watch_errors();
                 snapshot.pending_flow_records = state.pending.len() as u64;
                 snapshot.pending_flow_records_dropped = state.pending_dropped;

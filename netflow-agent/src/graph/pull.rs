@@ -29,10 +29,7 @@ struct Pulled {
 }
 
 pub fn pull(options: &PullArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(pull_async(options))
 }
 

@@ -99,10 +99,7 @@ fn read(dir: &Path) -> anyhow::Result<Vec<Object>> {
 
 pub fn apply(dir: &Path, options: &ApplyOptions) -> anyhow::Result<()> {
     let objects = read(dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let client = crate::inventory::live::client(options.kubeconfig.as_deref()).await?;
         let mut params = PatchParams::apply(FIELD_MANAGER);
