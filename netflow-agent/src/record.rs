@@ -288,12 +288,6 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
     let mut probe = Probe::load(options.flow_entries)?;
     let maps = probe.take_maps()?;
     probe.attach(&cgroup)?;
-    info!(
-        cgroup = %cgroup.display(),
-        flow_entries = options.flow_entries,
-        "attached: recording connections"
-    );
-
     if let Some(mut snapshot) = shared.as_ref().and_then(|s| s.lock().ok()) {
         snapshot.attached = true;
         snapshot.table_capacity = options.flow_entries;
@@ -302,6 +296,12 @@ pub fn run(options: &RecordOptions) -> anyhow::Result<()> {
             snapshot.graph_json = serde_json::to_string(&state.graph.to_file()).unwrap_or_default();
         }
     }
+    // Said once /readyz can say it too: whoever waits for this line may ask.
+    info!(
+        cgroup = %cgroup.display(),
+        flow_entries = options.flow_entries,
+        "attached: recording connections"
+    );
     let reader = FlowReader::new(maps, options.idle_timeout).with_cgroup_mount(&mount);
 
     let mut sinks = Sinks {
