@@ -3,7 +3,7 @@
 //!
 //! The machine's rustup toolchains have no BPF `core`, so the build uses
 //! Debian's `/usr/bin/cargo` and `/usr/bin/rustc` with the prebuilt BPF core
-//! (see `../shared/docs/toolchain.md`); `cargo xtask setup` installs them.
+//! (see `docs/toolchain.md`); `cargo xtask setup` installs them.
 
 use std::{
     env,

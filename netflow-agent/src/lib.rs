@@ -1,34 +1,31 @@
-//! netflow's userspace agent, one module per stage of the data path.
+//! netflow's agent library. A flow record walks through the stages in this
+//! order, each a module that imports only the ones before it (checked by
+//! `cargo xtask test`, see `docs/architecture.md`):
+//!
+//! ```text
+//! kernel    load + attach the eBPF programs, read the connection table  -> model::FlowRecord
+//! identity  name both ends (cgroup -> pod, IP -> pod/Service/node/external) with the inventory
+//! graph     who talks to whom over the audit window; saved, merged, exported
+//! policy    the smallest allow set that covers the graph; verify, rollout, tests, apply
+//! ```
+//!
+//! `inventory` (the cluster's objects, from a dump or from watches) feeds
+//! identity and policy; `daemon` wires kernel -> identity -> graph in one
+//! poll loop for `run`/`record`; `cmd` holds one small file per subcommand
+//! and `cli` their clap types.
 
-pub mod batch;
-pub mod bench;
-pub mod cgroupfs;
-pub mod cgroups;
 pub mod cli;
-pub mod clock;
-pub mod dns;
-pub mod flowlog;
+pub mod cmd;
+pub mod daemon;
 pub mod graph;
 pub mod identity;
-pub mod initiator;
 pub mod inventory;
-pub mod lab;
-pub mod loader;
-pub mod peer;
+pub mod kernel;
+pub mod kube;
+pub mod model;
 pub mod policy;
-pub mod reader;
-pub mod record;
-pub mod serve;
 pub mod telemetry;
+/// Test support for the integration tests and `netflow-lab`: namespaces,
+/// cgroups, peers, HTTP and DNS clients. Never in the DaemonSet's binary.
+#[cfg(feature = "lab")]
 pub mod testbed;
-
-/// The single-threaded Tokio runtime the commands run their async parts on
-/// (the kernel work is synchronous; one thread is enough for the watches,
-/// the signals and the API calls).
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    use anyhow::Context as _;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}

@@ -32,3 +32,16 @@ pub fn init(format: LogFormat) {
         // A subscriber is already installed (tests): keep it.
     }
 }
+
+/// An error and its causes on one line (`outer: cause: root cause`), for a
+/// log field: each error's message says only its own part.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

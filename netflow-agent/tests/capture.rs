@@ -9,8 +9,7 @@ mod common;
 use std::{collections::BTreeMap, net::SocketAddr, thread, time::Duration};
 
 use netflow_agent::{
-    flowlog::FlowRecord,
-    initiator::{Basis, Side},
+    model::{Basis, FlowRecord, Side},
     testbed::{Host, Testbed},
 };
 use serde::Deserialize;
@@ -29,7 +28,7 @@ fn connect(testbed: &Testbed, args: &[&str]) -> Vec<Connection> {
     let mut all = vec!["connect"];
     all.extend_from_slice(args);
     let output = testbed
-        .run_peer(&common::agent(), Host::A, &all)
+        .run_peer(&common::lab(), Host::A, &all)
         .expect("client");
     String::from_utf8(output.stdout)
         .unwrap()
@@ -60,7 +59,7 @@ fn records_exactly_the_connections_made_with_their_bytes() {
 
     testbed
         .start_server(
-            &common::agent(),
+            &common::lab(),
             Host::B,
             &[
                 "--tcp",
@@ -282,7 +281,7 @@ fn idle_connections_leave_the_table(batches: bool) {
         reader.without_batches()
     };
     testbed
-        .start_server(&common::agent(), Host::B, &["--udp", "10.231.0.2:5353"])
+        .start_server(&common::lab(), Host::B, &["--udp", "10.231.0.2:5353"])
         .unwrap();
     let sent = connect(&testbed, &["--udp", "10.231.0.2:5353", "--bytes", "10"]);
 

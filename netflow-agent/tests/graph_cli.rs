@@ -282,3 +282,21 @@ fn policy_commands_refuse_bad_inputs_by_name() {
     );
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_daemonset_binary_has_no_lab_bench_or_peer() {
+    // They moved to netflow-lab: the image's binary cannot setns, exec or
+    // build a lab.
+    for subcommand in ["lab", "bench", "peer"] {
+        let output = Command::new(common::agent())
+            .args([subcommand, "--help"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{subcommand}: {stderr}");
+        assert!(stderr.contains("unrecognized subcommand"), "{stderr}");
+    }
+    let help = Command::new(common::lab()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("run") && help.contains("bench"), "{help}");
+}

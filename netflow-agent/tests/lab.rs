@@ -28,8 +28,8 @@ fn run_lab(scenario: &str) -> std::path::PathBuf {
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(scenario);
-    let output = Command::new(common::agent())
-        .args(["lab", "run"])
+    let output = Command::new(common::lab())
+        .arg("run")
         .arg(&scenario)
         .arg("--out")
         .arg(&out)
@@ -627,8 +627,8 @@ fn a_broken_scenario_is_refused_and_leaves_nothing() {
         "workloads:\n  - {name: a, namespace: nowhere, labels: {app: a}}\n",
     )
     .unwrap();
-    let output = Command::new(common::agent())
-        .args(["lab", "run"])
+    let output = Command::new(common::lab())
+        .arg("run")
         .arg(&scenario)
         .arg("--out")
         .arg(dir.join("out"))
@@ -663,7 +663,7 @@ traffic:
 fn lab_leftovers() -> (bool, bool) {
     let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let netns_left = String::from_utf8_lossy(&namespaces.stdout).contains("nfl-");
-    let mount = netflow_agent::cgroupfs::cgroup2_mount().unwrap();
+    let mount = netflow_agent::kernel::cgroup_mount::cgroup2_mount().unwrap();
     (netns_left, mount.join("netflow-lab").exists())
 }
 
@@ -679,7 +679,7 @@ fn ctrl_c_and_crashed_runs_leave_nothing() {
     std::fs::write(&scenario, SLOW).unwrap();
 
     // What a crashed run would have left: the next run removes it.
-    let mount = netflow_agent::cgroupfs::cgroup2_mount().unwrap();
+    let mount = netflow_agent::kernel::cgroup_mount::cgroup2_mount().unwrap();
     std::fs::create_dir_all(mount.join("netflow-lab/kubepods/stale")).unwrap();
     assert!(
         Command::new("ip")
@@ -689,8 +689,8 @@ fn ctrl_c_and_crashed_runs_leave_nothing() {
             .success()
     );
 
-    let mut lab = Command::new(common::agent())
-        .args(["lab", "run"])
+    let mut lab = Command::new(common::lab())
+        .arg("run")
         .arg(&scenario)
         .arg("--out")
         .arg(dir.join("out"))

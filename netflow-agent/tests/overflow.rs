@@ -20,11 +20,11 @@ fn a_full_table_loses_no_connection() {
     let (_probe, mut reader) =
         common::record_testbed(&testbed, TABLE_ENTRIES, Duration::from_secs(600));
     testbed
-        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:9000"])
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:9000"])
         .unwrap();
     let output = testbed
         .run_peer(
-            &common::agent(),
+            &common::lab(),
             Host::A,
             &[
                 "connect",

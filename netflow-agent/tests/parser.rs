@@ -7,9 +7,8 @@ mod common;
 
 use aya::programs::{TestRun, TestRunOptions};
 use netflow_agent::{
-    flowlog::{FlowRecord, IntervalStats},
-    loader::Probe,
-    reader::FlowReader,
+    kernel::{loader::Probe, reader::FlowReader},
+    model::{FlowRecord, IntervalStats},
 };
 use netflow_common::{EGRESS_PROG, INGRESS_PROG};
 
@@ -354,7 +353,8 @@ fn dns_responses_are_passed_up_and_read() {
         return;
     }
     let mut harness = Harness::new();
-    let mut response = netflow_agent::dns::a_query("api.payments.example", 9).unwrap();
+    let mut response =
+        netflow_agent::testbed::dns_client::a_query("api.payments.example", 9).unwrap();
     response[2] = 0x81;
     response[7] = 1;
     response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 203, 0, 113, 10]);
@@ -363,7 +363,9 @@ fn dns_responses_are_passed_up_and_read() {
     harness.ingress(&ipv4(17, 0, &datagram));
     // A query (to port 53, not from it) is not passed up.
     let mut query = udp(40000, 53, 0);
-    query.extend_from_slice(&netflow_agent::dns::a_query("other.example", 10).unwrap());
+    query.extend_from_slice(
+        &netflow_agent::testbed::dns_client::a_query("other.example", 10).unwrap(),
+    );
     harness.ingress(&ipv4(17, 0, &query));
     let interval = harness.reader.poll().unwrap();
     let names: Vec<(String, String)> = interval

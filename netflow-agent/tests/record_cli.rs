@@ -12,7 +12,7 @@ use std::{
 };
 
 use netflow_agent::{
-    flowlog::{LogLine, read_flow_log},
+    daemon::flowlog::{LogLine, read_flow_log},
     testbed::{Host, Testbed},
 };
 
@@ -43,11 +43,11 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
     );
 
     testbed
-        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
         .unwrap();
     let output = testbed
         .run_peer(
-            &common::agent(),
+            &common::lab(),
             Host::A,
             &["connect", "--tcp", "10.231.0.2:8080", "--bytes", "700"],
         )
@@ -198,12 +198,12 @@ fn the_graph_survives_agent_restarts() {
         inventory.as_os_str(),
     ];
     testbed
-        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
         .unwrap();
     let connect = |count: &str| {
         testbed
             .run_peer(
-                &common::agent(),
+                &common::lab(),
                 Host::A,
                 &["connect", "--tcp", "10.231.0.2:8080", "--count", count],
             )
@@ -451,7 +451,7 @@ fn bpf_net_admin_and_perfmon_are_exactly_the_capabilities_needed() {
 
 /// GET on the daemon's port: (status, body).
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    netflow_agent::serve::http_get(addr, path).unwrap()
+    netflow_agent::testbed::http_client::http_get(addr, path).unwrap()
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     let dir = tempdir();
     let inventory = host_inventory(&dir);
     // A free loopback port.
-    let addr = netflow_agent::serve::free_loopback_addr().unwrap();
+    let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
     let (listen, state) = (addr.to_string(), dir.join("state"));
     let args = [
         "--interval".as_ref(),
@@ -481,11 +481,11 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     assert_eq!(http_get(addr, "/nothing").0, 404);
 
     testbed
-        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
         .unwrap();
     testbed
         .run_peer(
-            &common::agent(),
+            &common::lab(),
             Host::A,
             &["connect", "--tcp", "10.231.0.2:8080", "--count", "2"],
         )
@@ -573,7 +573,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     api.put(node("host-a", "10.231.0.1"));
     api.put(node("host-b", "10.231.0.2"));
     let kubeconfig = api.kubeconfig(&dir);
-    let addr = netflow_agent::serve::free_loopback_addr().unwrap();
+    let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
     let (listen, state) = (addr.to_string(), dir.join("state"));
     let args = [
         "--interval".as_ref(),
@@ -595,12 +595,12 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     );
 
     testbed
-        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
         .unwrap();
     let connect = || {
         testbed
             .run_peer(
-                &common::agent(),
+                &common::lab(),
                 Host::A,
                 &["connect", "--tcp", "10.231.0.2:8080"],
             )
@@ -676,7 +676,7 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfhost")).unwrap();
     let dir = tempdir();
-    let mount = netflow_agent::cgroupfs::cgroup2_mount().unwrap();
+    let mount = netflow_agent::kernel::cgroup_mount::cgroup2_mount().unwrap();
     let host_view = dir.join("host-cgroup");
     std::fs::create_dir_all(&host_view).unwrap();
     let relative = testbed.cgroup_parent().strip_prefix(&mount).unwrap();
@@ -695,11 +695,11 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
         .unwrap();
     thread::sleep(Duration::from_millis(700));
     testbed
-        .start_server(&common::agent(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
         .unwrap();
     testbed
         .run_peer(
-            &common::agent(),
+            &common::lab(),
             Host::A,
             &["connect", "--tcp", "10.231.0.2:8080"],
         )

@@ -9,11 +9,12 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
-use super::{CommGraph, EdgeKey, EdgeStats, Volume, utc_day};
+use super::{CommGraph, EdgeKey, EdgeStats, Volume};
 use crate::{
-    flowlog::FlowRecord,
     identity::{self, Identity},
-    initiator::Side,
+    model::FlowRecord,
+    model::Side,
+    model::{EndpointKind, utc_day},
 };
 
 /// What a build saw, for the user to check coverage.
@@ -32,7 +33,7 @@ pub struct BuildReport {
 }
 
 fn is_unnamed(endpoint: &super::Endpoint) -> bool {
-    endpoint.kind == super::EndpointKind::External && endpoint.dns_names.is_empty()
+    endpoint.kind == EndpointKind::External && endpoint.dns_names.is_empty()
 }
 
 /// Adds every flow record to `graph`.
@@ -132,10 +133,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        flowlog::{Endpoint as Address, Protocol},
-        graph::EndpointKind,
-        initiator::Basis,
         inventory::Inventory,
+        model::{Address, Basis, Protocol},
     };
 
     const UID_FRONTEND: &str = "11111111-1111-1111-1111-111111111111";

@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{CommGraph, Endpoint, EndpointKind};
+use super::CommGraph;
+use crate::model::{EndpointKind, file_time};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -24,14 +25,6 @@ pub fn render(graph: &CommGraph, format: Format) -> String {
     }
 }
 
-/// How an endpoint is named for people: `namespace/name` for workloads.
-pub fn label(endpoint: &Endpoint) -> String {
-    match (&endpoint.namespace, endpoint.kind) {
-        (Some(namespace), EndpointKind::Workload) => format!("{namespace}/{}", endpoint.name),
-        _ => endpoint.name.clone(),
-    }
-}
-
 fn dot(graph: &CommGraph) -> String {
     let mut out = String::from("digraph netflow {\n  rankdir=LR;\n  node [shape=box];\n");
     let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
@@ -47,7 +40,7 @@ fn dot(graph: &CommGraph) -> String {
             out,
             "  {} [label={}, shape={shape}];",
             quote(&endpoint.id),
-            quote(&label(endpoint))
+            quote(&endpoint.label())
         );
     }
     for (client, server, edge) in graph.edges() {
@@ -75,7 +68,7 @@ fn mermaid(graph: &CommGraph) -> String {
     let index_of = |id: &str| endpoints.iter().position(|e| e.id == id).unwrap_or(0);
     let text = |text: &str| text.replace('"', "#quot;");
     for (index, endpoint) in endpoints.iter().enumerate() {
-        let name = text(&label(endpoint));
+        let name = text(&endpoint.label());
         let node = match endpoint.kind {
             EndpointKind::Workload => format!("n{index}[\"{name}\"]"),
             EndpointKind::Node => format!("n{index}[[\"{name}\"]]"),
@@ -131,8 +124,8 @@ pub fn show(graph: &CommGraph) -> String {
             );
             current = Some(namespace);
         }
-        let first = super::file_time(edge.stats.first_seen);
-        let last = super::file_time(edge.stats.last_seen);
+        let first = file_time(edge.stats.first_seen);
+        let last = file_time(edge.stats.last_seen);
         let new = earliest < last_day && edge.stats.first_seen >= last_day;
         let rare = edge.stats.days_seen.len() <= 1;
         let note = match (new, rare) {
@@ -144,8 +137,8 @@ pub fn show(graph: &CommGraph) -> String {
         let _ = writeln!(
             out,
             "  {:<40} {:<40} {:<10} {:>6} {:>5} {:<20} {:<20} {note}",
-            label(client),
-            label(server),
+            client.label(),
+            server.label(),
             format!("{}/{}", edge.key.protocol, edge.key.port),
             edge.stats.volume().connections,
             edge.stats.days_seen.len(),
@@ -201,7 +194,7 @@ mod tests {
         let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
         let search = graph.upsert_endpoint(workload("shop", "search"));
         let key = EdgeKey {
-            protocol: crate::flowlog::Protocol(6),
+            protocol: crate::model::Protocol(6),
             port: 9200,
         };
         graph.observe(

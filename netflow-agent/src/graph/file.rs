@@ -16,15 +16,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommGraph, EdgeKey, EdgeStats, Endpoint, Volume, file_time};
-use crate::flowlog::Protocol;
+use super::{CommGraph, EdgeKey, EdgeStats, Volume};
+use crate::model::{Endpoint, Protocol, file_time};
 
 /// The layout version this build writes and the newest it reads.
 pub const GRAPH_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraphFileError {
-    #[error("cannot read graph {path}: {source}")]
+    #[error("cannot read graph {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -35,7 +35,7 @@ pub enum GraphFileError {
         "graph {path} has layout version {found}, newer than this netflow-agent reads ({GRAPH_VERSION}): upgrade netflow-agent"
     )]
     TooNew { path: PathBuf, found: u32 },
-    #[error("cannot write graph {path}: {source}")]
+    #[error("cannot write graph {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -7,76 +7,16 @@
 //! and a versioned JSON file on disk ([`file::GraphFile`]), saved atomically.
 
 pub mod build;
-pub mod command;
 pub mod export;
 pub mod file;
 pub mod pull;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
-use crate::flowlog::Protocol;
-
-/// What kind of endpoint a node is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndpointKind {
-    /// Pods grouped by their owning workload (Deployment, StatefulSet, ...).
-    Workload,
-    /// A node's own address (kubelet, hostNetwork pods).
-    Node,
-    /// Anything outside the cluster, by address (and DNS names when known).
-    External,
-    /// The cloud metadata service (169.254.169.254 and friends).
-    Metadata,
-    /// An address or cgroup netflow could not name.
-    Unresolved,
-}
-
-/// One endpoint. `id` is stable across runs and nodes, so graphs merge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub id: String,
-    pub kind: EndpointKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    pub name: String,
-    /// Deployment, StatefulSet, DaemonSet, Job, CronJob or Pod (workloads only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workload_kind: Option<String>,
-    /// The workload's selector labels (never per-pod labels).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub addresses: BTreeSet<String>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub dns_names: BTreeSet<String>,
-    /// On a node: the hostNetwork workloads seen running there
-    /// (`namespace/Kind/name`). Their traffic comes from the node's address,
-    /// so policies can only name them by it.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub host_workloads: BTreeSet<String>,
-}
-
-impl Endpoint {
-    /// Folds what another observation knows of the same endpoint into this one.
-    fn absorb(&mut self, other: &Endpoint) {
-        self.addresses.extend(other.addresses.iter().cloned());
-        self.dns_names.extend(other.dns_names.iter().cloned());
-        self.host_workloads
-            .extend(other.host_workloads.iter().cloned());
-        for (key, value) in &other.labels {
-            self.labels
-                .entry(key.clone())
-                .or_insert_with(|| value.clone());
-        }
-        if self.workload_kind.is_none() {
-            self.workload_kind.clone_from(&other.workload_kind);
-        }
-    }
-}
+use crate::model::{Endpoint, Protocol};
 
 /// How much went over an edge, as one side of it counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,22 +244,12 @@ impl CommGraph {
     }
 }
 
-/// RFC 3339 (UTC, seconds) of a Unix time, as graph files store times.
-pub fn file_time(unix_seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds),
-    )
-    .to_string()
-}
-
-/// `YYYY-MM-DD` (UTC) of a Unix time.
-pub fn utc_day(unix_seconds: u64) -> String {
-    file_time(unix_seconds)[..10].to_string()
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::model::{EndpointKind, utc_day};
 
     pub fn workload(namespace: &str, name: &str) -> Endpoint {
         Endpoint {

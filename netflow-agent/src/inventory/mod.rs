@@ -5,9 +5,9 @@
 //! `kubectl get namespaces,nodes,pods,services,endpointslices,replicasets,deployments,statefulsets,daemonsets,jobs -A -o json`
 //! (a `v1` `List`), which the lab writes and users can dump from a real
 //! cluster; in a cluster the DaemonSet fills the same index live from watches
-//! (`live`).
+//! (`watch`).
 
-pub mod live;
+pub mod watch;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -28,13 +28,31 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("cannot read inventory {path}: {source}")]
+    #[error("cannot read inventory {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("inventory {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("inventory {path} is not valid")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ParseError,
+    },
+}
+
+/// What is wrong with a `kubectl get ... -o json` list.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a Kubernetes List")]
+    List(#[source] serde_json::Error),
+    #[error("item {index} ({kind})")]
+    Item {
+        index: usize,
+        kind: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Labels that name one pod or one revision, never a workload: a policy that
@@ -156,15 +174,15 @@ impl Inventory {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| InventoryError::Invalid {
+        Self::parse(&text).map_err(|source| InventoryError::Invalid {
             path: path.to_path_buf(),
-            message,
+            source,
         })
     }
 
     /// Parses a `kubectl get ... -o json` list.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let list: List = serde_json::from_str(text).map_err(|err| err.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let list: List = serde_json::from_str(text).map_err(ParseError::List)?;
         let mut objects = Objects::default();
         for (index, item) in list.items.into_iter().enumerate() {
             let kind = item
@@ -172,7 +190,11 @@ impl Inventory {
                 .and_then(|kind| kind.as_str())
                 .unwrap_or_default()
                 .to_string();
-            let bad = |err: serde_json::Error| format!("item {index} ({kind}): {err}");
+            let bad = |source: serde_json::Error| ParseError::Item {
+                index,
+                kind: kind.clone(),
+                source,
+            };
             match kind.as_str() {
                 "Pod" => objects
                     .pods
@@ -847,6 +869,6 @@ mod tests {
     fn a_malformed_item_is_named() {
         let err =
             Inventory::parse(r#"{"items":[{"kind":"Pod","metadata":{"name":5}}]}"#).unwrap_err();
-        assert!(err.contains("item 0 (Pod)"), "{err}");
+        assert!(err.to_string().contains("item 0 (Pod)"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
-//! `netflow-agent policy apply DIR`: server-side apply of generated policies
-//! with field manager `netflow`.
+//! Server-side apply of generated policies with field manager `netflow`
+//! (`policy apply DIR`).
 //!
 //! Every file is read and checked before the first object is sent, so a
 //! broken file applies nothing. Without `--force` a field another manager
@@ -8,31 +8,49 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use kube::{
-    Api,
+    Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
 
-use super::evaluate::load_policy_set;
+use super::evaluate::{PolicyFileError, load_policy_set};
 
 /// The field manager netflow's applies carry.
 pub const FIELD_MANAGER: &str = "netflow";
 
-#[derive(Clone, Debug)]
-pub struct ApplyOptions {
-    pub kubeconfig: Option<PathBuf>,
-    pub dry_run: bool,
-    /// Take over fields another manager owns.
-    pub force: bool,
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Read(#[from] PolicyFileError),
+    #[error("cannot render a NetworkPolicy")]
+    Render(#[from] serde_json::Error),
+    #[error("{dir}: a {kind} has no metadata.name")]
+    NoName { dir: PathBuf, kind: String },
+    #[error(
+        "{dir}: {kind} {name} has no metadata.namespace (netflow applies namespaced policies only)"
+    )]
+    NoNamespace {
+        dir: PathBuf,
+        kind: String,
+        name: String,
+    },
+    #[error("{}: no policies to apply", .0.display())]
+    Empty(PathBuf),
 }
 
 /// One object to apply.
-struct Object {
+pub struct Object {
     resource: ApiResource,
     namespace: String,
     name: String,
     body: serde_json::Value,
+}
+
+impl Object {
+    /// `Kind namespace/name`, as messages show it.
+    pub fn shown(&self) -> String {
+        format!("{} {}/{}", self.resource.kind, self.namespace, self.name)
+    }
 }
 
 fn network_policy() -> ApiResource {
@@ -50,11 +68,11 @@ fn cilium_network_policy() -> ApiResource {
 }
 
 /// Reads and checks every policy under `dir` (nothing is applied yet).
-fn read(dir: &Path) -> anyhow::Result<Vec<Object>> {
+pub fn read(dir: &Path) -> Result<Vec<Object>, ApplyError> {
     let set = load_policy_set(dir)?;
     let kubernetes = set.kubernetes.into_iter().map(|policy| {
         serde_json::to_value(&policy)
-            .context("rendering a NetworkPolicy")
+            .map_err(ApplyError::from)
             .map(|body| (network_policy(), body))
     });
     let cilium = set
@@ -71,18 +89,17 @@ fn read(dir: &Path) -> anyhow::Result<Vec<Object>> {
                 .map(str::to_string)
         };
         let Some(name) = field("name") else {
-            bail!(
-                "{}: a {} has no metadata.name",
-                dir.display(),
-                resource.kind
-            );
+            return Err(ApplyError::NoName {
+                dir: dir.to_path_buf(),
+                kind: resource.kind,
+            });
         };
         let Some(namespace) = field("namespace") else {
-            bail!(
-                "{}: {} {name} has no metadata.namespace (netflow applies namespaced policies only)",
-                dir.display(),
-                resource.kind
-            );
+            return Err(ApplyError::NoNamespace {
+                dir: dir.to_path_buf(),
+                kind: resource.kind,
+                name,
+            });
         };
         objects.push(Object {
             resource,
@@ -92,54 +109,29 @@ fn read(dir: &Path) -> anyhow::Result<Vec<Object>> {
         });
     }
     if objects.is_empty() {
-        bail!("{}: no policies to apply", dir.display());
+        return Err(ApplyError::Empty(dir.to_path_buf()));
     }
     Ok(objects)
 }
 
-pub fn apply(dir: &Path, options: &ApplyOptions) -> anyhow::Result<()> {
-    let objects = read(dir)?;
-    let runtime = crate::runtime()?;
-    runtime.block_on(async {
-        let client = crate::inventory::live::client(options.kubeconfig.as_deref()).await?;
-        let mut params = PatchParams::apply(FIELD_MANAGER);
-        params.force = options.force;
-        params.dry_run = options.dry_run;
-        let suffix = if options.dry_run { " (dry run)" } else { "" };
-        let mut failed = Vec::new();
-        for object in &objects {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &object.namespace, &object.resource);
-            let shown = format!(
-                "{} {}/{}",
-                object.resource.kind, object.namespace, object.name
-            );
-            match api
-                .patch(&object.name, &params, &Patch::Apply(&object.body))
-                .await
-            {
-                Ok(_) => println!("applied {shown}{suffix}"),
-                Err(err) => {
-                    eprintln!(
-                        "netflow-agent: cannot apply {shown}: {}",
-                        crate::inventory::live::describe(&err)
-                    );
-                    failed.push(shown);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            bail!(
-                "{} of {} policies were not applied: {}",
-                failed.len(),
-                objects.len(),
-                failed.join(", ")
-            );
-        }
-        eprintln!(
-            "{} policies applied{suffix} with field manager {FIELD_MANAGER}",
-            objects.len()
-        );
-        Ok(())
-    })
+/// Server-side apply parameters: field manager netflow; `force` takes over
+/// fields another manager owns.
+pub fn params(dry_run: bool, force: bool) -> PatchParams {
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
+    params.dry_run = dry_run;
+    params
+}
+
+/// Applies one object.
+pub async fn apply(
+    client: &Client,
+    object: &Object,
+    params: &PatchParams,
+) -> Result<(), kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &object.namespace, &object.resource);
+    api.patch(&object.name, params, &Patch::Apply(&object.body))
+        .await
+        .map(|_| ())
 }

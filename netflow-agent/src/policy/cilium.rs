@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::generate::{
-    Direction, Finding, GenerateError, GenerateOptions, Rule, cluster_dns, scope, workload_rules,
+    Direction, GenerateError, GenerateOptions, PolicySet, Rule, cluster_dns, scope, workload_rules,
 };
 use crate::{
-    graph::{CommGraph, Endpoint, EndpointKind},
+    graph::CommGraph,
     inventory::Inventory,
+    model::{Endpoint, EndpointKind},
 };
 
 /// The label Cilium gives every endpoint for its namespace.
@@ -31,12 +32,6 @@ pub enum CiliumPeer {
     Cidr(String),
     Entities,
     Fqdn(String),
-}
-
-#[derive(Debug, Default)]
-pub struct CiliumSet {
-    pub by_namespace: BTreeMap<String, Vec<Value>>,
-    pub findings: Vec<Finding>,
 }
 
 fn peer(peer: &Endpoint, workload: &Endpoint) -> Option<Vec<CiliumPeer>> {
@@ -139,10 +134,10 @@ pub fn generate(
     graph: &CommGraph,
     inventory: &Inventory,
     options: &GenerateOptions,
-) -> Result<CiliumSet, GenerateError> {
+) -> Result<PolicySet<Value>, GenerateError> {
     let (dns_namespace, dns_labels) = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
     let (edges, workloads) = scope(graph, options);
-    let mut set = CiliumSet::default();
+    let mut set = PolicySet::default();
     let mut dns_selector = dns_labels.clone();
     dns_selector.insert(NAMESPACE_LABEL.into(), dns_namespace.clone());
     for (namespace, members) in &workloads {

@@ -24,8 +24,9 @@ use k8s_openapi::{
 use serde::Serialize;
 
 use crate::{
-    graph::{CommGraph, Edge, Endpoint, EndpointKind, file_time},
+    graph::{CommGraph, Edge},
     inventory::Inventory,
+    model::{Endpoint, EndpointKind, file_time},
 };
 
 /// Namespaces that get no policies unless asked: their clients (DNS above
@@ -65,11 +66,21 @@ pub struct Finding {
     pub detail: String,
 }
 
-#[derive(Debug, Default)]
-pub struct PolicySet {
+/// The policies of one flavor, by namespace, and what was left to review.
+#[derive(Debug)]
+pub struct PolicySet<P = NetworkPolicy> {
     /// Policies by namespace, in output order.
-    pub by_namespace: BTreeMap<String, Vec<NetworkPolicy>>,
+    pub by_namespace: BTreeMap<String, Vec<P>>,
     pub findings: Vec<Finding>,
+}
+
+impl<P> Default for PolicySet<P> {
+    fn default() -> Self {
+        Self {
+            by_namespace: BTreeMap::new(),
+            findings: Vec::new(),
+        }
+    }
 }
 
 /// Edges the options keep, and the workloads to write policies for, by namespace.
@@ -252,7 +263,7 @@ pub(crate) fn rules<P>(
         if direction == Direction::Egress && peer.kind == EndpointKind::Metadata {
             findings.push(Finding {
                 kind: "metadata-service".into(),
-                workload: label(workload),
+                workload: workload.label(),
                 detail: format!(
                     "contacted {} {}/{} ({} connections, last {}): not allowed",
                     peer.addresses.iter().next().map_or("?", String::as_str),
@@ -275,7 +286,7 @@ pub(crate) fn rules<P>(
         let Some(selector) = name_peer(peer, workload) else {
             findings.push(Finding {
                 kind: "unresolved-peer".into(),
-                workload: label(workload),
+                workload: workload.label(),
                 detail: format!(
                     "{} {}/{}: peer {} could not be named",
                     direction_name(direction),
@@ -294,7 +305,7 @@ pub(crate) fn rules<P>(
         entry.ports.insert((protocol.clone(), edge.key.port));
         entry.evidence.push(format!(
             "{} {}/{} first {} last {} connections {}",
-            label(peer),
+            peer.label(),
             protocol.to_ascii_lowercase(),
             edge.key.port,
             file_time(edge.stats.first_seen),
@@ -321,10 +332,6 @@ pub(crate) fn direction_name(direction: Direction) -> &'static str {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",
     }
-}
-
-pub(crate) fn label(endpoint: &Endpoint) -> String {
-    crate::graph::export::label(endpoint)
 }
 
 fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
@@ -522,23 +529,14 @@ fn workload_policy(
 }
 
 /// The policies of one namespace as a multi-document YAML file.
-pub fn to_yaml<T: Serialize>(policies: &[T]) -> Result<String, serde_norway::Error> {
-    let mut out = String::new();
-    for policy in policies {
-        out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(policy)?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        flowlog::{Endpoint as Address, FlowRecord, Protocol},
         graph::build::add_flows,
         identity::Identity,
-        initiator::{Basis, Side},
+        model::{Address, Basis, FlowRecord, Protocol, Side},
+        policy::write::to_yaml,
     };
 
     const INVENTORY: &str = r#"{"kind":"List","items":[

@@ -1,10 +1,14 @@
-//! Policies from observed traffic.
+//! Policies from observed traffic: `generate` (NetworkPolicy) and `cilium`
+//! (CiliumNetworkPolicy) write the smallest allow set for the graph, `write`
+//! puts a set on disk; `evaluate` decides what a set allows, `verify`
+//! replays the graph against it; `rollout` orders the enforcement, `netassert`
+//! writes tests, `apply` sends a set to the cluster.
 
 pub mod apply;
 pub mod cilium;
-pub mod command;
 pub mod evaluate;
 pub mod generate;
 pub mod netassert;
-pub mod plan;
+pub mod rollout;
 pub mod verify;
+pub mod write;

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::{
-    graph::{CommGraph, Endpoint, EndpointKind},
+    graph::CommGraph,
     identity::METADATA_ADDRESSES,
     inventory::{Inventory, WorkloadRef},
+    model::{Endpoint, EndpointKind},
 };
 
 /// Kinds netassert can run a test from or to.
@@ -111,7 +112,7 @@ fn case(
 }
 
 fn slug(endpoint: &Endpoint) -> String {
-    crate::graph::export::label(endpoint).replace(['/', '.', ':'], "-")
+    endpoint.label().replace(['/', '.', ':'], "-")
 }
 
 pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, Skipped) {

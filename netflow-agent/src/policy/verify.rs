@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::evaluate::{End, Evaluator, Policies, Verdict};
 use crate::{
-    graph::{CommGraph, Endpoint, EndpointKind},
+    graph::CommGraph,
     inventory::{Inventory, PodEntry, WorkloadRef},
+    model::{Endpoint, EndpointKind},
 };
 
 #[derive(Debug, Default, Serialize)]
@@ -40,7 +41,7 @@ pub struct BlastRadius {
     pub open_beyond_observed: Vec<String>,
 }
 
-fn protocol_name(edge_protocol: &crate::flowlog::Protocol) -> String {
+fn protocol_name(edge_protocol: &crate::model::Protocol) -> String {
     edge_protocol.to_string().to_ascii_uppercase()
 }
 
@@ -78,8 +79,8 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
         let protocol = protocol_name(&edge.key.protocol);
         let name = format!(
             "{} -> {} {}/{}",
-            crate::graph::export::label(client),
-            crate::graph::export::label(server),
+            client.label(),
+            server.label(),
             protocol.to_ascii_lowercase(),
             edge.key.port
         );

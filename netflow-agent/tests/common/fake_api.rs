@@ -15,10 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netflow_agent::inventory::{
-    Inventory,
-    live::{self, LiveInventory},
-};
+use netflow_agent::inventory::{Inventory, watch::LiveInventory};
 use serde_json::{Value, json};
 
 /// One request as the server saw it.
@@ -486,7 +483,7 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
 
 /// A GET to a pod's address: (status, body); 503 when it does not answer.
 fn forward_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    match netflow_agent::serve::http_get(addr, path) {
+    match netflow_agent::testbed::http_client::http_get(addr, path) {
         Ok((0, body)) => (502, body),
         Ok(answer) => answer,
         Err(err) => (
@@ -605,7 +602,9 @@ impl Live {
             .unwrap();
         let kubeconfig = api.kubeconfig(dir);
         let live = runtime.block_on(async {
-            let client = live::client(Some(&kubeconfig)).await.expect("client");
+            let client = netflow_agent::kube::client(Some(&kubeconfig))
+                .await
+                .expect("client");
             LiveInventory::start(&client)
         });
         Self { runtime, live }

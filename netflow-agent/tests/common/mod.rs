@@ -18,7 +18,7 @@ pub fn privileged(test: &str) -> bool {
     let reason = if !root {
         Some("needs root".to_string())
     } else {
-        netflow_agent::cgroupfs::cgroup2_mount()
+        netflow_agent::kernel::cgroup_mount::cgroup2_mount()
             .err()
             .map(|err| err.to_string())
     };
@@ -41,14 +41,22 @@ pub fn unique_name(tag: &str) -> String {
     format!("{tag}{}{n}", std::process::id() % 100_000)
 }
 
+/// The DaemonSet's binary.
 pub fn agent() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_netflow-agent"))
+}
+
+/// The lab's binary: `run` (the simulated cluster), `bench`, and `peer`
+/// (the processes that stand in for pods).
+pub fn lab() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_netflow-lab"))
 }
 
 /// Programs attached directly to `cgroup` for one attach type, asked of the
 /// kernel with BPF_PROG_QUERY (so the test does not trust our own bookkeeping).
 pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
-    netflow_agent::loader::attached_programs(cgroup, attach_type).expect("BPF_PROG_QUERY")
+    netflow_agent::testbed::prog_query::attached_programs(cgroup, attach_type)
+        .expect("BPF_PROG_QUERY")
 }
 
 pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
@@ -60,15 +68,15 @@ pub fn record_testbed(
     flow_entries: u32,
     idle_timeout: std::time::Duration,
 ) -> (
-    netflow_agent::loader::Probe,
-    netflow_agent::reader::FlowReader,
+    netflow_agent::kernel::loader::Probe,
+    netflow_agent::kernel::reader::FlowReader,
 ) {
-    let mut probe = netflow_agent::loader::Probe::load(flow_entries).expect("load");
+    let mut probe = netflow_agent::kernel::loader::Probe::load(flow_entries).expect("load");
     let maps = probe.take_maps().expect("maps");
     probe.attach(testbed.cgroup_parent()).expect("attach");
     (
         probe,
-        netflow_agent::reader::FlowReader::new(maps, idle_timeout),
+        netflow_agent::kernel::reader::FlowReader::new(maps, idle_timeout),
     )
 }
 

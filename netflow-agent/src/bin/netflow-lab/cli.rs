@@ -1,0 +1,125 @@
+//! `netflow-lab`'s command line: the lab, the benchmark and the test peer.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use netflow_agent::{cli::parse_duration, telemetry::LogFormat};
+
+use crate::peer::BenchMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netflow-lab",
+    version,
+    about = "A simulated Kubernetes cluster on this machine, recorded by netflow-agent for real"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the scenario's cluster, run its traffic while one
+    /// `netflow-agent run` per node records it, and write graph.json,
+    /// inventory.json, flows.jsonl and policies/ to --out.
+    Run {
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure what recording costs traffic (run by `cargo xtask bench`).
+    Bench {
+        /// Seconds per workload, mode and round.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Rounds; each mode runs once per round, interleaved.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Test peer: a stand-in for a pod process (used by tests, the lab and the benchmark).
+    #[command(hide = true)]
+    Peer(PeerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Join this cgroup (a directory in the cgroup v2 tree) first.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Then enter this network namespace (e.g. /run/netns/NAME).
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: PeerAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerAction {
+    /// Echo servers; prints `ready` once listening.
+    Serve {
+        #[arg(long)]
+        tcp: Vec<SocketAddr>,
+        #[arg(long)]
+        udp: Vec<SocketAddr>,
+        /// TCP servers that read and discard (for throughput).
+        #[arg(long)]
+        sink: Vec<SocketAddr>,
+    },
+    /// Replace this process with COMMAND (after joining cgroup and namespace).
+    Exec {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Connect, send, read the echo; one JSON line per connection.
+    Connect {
+        #[arg(long, conflicts_with = "udp", required_unless_present_any = ["udp", "resolve"])]
+        tcp: Option<SocketAddr>,
+        #[arg(long)]
+        udp: Option<SocketAddr>,
+        /// Resolve this name through --dns first and connect to its address.
+        #[arg(long, requires_all = ["dns", "port"])]
+        resolve: Option<String>,
+        /// DNS server for --resolve.
+        #[arg(long)]
+        dns: Option<SocketAddr>,
+        /// Port for --resolve.
+        #[arg(long)]
+        port: Option<u16>,
+        /// With --resolve: use UDP instead of TCP.
+        #[arg(long)]
+        resolved_udp: bool,
+        /// Payload bytes per TCP connection, or per UDP datagram.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+        /// Datagrams per UDP socket.
+        #[arg(long, default_value_t = 1)]
+        datagrams: usize,
+        /// Connections (TCP) or sockets (UDP) to open, one after the other.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Benchmark client; prints one JSON line.
+    Bench {
+        #[arg(value_enum)]
+        mode: BenchMode,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        duration: Duration,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,254 @@
+//! The lab's node agents: one `netflow-agent run` per node, as the
+//! DaemonSet runs one per node, attached to that node's cgroup, with a
+//! static inventory file (the lab has no API server) that the lab rewrites
+//! when it replaces a pod. At the end each agent's `/graph` and `/metrics`
+//! are read while it still records, the agents are stopped with SIGTERM, and
+//! their graphs merged, as `graph pull` does for a cluster.
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use std::os::unix::process::CommandExt as _;
+
+use anyhow::{Context as _, bail};
+use tracing::info;
+
+use super::layout::{LAB_CGROUP, LabPlan};
+use netflow_agent::{
+    graph::CommGraph,
+    testbed::{http_client::http_get, prog_query},
+};
+
+/// How often the lab's agents read the kernel table.
+pub const INTERVAL: Duration = Duration::from_millis(500);
+
+/// One node's agent.
+struct NodeAgent {
+    node: String,
+    cgroup: PathBuf,
+    /// `OUT/agents/NODE`: state directory, flow logs, log, metrics.
+    dir: PathBuf,
+    listen: SocketAddr,
+    child: Option<Child>,
+    /// Runs so far (each writes its own flow log).
+    runs: usize,
+}
+
+pub struct Agents {
+    binary: PathBuf,
+    inventory: PathBuf,
+    agents: Vec<NodeAgent>,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        // An error path: the programs go with the processes.
+        for agent in &mut self.agents {
+            if let Some(mut child) = agent.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Agents {
+    /// Starts one agent per node and waits until each is ready.
+    pub fn start(
+        binary: &Path,
+        plan: &LabPlan,
+        mount: &Path,
+        out: &Path,
+        inventory: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut agents = Self {
+            binary: binary.to_path_buf(),
+            inventory: inventory.to_path_buf(),
+            agents: Vec::new(),
+        };
+        for node in &plan.nodes {
+            let dir = out.join("agents").join(&node.name);
+            // A fresh run: no state from an earlier lab run in this place.
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let cgroup = mount.join(LAB_CGROUP).join(&node.name);
+            fs::create_dir_all(&cgroup)
+                .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+            agents.agents.push(NodeAgent {
+                node: node.name.clone(),
+                cgroup,
+                dir,
+                listen: netflow_agent::testbed::http_client::free_loopback_addr()
+                    .context("finding a free port")?,
+                child: None,
+                runs: 0,
+            });
+        }
+        for index in 0..agents.agents.len() {
+            agents.spawn(index)?;
+        }
+        info!(
+            agents = agents.agents.len(),
+            "netflow attached to the lab: one agent per node"
+        );
+        Ok(agents)
+    }
+
+    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        let agent = &mut self.agents[index];
+        agent.runs += 1;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(agent.dir.join("agent.log"))
+            .context("opening the agent log")?;
+        let mut command = Command::new(&self.binary);
+        // If the lab dies (a crash, SIGKILL), its agents stop too.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .arg("run")
+            .arg("--cgroup")
+            .arg(&agent.cgroup)
+            .arg("--state-dir")
+            .arg(agent.dir.join("state"))
+            .arg("--inventory")
+            .arg(&self.inventory)
+            .arg("--listen")
+            .arg(agent.listen.to_string())
+            .arg("--interval")
+            .arg(INTERVAL.as_secs_f64().to_string())
+            .arg("--output")
+            .arg(agent.dir.join(format!("flows-{}.jsonl", agent.runs)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the agent of {}", agent.node))?;
+        agent.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = http_get(agent.listen, "/readyz") {
+                info!(node = %agent.node, listen = %agent.listen, "node agent ready");
+                return Ok(());
+            }
+            if let Some(child) = agent.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                agent.child = None;
+                bail!(
+                    "the agent of {} exited ({status}) before it was ready; see {}",
+                    agent.node,
+                    agent.dir.join("agent.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent of {} was not ready within 30 s; see {}",
+                    agent.node,
+                    agent.dir.join("agent.log").display()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every agent has read the table at least once since now
+    /// (two intervals and the last packets' way).
+    pub fn settle(&self) {
+        thread::sleep(INTERVAL * 2 + Duration::from_millis(300));
+    }
+
+    /// Stops every agent with SIGTERM; each must exit cleanly.
+    fn terminate(&mut self) -> anyhow::Result<()> {
+        for agent in &mut self.agents {
+            let Some(mut child) = agent.child.take() else {
+                continue;
+            };
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().context("waiting for an agent")?;
+            if !status.success() {
+                bail!(
+                    "the agent of {} exited with {status} on SIGTERM; see {}",
+                    agent.node,
+                    agent.dir.join("agent.log").display()
+                );
+            }
+            // SIGTERM must leave nothing in the kernel (asked of the kernel).
+            for attach_type in prog_query::CGROUP_ATTACH_TYPES {
+                let left = prog_query::attached_programs(&agent.cgroup, attach_type)
+                    .with_context(|| format!("querying {}", agent.cgroup.display()))?;
+                if left != 0 {
+                    bail!(
+                        "the agent of {} left {left} program(s) attached to {} after SIGTERM",
+                        agent.node,
+                        agent.cgroup.display()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An upgrade: every agent stopped and started again on its state.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.settle();
+        self.terminate()?;
+        for index in 0..self.agents.len() {
+            self.spawn(index)?;
+        }
+        info!("node agents restarted");
+        Ok(())
+    }
+
+    /// Reads `/metrics` and `/graph` of each agent while it records, into
+    /// `OUT/agents/NODE/metrics.txt` and `graph-live.json`.
+    pub fn scrape(&self) -> anyhow::Result<()> {
+        for agent in &self.agents {
+            for (path, file) in [("/metrics", "metrics.txt"), ("/graph", "graph-live.json")] {
+                let (status, body) = http_get(agent.listen, path)
+                    .with_context(|| format!("GET {path} of the agent of {}", agent.node))?;
+                if status != 200 {
+                    bail!("GET {path} of the agent of {}: HTTP {status}", agent.node);
+                }
+                fs::write(agent.dir.join(file), body)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the agents and merges their graphs (each agent saved its last
+    /// interval on SIGTERM); the flow logs of every run are concatenated
+    /// into `flows`.
+    pub fn finish(mut self, graph: &Path, flows: &Path) -> anyhow::Result<CommGraph> {
+        self.settle();
+        self.scrape()?;
+        self.terminate()?;
+        let mut merged = CommGraph::new();
+        let mut log = Vec::new();
+        for agent in &self.agents {
+            merged.merge(&CommGraph::load(&agent.dir.join("state/graph.json"))?);
+            for run in 1..=agent.runs {
+                let path = agent.dir.join(format!("flows-{run}.jsonl"));
+                log.extend(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+            }
+        }
+        merged.save(graph)?;
+        netflow_agent::graph::file::write_atomically(flows, &log)
+            .with_context(|| format!("cannot write {}", flows.display()))?;
+        Ok(merged)
+    }
+}

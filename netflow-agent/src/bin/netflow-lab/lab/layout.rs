@@ -1,0 +1,757 @@
+//! From a scenario to a concrete cluster: which pods run on which node with
+//! which address, Service ClusterIPs, the DNS pod, and the inventory a
+//! `kubectl get ... -o json` of that cluster would print.
+
+use std::{
+    collections::BTreeMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use serde_json::{Value, json};
+
+use super::scenario::{ExternalSpec, PortSpec, Scenario, ServicePortSpec, protocol_of};
+
+/// Where the lab's cgroups live, below the cgroup v2 mount. The agent
+/// attaches here, so it sees the lab's pods and nothing else.
+pub const LAB_CGROUP: &str = "netflow-lab";
+/// Every network namespace the lab makes starts with this.
+pub const NETNS_PREFIX: &str = "nfl-";
+/// The cluster DNS, as kubeadm sets it up.
+pub const DNS_NAMESPACE: &str = "kube-system";
+pub const DNS_NAME: &str = "coredns";
+pub const DNS_SERVICE: &str = "kube-dns";
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// A fixed start time for the lab's objects; pods get theirs at run time.
+const CREATED: &str = "2026-01-01T00:00:00Z";
+
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub name: String,
+    pub index: usize,
+    /// Address on the lab's fabric (the "node network").
+    pub ip: Ipv4Addr,
+    pub pod_subnet: (Ipv4Addr, u8),
+    pub gateway: Ipv4Addr,
+    pub netns: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PodPlan {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub container_id: String,
+    /// Index into `Scenario::workloads`, or `None` for the DNS pod.
+    pub workload: Option<usize>,
+    pub node: usize,
+    pub ip: Ipv4Addr,
+    pub host_network: bool,
+    pub labels: BTreeMap<String, String>,
+    pub listen: Vec<PortSpec>,
+    /// Namespace of the pod (its node's for hostNetwork pods).
+    pub netns: String,
+    /// Cgroup below the cgroup v2 mount (kubelet's cgroupfs layout).
+    pub cgroup: String,
+    pub owner: Owner,
+    /// The pod (index) whose place and IP this one takes mid-run.
+    pub replaces: Option<usize>,
+}
+
+/// The owner chain kubelet's pods carry.
+#[derive(Clone, Debug)]
+pub enum Owner {
+    None,
+    ReplicaSet {
+        name: String,
+        hash: String,
+        deployment: String,
+    },
+    StatefulSet(String),
+    DaemonSet(String),
+    Job {
+        name: String,
+        cron_job: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct ServicePlan {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ip: Ipv4Addr,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExternalPlan {
+    pub spec: ExternalSpec,
+    pub netns: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabPlan {
+    pub scenario: Scenario,
+    pub nodes: Vec<NodePlan>,
+    pub pods: Vec<PodPlan>,
+    pub services: Vec<ServicePlan>,
+    pub externals: Vec<ExternalPlan>,
+    pub dns_ip: Ipv4Addr,
+}
+
+fn cidr_base(cidr: &str) -> Result<Ipv4Addr, String> {
+    let (address, _) = cidr
+        .split_once('/')
+        .ok_or(format!("{cidr:?} is not a CIDR"))?;
+    address
+        .parse()
+        .map_err(|_| format!("{cidr:?} is not an IPv4 CIDR (the lab runs IPv4)"))
+}
+
+fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base) + by)
+}
+
+/// Stable pseudo-random hex, so the same scenario gives the same names.
+fn hex(seed: &str, digits: usize) -> String {
+    let mut out = String::new();
+    let mut round = 0u64;
+    while out.len() < digits {
+        let mut hasher = DefaultHasher::new();
+        (seed, round).hash(&mut hasher);
+        out.push_str(&format!("{:016x}", hasher.finish()));
+        round += 1;
+    }
+    out.truncate(digits);
+    out
+}
+
+fn uid(seed: &str) -> String {
+    let h = hex(seed, 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl LabPlan {
+    pub fn new(scenario: &Scenario) -> Result<Self, String> {
+        let pod_base = cidr_base(&scenario.pod_cidr)?;
+        let service_base = cidr_base(&scenario.service_cidr)?;
+        let nodes: Vec<NodePlan> = scenario
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let subnet = offset(pod_base, (index as u32) << 8);
+                NodePlan {
+                    name: name.clone(),
+                    index,
+                    ip: Ipv4Addr::new(172, 30, 0, 10 + index as u8),
+                    pod_subnet: (subnet, 24),
+                    gateway: offset(subnet, 1),
+                    netns: format!("{NETNS_PREFIX}n{index}"),
+                }
+            })
+            .collect();
+
+        let mut pods = Vec::new();
+        let mut next_host = vec![10u32; nodes.len()];
+        let mut round_robin = 0usize;
+        let mut place =
+            |node: Option<usize>, host_network: bool| -> Result<(usize, Ipv4Addr), String> {
+                let node = node.unwrap_or_else(|| {
+                    round_robin += 1;
+                    (round_robin - 1) % nodes.len()
+                });
+                if host_network {
+                    return Ok((node, nodes[node].ip));
+                }
+                let host = next_host[node];
+                if host > 250 {
+                    return Err(format!(
+                        "node {} has no pod addresses left",
+                        nodes[node].name
+                    ));
+                }
+                next_host[node] += 1;
+                Ok((node, offset(nodes[node].pod_subnet.0, host)))
+            };
+
+        // The cluster DNS first: every scenario has one.
+        let dns_labels = BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]);
+        let (node, ip) = place(Some(0), false)?;
+        pods.push(pod_plan(
+            DNS_NAMESPACE,
+            DNS_NAME,
+            None,
+            node,
+            ip,
+            false,
+            &dns_labels,
+            vec![
+                PortSpec {
+                    port: 53,
+                    protocol: "UDP".into(),
+                    name: Some("dns".into()),
+                },
+                PortSpec {
+                    port: 53,
+                    protocol: "TCP".into(),
+                    name: Some("dns-tcp".into()),
+                },
+            ],
+            &nodes,
+            0,
+            "Deployment",
+        ));
+
+        for (index, workload) in scenario.workloads.iter().enumerate() {
+            if workload.replaces.is_some() {
+                continue; // placed below, where the pod it replaces is
+            }
+            let pinned = workload
+                .node
+                .as_ref()
+                .and_then(|name| nodes.iter().position(|node| &node.name == name));
+            let replicas: Vec<Option<usize>> = if workload.kind == "DaemonSet" {
+                (0..nodes.len()).map(Some).collect()
+            } else {
+                (0..workload.replicas).map(|_| pinned).collect()
+            };
+            for (replica, node) in replicas.into_iter().enumerate() {
+                let (node, ip) = place(node, workload.host_network)?;
+                pods.push(pod_plan(
+                    &workload.namespace,
+                    &workload.name,
+                    Some(index),
+                    node,
+                    ip,
+                    workload.host_network,
+                    &workload.labels,
+                    workload.listen.clone(),
+                    &nodes,
+                    replica,
+                    &workload.kind,
+                ));
+            }
+        }
+
+        for (index, workload) in scenario.workloads.iter().enumerate() {
+            let Some(replaced) = &workload.replaces else {
+                continue;
+            };
+            let old = pods
+                .iter()
+                .position(|pod: &PodPlan| {
+                    pod.workload
+                        .map(|w| &scenario.workloads[w])
+                        .is_some_and(|w| format!("{}/{}", w.namespace, w.name) == *replaced)
+                })
+                .ok_or(format!("{replaced} has no pod to replace"))?;
+            let (node, ip) = (pods[old].node, pods[old].ip);
+            let mut pod = pod_plan(
+                &workload.namespace,
+                &workload.name,
+                Some(index),
+                node,
+                ip,
+                false,
+                &workload.labels,
+                workload.listen.clone(),
+                &nodes,
+                0,
+                &workload.kind,
+            );
+            pod.replaces = Some(old);
+            pods.push(pod);
+        }
+
+        let mut services = vec![ServicePlan {
+            namespace: DNS_NAMESPACE.into(),
+            name: DNS_SERVICE.into(),
+            cluster_ip: offset(service_base, 10),
+            selector: dns_labels,
+            ports: vec![
+                ServicePortSpec {
+                    port: 53,
+                    target_port: None,
+                    protocol: "UDP".into(),
+                    name: Some("dns".into()),
+                },
+                ServicePortSpec {
+                    port: 53,
+                    target_port: None,
+                    protocol: "TCP".into(),
+                    name: Some("dns-tcp".into()),
+                },
+            ],
+        }];
+        for (index, service) in scenario.services.iter().enumerate() {
+            services.push(ServicePlan {
+                namespace: service.namespace.clone(),
+                name: service.name.clone(),
+                cluster_ip: offset(service_base, 20 + index as u32),
+                selector: service.selector.clone(),
+                ports: service.ports.clone(),
+            });
+        }
+        let externals = scenario
+            .externals
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| ExternalPlan {
+                spec: spec.clone(),
+                netns: format!("{NETNS_PREFIX}x{index}"),
+            })
+            .collect();
+        Ok(Self {
+            scenario: scenario.clone(),
+            nodes,
+            pods,
+            dns_ip: offset(service_base, 10),
+            services,
+            externals,
+        })
+    }
+
+    /// The pods a Service selects.
+    pub fn backends(&self, service: &ServicePlan) -> Vec<&PodPlan> {
+        self.pods
+            .iter()
+            .filter(|pod| {
+                pod.namespace == service.namespace
+                    && service
+                        .selector
+                        .iter()
+                        .all(|(key, value)| pod.labels.get(key) == Some(value))
+            })
+            .collect()
+    }
+
+    /// The pod port a Service port reaches on `pod` (numeric or named targetPort).
+    pub fn target_port(port: &ServicePortSpec, pod: &PodPlan) -> Option<u16> {
+        match &port.target_port {
+            None => Some(port.port),
+            Some(serde_norway::Value::Number(number)) => {
+                number.as_u64().and_then(|n| u16::try_from(n).ok())
+            }
+            Some(serde_norway::Value::String(name)) => match name.parse() {
+                Ok(number) => Some(number),
+                Err(_) => pod
+                    .listen
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(name))
+                    .map(|p| p.port),
+            },
+            Some(_) => None,
+        }
+    }
+
+    /// Names the lab's DNS answers: Services and the scenario's externals.
+    pub fn dns_records(&self) -> Vec<(String, IpAddr)> {
+        let mut records: Vec<(String, IpAddr)> = self
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    format!("{}.{}.svc.{CLUSTER_DOMAIN}", s.name, s.namespace),
+                    IpAddr::V4(s.cluster_ip),
+                )
+            })
+            .collect();
+        records.extend(
+            self.externals
+                .iter()
+                .filter_map(|e| Some((e.spec.dns.clone()?, e.spec.ip))),
+        );
+        records
+    }
+
+    /// The cluster as `kubectl get namespaces,nodes,pods,services,replicasets,
+    /// deployments,statefulsets,daemonsets,jobs,cronjobs -A -o json` prints it.
+    /// `replaced_at`: for each replaced pod (by index), when it was replaced.
+    pub fn inventory(&self, pod_start: &str, replaced_at: &BTreeMap<usize, String>) -> Value {
+        let mut items = Vec::new();
+        let mut namespaces: Vec<(String, BTreeMap<String, String>)> = self
+            .scenario
+            .namespaces
+            .iter()
+            .map(|ns| (ns.name.clone(), ns.labels.clone()))
+            .collect();
+        if !namespaces.iter().any(|(name, _)| name == DNS_NAMESPACE) {
+            namespaces.push((DNS_NAMESPACE.into(), BTreeMap::new()));
+        }
+        for (name, mut labels) in namespaces {
+            labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+            items.push(json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "uid": uid(&format!("ns/{name}")), "labels": labels, "creationTimestamp": CREATED}}));
+        }
+        for node in &self.nodes {
+            items.push(json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node.name, "uid": uid(&format!("node/{}", node.name)), "creationTimestamp": CREATED},
+                "spec": {"podCIDR": format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1)},
+                "status": {"addresses": [{"type": "InternalIP", "address": node.ip.to_string()}, {"type": "Hostname", "address": node.name}]}}));
+        }
+        let mut owners_done = std::collections::BTreeSet::new();
+        for (index, pod) in self.pods.iter().enumerate() {
+            let start = match pod.replaces {
+                Some(old) => match replaced_at.get(&old) {
+                    Some(time) => time.as_str(),
+                    None => continue, // never started
+                },
+                None => pod_start,
+            };
+            items.extend(owner_objects(pod, &mut owners_done));
+            let mut object = pod_object(pod, &self.nodes[pod.node].name, start);
+            if let Some(end) = replaced_at.get(&index) {
+                object["metadata"]["deletionTimestamp"] = json!(end);
+            }
+            items.push(object);
+        }
+        for service in &self.services {
+            let ports: Vec<Value> = service
+                .ports
+                .iter()
+                .map(|port| {
+                    let target = match &port.target_port {
+                        None => json!(port.port),
+                        Some(serde_norway::Value::Number(number)) => json!(number.as_u64()),
+                        Some(serde_norway::Value::String(name)) => json!(name),
+                        Some(_) => Value::Null,
+                    };
+                    let mut value = json!({"port": port.port, "targetPort": target,
+                        "protocol": protocol_of(&port.protocol).unwrap_or("TCP")});
+                    if let Some(name) = &port.name {
+                        value["name"] = json!(name);
+                    }
+                    value
+                })
+                .collect();
+            items.push(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": service.name, "namespace": service.namespace,
+                    "uid": uid(&format!("svc/{}/{}", service.namespace, service.name)), "creationTimestamp": CREATED},
+                "spec": {"type": "ClusterIP", "clusterIP": service.cluster_ip.to_string(),
+                    "clusterIPs": [service.cluster_ip.to_string()], "selector": service.selector, "ports": ports}}));
+        }
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pod_plan(
+    namespace: &str,
+    workload: &str,
+    workload_index: Option<usize>,
+    node: usize,
+    ip: Ipv4Addr,
+    host_network: bool,
+    labels: &BTreeMap<String, String>,
+    listen: Vec<PortSpec>,
+    nodes: &[NodePlan],
+    replica: usize,
+    kind: &str,
+) -> PodPlan {
+    let seed = format!("{namespace}/{workload}/{replica}");
+    let hash = hex(&format!("{namespace}/{workload}"), 10);
+    let suffix = hex(&seed, 5);
+    let mut labels = labels.clone();
+    let (name, owner) = match kind {
+        "Deployment" => {
+            labels.insert("pod-template-hash".into(), hash.clone());
+            (
+                format!("{workload}-{hash}-{suffix}"),
+                Owner::ReplicaSet {
+                    name: format!("{workload}-{hash}"),
+                    hash,
+                    deployment: workload.into(),
+                },
+            )
+        }
+        "StatefulSet" => {
+            let name = format!("{workload}-{replica}");
+            labels.insert(
+                "controller-revision-hash".into(),
+                format!("{workload}-{hash}"),
+            );
+            labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
+            (name, Owner::StatefulSet(workload.into()))
+        }
+        "DaemonSet" => {
+            labels.insert("controller-revision-hash".into(), hash.clone());
+            (
+                format!("{workload}-{suffix}"),
+                Owner::DaemonSet(workload.into()),
+            )
+        }
+        "Job" => {
+            labels.insert("job-name".into(), workload.into());
+            (
+                format!("{workload}-{suffix}"),
+                Owner::Job {
+                    name: workload.into(),
+                    cron_job: None,
+                },
+            )
+        }
+        "CronJob" => {
+            let job = format!("{workload}-29000000");
+            labels.insert("job-name".into(), job.clone());
+            (
+                format!("{job}-{suffix}"),
+                Owner::Job {
+                    name: job,
+                    cron_job: Some(workload.into()),
+                },
+            )
+        }
+        _ => (workload.to_string(), Owner::None),
+    };
+    let uid = uid(&format!("pod/{namespace}/{name}"));
+    let container_id = hex(&format!("container/{uid}"), 64);
+    let netns = if host_network {
+        nodes[node].netns.clone()
+    } else {
+        format!("{NETNS_PREFIX}p{}", hex(&format!("netns/{uid}"), 8))
+    };
+    let _ = workload_index;
+    PodPlan {
+        namespace: namespace.into(),
+        name,
+        // Each node's pods under the node's own cgroup, which its agent
+        // attaches to (a real node's agent attaches to the node's root).
+        cgroup: format!(
+            "{LAB_CGROUP}/{}/kubepods/besteffort/pod{uid}/{container_id}",
+            nodes[node].name
+        ),
+        uid,
+        container_id,
+        workload: workload_index,
+        node,
+        ip,
+        host_network,
+        labels,
+        listen,
+        netns,
+        owner,
+        replaces: None,
+    }
+}
+
+fn owner_objects(pod: &PodPlan, done: &mut std::collections::BTreeSet<String>) -> Vec<Value> {
+    let ns = &pod.namespace;
+    let selector: BTreeMap<&String, &String> = pod
+        .labels
+        .iter()
+        .filter(|(key, _)| !netflow_agent::inventory::PER_POD_LABELS.contains(&key.as_str()))
+        .collect();
+    let meta = |kind: &str, name: &str, owner: Option<(&str, &str, &str)>| {
+        let mut meta = json!({"name": name, "namespace": ns, "uid": uid(&format!("{kind}/{ns}/{name}")), "creationTimestamp": CREATED});
+        if let Some((api, owner_kind, owner_name)) = owner {
+            meta["ownerReferences"] = json!([{"apiVersion": api, "kind": owner_kind, "name": owner_name,
+                "uid": uid(&format!("{owner_kind}/{ns}/{owner_name}")), "controller": true, "blockOwnerDeletion": true}]);
+        }
+        meta
+    };
+    let mut objects = Vec::new();
+    let mut add = |key: String, object: Value| {
+        if done.insert(key) {
+            objects.push(object);
+        }
+    };
+    let template = json!({"metadata": {"labels": selector}, "spec": {"containers": [{"name": "main", "image": "netflow/peer"}]}});
+    match &pod.owner {
+        Owner::None => {}
+        Owner::ReplicaSet {
+            name,
+            hash,
+            deployment,
+        } => {
+            let mut rs_selector = serde_json::to_value(&selector).unwrap_or_default();
+            rs_selector["pod-template-hash"] = json!(hash);
+            add(
+                format!("Deployment/{ns}/{deployment}"),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": meta("Deployment", deployment, None),
+                "spec": {"selector": {"matchLabels": selector}, "template": template}}),
+            );
+            add(
+                format!("ReplicaSet/{ns}/{name}"),
+                json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": meta("ReplicaSet", name, Some(("apps/v1", "Deployment", deployment))),
+                "spec": {"selector": {"matchLabels": rs_selector}}}),
+            );
+        }
+        Owner::StatefulSet(name) => add(
+            format!("StatefulSet/{ns}/{name}"),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": meta("StatefulSet", name, None),
+            "spec": {"selector": {"matchLabels": selector}, "serviceName": name, "template": template}}),
+        ),
+        Owner::DaemonSet(name) => add(
+            format!("DaemonSet/{ns}/{name}"),
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": meta("DaemonSet", name, None),
+            "spec": {"selector": {"matchLabels": selector}, "template": template}}),
+        ),
+        Owner::Job { name, cron_job } => {
+            if let Some(cron_job) = cron_job {
+                add(
+                    format!("CronJob/{ns}/{cron_job}"),
+                    json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                    "metadata": meta("CronJob", cron_job, None),
+                    "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": template}}}}),
+                );
+            }
+            let owner = cron_job
+                .as_deref()
+                .map(|cron_job| ("batch/v1", "CronJob", cron_job));
+            add(
+                format!("Job/{ns}/{name}"),
+                json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": meta("Job", name, owner), "spec": {"template": template}}),
+            );
+        }
+    }
+    objects
+}
+
+fn pod_object(pod: &PodPlan, node: &str, start: &str) -> Value {
+    let mut metadata = json!({"name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
+        "labels": pod.labels, "creationTimestamp": start});
+    let owner = match &pod.owner {
+        Owner::None => None,
+        Owner::ReplicaSet { name, .. } => Some(("apps/v1", "ReplicaSet", name.as_str())),
+        Owner::StatefulSet(name) => Some(("apps/v1", "StatefulSet", name.as_str())),
+        Owner::DaemonSet(name) => Some(("apps/v1", "DaemonSet", name.as_str())),
+        Owner::Job { name, .. } => Some(("batch/v1", "Job", name.as_str())),
+    };
+    if let Some((api, kind, name)) = owner {
+        metadata["ownerReferences"] = json!([{"apiVersion": api, "kind": kind, "name": name,
+            "uid": uid(&format!("{kind}/{}/{name}", pod.namespace)), "controller": true, "blockOwnerDeletion": true}]);
+    }
+    let ports: Vec<Value> = pod
+        .listen
+        .iter()
+        .map(|port| {
+            let mut value = json!({"containerPort": port.port, "protocol": protocol_of(&port.protocol).unwrap_or("TCP")});
+            if let Some(name) = &port.name {
+                value["name"] = json!(name);
+            }
+            value
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+        "spec": {"nodeName": node, "hostNetwork": pod.host_network,
+            "containers": [{"name": "main", "image": "netflow/peer", "ports": ports}]},
+        "status": {"phase": "Running", "podIP": pod.ip.to_string(), "podIPs": [{"ip": pod.ip.to_string()}],
+            "hostIP": pod.ip.to_string(), "startTime": start,
+            "containerStatuses": [{"name": "main", "containerID": format!("containerd://{}", pod.container_id), "ready": true}]}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netflow_agent::inventory::{Inventory, WorkloadRef};
+
+    const SCENARIO: &str = r#"
+nodes: [node-a, node-b]
+namespaces: [{name: shop}]
+workloads:
+  - {name: frontend, namespace: shop, replicas: 2, labels: {app: frontend}, listen: [{port: 8080, name: http}]}
+  - {name: cart, namespace: shop, kind: StatefulSet, labels: {app: cart}, node: node-b, listen: [{port: 7070}]}
+  - {name: nightly, namespace: shop, kind: CronJob, labels: {app: report}}
+  - {name: agent, namespace: shop, kind: DaemonSet, hostNetwork: true, labels: {app: agent}}
+services:
+  - {name: web, namespace: shop, selector: {app: frontend}, ports: [{port: 80, targetPort: http}]}
+"#;
+
+    #[test]
+    fn the_inventory_reads_back_with_owners_and_ports() {
+        let plan = LabPlan::new(&Scenario::parse(SCENARIO).unwrap()).unwrap();
+        let text = plan
+            .inventory("2026-11-25T00:00:00Z", &BTreeMap::new())
+            .to_string();
+        let inventory = Inventory::parse(&text).unwrap();
+        let workload = |kind: &str, name: &str| WorkloadRef {
+            namespace: "shop".into(),
+            kind: kind.into(),
+            name: name.into(),
+        };
+        let mut workloads: Vec<WorkloadRef> = inventory
+            .pods
+            .iter()
+            .map(|pod| pod.workload.clone())
+            .collect();
+        workloads.sort();
+        workloads.dedup();
+        assert_eq!(
+            workloads,
+            vec![
+                workload("CronJob", "nightly"),
+                workload("DaemonSet", "agent"),
+                WorkloadRef {
+                    namespace: "kube-system".into(),
+                    kind: "Deployment".into(),
+                    name: "coredns".into()
+                },
+                workload("Deployment", "frontend"),
+                workload("StatefulSet", "cart"),
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+        // Two agent pods (one per node), both at their node's address.
+        let agents: Vec<_> = inventory
+            .pods
+            .iter()
+            .filter(|p| p.workload.name == "agent")
+            .collect();
+        assert_eq!(agents.len(), 2);
+        assert!(agents.iter().all(|p| p.host_network));
+        let service = inventory
+            .service_by_ip("10.96.0.20".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            inventory.service_backends(service, 80, "TCP"),
+            vec![(workload("Deployment", "frontend"), 8080)]
+        );
+        assert_eq!(
+            inventory
+                .selector_of(&workload("Deployment", "frontend"))
+                .len(),
+            1
+        );
+        // cart is pinned to node-b, whose pods are in 10.244.1.0/24.
+        let cart = inventory
+            .pods
+            .iter()
+            .find(|p| p.workload.name == "cart")
+            .unwrap();
+        // (after frontend's second replica, placed there round-robin)
+        assert_eq!(cart.ips[0].to_string(), "10.244.1.11");
+        let dns_pod = inventory.pod_by_uid(&plan.pods[0].uid).unwrap();
+        assert!(dns_pod.name.starts_with("coredns-"));
+    }
+
+    #[test]
+    fn the_dns_answers_services_and_externals() {
+        let plan = LabPlan::new(&Scenario::parse(SCENARIO).unwrap()).unwrap();
+        let records = plan.dns_records();
+        assert!(records.contains(&(
+            "kube-dns.kube-system.svc.cluster.local".into(),
+            "10.96.0.10".parse().unwrap()
+        )));
+        assert!(records.contains(&(
+            "web.shop.svc.cluster.local".into(),
+            "10.96.0.20".parse().unwrap()
+        )));
+    }
+}

@@ -1,0 +1,696 @@
+//! `netflow-lab run SCENARIO --out DIR`: build the cluster, record its
+//! traffic through the real eBPF path with one `netflow-agent run` daemon per
+//! node (`agents`), merge their graphs, remove everything.
+//!
+//! Layout: a "fabric" namespace with a bridge is the node network; each node
+//! is a namespace on it (its own address, a pod bridge, IP forwarding, routes
+//! to the other nodes' pod subnets, kube-proxy-style DNAT rules for every
+//! Service); each pod is a namespace on its node's bridge, its processes in a
+//! kubelet-style cgroup below `netflow-lab`; external hosts are namespaces on
+//! the fabric. Nothing is routed out of these namespaces.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use tracing::info;
+
+use super::{
+    agents::Agents,
+    layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
+    scenario::{Destination, Scenario, parse_destination, protocol_of, split_workload},
+};
+use netflow_agent::{
+    inventory::Inventory,
+    kernel::cgroup_mount,
+    model::rfc3339,
+    testbed::{ip, remove_cgroup_tree},
+};
+
+const FABRIC: &str = "nfl-fabric";
+const FABRIC_BRIDGE: &str = "fab0";
+const POD_BRIDGE: &str = "cbr0";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupt() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: the lab is being removed");
+    }
+    Ok(())
+}
+
+/// What one run wrote.
+pub struct LabOutput {
+    pub graph: PathBuf,
+    pub inventory: PathBuf,
+    pub flows: PathBuf,
+}
+
+pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
+    let scenario = Scenario::load(scenario_path)?;
+    let plan = LabPlan::new(&scenario)
+        .map_err(|message| anyhow::anyhow!("scenario {}: {message}", scenario_path.display()))?;
+    // Ctrl-C and SIGTERM stop the run between steps; the lab's Drop then
+    // removes what was made.
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // Peers are this binary; the node agents are netflow-agent beside it.
+    let lab_exe = std::env::current_exe().context("cannot find the netflow-lab binary")?;
+    let agent = crate::agent_binary()?;
+    let mount = cgroup_mount::cgroup2_mount()?;
+
+    let mut lab = Lab {
+        mount: mount.clone(),
+        children: Vec::new(),
+        pod_servers: std::collections::HashMap::new(),
+        replaced_at: std::collections::BTreeMap::new(),
+    };
+    lab.remove_all();
+    let started = rfc3339(SystemTime::now() - Duration::from_secs(1));
+    lab.build(&plan).context("building the lab")?;
+    check_interrupt()?;
+
+    let output = LabOutput {
+        graph: out.join("graph.json"),
+        inventory: out.join("inventory.json"),
+        flows: out.join("flows.jsonl"),
+    };
+    // The agents name workloads from this file; it is written again each
+    // time a pod is replaced, and they read it again when it changes.
+    write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
+    let mut agents = Agents::start(&agent, &plan, &mount, out, &output.inventory)?;
+
+    lab.start_servers(&lab_exe, &plan)?;
+    check_interrupt()?;
+    lab.run_traffic(&lab_exe, &plan, &mut agents, &started, &output.inventory)?;
+    let graph = agents.finish(&output.graph, &output.flows)?;
+    let inventory_json = write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
+    let inventory = Inventory::parse(&String::from_utf8_lossy(&inventory_json))
+        .context("the lab's own inventory")?;
+    let policies =
+        netflow_agent::policy::generate::generate(&graph, &inventory, &Default::default())?;
+    netflow_agent::policy::write::write_dir(&policies, &out.join("policies"))?;
+    print!("{}", netflow_agent::graph::export::show(&graph));
+    lab.remove_all();
+    println!(
+        "\nwrote {dir}/graph.json, {dir}/inventory.json, {dir}/flows.jsonl and {dir}/policies/ ({} namespaces, {} findings)\n\
+         next: netflow-agent policy verify --graph {dir}/graph.json --policies {dir}/policies --inventory {dir}/inventory.json",
+        policies.by_namespace.len(),
+        policies.findings.len(),
+        dir = out.display()
+    );
+    Ok(output)
+}
+
+/// Writes the lab's inventory as of now (atomically: the agents read it).
+fn write_inventory(
+    plan: &LabPlan,
+    started: &str,
+    replaced_at: &std::collections::BTreeMap<usize, String>,
+    path: &Path,
+) -> anyhow::Result<Vec<u8>> {
+    let json = serde_json::to_vec_pretty(&plan.inventory(started, replaced_at))?;
+    netflow_agent::graph::file::write_atomically(path, &json)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(json)
+}
+
+struct Lab {
+    mount: PathBuf,
+    children: Vec<Child>,
+    /// Each pod's echo servers, by pod index (stopped when a pod is replaced).
+    pod_servers: std::collections::HashMap<usize, Child>,
+    /// Pods replaced mid-run, by index, with the time (RFC 3339, whole seconds).
+    replaced_at: std::collections::BTreeMap<usize, String>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
+/// Makes namespace `ns` with its `eth0` (holding `address`) plugged into a
+/// bridge: `(namespace of the bridge, bridge, name of the port on it)`.
+fn plug_namespace(
+    ns: &str,
+    (bridge_ns, bridge, port): (&str, &str, &str),
+    address: &str,
+) -> anyhow::Result<()> {
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    ip(&[
+        "link", "add", port, "netns", bridge_ns, "type", "veth", "peer", "name", "eth0", "netns",
+        ns,
+    ])?;
+    ip(&["-n", bridge_ns, "link", "set", port, "master", bridge, "up"])?;
+    ip(&["-n", ns, "addr", "add", address, "dev", "eth0"])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])
+}
+
+/// Routes in `ns` to each node's pod subnet through that node's address.
+fn route_pod_subnets<'a>(
+    ns: &str,
+    nodes: impl Iterator<Item = &'a super::layout::NodePlan>,
+) -> anyhow::Result<()> {
+    for node in nodes {
+        let subnet = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            &subnet,
+            "via",
+            &node.ip.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
+fn netns_exec(netns: &str, command: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["netns", "exec", netns];
+    args.extend_from_slice(command);
+    ip(&args)
+}
+
+impl Lab {
+    /// Removes every namespace, cgroup and process the lab (this run or an
+    /// earlier one that crashed) made. DNAT rules go with their namespaces.
+    fn remove_all(&mut self) {
+        for child in self
+            .children
+            .iter_mut()
+            .chain(self.pod_servers.values_mut())
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+        self.pod_servers.clear();
+        remove_cgroup_tree(&self.mount.join(LAB_CGROUP));
+        for name in lab_namespaces() {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    fn build(&mut self, plan: &LabPlan) -> anyhow::Result<()> {
+        ip(&["netns", "add", FABRIC])?;
+        ip(&["-n", FABRIC, "link", "add", FABRIC_BRIDGE, "type", "bridge"])?;
+        ip(&["-n", FABRIC, "link", "set", FABRIC_BRIDGE, "up"])?;
+        for node in &plan.nodes {
+            let ns = node.netns.as_str();
+            let fabric_port = format!("nflf{}", node.index);
+            plug_namespace(
+                ns,
+                (FABRIC, FABRIC_BRIDGE, &fabric_port),
+                &format!("{}/24", node.ip),
+            )?;
+            ip(&["-n", ns, "link", "add", POD_BRIDGE, "type", "bridge"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", node.gateway),
+                "dev",
+                POD_BRIDGE,
+            ])?;
+            ip(&["-n", ns, "link", "set", POD_BRIDGE, "up"])?;
+            // Forward between pods, nodes and externals; let DNAT rules see
+            // bridged pod-to-pod traffic, as on a kube-proxy node.
+            netns_exec(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            netns_exec(
+                ns,
+                &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+            )?;
+            route_pod_subnets(
+                ns,
+                plan.nodes.iter().filter(|other| other.index != node.index),
+            )?;
+            for external in &plan.externals {
+                ip(&[
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &format!("{}/32", external.spec.ip),
+                    "dev",
+                    "eth0",
+                ])?;
+            }
+        }
+        for (index, external) in plan.externals.iter().enumerate() {
+            let ns = external.netns.as_str();
+            let fabric_port = format!("nflx{index}");
+            plug_namespace(
+                ns,
+                (FABRIC, FABRIC_BRIDGE, &fabric_port),
+                &format!("{}/32", external.spec.ip),
+            )?;
+            ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
+            route_pod_subnets(ns, plan.nodes.iter())?;
+        }
+        for index in 0..plan.pods.len() {
+            // Pods that replace another start mid-run, in its place.
+            if plan.pods[index].replaces.is_none() {
+                self.create_pod(plan, index)?;
+            }
+        }
+        for node in &plan.nodes {
+            self.install_service_rules(plan, &node.netns)?;
+        }
+        Ok(())
+    }
+
+    /// A pod's cgroup and (unless hostNetwork) its namespace on its node's bridge.
+    fn create_pod(&self, plan: &LabPlan, index: usize) -> anyhow::Result<()> {
+        let pod = &plan.pods[index];
+        fs::create_dir_all(self.mount.join(&pod.cgroup))
+            .with_context(|| format!("creating cgroup {}", pod.cgroup))?;
+        if pod.host_network {
+            return Ok(());
+        }
+        let node = &plan.nodes[pod.node];
+        let ns = pod.netns.as_str();
+        let node_port = format!("vp{index}");
+        plug_namespace(
+            ns,
+            (&node.netns, POD_BRIDGE, &node_port),
+            &format!("{}/24", pod.ip),
+        )?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &node.gateway.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// Deletes pod `old` and starts the pod that replaces it, with its IP, at
+    /// a whole second (what the inventory's timestamps can tell apart).
+    fn replace_pod(&mut self, lab_exe: &Path, plan: &LabPlan, old: usize) -> anyhow::Result<()> {
+        let new = plan
+            .pods
+            .iter()
+            .position(|pod| pod.replaces == Some(old))
+            .context("no pod replaces this one")?;
+        let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        let at = now.as_secs() + 1;
+        thread::sleep(Duration::from_secs(at) - now + Duration::from_millis(20));
+        if let Some(mut server) = self.pod_servers.remove(&old) {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let old_pod = &plan.pods[old];
+        ip(&["netns", "delete", &old_pod.netns])?;
+        remove_cgroup_tree(&self.mount.join(&old_pod.cgroup));
+        self.create_pod(plan, new)?;
+        // Neighbours still map the IP to the deleted pod's MAC address:
+        // forget it everywhere, as a CNI's gratuitous ARP would make them.
+        let address = format!("{}/32", old_pod.ip);
+        for netns in lab_namespaces() {
+            let _ = Command::new("ip")
+                .args(["-n", &netns, "neigh", "flush", "to", &address])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.start_pod_servers(lab_exe, plan, new)?;
+        self.replaced_at.insert(old, rfc3339_seconds(at));
+        info!(old = %old_pod.name, new = %plan.pods[new].name, ip = %old_pod.ip, "pod replaced, IP reused");
+        Ok(())
+    }
+
+    fn start_pod_servers(
+        &mut self,
+        lab_exe: &Path,
+        plan: &LabPlan,
+        index: usize,
+    ) -> anyhow::Result<()> {
+        let pod = &plan.pods[index];
+        if pod.listen.is_empty() {
+            return Ok(());
+        }
+        let mut command = Command::new(lab_exe);
+        command
+            .args(["peer", "--cgroup"])
+            .arg(self.mount.join(&pod.cgroup))
+            .args(["--netns", &format!("/run/netns/{}", pod.netns), "serve"]);
+        add_listen_args(
+            &mut command,
+            pod.listen.iter().map(|p| (p.port, p.protocol.as_str())),
+        );
+        let child = spawn_ready(
+            command,
+            &format!("servers of pod {}/{}", pod.namespace, pod.name),
+        )?;
+        self.pod_servers.insert(index, child);
+        Ok(())
+    }
+
+    /// kube-proxy's job: DNAT each ClusterIP:port to the backends' pod
+    /// IP:targetPort, for pod traffic (PREROUTING) and the node's own (OUTPUT).
+    fn install_service_rules(&self, plan: &LabPlan, netns: &str) -> anyhow::Result<()> {
+        for service in &plan.services {
+            for port in &service.ports {
+                let protocol = protocol_of(&port.protocol)
+                    .map_err(anyhow::Error::msg)?
+                    .to_ascii_lowercase();
+                let backends: Vec<(String, u16)> = plan
+                    .backends(service)
+                    .into_iter()
+                    .filter_map(|pod| Some((pod.ip.to_string(), LabPlan::target_port(port, pod)?)))
+                    .collect();
+                for chain in ["PREROUTING", "OUTPUT"] {
+                    for (index, (address, target)) in backends.iter().enumerate() {
+                        let remaining = backends.len() - index;
+                        let destination = format!("{address}:{target}");
+                        let cluster_ip = format!("{}/32", service.cluster_ip);
+                        let port_text = port.port.to_string();
+                        let probability = format!("{:.5}", 1.0 / remaining as f64);
+                        let mut rule = vec![
+                            "iptables",
+                            "-w",
+                            "-t",
+                            "nat",
+                            "-A",
+                            chain,
+                            "-d",
+                            &cluster_ip,
+                            "-p",
+                            &protocol,
+                            "--dport",
+                            &port_text,
+                        ];
+                        if remaining > 1 {
+                            rule.extend_from_slice(&[
+                                "-m",
+                                "statistic",
+                                "--mode",
+                                "random",
+                                "--probability",
+                                &probability,
+                            ]);
+                        }
+                        rule.extend_from_slice(&["-j", "DNAT", "--to-destination", &destination]);
+                        netns_exec(netns, &rule)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_servers(&mut self, lab_exe: &Path, plan: &LabPlan) -> anyhow::Result<()> {
+        let netns_path = |ns: &str| format!("/run/netns/{ns}");
+        // The cluster DNS: dnsmasq in the coredns pod, answering Service and
+        // external names (and nothing from outside: --no-resolv).
+        let dns_pod = &plan.pods[0];
+        let mut dnsmasq = Command::new(lab_exe);
+        dnsmasq
+            .args(["peer", "--cgroup"])
+            .arg(self.mount.join(&dns_pod.cgroup))
+            .args([
+                "--netns",
+                &netns_path(&dns_pod.netns),
+                "exec",
+                "--",
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file=",
+                "--port=53",
+            ])
+            .arg(format!("--listen-address={}", dns_pod.ip));
+        for (name, address) in plan.dns_records() {
+            dnsmasq.arg(format!("--address=/{name}/{address}"));
+        }
+        let mut child = dnsmasq
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq")?;
+        wait_for_port(&mut child, &dns_pod.netns, 53)?;
+        self.children.push(child);
+
+        for index in 1..plan.pods.len() {
+            // Pods that replace another start with their replace step.
+            if plan.pods[index].replaces.is_none() {
+                self.start_pod_servers(lab_exe, plan, index)?;
+            }
+        }
+        for external in plan.externals.iter().filter(|e| !e.spec.listen.is_empty()) {
+            let mut command = Command::new(lab_exe);
+            command.args(["peer", "--netns", &netns_path(&external.netns), "serve"]);
+            add_listen_args(
+                &mut command,
+                external
+                    .spec
+                    .listen
+                    .iter()
+                    .map(|p| (p.port, p.protocol.as_str())),
+            );
+            let child = spawn_ready(
+                command,
+                &format!("servers of external {}", external.spec.name),
+            )?;
+            self.children.push(child);
+        }
+        Ok(())
+    }
+
+    fn run_traffic(
+        &mut self,
+        lab_exe: &Path,
+        plan: &LabPlan,
+        agents: &mut Agents,
+        started: &str,
+        inventory: &Path,
+    ) -> anyhow::Result<()> {
+        for (index, traffic) in plan.scenario.traffic.iter().enumerate() {
+            check_interrupt()?;
+            if traffic.restart_agents {
+                agents.restart()?;
+                continue;
+            }
+            if let Some(replaced) = &traffic.replace {
+                let old = plan
+                    .pods
+                    .iter()
+                    .position(|pod| {
+                        pod.workload
+                            .map(|w| &plan.scenario.workloads[w])
+                            .is_some_and(|w| format!("{}/{}", w.namespace, w.name) == *replaced)
+                    })
+                    .with_context(|| format!("traffic[{index}]: no pod of {replaced}"))?;
+                // The agents read the old pod's last packets while its
+                // cgroup exists, as their interval would on a node.
+                agents.settle();
+                self.replace_pod(lab_exe, plan, old)?;
+                write_inventory(plan, started, &self.replaced_at, inventory)?;
+                continue;
+            }
+            let (namespace, name) = split_workload(&traffic.from).context("traffic source")?;
+            let clients: Vec<&PodPlan> = plan
+                .pods
+                .iter()
+                .enumerate()
+                .filter(|(index, pod)| self.is_running(pod, *index))
+                .map(|(_, pod)| pod)
+                .filter(|pod| {
+                    pod.workload
+                        .map(|w| &plan.scenario.workloads[w])
+                        .is_some_and(|w| w.namespace == namespace && w.name == name)
+                })
+                .collect();
+            let client = clients
+                .get(index % clients.len().max(1))
+                .with_context(|| format!("traffic[{index}]: no pod of {namespace}/{name}"))?;
+            let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP";
+            let flag = if udp { "--udp" } else { "--tcp" };
+            let count = traffic.connections.to_string();
+            let mut args: Vec<String> = vec!["connect".into()];
+            match parse_destination(&traffic.to).map_err(anyhow::Error::msg)? {
+                Destination::Service {
+                    namespace,
+                    name,
+                    port,
+                } => {
+                    let service = plan
+                        .services
+                        .iter()
+                        .find(|s| s.namespace == namespace && s.name == name)
+                        .context("traffic to an unknown service")?;
+                    args.extend([flag.into(), format!("{}:{port}", service.cluster_ip)]);
+                }
+                Destination::Workload {
+                    namespace,
+                    name,
+                    port,
+                } => {
+                    let target = plan
+                        .pods
+                        .iter()
+                        .find(|pod| {
+                            pod.workload
+                                .map(|w| &plan.scenario.workloads[w])
+                                .is_some_and(|w| w.namespace == namespace && w.name == name)
+                        })
+                        .context("traffic to an unknown workload")?;
+                    args.extend([flag.into(), format!("{}:{port}", target.ip)]);
+                }
+                Destination::External { name, port } => {
+                    let external = plan
+                        .externals
+                        .iter()
+                        .find(|e| e.spec.name == name)
+                        .context("unknown external")?;
+                    args.extend([flag.into(), format!("{}:{port}", external.spec.ip)]);
+                }
+                Destination::Dns { name, port } => {
+                    args.extend([
+                        "--resolve".into(),
+                        name,
+                        "--dns".into(),
+                        format!("{}:53", plan.dns_ip),
+                        "--port".into(),
+                        port.to_string(),
+                    ]);
+                    if udp {
+                        args.push("--resolved-udp".into());
+                    }
+                }
+            }
+            args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
+            let output = Command::new(lab_exe)
+                .args(["peer", "--cgroup"])
+                .arg(self.mount.join(&client.cgroup))
+                .args(["--netns", &format!("/run/netns/{}", client.netns)])
+                .args(&args)
+                .output()
+                .context("running a lab client")?;
+            if !output.status.success() {
+                bail!(
+                    "traffic[{index}] {} -> {} failed: {}",
+                    traffic.from,
+                    traffic.to,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            info!(from = %traffic.from, to = %traffic.to, connections = traffic.connections, "traffic sent");
+        }
+        Ok(())
+    }
+}
+
+impl Lab {
+    /// Whether a pod exists now (not replaced yet, or already started).
+    fn is_running(&self, pod: &PodPlan, index: usize) -> bool {
+        let replaced = self.replaced_at.contains_key(&index);
+        let started = pod
+            .replaces
+            .is_none_or(|old| self.replaced_at.contains_key(&old));
+        !replaced && started
+    }
+}
+
+/// The network namespaces the lab made (this run's or a crashed run's).
+fn lab_namespaces() -> Vec<String> {
+    fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(NETNS_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn spawn_ready(mut command: Command, what: &str) -> anyhow::Result<Child> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what}: no stdout");
+    };
+    let mut line = String::new();
+    let read = BufReader::new(stdout).read_line(&mut line);
+    if read.is_err() || line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what} did not start");
+    }
+    Ok(child)
+}
+
+fn rfc3339_seconds(unix_seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds))
+        .to_string()
+}
+
+fn add_listen_args<'a>(command: &mut Command, ports: impl Iterator<Item = (u16, &'a str)>) {
+    for (port, protocol) in ports {
+        let flag = if protocol.eq_ignore_ascii_case("UDP") {
+            "--udp"
+        } else {
+            "--tcp"
+        };
+        command.args([flag, &format!("0.0.0.0:{port}")]);
+    }
+}
+
+/// Waits until something listens on UDP `port` in `netns` (dnsmasq says
+/// nothing when it is ready).
+fn wait_for_port(child: &mut Child, netns: &str, port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait()? {
+            bail!("dnsmasq exited ({status}): is it installed? run `cargo xtask setup`");
+        }
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "ss",
+                "-lnuH",
+                &format!("sport = :{port}"),
+            ])
+            .output()?;
+        if !output.stdout.is_empty() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("dnsmasq did not start listening on port {port}")
+}

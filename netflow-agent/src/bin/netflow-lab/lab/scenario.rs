@@ -1,0 +1,508 @@
+//! The lab's scenario file (see `docs/lab.md`): a small cluster
+//! and the traffic to run in it.
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("scenario {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default = "default_pod_cidr", rename = "podCIDR")]
+    pub pod_cidr: String,
+    #[serde(default = "default_service_cidr", rename = "serviceCIDR")]
+    pub service_cidr: String,
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceSpec>,
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    #[serde(default)]
+    pub externals: Vec<ExternalSpec>,
+    #[serde(default)]
+    pub traffic: Vec<TrafficSpec>,
+}
+
+fn default_pod_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+
+fn default_service_cidr() -> String {
+    "10.96.0.0/12".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub node: Option<String>,
+    #[serde(default)]
+    pub host_network: bool,
+    #[serde(default)]
+    pub listen: Vec<PortSpec>,
+    /// `NS/WORKLOAD`: this workload's pod is started by a `replace` step of
+    /// the traffic, on the replaced workload's node and with its pod's IP
+    /// (an IP reused by a new pod mid-recording).
+    pub replaces: Option<String>,
+}
+
+fn default_kind() -> String {
+    "Deployment".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    pub name: Option<String>,
+}
+
+fn tcp() -> String {
+    "TCP".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePortSpec {
+    pub port: u16,
+    /// A number or the name of a container port.
+    pub target_port: Option<serde_norway::Value>,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    pub name: String,
+    pub ip: IpAddr,
+    pub dns: Option<String>,
+    #[serde(default)]
+    pub listen: Vec<PortSpec>,
+}
+
+/// One step of the scenario: traffic (`from`, `to`), or `replace: NS/WORKLOAD`,
+/// which deletes that workload's pod and starts the workload that
+/// `replaces` it in its place, with the same IP, or `restart_agents: true`,
+/// which stops every node's agent and starts it again on its state (an
+/// upgrade).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSpec {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    pub replace: Option<String>,
+    #[serde(default)]
+    pub restart_agents: bool,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default = "one")]
+    pub connections: u32,
+}
+
+/// Where a traffic entry goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// `svc:NS/NAME:PORT`
+    Service {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+    /// `NS/WORKLOAD:PORT`: straight to a pod of the workload.
+    Workload {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+    /// `ext:NAME:PORT`
+    External { name: String, port: u16 },
+    /// `dns:NAME:PORT`: resolve NAME through the cluster DNS, then connect.
+    Dns { name: String, port: u16 },
+}
+
+pub const WORKLOAD_KINDS: &[&str] = &[
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "Pod",
+];
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ScenarioError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut scenario: Scenario = serde_norway::from_str(text).map_err(|err| err.to_string())?;
+        if scenario.nodes.is_empty() {
+            scenario.nodes.push("node-a".into());
+        }
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.nodes.len() > 8 {
+            return Err("the lab runs at most 8 nodes".into());
+        }
+        let declared: Vec<&str> = self.namespaces.iter().map(|ns| ns.name.as_str()).collect();
+        for workload in &self.workloads {
+            let what = format!("workload {}/{}", workload.namespace, workload.name);
+            if !WORKLOAD_KINDS.contains(&workload.kind.as_str()) {
+                return Err(format!(
+                    "{what}: kind {:?} is not one of {WORKLOAD_KINDS:?}",
+                    workload.kind
+                ));
+            }
+            if workload.replicas == 0 || workload.replicas > 16 {
+                return Err(format!("{what}: replicas must be 1 to 16"));
+            }
+            if let Some(node) = &workload.node
+                && !self.nodes.contains(node)
+            {
+                return Err(format!(
+                    "{what}: node {node:?} is not in nodes {:?}",
+                    self.nodes
+                ));
+            }
+            if workload.labels.is_empty() {
+                return Err(format!("{what}: needs labels (they are its selector)"));
+            }
+            if workload.namespace != "kube-system"
+                && !declared.contains(&workload.namespace.as_str())
+            {
+                return Err(format!(
+                    "{what}: namespace {:?} is not declared in namespaces",
+                    workload.namespace
+                ));
+            }
+            for port in &workload.listen {
+                protocol_of(&port.protocol).map_err(|err| format!("{what}: {err}"))?;
+            }
+        }
+        for service in &self.services {
+            let what = format!("service {}/{}", service.namespace, service.name);
+            if service.ports.is_empty() {
+                return Err(format!("{what}: needs ports"));
+            }
+            for port in &service.ports {
+                protocol_of(&port.protocol).map_err(|err| format!("{what}: {err}"))?;
+                match &port.target_port {
+                    None
+                    | Some(serde_norway::Value::Number(_))
+                    | Some(serde_norway::Value::String(_)) => {}
+                    Some(other) => {
+                        return Err(format!(
+                            "{what}: targetPort {other:?} is neither a number nor a name"
+                        ));
+                    }
+                }
+            }
+        }
+        for workload in &self.workloads {
+            let Some(replaced) = &workload.replaces else {
+                continue;
+            };
+            let what = format!("workload {}/{}", workload.namespace, workload.name);
+            let (namespace, name) =
+                split_workload(replaced).ok_or(format!("{what}: replaces must be NS/WORKLOAD"))?;
+            let old = self
+                .workload(namespace, name)
+                .ok_or(format!("{what}: replaces unknown workload {replaced}"))?;
+            if old.replicas != 1
+                || workload.replicas != 1
+                || old.host_network
+                || workload.host_network
+                || old.kind == "DaemonSet"
+                || workload.kind == "DaemonSet"
+            {
+                return Err(format!(
+                    "{what}: only a single-pod, pod-network workload can replace another"
+                ));
+            }
+            if !self
+                .traffic
+                .iter()
+                .any(|step| step.replace.as_deref() == Some(replaced.as_str()))
+            {
+                return Err(format!("{what}: no traffic step replaces {replaced}"));
+            }
+        }
+        for (index, traffic) in self.traffic.iter().enumerate() {
+            if traffic.restart_agents {
+                if !traffic.from.is_empty() || !traffic.to.is_empty() || traffic.replace.is_some() {
+                    return Err(format!(
+                        "traffic[{index}] (restart_agents): a restart step has no from, to or replace"
+                    ));
+                }
+                continue;
+            }
+            if let Some(replaced) = &traffic.replace {
+                let what = format!("traffic[{index}] (replace {replaced})");
+                if !traffic.from.is_empty() || !traffic.to.is_empty() {
+                    return Err(format!("{what}: a replace step has no from or to"));
+                }
+                if !self
+                    .workloads
+                    .iter()
+                    .any(|w| w.replaces.as_deref() == Some(replaced.as_str()))
+                {
+                    return Err(format!("{what}: no workload replaces {replaced}"));
+                }
+                continue;
+            }
+            let what = format!("traffic[{index}] ({} -> {})", traffic.from, traffic.to);
+            protocol_of(&traffic.protocol).map_err(|err| format!("{what}: {err}"))?;
+            let (namespace, name) =
+                split_workload(&traffic.from).ok_or(format!("{what}: from must be NS/WORKLOAD"))?;
+            if self.workload(namespace, name).is_none() {
+                return Err(format!("{what}: no workload {namespace}/{name}"));
+            }
+            match parse_destination(&traffic.to).map_err(|err| format!("{what}: {err}"))? {
+                Destination::Service {
+                    namespace,
+                    name,
+                    port,
+                } => {
+                    let service = self
+                        .services
+                        .iter()
+                        .find(|s| s.namespace == namespace && s.name == name)
+                        .ok_or(format!("{what}: no service {namespace}/{name}"))?;
+                    if !service.ports.iter().any(|p| p.port == port) {
+                        return Err(format!(
+                            "{what}: service {namespace}/{name} has no port {port}"
+                        ));
+                    }
+                }
+                Destination::Workload {
+                    namespace, name, ..
+                } => {
+                    if self.workload(&namespace, &name).is_none() {
+                        return Err(format!("{what}: no workload {namespace}/{name}"));
+                    }
+                }
+                Destination::External { name, .. } => {
+                    if !self.externals.iter().any(|e| e.name == name) {
+                        return Err(format!("{what}: no external {name}"));
+                    }
+                }
+                Destination::Dns { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&WorkloadSpec> {
+        self.workloads
+            .iter()
+            .find(|w| w.namespace == namespace && w.name == name)
+    }
+}
+
+/// `TCP`/`UDP` (any case) to its canonical name.
+pub fn protocol_of(text: &str) -> Result<&'static str, String> {
+    match text.to_ascii_uppercase().as_str() {
+        "TCP" => Ok("TCP"),
+        "UDP" => Ok("UDP"),
+        other => Err(format!("protocol {other:?} is not TCP or UDP")),
+    }
+}
+
+pub fn split_workload(text: &str) -> Option<(&str, &str)> {
+    let (namespace, name) = text.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
+}
+
+pub fn parse_destination(text: &str) -> Result<Destination, String> {
+    let (target, port) = text
+        .rsplit_once(':')
+        .ok_or(format!("{text:?} has no :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{text:?}: port {port:?} is not a number"))?;
+    let invalid = || {
+        format!(
+            "{text:?} is not svc:NS/NAME:PORT, NS/WORKLOAD:PORT, ext:NAME:PORT or dns:NAME:PORT"
+        )
+    };
+    if let Some(service) = target.strip_prefix("svc:") {
+        let (namespace, name) = split_workload(service).ok_or_else(invalid)?;
+        return Ok(Destination::Service {
+            namespace: namespace.into(),
+            name: name.into(),
+            port,
+        });
+    }
+    if let Some(name) = target.strip_prefix("ext:") {
+        return Ok(Destination::External {
+            name: name.into(),
+            port,
+        });
+    }
+    if let Some(name) = target.strip_prefix("dns:") {
+        return Ok(Destination::Dns {
+            name: name.into(),
+            port,
+        });
+    }
+    let (namespace, name) = split_workload(target).ok_or_else(invalid)?;
+    Ok(Destination::Workload {
+        namespace: namespace.into(),
+        name: name.into(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOP: &str = r#"
+namespaces:
+  - name: shop
+workloads:
+  - {name: frontend, namespace: shop, replicas: 2, labels: {app: frontend}, listen: [{port: 8080, name: http}]}
+  - {name: cart, namespace: shop, kind: StatefulSet, labels: {app: cart}, listen: [{port: 7070}]}
+services:
+  - {name: cart, namespace: shop, selector: {app: cart}, ports: [{port: 80, targetPort: 7070}]}
+externals:
+  - {name: payments, ip: 203.0.113.10, dns: api.payments.example, listen: [{port: 443}]}
+traffic:
+  - {from: shop/frontend, to: "svc:shop/cart:80", connections: 3}
+  - {from: shop/cart, to: "ext:payments:443"}
+"#;
+
+    #[test]
+    fn the_documented_format_parses_with_defaults() {
+        let scenario = Scenario::parse(SHOP).unwrap();
+        assert_eq!(scenario.nodes, vec!["node-a"]);
+        assert_eq!(scenario.pod_cidr, "10.244.0.0/16");
+        assert_eq!(scenario.workloads[0].kind, "Deployment");
+        assert_eq!(scenario.traffic[1].connections, 1);
+    }
+
+    #[test]
+    fn destinations_are_parsed() {
+        assert_eq!(
+            parse_destination("svc:shop/cart:80").unwrap(),
+            Destination::Service {
+                namespace: "shop".into(),
+                name: "cart".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            parse_destination("dns:api.payments.example:443").unwrap(),
+            Destination::Dns {
+                name: "api.payments.example".into(),
+                port: 443
+            }
+        );
+        assert!(parse_destination("shop/cart").is_err());
+        assert!(parse_destination("cart:80").is_err());
+    }
+
+    #[test]
+    fn broken_scenarios_say_what_is_wrong() {
+        let cases = [
+            (
+                SHOP.replace("svc:shop/cart:80", "svc:shop/cart:81"),
+                "has no port 81",
+            ),
+            (
+                SHOP.replace("kind: StatefulSet", "kind: Daemon"),
+                "kind \"Daemon\"",
+            ),
+            (
+                SHOP.replace("- name: shop", "- name: other"),
+                "namespace \"shop\" is not declared",
+            ),
+            (
+                SHOP.replace("replicas: 2", "replicas: 2, colour: red"),
+                "unknown field `colour`",
+            ),
+            (
+                SHOP.replace("ext:payments:443", "ext:bank:443"),
+                "no external bank",
+            ),
+            ("workloads: [".to_string(), ""),
+            (
+                format!("{SHOP}  - {{replace: shop/cart}}\n"),
+                "no workload replaces shop/cart",
+            ),
+            (
+                format!("{SHOP}  - {{restart_agents: true, from: shop/frontend}}\n"),
+                "a restart step has no from, to or replace",
+            ),
+            (
+                SHOP.replace(
+                    "listen: [{port: 7070}]}",
+                    "listen: [{port: 7070}], replaces: shop/frontend}",
+                ),
+                "only a single-pod",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Scenario::parse(&text).unwrap_err();
+            assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        }
+    }
+}

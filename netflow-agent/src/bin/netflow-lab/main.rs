@@ -1,0 +1,107 @@
+//! `netflow-lab`: the simulated cluster (`run`), the overhead benchmark
+//! (`bench`) and the test peer that stands in for a pod's process (`peer`).
+//! It drives the real `netflow-agent` built next to it; none of this is in
+//! the DaemonSet's image.
+
+mod bench;
+mod cli;
+mod lab;
+mod peer;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use cli::{Cli, Command, PeerAction, PeerArgs};
+use netflow_agent::{telemetry, testbed::dns_client};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A peer joins its cgroup and network namespace before anything else runs
+    // (setns must happen while the process has a single thread).
+    let result = match cli.command {
+        Command::Peer(args) => run_peer(&args),
+        command => {
+            telemetry::init(cli.log_format);
+            match command {
+                Command::Run { scenario, out } => lab::run::run(&scenario, &out).map(|_| ()),
+                Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
+                Command::Peer(_) => unreachable!("matched above"),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("netflow-lab: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `netflow-agent` binary the lab and the benchmark run: the one built
+/// next to this binary.
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    let lab = std::env::current_exe().context("cannot find the netflow-lab binary")?;
+    let agent = lab.with_file_name("netflow-agent");
+    if !agent.is_file() {
+        anyhow::bail!(
+            "{} is missing: build it next to netflow-lab (cargo build -p netflow-agent --features lab)",
+            agent.display()
+        );
+    }
+    Ok(agent)
+}
+
+fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
+    peer::enter(args.cgroup.as_deref(), args.netns.as_deref())?;
+    match &args.action {
+        PeerAction::Serve { tcp, udp, sink } => peer::serve(tcp, udp, sink)?,
+        PeerAction::Exec { command } => {
+            use std::os::unix::process::CommandExt as _;
+            let err = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .exec();
+            anyhow::bail!("cannot run {}: {err}", command[0]);
+        }
+        PeerAction::Connect {
+            tcp,
+            udp,
+            resolve,
+            dns,
+            port,
+            resolved_udp,
+            bytes,
+            datagrams,
+            count,
+        } => {
+            let resolved = match (resolve, dns, port) {
+                (Some(name), Some(server), Some(port)) => Some(SocketAddr::new(
+                    dns_client::resolve(name, *server)?.into(),
+                    *port,
+                )),
+                _ => None,
+            };
+            let (tcp, udp) = match resolved {
+                Some(addr) if *resolved_udp => (None, Some(addr)),
+                Some(addr) => (Some(addr), None),
+                None => (*tcp, *udp),
+            };
+            let reports = match (tcp, udp) {
+                (Some(addr), _) => peer::connect_tcp(addr, *bytes, *count)?,
+                (None, Some(addr)) => peer::connect_udp(addr, *bytes, *datagrams, *count)?,
+                (None, None) => anyhow::bail!("connect needs --tcp, --udp or --resolve"),
+            };
+            for report in reports {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        PeerAction::Bench { mode, to, duration } => {
+            println!(
+                "{}",
+                serde_json::to_string(&peer::bench(*mode, *to, *duration)?)?
+            );
+        }
+    }
+    Ok(())
+}

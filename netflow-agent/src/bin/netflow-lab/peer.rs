@@ -1,0 +1,325 @@
+//! `netflow-lab peer`: the small programs that stand in for pods in tests,
+//! the lab and the benchmark. A peer first moves itself into a cgroup and a
+//! network namespace (while it is still single-threaded), then serves or
+//! connects with plain std sockets, so its traffic comes from a real process
+//! in a real cgroup, exactly as a pod's would.
+
+use std::{
+    fs::{self, File},
+    io::{self, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot join cgroup {path}")]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("cannot enter network namespace {path}")]
+    Netns { path: PathBuf, source: io::Error },
+    #[error("{what} {addr}")]
+    Socket {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("echo from {addr} returned {received} of {sent} bytes")]
+    ShortEcho {
+        addr: SocketAddr,
+        sent: usize,
+        received: usize,
+    },
+}
+
+/// Moves this process into `cgroup` and then into the network namespace at
+/// `netns`. Must run before any thread is started.
+pub fn enter(cgroup: Option<&Path>, netns: Option<&Path>) -> Result<(), PeerError> {
+    if let Some(cgroup) = cgroup {
+        // "0" means the writing process itself.
+        fs::write(cgroup.join("cgroup.procs"), "0").map_err(|source| PeerError::Cgroup {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+    }
+    if let Some(netns) = netns {
+        let netns_error = |source| PeerError::Netns {
+            path: netns.to_path_buf(),
+            source,
+        };
+        let file = File::open(netns).map_err(netns_error)?;
+        // SAFETY: setns on an fd we own; the process is single-threaded here.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(netns_error(io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Serves TCP echo on `tcp`, UDP echo on `udp` and a TCP sink (reads and
+/// discards) on `sink`, until killed. Prints `ready` once every socket is bound.
+pub fn serve(tcp: &[SocketAddr], udp: &[SocketAddr], sink: &[SocketAddr]) -> Result<(), PeerError> {
+    let mut workers = Vec::new();
+    for &addr in tcp.iter().chain(sink) {
+        let listener = TcpListener::bind(addr).map_err(|source| PeerError::Socket {
+            what: "cannot listen on tcp",
+            addr,
+            source,
+        })?;
+        let echo = tcp.contains(&addr);
+        workers.push(thread::spawn(move || accept_loop(listener, echo)));
+    }
+    for &addr in udp {
+        let socket = UdpSocket::bind(addr).map_err(|source| PeerError::Socket {
+            what: "cannot bind udp",
+            addr,
+            source,
+        })?;
+        workers.push(thread::spawn(move || udp_echo(socket)));
+    }
+    println!("ready");
+    let _ = io::stdout().flush();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
+}
+
+fn accept_loop(listener: TcpListener, echo: bool) {
+    for stream in listener.incoming().flatten() {
+        thread::spawn(move || {
+            let _ = serve_stream(stream, echo);
+        });
+    }
+}
+
+fn serve_stream(mut stream: TcpStream, echo: bool) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(());
+        }
+        if echo {
+            stream.write_all(&buffer[..read])?;
+        }
+    }
+}
+
+fn udp_echo(socket: UdpSocket) {
+    let mut buffer = vec![0u8; 65536];
+    while let Ok((read, from)) = socket.recv_from(&mut buffer) {
+        let _ = socket.send_to(&buffer[..read], from);
+    }
+}
+
+/// What one client connection did, printed as a JSON line.
+#[derive(Debug, Serialize)]
+pub struct ConnectionReport {
+    pub protocol: &'static str,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub sent: usize,
+    pub received: usize,
+    /// Datagrams (UDP) or writes (TCP) sent.
+    pub messages: usize,
+}
+
+/// Opens `count` TCP connections to `addr`; each sends `bytes`, half-closes
+/// and reads the whole echo back.
+pub fn connect_tcp(
+    addr: SocketAddr,
+    bytes: usize,
+    count: usize,
+) -> Result<Vec<ConnectionReport>, PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let payload = pattern(bytes);
+    let mut reports = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|err| socket_error("cannot connect to tcp", err))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|err| socket_error("cannot set timeout on", err))?;
+        let local = stream
+            .local_addr()
+            .map_err(|err| socket_error("no local address for", err))?;
+        stream
+            .write_all(&payload)
+            .map_err(|err| socket_error("cannot send to", err))?;
+        stream
+            .shutdown(Shutdown::Write)
+            .map_err(|err| socket_error("cannot half-close", err))?;
+        let mut echoed = Vec::with_capacity(bytes);
+        stream
+            .read_to_end(&mut echoed)
+            .map_err(|err| socket_error("cannot read echo from", err))?;
+        if echoed.len() != bytes {
+            return Err(PeerError::ShortEcho {
+                addr,
+                sent: bytes,
+                received: echoed.len(),
+            });
+        }
+        reports.push(ConnectionReport {
+            protocol: "tcp",
+            local,
+            remote: addr,
+            sent: bytes,
+            received: echoed.len(),
+            messages: 1,
+        });
+    }
+    Ok(reports)
+}
+
+/// Opens `count` UDP sockets to `addr`; each sends `datagrams` datagrams of
+/// `bytes` and waits for each echo.
+pub fn connect_udp(
+    addr: SocketAddr,
+    bytes: usize,
+    datagrams: usize,
+    count: usize,
+) -> Result<Vec<ConnectionReport>, PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let payload = pattern(bytes);
+    let any: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal address");
+    let mut reports = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = UdpSocket::bind(any).map_err(|err| socket_error("cannot bind for", err))?;
+        socket
+            .connect(addr)
+            .map_err(|err| socket_error("cannot connect udp to", err))?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|err| socket_error("cannot set timeout on", err))?;
+        let local = socket
+            .local_addr()
+            .map_err(|err| socket_error("no local address for", err))?;
+        let mut received = 0;
+        let mut buffer = vec![0u8; bytes.max(1)];
+        for _ in 0..datagrams {
+            socket
+                .send(&payload)
+                .map_err(|err| socket_error("cannot send to", err))?;
+            received += socket
+                .recv(&mut buffer)
+                .map_err(|err| socket_error("no echo from", err))?;
+        }
+        reports.push(ConnectionReport {
+            protocol: "udp",
+            local,
+            remote: addr,
+            sent: bytes * datagrams,
+            received,
+            messages: datagrams,
+        });
+    }
+    Ok(reports)
+}
+
+fn pattern(bytes: usize) -> Vec<u8> {
+    (0..bytes).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// What a benchmark client measured.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub mode: &'static str,
+    pub operations: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BenchMode {
+    /// Request/response on one connection (64-byte ping-pong).
+    Rr,
+    /// A new TCP connection per request/response.
+    Crr,
+    /// One-way stream into a sink.
+    Stream,
+}
+
+fn connect_nodelay(addr: SocketAddr) -> Result<TcpStream, PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let stream = TcpStream::connect(addr).map_err(|e| socket_error("cannot connect to", e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| socket_error("cannot set nodelay on", e))?;
+    Ok(stream)
+}
+
+/// One 64-byte request and its 64-byte echo.
+fn ping_pong(stream: &mut TcpStream, addr: SocketAddr) -> Result<(), PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let request = [7u8; 64];
+    let mut response = [0u8; 64];
+    stream
+        .write_all(&request)
+        .map_err(|e| socket_error("cannot send to", e))?;
+    stream
+        .read_exact(&mut response)
+        .map_err(|e| socket_error("cannot read from", e))
+}
+
+pub fn bench(
+    mode: BenchMode,
+    addr: SocketAddr,
+    duration: Duration,
+) -> Result<BenchReport, PeerError> {
+    let socket_error = |what, source| PeerError::Socket { what, addr, source };
+    let start = Instant::now();
+    let mut operations = 0u64;
+    let mut bytes = 0u64;
+    match mode {
+        BenchMode::Rr => {
+            let mut stream = connect_nodelay(addr)?;
+            while start.elapsed() < duration {
+                ping_pong(&mut stream, addr)?;
+                operations += 1;
+                bytes += 128;
+            }
+        }
+        BenchMode::Crr => {
+            while start.elapsed() < duration {
+                ping_pong(&mut connect_nodelay(addr)?, addr)?;
+                operations += 1;
+                bytes += 128;
+            }
+        }
+        BenchMode::Stream => {
+            let mut stream =
+                TcpStream::connect(addr).map_err(|e| socket_error("cannot connect to", e))?;
+            let chunk = vec![7u8; 128 * 1024];
+            while start.elapsed() < duration {
+                stream
+                    .write_all(&chunk)
+                    .map_err(|e| socket_error("cannot send to", e))?;
+                operations += 1;
+                bytes += chunk.len() as u64;
+            }
+        }
+    }
+    Ok(BenchReport {
+        mode: match mode {
+            BenchMode::Rr => "rr",
+            BenchMode::Crr => "crr",
+            BenchMode::Stream => "stream",
+        },
+        operations,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,79 @@
+//! `graph build|pull|merge|export|show`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Subcommand};
+
+use super::parse_duration;
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Build (or extend) a graph from flow logs and an inventory.
+    Build {
+        /// Flow logs written by `record`.
+        #[arg(long = "flows", required = true)]
+        flows: Vec<PathBuf>,
+        /// The cluster inventory (`kubectl get ... -A -o json`).
+        #[arg(long)]
+        inventory: PathBuf,
+        /// An existing graph to extend (e.g. the week so far).
+        #[arg(long)]
+        graph: Option<PathBuf>,
+        /// Output graph file (written atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Fetch every node's graph from its agent (through the API server's pod
+    /// proxy) and merge them into one cluster graph.
+    Pull(PullArgs),
+    /// Merge graphs of several nodes or weeks into one.
+    Merge {
+        /// Input graph files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output graph file (written atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Print a graph as JSON, Graphviz DOT or Mermaid.
+    Export {
+        #[arg(long)]
+        graph: PathBuf,
+        #[arg(long, value_enum, default_value = "json")]
+        format: crate::graph::export::Format,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Print the edges as a table, by namespace, with rare edges marked.
+    Show {
+        #[arg(long)]
+        graph: PathBuf,
+    },
+}
+
+/// `graph pull`.
+#[derive(Clone, Debug, Args)]
+pub struct PullArgs {
+    /// Default: in-cluster, then ~/.kube/config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the agent DaemonSet.
+    #[arg(long, default_value = "netflow")]
+    pub namespace: String,
+    /// Label selector of the agent pods.
+    #[arg(long, default_value = "app.kubernetes.io/name=netflow-agent")]
+    pub selector: String,
+    /// The agents' HTTP port.
+    #[arg(long, default_value_t = 9090)]
+    pub port: u16,
+    /// Output graph file (written atomically).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Write the graph of the nodes that answered even when some did not.
+    #[arg(long)]
+    pub allow_missing: bool,
+    /// How long one agent may take to answer.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+}

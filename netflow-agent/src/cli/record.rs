@@ -1,0 +1,53 @@
+//! `record` and `run`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::parse_duration;
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Cgroup v2 directory to attach to (absolute, or relative to the cgroup v2 mount).
+    /// Default: the root of the hierarchy, i.e. every process on the host.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Stop after this long (`90`, `30s`, `2h`). Default: until SIGINT or SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often the connection table is read and the flow log written.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub interval: Duration,
+    /// Flow log path, `-` for stdout. Default: stdout, or none with --state-dir.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Keep the communication graph of the audit window in DIR/graph.json,
+    /// saved every interval and reloaded at start. Workloads are named from
+    /// the cluster's API (in-cluster, or --kubeconfig) unless --inventory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// A static cluster inventory (`kubectl get ... -A -o json`) instead of
+    /// watching the cluster.
+    #[arg(long, requires = "state_dir", conflicts_with = "kubeconfig")]
+    pub inventory: Option<PathBuf>,
+    /// Watch the cluster of this kubeconfig (default: in-cluster, then
+    /// ~/.kube/config).
+    #[arg(long, requires = "state_dir")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The audit window: edges last seen longer ago leave the graph.
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    pub window: Duration,
+    /// At most this many edges in the graph (memory stays bounded over the
+    /// window): past it the least recently seen edges are dropped, and counted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_edges: u64,
+    /// Serve /healthz, /readyz, /metrics and /graph on this address.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Connections the kernel table holds; more go through the overflow ring.
+    #[arg(long, default_value_t = netflow_common::DEFAULT_FLOW_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flow_entries: u32,
+    /// A connection idle this long is reported as ended and removed from the table.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+}

@@ -1,0 +1,55 @@
+//! `graph build`: a graph from flow logs over an inventory.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    daemon::flowlog::{LogLine, read_flow_log},
+    graph::{CommGraph, build::add_flows},
+    identity::Identity,
+    inventory::Inventory,
+};
+
+/// Builds a graph from flow logs over an inventory, extending `existing`.
+pub fn run(
+    flows: &[PathBuf],
+    inventory: &Path,
+    existing: Option<&Path>,
+    output: &Path,
+) -> anyhow::Result<()> {
+    let inventory = Inventory::load(inventory)?;
+    let mut graph = match existing {
+        Some(path) => CommGraph::load(path)?,
+        None => CommGraph::new(),
+    };
+    let mut records = Vec::new();
+    let mut dns: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+    for path in flows {
+        for line in read_flow_log(path)? {
+            match line {
+                LogLine::Flow(flow) => records.push(flow),
+                LogLine::Dns(name) => {
+                    dns.entry(name.ip).or_default().insert(name.name);
+                }
+                LogLine::Stats(_) => {}
+            }
+        }
+    }
+    let identity = Identity::new(&inventory, &dns);
+    let report = add_flows(&mut graph, &identity, &records);
+    graph.save(output)?;
+    eprintln!(
+        "{}: {} endpoints, {} edges from {} flow records ({} without a decided client, {} with an unnamed local end, {} to a Service port without backends)",
+        output.display(),
+        graph.node_count(),
+        graph.edge_count(),
+        report.flow_records,
+        report.undecided_direction,
+        report.unresolved_local,
+        report.unresolved_service,
+    );
+    Ok(())
+}

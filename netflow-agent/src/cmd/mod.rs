@@ -1,0 +1,63 @@
+//! One small file per subcommand: each parses nothing (clap did), calls the
+//! library and reports. `anyhow` lives here and in `main.rs` only.
+
+mod graph;
+mod policy;
+mod record;
+
+use anyhow::Context as _;
+
+use crate::cli::{Command, GraphCommand, PolicyCommand};
+
+/// Runs one command of the agent's command line.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Record(args) => record::record(args),
+        Command::Run(args) => record::run(args),
+        Command::Graph(GraphCommand::Build {
+            flows,
+            inventory,
+            graph,
+            output,
+        }) => graph::build::run(&flows, &inventory, graph.as_deref(), &output),
+        Command::Graph(GraphCommand::Pull(args)) => graph::pull::run(&args),
+        Command::Graph(GraphCommand::Merge { inputs, output }) => {
+            graph::merge::run(&inputs, &output)
+        }
+        Command::Graph(GraphCommand::Export {
+            graph,
+            format,
+            output,
+        }) => graph::export::run(&graph, format, output.as_deref()),
+        Command::Graph(GraphCommand::Show { graph }) => graph::show::run(&graph),
+        Command::Policy(PolicyCommand::Generate(args)) => policy::generate::run(args),
+        Command::Policy(PolicyCommand::Verify {
+            graph,
+            policies,
+            inventory,
+            json,
+        }) => policy::verify::run(&graph, &policies, &inventory, json),
+        Command::Policy(PolicyCommand::Apply {
+            dir,
+            kubeconfig,
+            dry_run,
+            force,
+        }) => policy::apply::run(&dir, kubeconfig.as_deref(), dry_run, force),
+        Command::Policy(PolicyCommand::Tests {
+            graph,
+            inventory,
+            out,
+        }) => policy::tests::run(&graph, &inventory, &out),
+        Command::Policy(PolicyCommand::Plan { graph, policies }) => {
+            policy::plan::run(&graph, &policies)
+        }
+    }
+}
+
+/// The single-threaded runtime the cluster commands run their requests on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -1,0 +1,60 @@
+//! `policy generate`: the smallest allow set for the graph, written to a
+//! directory (`NAMESPACE.yaml` per namespace and `findings.json`).
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::{Flavor, GenerateArgs},
+    graph::CommGraph,
+    inventory::Inventory,
+    policy::{
+        cilium,
+        generate::{Finding, GenerateOptions, generate},
+        write::write_dir,
+    },
+};
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let options = GenerateOptions {
+        namespaces: args.namespaces.into_iter().collect(),
+        include_system: args.include_system,
+        min_connections: args.min_connections,
+        seen_after: seen_after_seconds(args.seen_after.as_deref())?,
+        ingress_only: args.ingress_only,
+    };
+    let (out, graph) = (args.out, CommGraph::load(&args.graph)?);
+    let inventory = Inventory::load(&args.inventory)?;
+    let findings = match args.flavor {
+        Flavor::Kubernetes => {
+            let set = generate(&graph, &inventory, &options)?;
+            write_dir(&set, &out)?;
+            set.findings
+        }
+        Flavor::Cilium => {
+            let set = cilium::generate(&graph, &inventory, &options)?;
+            write_dir(&set, &out)?;
+            set.findings
+        }
+    };
+    report(&findings);
+    Ok(())
+}
+
+fn report(findings: &[Finding]) {
+    for finding in findings {
+        eprintln!(
+            "finding: {} {}: {}",
+            finding.kind, finding.workload, finding.detail
+        );
+    }
+}
+
+/// `--seen-after` as Unix seconds (0 when absent).
+fn seen_after_seconds(text: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = text else { return Ok(0) };
+    let time = humantime::parse_rfc3339_weak(text)
+        .with_context(|| format!("--seen-after {text:?} is not an RFC 3339 time"))?;
+    Ok(time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs()))
+}

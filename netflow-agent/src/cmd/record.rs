@@ -1,0 +1,47 @@
+//! `record` (a flow log) and `run` (the audit daemon): both are the daemon's
+//! one loop with different sinks.
+
+use crate::{
+    cli::RecordArgs,
+    daemon::{self, InventoryOption, RecordOptions, StateOptions},
+};
+
+/// Where `run` serves unless told: the pod port of the DaemonSet.
+const DEFAULT_LISTEN: ([u8; 4], u16) = ([0, 0, 0, 0], 9090);
+
+pub fn record(args: RecordArgs) -> anyhow::Result<()> {
+    Ok(daemon::run(&options(args))?)
+}
+
+/// `main` has refused a `run` without `--state-dir`.
+pub fn run(mut args: RecordArgs) -> anyhow::Result<()> {
+    args.listen.get_or_insert(DEFAULT_LISTEN.into());
+    Ok(daemon::run(&options(args))?)
+}
+
+fn options(args: RecordArgs) -> RecordOptions {
+    RecordOptions {
+        cgroup: args.cgroup,
+        duration: args.duration,
+        interval: args.interval,
+        output: match (&args.output, &args.state_dir) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some("-".into()),
+        },
+        flow_entries: args.flow_entries,
+        idle_timeout: args.idle_timeout,
+        state: args.state_dir.map(|dir| StateOptions {
+            dir,
+            inventory: match args.inventory {
+                Some(path) => InventoryOption::File(path),
+                None => InventoryOption::Cluster {
+                    kubeconfig: args.kubeconfig,
+                },
+            },
+            window: args.window,
+            max_edges: usize::try_from(args.max_edges).unwrap_or(usize::MAX),
+        }),
+        listen: args.listen,
+    }
+}

@@ -1,0 +1,354 @@
+//! The recording daemon (`record`, `run`): every stage wired in one place.
+//!
+//! ```text
+//! kernel::loader (attach) -> kernel::reader (poll every interval)
+//!     -> flowlog (JSON lines, optional)
+//!     -> state: identity names both ends -> graph of the window -> DIR/graph.json
+//!     -> http: /healthz /readyz /metrics /graph
+//! ```
+//!
+//! [`run`] attaches, polls until the duration is over or a signal comes, and
+//! detaches: dropping the probe removes both programs from the kernel.
+
+pub mod flowlog;
+pub mod http;
+mod inventory_source;
+pub mod metrics;
+mod state;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+pub use inventory_source::InventoryOption;
+pub use state::StateOptions;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior},
+};
+use tracing::{info, warn};
+
+use self::{
+    flowlog::FlowLogWriter,
+    http::Shared,
+    metrics::{Unnamed, gauge_value},
+    state::GraphState,
+};
+use crate::{
+    graph::file::GraphFileError,
+    inventory::InventoryError,
+    kernel::{
+        cgroup_mount::{self, CgroupError},
+        loader::{LoadError, Probe},
+        reader::{FlowReader, Interval, ReadError},
+    },
+    kube::KubeError,
+};
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// Cgroup to attach to; the cgroup v2 root when `None`.
+    pub cgroup: Option<PathBuf>,
+    /// Stop after this long; run until SIGINT/SIGTERM when `None`.
+    pub duration: Option<Duration>,
+    pub interval: Duration,
+    /// Flow log (`-` for stdout); none when `None`.
+    pub output: Option<PathBuf>,
+    pub flow_entries: u32,
+    pub idle_timeout: Duration,
+    /// Keep the communication graph in a state directory.
+    pub state: Option<StateOptions>,
+    /// Serve /healthz, /readyz, /metrics and /graph here.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Graph(#[from] GraphFileError),
+    #[error(transparent)]
+    Serve(#[from] http::ServeError),
+    #[error("cannot create state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create flow log {path}")]
+    CreateFlowLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write flow log {path}")]
+    WriteFlowLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime, the signal handlers or the ring's readiness.
+    #[error("{what}")]
+    Runtime {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn runtime_error(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Runtime { what, source }
+}
+
+/// Records until the duration is over or SIGINT/SIGTERM.
+pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
+    let (mount, cgroup) = cgroup_mount::locate(options.cgroup.as_deref())?;
+    let mut writer = match &options.output {
+        Some(path) => {
+            Some(
+                FlowLogWriter::create(path).map_err(|source| DaemonError::CreateFlowLog {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    // One thread is enough: the kernel work is synchronous, the runtime
+    // carries the watches, the signals and the ring's readiness.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(runtime_error("cannot start the async runtime"))?;
+    let mut state = match &options.state {
+        Some(state) => Some(runtime.block_on(GraphState::open(state))?),
+        None => None,
+    };
+    let shared: Option<Shared> = match options.listen {
+        Some(addr) => {
+            let shared = Shared::default();
+            // Without --state-dir there is no inventory to wait for.
+            let loaded = state.as_ref().is_none_or(|state| state.inventory.synced());
+            shared.update(|snapshot| snapshot.inventory_loaded = loaded);
+            shared.metrics.inventory_synced.set(i64::from(loaded));
+            http::start(addr, shared.clone())?;
+            Some(shared)
+        }
+        None => None,
+    };
+
+    // Signal handlers go in before anything is attached: a SIGTERM that
+    // arrives right after the attach must still detach cleanly.
+    let signals = {
+        let _context = runtime.enter();
+        Signals {
+            term: signal(SignalKind::terminate())
+                .map_err(runtime_error("cannot handle SIGTERM"))?,
+            int: signal(SignalKind::interrupt()).map_err(runtime_error("cannot handle SIGINT"))?,
+        }
+    };
+
+    let mut probe = Probe::load(options.flow_entries)?;
+    let maps = probe.take_maps()?;
+    probe.attach(&cgroup)?;
+    if let Some(shared) = &shared {
+        shared.metrics.attached.set(1);
+        shared.metrics.set_table(0, options.flow_entries);
+        let graph = state.as_ref().map(|state| &state.graph);
+        shared.metrics.graph_edges.set(gauge_value(
+            graph.map_or(0, crate::graph::CommGraph::edge_count),
+        ));
+        let graph_json = graph
+            .map(|graph| serde_json::to_string(&graph.to_file()).unwrap_or_default())
+            .unwrap_or_default();
+        shared.update(|snapshot| {
+            snapshot.attached = true;
+            snapshot.graph_json = graph_json;
+        });
+    }
+    // Said once /readyz can say it too: whoever waits for this line may ask.
+    info!(
+        cgroup = %cgroup.display(),
+        flow_entries = options.flow_entries,
+        "attached: recording connections"
+    );
+    let reader = FlowReader::new(maps, options.idle_timeout).with_cgroup_mount(&mount);
+
+    let mut sinks = Sinks {
+        writer: writer.as_mut(),
+        state: state.as_mut(),
+        last_drops: Default::default(),
+        shared: shared.clone(),
+        poll_seconds: 0.0,
+    };
+    let result = runtime.block_on(poll_loop(reader, &mut sinks, options, signals));
+
+    // Dropping the probe detaches both programs: nothing stays in the kernel.
+    drop(probe);
+    if let Some(shared) = &shared {
+        shared.metrics.attached.set(0);
+        shared.update(|snapshot| snapshot.attached = false);
+    }
+    info!(cgroup = %cgroup.display(), "detached");
+    result
+}
+
+/// Where each interval goes.
+struct Sinks<'a> {
+    writer: Option<&'a mut FlowLogWriter>,
+    state: Option<&'a mut GraphState>,
+    last_drops: std::collections::BTreeMap<String, u64>,
+    /// What the HTTP endpoints show.
+    shared: Option<Shared>,
+    /// How long the last poll took.
+    poll_seconds: f64,
+}
+
+/// The signals that stop recording.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+async fn poll_loop(
+    mut reader: FlowReader,
+    sinks: &mut Sinks<'_>,
+    options: &RecordOptions,
+    mut signals: Signals,
+) -> Result<(), DaemonError> {
+    // A duplicate of the ring's fd, for readiness only (the reader owns the map).
+    let ring_fd = reader
+        .overflow_fd()
+        .try_clone_to_owned()
+        .map_err(runtime_error("cannot duplicate the overflow ring's fd"))?;
+    // SAFETY: the OwnedFd is owned by the AsyncFd and stays open as long as it.
+    let ring =
+        unsafe { AsyncFd::register_with_interest(ring_fd, Interest::READABLE) }.map_err(|err| {
+            DaemonError::Runtime {
+                what: "cannot watch the overflow ring buffer",
+                source: err.into(),
+            }
+        })?;
+    let mut ticks = tokio::time::interval_at(Instant::now() + options.interval, options.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = options.duration.map(|duration| Instant::now() + duration);
+    let stop_at = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop_at);
+
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                let started = std::time::Instant::now();
+                let interval = reader.poll()?;
+                sinks.poll_seconds = started.elapsed().as_secs_f64();
+                sinks.report(&interval, &reader)?;
+            }
+            guard = ring.readable() => {
+                // The kernel wakes us when a connection did not fit in the
+                // table: take its packets now so the ring does not fill up.
+                let mut guard = guard.map_err(runtime_error("waiting on the overflow ring"))?;
+                reader.drain_overflow();
+                guard.clear_ready();
+            }
+            _ = &mut stop_at => {
+                info!("recording time is over");
+                break;
+            }
+            _ = signals.term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = signals.int.recv() => { info!("SIGINT: stopping"); break; }
+        }
+    }
+    let interval = reader.poll()?;
+    sinks.report(&interval, &reader)?;
+    info!(
+        overflowed_connections = interval.stats.overflowed_connections,
+        drops = ?interval.stats.drops,
+        "kernel counters at exit"
+    );
+    Ok(())
+}
+
+impl Sinks<'_> {
+    fn report(&mut self, interval: &Interval, reader: &FlowReader) -> Result<(), DaemonError> {
+        if let Some(writer) = self.writer.as_mut() {
+            writer
+                .write_interval(&interval.flows, &interval.dns, &interval.stats)
+                .map_err(|source| DaemonError::WriteFlowLog {
+                    path: writer.path().to_path_buf(),
+                    source,
+                })?;
+        }
+        let added = match self.state.as_mut() {
+            Some(state) => Some(state.add(interval, reader)?),
+            None => None,
+        };
+        if let Some(shared) = &self.shared {
+            self.publish(shared, interval, added.as_ref());
+        }
+        for (reason, count) in &interval.stats.drops {
+            let before = self.last_drops.get(reason).copied().unwrap_or(0);
+            if *count > before {
+                warn!(
+                    reason,
+                    new = count - before,
+                    total = count,
+                    "packets not fully recorded"
+                );
+            }
+        }
+        self.last_drops.clone_from(&interval.stats.drops);
+        Ok(())
+    }
+
+    /// Moves the metrics and the snapshot the HTTP endpoints serve.
+    fn publish(&self, shared: &Shared, interval: &Interval, added: Option<&state::Added>) {
+        let metrics = &shared.metrics;
+        metrics.flow_records.inc_by(interval.flows.len() as u64);
+        metrics.set_table(interval.stats.table_entries, interval.stats.table_capacity);
+        metrics.set_kernel_totals(interval.stats.overflowed_connections, &interval.stats.drops);
+        metrics.poll_duration_seconds.set(self.poll_seconds);
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let synced = state.inventory.synced();
+        metrics.inventory_synced.set(i64::from(synced));
+        metrics.set_inventory_totals(state.inventory.watch_errors(), state.pending_dropped);
+        metrics
+            .pending_flow_records
+            .set(gauge_value(state.pending.len()));
+        let mut graph_json = None;
+        if let Some(added) = added {
+            let report = &added.report;
+            metrics.add_unnamed(Unnamed {
+                local: report.unresolved_local,
+                service: report.unresolved_service,
+                direction: report.undecided_direction,
+                remote_ip: report.unnamed_remote,
+            });
+            metrics.edges_evicted.inc_by(added.evicted);
+            metrics
+                .graph_edges
+                .set(gauge_value(state.graph.edge_count()));
+            graph_json = Some(serde_json::to_string(&state.graph.to_file()).unwrap_or_default());
+        }
+        shared.update(|snapshot| {
+            snapshot.inventory_loaded = synced;
+            if let Some(graph_json) = graph_json {
+                snapshot.graph_json = graph_json;
+            }
+        });
+    }
+}

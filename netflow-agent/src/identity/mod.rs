@@ -1,0 +1,183 @@
+//! Naming both ends of a flow the way Kubernetes users name things.
+//!
+//! - The local end by its cgroup: kubelet's path names the pod, the
+//!   inventory names the pod's workload. A cgroup that is not a pod's is the
+//!   node itself (kubelet, hostNetwork processes without a pod cgroup).
+//! - The remote end by IP, at the time of the flow: a Service's ClusterIP
+//!   stands for the workloads it selects, on their pod port (targetPort); a
+//!   pod IP for its workload while that pod held it; a node address for the
+//!   node; the metadata service is its own kind; anything else is external,
+//!   named by the DNS answers seen for it, else by address.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+pub mod kubelet_cgroups;
+
+use kubelet_cgroups::pod_of_cgroup;
+
+use crate::{
+    inventory::{Inventory, WorkloadRef},
+    model::{Endpoint, EndpointKind},
+};
+
+/// Cloud metadata services: never to be allowed, always to be reported.
+pub const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "169.254.169.252", "fd00:ec2::254"];
+
+pub fn is_metadata(ip: IpAddr) -> bool {
+    METADATA_ADDRESSES
+        .iter()
+        .any(|address| address.parse() == Ok(ip))
+}
+
+pub struct Identity<'a> {
+    inventory: &'a Inventory,
+    /// Names the cluster's DNS gave for external addresses.
+    dns: &'a BTreeMap<IpAddr, BTreeSet<String>>,
+}
+
+/// One remote end as a server: the endpoint and the port traffic reaches it on.
+pub type Target = (Endpoint, u16);
+
+impl<'a> Identity<'a> {
+    pub fn new(inventory: &'a Inventory, dns: &'a BTreeMap<IpAddr, BTreeSet<String>>) -> Self {
+        Self { inventory, dns }
+    }
+
+    /// The local end: by cgroup path (a pod's), else the node at `local_ip`.
+    /// `None` when neither names it.
+    pub fn local(&self, cgroup: Option<&str>, local_ip: IpAddr) -> Option<Endpoint> {
+        if let Some(pod) = cgroup.and_then(pod_of_cgroup) {
+            let entry = self.inventory.pod_by_uid(&pod.pod_uid)?;
+            if entry.host_network {
+                // Seen from anywhere else this traffic comes from the node's
+                // address: name it the node, and note the workload on it.
+                let node = entry
+                    .node
+                    .as_deref()
+                    .and_then(|name| self.inventory.nodes.iter().find(|node| node.name == name))
+                    .or_else(|| self.inventory.node_by_ip(local_ip))?;
+                let mut endpoint = node_endpoint(&node.name, &node.addresses);
+                let workload = &entry.workload;
+                endpoint.host_workloads.insert(format!(
+                    "{}/{}/{}",
+                    workload.namespace, workload.kind, workload.name
+                ));
+                return Some(endpoint);
+            }
+            return Some(self.workload(&entry.workload));
+        }
+        self.inventory
+            .node_by_ip(local_ip)
+            .map(|node| node_endpoint(&node.name, &node.addresses))
+    }
+
+    /// The remote end as a server, reached at `port`: a Service expands to the
+    /// workloads behind it on their pod port.
+    pub fn remote_server(&self, ip: IpAddr, port: u16, protocol: &str, at: i64) -> Vec<Target> {
+        if let Some(service) = self.inventory.service_by_ip(ip) {
+            return self
+                .inventory
+                .service_backends(service, port, protocol)
+                .into_iter()
+                .map(|(workload, target)| (self.workload(&workload), target))
+                .collect();
+        }
+        vec![(self.remote(ip, at), port)]
+    }
+
+    /// The remote end by address alone (as a client, or a non-Service server).
+    pub fn remote(&self, ip: IpAddr, at: i64) -> Endpoint {
+        if is_metadata(ip) {
+            return Endpoint {
+                kind: EndpointKind::Metadata,
+                ..plain(format!("metadata:{ip}"), "metadata-service", ip)
+            };
+        }
+        if let Some(pod) = self.inventory.pod_by_ip(ip, at) {
+            return self.workload(&pod.workload);
+        }
+        if let Some(node) = self.inventory.node_by_ip(ip) {
+            return node_endpoint(&node.name, &node.addresses);
+        }
+        if self.inventory.service_by_ip(ip).is_some() {
+            // A ClusterIP seen from the server side cannot happen; from the
+            // client side it has no backend on this port: name it, flag it.
+            return Endpoint {
+                kind: EndpointKind::Unresolved,
+                ..plain(format!("unresolved:{ip}"), &ip.to_string(), ip)
+            };
+        }
+        let names = self.dns.get(&ip).cloned().unwrap_or_default();
+        let name = names
+            .iter()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| ip.to_string());
+        Endpoint {
+            kind: EndpointKind::External,
+            dns_names: names,
+            ..plain(format!("external:{ip}"), &name, ip)
+        }
+    }
+
+    fn workload(&self, workload: &WorkloadRef) -> Endpoint {
+        Endpoint {
+            id: workload_id(workload),
+            kind: EndpointKind::Workload,
+            namespace: Some(workload.namespace.clone()),
+            name: workload.name.clone(),
+            workload_kind: Some(workload.kind.clone()),
+            labels: self.inventory.selector_of(workload),
+            addresses: BTreeSet::new(),
+            dns_names: BTreeSet::new(),
+            host_workloads: BTreeSet::new(),
+        }
+    }
+}
+
+pub fn workload_id(workload: &WorkloadRef) -> String {
+    format!(
+        "workload:{}/{}/{}",
+        workload.namespace, workload.kind, workload.name
+    )
+}
+
+fn node_endpoint(name: &str, addresses: &[IpAddr]) -> Endpoint {
+    Endpoint {
+        id: format!("node:{name}"),
+        kind: EndpointKind::Node,
+        namespace: None,
+        name: name.to_string(),
+        workload_kind: None,
+        labels: BTreeMap::new(),
+        addresses: addresses.iter().map(IpAddr::to_string).collect(),
+        dns_names: BTreeSet::new(),
+        host_workloads: BTreeSet::new(),
+    }
+}
+
+fn plain(id: String, name: &str, ip: IpAddr) -> Endpoint {
+    Endpoint {
+        id,
+        kind: EndpointKind::External,
+        namespace: None,
+        name: name.to_string(),
+        workload_kind: None,
+        labels: BTreeMap::new(),
+        addresses: BTreeSet::from([ip.to_string()]),
+        dns_names: BTreeSet::new(),
+        host_workloads: BTreeSet::new(),
+    }
+}
+
+/// An end that could not be named (shown in the graph, never dropped).
+pub fn unresolved_local(cgroup: Option<&str>, ip: IpAddr) -> Endpoint {
+    let what = cgroup.map_or_else(|| ip.to_string(), str::to_string);
+    Endpoint {
+        kind: EndpointKind::Unresolved,
+        ..plain(format!("unresolved:{what}"), &what, ip)
+    }
+}

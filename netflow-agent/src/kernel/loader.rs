@@ -1,0 +1,260 @@
+//! Loading netflow's eBPF object into the kernel and attaching it to a cgroup.
+//!
+//! Dropping a [`Probe`] detaches both programs and frees the maps: the links
+//! are owned here and never pinned.
+
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError},
+};
+use netflow_common::{
+    DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP,
+};
+
+/// The eBPF object built by `build.rs` from `netflow-ebpf`.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netflow-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); netflow-agent runs as uid {uid} without {missing}"
+    )]
+    NotRoot { uid: u32, missing: String },
+    #[error(
+        "the kernel refused the eBPF object; BPF may be unavailable here (CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF) or disabled for this process"
+    )]
+    Object(#[source] aya::EbpfError),
+    #[error("eBPF program {name} is missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("eBPF map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("the kernel refused to load eBPF program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot open cgroup {path}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot attach {name} to cgroup {path}")]
+    Attach {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The maps a reader needs, taken out of the loaded object.
+pub struct ProbeMaps {
+    pub flows: HashMap<MapData, FlowKey, FlowStats>,
+    /// A duplicate of the connection table's fd, for batch reads.
+    pub flows_fd: OwnedFd,
+    pub overflow: RingBuf<MapData>,
+    pub dns: RingBuf<MapData>,
+    pub drops: PerCpuArray<MapData, u64>,
+    pub capacity: u32,
+}
+
+/// netflow's programs, loaded (and, after [`Probe::attach`], attached).
+pub struct Probe {
+    ebpf: Ebpf,
+    capacity: u32,
+}
+
+impl Probe {
+    /// Loads both programs with a connection table of `flow_entries` entries.
+    pub fn load(flow_entries: u32) -> Result<Self, LoadError> {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        // All three are needed (checked on Linux 6.18): CAP_BPF to load,
+        // CAP_NET_ADMIN to attach to a cgroup, and CAP_PERFMON, without which
+        // the verifier must also prove every speculative path and gives up
+        // on programs of this size.
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            return Err(LoadError::NotRoot {
+                uid,
+                missing: missing.join(", "),
+            });
+        }
+        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, flow_entries)
+            .load(EBPF_OBJECT)
+            .map_err(LoadError::Object)?;
+        for name in [EGRESS_PROG, INGRESS_PROG] {
+            let program: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| LoadError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
+        Ok(Self {
+            ebpf,
+            capacity: flow_entries,
+        })
+    }
+
+    /// Attaches ingress and egress to the cgroup at `path` (and so to every
+    /// cgroup below it). On kernels >= 5.7 aya attaches through a BPF link,
+    /// which always lets other programs on the same cgroup keep running (a link
+    /// takes no attach flags: `Single` is the only mode the kernel accepts).
+    pub fn attach(&mut self, path: &Path) -> Result<(), LoadError> {
+        let cgroup = File::open(path).map_err(|source| LoadError::Cgroup {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for (name, attach_type) in [
+            (EGRESS_PROG, CgroupSkbAttachType::Egress),
+            (INGRESS_PROG, CgroupSkbAttachType::Ingress),
+        ] {
+            self.program_mut(name)?
+                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
+                .map_err(|source| LoadError::Attach {
+                    name,
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn program(&self, name: &'static str) -> Result<&CgroupSkb, LoadError> {
+        self.ebpf
+            .program(name)
+            .ok_or(LoadError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })
+    }
+
+    fn program_mut(&mut self, name: &'static str) -> Result<&mut CgroupSkb, LoadError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })
+    }
+
+    /// Takes the maps out of the object for the reader. The programs stay
+    /// loaded (and attached) for as long as the `Probe` lives.
+    pub fn take_maps(&mut self) -> Result<ProbeMaps, LoadError> {
+        let flows = self.take_map(FLOWS_MAP)?;
+        let flows_fd = match &flows {
+            aya::maps::Map::HashMap(data) => {
+                data.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|err| LoadError::Map {
+                        name: FLOWS_MAP,
+                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                            call: "dup",
+                            io_error: err,
+                        }),
+                    })?
+            }
+            _ => {
+                return Err(LoadError::Map {
+                    name: FLOWS_MAP,
+                    source: aya::maps::MapError::InvalidName {
+                        name: FLOWS_MAP.into(),
+                    },
+                });
+            }
+        };
+        let overflow = self.take_map(OVERFLOW_MAP)?;
+        let dns = self.take_map(DNS_MAP)?;
+        let drops = self.take_map(DROPS_MAP)?;
+        Ok(ProbeMaps {
+            flows: HashMap::try_from(flows).map_err(|source| LoadError::Map {
+                name: FLOWS_MAP,
+                source,
+            })?,
+            overflow: RingBuf::try_from(overflow).map_err(|source| LoadError::Map {
+                name: OVERFLOW_MAP,
+                source,
+            })?,
+            dns: RingBuf::try_from(dns).map_err(|source| LoadError::Map {
+                name: DNS_MAP,
+                source,
+            })?,
+            drops: PerCpuArray::try_from(drops).map_err(|source| LoadError::Map {
+                name: DROPS_MAP,
+                source,
+            })?,
+            flows_fd,
+            capacity: self.capacity,
+        })
+    }
+
+    fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+        self.ebpf
+            .take_map(name)
+            .ok_or(LoadError::MissingMap { name })
+    }
+}
+
+/// The capabilities netflow needs that this process lacks. CAP_SYS_ADMIN
+/// stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8 have only it).
+fn missing_capabilities() -> Vec<&'static str> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads one rlimit struct. Failure only matters on old
+    // kernels, where the load below then reports the real error.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if rc != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}

@@ -1,0 +1,17 @@
+//! The kernel stage: load netflow's eBPF object, attach it to a cgroup, and
+//! turn the connection table (and the overflow ring, and the DNS answers the
+//! programs pass up) into [`crate::model::FlowRecord`]s.
+//!
+//! `loader` attaches and owns the programs; `reader` polls the table through
+//! `batch` reads; `initiator` decides which side is the client; `clock` turns
+//! kernel timestamps into wall time; `cgroup_mount` finds the cgroup v2
+//! hierarchy and `cgroup_paths` names a cgroup id by its path; `dns_wire` parses the DNS responses the kernel passes up.
+
+pub mod batch;
+pub mod cgroup_mount;
+pub mod cgroup_paths;
+pub mod clock;
+pub mod dns_wire;
+pub mod initiator;
+pub mod loader;
+pub mod reader;

@@ -1,0 +1,485 @@
+//! Turning the kernel's connection table into flow records.
+//!
+//! Every poll reads the whole table, reports what each connection did since
+//! the last poll (delta of the kernel's running totals), removes connections
+//! idle for longer than the idle timeout, and folds in the packets of
+//! connections that only reached us through the overflow ring.
+//!
+//! Removing an idle entry races with a packet arriving between the final read
+//! and the delete; that packet recreates the entry, so at most the bytes of
+//! that one packet's update can be lost, and only for connections that were
+//! idle for the whole timeout.
+
+use std::{
+    collections::{HashMap as StdHashMap, btree_map::BTreeMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    os::fd::{AsFd as _, BorrowedFd},
+    time::Duration,
+};
+
+use aya::maps::MapError;
+use netflow_common::{DIR_EGRESS, DnsEvent, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord};
+
+use super::{
+    batch::{self, BatchError},
+    cgroup_mount,
+    cgroup_paths::CgroupIndex,
+    clock::KernelClock,
+    dns_wire, initiator,
+    loader::ProbeMaps,
+};
+use crate::model::{Address, DnsName, FlowRecord, IntervalStats, Protocol, rfc3339};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading the connection table")]
+    Table(#[source] MapError),
+    #[error("reading the connection table in batches")]
+    Batch(#[source] std::io::Error),
+    #[error("reading the drop counters")]
+    Drops(#[source] MapError),
+}
+
+/// One poll's output.
+#[derive(Debug, Default)]
+pub struct Interval {
+    pub flows: Vec<FlowRecord>,
+    /// Names learned from DNS responses during the interval.
+    pub dns: Vec<DnsName>,
+    pub stats: IntervalStats,
+}
+
+pub struct FlowReader {
+    maps: ProbeMaps,
+    /// Kernel totals as of the last report, per live table entry.
+    reported: StdHashMap<FlowKey, FlowStats>,
+    /// Overflow-ring packets not yet reported, aggregated per connection.
+    overflow_pending: StdHashMap<FlowKey, FlowStats>,
+    /// Connections seen through the overflow ring, with their last packet
+    /// time, so each is counted once and forgotten when idle.
+    overflow_known: StdHashMap<FlowKey, u64>,
+    overflowed_connections: u64,
+    /// Overflowed connections first seen since the last report.
+    overflow_new: std::collections::HashSet<FlowKey>,
+    idle_timeout: Duration,
+    ephemeral: RangeInclusive<u16>,
+    /// Whether the kernel takes batch map operations (tried first, once).
+    batches: bool,
+    /// Cgroup ids to paths (none without a cgroup v2 mount).
+    cgroups: Option<CgroupIndex>,
+    /// Every name -> address the DNS answered, with when it was last
+    /// answered (a counter: the oldest go first when the set is full), and
+    /// those new this interval.
+    dns_known: StdHashMap<(String, IpAddr), u64>,
+    dns_answers: u64,
+    dns_new: Vec<(String, IpAddr)>,
+}
+
+/// Names remembered from DNS answers, at most: past it the tenth answered
+/// longest ago is forgotten, so a week of answers keeps memory bounded and
+/// names learned late in the week still count.
+const DNS_NAMES_MAX: usize = 100_000;
+
+/// How long a removed cgroup's path is remembered.
+const CGROUP_GRACE: Duration = Duration::from_secs(600);
+
+/// Entries asked for per batch syscall.
+const BATCH_ENTRIES: usize = 4096;
+
+impl FlowReader {
+    pub fn new(maps: ProbeMaps, idle_timeout: Duration) -> Self {
+        Self {
+            maps,
+            reported: StdHashMap::new(),
+            overflow_pending: StdHashMap::new(),
+            overflow_known: StdHashMap::new(),
+            overflowed_connections: 0,
+            overflow_new: Default::default(),
+            idle_timeout,
+            ephemeral: initiator::ephemeral_range(),
+            batches: true,
+            dns_known: StdHashMap::new(),
+            dns_answers: 0,
+            dns_new: Vec::new(),
+            cgroups: cgroup_mount::cgroup2_mount()
+                .ok()
+                .map(|mount| CgroupIndex::new(&mount, CGROUP_GRACE)),
+        }
+    }
+
+    /// Names local ends by walking this cgroup v2 mount (in a container: the
+    /// host's hierarchy, not the container's own view).
+    pub fn with_cgroup_mount(mut self, mount: &std::path::Path) -> Self {
+        self.cgroups = Some(CgroupIndex::new(mount, CGROUP_GRACE));
+        self
+    }
+
+    /// Reads the table key by key even where batches work (to test that path).
+    pub fn without_batches(mut self) -> Self {
+        self.batches = false;
+        self
+    }
+
+    /// The overflow ring's fd: readable when the kernel sent something.
+    pub fn overflow_fd(&self) -> BorrowedFd<'_> {
+        self.maps.overflow.as_fd()
+    }
+
+    /// Moves everything waiting in the overflow ring into the pending set.
+    pub fn drain_overflow(&mut self) -> usize {
+        let mut records = Vec::new();
+        while let Some(item) = self.maps.overflow.next() {
+            if item.len() < size_of::<OverflowRecord>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole OverflowRecord (length checked
+            // above); read_unaligned copes with the ring's 8-byte alignment.
+            records
+                .push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OverflowRecord>()) });
+        }
+        for record in &records {
+            self.add_overflow(record);
+        }
+        records.len()
+    }
+
+    fn add_overflow(&mut self, record: &OverflowRecord) {
+        if self
+            .overflow_known
+            .insert(record.key, record.ts_ns)
+            .is_none()
+        {
+            self.overflowed_connections += 1;
+        }
+        let stats = self
+            .overflow_pending
+            .entry(record.key)
+            .or_insert_with(|| FlowStats {
+                first_seen_ns: record.ts_ns,
+                first_dir: record.direction,
+                ..FlowStats::default()
+            });
+        if record.direction == DIR_EGRESS {
+            stats.packets_out += record.packets as u64;
+            stats.bytes_out += record.bytes;
+        } else {
+            stats.packets_in += record.packets as u64;
+            stats.bytes_in += record.bytes;
+        }
+        stats.first_seen_ns = stats.first_seen_ns.min(record.ts_ns);
+        stats.last_seen_ns = stats.last_seen_ns.max(record.ts_ns);
+        stats.tcp_flags |= record.tcp_flags as u32;
+        let seen = netflow_common::initiator_of(record.tcp_flags, record.direction);
+        if seen != netflow_common::INITIATOR_UNKNOWN {
+            stats.initiator = seen;
+        }
+    }
+
+    /// Reads the DNS responses the kernel passed up.
+    pub fn drain_dns(&mut self) -> usize {
+        let mut messages = Vec::new();
+        while let Some(item) = self.maps.dns.next() {
+            if item.len() < size_of::<DnsEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole DnsEvent (length checked).
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) };
+            let len = (event.len as usize).min(event.payload.len());
+            messages.push(event.payload[..len].to_vec());
+        }
+        for message in &messages {
+            for (name, ip) in dns_wire::response_addresses(message).unwrap_or_default() {
+                self.dns_answers += 1;
+                if self
+                    .dns_known
+                    .insert((name.clone(), ip), self.dns_answers)
+                    .is_none()
+                {
+                    self.dns_new.push((name, ip));
+                }
+            }
+        }
+        if self.dns_known.len() > DNS_NAMES_MAX {
+            keep_newest(&mut self.dns_known, DNS_NAMES_MAX * 9 / 10);
+        }
+        messages.len()
+    }
+
+    /// Every name -> address learned so far, by address.
+    pub fn dns_names(&self) -> BTreeMap<IpAddr, std::collections::BTreeSet<String>> {
+        let mut names: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for (name, ip) in self.dns_known.keys() {
+            names.entry(*ip).or_default().insert(name.clone());
+        }
+        names
+    }
+
+    /// Reads the table and reports one interval.
+    pub fn poll(&mut self) -> Result<Interval, ReadError> {
+        self.drain_overflow();
+        self.drain_dns();
+        let clock = KernelClock::now();
+        let idle_ns = self.idle_timeout.as_nanos() as u64;
+
+        let mut entries = self.read_table()?;
+        entries.sort_by_key(|(key, _)| *key);
+
+        let mut flows = Vec::new();
+        let mut idle = Vec::new();
+        let mut live = StdHashMap::with_capacity(entries.len());
+        for (key, total) in &entries {
+            let previous = self.reported.get(key).copied();
+            let ended = clock.kernel_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
+            if let Some(delta) = delta(total, &previous.unwrap_or_default()) {
+                let mut record = self.record(key, &delta, total, &clock, false, ended);
+                record.new = previous.is_none();
+                flows.push(record);
+            }
+            if ended {
+                idle.push(*key);
+            } else {
+                live.insert(*key, *total);
+            }
+        }
+        self.remove_from_table(&idle);
+        self.reported = live;
+
+        let mut overflow: Vec<_> = self.overflow_pending.drain().collect();
+        overflow.sort_by_key(|(key, _)| *key);
+        for (key, stats) in &overflow {
+            let mut record = self.record(key, stats, stats, &clock, true, false);
+            record.new = self.overflow_new.remove(key);
+            flows.push(record);
+        }
+        self.overflow_known
+            .retain(|_, last_seen| clock.kernel_now_ns().saturating_sub(*last_seen) <= idle_ns);
+
+        let dns = self
+            .dns_new
+            .drain(..)
+            .map(|(name, ip)| DnsName {
+                ts: rfc3339(clock.wall_now()),
+                name,
+                ip,
+            })
+            .collect();
+        let stats = IntervalStats {
+            ts: rfc3339(clock.wall_now()),
+            table_entries: entries.len().saturating_sub(idle.len()) as u64,
+            table_capacity: self.maps.capacity,
+            overflowed_connections: self.overflowed_connections,
+            drops: self.drop_counters()?,
+        };
+        Ok(Interval { flows, dns, stats })
+    }
+
+    /// The whole table: in batches where the kernel has them, else key by key.
+    fn read_table(&mut self) -> Result<Vec<(FlowKey, FlowStats)>, ReadError> {
+        if self.batches {
+            match batch::lookup_all(self.maps.flows_fd.as_fd(), BATCH_ENTRIES) {
+                Ok(entries) => return Ok(entries),
+                Err(BatchError::Unsupported) => self.batches = false,
+                Err(BatchError::Failed(err)) => return Err(ReadError::Batch(err)),
+            }
+        }
+        let mut entries = Vec::new();
+        for entry in self.maps.flows.iter() {
+            match entry {
+                Ok(entry) => entries.push(entry),
+                // The entry was removed while we walked the table: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(err) => return Err(ReadError::Table(err)),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn remove_from_table(&mut self, keys: &[FlowKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        if self.batches && batch::delete(self.maps.flows_fd.as_fd(), keys).is_ok() {
+            return;
+        }
+        for key in keys {
+            // Already gone is fine: the goal is that it is gone.
+            let _ = self.maps.flows.remove(key);
+        }
+    }
+
+    /// The kernel's "could not record" counters, summed over CPUs.
+    pub fn drop_counters(&self) -> Result<BTreeMap<String, u64>, ReadError> {
+        let mut counters = BTreeMap::new();
+        for reason in Drop::ALL {
+            let per_cpu = self
+                .maps
+                .drops
+                .get(&(reason as u32), 0)
+                .map_err(ReadError::Drops)?;
+            counters.insert(reason.name().to_string(), per_cpu.iter().sum());
+        }
+        Ok(counters)
+    }
+
+    fn record(
+        &mut self,
+        key: &FlowKey,
+        delta: &FlowStats,
+        total: &FlowStats,
+        clock: &KernelClock,
+        overflow: bool,
+        ended: bool,
+    ) -> FlowRecord {
+        let kernel = initiator::kernel_initiator(total.initiator);
+        let (client, client_basis) = initiator::decide(
+            kernel,
+            key.local_port,
+            key.remote_port,
+            total.first_dir,
+            &self.ephemeral,
+        );
+        let cgroup = self
+            .cgroups
+            .as_mut()
+            .and_then(|index| index.path_of(key.cgroup_id));
+        FlowRecord {
+            ts: rfc3339(clock.wall_now()),
+            cgroup_id: key.cgroup_id,
+            cgroup,
+            protocol: Protocol(key.protocol),
+            local: Address {
+                ip: ip_of(key.family, &key.local_addr),
+                port: key.local_port,
+            },
+            remote: Address {
+                ip: ip_of(key.family, &key.remote_addr),
+                port: key.remote_port,
+            },
+            initiator: kernel,
+            client,
+            client_basis,
+            packets_in: delta.packets_in,
+            packets_out: delta.packets_out,
+            bytes_in: delta.bytes_in,
+            bytes_out: delta.bytes_out,
+            first_seen: rfc3339(clock.to_wall(total.first_seen_ns)),
+            last_seen: rfc3339(clock.to_wall(total.last_seen_ns)),
+            tcp_flags: tcp_flag_names(total.tcp_flags),
+            new: false,
+            overflow,
+            ended,
+        }
+    }
+}
+
+/// What moved since `previous`, or `None` when nothing did.
+fn delta(total: &FlowStats, previous: &FlowStats) -> Option<FlowStats> {
+    let delta = FlowStats {
+        packets_in: total.packets_in.saturating_sub(previous.packets_in),
+        packets_out: total.packets_out.saturating_sub(previous.packets_out),
+        bytes_in: total.bytes_in.saturating_sub(previous.bytes_in),
+        bytes_out: total.bytes_out.saturating_sub(previous.bytes_out),
+        ..*total
+    };
+    (delta.packets_in + delta.packets_out > 0).then_some(delta)
+}
+
+pub fn ip_of(family: u8, addr: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    }
+}
+
+/// `SYN|ACK|...` for a TCP flag byte.
+pub fn tcp_flag_names(flags: u32) -> String {
+    const NAMES: [(u32, &str); 6] = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x08, "PSH"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x20, "URG"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_names_follow_the_bits() {
+        assert_eq!(tcp_flag_names(0x12), "SYN|ACK");
+        assert_eq!(tcp_flag_names(0), "");
+    }
+
+    #[test]
+    fn delta_reports_only_what_moved() {
+        let previous = FlowStats {
+            packets_in: 2,
+            bytes_in: 100,
+            ..FlowStats::default()
+        };
+        let total = FlowStats {
+            packets_in: 5,
+            bytes_in: 400,
+            packets_out: 1,
+            bytes_out: 60,
+            ..previous
+        };
+        let moved = delta(&total, &previous).unwrap();
+        assert_eq!((moved.packets_in, moved.bytes_in), (3, 300));
+        assert_eq!((moved.packets_out, moved.bytes_out), (1, 60));
+        assert!(delta(&total, &total).is_none());
+    }
+
+    #[test]
+    fn ipv4_uses_the_first_four_bytes() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            ip_of(FAMILY_IPV4, &addr),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+        let v6: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(ip_of(6, &v6.octets()), IpAddr::V6(v6));
+    }
+}
+
+/// Keeps the `keep` entries with the highest (distinct) stamps.
+fn keep_newest<K>(map: &mut StdHashMap<K, u64>, keep: usize) {
+    if map.len() <= keep {
+        return;
+    }
+    let mut stamps: Vec<u64> = map.values().copied().collect();
+    let excess = stamps.len() - keep;
+    let (_, cutoff, _) = stamps.select_nth_unstable(excess);
+    let cutoff = *cutoff;
+    map.retain(|_, stamp| *stamp >= cutoff);
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+
+    #[test]
+    fn the_names_answered_longest_ago_are_forgotten_first() {
+        let mut names: StdHashMap<u32, u64> = (0..100).map(|n| (n, u64::from(n) * 3)).collect();
+        // Name 5 answered again, last.
+        names.insert(5, 1000);
+        keep_newest(&mut names, 10);
+        let mut kept: Vec<u32> = names.keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, vec![5, 91, 92, 93, 94, 95, 96, 97, 98, 99]);
+        keep_newest(&mut names, 20);
+        assert_eq!(names.len(), 10);
+    }
+}

@@ -1,0 +1,105 @@
+//! What the kernel stage hands on: one connection's activity in one poll
+//! interval, the kernel's counters, and the DNS names it saw.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::Protocol;
+
+/// Which end of a connection, from the local socket's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Local,
+    Remote,
+    Unknown,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+            Side::Unknown => "unknown",
+        })
+    }
+}
+
+/// How the client side was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    TcpSyn,
+    EphemeralPort,
+    WellKnownPort,
+    FirstPacket,
+    Undecided,
+}
+
+/// One end of a connection as the socket saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// One connection's activity during one interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// End of the interval (RFC 3339, UTC).
+    pub ts: String,
+    pub cgroup_id: u64,
+    /// The cgroup's path below the cgroup v2 mount, when it could be found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    pub protocol: Protocol,
+    pub local: Address,
+    pub remote: Address,
+    /// Who opened the connection as the kernel saw it (TCP SYN), else `unknown`.
+    pub initiator: Side,
+    /// The client side after the stated rule (see `kernel::initiator`), and why.
+    pub client: Side,
+    pub client_basis: Basis,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// First and last packet of the connection so far (RFC 3339, UTC).
+    pub first_seen: String,
+    pub last_seen: String,
+    /// TCP flags seen so far, e.g. `SYN|ACK|FIN`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tcp_flags: String,
+    /// First report of this connection (counts it once in the graph).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new: bool,
+    /// The connection did not fit in the kernel table; counted from the overflow ring.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
+    /// The connection went idle and was removed from the kernel table.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
+}
+
+/// The kernel's counters and the table's state at the end of an interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalStats {
+    pub ts: String,
+    /// Connections in the kernel table.
+    pub table_entries: u64,
+    pub table_capacity: u32,
+    /// Connections seen only through the overflow ring, since the start.
+    pub overflowed_connections: u64,
+    /// Packets not (fully) recorded since the start, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// A name the cluster's DNS gave for an address (from a response a
+/// recorded socket received).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsName {
+    pub ts: String,
+    pub name: String,
+    pub ip: IpAddr,
+}

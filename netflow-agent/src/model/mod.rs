@@ -1,0 +1,14 @@
+//! The data that flows between the stages, as plain types: a flow record
+//! (what the kernel stage reads), an endpoint (what the identity stage names),
+//! a protocol, and times as files store them. Nothing here imports another
+//! part of the crate.
+
+mod endpoint;
+mod flow;
+mod protocol;
+mod time;
+
+pub use endpoint::{Endpoint, EndpointKind};
+pub use flow::{Address, Basis, DnsName, FlowRecord, IntervalStats, Side};
+pub use protocol::Protocol;
+pub use time::{file_time, rfc3339, utc_day};
