@@ -1,11 +1,11 @@
 //! Build and test orchestration: `cargo xtask <command>`.
 //!
 //! - `setup`: installs what building and testing need (Debian packages and
-//!   bpf-linker, as `../shared/docs/toolchain.md` lists). A second run finds
+//!   bpf-linker, as `docs/toolchain.md` explains). A second run finds
 //!   everything in place and installs nothing.
 //! - `demo`: the main job: setup, release build, then the lab on examples/shop.yaml.
-//! - `test`: setup, format and lint checks, then every test (the root-only
-//!   ones included; with `CI=true` they fail rather than skip).
+//! - `test`: setup, format, lint and layering checks, then every test (the
+//!   root-only ones included; with `CI=true` they fail rather than skip).
 //! - `bench`: setup, release build, then the overhead benchmark.
 
 use std::{
@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+mod layers;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -32,7 +34,7 @@ enum Task {
         #[arg(long)]
         build_only: bool,
     },
-    /// Build the agent (with its eBPF object) in release mode.
+    /// Build the agent (with its eBPF object) and the lab in release mode.
     Build,
     /// The main job: the lab on examples/shop.yaml (simulated cluster, recording, graph).
     Demo,
@@ -87,8 +89,8 @@ fn run(task: Task) -> anyhow::Result<()> {
             build_release()?;
             // The lab on the shop example: a two-node cluster, recorded for real.
             cmd(
-                agent_binary(),
-                &["lab", "run", "examples/shop.yaml", "--out", "lab-out"],
+                release_binary("netflow-lab"),
+                &["run", "examples/shop.yaml", "--out", "lab-out"],
             )
         }
         Task::Test => {
@@ -99,7 +101,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup()?;
             build_release()?;
             cmd(
-                agent_binary(),
+                release_binary("netflow-lab"),
                 &[
                     "bench",
                     "--seconds",
@@ -234,22 +236,33 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn agent_binary() -> String {
+fn release_binary(name: &str) -> String {
     workspace_root()
-        .join("target/release/netflow-agent")
+        .join("target/release")
+        .join(name)
         .display()
         .to_string()
 }
 
+/// Both binaries: `netflow-agent` (the DaemonSet's) and `netflow-lab` (the
+/// lab, the benchmark and the test peer, which drive the agent).
 fn build_release() -> anyhow::Result<()> {
     cmd(
         "cargo",
-        &["build", "--release", "--package", "netflow-agent"],
+        &[
+            "build",
+            "--release",
+            "--package",
+            "netflow-agent",
+            "--features",
+            "lab",
+        ],
     )
 }
 
 fn test() -> anyhow::Result<()> {
     cmd("cargo", &["fmt", "--all", "--check"])?;
+    check_layers()?;
     cmd(
         "cargo",
         &["clippy", "--all-targets", "--", "-D", "warnings"],
@@ -262,6 +275,27 @@ fn test() -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} tests failed");
     }
+    Ok(())
+}
+
+/// The agent's modules import only what the layering table allows.
+fn check_layers() -> anyhow::Result<()> {
+    let src = workspace_root().join("netflow-agent/src");
+    if let Some(cycle) = layers::table_cycle() {
+        bail!("the layering table has a cycle: {}", cycle.join(" -> "));
+    }
+    let violations =
+        layers::check_tree(&src).with_context(|| format!("reading {}", src.display()))?;
+    for violation in &violations {
+        eprintln!("xtask: layering: {violation}");
+    }
+    if !violations.is_empty() {
+        bail!(
+            "{} imports break the layering (see docs/architecture.md)",
+            violations.len()
+        );
+    }
+    eprintln!("xtask: layering: every import follows the table");
     Ok(())
 }
 
