@@ -22,7 +22,7 @@ pub const FIELD_MANAGER: &str = "netflow";
 pub enum ApplyError {
     #[error(transparent)]
     Read(#[from] PolicyFileError),
-    #[error("cannot render a NetworkPolicy")]
+    #[error("cannot render a policy")]
     Render(#[from] serde_json::Error),
     #[error("{dir}: a {kind} has no metadata.name")]
     NoName { dir: PathBuf, kind: String },
@@ -75,10 +75,11 @@ pub fn read(dir: &Path) -> Result<Vec<Object>, ApplyError> {
             .map_err(ApplyError::from)
             .map(|body| (network_policy(), body))
     });
-    let cilium = set
-        .cilium
-        .into_iter()
-        .map(|body| Ok((cilium_network_policy(), body)));
+    let cilium = set.cilium.into_iter().map(|policy| {
+        serde_json::to_value(&policy)
+            .map_err(ApplyError::from)
+            .map(|body| (cilium_network_policy(), body))
+    });
     let mut objects = Vec::new();
     for item in kubernetes.chain(cilium) {
         let (resource, body) = item?;

@@ -1,206 +1,210 @@
-//! The Cilium flavor: CiliumNetworkPolicy (cilium.io/v2) with the same
-//! coverage as the Kubernetes flavor, in Cilium's terms:
-//!
-//! - default deny: `endpointSelector: {}` with `ingress: [{}]`, `egress: [{}]`;
-//! - DNS: egress to the DNS pods on port 53 (any protocol) with a DNS rule,
-//!   which is what makes Cilium's proxy see the answers `toFQDNs` needs;
-//! - peers: `fromEndpoints`/`toEndpoints` by workload labels (other
-//!   namespaces through `k8s:io.kubernetes.pod.namespace`), nodes as the
-//!   `host` and `remote-node` entities, externals as `toFQDNs` when their DNS
-//!   name is known, else as a /32 (/128) CIDR.
+//! CiliumNetworkPolicy (`cilium.io/v2`) as typed structs: the subset of the
+//! CRD that netflow writes and evaluates. `generate::cilium` builds these,
+//! `evaluate::cilium` decides what they allow, and a policy file that uses a
+//! field outside the subset (`ingressDeny`, `toServices`, `fromCIDRSet`,
+//! `enableDefaultDeny`, ...) is refused when read: its meaning would be
+//! guessed, and a guess could report traffic as allowed that is not.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::generate::{
-    Direction, GenerateError, GenerateOptions, PolicySet, Rule, cluster_dns, scope, workload_rules,
-};
-use crate::{
-    graph::CommGraph,
-    inventory::Inventory,
-    model::{Endpoint, EndpointKind},
-};
+pub const API_VERSION: &str = "cilium.io/v2";
+pub const KIND: &str = "CiliumNetworkPolicy";
 
 /// The label Cilium gives every endpoint for its namespace.
 pub const NAMESPACE_LABEL: &str = "k8s:io.kubernetes.pod.namespace";
 
-/// How a Cilium rule names one peer.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CiliumPeer {
-    Endpoints(BTreeMap<String, String>),
-    Cidr(String),
-    Entities,
-    Fqdn(String),
+/// The entities a node's address belongs to (this node, other nodes).
+pub const NODE_ENTITIES: [&str; 2] = ["host", "remote-node"];
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CiliumNetworkPolicy {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Rule>,
+    /// More rules of the same policy (the CRD allows `spec` and `specs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specs: Option<Vec<Rule>>,
 }
 
-fn peer(peer: &Endpoint, workload: &Endpoint) -> Option<Vec<CiliumPeer>> {
-    match peer.kind {
-        EndpointKind::Workload => {
-            if peer.labels.is_empty() {
-                return None;
-            }
-            let mut labels = peer.labels.clone();
-            let theirs = peer.namespace.as_ref()?;
-            if Some(theirs) != workload.namespace.as_ref() {
-                labels.insert(NAMESPACE_LABEL.into(), theirs.clone());
-            }
-            Some(vec![CiliumPeer::Endpoints(labels)])
+impl CiliumNetworkPolicy {
+    pub fn new(metadata: ObjectMeta, spec: Rule) -> Self {
+        Self {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            metadata,
+            spec: Some(spec),
+            specs: None,
         }
-        EndpointKind::Node => Some(vec![CiliumPeer::Entities]),
-        EndpointKind::External => {
-            if !peer.dns_names.is_empty() {
-                return Some(
-                    peer.dns_names
-                        .iter()
-                        .map(|name| CiliumPeer::Fqdn(name.clone()))
-                        .collect(),
-                );
-            }
-            let peers: Vec<CiliumPeer> = peer
-                .addresses
-                .iter()
-                .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
-                .map(|ip| match ip {
-                    std::net::IpAddr::V4(_) => CiliumPeer::Cidr(format!("{ip}/32")),
-                    std::net::IpAddr::V6(_) => CiliumPeer::Cidr(format!("{ip}/128")),
-                })
-                .collect();
-            (!peers.is_empty()).then_some(peers)
-        }
-        EndpointKind::Metadata | EndpointKind::Unresolved => None,
+    }
+
+    /// Every rule of the policy: `spec`, then `specs`.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.spec.iter().chain(self.specs.iter().flatten())
     }
 }
 
-fn meta(name: &str, namespace: &str, evidence: Option<String>) -> Value {
-    let mut meta = json!({"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "netflow"}});
-    if let Some(evidence) = evidence {
-        meta["annotations"] = json!({"netflow.io/evidence": evidence});
+/// One policy rule: which endpoints it selects and what they may do.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    pub endpoint_selector: LabelSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Vec<IngressRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<EgressRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Labels of the rule itself (no effect on what it allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_endpoints: Option<Vec<LabelSelector>>,
+    #[serde(default, rename = "fromCIDR", skip_serializing_if = "Option::is_none")]
+    pub from_cidr: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_entities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ports: Option<Vec<PortRule>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_endpoints: Option<Vec<LabelSelector>>,
+    #[serde(default, rename = "toCIDR", skip_serializing_if = "Option::is_none")]
+    pub to_cidr: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_entities: Option<Vec<String>>,
+    #[serde(default, rename = "toFQDNs", skip_serializing_if = "Option::is_none")]
+    pub to_fqdns: Option<Vec<FqdnSelector>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ports: Option<Vec<PortRule>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FqdnSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_pattern: Option<String>,
+}
+
+/// Ports (L4) and, optionally, what the proxy checks on them (L7).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortProtocol>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<L7Rules>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortProtocol {
+    /// A number (as a string in the CRD) or the name of a container port.
+    #[serde(deserialize_with = "number_or_string")]
+    pub port: String,
+    /// TCP, UDP, SCTP or ANY (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<i32>,
+}
+
+/// L7 rules on a port. Only the DNS rule is modeled (netflow writes it so
+/// Cilium's proxy sees the answers `toFQDNs` needs); it does not change
+/// which connections are allowed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L7Rules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<FqdnSelector>>,
+}
+
+/// `port: 53` and `port: '53'` both mean port 53.
+fn number_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
     }
-    meta
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::Number(number) => number.to_string(),
+        Raw::Text(text) => text,
+    })
 }
 
-fn policy(name: &str, namespace: &str, evidence: Option<String>, spec: Value) -> Value {
-    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta(name, namespace, evidence), "spec": spec})
-}
-
-fn to_ports(rule: &Rule<CiliumPeer>) -> Value {
-    let ports: Vec<Value> = rule
-        .ports
-        .iter()
-        .map(|(protocol, port)| json!({"port": port.to_string(), "protocol": protocol}))
-        .collect();
-    json!([{"ports": ports}])
-}
-
-/// Cilium rules for one direction: one rule per kind of peer selection.
-fn cilium_rules(rules: &[Rule<CiliumPeer>], direction: Direction) -> Vec<Value> {
-    let (endpoints_key, cidr_key, entities_key) = match direction {
-        Direction::Ingress => ("fromEndpoints", "fromCIDR", "fromEntities"),
-        Direction::Egress => ("toEndpoints", "toCIDR", "toEntities"),
-    };
-    let mut out = Vec::new();
-    for rule in rules {
-        let mut endpoints = Vec::new();
-        let mut cidrs = Vec::new();
-        let mut fqdns = Vec::new();
-        let mut entities = false;
-        for peer in &rule.peers {
-            match peer {
-                CiliumPeer::Endpoints(labels) => endpoints.push(json!({"matchLabels": labels})),
-                CiliumPeer::Cidr(cidr) => cidrs.push(json!(cidr)),
-                CiliumPeer::Fqdn(name) => fqdns.push(json!({"matchName": name})),
-                CiliumPeer::Entities => entities = true,
-            }
-        }
-        let ports = to_ports(rule);
-        if !endpoints.is_empty() {
-            out.push(json!({endpoints_key: endpoints, "toPorts": ports}));
-        }
-        if !cidrs.is_empty() {
-            out.push(json!({cidr_key: cidrs, "toPorts": ports}));
-        }
-        if entities {
-            out.push(json!({entities_key: ["host", "remote-node"], "toPorts": ports}));
-        }
-        if !fqdns.is_empty() && direction == Direction::Egress {
-            out.push(json!({"toFQDNs": fqdns, "toPorts": ports}));
-        }
+/// A selector of exactly these labels.
+pub fn match_labels(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        match_expressions: None,
     }
-    out
 }
 
-pub fn generate(
-    graph: &CommGraph,
-    inventory: &Inventory,
-    options: &GenerateOptions,
-) -> Result<PolicySet<Value>, GenerateError> {
-    let (dns_namespace, dns_labels) = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
-    let (edges, workloads) = scope(graph, options);
-    let mut set = PolicySet::default();
-    let mut dns_selector = dns_labels.clone();
-    dns_selector.insert(NAMESPACE_LABEL.into(), dns_namespace.clone());
-    for (namespace, members) in &workloads {
-        let mut deny = json!({"endpointSelector": {}, "ingress": [{}]});
-        if !options.ingress_only {
-            deny["egress"] = json!([{}]);
-        }
-        let mut policies = vec![policy("default-deny", namespace, None, deny)];
-        if !options.ingress_only {
-            policies.push(policy(
-                "allow-dns",
-                namespace,
-                None,
-                json!({"endpointSelector": {}, "egress": [{
-                    "toEndpoints": [{"matchLabels": dns_selector}],
-                    "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}], "rules": {"dns": [{"matchPattern": "*"}]}}]
-                }]}),
-            ));
-        }
-        if options.include_system && *namespace == dns_namespace {
-            policies.push(policy(
-                "allow-dns-from-everywhere",
-                namespace,
-                None,
-                json!({"endpointSelector": {"matchLabels": dns_labels}, "ingress": [{
-                    "fromEntities": ["cluster"],
-                    "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}]}]
-                }]}),
-            ));
-        }
-        for workload in members.values() {
-            let dns = (dns_namespace.as_str(), &dns_labels);
-            let Some(rules) =
-                workload_rules(&edges, workload, dns, options, &mut set.findings, peer)
-            else {
-                continue;
-            };
-            let evidence = rules.evidence();
-            let (ingress, egress) = (rules.ingress, rules.egress);
-            let kind = workload
-                .workload_kind
-                .clone()
-                .unwrap_or_else(|| "workload".into())
-                .to_ascii_lowercase();
-            let mut spec = json!({"endpointSelector": {"matchLabels": workload.labels}});
-            let ingress_rules = cilium_rules(&ingress, Direction::Ingress);
-            if !ingress_rules.is_empty() {
-                spec["ingress"] = json!(ingress_rules);
-            }
-            let egress_rules = cilium_rules(&egress, Direction::Egress);
-            if !egress_rules.is_empty() {
-                spec["egress"] = json!(egress_rules);
-            }
-            policies.push(policy(
-                &format!("allow-{kind}-{}", workload.name),
-                namespace,
-                Some(evidence),
-                spec,
-            ));
-        }
-        set.by_namespace.insert(namespace.clone(), policies);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_read_back_as_written() {
+        let policy = CiliumNetworkPolicy::new(
+            ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            },
+            Rule {
+                endpoint_selector: LabelSelector::default(),
+                egress: Some(vec![EgressRule {
+                    to_fqdns: Some(vec![FqdnSelector {
+                        match_name: Some("api.example".into()),
+                        match_pattern: None,
+                    }]),
+                    to_ports: Some(vec![PortRule {
+                        ports: Some(vec![PortProtocol {
+                            port: "443".into(),
+                            protocol: Some("TCP".into()),
+                            end_port: None,
+                        }]),
+                        rules: None,
+                    }]),
+                    ..EgressRule::default()
+                }]),
+                ..Rule::default()
+            },
+        );
+        let yaml = serde_norway::to_string(&policy).unwrap();
+        assert!(yaml.contains("toFQDNs:"), "{yaml}");
+        assert!(yaml.contains("endpointSelector: {}"), "{yaml}");
+        let back: CiliumNetworkPolicy = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(back, policy);
     }
-    set.findings.sort();
-    set.findings.dedup();
-    Ok(set)
+
+    #[test]
+    fn fields_outside_the_subset_are_refused() {
+        let err = serde_norway::from_str::<CiliumNetworkPolicy>(
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p}\nspec:\n  endpointSelector: {}\n  ingressDeny: [{fromEntities: [world]}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ingressDeny"), "{err}");
+        let number: PortProtocol = serde_norway::from_str("{port: 53}").unwrap();
+        assert_eq!(number.port, "53");
+    }
 }

@@ -1,8 +1,9 @@
-//! Policies from observed traffic: `generate` (NetworkPolicy) and `cilium`
-//! (CiliumNetworkPolicy) write the smallest allow set for the graph, `write`
-//! puts a set on disk; `evaluate` decides what a set allows, `verify`
-//! replays the graph against it; `rollout` orders the enforcement, `netassert`
-//! writes tests, `apply` sends a set to the cluster.
+//! Policies from observed traffic: `generate` writes the smallest allow set
+//! for the graph in either flavor (NetworkPolicy, or the typed
+//! CiliumNetworkPolicy of `cilium`), `write` puts a set on disk; `evaluate`
+//! decides what a set allows, `verify` replays the graph against it;
+//! `rollout` orders the enforcement, `netassert` writes tests, `apply` sends
+//! a set to the cluster.
 
 pub mod apply;
 pub mod cilium;

@@ -187,8 +187,9 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
     // the cluster DNS, which every pod may reach.
     let dns = super::generate::cluster_dns(inventory);
     let is_dns = |pod: &crate::inventory::PodEntry| {
-        dns.as_ref().is_some_and(|(namespace, labels)| {
-            pod.namespace == *namespace && labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        dns.as_ref().is_some_and(|dns| {
+            pod.namespace == dns.namespace
+                && dns.labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
         })
     };
     let mut servers: BTreeMap<WorkloadRef, (u16, String)> = BTreeMap::new();

@@ -8,8 +8,7 @@ use crate::{
     graph::CommGraph,
     inventory::Inventory,
     policy::{
-        cilium,
-        generate::{Finding, GenerateOptions, generate},
+        generate::{Finding, GenerateOptions, cilium, kubernetes},
         write::write_dir,
     },
 };
@@ -26,7 +25,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let inventory = Inventory::load(&args.inventory)?;
     let findings = match args.flavor {
         Flavor::Kubernetes => {
-            let set = generate(&graph, &inventory, &options)?;
+            let set = kubernetes::generate(&graph, &inventory, &options)?;
             write_dir(&set, &out)?;
             set.findings
         }

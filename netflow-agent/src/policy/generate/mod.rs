@@ -1,28 +1,27 @@
-//! From the graph of the audit window to the smallest set of Kubernetes
-//! NetworkPolicies that still allows every observed edge.
+//! From the graph of the audit window to the smallest set of allow policies
+//! that still covers every observed edge, in either flavor.
 //!
-//! Per namespace: a default-deny (ingress and egress), a DNS allow to the
-//! cluster's real DNS pods (as the inventory names them), and one policy per
-//! workload with its ingress and egress allows. Peers are selected by their
-//! workload's selector labels (never per-pod labels), across namespaces with
-//! `kubernetes.io/metadata.name`; ports are the server's pod ports. Node and
-//! external peers are /32 (/128) ipBlocks. The metadata service is never
-//! allowed: a workload that contacted it is reported as a finding.
+//! One skeleton ([`generate_with`]) for both flavors: per namespace a
+//! default-deny (ingress and egress), a DNS allow to the cluster's real DNS
+//! pods (as the inventory names them), and one policy per workload with its
+//! ingress and egress allows. Peers are selected by their workload's selector
+//! labels (never per-pod labels); ports are the server's pod ports; peers on
+//! the same ports share a rule. The metadata service is never allowed: a
+//! workload that contacted it is reported as a finding. A [`Flavor`] says
+//! how each piece is written: `kubernetes` (NetworkPolicy) and `cilium`
+//! (CiliumNetworkPolicy).
+
+pub mod cilium;
+pub mod kubernetes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
-    api::networking::v1::{
-        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
-        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-    },
-    apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta},
-        util::intstr::IntOrString,
-    },
+    api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde::Serialize;
 
+pub use self::kubernetes::generate;
 use crate::{
     graph::{CommGraph, Edge},
     inventory::Inventory,
@@ -34,7 +33,6 @@ use crate::{
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["kube-system", "kube-public", "kube-node-lease", "netflow"];
 
-const NAMESPACE_LABEL: &str = "kubernetes.io/metadata.name";
 const EVIDENCE_ANNOTATION: &str = "netflow.io/evidence";
 
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +82,12 @@ impl<P> Default for PolicySet<P> {
 }
 
 /// Edges the options keep, and the workloads to write policies for, by namespace.
-pub(crate) type Scope<'g> = (
+type Scope<'g> = (
     Vec<(&'g Endpoint, &'g Endpoint, &'g Edge)>,
     BTreeMap<String, BTreeMap<String, &'g Endpoint>>,
 );
 
-pub(crate) fn scope<'g>(graph: &'g CommGraph, options: &GenerateOptions) -> Scope<'g> {
+fn scope<'g>(graph: &'g CommGraph, options: &GenerateOptions) -> Scope<'g> {
     let edges = graph
         .edges()
         .into_iter()
@@ -116,43 +114,88 @@ pub(crate) fn scope<'g>(graph: &'g CommGraph, options: &GenerateOptions) -> Scop
     (edges, workloads)
 }
 
+/// The cluster DNS pods, as the inventory names them.
+#[derive(Clone, Debug)]
+pub struct ClusterDns {
+    pub namespace: String,
+    /// The DNS Service's selector: the DNS pods' labels.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The cluster DNS: its namespace and pod labels, from the inventory.
-pub fn cluster_dns(inventory: &Inventory) -> Option<(String, BTreeMap<String, String>)> {
+pub fn cluster_dns(inventory: &Inventory) -> Option<ClusterDns> {
     inventory
         .services
         .iter()
         .filter(|service| service.namespace == "kube-system" && !service.selector.is_empty())
         .find(|service| service.name == "kube-dns" || service.name == "coredns")
-        .map(|service| (service.namespace.clone(), service.selector.clone()))
+        .map(|service| ClusterDns {
+            namespace: service.namespace.clone(),
+            labels: service.selector.clone(),
+        })
 }
 
-pub fn generate(
+/// How one flavor writes each piece of the skeleton.
+pub trait Flavor {
+    type Policy;
+    /// How a rule names one peer.
+    type Peer;
+    /// How a policy of `workload` names `peer`; `None` when it cannot be
+    /// named without opening more than was observed.
+    fn peer(&self, peer: &Endpoint, workload: &Endpoint) -> Option<Vec<Self::Peer>>;
+    fn default_deny(&self, namespace: &str, ingress_only: bool) -> Self::Policy;
+    /// Egress from every pod of `namespace` to the DNS pods, port 53.
+    fn dns_allow(&self, namespace: &str, dns: &ClusterDns) -> Self::Policy;
+    /// With system namespaces included: the DNS pods open to every namespace.
+    fn dns_open_to_all(&self, namespace: &str, dns: &ClusterDns) -> Self::Policy;
+    fn workload_policy(
+        &self,
+        workload: &Endpoint,
+        metadata: ObjectMeta,
+        rules: WorkloadRules<Self::Peer>,
+        ingress_only: bool,
+    ) -> Self::Policy;
+}
+
+/// The skeleton both flavors share.
+pub fn generate_with<F: Flavor>(
+    flavor: &F,
     graph: &CommGraph,
     inventory: &Inventory,
     options: &GenerateOptions,
-) -> Result<PolicySet, GenerateError> {
-    let (dns_namespace, dns_labels) = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
+) -> Result<PolicySet<F::Policy>, GenerateError> {
+    let dns = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
     let (edges, workloads) = scope(graph, options);
     let mut set = PolicySet::default();
     for (namespace, members) in &workloads {
-        let mut policies = vec![default_deny(namespace, options.ingress_only)];
+        let mut policies = vec![flavor.default_deny(namespace, options.ingress_only)];
         if !options.ingress_only {
-            policies.push(dns_allow(namespace, &dns_namespace, &dns_labels));
+            policies.push(flavor.dns_allow(namespace, &dns));
         }
-        if options.include_system && *namespace == dns_namespace {
-            policies.push(dns_open_to_all(namespace, &dns_labels));
+        if options.include_system && *namespace == dns.namespace {
+            policies.push(flavor.dns_open_to_all(namespace, &dns));
         }
         for workload in members.values() {
-            let dns = (dns_namespace.as_str(), &dns_labels);
+            let name_peer = |peer: &Endpoint, of: &Endpoint| flavor.peer(peer, of);
             if let Some(rules) = workload_rules(
                 &edges,
                 workload,
-                dns,
+                &dns,
                 options,
                 &mut set.findings,
-                peer_selector,
+                name_peer,
             ) {
-                policies.push(workload_policy(workload, rules, options.ingress_only));
+                let metadata = policy_metadata(
+                    &workload_policy_name(workload),
+                    namespace,
+                    Some(rules.evidence()),
+                );
+                policies.push(flavor.workload_policy(
+                    workload,
+                    metadata,
+                    rules,
+                    options.ingress_only,
+                ));
             }
         }
         set.by_namespace.insert(namespace.clone(), policies);
@@ -162,22 +205,61 @@ pub fn generate(
     Ok(set)
 }
 
+/// An address-named peer (a node, an external host) as one /32 (or /128)
+/// per address: a node talks from each of them.
+pub fn host_cidrs(endpoint: &Endpoint) -> Vec<String> {
+    endpoint
+        .addresses
+        .iter()
+        .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(_) => format!("{ip}/32"),
+            std::net::IpAddr::V6(_) => format!("{ip}/128"),
+        })
+        .collect()
+}
+
+/// `allow-<kind>-<name>`: one policy per workload.
+fn workload_policy_name(workload: &Endpoint) -> String {
+    let kind = workload
+        .workload_kind
+        .clone()
+        .unwrap_or_else(|| "workload".into())
+        .to_ascii_lowercase();
+    format!("allow-{kind}-{}", workload.name)
+}
+
+/// The metadata of every generated policy: managed by netflow, with the
+/// evidence (which edges each rule stands for) when there are rules.
+pub fn policy_metadata(name: &str, namespace: &str, evidence: Option<String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            "netflow".to_string(),
+        )])),
+        annotations: evidence.map(|text| BTreeMap::from([(EVIDENCE_ANNOTATION.to_string(), text)])),
+        ..ObjectMeta::default()
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
+pub enum Direction {
     Ingress,
     Egress,
 }
 
 /// Peers allowed on the same ports, with the evidence for them. `P` is how
 /// a flavor names a peer.
-pub(crate) struct Rule<P> {
+pub struct Rule<P> {
     pub peers: Vec<P>,
     pub ports: BTreeSet<(String, u16)>,
     pub evidence: Vec<String>,
 }
 
 /// A workload's ingress and egress allow rules.
-pub(crate) struct WorkloadRules<P> {
+pub struct WorkloadRules<P> {
     pub ingress: Vec<Rule<P>>,
     pub egress: Vec<Rule<P>>,
 }
@@ -206,10 +288,10 @@ impl<P> WorkloadRules<P> {
 
 /// `workload`'s rules in both directions (ingress only when asked); `None`
 /// when it has none.
-pub(crate) fn workload_rules<P>(
+fn workload_rules<P>(
     edges: &[(&Endpoint, &Endpoint, &Edge)],
     workload: &Endpoint,
-    (dns_namespace, dns_labels): (&str, &BTreeMap<String, String>),
+    dns: &ClusterDns,
     options: &GenerateOptions,
     findings: &mut Vec<Finding>,
     name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>> + Copy,
@@ -218,36 +300,25 @@ pub(crate) fn workload_rules<P>(
         edges,
         workload,
         Direction::Ingress,
-        dns_namespace,
-        dns_labels,
+        dns,
         findings,
         name_peer,
     );
     let egress = if options.ingress_only {
         Vec::new()
     } else {
-        rules(
-            edges,
-            workload,
-            Direction::Egress,
-            dns_namespace,
-            dns_labels,
-            findings,
-            name_peer,
-        )
+        rules(edges, workload, Direction::Egress, dns, findings, name_peer)
     };
     (!ingress.is_empty() || !egress.is_empty()).then_some(WorkloadRules { ingress, egress })
 }
 
 /// The allow rules of `workload` in `direction`: observed peers, named by
 /// `name_peer` (a flavor's selector), grouped by identical port sets.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn rules<P>(
+fn rules<P>(
     edges: &[(&Endpoint, &Endpoint, &Edge)],
     workload: &Endpoint,
     direction: Direction,
-    dns_namespace: &str,
-    dns_labels: &BTreeMap<String, String>,
+    dns: &ClusterDns,
     findings: &mut Vec<Finding>,
     name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>>,
 ) -> Vec<Rule<P>> {
@@ -278,8 +349,8 @@ pub(crate) fn rules<P>(
         // The DNS allow covers every workload's DNS traffic.
         if direction == Direction::Egress
             && edge.key.port == 53
-            && peer.namespace.as_deref() == Some(dns_namespace)
-            && peer.labels == *dns_labels
+            && peer.namespace.as_deref() == Some(dns.namespace.as_str())
+            && peer.labels == dns.labels
         {
             continue;
         }
@@ -327,208 +398,13 @@ pub(crate) fn rules<P>(
     by_ports.into_values().collect()
 }
 
-pub(crate) fn direction_name(direction: Direction) -> &'static str {
+pub fn direction_name(direction: Direction) -> &'static str {
     match direction {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",
     }
 }
 
-fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels.clone()),
-        match_expressions: None,
-    }
-}
-
-/// How a policy names `peer`, seen from `workload`'s namespace; `None` when
-/// it cannot be named without opening more than observed.
-fn peer_selector(peer: &Endpoint, workload: &Endpoint) -> Option<Vec<NetworkPolicyPeer>> {
-    match peer.kind {
-        EndpointKind::Workload => {
-            if peer.labels.is_empty() {
-                return None;
-            }
-            let namespace_selector = match (&peer.namespace, &workload.namespace) {
-                (Some(theirs), Some(ours)) if theirs == ours => None,
-                (Some(theirs), _) => Some(selector(&BTreeMap::from([(
-                    NAMESPACE_LABEL.to_string(),
-                    theirs.clone(),
-                )]))),
-                (None, _) => return None,
-            };
-            Some(vec![NetworkPolicyPeer {
-                namespace_selector,
-                pod_selector: Some(selector(&peer.labels)),
-                ip_block: None,
-            }])
-        }
-        EndpointKind::Node | EndpointKind::External => {
-            // One /32 (or /128) per address: a node talks from each of them.
-            let peers: Vec<NetworkPolicyPeer> = peer
-                .addresses
-                .iter()
-                .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
-                .map(|ip| {
-                    let cidr = match ip {
-                        std::net::IpAddr::V4(_) => format!("{ip}/32"),
-                        std::net::IpAddr::V6(_) => format!("{ip}/128"),
-                    };
-                    NetworkPolicyPeer {
-                        ip_block: Some(IPBlock { cidr, except: None }),
-                        ..Default::default()
-                    }
-                })
-                .collect();
-            (!peers.is_empty()).then_some(peers)
-        }
-        EndpointKind::Metadata | EndpointKind::Unresolved => None,
-    }
-}
-
-fn metadata(name: &str, namespace: &str, evidence: Option<String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: Some(namespace.to_string()),
-        labels: Some(BTreeMap::from([(
-            "app.kubernetes.io/managed-by".to_string(),
-            "netflow".to_string(),
-        )])),
-        annotations: evidence.map(|text| BTreeMap::from([(EVIDENCE_ANNOTATION.to_string(), text)])),
-        ..ObjectMeta::default()
-    }
-}
-
-fn default_deny(namespace: &str, ingress_only: bool) -> NetworkPolicy {
-    let types: &[&str] = if ingress_only {
-        &["Ingress"]
-    } else {
-        &["Ingress", "Egress"]
-    };
-    NetworkPolicy {
-        metadata: metadata("default-deny", namespace, None),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(types.iter().map(|t| t.to_string()).collect()),
-            ingress: None,
-            egress: None,
-        }),
-    }
-}
-
-fn dns_ports() -> Vec<NetworkPolicyPort> {
-    ["UDP", "TCP"]
-        .iter()
-        .map(|protocol| NetworkPolicyPort {
-            port: Some(IntOrString::Int(53)),
-            protocol: Some(protocol.to_string()),
-            end_port: None,
-        })
-        .collect()
-}
-
-fn dns_allow(
-    namespace: &str,
-    dns_namespace: &str,
-    dns_labels: &BTreeMap<String, String>,
-) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: metadata("allow-dns", namespace, None),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Egress".into()]),
-            ingress: None,
-            egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(selector(&BTreeMap::from([(
-                        NAMESPACE_LABEL.to_string(),
-                        dns_namespace.to_string(),
-                    )]))),
-                    pod_selector: Some(selector(dns_labels)),
-                    ip_block: None,
-                }]),
-                ports: Some(dns_ports()),
-            }]),
-        }),
-    }
-}
-
-/// With system namespaces included: the DNS pods stay open to every namespace.
-fn dns_open_to_all(namespace: &str, dns_labels: &BTreeMap<String, String>) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: metadata("allow-dns-from-everywhere", namespace, None),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector(dns_labels)),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector::default()),
-                    ..Default::default()
-                }]),
-                ports: Some(dns_ports()),
-            }]),
-            egress: None,
-        }),
-    }
-}
-
-fn ports(rule: &Rule<NetworkPolicyPeer>) -> Vec<NetworkPolicyPort> {
-    rule.ports
-        .iter()
-        .map(|(protocol, port)| NetworkPolicyPort {
-            port: Some(IntOrString::Int(i32::from(*port))),
-            protocol: Some(protocol.clone()),
-            end_port: None,
-        })
-        .collect()
-}
-
-fn workload_policy(
-    workload: &Endpoint,
-    rules: WorkloadRules<NetworkPolicyPeer>,
-    ingress_only: bool,
-) -> NetworkPolicy {
-    let namespace = workload.namespace.clone().unwrap_or_default();
-    let kind = workload
-        .workload_kind
-        .clone()
-        .unwrap_or_else(|| "workload".into())
-        .to_ascii_lowercase();
-    let name = format!("allow-{kind}-{}", workload.name);
-    let evidence = rules.evidence();
-    let WorkloadRules { ingress, egress } = rules;
-    let mut types = vec!["Ingress".to_string()];
-    if !ingress_only {
-        types.push("Egress".to_string());
-    }
-    NetworkPolicy {
-        metadata: metadata(&name, &namespace, Some(evidence)),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector(&workload.labels)),
-            policy_types: Some(types),
-            ingress: Some(
-                ingress
-                    .iter()
-                    .map(|rule| NetworkPolicyIngressRule {
-                        from: Some(rule.peers.clone()),
-                        ports: Some(ports(rule)),
-                    })
-                    .collect(),
-            ),
-            egress: (!ingress_only).then(|| {
-                egress
-                    .iter()
-                    .map(|rule| NetworkPolicyEgressRule {
-                        to: Some(rule.peers.clone()),
-                        ports: Some(ports(rule)),
-                    })
-                    .collect()
-            }),
-        }),
-    }
-}
-
-/// The policies of one namespace as a multi-document YAML file.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +414,7 @@ mod tests {
         model::{Address, Basis, FlowRecord, Protocol, Side},
         policy::write::to_yaml,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     const INVENTORY: &str = r#"{"kind":"List","items":[
       {"kind":"Namespace","metadata":{"name":"shop"}},

@@ -1,0 +1,158 @@
+//! Policy files: every NetworkPolicy and CiliumNetworkPolicy in a directory
+//! of YAML files (or one file, YAML or JSON), each refused by name when it
+//! cannot be read, is of another kind, or does not fit its schema.
+
+use std::path::Path;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::Deserialize;
+
+use crate::policy::cilium::{self, CiliumNetworkPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFileError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index} is not valid YAML: {message}")]
+    Yaml {
+        path: String,
+        index: usize,
+        message: String,
+    },
+    #[error(
+        "{path}: document {index} is a {kind}, which netflow does not evaluate (only networking.k8s.io/v1 NetworkPolicy and cilium.io/v2 CiliumNetworkPolicy)"
+    )]
+    UnknownKind {
+        path: String,
+        index: usize,
+        kind: String,
+    },
+    #[error("{path}: document {index} is not a valid {kind}: {message}")]
+    Invalid {
+        path: String,
+        index: usize,
+        kind: &'static str,
+        message: String,
+    },
+}
+
+/// Reads every NetworkPolicy in the `.yaml`/`.yml` files of `dir` (or the
+/// one file `dir` names, YAML or JSON). A `v1` `List` (what `kubectl get
+/// networkpolicies -A -o yaml` prints) is read item by item.
+pub fn load_policies(dir: &Path) -> Result<Vec<NetworkPolicy>, PolicyFileError> {
+    Ok(load_policy_set(dir)?.kubernetes)
+}
+
+/// Like [`load_policies`], with CiliumNetworkPolicies (cilium.io/v2) too.
+pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
+    let read_error = |source| PolicyFileError::Read {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(read_error)? {
+            let path = entry.map_err(read_error)?.path();
+            if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                files.push(path);
+            }
+        }
+    } else {
+        files.push(dir.to_path_buf());
+    }
+    files.sort();
+    let mut policies = Vec::new();
+    let mut cilium = Vec::new();
+    for path in files {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+            let value = serde_norway::Value::deserialize(document).map_err(|err| {
+                PolicyFileError::Yaml {
+                    path: shown.clone(),
+                    index,
+                    message: err.to_string(),
+                }
+            })?;
+            if value.is_null() {
+                continue;
+            }
+            let items = if value.get("kind").and_then(|k| k.as_str()) == Some("List") {
+                value
+                    .get("items")
+                    .and_then(|items| items.as_sequence())
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                vec![value]
+            };
+            for item in items {
+                let kind = item
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("document without a kind");
+                let api = item
+                    .get("apiVersion")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default();
+                if kind == cilium::KIND && api == cilium::API_VERSION {
+                    let policy: CiliumNetworkPolicy =
+                        serde_norway::from_value(item).map_err(|err| PolicyFileError::Invalid {
+                            path: shown.clone(),
+                            index,
+                            kind: cilium::KIND,
+                            message: err.to_string(),
+                        })?;
+                    cilium.push(policy);
+                    continue;
+                }
+                if kind != "NetworkPolicy" || api != "networking.k8s.io/v1" {
+                    return Err(PolicyFileError::UnknownKind {
+                        path: shown.clone(),
+                        index,
+                        kind: format!("{kind} ({api})"),
+                    });
+                }
+                let policy: NetworkPolicy =
+                    serde_norway::from_value(item).map_err(|err| PolicyFileError::Invalid {
+                        path: shown.clone(),
+                        index,
+                        kind: "NetworkPolicy",
+                        message: err.to_string(),
+                    })?;
+                policies.push(policy);
+            }
+        }
+    }
+    Ok(Policies {
+        kubernetes: policies,
+        cilium,
+    })
+}
+
+/// Every policy of a set of files, by flavor.
+#[derive(Debug, Default)]
+pub struct Policies {
+    pub kubernetes: Vec<NetworkPolicy>,
+    pub cilium: Vec<CiliumNetworkPolicy>,
+}
+
+impl Policies {
+    pub fn len(&self) -> usize {
+        self.kubernetes.len() + self.cilium.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,684 @@
+//! What a policy set allows, for replaying traffic offline (`policy verify`,
+//! the lab's checks). Both flavors add up: a connection is allowed when the
+//! client's egress and the server's ingress both allow it.
+//!
+//! NetworkPolicy (`kubernetes`):
+//! - A pod is isolated for a direction when a policy in its namespace selects
+//!   it and has that direction in `policyTypes` (default: Ingress, plus Egress
+//!   when the policy has egress rules). A pod no policy isolates allows all.
+//! - An isolated pod allows what any selecting policy's rule allows (rules add
+//!   up). A rule with no or empty `from`/`to` matches every peer; with no or
+//!   empty `ports` every port.
+//! - A peer with only `podSelector` means pods in the policy's namespace; only
+//!   `namespaceSelector`, every pod in matching namespaces; both in one peer,
+//!   matching pods in matching namespaces; `ipBlock`, addresses in the CIDR
+//!   and not in `except`.
+//! - Ports: protocol defaults to TCP; a named port is looked up in the pod's
+//!   container ports; `endPort` makes a range.
+//!
+//! CiliumNetworkPolicy (`cilium`): the subset `policy::cilium` models (see
+//! there); a policy using more is refused when its file is read (`files`).
+
+mod cilium;
+mod files;
+mod kubernetes;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+pub use files::{Policies, PolicyFileError, load_policies, load_policy_set};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+pub use kubernetes::{cidr_contains, matches};
+
+use crate::{
+    inventory::{Inventory, PodEntry},
+    policy::cilium::CiliumNetworkPolicy,
+};
+
+/// One end of a connection being checked.
+#[derive(Clone, Copy, Debug)]
+pub enum End<'a> {
+    Pod(&'a PodEntry),
+    /// An address outside the pod network (a node, an external host).
+    Address(IpAddr),
+}
+
+impl End<'_> {
+    fn ip(&self) -> Option<IpAddr> {
+        match self {
+            End::Pod(pod) => pod.ips.first().copied(),
+            End::Address(ip) => Some(*ip),
+        }
+    }
+}
+
+impl std::fmt::Display for End<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Pod(pod) => write!(f, "{}/{}", pod.namespace, pod.name),
+            End::Address(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Why a connection is refused, for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+pub struct Evaluator<'a> {
+    policies: &'a [NetworkPolicy],
+    cilium: &'a [CiliumNetworkPolicy],
+    /// Names the DNS gave for external addresses, for `toFQDNs`.
+    dns: Option<&'a BTreeMap<IpAddr, BTreeSet<String>>>,
+    inventory: &'a Inventory,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(policies: &'a [NetworkPolicy], inventory: &'a Inventory) -> Self {
+        Self {
+            policies,
+            cilium: &[],
+            dns: None,
+            inventory,
+        }
+    }
+
+    /// Both flavors; `dns` names external addresses for `toFQDNs`.
+    pub fn for_set(
+        policies: &'a Policies,
+        inventory: &'a Inventory,
+        dns: &'a BTreeMap<IpAddr, BTreeSet<String>>,
+    ) -> Self {
+        Self {
+            policies: &policies.kubernetes,
+            cilium: &policies.cilium,
+            dns: Some(dns),
+            inventory,
+        }
+    }
+
+    /// Whether `client` may open a connection to `server` on `port`/`protocol`.
+    pub fn check(&self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> Verdict {
+        if let End::Pod(pod) = client
+            && let Some(reason) = self.refused(pod, Direction::Egress, server, port, protocol)
+        {
+            return Verdict::Denied(reason);
+        }
+        if let End::Pod(pod) = server
+            && let Some(reason) = self.refused(pod, Direction::Ingress, client, port, protocol)
+        {
+            return Verdict::Denied(reason);
+        }
+        Verdict::Allowed
+    }
+
+    /// `None` when `pod` allows `peer` in `direction`, else the reason.
+    fn refused(
+        &self,
+        pod: &PodEntry,
+        direction: Direction,
+        peer: End<'_>,
+        port: u16,
+        protocol: &str,
+    ) -> Option<String> {
+        let selecting = kubernetes::selecting(self.policies, pod, direction);
+        let cilium_selecting = cilium::selecting(self.cilium, pod, direction);
+        if selecting.is_empty() && cilium_selecting.is_empty() {
+            return None; // not isolated
+        }
+        // For ingress the port is the pod's own; for egress the peer's.
+        let port_owner = match direction {
+            Direction::Ingress => Some(pod),
+            Direction::Egress => match peer {
+                End::Pod(peer) => Some(peer),
+                End::Address(_) => None,
+            },
+        };
+        let allowed_by_kubernetes = selecting.iter().any(|policy| {
+            kubernetes::allows(
+                policy,
+                self.inventory,
+                direction,
+                peer,
+                port,
+                protocol,
+                port_owner,
+            )
+        });
+        let allowed_by_cilium = cilium_selecting.iter().any(|(policy, rule)| {
+            let context = cilium::Context {
+                inventory: self.inventory,
+                dns: self.dns,
+                namespace: policy.metadata.namespace.as_deref().unwrap_or("default"),
+                port_owner,
+            };
+            cilium::allows(rule, &context, direction, peer, port, protocol)
+        });
+        if allowed_by_kubernetes || allowed_by_cilium {
+            return None;
+        }
+        let mut names: Vec<String> = selecting
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .chain(
+                cilium_selecting
+                    .iter()
+                    .map(|(p, _)| p.metadata.name.clone().unwrap_or_default()),
+            )
+            .collect();
+        names.dedup();
+        Some(format!(
+            "{} of {}/{} is isolated by {} and no rule allows {}/{} {} {}",
+            direction.name(),
+            pod.namespace,
+            pod.name,
+            names.join(", "),
+            protocol.to_ascii_lowercase(),
+            port,
+            match direction {
+                Direction::Ingress => "from",
+                Direction::Egress => "to",
+            },
+            peer
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pods: shop/web (app=web, named port http=8080), shop/api (app=api,
+    /// port 9000), data/db (app=db, 5432), other/tool (app=tool).
+    const INVENTORY: &str = r#"{"kind":"List","items":[
+      {"kind":"Namespace","metadata":{"name":"shop","labels":{"team":"web"}}},
+      {"kind":"Namespace","metadata":{"name":"data","labels":{"team":"data"}}},
+      {"kind":"Namespace","metadata":{"name":"other"}},
+      {"kind":"Pod","metadata":{"name":"web","namespace":"shop","uid":"1","labels":{"app":"web"}},
+        "spec":{"containers":[{"name":"c","ports":[{"name":"http","containerPort":8080}]}]},"status":{"podIP":"10.0.0.1"}},
+      {"kind":"Pod","metadata":{"name":"api","namespace":"shop","uid":"2","labels":{"app":"api"}},
+        "spec":{"containers":[{"name":"c","ports":[{"containerPort":9000}]}]},"status":{"podIP":"10.0.0.2"}},
+      {"kind":"Pod","metadata":{"name":"db","namespace":"data","uid":"3","labels":{"app":"db"}},
+        "spec":{"containers":[{"name":"c","ports":[{"containerPort":5432}]}]},"status":{"podIP":"10.0.1.3"}},
+      {"kind":"Pod","metadata":{"name":"tool","namespace":"other","uid":"4","labels":{"app":"tool"}},
+        "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.0.2.4"}}
+    ]}"#;
+
+    fn inventory() -> Inventory {
+        Inventory::parse(INVENTORY).unwrap()
+    }
+
+    fn policies(yaml: &str) -> Vec<NetworkPolicy> {
+        let dir = std::env::temp_dir().join(format!(
+            "netflow-eval-{}-{}",
+            std::process::id(),
+            yaml.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+        let loaded = load_policies(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        loaded
+    }
+
+    fn allowed(
+        policies: &[NetworkPolicy],
+        from: End<'_>,
+        to: End<'_>,
+        port: u16,
+        protocol: &str,
+    ) -> bool {
+        Evaluator::new(policies, &inventory()).check(from, to, port, protocol) == Verdict::Allowed
+    }
+
+    fn pod<'a>(inventory: &'a Inventory, name: &str) -> End<'a> {
+        End::Pod(inventory.pods.iter().find(|p| p.name == name).unwrap())
+    }
+
+    const HEAD: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n";
+
+    #[test]
+    fn no_policy_allows_everything_and_an_empty_selector_isolates_all() {
+        let inv = inventory();
+        assert!(allowed(
+            &[],
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        let deny = policies(&format!("{HEAD}spec: {{podSelector: {{}}}}\n"));
+        assert!(!allowed(
+            &deny,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &deny,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        // policyTypes defaults to Ingress only: egress from web stays open.
+        assert!(allowed(
+            &deny,
+            pod(&inv, "web"),
+            pod(&inv, "db"),
+            5432,
+            "TCP"
+        ));
+    }
+
+    #[test]
+    fn an_empty_from_list_allows_all_and_no_from_too_but_no_rule_denies() {
+        let inv = inventory();
+        let empty_from = policies(&format!(
+            "{HEAD}spec: {{podSelector: {{}}, ingress: [{{from: []}}]}}\n"
+        ));
+        assert!(allowed(
+            &empty_from,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        let no_from = policies(&format!(
+            "{HEAD}spec: {{podSelector: {{}}, ingress: [{{}}]}}\n"
+        ));
+        assert!(allowed(
+            &no_from,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            1,
+            "UDP"
+        ));
+        let no_rules = policies(&format!("{HEAD}spec: {{podSelector: {{}}, ingress: []}}\n"));
+        assert!(!allowed(
+            &no_rules,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+    }
+
+    #[test]
+    fn namespace_and_pod_selector_in_one_peer_is_and_in_two_peers_is_or() {
+        let inv = inventory();
+        let and = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{team: data}}}}\n      podSelector: {{matchLabels: {{app: tool}}}}\n"
+        ));
+        assert!(
+            !allowed(&and, pod(&inv, "db"), pod(&inv, "web"), 8080, "TCP"),
+            "db is in data but not app=tool"
+        );
+        assert!(
+            !allowed(&and, pod(&inv, "tool"), pod(&inv, "web"), 8080, "TCP"),
+            "tool is app=tool but not in data"
+        );
+        let or = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{team: data}}}}\n    - podSelector: {{matchLabels: {{app: api}}}}\n"
+        ));
+        assert!(allowed(&or, pod(&inv, "db"), pod(&inv, "web"), 8080, "TCP"));
+        assert!(allowed(
+            &or,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &or,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        // A podSelector alone means the policy's own namespace.
+        let same_ns = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: db}}}}}}]\n"
+        ));
+        assert!(!allowed(
+            &same_ns,
+            pod(&inv, "db"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        // matchExpressions.
+        let expressions = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchExpressions: [{{key: team, operator: Exists}}]}}}}]\n"
+        ));
+        assert!(allowed(
+            &expressions,
+            pod(&inv, "db"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &expressions,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+    }
+
+    #[test]
+    fn ip_blocks_honour_except() {
+        let inv = inventory();
+        let egress = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: 0.0.0.0/0, except: [169.254.169.254/32]}}}}]\n"
+        ));
+        let web = pod(&inv, "web");
+        assert!(allowed(
+            &egress,
+            web,
+            End::Address("203.0.113.10".parse().unwrap()),
+            443,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &egress,
+            web,
+            End::Address("169.254.169.254".parse().unwrap()),
+            80,
+            "TCP"
+        ));
+        assert!(
+            !allowed(
+                &egress,
+                web,
+                End::Address("fd00::1".parse().unwrap()),
+                80,
+                "TCP"
+            ),
+            "an IPv4 block is not IPv6"
+        );
+    }
+
+    #[test]
+    fn named_ports_end_ports_and_protocols() {
+        let inv = inventory();
+        let named = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - ports: [{{port: http}}]\n"
+        ));
+        assert!(allowed(
+            &named,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &named,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8081,
+            "TCP"
+        ));
+        assert!(
+            !allowed(&named, pod(&inv, "api"), pod(&inv, "web"), 8080, "UDP"),
+            "protocol defaults to TCP"
+        );
+        let range = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - ports: [{{port: 8000, endPort: 8100, protocol: TCP}}]\n"
+        ));
+        assert!(allowed(
+            &range,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &range,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8101,
+            "TCP"
+        ));
+    }
+
+    #[test]
+    fn egress_needs_its_type_or_rules_and_both_sides_must_allow() {
+        let inv = inventory();
+        // egress rules without policyTypes: Egress is implied.
+        let implied = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  egress:\n  - to: [{{podSelector: {{matchLabels: {{app: api}}}}}}]\n"
+        ));
+        assert!(allowed(
+            &implied,
+            pod(&inv, "web"),
+            pod(&inv, "api"),
+            9000,
+            "TCP"
+        ));
+        assert!(!allowed(
+            &implied,
+            pod(&inv, "web"),
+            pod(&inv, "db"),
+            5432,
+            "TCP"
+        ));
+        // The server's namespace isolates ingress: the client's egress is not enough.
+        let both = policies(&format!(
+            "{HEAD}spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  egress: [{{}}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: d, namespace: data}}\nspec: {{podSelector: {{}}}}\n"
+        ));
+        assert!(!allowed(
+            &both,
+            pod(&inv, "web"),
+            pod(&inv, "db"),
+            5432,
+            "TCP"
+        ));
+    }
+
+    fn cilium(yaml: &str) -> Policies {
+        let dir = std::env::temp_dir().join(format!(
+            "netflow-eval-cilium-{}-{}",
+            std::process::id(),
+            yaml.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+        let loaded = load_policy_set(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(loaded.kubernetes.is_empty() && !loaded.cilium.is_empty());
+        loaded
+    }
+
+    const CILIUM: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: c, namespace: shop}\n";
+
+    #[test]
+    fn cilium_rules_in_the_subset_netflow_writes() {
+        let inv = inventory();
+        let names = BTreeMap::from([(
+            "203.0.113.10".parse::<IpAddr>().unwrap(),
+            std::collections::BTreeSet::from(["api.example".to_string()]),
+        )]);
+        let check = |set: &Policies, from: End<'_>, to: End<'_>, port: u16, protocol: &str| {
+            Evaluator::for_set(set, &inv, &names).check(from, to, port, protocol)
+                == Verdict::Allowed
+        };
+        // `{}` only turns on default deny.
+        let deny = cilium(&format!(
+            "{CILIUM}spec: {{endpointSelector: {{}}, ingress: [{{}}]}}\n"
+        ));
+        assert!(!check(
+            &deny,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(
+            check(&deny, pod(&inv, "web"), pod(&inv, "db"), 5432, "TCP"),
+            "egress untouched"
+        );
+        // Ports only: any peer on those ports.
+        let ports = cilium(&format!(
+            "{CILIUM}spec: {{endpointSelector: {{matchLabels: {{app: web}}}}, ingress: [{{toPorts: [{{ports: [{{port: '8080', protocol: TCP}}]}}]}}]}}\n"
+        ));
+        assert!(check(
+            &ports,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!check(
+            &ports,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8081,
+            "TCP"
+        ));
+        // fromEndpoints: the policy's namespace unless the namespace label says otherwise.
+        let endpoints = cilium(&format!(
+            "{CILIUM}spec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - fromEndpoints: [{{matchLabels: {{app: api}}}}, {{matchLabels: {{app: db, k8s:io.kubernetes.pod.namespace: data}}}}]\n"
+        ));
+        assert!(check(
+            &endpoints,
+            pod(&inv, "api"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(check(
+            &endpoints,
+            pod(&inv, "db"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        assert!(!check(
+            &endpoints,
+            pod(&inv, "tool"),
+            pod(&inv, "web"),
+            8080,
+            "TCP"
+        ));
+        // toFQDNs by the names the DNS gave; toCIDR; ANY protocol.
+        let egress = cilium(&format!(
+            "{CILIUM}spec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  egress:\n  - toFQDNs: [{{matchName: api.example}}]\n    toPorts: [{{ports: [{{port: '443', protocol: ANY}}]}}]\n  - toCIDR: [198.51.100.0/24]\n"
+        ));
+        let web = pod(&inv, "web");
+        assert!(check(
+            &egress,
+            web,
+            End::Address("203.0.113.10".parse().unwrap()),
+            443,
+            "UDP"
+        ));
+        assert!(!check(
+            &egress,
+            web,
+            End::Address("203.0.113.11".parse().unwrap()),
+            443,
+            "TCP"
+        ));
+        assert!(check(
+            &egress,
+            web,
+            End::Address("198.51.100.7".parse().unwrap()),
+            80,
+            "TCP"
+        ));
+        assert!(!check(&egress, web, pod(&inv, "api"), 9000, "TCP"));
+    }
+
+    #[test]
+    fn cilium_named_ports_ranges_and_specs() {
+        let inv = inventory();
+        let names = BTreeMap::new();
+        let check = |set: &Policies, from: End<'_>, to: End<'_>, port: u16| {
+            Evaluator::for_set(set, &inv, &names).check(from, to, port, "TCP") == Verdict::Allowed
+        };
+        // A named port is the server's container port of that name, not
+        // every port (web names 8080 `http`).
+        let named = cilium(&format!(
+            "{CILIUM}spec: {{endpointSelector: {{matchLabels: {{app: web}}}}, ingress: [{{toPorts: [{{ports: [{{port: http, protocol: TCP}}]}}]}}]}}\n"
+        ));
+        assert!(check(&named, pod(&inv, "api"), pod(&inv, "web"), 8080));
+        assert!(!check(&named, pod(&inv, "api"), pod(&inv, "web"), 9999));
+        // endPort makes a range; `specs` rules count like `spec`.
+        let ranged = cilium(&format!(
+            "{CILIUM}specs:\n- endpointSelector: {{matchLabels: {{app: api}}}}\n  ingress: [{{toPorts: [{{ports: [{{port: '9000', endPort: 9100}}]}}]}}]\n"
+        ));
+        assert!(check(&ranged, pod(&inv, "web"), pod(&inv, "api"), 9050));
+        assert!(!check(&ranged, pod(&inv, "web"), pod(&inv, "api"), 9101));
+    }
+
+    #[test]
+    fn cilium_fields_netflow_cannot_judge_are_refused_by_file() {
+        let dir = std::env::temp_dir().join(format!("netflow-eval-deny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("deny.yaml");
+        std::fs::write(
+            &path,
+            format!("{CILIUM}spec: {{endpointSelector: {{}}, ingressDeny: [{{fromEntities: [world]}}]}}\n"),
+        )
+        .unwrap();
+        let err = load_policy_set(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("deny.yaml")
+                && err.contains("CiliumNetworkPolicy")
+                && err.contains("ingressDeny"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_policy_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("netflow-eval-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text, expected) in [
+            ("broken.yaml", "kind: [", "is not valid YAML"),
+            (
+                "cilium.yaml",
+                "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\n",
+                "CiliumClusterwideNetworkPolicy",
+            ),
+            (
+                "wrong.yaml",
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec: {podSelector: 7}\n",
+                "not a valid NetworkPolicy",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = load_policies(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains(expected),
+                "{name}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
