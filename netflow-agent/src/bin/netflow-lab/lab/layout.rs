@@ -8,6 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 
 use super::scenario::{ExternalSpec, PortSpec, Scenario, ServicePortSpec, protocol_of};
@@ -100,13 +101,13 @@ pub struct LabPlan {
     pub dns_ip: Ipv4Addr,
 }
 
-fn cidr_base(cidr: &str) -> Result<Ipv4Addr, String> {
+fn cidr_base(cidr: &str) -> anyhow::Result<Ipv4Addr> {
     let (address, _) = cidr
         .split_once('/')
-        .ok_or(format!("{cidr:?} is not a CIDR"))?;
+        .ok_or_else(|| anyhow!("{cidr:?} is not a CIDR"))?;
     address
         .parse()
-        .map_err(|_| format!("{cidr:?} is not an IPv4 CIDR (the lab runs IPv4)"))
+        .map_err(|_| anyhow!("{cidr:?} is not an IPv4 CIDR (the lab runs IPv4)"))
 }
 
 fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
@@ -140,7 +141,7 @@ fn uid(seed: &str) -> String {
 }
 
 impl LabPlan {
-    pub fn new(scenario: &Scenario) -> Result<Self, String> {
+    pub fn new(scenario: &Scenario) -> anyhow::Result<Self> {
         let pod_base = cidr_base(&scenario.pod_cidr)?;
         let service_base = cidr_base(&scenario.service_cidr)?;
         let nodes: Vec<NodePlan> = scenario
@@ -164,7 +165,7 @@ impl LabPlan {
         let mut next_host = vec![10u32; nodes.len()];
         let mut round_robin = 0usize;
         let mut place =
-            |node: Option<usize>, host_network: bool| -> Result<(usize, Ipv4Addr), String> {
+            |node: Option<usize>, host_network: bool| -> anyhow::Result<(usize, Ipv4Addr)> {
                 let node = node.unwrap_or_else(|| {
                     round_robin += 1;
                     (round_robin - 1) % nodes.len()
@@ -174,10 +175,7 @@ impl LabPlan {
                 }
                 let host = next_host[node];
                 if host > 250 {
-                    return Err(format!(
-                        "node {} has no pod addresses left",
-                        nodes[node].name
-                    ));
+                    bail!("node {} has no pod addresses left", nodes[node].name);
                 }
                 next_host[node] += 1;
                 Ok((node, offset(nodes[node].pod_subnet.0, host)))
@@ -253,7 +251,7 @@ impl LabPlan {
                         .map(|w| &scenario.workloads[w])
                         .is_some_and(|w| format!("{}/{}", w.namespace, w.name) == *replaced)
                 })
-                .ok_or(format!("{replaced} has no pod to replace"))?;
+                .ok_or_else(|| anyhow!("{replaced} has no pod to replace"))?;
             let (node, ip) = (pods[old].node, pods[old].ip);
             let mut pod = pod_plan(
                 &workload.namespace,

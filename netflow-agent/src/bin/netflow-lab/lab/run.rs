@@ -60,8 +60,8 @@ pub struct LabOutput {
 
 pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     let scenario = Scenario::load(scenario_path)?;
-    let plan = LabPlan::new(&scenario)
-        .map_err(|message| anyhow::anyhow!("scenario {}: {message}", scenario_path.display()))?;
+    let plan =
+        LabPlan::new(&scenario).with_context(|| format!("scenario {}", scenario_path.display()))?;
     // Ctrl-C and SIGTERM stop the run between steps; the lab's Drop then
     // removes what was made.
     // SAFETY: the handler only stores to an atomic.

@@ -3,18 +3,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
+use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    #[error("cannot read scenario {path}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("scenario {path} is not valid: {message}")]
-    Invalid { path: String, message: String },
-}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -178,19 +168,14 @@ pub const WORKLOAD_KINDS: &[&str] = &[
 ];
 
 impl Scenario {
-    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ScenarioError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read scenario {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("scenario {} is not valid", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut scenario: Scenario = serde_norway::from_str(text).map_err(|err| err.to_string())?;
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut scenario: Scenario = serde_norway::from_str(text)?;
         if scenario.nodes.is_empty() {
             scenario.nodes.push("node-a".into());
         }
@@ -198,60 +183,55 @@ impl Scenario {
         Ok(scenario)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.nodes.len() > 8 {
-            return Err("the lab runs at most 8 nodes".into());
+            bail!("the lab runs at most 8 nodes");
         }
         let declared: Vec<&str> = self.namespaces.iter().map(|ns| ns.name.as_str()).collect();
         for workload in &self.workloads {
             let what = format!("workload {}/{}", workload.namespace, workload.name);
             if !WORKLOAD_KINDS.contains(&workload.kind.as_str()) {
-                return Err(format!(
+                bail!(
                     "{what}: kind {:?} is not one of {WORKLOAD_KINDS:?}",
                     workload.kind
-                ));
+                );
             }
             if workload.replicas == 0 || workload.replicas > 16 {
-                return Err(format!("{what}: replicas must be 1 to 16"));
+                bail!("{what}: replicas must be 1 to 16");
             }
             if let Some(node) = &workload.node
                 && !self.nodes.contains(node)
             {
-                return Err(format!(
-                    "{what}: node {node:?} is not in nodes {:?}",
-                    self.nodes
-                ));
+                bail!("{what}: node {node:?} is not in nodes {:?}", self.nodes);
             }
             if workload.labels.is_empty() {
-                return Err(format!("{what}: needs labels (they are its selector)"));
+                bail!("{what}: needs labels (they are its selector)");
             }
             if workload.namespace != "kube-system"
                 && !declared.contains(&workload.namespace.as_str())
             {
-                return Err(format!(
+                bail!(
                     "{what}: namespace {:?} is not declared in namespaces",
                     workload.namespace
-                ));
+                );
             }
             for port in &workload.listen {
-                protocol_of(&port.protocol).map_err(|err| format!("{what}: {err}"))?;
+                protocol_of(&port.protocol).with_context(|| what.clone())?;
             }
         }
         for service in &self.services {
             let what = format!("service {}/{}", service.namespace, service.name);
             if service.ports.is_empty() {
-                return Err(format!("{what}: needs ports"));
+                bail!("{what}: needs ports");
             }
             for port in &service.ports {
-                protocol_of(&port.protocol).map_err(|err| format!("{what}: {err}"))?;
+                protocol_of(&port.protocol).with_context(|| what.clone())?;
                 match &port.target_port {
                     None
                     | Some(serde_norway::Value::Number(_))
                     | Some(serde_norway::Value::String(_)) => {}
                     Some(other) => {
-                        return Err(format!(
-                            "{what}: targetPort {other:?} is neither a number nor a name"
-                        ));
+                        bail!("{what}: targetPort {other:?} is neither a number nor a name");
                     }
                 }
             }
@@ -261,11 +241,11 @@ impl Scenario {
                 continue;
             };
             let what = format!("workload {}/{}", workload.namespace, workload.name);
-            let (namespace, name) =
-                split_workload(replaced).ok_or(format!("{what}: replaces must be NS/WORKLOAD"))?;
+            let (namespace, name) = split_workload(replaced)
+                .ok_or_else(|| anyhow!("{what}: replaces must be NS/WORKLOAD"))?;
             let old = self
                 .workload(namespace, name)
-                .ok_or(format!("{what}: replaces unknown workload {replaced}"))?;
+                .ok_or_else(|| anyhow!("{what}: replaces unknown workload {replaced}"))?;
             if old.replicas != 1
                 || workload.replicas != 1
                 || old.host_network
@@ -273,49 +253,47 @@ impl Scenario {
                 || old.kind == "DaemonSet"
                 || workload.kind == "DaemonSet"
             {
-                return Err(format!(
-                    "{what}: only a single-pod, pod-network workload can replace another"
-                ));
+                bail!("{what}: only a single-pod, pod-network workload can replace another");
             }
             if !self
                 .traffic
                 .iter()
                 .any(|step| step.replace.as_deref() == Some(replaced.as_str()))
             {
-                return Err(format!("{what}: no traffic step replaces {replaced}"));
+                bail!("{what}: no traffic step replaces {replaced}");
             }
         }
         for (index, traffic) in self.traffic.iter().enumerate() {
             if traffic.restart_agents {
                 if !traffic.from.is_empty() || !traffic.to.is_empty() || traffic.replace.is_some() {
-                    return Err(format!(
+                    bail!(
                         "traffic[{index}] (restart_agents): a restart step has no from, to or replace"
-                    ));
+                    );
                 }
                 continue;
             }
             if let Some(replaced) = &traffic.replace {
                 let what = format!("traffic[{index}] (replace {replaced})");
                 if !traffic.from.is_empty() || !traffic.to.is_empty() {
-                    return Err(format!("{what}: a replace step has no from or to"));
+                    bail!("{what}: a replace step has no from or to");
                 }
                 if !self
                     .workloads
                     .iter()
                     .any(|w| w.replaces.as_deref() == Some(replaced.as_str()))
                 {
-                    return Err(format!("{what}: no workload replaces {replaced}"));
+                    bail!("{what}: no workload replaces {replaced}");
                 }
                 continue;
             }
             let what = format!("traffic[{index}] ({} -> {})", traffic.from, traffic.to);
-            protocol_of(&traffic.protocol).map_err(|err| format!("{what}: {err}"))?;
-            let (namespace, name) =
-                split_workload(&traffic.from).ok_or(format!("{what}: from must be NS/WORKLOAD"))?;
+            protocol_of(&traffic.protocol).with_context(|| what.clone())?;
+            let (namespace, name) = split_workload(&traffic.from)
+                .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD"))?;
             if self.workload(namespace, name).is_none() {
-                return Err(format!("{what}: no workload {namespace}/{name}"));
+                bail!("{what}: no workload {namespace}/{name}");
             }
-            match parse_destination(&traffic.to).map_err(|err| format!("{what}: {err}"))? {
+            match parse_destination(&traffic.to).with_context(|| what.clone())? {
                 Destination::Service {
                     namespace,
                     name,
@@ -325,23 +303,21 @@ impl Scenario {
                         .services
                         .iter()
                         .find(|s| s.namespace == namespace && s.name == name)
-                        .ok_or(format!("{what}: no service {namespace}/{name}"))?;
+                        .ok_or_else(|| anyhow!("{what}: no service {namespace}/{name}"))?;
                     if !service.ports.iter().any(|p| p.port == port) {
-                        return Err(format!(
-                            "{what}: service {namespace}/{name} has no port {port}"
-                        ));
+                        bail!("{what}: service {namespace}/{name} has no port {port}");
                     }
                 }
                 Destination::Workload {
                     namespace, name, ..
                 } => {
                     if self.workload(&namespace, &name).is_none() {
-                        return Err(format!("{what}: no workload {namespace}/{name}"));
+                        bail!("{what}: no workload {namespace}/{name}");
                     }
                 }
                 Destination::External { name, .. } => {
                     if !self.externals.iter().any(|e| e.name == name) {
-                        return Err(format!("{what}: no external {name}"));
+                        bail!("{what}: no external {name}");
                     }
                 }
                 Destination::Dns { .. } => {}
@@ -358,11 +334,11 @@ impl Scenario {
 }
 
 /// `TCP`/`UDP` (any case) to its canonical name.
-pub fn protocol_of(text: &str) -> Result<&'static str, String> {
+pub fn protocol_of(text: &str) -> anyhow::Result<&'static str> {
     match text.to_ascii_uppercase().as_str() {
         "TCP" => Ok("TCP"),
         "UDP" => Ok("UDP"),
-        other => Err(format!("protocol {other:?} is not TCP or UDP")),
+        other => Err(anyhow!("protocol {other:?} is not TCP or UDP")),
     }
 }
 
@@ -371,15 +347,15 @@ pub fn split_workload(text: &str) -> Option<(&str, &str)> {
     (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
 }
 
-pub fn parse_destination(text: &str) -> Result<Destination, String> {
+pub fn parse_destination(text: &str) -> anyhow::Result<Destination> {
     let (target, port) = text
         .rsplit_once(':')
-        .ok_or(format!("{text:?} has no :PORT"))?;
+        .ok_or_else(|| anyhow!("{text:?} has no :PORT"))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("{text:?}: port {port:?} is not a number"))?;
+        .map_err(|_| anyhow!("{text:?}: port {port:?} is not a number"))?;
     let invalid = || {
-        format!(
+        anyhow!(
             "{text:?} is not svc:NS/NAME:PORT, NS/WORKLOAD:PORT, ext:NAME:PORT or dns:NAME:PORT"
         )
     };
@@ -501,7 +477,7 @@ traffic:
             ),
         ];
         for (text, expected) in cases {
-            let err = Scenario::parse(&text).unwrap_err();
+            let err = format!("{:#}", Scenario::parse(&text).unwrap_err());
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
         }
     }
