@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             .error(ErrorKind::MissingRequiredArgument, "run needs --state-dir")
             .exit();
     }
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.logging.log_format);
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -267,6 +267,21 @@ fn test() -> anyhow::Result<()> {
         "cargo",
         &["clippy", "--all-targets", "--", "-D", "warnings"],
     )?;
+    // The DaemonSet's build: the agent alone, without the lab feature the
+    // test builds turn on (it must build, and lint clean, without it).
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--package",
+            "netflow-agent",
+            "--bin",
+            "netflow-agent",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     // The root-only tests attach programs to cgroups and make namespaces of
     // their own; one at a time keeps their timing and cleanup simple.
     let (passed, failed) = run_tests(&["test", "--", "--test-threads=1"])?;

@@ -20,11 +20,18 @@ use crate::telemetry::LogFormat;
     about = "Record pod-to-pod flows with eBPF and turn them into network policies"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How the binaries log (`netflow-lab` shares it).
+#[derive(Debug, clap::Args)]
+pub struct LoggingArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, global = true, default_value = "text")]
     pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use netflow_agent::{cli::parse_duration, telemetry::LogFormat};
+use netflow_agent::cli::{LoggingArgs, parse_duration};
 
 use crate::peer::BenchMode;
 
@@ -14,9 +14,8 @@ use crate::peer::BenchMode;
     about = "A simulated Kubernetes cluster on this machine, recorded by netflow-agent for real"
 )]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, value_enum, global = true, default_value = "text")]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub logging: LoggingArgs,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Peer(args) => run_peer(&args),
         command => {
-            telemetry::init(cli.log_format);
+            telemetry::init(cli.logging.log_format);
             match command {
                 Command::Run { scenario, out } => lab::run::run(&scenario, &out).map(|_| ()),
                 Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
