@@ -23,13 +23,35 @@ use crate::{
     model::{Endpoint, EndpointKind},
 };
 
-/// Cloud metadata services: never to be allowed, always to be reported.
-pub const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "169.254.169.252", "fd00:ec2::254"];
+/// Cloud metadata and credential services: never to be allowed, always to
+/// be reported. 169.254.169.254 (AWS, GCP, Azure, OpenStack), 169.254.169.252
+/// (GKE's metadata server, port 988), 169.254.170.2 and 169.254.170.23
+/// (ECS task credentials, EKS Pod Identity), fd00:ec2::254 and fd00:ec2::23
+/// (AWS over IPv6), 100.100.100.200 (Alibaba Cloud).
+pub const METADATA_ADDRESSES: [&str; 7] = [
+    "169.254.169.254",
+    "169.254.169.252",
+    "169.254.170.2",
+    "169.254.170.23",
+    "fd00:ec2::254",
+    "fd00:ec2::23",
+    "100.100.100.200",
+];
 
 pub fn is_metadata(ip: IpAddr) -> bool {
     METADATA_ADDRESSES
         .iter()
         .any(|address| address.parse() == Ok(ip))
+}
+
+/// 169.254.0.0/16 and fe80::/10: addresses that mean "this link", never a
+/// peer a policy can name for one workload (an ipBlock of one opens the
+/// node-local services of every node).
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => ip.is_link_local(),
+        IpAddr::V6(ip) => ip.is_unicast_link_local(),
+    }
 }
 
 pub struct Identity<'a> {

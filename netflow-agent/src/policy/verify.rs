@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::evaluate::{End, Evaluator, Policies, Verdict};
+use super::{
+    evaluate::{End, Evaluator, Policies, Verdict},
+    generate::never_allowed,
+};
 use crate::{
     graph::CommGraph,
     inventory::{Inventory, PodEntry, WorkloadRef},
@@ -20,6 +23,8 @@ pub struct VerifyReport {
     pub blocked: Vec<BlockedEdge>,
     /// Observed edges to the metadata service: expected to be blocked.
     pub metadata_contacts: Vec<String>,
+    /// Observed edges to or from a link-local address: expected to be blocked.
+    pub link_local_contacts: Vec<String>,
     /// Edges whose ends have no pod (or address) in the inventory to test.
     pub not_checkable: Vec<String>,
     pub blast_radius: BlastRadius,
@@ -84,9 +89,16 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             protocol.to_ascii_lowercase(),
             edge.key.port
         );
-        if server.kind == EndpointKind::Metadata {
-            report.metadata_contacts.push(name);
-            continue;
+        match never_allowed(server).or_else(|| never_allowed(client)) {
+            Some("metadata-service") => {
+                report.metadata_contacts.push(name);
+                continue;
+            }
+            Some(_) => {
+                report.link_local_contacts.push(name);
+                continue;
+            }
+            None => {}
         }
         let (clients, servers) = (pods_of(inventory, client), pods_of(inventory, server));
         if clients.is_empty() || servers.is_empty() {

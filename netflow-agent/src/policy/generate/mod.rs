@@ -24,6 +24,7 @@ use serde::Serialize;
 pub use self::kubernetes::generate;
 use crate::{
     graph::{CommGraph, Edge},
+    identity::is_link_local,
     inventory::Inventory,
     model::{Endpoint, EndpointKind, file_time},
 };
@@ -166,25 +167,37 @@ pub fn generate_with<F: Flavor>(
 ) -> Result<PolicySet<F::Policy>, GenerateError> {
     let dns = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
     let (edges, workloads) = scope(graph, options);
+    let inputs = Inputs {
+        edges,
+        dns,
+        unselectable: unselectable(graph, inventory),
+    };
+    let dns = &inputs.dns;
     let mut set = PolicySet::default();
     for (namespace, members) in &workloads {
         let mut policies = vec![flavor.default_deny(namespace, options.ingress_only)];
         if !options.ingress_only {
-            policies.push(flavor.dns_allow(namespace, &dns));
+            policies.push(flavor.dns_allow(namespace, dns));
         }
         if options.include_system && *namespace == dns.namespace {
-            policies.push(flavor.dns_open_to_all(namespace, &dns));
+            policies.push(flavor.dns_open_to_all(namespace, dns));
         }
         for workload in members.values() {
+            if let Some(why) = inputs.unselectable.get(&workload.id) {
+                // Its policy would select other pods too: grant nothing.
+                set.findings.push(Finding {
+                    kind: "unselectable-workload".into(),
+                    workload: workload.label(),
+                    detail: format!(
+                        "{why}; no policy written for it: give its pods a label only they carry"
+                    ),
+                });
+                continue;
+            }
             let name_peer = |peer: &Endpoint, of: &Endpoint| flavor.peer(peer, of);
-            if let Some(rules) = workload_rules(
-                &edges,
-                workload,
-                &dns,
-                options,
-                &mut set.findings,
-                name_peer,
-            ) {
+            if let Some(rules) =
+                workload_rules(&inputs, workload, options, &mut set.findings, name_peer)
+            {
                 let metadata = policy_metadata(
                     &workload_policy_name(workload),
                     namespace,
@@ -205,18 +218,92 @@ pub fn generate_with<F: Flavor>(
     Ok(set)
 }
 
+/// Workloads no label selector names alone, with why: their selector labels
+/// are empty (only per-pod labels such as `pod-template-hash` or `job-name`),
+/// or they also match running pods of another workload in the namespace. A
+/// policy for them, or a rule naming them, would grant more than was seen.
+fn unselectable(graph: &CommGraph, inventory: &Inventory) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for endpoint in graph.endpoints() {
+        let (EndpointKind::Workload, Some(namespace)) = (endpoint.kind, &endpoint.namespace) else {
+            continue;
+        };
+        if endpoint.labels.is_empty() {
+            found.insert(
+                endpoint.id.clone(),
+                "its pods carry no label beyond per-pod ones (pod-template-hash, job-name, controller-uid, ...)".to_string(),
+            );
+            continue;
+        }
+        let other = inventory.pods.iter().find(|pod| {
+            pod.ended.is_none()
+                && pod.namespace == *namespace
+                && endpoint
+                    .labels
+                    .iter()
+                    .all(|(key, value)| pod.labels.get(key) == Some(value))
+                && !(pod.workload.name == endpoint.name
+                    && Some(&pod.workload.kind) == endpoint.workload_kind.as_ref())
+        });
+        if let Some(pod) = other {
+            let labels: Vec<String> = endpoint
+                .labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            found.insert(
+                endpoint.id.clone(),
+                format!(
+                    "its selector {} also selects pod {} of {} {}",
+                    labels.join(","),
+                    pod.name,
+                    pod.workload.kind,
+                    pod.workload.name
+                ),
+            );
+        }
+    }
+    found
+}
+
+/// Peers no policy may allow, as the kind of finding they are instead: the
+/// cloud metadata services, and link-local addresses.
+pub fn never_allowed(peer: &Endpoint) -> Option<&'static str> {
+    if peer.kind == EndpointKind::Metadata {
+        return Some("metadata-service");
+    }
+    let link_local = peer.kind != EndpointKind::Node
+        && peer
+            .addresses
+            .iter()
+            .filter_map(|address| address.parse().ok())
+            .any(is_link_local);
+    link_local.then_some("link-local")
+}
+
 /// An address-named peer (a node, an external host) as one /32 (or /128)
-/// per address: a node talks from each of them.
+/// per address: a node talks from each of them. Link-local addresses are
+/// never written.
 pub fn host_cidrs(endpoint: &Endpoint) -> Vec<String> {
     endpoint
         .addresses
         .iter()
         .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
+        .filter(|ip| !is_link_local(*ip))
         .map(|ip| match ip {
             std::net::IpAddr::V4(_) => format!("{ip}/32"),
             std::net::IpAddr::V6(_) => format!("{ip}/128"),
         })
         .collect()
+}
+
+/// What every workload's rules are made from.
+struct Inputs<'g> {
+    /// The edges the options keep.
+    edges: Vec<(&'g Endpoint, &'g Endpoint, &'g Edge)>,
+    dns: ClusterDns,
+    /// Workloads no selector names alone, with why (see [`unselectable`]).
+    unselectable: BTreeMap<String, String>,
 }
 
 /// `allow-<kind>-<name>`: one policy per workload.
@@ -289,25 +376,17 @@ impl<P> WorkloadRules<P> {
 /// `workload`'s rules in both directions (ingress only when asked); `None`
 /// when it has none.
 fn workload_rules<P>(
-    edges: &[(&Endpoint, &Endpoint, &Edge)],
+    inputs: &Inputs<'_>,
     workload: &Endpoint,
-    dns: &ClusterDns,
     options: &GenerateOptions,
     findings: &mut Vec<Finding>,
     name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>> + Copy,
 ) -> Option<WorkloadRules<P>> {
-    let ingress = rules(
-        edges,
-        workload,
-        Direction::Ingress,
-        dns,
-        findings,
-        name_peer,
-    );
+    let ingress = rules(inputs, workload, Direction::Ingress, findings, name_peer);
     let egress = if options.ingress_only {
         Vec::new()
     } else {
-        rules(edges, workload, Direction::Egress, dns, findings, name_peer)
+        rules(inputs, workload, Direction::Egress, findings, name_peer)
     };
     (!ingress.is_empty() || !egress.is_empty()).then_some(WorkloadRules { ingress, egress })
 }
@@ -315,15 +394,19 @@ fn workload_rules<P>(
 /// The allow rules of `workload` in `direction`: observed peers, named by
 /// `name_peer` (a flavor's selector), grouped by identical port sets.
 fn rules<P>(
-    edges: &[(&Endpoint, &Endpoint, &Edge)],
+    inputs: &Inputs<'_>,
     workload: &Endpoint,
     direction: Direction,
-    dns: &ClusterDns,
     findings: &mut Vec<Finding>,
     name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>>,
 ) -> Vec<Rule<P>> {
     // Peer (by a stable key) -> ports and evidence.
     let mut by_peer: BTreeMap<String, Rule<P>> = BTreeMap::new();
+    let Inputs {
+        edges,
+        dns,
+        unselectable,
+    } = inputs;
     for (client, server, edge) in edges {
         let peer = match direction {
             Direction::Ingress if server.id == workload.id => *client,
@@ -331,12 +414,17 @@ fn rules<P>(
             _ => continue,
         };
         let protocol = edge.key.protocol.to_string().to_ascii_uppercase();
-        if direction == Direction::Egress && peer.kind == EndpointKind::Metadata {
+        if let Some(kind) = never_allowed(peer) {
             findings.push(Finding {
-                kind: "metadata-service".into(),
+                kind: kind.into(),
                 workload: workload.label(),
                 detail: format!(
-                    "contacted {} {}/{} ({} connections, last {}): not allowed",
+                    "{} {} {} {}/{} ({} connections, last {}): never allowed",
+                    direction_name(direction),
+                    match direction {
+                        Direction::Ingress => "from",
+                        Direction::Egress => "to",
+                    },
                     peer.addresses.iter().next().map_or("?", String::as_str),
                     protocol.to_ascii_lowercase(),
                     edge.key.port,
@@ -352,6 +440,20 @@ fn rules<P>(
             && peer.namespace.as_deref() == Some(dns.namespace.as_str())
             && peer.labels == dns.labels
         {
+            continue;
+        }
+        if let Some(why) = unselectable.get(&peer.id) {
+            findings.push(Finding {
+                kind: "unselectable-peer".into(),
+                workload: workload.label(),
+                detail: format!(
+                    "{} {}/{}: peer {} not allowed: {why}",
+                    direction_name(direction),
+                    protocol.to_ascii_lowercase(),
+                    edge.key.port,
+                    peer.label()
+                ),
+            });
             continue;
         }
         let Some(selector) = name_peer(peer, workload) else {
@@ -550,6 +652,153 @@ mod tests {
         assert_eq!(set.findings.len(), 1);
         assert_eq!(set.findings[0].kind, "metadata-service");
         assert_eq!(set.findings[0].workload, "shop/web");
+    }
+
+    #[test]
+    fn link_local_and_every_metadata_address_are_findings_in_both_flavors() {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        let contacts = [
+            ("169.254.20.10", 53, 17),   // a node-local DNS cache
+            ("169.254.170.2", 80, 6),    // ECS task credentials
+            ("169.254.170.23", 80, 6),   // EKS Pod Identity
+            ("169.254.169.252", 988, 6), // GKE metadata server
+            ("100.100.100.200", 80, 6),  // Alibaba Cloud metadata
+            ("fd00:ec2::23", 80, 6),     // AWS over IPv6
+            ("fe80::1", 8080, 6),        // IPv6 link-local
+        ];
+        let flows: Vec<FlowRecord> = contacts
+            .iter()
+            .map(|(ip, port, protocol)| flow(web, "10.244.0.5", (ip, *port), *protocol))
+            .collect();
+        add_flows(&mut graph, &identity, &flows);
+        let options = GenerateOptions::default();
+        let kubernetes = generate(&graph, &inventory, &options).unwrap();
+        let cilium = cilium::generate(&graph, &inventory, &options).unwrap();
+        for (text, findings) in [
+            (
+                serde_json::to_string(&kubernetes.by_namespace).unwrap(),
+                &kubernetes.findings,
+            ),
+            (
+                serde_json::to_string(&cilium.by_namespace).unwrap(),
+                &cilium.findings,
+            ),
+        ] {
+            for (ip, _, _) in contacts {
+                assert!(!text.contains(ip), "{ip} allowed: {text}");
+            }
+            assert!(
+                !text.contains("169.254") && !text.contains("fe80"),
+                "{text}"
+            );
+            let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+            assert_eq!(
+                kinds.iter().filter(|k| **k == "metadata-service").count(),
+                5,
+                "{findings:#?}"
+            );
+            assert_eq!(
+                kinds.iter().filter(|k| **k == "link-local").count(),
+                2,
+                "{findings:#?}"
+            );
+            // Each names the workload and the port.
+            assert!(findings.iter().all(|f| f.workload == "shop/web"));
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.detail.contains("169.254.169.252 tcp/988")),
+                "{findings:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_policy_selects_exactly_its_workload() {
+        // A Job whose pods carry only per-pod labels, a bare Pod with none,
+        // and a Deployment whose selector also matches its canary's pods.
+        let inventory = Inventory::parse(r#"{"kind":"List","items":[
+          {"kind":"Namespace","metadata":{"name":"shop"}},
+          {"kind":"Pod","metadata":{"name":"coredns-1","namespace":"kube-system","uid":"00000000-0000-0000-0000-000000000001","labels":{"k8s-app":"kube-dns"}},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.2"}},
+          {"kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
+            "spec":{"clusterIP":"10.96.0.10","selector":{"k8s-app":"kube-dns"},"ports":[{"port":53,"protocol":"UDP"}]}},
+          {"kind":"Pod","metadata":{"name":"batch-x","namespace":"shop","uid":"00000000-0000-0000-0000-00000000000a","labels":{"job-name":"batch","controller-uid":"u1"},
+            "ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":"batch","uid":"j","controller":true}]},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.10"}},
+          {"kind":"Pod","metadata":{"name":"debug","namespace":"shop","uid":"00000000-0000-0000-0000-00000000000b"},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.11"}},
+          {"kind":"Pod","metadata":{"name":"web-1","namespace":"shop","uid":"00000000-0000-0000-0000-00000000000c","labels":{"app":"web","pod-template-hash":"a"},
+            "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-a","uid":"r1","controller":true}]},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.12"}},
+          {"kind":"Pod","metadata":{"name":"canary-1","namespace":"shop","uid":"00000000-0000-0000-0000-00000000000d","labels":{"app":"web","track":"canary","pod-template-hash":"b"},
+            "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"canary-b","uid":"r2","controller":true}]},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.13"}}
+        ]}"#).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let uid = |last: char| format!("00000000-0000-0000-0000-00000000000{last}");
+        let mut graph = CommGraph::new();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[
+                flow(&uid('a'), "10.244.0.10", ("10.244.0.13", 8080), 6), // job -> canary
+                flow(&uid('b'), "10.244.0.11", ("10.244.0.13", 8080), 6), // bare pod -> canary
+                flow(&uid('d'), "10.244.0.13", ("10.244.0.12", 80), 6),   // canary -> web
+                flow(&uid('d'), "10.244.0.13", ("203.0.113.10", 443), 6), // canary -> external
+            ],
+        );
+        let options = GenerateOptions::default();
+        let kubernetes = generate(&graph, &inventory, &options).unwrap();
+        let cilium = cilium::generate(&graph, &inventory, &options).unwrap();
+        let names: Vec<String> = kubernetes.by_namespace["shop"]
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        // Only the canary, whose selector names its own pods alone, gets a policy.
+        assert_eq!(
+            names,
+            vec!["default-deny", "allow-dns", "allow-deployment-canary"],
+            "{names:?}"
+        );
+        let canary =
+            serde_json::to_value(policy(&kubernetes, "shop", "allow-deployment-canary")).unwrap();
+        assert_eq!(
+            canary["spec"]["podSelector"]["matchLabels"],
+            serde_json::json!({"app": "web", "track": "canary"})
+        );
+        // Its peers that no selector names alone are not allowed either.
+        assert!(
+            canary["spec"]["ingress"].as_array().unwrap().is_empty(),
+            "{canary:#}"
+        );
+        let egress = canary["spec"]["egress"].to_string();
+        assert!(
+            egress.contains("203.0.113.10/32") && !egress.contains("\"web\"}"),
+            "{egress}"
+        );
+        for findings in [&kubernetes.findings, &cilium.findings] {
+            let count = |kind: &str| findings.iter().filter(|f| f.kind == kind).count();
+            assert_eq!(count("unselectable-workload"), 3, "{findings:#?}");
+            assert_eq!(count("unselectable-peer"), 3, "{findings:#?}");
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.workload == "shop/web"
+                        && f.detail.contains("also selects pod canary-1")),
+                "{findings:#?}"
+            );
+        }
+        let cilium_names: Vec<String> = cilium.by_namespace["shop"]
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        assert_eq!(cilium_names, names);
     }
 
     #[test]
