@@ -241,22 +241,27 @@ fn the_graph_survives_agent_restarts() {
     assert_eq!(second["connections"], 5);
     assert_eq!(second["first_seen"], first["first_seen"]);
 
-    // A graph that cannot be read stops the agent, and is left as it was.
-    std::fs::write(state.join("graph.json"), "{\"version\": 1, \"nodes\": [").unwrap();
-    let output = Command::new(common::agent())
-        .arg("record")
-        .arg("--cgroup")
-        .arg(testbed.cgroup_parent())
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("graph.json is not valid"), "{stderr}");
-    assert_eq!(
-        std::fs::read_to_string(state.join("graph.json")).unwrap(),
-        "{\"version\": 1, \"nodes\": ["
+    // A graph that cannot be read is set aside (kept as it was), said, and
+    // recording goes on with a fresh graph: the node stays recorded.
+    let corrupt = "{\"version\": 1, \"nodes\": [";
+    std::fs::write(state.join("graph.json"), corrupt).unwrap();
+    let (agent, lines, said) = start_record(&testbed, &args);
+    assert!(
+        said.iter().any(|line| line.contains("graph file set aside")
+            && line.contains("graph.json is not valid")),
+        "{said:#?}"
     );
+    connect("1");
+    thread::sleep(Duration::from_millis(800));
+    stop(agent, libc::SIGTERM, &lines);
+    assert_eq!(edge()["connections"], 1, "a fresh graph, saved again");
+    let kept: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("graph.json.unreadable-"))
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    assert_eq!(kept, vec![corrupt.to_string()]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub pending_flow_records: Gauge,
     pending_flow_records_dropped: Counter,
     pub poll_duration_seconds: FloatGauge,
+    graph_files_set_aside: Counter,
+    graph_save_failures: Counter,
 }
 
 /// What one graph update could not name, by end (the build report's counts).
@@ -73,6 +75,8 @@ impl Default for Metrics {
             pending_flow_records: Gauge::default(),
             pending_flow_records_dropped: Counter::default(),
             poll_duration_seconds: FloatGauge::default(),
+            graph_files_set_aside: Counter::default(),
+            graph_save_failures: Counter::default(),
             // Replaced below by the registry that holds the handles above.
             registry: Registry::default(),
         };
@@ -152,6 +156,16 @@ impl Default for Metrics {
             "Time the last poll of the kernel table took",
             m.poll_duration_seconds.clone(),
         );
+        registry.register(
+            "netflow_graph_files_set_aside",
+            "Graph files found unreadable (corrupt, or of a newer layout) at start and moved aside",
+            m.graph_files_set_aside.clone(),
+        );
+        registry.register(
+            "netflow_graph_save_failures",
+            "Saves of the graph that failed (each retried at the next interval)",
+            m.graph_save_failures.clone(),
+        );
         // Every end is exported from the start, at 0.
         m.add_unnamed(Unnamed::default());
         Self {
@@ -210,6 +224,12 @@ impl Metrics {
     pub fn set_inventory_totals(&self, watch_errors: u64, pending_dropped: u64) {
         raise_to(&self.inventory_watch_errors, watch_errors);
         raise_to(&self.pending_flow_records_dropped, pending_dropped);
+    }
+
+    /// The state directory's running totals.
+    pub fn set_graph_file_totals(&self, set_aside: u64, save_failures: u64) {
+        raise_to(&self.graph_files_set_aside, set_aside);
+        raise_to(&self.graph_save_failures, save_failures);
     }
 }
 

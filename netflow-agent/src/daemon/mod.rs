@@ -77,6 +77,12 @@ pub enum DaemonError {
     Graph(#[from] GraphFileError),
     #[error(transparent)]
     Serve(#[from] http::ServeError),
+    #[error("cannot move the unreadable graph {path} aside")]
+    SetAside {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -292,7 +298,7 @@ impl Sinks<'_> {
                 })?;
         }
         let added = match self.state.as_mut() {
-            Some(state) => Some(state.add(interval, reader)?),
+            Some(state) => Some(state.add(interval, &reader.dns_names())?),
             None => None,
         };
         if let Some(shared) = &self.shared {
@@ -326,6 +332,7 @@ impl Sinks<'_> {
         let synced = state.inventory.synced();
         metrics.inventory_synced.set(i64::from(synced));
         metrics.set_inventory_totals(state.inventory.watch_errors(), state.pending_dropped);
+        metrics.set_graph_file_totals(state.files_set_aside, state.save_failures);
         metrics
             .pending_flow_records
             .set(gauge_value(state.pending.len()));

@@ -2,7 +2,12 @@
 //! interval (atomically) and loaded again at start, so a week of recording
 //! survives agent restarts.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use tracing::{info, warn};
 
@@ -14,9 +19,10 @@ use crate::{
     graph::{
         CommGraph,
         build::{BuildReport, add_flows},
+        file::GraphFileError,
     },
     identity::Identity,
-    kernel::reader::{FlowReader, Interval},
+    kernel::reader::Interval,
     model::FlowRecord,
 };
 
@@ -38,6 +44,11 @@ pub struct StateOptions {
 
 pub(super) struct GraphState {
     path: PathBuf,
+    /// Graph files found unreadable (corrupt, or of a newer layout) and
+    /// moved aside at start.
+    pub(super) files_set_aside: u64,
+    /// Saves that failed (each retried at the next interval).
+    pub(super) save_failures: u64,
     pub(super) graph: CommGraph,
     pub(super) inventory: InventorySource,
     /// Flows read before the inventory was synced.
@@ -58,15 +69,28 @@ pub(super) struct Added {
 impl GraphState {
     pub(super) async fn open(options: &StateOptions) -> Result<Self, DaemonError> {
         let inventory = InventorySource::open(&options.inventory).await?;
-        std::fs::create_dir_all(&options.dir).map_err(|source| DaemonError::StateDir {
+        create_private_dir(&options.dir).map_err(|source| DaemonError::StateDir {
             path: options.dir.clone(),
             source,
         })?;
         let path = options.dir.join("graph.json");
-        // A graph that cannot be read stops the agent: overwriting it would
-        // lose the week recorded so far.
+        let mut files_set_aside = 0;
         let graph = if path.exists() {
-            CommGraph::load(&path)?
+            match CommGraph::load(&path) {
+                Ok(graph) => graph,
+                // A graph this agent cannot read (corrupt, or written by a
+                // newer version) is kept beside, never overwritten, and
+                // recording goes on: a node unrecorded is worse than a
+                // fresh start.
+                Err(err @ (GraphFileError::Invalid { .. } | GraphFileError::TooNew { .. })) => {
+                    let aside = set_aside(&path)?;
+                    let err = crate::telemetry::error_chain(&err);
+                    warn!(%err, aside = %aside.display(), "graph file set aside; starting an empty graph");
+                    files_set_aside += 1;
+                    CommGraph::new()
+                }
+                Err(err) => return Err(err.into()),
+            }
         } else {
             CommGraph::new()
         };
@@ -77,6 +101,8 @@ impl GraphState {
         );
         Ok(Self {
             path,
+            files_set_aside,
+            save_failures: 0,
             graph,
             inventory,
             pending: Vec::new(),
@@ -89,10 +115,11 @@ impl GraphState {
     /// Names the interval's flows into the graph (or holds them while the
     /// inventory is not synced), applies the window and the size bound, and
     /// saves the graph.
+    /// `dns`: the names the cluster's DNS gave for external addresses.
     pub(super) fn add(
         &mut self,
         interval: &Interval,
-        reader: &FlowReader,
+        dns: &BTreeMap<IpAddr, BTreeSet<String>>,
     ) -> Result<Added, DaemonError> {
         self.inventory.refresh();
         let Some(inventory) = self.inventory.current() else {
@@ -107,8 +134,7 @@ impl GraphState {
                 evicted: 0,
             });
         };
-        let dns = reader.dns_names();
-        let identity = Identity::new(&inventory, &dns);
+        let identity = Identity::new(&inventory, dns);
         let report = if self.pending.is_empty() {
             add_flows(&mut self.graph, &identity, &interval.flows)
         } else {
@@ -139,7 +165,112 @@ impl GraphState {
             self.graph = kept;
             evicted = dropped as u64;
         }
-        self.graph.save(&self.path)?;
+        // A failed save (a full disk) loses nothing yet: the graph is in
+        // memory and the next interval saves it again.
+        if let Err(err) = self.graph.save(&self.path) {
+            self.save_failures += 1;
+            let err = crate::telemetry::error_chain(&err);
+            warn!(%err, failures = self.save_failures, "cannot save the graph; retrying next interval");
+        }
         Ok(Added { report, evicted })
+    }
+}
+
+/// The state directory, made readable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Moves an unreadable graph file to `graph.json.unreadable-<unix seconds>`
+/// beside it, and says where.
+fn set_aside(path: &Path) -> Result<PathBuf, DaemonError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let aside = path.with_file_name(format!("graph.json.unreadable-{now}"));
+    std::fs::rename(path, &aside).map_err(|source| DaemonError::SetAside {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn options(dir: &Path) -> StateOptions {
+        let inventory = dir.join("inventory.json");
+        std::fs::write(&inventory, r#"{"kind":"List","items":[]}"#).unwrap();
+        StateOptions {
+            dir: dir.join("state"),
+            inventory: InventoryOption::File(inventory),
+            window: Duration::from_secs(7 * 86400),
+            max_edges: 100,
+        }
+    }
+
+    fn open(options: &StateOptions) -> Result<GraphState, DaemonError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(GraphState::open(options))
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netflow-state-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn unreadable_graphs_are_set_aside_and_recording_goes_on() {
+        for (tag, text) in [
+            ("corrupt", "{\"version\": 1, \"nodes\": ["),
+            ("newer", "{\"version\": 99, \"nodes\": [], \"edges\": []}"),
+        ] {
+            let dir = scratch(tag);
+            let options = options(&dir);
+            std::fs::create_dir_all(&options.dir).unwrap();
+            std::fs::write(options.dir.join("graph.json"), text).unwrap();
+            let state = open(&options).unwrap();
+            assert_eq!(state.files_set_aside, 1, "{tag}");
+            assert_eq!(state.graph.edge_count(), 0);
+            let kept: Vec<PathBuf> = std::fs::read_dir(&options.dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.to_string_lossy().contains("graph.json.unreadable-"))
+                .collect();
+            assert_eq!(kept.len(), 1, "{tag}: {kept:?}");
+            assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), text, "{tag}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_save_is_counted_and_retried_and_state_is_private() {
+        let dir = scratch("save");
+        let options = options(&dir);
+        let mut state = open(&options).unwrap();
+        let graph = options.dir.join("graph.json");
+        // Nothing can be renamed over a directory that holds a file: the
+        // save fails as a full disk would make it fail.
+        std::fs::create_dir_all(graph.join("blocker")).unwrap();
+        let dns = BTreeMap::new();
+        state.add(&Interval::default(), &dns).unwrap();
+        state.add(&Interval::default(), &dns).unwrap();
+        assert_eq!(state.save_failures, 2);
+        std::fs::remove_dir_all(&graph).unwrap();
+        state.add(&Interval::default(), &dns).unwrap();
+        assert_eq!(state.save_failures, 2);
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&graph), 0o600);
+        assert_eq!(mode(&options.dir), 0o700);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ use std::{
     collections::BTreeSet,
     fs,
     io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
 };
@@ -207,13 +208,15 @@ impl CommGraph {
     }
 
     /// Writes the graph atomically (temporary file, fsync, rename).
+    /// Writes the graph atomically, readable by its owner only: a map of who
+    /// talks to whom is worth protecting.
     pub fn save(&self, path: &Path) -> Result<(), GraphFileError> {
         let json =
             serde_json::to_vec_pretty(&self.to_file()).map_err(|err| GraphFileError::Write {
                 path: path.to_path_buf(),
                 source: err.into(),
             })?;
-        write_atomically(path, &json).map_err(|source| GraphFileError::Write {
+        write_atomically_with_mode(path, &json, 0o600).map_err(|source| GraphFileError::Write {
             path: path.to_path_buf(),
             source,
         })
@@ -223,6 +226,11 @@ impl CommGraph {
 /// Replaces `path` with `bytes` so that readers see the old or the new
 /// content, never a mix, even after a crash.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomically`], the file created with `mode` (before the umask).
+pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -233,7 +241,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, path)?;
