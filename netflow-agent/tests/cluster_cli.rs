@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, path::Path, process::Command};
 
 use common::{
     deploy::{grants, object, rbac_of},
-    fake_api::FakeApi,
+    fake_api::{FakeApi, Reject},
 };
 use serde_json::json;
 
@@ -190,7 +190,15 @@ fn policy_apply_uses_server_side_apply_as_netflow() {
         .into_iter()
         .filter(|r| r.method == "PATCH")
         .collect();
-    assert_eq!(patches.len(), 4);
+    // --dry-run: two dry runs; the apply: two dry runs first, then the
+    // allow before the default-deny.
+    assert_eq!(patches.len(), 6);
+    let real: Vec<&str> = patches
+        .iter()
+        .filter(|p| !p.query.contains_key("dryRun"))
+        .map(|p| p.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(real, vec!["cart-ingress", "default-deny"]);
     for patch in &patches {
         assert_eq!(
             patch.content_type.as_deref(),
@@ -210,7 +218,7 @@ fn policy_apply_uses_server_side_apply_as_netflow() {
             .iter()
             .filter(|p| p.query.get("dryRun").map(String::as_str) == Some("All"))
             .count(),
-        2
+        4
     );
     let used: BTreeSet<_> = api.requests().iter().map(rbac_of).collect();
     let granted = grants(&object("ClusterRole", "netflow-policy-applier"));
@@ -227,5 +235,49 @@ fn policy_apply_uses_server_side_apply_as_netflow() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("broken.yaml"), "{stderr}");
     assert_eq!(api.requests().len(), before, "nothing was sent");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn policy_apply_is_all_or_nothing() {
+    let dir = common::tempdir("apply-refused");
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let policies = write_policies(&dir);
+    let policies = policies.to_str().unwrap();
+    let stored = |collection: &str, name: &str| api.object(collection, "shop", name).is_some();
+    const NP: &str = "apis/networking.k8s.io/v1/networkpolicies";
+    const CNP: &str = "apis/cilium.io/v2/ciliumnetworkpolicies";
+
+    // The server refuses one object in the dry run: nothing is applied.
+    api.reject("cart-ingress", Reject::Always);
+    let (code, _, stderr) = agent(&["policy", "apply", policies, "--kubeconfig", kubeconfig]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("CiliumNetworkPolicy shop/cart-ingress")
+            && stderr.contains("refused by the scripted API")
+            && stderr.contains("nothing was applied"),
+        "{stderr}"
+    );
+    assert!(!stored(NP, "default-deny") && !stored(CNP, "cart-ingress"));
+    assert!(
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .all(|r| r.query.contains_key("dryRun")),
+        "only dry runs were sent"
+    );
+
+    // It passes the dry run but fails for real: the namespace keeps its
+    // traffic (no default-deny without its allows).
+    api.reject("cart-ingress", Reject::RealApplyOnly);
+    let (code, _, stderr) = agent(&["policy", "apply", policies, "--kubeconfig", kubeconfig]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("not applied NetworkPolicy shop/default-deny"),
+        "{stderr}"
+    );
+    assert!(!stored(NP, "default-deny") && !stored(CNP, "cart-ingress"));
     std::fs::remove_dir_all(dir).ok();
 }

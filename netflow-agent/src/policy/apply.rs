@@ -2,8 +2,11 @@
 //! (`policy apply DIR`).
 //!
 //! Every file is read and checked before the first object is sent, so a
-//! broken file applies nothing. Without `--force` a field another manager
-//! owns (a hand edit with kubectl) is a conflict that is reported, not
+//! broken file applies nothing; then the server checks every object in a
+//! dry run, so an object it refuses applies nothing either. Allows go in
+//! before default-denies ([`Object::is_isolation_only`]), so traffic is
+//! never cut between the two. Without `--force` a field another manager owns
+//! (a hand edit with kubectl) is a conflict that is reported, not
 //! overwritten.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +53,28 @@ impl Object {
     /// `Kind namespace/name`, as messages show it.
     pub fn shown(&self) -> String {
         format!("{} {}/{}", self.resource.kind, self.namespace, self.name)
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether the policy only isolates (a default-deny) and allows nothing:
+    /// such a policy goes in after the allows of its namespace, and not at
+    /// all when one of them failed.
+    pub fn is_isolation_only(&self) -> bool {
+        let allows_something = |rules: &serde_json::Value| {
+            rules.as_array().is_some_and(|rules| {
+                rules
+                    .iter()
+                    .any(|rule| rule.as_object().is_some_and(|rule| !rule.is_empty()))
+            })
+        };
+        let spec = &self.body["spec"];
+        let specs = self.body["specs"].as_array().cloned().unwrap_or_default();
+        std::iter::once(spec)
+            .chain(specs.iter())
+            .all(|spec| !allows_something(&spec["ingress"]) && !allows_something(&spec["egress"]))
     }
 }
 

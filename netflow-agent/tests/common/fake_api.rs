@@ -54,6 +54,18 @@ struct ApiState {
     /// Pod name -> the address its proxy requests are forwarded to (a real
     /// agent's port), as the API server forwards them to the pod.
     proxy_to: BTreeMap<String, SocketAddr>,
+    /// Object name -> when an apply of it is refused (422, as an admission
+    /// webhook or a validation would).
+    reject: BTreeMap<String, Reject>,
+}
+
+/// When the scripted API refuses an apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Dry runs and real applies alike (an invalid object).
+    Always,
+    /// Only the real apply (a webhook that failed in between).
+    RealApplyOnly,
 }
 
 pub struct FakeApi {
@@ -193,6 +205,13 @@ impl FakeApi {
     pub fn proxy_to(&self, pod: &str, addr: SocketAddr) {
         self.change(|state| {
             state.proxy_to.insert(pod.to_string(), addr);
+        });
+    }
+
+    /// Refuses applies of objects named `name` (422 Invalid).
+    pub fn reject(&self, name: &str, when: Reject) {
+        self.change(|state| {
+            state.reject.insert(name.to_string(), when);
         });
     }
 
@@ -456,6 +475,22 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
                 );
             }
             let dry_run = request.query.contains_key("dryRun");
+            let refused = inner.0.lock().unwrap().reject.get(name).copied();
+            if refused == Some(Reject::Always)
+                || (refused == Some(Reject::RealApplyOnly) && !dry_run)
+            {
+                return write_response(
+                    out,
+                    422,
+                    &status(
+                        422,
+                        "Invalid",
+                        &format!("{name} is refused by the scripted API"),
+                    )
+                    .to_string(),
+                    json_type,
+                );
+            }
             if !dry_run {
                 let (state, changed) = inner;
                 let mut state = state.lock().unwrap();

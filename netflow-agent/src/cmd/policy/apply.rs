@@ -1,11 +1,18 @@
-//! `policy apply`: server-side apply of a policy directory. Every file is
-//! read and checked before the first object is sent.
+//! `policy apply`: server-side apply of a policy directory, all or nothing.
+//!
+//! 1. Every file is read and checked (nothing sent on a broken one).
+//! 2. The server checks every object in a dry run; one refusal applies
+//!    nothing. `--dry-run` stops here.
+//! 3. The allows go in first, then the default-denies; a namespace where an
+//!    allow failed gets no default-deny, so a half-applied namespace keeps
+//!    its traffic.
 
-use std::path::Path;
+use std::{collections::BTreeSet, path::Path};
 
 use anyhow::bail;
+use kube::Client;
 
-use crate::policy::apply::{FIELD_MANAGER, apply, params, read};
+use crate::policy::apply::{FIELD_MANAGER, Object, apply, params, read};
 
 pub fn run(
     dir: &Path,
@@ -16,34 +23,92 @@ pub fn run(
     let objects = read(dir)?;
     super::super::runtime()?.block_on(async {
         let client = crate::kube::client(kubeconfig).await?;
-        let params = params(dry_run, force);
-        let suffix = if dry_run { " (dry run)" } else { "" };
-        let mut failed = Vec::new();
-        for object in &objects {
-            let shown = object.shown();
-            match apply(&client, object, &params).await {
-                Ok(()) => println!("applied {shown}{suffix}"),
-                Err(err) => {
-                    eprintln!(
-                        "netflow-agent: cannot apply {shown}: {}",
-                        crate::kube::describe(&err)
-                    );
-                    failed.push(shown);
-                }
-            }
-        }
-        if !failed.is_empty() {
+        let refused = apply_each(&client, objects.iter(), true, force).await;
+        if !refused.is_empty() {
             bail!(
-                "{} of {} policies were not applied: {}",
-                failed.len(),
+                "the server refused {} of {} policies in a dry run; nothing was applied: {}",
+                refused.len(),
                 objects.len(),
-                failed.join(", ")
+                refused.join(", ")
+            );
+        }
+        if dry_run {
+            for object in &objects {
+                println!("applied {} (dry run)", object.shown());
+            }
+            eprintln!(
+                "{} policies checked by the server (dry run), field manager {FIELD_MANAGER}",
+                objects.len()
+            );
+            return Ok(());
+        }
+        let (denies, allows): (Vec<&Object>, Vec<&Object>) =
+            objects.iter().partition(|object| object.is_isolation_only());
+        let failed = apply_each(&client, allows.iter().copied(), false, force).await;
+        let failed_namespaces: BTreeSet<&str> = allows
+            .iter()
+            .filter(|object| failed.contains(&object.shown()))
+            .map(|object| object.namespace())
+            .collect();
+        let (held, denies): (Vec<&Object>, Vec<&Object>) = denies
+            .into_iter()
+            .partition(|object| failed_namespaces.contains(object.namespace()));
+        for object in &held {
+            eprintln!(
+                "netflow-agent: not applied {}: an allow of namespace {} failed, and isolating it now would cut traffic",
+                object.shown(),
+                object.namespace()
+            );
+        }
+        let failed_denies = apply_each(&client, denies.into_iter(), false, force).await;
+        if !failed.is_empty() || !failed_denies.is_empty() || !held.is_empty() {
+            bail!(
+                "{} of {} policies were not applied ({} failed, {} default-denies held back): {}",
+                failed.len() + failed_denies.len() + held.len(),
+                objects.len(),
+                failed.len() + failed_denies.len(),
+                held.len(),
+                failed
+                    .iter()
+                    .chain(&failed_denies)
+                    .cloned()
+                    .chain(held.iter().map(|object| object.shown()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         eprintln!(
-            "{} policies applied{suffix} with field manager {FIELD_MANAGER}",
+            "{} policies applied with field manager {FIELD_MANAGER}",
             objects.len()
         );
         Ok(())
     })
+}
+
+/// Applies each object (or asks for a dry run); prints what was applied and
+/// why each failure failed; returns the failures (as `Kind ns/name`).
+async fn apply_each<'a>(
+    client: &Client,
+    objects: impl Iterator<Item = &'a Object>,
+    dry_run: bool,
+    force: bool,
+) -> Vec<String> {
+    let params = params(dry_run, force);
+    let mut failed = Vec::new();
+    for object in objects {
+        let shown = object.shown();
+        match apply(client, object, &params).await {
+            Ok(()) if dry_run => {}
+            Ok(()) => println!("applied {shown}"),
+            Err(err) => {
+                eprintln!(
+                    "netflow-agent: cannot apply {shown}{}: {}",
+                    if dry_run { " (dry run)" } else { "" },
+                    crate::kube::describe(&err)
+                );
+                failed.push(shown);
+            }
+        }
+    }
+    failed
 }
