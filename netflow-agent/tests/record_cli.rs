@@ -723,3 +723,142 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     assert!(std::fs::read_dir(&host_view).unwrap().next().is_none());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A state directory whose graph has `edges` edges (a week of a busy node).
+fn seed_big_graph(state: &std::path::Path, edges: usize) {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let node = |index: usize| {
+        serde_json::json!({"id": format!("workload:ns{}/Deployment/w{index}", index % 7),
+            "kind": "workload", "namespace": format!("ns{}", index % 7), "name": format!("w{index}"),
+            "workload_kind": "Deployment", "labels": {"app": format!("w{index}")}})
+    };
+    let nodes: Vec<serde_json::Value> = (0..200).map(node).collect();
+    let edges: Vec<serde_json::Value> = (0..edges)
+        .map(|index| {
+            serde_json::json!({"from": nodes[index % 200]["id"], "to": nodes[(index / 200 + 1 + index) % 200]["id"],
+                "protocol": "tcp", "port": 1000 + (index / 200) as u16, "first_seen": now, "last_seen": now,
+                "connections": 1, "packets": 2, "bytes": 100})
+        })
+        .collect();
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::write(
+        state.join("graph.json"),
+        serde_json::to_vec(&serde_json::json!({"version": 1, "nodes": nodes, "edges": edges}))
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_port_holds_under_abuse() {
+    if !common::privileged("the_port_holds_under_abuse") {
+        return;
+    }
+    use std::io::{Read as _, Write as _};
+    let testbed = Testbed::two_hosts(&common::unique_name("nfhttp")).unwrap();
+    let dir = tempdir();
+    let inventory = host_inventory(&dir);
+    let state = dir.join("state");
+    seed_big_graph(&state, 20_000);
+    let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
+    let listen = addr.to_string();
+    let args = [
+        "--interval".as_ref(),
+        "1".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--inventory".as_ref(),
+        inventory.as_os_str(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+    ];
+    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    let pid = agent.id();
+    let (status, graph) = http_get(addr, "/graph");
+    assert_eq!(status, 200);
+    assert!(
+        graph.len() > 2_000_000,
+        "a big graph: {} bytes",
+        graph.len()
+    );
+    let healthy_within_a_second = |what: &str| {
+        let started = std::time::Instant::now();
+        let (status, _) = http_get(addr, "/healthz");
+        assert_eq!(status, 200, "{what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{what}: /healthz took {:?}",
+            started.elapsed()
+        );
+    };
+    let baseline = rss_kib(pid);
+
+    // 1. An endless header line: refused once past the limit, not buffered.
+    let mut endless = std::net::TcpStream::connect(addr).unwrap();
+    endless
+        .write_all(b"GET /healthz HTTP/1.1\r\nX-Endless: ")
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut sent = 0usize;
+    while std::time::Instant::now() < deadline {
+        match endless.write(&chunk) {
+            Ok(written) => sent += written,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "the server kept reading: {sent} bytes"
+    );
+    drop(endless);
+    healthy_within_a_second("after an endless header line");
+
+    // 2. Clients that ask for the big graph and never read it.
+    let stuck: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /graph HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    healthy_within_a_second("while 50 clients do not read the graph");
+
+    // 3. 500 connections open at once, saying nothing.
+    let idle: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    healthy_within_a_second("with 500 idle connections");
+    let grown_mib = rss_kib(pid).saturating_sub(baseline) / 1024;
+    assert!(
+        grown_mib < 64,
+        "the daemon grew by {grown_mib} MiB under abuse (baseline {} MiB)",
+        baseline / 1024
+    );
+    drop(stuck);
+    drop(idle);
+
+    // An idle connection is closed once its head is late.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let read = slow.read(&mut buffer).unwrap_or(0);
+    assert_eq!(read, 0, "closed without an answer");
+    stop(agent, libc::SIGTERM, &lines);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,20 +1,44 @@
 //! The agent's one HTTP port: `/healthz`, `/readyz`, `/metrics` (the
 //! registry of [`Metrics`]) and `/graph` (this node's graph as JSON).
 //!
+//! The port is reachable from pods, so every request is hostile until
+//! proven otherwise: hyper on a thread and runtime of its own (a slow poll
+//! never delays `/healthz`), headers bounded ([`MAX_HEADER_BYTES`]) and read
+//! within [`HEADER_TIMEOUT`], every connection closed after
+//! [`CONNECTION_TIMEOUT`] whatever it does (a client that never reads its
+//! answer), at most [`MAX_CONNECTIONS`] at once (more are closed at once),
+//! and the graph's JSON shared between requests, never copied per request.
+//!
 //! The recording loop publishes a [`Snapshot`] after every interval and moves
-//! the metrics as it goes; the server only reads, so a slow scrape never
-//! slows recording.
+//! the metrics as it goes; the server only reads.
 
 use std::{
+    convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
     thread,
+    time::Duration,
 };
 
-use tiny_http::{Header, Response, Server};
-use tracing::{info, warn};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode, header, server::conn::http1, service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
 
 use super::metrics::{self, Metrics};
+
+/// Request headers larger than this get 431 and the connection is closed.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The whole request head must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; past this, new ones are closed unanswered.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// What the endpoints report besides the metrics, as of the last interval.
 #[derive(Clone, Debug, Default)]
@@ -22,8 +46,8 @@ pub struct Snapshot {
     pub attached: bool,
     /// The inventory is loaded (a file) or every watch has listed (live).
     pub inventory_loaded: bool,
-    /// The graph as JSON (the graph file's format).
-    pub graph_json: String,
+    /// The graph as JSON (the graph file's format), shared by every request.
+    pub graph_json: Bytes,
 }
 
 /// What the recording loop shares with the server.
@@ -54,47 +78,100 @@ impl Shared {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {message}")]
-pub struct ServeError {
-    addr: SocketAddr,
-    message: String,
+pub enum ServeError {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Starts the server on its own thread; it runs until the process ends.
+/// Binds `addr` and serves on a thread of its own until the process ends.
 pub fn start(addr: SocketAddr, shared: Shared) -> Result<SocketAddr, ServeError> {
-    let server = Server::http(addr).map_err(|err| ServeError {
-        addr,
-        message: err.to_string(),
-    })?;
-    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    let listen_error = |source| ServeError::Listen { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(listen_error)?;
+    thread::Builder::new()
+        .name("netflow-http".into())
+        .spawn(move || runtime.block_on(serve(listener, shared)))
+        .map_err(listen_error)?;
     info!(%bound, "serving /healthz /readyz /metrics /graph");
-    thread::spawn(move || {
-        for request in server.incoming_requests() {
-            let path = request.url().split('?').next().unwrap_or("").to_string();
-            let (status, content_type, body) = respond(&path, &shared);
-            let response = Response::from_string(body)
-                .with_status_code(status)
-                .with_header(
-                    Header::from_bytes("Content-Type", content_type).expect("static header"),
-                );
-            if let Err(err) = request.respond(response) {
-                warn!(%err, "could not answer a request");
-            }
-        }
-    });
     Ok(bound)
 }
 
-fn respond(path: &str, shared: &Shared) -> (u16, &'static str, String) {
-    match path {
-        "/healthz" => (200, "text/plain", "ok\n".into()),
+async fn serve(listener: std::net::TcpListener, shared: Shared) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            warn!(%err, "cannot serve HTTP");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, most likely: wait, do not spin.
+                warn!(%err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!("too many connections: closing a new one");
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |request| {
+                let response = respond(&request, &shared);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => debug!(%err, "connection ended with an error"),
+                Err(_) => debug!("connection closed after the timeout"),
+            }
+        });
+    }
+}
+
+fn respond<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &'static str, body: Bytes| {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    };
+    let text = |status: StatusCode, body: String| reply(status, "text/plain", Bytes::from(body));
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => shared.read(|snapshot| {
             if snapshot.attached && snapshot.inventory_loaded {
-                (200, "text/plain", "ready\n".into())
+                text(StatusCode::OK, "ready\n".into())
             } else {
-                (
-                    503,
-                    "text/plain",
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "not ready: attached={} inventory={}\n",
                         snapshot.attached, snapshot.inventory_loaded
@@ -102,17 +179,21 @@ fn respond(path: &str, shared: &Shared) -> (u16, &'static str, String) {
                 )
             }
         }),
-        "/metrics" => (200, metrics::CONTENT_TYPE, shared.metrics.encode()),
-        "/graph" => shared.read(|snapshot| {
-            if snapshot.graph_json.is_empty() {
-                (503, "text/plain", "no graph yet\n".into())
+        "/metrics" => reply(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            Bytes::from(shared.metrics.encode()),
+        ),
+        "/graph" => {
+            let graph = shared.read(|snapshot| snapshot.graph_json.clone());
+            if graph.is_empty() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "no graph yet\n".into())
             } else {
-                (200, "application/json", snapshot.graph_json.clone())
+                reply(StatusCode::OK, "application/json", graph)
             }
-        }),
-        _ => (
-            404,
-            "text/plain",
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
             "not found: /healthz /readyz /metrics /graph\n".into(),
         ),
     }
@@ -122,17 +203,24 @@ fn respond(path: &str, shared: &Shared) -> (u16, &'static str, String) {
 mod tests {
     use super::*;
 
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap()
+    }
+
     #[test]
     fn readiness_needs_the_programs_and_the_inventory() {
         let shared = Shared::default();
-        assert_eq!(respond("/readyz", &shared).0, 503);
-        assert_eq!(respond("/healthz", &shared).0, 200);
+        let status = |path: &str| respond(&get(path), &shared).status().as_u16();
+        assert_eq!(status("/readyz"), 503);
+        assert_eq!(status("/healthz"), 200);
         shared.update(|snapshot| {
             snapshot.attached = true;
             snapshot.inventory_loaded = true;
         });
-        assert_eq!(respond("/readyz", &shared).0, 200);
-        assert_eq!(respond("/nope", &shared).0, 404);
-        assert_eq!(respond("/graph", &shared).0, 503);
+        assert_eq!(status("/readyz"), 200);
+        assert_eq!(status("/nope"), 404);
+        assert_eq!(status("/graph"), 503);
+        let post = Request::post("/healthz").body(()).unwrap();
+        assert_eq!(respond(&post, &shared).status().as_u16(), 405);
     }
 }

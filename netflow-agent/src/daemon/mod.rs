@@ -172,9 +172,7 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         shared.metrics.graph_edges.set(gauge_value(
             graph.map_or(0, crate::graph::CommGraph::edge_count),
         ));
-        let graph_json = graph
-            .map(|graph| serde_json::to_string(&graph.to_file()).unwrap_or_default())
-            .unwrap_or_default();
+        let graph_json = graph.map(graph_json).unwrap_or_default();
         shared.update(|snapshot| {
             snapshot.attached = true;
             snapshot.graph_json = graph_json;
@@ -349,7 +347,7 @@ impl Sinks<'_> {
             metrics
                 .graph_edges
                 .set(gauge_value(state.graph.edge_count()));
-            graph_json = Some(serde_json::to_string(&state.graph.to_file()).unwrap_or_default());
+            graph_json = Some(self::graph_json(&state.graph));
         }
         shared.update(|snapshot| {
             snapshot.inventory_loaded = synced;
@@ -358,4 +356,12 @@ impl Sinks<'_> {
             }
         });
     }
+}
+
+/// The graph as `/graph` serves it: rendered once per interval, shared by
+/// every request.
+fn graph_json(graph: &crate::graph::CommGraph) -> bytes::Bytes {
+    serde_json::to_vec(&graph.to_file())
+        .map(bytes::Bytes::from)
+        .unwrap_or_default()
 }
