@@ -86,8 +86,10 @@ fn a_full_table_loses_no_connection() {
         .sum();
     assert_eq!(interval.stats.drops["map_full"], overflowed_packets);
     assert_eq!(interval.stats.drops["ring_full"], 0);
-    // Overflowed TCP connections still know who opened them.
+    // Overflowed connections count as connections (their first report is
+    // new), and TCP ones still know who opened them.
     for flow in overflowed {
+        assert!(flow.new, "{flow:?}");
         let expected = if flow.cgroup_id == client_cgroup {
             "local"
         } else {
@@ -99,4 +101,51 @@ fn a_full_table_loses_no_connection() {
             "{flow:?}"
         );
     }
+    assert_eq!(interval.stats.drops["overflow_untracked"], 0);
+}
+
+/// Past the limit of overflowed connections followed at once, the rest are
+/// counted, not kept: a flood cannot grow the agent without bound.
+#[test]
+fn overflowed_connections_are_bounded_and_counted() {
+    if !common::privileged("overflowed_connections_are_bounded_and_counted") {
+        return;
+    }
+    const FOLLOWED: usize = 6;
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfovb")).unwrap();
+    let (_probe, reader) =
+        common::record_testbed(&testbed, TABLE_ENTRIES, Duration::from_secs(600));
+    let mut reader = reader.with_overflow_limit(FOLLOWED);
+    testbed
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:9000"])
+        .unwrap();
+    testbed
+        .run_peer(
+            &common::lab(),
+            Host::A,
+            &[
+                "connect",
+                "--tcp",
+                "10.231.0.2:9000",
+                "--count",
+                &CONNECTIONS.to_string(),
+            ],
+        )
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let interval = reader.poll().unwrap();
+    let overflowed: Vec<_> = interval.flows.iter().filter(|flow| flow.overflow).collect();
+    assert_eq!(overflowed.len(), FOLLOWED);
+    assert_eq!(interval.stats.overflowed_connections, FOLLOWED as u64);
+    let followed_packets: u64 = overflowed
+        .iter()
+        .map(|f| f.packets_in + f.packets_out)
+        .sum();
+    // Every packet the kernel could not put in the table is either followed
+    // or counted as untracked.
+    assert_eq!(
+        followed_packets + interval.stats.drops["overflow_untracked"],
+        interval.stats.drops["map_full"]
+    );
+    assert!(interval.stats.drops["overflow_untracked"] > 0);
 }

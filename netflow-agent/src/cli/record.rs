@@ -41,6 +41,11 @@ pub struct RecordArgs {
     /// window): past it the least recently seen edges are dropped, and counted.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_edges: u64,
+    /// At most this many edges per client workload, within --max-edges: a
+    /// client spraying connections (a scan) loses its own oldest edges, not
+    /// the rest of the cluster's; what it loses is counted and reported.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_edges_per_client: u64,
     /// Serve /healthz, /readyz, /metrics and /graph on this address.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,

@@ -38,6 +38,7 @@ pub struct Metrics {
     packets_not_recorded: Family<Reason, Counter>,
     unresolved: Family<End, Counter>,
     pub edges_evicted: Counter,
+    pub edges_over_budget: Counter,
     pub inventory_synced: Gauge,
     inventory_watch_errors: Counter,
     pub pending_flow_records: Gauge,
@@ -70,6 +71,7 @@ impl Default for Metrics {
             packets_not_recorded: Family::default(),
             unresolved: Family::default(),
             edges_evicted: Counter::default(),
+            edges_over_budget: Counter::default(),
             inventory_synced: Gauge::default(),
             inventory_watch_errors: Counter::default(),
             pending_flow_records: Gauge::default(),
@@ -130,6 +132,11 @@ impl Default for Metrics {
             "netflow_graph_edges_evicted",
             "Edges dropped because the graph reached --max-edges (least recently seen first)",
             m.edges_evicted.clone(),
+        );
+        registry.register(
+            "netflow_graph_edges_over_budget",
+            "Edges dropped because their client held more than --max-edges-per-client (a scan, a client spraying connections)",
+            m.edges_over_budget.clone(),
         );
         registry.register(
             "netflow_inventory_synced",

@@ -344,6 +344,7 @@ impl Sinks<'_> {
                 remote_ip: report.unnamed_remote,
             });
             metrics.edges_evicted.inc_by(added.evicted);
+            metrics.edges_over_budget.inc_by(added.over_budget);
             metrics
                 .graph_edges
                 .set(gauge_value(state.graph.edge_count()));

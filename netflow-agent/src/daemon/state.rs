@@ -40,6 +40,8 @@ pub struct StateOptions {
     /// The graph holds at most this many edges (memory stays bounded over
     /// a week whatever the traffic): past it, the least recently seen go.
     pub max_edges: usize,
+    /// Each client holds at most this many edges (its most recent).
+    pub max_edges_per_client: usize,
 }
 
 pub(super) struct GraphState {
@@ -57,6 +59,7 @@ pub(super) struct GraphState {
     pub(super) pending_dropped: u64,
     window: Duration,
     max_edges: usize,
+    max_edges_per_client: usize,
 }
 
 /// What one interval did to the graph.
@@ -64,6 +67,8 @@ pub(super) struct Added {
     pub report: BuildReport,
     /// Edges dropped because the graph was full.
     pub evicted: u64,
+    /// Edges dropped because their client went over its budget.
+    pub over_budget: u64,
 }
 
 impl GraphState {
@@ -109,6 +114,7 @@ impl GraphState {
             pending_dropped: 0,
             window: options.window,
             max_edges: options.max_edges,
+            max_edges_per_client: options.max_edges_per_client,
         })
     }
 
@@ -132,6 +138,7 @@ impl GraphState {
             return Ok(Added {
                 report: BuildReport::default(),
                 evicted: 0,
+                over_budget: 0,
             });
         };
         let identity = Identity::new(&inventory, dns);
@@ -154,6 +161,15 @@ impl GraphState {
             .map_or(0, |since| since.as_secs());
         let cutoff = now.saturating_sub(self.window.as_secs());
         self.graph = self.graph.edges_seen_since(cutoff);
+        let (kept, over_budget) = self.graph.cap_per_client(self.max_edges_per_client);
+        if over_budget > 0 {
+            warn!(
+                dropped = over_budget,
+                budget = self.max_edges_per_client,
+                "a client went over its edge budget: its oldest edges were dropped"
+            );
+            self.graph = kept;
+        }
         let mut evicted = 0;
         if self.graph.edge_count() > self.max_edges {
             let (kept, dropped) = self.graph.most_recent_edges(self.max_edges);
@@ -172,7 +188,11 @@ impl GraphState {
             let err = crate::telemetry::error_chain(&err);
             warn!(%err, failures = self.save_failures, "cannot save the graph; retrying next interval");
         }
-        Ok(Added { report, evicted })
+        Ok(Added {
+            report,
+            evicted,
+            over_budget,
+        })
     }
 }
 
@@ -211,6 +231,7 @@ mod tests {
             inventory: InventoryOption::File(inventory),
             window: Duration::from_secs(7 * 86400),
             max_edges: 100,
+            max_edges_per_client: 10,
         }
     }
 
@@ -250,6 +271,94 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), text, "{tag}");
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    fn flow_from(cgroup: &str, remote: &str, last_seen: &str) -> crate::model::FlowRecord {
+        use crate::model::{Address, Basis, FlowRecord, Protocol, Side};
+        FlowRecord {
+            ts: last_seen.into(),
+            cgroup_id: 1,
+            cgroup: Some(cgroup.into()),
+            protocol: Protocol(6),
+            local: Address {
+                ip: "10.244.0.5".parse().unwrap(),
+                port: 40000,
+            },
+            remote: Address {
+                ip: remote.parse().unwrap(),
+                port: 443,
+            },
+            initiator: Side::Local,
+            client: Side::Local,
+            client_basis: Basis::TcpSyn,
+            packets_in: 1,
+            packets_out: 1,
+            bytes_in: 60,
+            bytes_out: 60,
+            first_seen: last_seen.into(),
+            last_seen: last_seen.into(),
+            tcp_flags: "SYN|ACK".into(),
+            new: true,
+            overflow: false,
+            ended: false,
+        }
+    }
+
+    #[test]
+    fn a_client_spraying_connections_cannot_push_other_edges_out() {
+        let dir = scratch("flood");
+        let options = options(&dir);
+        let mut state = open(&options).unwrap();
+        let dns = BTreeMap::new();
+        let ago = |hours: u64| {
+            crate::model::rfc3339(std::time::SystemTime::now() - Duration::from_secs(hours * 3600))
+        };
+        // A quiet week: 30 clients, one edge each, seen days ago.
+        let quiet: Vec<_> = (0..30)
+            .map(|n| flow_from(&format!("/quiet/{n}"), &format!("203.0.113.{n}"), &ago(72)))
+            .collect();
+        state
+            .add(
+                &Interval {
+                    flows: quiet,
+                    ..Interval::default()
+                },
+                &dns,
+            )
+            .unwrap();
+        // Then one client sprays 500 addresses (the graph holds 100 edges,
+        // a client 10).
+        let spray: Vec<_> = (0..500)
+            .map(|n| {
+                flow_from(
+                    "/sprayer",
+                    &format!("198.51.{}.{}", n / 250, n % 250),
+                    &ago(0),
+                )
+            })
+            .collect();
+        let added = state
+            .add(
+                &Interval {
+                    flows: spray,
+                    ..Interval::default()
+                },
+                &dns,
+            )
+            .unwrap();
+        assert_eq!(added.over_budget, 490);
+        assert_eq!(added.evicted, 0, "the quiet clients' edges stay");
+        assert_eq!(state.graph.edge_count(), 40);
+        assert_eq!(
+            state
+                .graph
+                .over_budget()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![490]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! old file or the new one, never half of one.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
@@ -48,6 +48,9 @@ pub struct GraphFile {
     pub version: u32,
     pub nodes: Vec<Endpoint>,
     pub edges: Vec<EdgeRecord>,
+    /// Client id -> edges dropped over its edge budget.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub over_budget: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,6 +102,7 @@ impl CommGraph {
                     }
                 })
                 .collect(),
+            over_budget: self.over_budget().clone(),
         }
     }
 
@@ -166,6 +170,7 @@ impl CommGraph {
                 &stats,
             );
         }
+        graph.set_over_budget(file.over_budget);
         Ok(graph)
     }
 

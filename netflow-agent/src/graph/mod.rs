@@ -11,7 +11,7 @@ pub mod export;
 pub mod file;
 pub mod pull;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,10 @@ pub struct CommGraph {
     graph: DiGraph<Endpoint, Edge>,
     by_id: HashMap<String, NodeIndex>,
     by_edge: HashMap<(NodeIndex, NodeIndex, EdgeKey), petgraph::graph::EdgeIndex>,
+    /// Client id -> edges dropped because that client went over its edge
+    /// budget (a scan, a client spraying connections): kept so the policy
+    /// review can name it.
+    over_budget: BTreeMap<String, u64>,
 }
 
 impl CommGraph {
@@ -154,6 +158,61 @@ impl CommGraph {
         for node in other.graph.node_weights() {
             self.upsert_endpoint(node.clone());
         }
+        for (client, dropped) in &other.over_budget {
+            *self.over_budget.entry(client.clone()).or_default() += dropped;
+        }
+    }
+
+    fn set_over_budget(&mut self, over_budget: BTreeMap<String, u64>) {
+        self.over_budget = over_budget;
+    }
+
+    /// Client id -> edges dropped over its budget (see [`Self::cap_per_client`]).
+    pub fn over_budget(&self) -> &BTreeMap<String, u64> {
+        &self.over_budget
+    }
+
+    /// At most `budget` edges per client, its most recently seen: one
+    /// client spraying connections (a scan) cannot push the rest of the
+    /// cluster's edges out of a bounded graph. What a client loses is
+    /// added to [`Self::over_budget`]. Returns the graph and how many edges
+    /// were dropped.
+    pub fn cap_per_client(&self, budget: usize) -> (CommGraph, u64) {
+        let mut by_client: HashMap<&str, Vec<(u64, petgraph::graph::EdgeIndex)>> = HashMap::new();
+        for edge in self.graph.edge_indices() {
+            if let Some((from, _)) = self.graph.edge_endpoints(edge) {
+                by_client
+                    .entry(self.graph[from].id.as_str())
+                    .or_default()
+                    .push((self.graph[edge].stats.last_seen, edge));
+            }
+        }
+        let mut dropped_edges = std::collections::HashSet::new();
+        let mut over_budget = self.over_budget.clone();
+        for (client, mut edges) in by_client {
+            if edges.len() <= budget {
+                continue;
+            }
+            // Most recent first; ties in a stable order (by edge index).
+            edges.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let lost = edges.split_off(budget);
+            *over_budget.entry(client.to_string()).or_default() += lost.len() as u64;
+            dropped_edges.extend(lost.into_iter().map(|(_, edge)| edge));
+        }
+        let mut kept = CommGraph::new();
+        for edge in self.graph.edge_indices() {
+            if dropped_edges.contains(&edge) {
+                continue;
+            }
+            if let Some((from, to)) = self.graph.edge_endpoints(edge) {
+                let client = kept.upsert_endpoint(self.graph[from].clone());
+                let server = kept.upsert_endpoint(self.graph[to].clone());
+                let Edge { key, stats } = &self.graph[edge];
+                kept.observe(client, server, *key, stats);
+            }
+        }
+        kept.over_budget = over_budget;
+        (kept, dropped_edges.len() as u64)
     }
 
     pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
@@ -207,6 +266,7 @@ impl CommGraph {
     /// endpoints left without edges go too.
     pub fn edges_seen_since(&self, cutoff: u64) -> CommGraph {
         let mut kept = CommGraph::new();
+        kept.over_budget.clone_from(&self.over_budget);
         for (client, server, edge) in self.edges() {
             if edge.stats.last_seen >= cutoff {
                 let client = kept.upsert_endpoint(client.clone());
@@ -408,5 +468,53 @@ pub(crate) mod tests {
     fn days_are_utc_dates() {
         assert_eq!(utc_day(0), "1970-01-01");
         assert_eq!(utc_day(1_764_028_800), "2025-11-25");
+    }
+
+    #[test]
+    fn the_per_client_budget_keeps_each_clients_newest_edges() {
+        let mut graph = CommGraph::new();
+        let sprayer = graph.upsert_endpoint(workload("shop", "scanner"));
+        let quiet = graph.upsert_endpoint(workload("shop", "web"));
+        let db = graph.upsert_endpoint(workload("data", "db"));
+        for port in 0..20u16 {
+            graph.observe(
+                sprayer,
+                db,
+                EdgeKey {
+                    protocol: Protocol(6),
+                    port: 1000 + port,
+                },
+                &stats(100 + u64::from(port), 100 + u64::from(port), 1),
+            );
+        }
+        graph.observe(
+            quiet,
+            db,
+            EdgeKey {
+                protocol: Protocol(6),
+                port: 5432,
+            },
+            &stats(1, 1, 1),
+        );
+        let (capped, dropped) = graph.cap_per_client(5);
+        assert_eq!(dropped, 15);
+        assert_eq!(capped.edge_count(), 6);
+        let ports: BTreeSet<u16> = capped
+            .edges()
+            .iter()
+            .filter(|(client, _, _)| client.name == "scanner")
+            .map(|(_, _, edge)| edge.key.port)
+            .collect();
+        assert_eq!(ports, (1015..1020).collect());
+        let scanner = "workload:shop/Deployment/scanner";
+        assert_eq!(capped.over_budget()[scanner], 15);
+        // Kept through the file and added up by a merge.
+        let path = std::path::Path::new("graph.json");
+        let reread =
+            CommGraph::parse(&serde_json::to_string(&capped.to_file()).unwrap(), path).unwrap();
+        assert_eq!(reread.over_budget()[scanner], 15);
+        let mut merged = reread.clone();
+        merged.merge(&capped);
+        assert_eq!(merged.over_budget()[scanner], 30);
     }
 }

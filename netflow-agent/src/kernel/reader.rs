@@ -62,6 +62,11 @@ pub struct FlowReader {
     overflowed_connections: u64,
     /// Overflowed connections first seen since the last report.
     overflow_new: std::collections::HashSet<FlowKey>,
+    /// At most this many overflowed connections are followed at once.
+    overflow_limit: usize,
+    /// Overflow-ring packets of connections past `overflow_limit`: not
+    /// recorded, counted (drop reason `overflow_untracked`).
+    overflow_untracked: u64,
     idle_timeout: Duration,
     ephemeral: RangeInclusive<u16>,
     /// Whether the kernel takes batch map operations (tried first, once).
@@ -81,6 +86,13 @@ pub struct FlowReader {
 /// names learned late in the week still count.
 const DNS_NAMES_MAX: usize = 100_000;
 
+/// Overflowed connections followed at once, at most: a flood of new
+/// connections past the kernel table cannot grow the agent without bound.
+pub const OVERFLOW_CONNECTIONS_MAX: usize = 100_000;
+
+/// Ring records taken per drain: a flood cannot keep one drain running.
+const DRAIN_MAX: usize = 65_536;
+
 /// How long a removed cgroup's path is remembered.
 const CGROUP_GRACE: Duration = Duration::from_secs(600);
 
@@ -96,6 +108,8 @@ impl FlowReader {
             overflow_known: StdHashMap::new(),
             overflowed_connections: 0,
             overflow_new: Default::default(),
+            overflow_limit: OVERFLOW_CONNECTIONS_MAX,
+            overflow_untracked: 0,
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
             batches: true,
@@ -115,6 +129,12 @@ impl FlowReader {
         self
     }
 
+    /// Follows at most `limit` overflowed connections (the tests lower it).
+    pub fn with_overflow_limit(mut self, limit: usize) -> Self {
+        self.overflow_limit = limit;
+        self
+    }
+
     /// Reads the table key by key even where batches work (to test that path).
     pub fn without_batches(mut self) -> Self {
         self.batches = false;
@@ -129,7 +149,9 @@ impl FlowReader {
     /// Moves everything waiting in the overflow ring into the pending set.
     pub fn drain_overflow(&mut self) -> usize {
         let mut records = Vec::new();
-        while let Some(item) = self.maps.overflow.next() {
+        while records.len() < DRAIN_MAX
+            && let Some(item) = self.maps.overflow.next()
+        {
             if item.len() < size_of::<OverflowRecord>() {
                 continue;
             }
@@ -145,13 +167,16 @@ impl FlowReader {
     }
 
     fn add_overflow(&mut self, record: &OverflowRecord) {
-        if self
-            .overflow_known
-            .insert(record.key, record.ts_ns)
-            .is_none()
-        {
+        if !self.overflow_known.contains_key(&record.key) {
+            if self.overflow_known.len() >= self.overflow_limit {
+                self.overflow_untracked += u64::from(record.packets);
+                return;
+            }
             self.overflowed_connections += 1;
+            // Its first report counts it as a connection in the graph.
+            self.overflow_new.insert(record.key);
         }
+        self.overflow_known.insert(record.key, record.ts_ns);
         let stats = self
             .overflow_pending
             .entry(record.key)
@@ -179,7 +204,9 @@ impl FlowReader {
     /// Reads the DNS responses the kernel passed up.
     pub fn drain_dns(&mut self) -> usize {
         let mut messages = Vec::new();
-        while let Some(item) = self.maps.dns.next() {
+        while messages.len() < DRAIN_MAX
+            && let Some(item) = self.maps.dns.next()
+        {
             if item.len() < size_of::<DnsEvent>() {
                 continue;
             }
@@ -319,6 +346,7 @@ impl FlowReader {
                 .map_err(ReadError::Drops)?;
             counters.insert(reason.name().to_string(), per_cpu.iter().sum());
         }
+        counters.insert("overflow_untracked".to_string(), self.overflow_untracked);
         Ok(counters)
     }
 

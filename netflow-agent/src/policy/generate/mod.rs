@@ -174,6 +174,21 @@ pub fn generate_with<F: Flavor>(
     };
     let dns = &inputs.dns;
     let mut set = PolicySet::default();
+    for (client, dropped) in graph.over_budget() {
+        if let Some(workload) = graph.endpoint(client)
+            && workloads
+                .get(workload.namespace.as_deref().unwrap_or_default())
+                .is_some_and(|members| members.contains_key(client))
+        {
+            set.findings.push(Finding {
+                kind: "edge-budget".into(),
+                workload: workload.label(),
+                detail: format!(
+                    "{dropped} of its edges were dropped over the per-client edge budget (a scan, or a client spraying connections?): its policy covers only the edges kept"
+                ),
+            });
+        }
+    }
     for (namespace, members) in &workloads {
         let mut policies = vec![flavor.default_deny(namespace, options.ingress_only)];
         if !options.ingress_only {
@@ -799,6 +814,33 @@ mod tests {
             .filter_map(|p| p.metadata.name.clone())
             .collect();
         assert_eq!(cilium_names, names);
+    }
+
+    #[test]
+    fn a_client_over_its_edge_budget_is_a_finding() {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        let scan: Vec<FlowRecord> = (1..=5)
+            .map(|n| flow(web, "10.244.0.5", (&format!("203.0.113.{n}"), 443), 6))
+            .collect();
+        add_flows(&mut graph, &identity, &scan);
+        let (graph, dropped) = graph.cap_per_client(2);
+        assert_eq!(dropped, 3);
+        let set = generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
+        let budget: Vec<&Finding> = set
+            .findings
+            .iter()
+            .filter(|f| f.kind == "edge-budget")
+            .collect();
+        assert_eq!(budget.len(), 1, "{:#?}", set.findings);
+        assert_eq!(budget[0].workload, "shop/web");
+        assert!(
+            budget[0].detail.starts_with("3 of its edges"),
+            "{budget:#?}"
+        );
     }
 
     #[test]
