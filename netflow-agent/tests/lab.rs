@@ -728,3 +728,58 @@ fn ctrl_c_and_crashed_runs_leave_nothing() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_scan_during_the_audit_is_never_allowed() {
+    if !common::privileged("a_scan_during_the_audit_is_never_allowed") {
+        return;
+    }
+    let out = run_lab("scan.yaml");
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("graph.json")).unwrap()).unwrap();
+    let probe = "workload:shop/Deployment/probe";
+    let attempts: Vec<&serde_json::Value> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["from"] == probe && e["port"] != 8080)
+        .collect();
+    // Every refused attempt is in the graph, counted, and never answered.
+    assert_eq!(attempts.len(), 10, "{graph:#}");
+    for attempt in &attempts {
+        assert_eq!(attempt["connections"], 1, "{attempt}");
+        assert_eq!(attempt["established"], 0, "{attempt}");
+    }
+    let answered = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == probe && e["port"] == 8080)
+        .expect("the probe's one real call");
+    assert_eq!(answered["established"], 1, "{answered}");
+    // The policies allow the real calls and none of the scan, in both flavors.
+    generate_and_verify_cilium(&out);
+    verify(&out);
+    for flavor in ["policies", "cilium"] {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(out.join(flavor)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                text.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+        assert!(text.contains("8080"), "{flavor}: {text}");
+        for port in ["3306", "5432", "6379", "9200", "8443"] {
+            assert!(!text.contains(port), "{flavor} allows {port}: {text}");
+        }
+    }
+    let findings = std::fs::read_to_string(out.join("policies/findings.json")).unwrap();
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&findings).unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["kind"] == "scan" && f["workload"] == "shop/probe"),
+        "{findings:#?}"
+    );
+    std::fs::remove_dir_all(out).ok();
+}

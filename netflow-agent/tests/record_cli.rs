@@ -765,7 +765,7 @@ fn the_port_holds_under_abuse() {
         return;
     }
     use std::io::{Read as _, Write as _};
-    let testbed = Testbed::two_hosts(&common::unique_name("nfhttp")).unwrap();
+    let testbed = Testbed::two_hosts(&common::unique_name("nfhtp")).unwrap();
     let dir = tempdir();
     let inventory = host_inventory(&dir);
     let state = dir.join("state");

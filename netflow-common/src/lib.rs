@@ -70,6 +70,18 @@ pub const fn initiator_of(tcp_flags: u8, direction: u8) -> u8 {
     }
 }
 
+/// A packet's TCP flags placed in [`FlowStats::tcp_flags`] by direction, so
+/// userspace can tell a SYN-ACK received from a SYN sent (a connection that
+/// was answered from one that was refused or never answered).
+#[inline(always)]
+pub const fn direction_flags(tcp_flags: u8, direction: u8) -> u32 {
+    if direction == DIR_EGRESS {
+        tcp_flags as u32
+    } else {
+        (tcp_flags as u32) << 8
+    }
+}
+
 /// Reasons a packet was not (fully) recorded. Each indexes the per-CPU
 /// [`DROPS_MAP`] array. The packet itself is always allowed.
 #[repr(u32)]
@@ -150,7 +162,8 @@ pub struct FlowStats {
     /// Kernel CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`) of the first and last packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
-    /// OR of every TCP flag byte seen, both directions.
+    /// OR of every TCP flag byte seen, per direction (see [`direction_flags`]):
+    /// bits 0-7 sent (egress), bits 8-15 received (ingress).
     pub tcp_flags: u32,
     /// One of the `INITIATOR_*` values.
     pub initiator: u8,

@@ -28,7 +28,7 @@ use aya_ebpf::{
 use netflow_common::{
     DEFAULT_FLOW_ENTRIES, DIR_EGRESS, DIR_INGRESS, DNS_PAYLOAD_BYTES, DNS_RING_BYTES, DnsEvent,
     Drop, FlowKey, FlowStats, INITIATOR_UNKNOWN, OVERFLOW_RING_BYTES, OverflowRecord, PROTO_UDP,
-    initiator_of,
+    direction_flags, initiator_of,
 };
 use parse::Packet;
 
@@ -151,7 +151,7 @@ fn account(ctx: &SkBuffContext, packet: &Packet, direction: u8) {
     let mut stats = FlowStats {
         first_seen_ns: now,
         last_seen_ns: now,
-        tcp_flags: packet.tcp_flags as u32,
+        tcp_flags: direction_flags(packet.tcp_flags, direction),
         initiator: initiator_of(packet.tcp_flags, direction),
         first_dir: direction,
         ..FlowStats::default()
@@ -213,7 +213,7 @@ fn update(stats: *mut FlowStats, packet: &Packet, direction: u8, now: u64) {
         if (*stats).last_seen_ns != now {
             (*stats).last_seen_ns = now;
         }
-        let flags = packet.tcp_flags as u32;
+        let flags = direction_flags(packet.tcp_flags, direction);
         // Most packets carry flags the connection has shown before: skip the
         // locked instruction for them.
         if (*stats).tcp_flags & flags != flags {

@@ -90,4 +90,8 @@ pub struct GenerateArgs {
     /// Ingress allows only (and an ingress-only default-deny).
     #[arg(long)]
     pub ingress_only: bool,
+    /// Also allow UDP edges that never saw a reply (fire-and-forget such as
+    /// statsd or syslog). Without it only answered traffic is allowed.
+    #[arg(long)]
+    pub allow_one_way_udp: bool,
 }

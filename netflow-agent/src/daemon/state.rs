@@ -298,6 +298,8 @@ mod tests {
             first_seen: last_seen.into(),
             last_seen: last_seen.into(),
             tcp_flags: "SYN|ACK".into(),
+            handshake: crate::model::Handshake::Established,
+            newly_established: true,
             new: true,
             overflow: false,
             ended: false,

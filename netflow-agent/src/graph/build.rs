@@ -12,9 +12,7 @@ use serde::Serialize;
 use super::{CommGraph, EdgeKey, EdgeStats, Volume};
 use crate::{
     identity::{self, Identity},
-    model::FlowRecord,
-    model::Side,
-    model::{EndpointKind, utc_day},
+    model::{EndpointKind, FlowRecord, Handshake, Side, utc_day},
 };
 
 /// What a build saw, for the user to check coverage.
@@ -61,6 +59,12 @@ pub fn add_flows(
         };
         let volume = Volume {
             connections: u64::from(flow.new),
+            established: match flow.handshake {
+                // A flow log from before handshakes were recorded: each
+                // connection counts as answered, as it did then.
+                Handshake::Unknown => u64::from(flow.new),
+                _ => u64::from(flow.newly_established),
+            },
             packets: flow.packets_in + flow.packets_out,
             bytes: flow.bytes_in + flow.bytes_out,
         };
@@ -206,6 +210,8 @@ mod tests {
             first_seen: "2026-11-20T10:00:00Z".into(),
             last_seen: "2026-11-20T10:00:01Z".into(),
             tcp_flags: String::new(),
+            handshake: crate::model::Handshake::Established,
+            newly_established: new,
             new,
             overflow: false,
             ended: false,

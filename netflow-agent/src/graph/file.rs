@@ -65,6 +65,10 @@ pub struct EdgeRecord {
     pub days_seen: BTreeSet<String>,
     /// The edge's volume (the larger of the two sides' counts).
     pub connections: u64,
+    /// Of them, those answered. Absent in files of earlier versions, which
+    /// counted every connection as answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established: Option<u64>,
     #[serde(default)]
     pub packets: u64,
     pub bytes: u64,
@@ -95,6 +99,7 @@ impl CommGraph {
                         last_seen: file_time(edge.stats.last_seen),
                         days_seen: edge.stats.days_seen.clone(),
                         connections: volume.connections,
+                        established: Some(volume.established),
                         packets: volume.packets,
                         bytes: volume.bytes,
                         seen_by_client: Some(edge.stats.seen_by_client),
@@ -144,16 +149,25 @@ impl CommGraph {
                     ))
                 })
             };
+            // A file without handshake counts (an earlier version) took
+            // every connection as answered.
+            let legacy = |mut volume: Volume| {
+                if edge.established.is_none() {
+                    volume.established = volume.connections;
+                }
+                volume
+            };
             let stats = EdgeStats {
                 first_seen: time(&edge.first_seen, "first_seen")?,
                 last_seen: time(&edge.last_seen, "last_seen")?,
                 days_seen: edge.days_seen,
-                seen_by_client: edge.seen_by_client.unwrap_or(Volume {
+                seen_by_client: legacy(edge.seen_by_client.unwrap_or(Volume {
                     connections: edge.connections,
+                    established: edge.established.unwrap_or(edge.connections),
                     packets: edge.packets,
                     bytes: edge.bytes,
-                }),
-                seen_by_server: edge.seen_by_server.unwrap_or_default(),
+                })),
+                seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
             };
             if stats.first_seen > stats.last_seen {
                 return Err(invalid(format!(

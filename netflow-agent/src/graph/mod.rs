@@ -22,6 +22,11 @@ use crate::model::{Endpoint, Protocol};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub connections: u64,
+    /// Of `connections`, those that were answered (TCP handshake done, UDP
+    /// reply seen). Only these prove the edge: an attempt that was refused
+    /// or never answered (a scan) never becomes an allow.
+    #[serde(default)]
+    pub established: u64,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -29,6 +34,7 @@ pub struct Volume {
 impl Volume {
     fn add(&mut self, other: &Volume) {
         self.connections += other.connections;
+        self.established += other.established;
         self.packets += other.packets;
         self.bytes += other.bytes;
     }
@@ -36,6 +42,7 @@ impl Volume {
     fn max(&self, other: &Volume) -> Volume {
         Volume {
             connections: self.connections.max(other.connections),
+            established: self.established.max(other.established),
             packets: self.packets.max(other.packets),
             bytes: self.bytes.max(other.bytes),
         }
@@ -332,6 +339,7 @@ pub(crate) mod tests {
             days_seen: [utc_day(first), utc_day(last)].into_iter().collect(),
             seen_by_client: Volume {
                 connections,
+                established: connections,
                 packets: connections * 10,
                 bytes: connections * 1000,
             },
@@ -438,6 +446,7 @@ pub(crate) mod tests {
         let mut server_side = stats(1_764_000_000, 1_764_100_000, 0);
         server_side.seen_by_server = Volume {
             connections: 3,
+            established: 3,
             packets: 30,
             bytes: 3000,
         };

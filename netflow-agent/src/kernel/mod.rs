@@ -3,7 +3,8 @@
 //! programs pass up) into [`crate::model::FlowRecord`]s.
 //!
 //! `loader` attaches and owns the programs; `reader` polls the table through
-//! `batch` reads; `initiator` decides which side is the client; `clock` turns
+//! `batch` reads; `initiator` decides which side is the client, `handshake`
+//! whether the connection was ever answered; `clock` turns
 //! kernel timestamps into wall time; `cgroup_mount` finds the cgroup v2
 //! hierarchy and `cgroup_paths` names a cgroup id by its path; `dns_wire` parses the DNS responses the kernel passes up.
 
@@ -12,6 +13,7 @@ pub mod cgroup_mount;
 pub mod cgroup_paths;
 pub mod clock;
 pub mod dns_wire;
+pub mod handshake;
 pub mod initiator;
 pub mod loader;
 pub mod reader;

@@ -26,10 +26,12 @@ use super::{
     cgroup_mount,
     cgroup_paths::CgroupIndex,
     clock::KernelClock,
-    dns_wire, initiator,
+    dns_wire,
+    handshake::handshake,
+    initiator,
     loader::ProbeMaps,
 };
-use crate::model::{Address, DnsName, FlowRecord, IntervalStats, Protocol, rfc3339};
+use crate::model::{Address, DnsName, FlowRecord, Handshake, IntervalStats, Protocol, rfc3339};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -56,9 +58,10 @@ pub struct FlowReader {
     reported: StdHashMap<FlowKey, FlowStats>,
     /// Overflow-ring packets not yet reported, aggregated per connection.
     overflow_pending: StdHashMap<FlowKey, FlowStats>,
-    /// Connections seen through the overflow ring, with their last packet
-    /// time, so each is counted once and forgotten when idle.
-    overflow_known: StdHashMap<FlowKey, u64>,
+    /// Connections seen through the overflow ring, with their running
+    /// totals (the last packet time among them), so each is counted once,
+    /// its handshake followed, and forgotten when idle.
+    overflow_known: StdHashMap<FlowKey, OverflowConnection>,
     overflowed_connections: u64,
     /// Overflowed connections first seen since the last report.
     overflow_new: std::collections::HashSet<FlowKey>,
@@ -85,6 +88,14 @@ pub struct FlowReader {
 /// longest ago is forgotten, so a week of answers keeps memory bounded and
 /// names learned late in the week still count.
 const DNS_NAMES_MAX: usize = 100_000;
+
+/// A connection followed through the overflow ring.
+#[derive(Clone, Copy, Default)]
+struct OverflowConnection {
+    totals: FlowStats,
+    /// Already reported as established.
+    established: bool,
+}
 
 /// Overflowed connections followed at once, at most: a flood of new
 /// connections past the kernel table cannot grow the agent without bound.
@@ -176,29 +187,12 @@ impl FlowReader {
             // Its first report counts it as a connection in the graph.
             self.overflow_new.insert(record.key);
         }
-        self.overflow_known.insert(record.key, record.ts_ns);
-        let stats = self
-            .overflow_pending
-            .entry(record.key)
-            .or_insert_with(|| FlowStats {
-                first_seen_ns: record.ts_ns,
-                first_dir: record.direction,
-                ..FlowStats::default()
-            });
-        if record.direction == DIR_EGRESS {
-            stats.packets_out += record.packets as u64;
-            stats.bytes_out += record.bytes;
-        } else {
-            stats.packets_in += record.packets as u64;
-            stats.bytes_in += record.bytes;
-        }
-        stats.first_seen_ns = stats.first_seen_ns.min(record.ts_ns);
-        stats.last_seen_ns = stats.last_seen_ns.max(record.ts_ns);
-        stats.tcp_flags |= record.tcp_flags as u32;
-        let seen = netflow_common::initiator_of(record.tcp_flags, record.direction);
-        if seen != netflow_common::INITIATOR_UNKNOWN {
-            stats.initiator = seen;
-        }
+        // This interval's packets, and the connection's running totals.
+        add_packet(self.overflow_pending.entry(record.key).or_default(), record);
+        add_packet(
+            &mut self.overflow_known.entry(record.key).or_default().totals,
+            record,
+        );
     }
 
     /// Reads the DNS responses the kernel passed up.
@@ -260,6 +254,7 @@ impl FlowReader {
             let ended = clock.kernel_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
             if let Some(delta) = delta(total, &previous.unwrap_or_default()) {
                 let mut record = self.record(key, &delta, total, &clock, false, ended);
+                record.newly_established = newly_established(key, total, previous.as_ref());
                 record.new = previous.is_none();
                 flows.push(record);
             }
@@ -275,12 +270,25 @@ impl FlowReader {
         let mut overflow: Vec<_> = self.overflow_pending.drain().collect();
         overflow.sort_by_key(|(key, _)| *key);
         for (key, stats) in &overflow {
-            let mut record = self.record(key, stats, stats, &clock, true, false);
+            let known = self.overflow_known.get(key).copied().unwrap_or_default();
+            let total = known.totals;
+            let mut record = self.record(key, stats, &total, &clock, true, false);
             record.new = self.overflow_new.remove(key);
+            record.newly_established =
+                !known.established && handshake_of(key, &total) == Handshake::Established;
+            if record.newly_established
+                && let Some(known) = self.overflow_known.get_mut(key)
+            {
+                known.established = true;
+            }
             flows.push(record);
         }
-        self.overflow_known
-            .retain(|_, last_seen| clock.kernel_now_ns().saturating_sub(*last_seen) <= idle_ns);
+        self.overflow_known.retain(|_, known| {
+            clock
+                .kernel_now_ns()
+                .saturating_sub(known.totals.last_seen_ns)
+                <= idle_ns
+        });
 
         let dns = self
             .dns_new
@@ -393,11 +401,52 @@ impl FlowReader {
             bytes_out: delta.bytes_out,
             first_seen: rfc3339(clock.to_wall(total.first_seen_ns)),
             last_seen: rfc3339(clock.to_wall(total.last_seen_ns)),
-            tcp_flags: tcp_flag_names(total.tcp_flags),
+            tcp_flags: tcp_flag_names((total.tcp_flags | total.tcp_flags >> 8) & 0xff),
+            handshake: handshake_of(key, total),
+            newly_established: false,
             new: false,
             overflow,
             ended,
         }
+    }
+}
+
+fn handshake_of(key: &FlowKey, total: &FlowStats) -> Handshake {
+    handshake(
+        key.protocol,
+        total.tcp_flags,
+        total.initiator,
+        total.packets_in,
+        total.packets_out,
+    )
+}
+
+/// Whether `total` is the first report in which the connection is
+/// established (`previous`: the totals of its last report, if any).
+fn newly_established(key: &FlowKey, total: &FlowStats, previous: Option<&FlowStats>) -> bool {
+    handshake_of(key, total) == Handshake::Established
+        && previous.is_none_or(|previous| handshake_of(key, previous) != Handshake::Established)
+}
+
+/// Adds one overflow-ring packet to a connection's counters.
+fn add_packet(stats: &mut FlowStats, record: &OverflowRecord) {
+    if stats.first_seen_ns == 0 {
+        stats.first_seen_ns = record.ts_ns;
+        stats.first_dir = record.direction;
+    }
+    if record.direction == DIR_EGRESS {
+        stats.packets_out += record.packets as u64;
+        stats.bytes_out += record.bytes;
+    } else {
+        stats.packets_in += record.packets as u64;
+        stats.bytes_in += record.bytes;
+    }
+    stats.first_seen_ns = stats.first_seen_ns.min(record.ts_ns);
+    stats.last_seen_ns = stats.last_seen_ns.max(record.ts_ns);
+    stats.tcp_flags |= netflow_common::direction_flags(record.tcp_flags, record.direction);
+    let seen = netflow_common::initiator_of(record.tcp_flags, record.direction);
+    if seen != netflow_common::INITIATOR_UNKNOWN {
+        stats.initiator = seen;
     }
 }
 

@@ -37,6 +37,24 @@ pub enum Basis {
     Undecided,
 }
 
+/// How far a connection got, as the local socket saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handshake {
+    /// TCP: the handshake completed (or, for a connection older than the
+    /// recording, packets went both ways); UDP and others: a reply came back.
+    Established,
+    /// TCP: the peer answered with a reset.
+    Refused,
+    /// TCP: no answer (yet).
+    Unanswered,
+    /// UDP and others: packets one way only.
+    OneWay,
+    /// Not recorded: a flow log written before netflow recorded it.
+    #[default]
+    Unknown,
+}
+
 /// One end of a connection as the socket saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
@@ -71,6 +89,13 @@ pub struct FlowRecord {
     /// TCP flags seen so far, e.g. `SYN|ACK|FIN`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tcp_flags: String,
+    /// How far the connection got, as of this report.
+    #[serde(default)]
+    pub handshake: Handshake,
+    /// This report is the first in which the connection is established
+    /// (counts it once as established in the graph).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub newly_established: bool,
     /// First report of this connection (counts it once in the graph).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new: bool,

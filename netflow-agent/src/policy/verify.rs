@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     evaluate::{End, Evaluator, Policies, Verdict},
-    generate::never_allowed,
+    generate::{never_allowed, proven},
 };
 use crate::{
     graph::CommGraph,
@@ -25,6 +25,8 @@ pub struct VerifyReport {
     pub metadata_contacts: Vec<String>,
     /// Observed edges to or from a link-local address: expected to be blocked.
     pub link_local_contacts: Vec<String>,
+    /// Edges whose attempts were never answered: never allowed, not checked.
+    pub never_connected: Vec<String>,
     /// Edges whose ends have no pod (or address) in the inventory to test.
     pub not_checkable: Vec<String>,
     pub blast_radius: BlastRadius,
@@ -89,6 +91,10 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             protocol.to_ascii_lowercase(),
             edge.key.port
         );
+        if !proven(edge, false) {
+            report.never_connected.push(name);
+            continue;
+        }
         match never_allowed(server).or_else(|| never_allowed(client)) {
             Some("metadata-service") => {
                 report.metadata_contacts.push(name);

@@ -20,6 +20,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         min_connections: args.min_connections,
         seen_after: seen_after_seconds(args.seen_after.as_deref())?,
         ingress_only: args.ingress_only,
+        allow_one_way_udp: args.allow_one_way_udp,
     };
     let (out, graph) = (args.out, CommGraph::load(&args.graph)?);
     let inventory = Inventory::load(&args.inventory)?;

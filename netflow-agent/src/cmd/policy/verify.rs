@@ -35,6 +35,9 @@ pub fn run(graph: &Path, policies: &Path, inventory: &Path, json: bool) -> anyho
         for contact in &report.link_local_contacts {
             println!("  link-local address (never allowed): {contact}");
         }
+        for edge in &report.never_connected {
+            println!("  never answered (never allowed, not checked): {edge}");
+        }
         for edge in &report.not_checkable {
             println!("  not checkable (no pod or address in the inventory): {edge}");
         }

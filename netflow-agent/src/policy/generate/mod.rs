@@ -55,6 +55,20 @@ pub struct GenerateOptions {
     pub seen_after: u64,
     /// Ingress allows only (and an ingress-only default-deny).
     pub ingress_only: bool,
+    /// Allow UDP edges that never saw a reply (fire-and-forget: statsd,
+    /// syslog). Without it only answered traffic is allowed.
+    pub allow_one_way_udp: bool,
+}
+
+/// A client whose attempts to this many (peer, port) pairs were never
+/// answered is reported as a scan.
+pub const SCAN_ATTEMPTS: usize = 8;
+
+/// Whether an edge carried traffic that was answered: only such an edge may
+/// become an allow (a refused or unanswered attempt is a finding instead).
+pub fn proven(edge: &Edge, allow_one_way_udp: bool) -> bool {
+    edge.stats.volume().established > 0
+        || (allow_one_way_udp && edge.key.protocol.0 == netflow_common::PROTO_UDP)
 }
 
 /// Something a reviewer must look at: not turned into an allow.
@@ -171,9 +185,11 @@ pub fn generate_with<F: Flavor>(
         edges,
         dns,
         unselectable: unselectable(graph, inventory),
+        allow_one_way_udp: options.allow_one_way_udp,
     };
     let dns = &inputs.dns;
     let mut set = PolicySet::default();
+    scans(&inputs, &workloads, &mut set.findings);
     for (client, dropped) in graph.over_budget() {
         if let Some(workload) = graph.endpoint(client)
             && workloads
@@ -319,6 +335,44 @@ struct Inputs<'g> {
     dns: ClusterDns,
     /// Workloads no selector names alone, with why (see [`unselectable`]).
     unselectable: BTreeMap<String, String>,
+    allow_one_way_udp: bool,
+}
+
+/// Clients in scope whose attempts to many (peer, port) pairs were never
+/// answered: a port or host scan during the audit, reported by name.
+fn scans(
+    inputs: &Inputs<'_>,
+    workloads: &BTreeMap<String, BTreeMap<String, &Endpoint>>,
+    findings: &mut Vec<Finding>,
+) {
+    let mut failed: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<u16>, usize)> = BTreeMap::new();
+    for (client, server, edge) in &inputs.edges {
+        if !proven(edge, inputs.allow_one_way_udp) {
+            let entry = failed.entry(client.id.as_str()).or_default();
+            entry.0.insert(server.id.as_str());
+            entry.1.insert(edge.key.port);
+            entry.2 += 1;
+        }
+    }
+    for (client, (peers, ports, attempts)) in failed {
+        let in_scope = workloads
+            .values()
+            .find_map(|members| members.get(client))
+            .copied();
+        if let Some(workload) = in_scope
+            && attempts >= SCAN_ATTEMPTS
+        {
+            findings.push(Finding {
+                kind: "scan".into(),
+                workload: workload.label(),
+                detail: format!(
+                    "{attempts} (peer, port) pairs attempted and never answered, {} peers and {} ports: a scan? none of it is allowed",
+                    peers.len(),
+                    ports.len()
+                ),
+            });
+        }
+    }
 }
 
 /// `allow-<kind>-<name>`: one policy per workload.
@@ -421,6 +475,7 @@ fn rules<P>(
         edges,
         dns,
         unselectable,
+        allow_one_way_udp,
     } = inputs;
     for (client, server, edge) in edges {
         let peer = match direction {
@@ -445,6 +500,25 @@ fn rules<P>(
                     edge.key.port,
                     edge.stats.volume().connections,
                     file_time(edge.stats.last_seen)
+                ),
+            });
+            continue;
+        }
+        if !proven(edge, *allow_one_way_udp) {
+            findings.push(Finding {
+                kind: "never-connected".into(),
+                workload: workload.label(),
+                detail: format!(
+                    "{} {} {} {}/{}: {} attempts, none answered: not allowed",
+                    direction_name(direction),
+                    match direction {
+                        Direction::Ingress => "from",
+                        Direction::Egress => "to",
+                    },
+                    peer.label(),
+                    protocol.to_ascii_lowercase(),
+                    edge.key.port,
+                    edge.stats.volume().connections
                 ),
             });
             continue;
@@ -572,6 +646,8 @@ mod tests {
             first_seen: "2026-11-20T10:00:00Z".into(),
             last_seen: "2026-11-20T10:00:00Z".into(),
             tcp_flags: String::new(),
+            handshake: crate::model::Handshake::Established,
+            newly_established: true,
             new: true,
             overflow: false,
             ended: false,
@@ -840,6 +916,57 @@ mod tests {
         assert!(
             budget[0].detail.starts_with("3 of its edges"),
             "{budget:#?}"
+        );
+    }
+
+    #[test]
+    fn traffic_that_never_connected_is_never_allowed() {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let refused = |remote: (&str, u16), protocol: u8| {
+            let mut flow = flow(web, "10.244.0.5", remote, protocol);
+            flow.handshake = if protocol == 6 {
+                crate::model::Handshake::Refused
+            } else {
+                crate::model::Handshake::OneWay
+            };
+            flow.newly_established = false;
+            flow
+        };
+        // db answered on 5432; ten more ports of db refused (a scan), and a
+        // one-way UDP stream to an external collector.
+        let mut flows = vec![flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6)];
+        flows.extend((1..=10).map(|n| refused(("10.244.0.6", 6000 + n), 6)));
+        flows.push(refused(("203.0.113.9", 8125), 17));
+        let mut graph = CommGraph::new();
+        add_flows(&mut graph, &identity, &flows);
+        let set = generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
+        let text = serde_json::to_string(&set.by_namespace).unwrap();
+        assert!(
+            text.contains("5432"),
+            "the answered edge is allowed: {text}"
+        );
+        assert!(!text.contains("600") && !text.contains("8125"), "{text}");
+        let count = |kind: &str| set.findings.iter().filter(|f| f.kind == kind).count();
+        // Each unanswered edge, seen from both of its workloads (the UDP one
+        // only from web: its peer is external).
+        assert_eq!(count("never-connected"), 21, "{:#?}", set.findings);
+        let scan: Vec<&Finding> = set.findings.iter().filter(|f| f.kind == "scan").collect();
+        assert_eq!(scan.len(), 1, "{:#?}", set.findings);
+        assert_eq!(scan[0].workload, "shop/web");
+        // Fire-and-forget UDP only when asked.
+        let options = GenerateOptions {
+            allow_one_way_udp: true,
+            ..GenerateOptions::default()
+        };
+        let text =
+            serde_json::to_string(&generate(&graph, &inventory, &options).unwrap().by_namespace)
+                .unwrap();
+        assert!(
+            text.contains("203.0.113.9/32") && !text.contains("6001"),
+            "{text}"
         );
     }
 

@@ -25,7 +25,7 @@ use tracing::info;
 use super::{
     agents::Agents,
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
-    scenario::{Destination, Scenario, parse_destination, protocol_of, split_workload},
+    scenario::{Destination, Expect, Scenario, parse_destination, protocol_of, split_workload},
 };
 use netflow_agent::{
     inventory::Inventory,
@@ -595,15 +595,28 @@ impl Lab {
                 .args(&args)
                 .output()
                 .context("running a lab client")?;
-            if !output.status.success() {
-                bail!(
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            match (traffic.expect, output.status.success()) {
+                (Expect::Connected, true) => {}
+                (Expect::Connected, false) => bail!(
                     "traffic[{index}] {} -> {} failed: {}",
                     traffic.from,
                     traffic.to,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
+                    stderr.trim()
+                ),
+                (Expect::Refused, false) if stderr.contains("Connection refused") => {}
+                (Expect::Refused, _) => bail!(
+                    "traffic[{index}] {} -> {} was to be refused, but: {}",
+                    traffic.from,
+                    traffic.to,
+                    if output.status.success() {
+                        "it connected"
+                    } else {
+                        stderr.trim()
+                    }
+                ),
             }
-            info!(from = %traffic.from, to = %traffic.to, connections = traffic.connections, "traffic sent");
+            info!(from = %traffic.from, to = %traffic.to, connections = traffic.connections, expect = ?traffic.expect, "traffic sent");
         }
         Ok(())
     }

@@ -135,6 +135,20 @@ pub struct TrafficSpec {
     pub protocol: String,
     #[serde(default = "one")]
     pub connections: u32,
+    /// What the connections must do: `connected` (the default) or
+    /// `refused` (TCP to a port nothing listens on: a scan, a broken
+    /// client), which the lab checks and the agent must never allow.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// The outcome a traffic step must have.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    #[default]
+    Connected,
+    Refused,
 }
 
 /// Where a traffic entry goes.
@@ -288,6 +302,9 @@ impl Scenario {
             }
             let what = format!("traffic[{index}] ({} -> {})", traffic.from, traffic.to);
             protocol_of(&traffic.protocol).with_context(|| what.clone())?;
+            if traffic.expect == Expect::Refused && protocol_of(&traffic.protocol)? != "TCP" {
+                bail!("{what}: expect: refused is for TCP steps");
+            }
             let (namespace, name) = split_workload(&traffic.from)
                 .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD"))?;
             if self.workload(namespace, name).is_none() {
