@@ -73,6 +73,13 @@ fn the_daemonset_runs_the_agent_with_only_the_capabilities_it_needs() {
         run.inventory.is_none(),
         "in a cluster the inventory is live"
     );
+    assert!(
+        run.graph_listen.is_some_and(|addr| addr.ip().is_loopback()),
+        "the graph is served on loopback only"
+    );
+    let ports: Vec<&Value> = container["ports"].as_array().unwrap().iter().collect();
+    assert_eq!(ports.len(), 1, "only the metrics port is declared");
+    assert_eq!(ports[0]["containerPort"], 9090);
 
     // The cgroup and the state directory are host paths mounted read-only
     // and read-write.
@@ -141,4 +148,39 @@ fn the_cluster_role_grants_exactly_what_the_live_inventory_asks() {
         "the ClusterRole must grant every request the agent makes, and nothing else"
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn only_the_monitoring_namespace_reaches_the_agents_and_only_their_metrics() {
+    use netflow_agent::{
+        inventory::Inventory,
+        policy::evaluate::{End, Evaluator, Verdict, load_policies},
+    };
+    let policies = load_policies(&deploy_dir().join("networkpolicy.yaml")).unwrap();
+    let inventory = Inventory::parse(
+        r#"{"kind":"List","items":[
+      {"kind":"Namespace","metadata":{"name":"netflow"}},
+      {"kind":"Namespace","metadata":{"name":"monitoring"}},
+      {"kind":"Namespace","metadata":{"name":"shop"}},
+      {"kind":"Pod","metadata":{"name":"netflow-agent-x","namespace":"netflow","uid":"1","labels":{"app.kubernetes.io/name":"netflow-agent"}},
+        "spec":{"containers":[{"name":"agent","ports":[{"name":"http","containerPort":9090}]}]},"status":{"podIP":"10.0.0.1"}},
+      {"kind":"Pod","metadata":{"name":"prometheus","namespace":"monitoring","uid":"2","labels":{"app":"prometheus"}},
+        "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.0.0.2"}},
+      {"kind":"Pod","metadata":{"name":"compromised","namespace":"shop","uid":"3","labels":{"app":"web"}},
+        "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.0.0.3"}}
+    ]}"#,
+    )
+    .unwrap();
+    let pod = |name: &str| End::Pod(inventory.pods.iter().find(|p| p.name == name).unwrap());
+    let allowed = |from: &str, port: u16| {
+        Evaluator::new(&policies, &inventory).check(pod(from), pod("netflow-agent-x"), port, "TCP")
+            == Verdict::Allowed
+    };
+    assert!(allowed("prometheus", 9090));
+    assert!(
+        !allowed("prometheus", 9091),
+        "the graph port is not reachable"
+    );
+    assert!(!allowed("compromised", 9090));
+    assert!(!allowed("compromised", 9091));
 }

@@ -401,6 +401,10 @@ fn bad_arguments_are_refused_before_anything_runs() {
     assert!(stderr.contains("not a positive duration"), "{stderr}");
     let (code, stderr) = record(&["--flow-entries", "0"]);
     assert_eq!(code, 2, "{stderr}");
+    // The topology is served on loopback only.
+    let (code, stderr) = record(&["--graph-listen", "0.0.0.0:9091"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
 }
 
 #[test]
@@ -469,7 +473,9 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     let inventory = host_inventory(&dir);
     // A free loopback port.
     let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
+    let graph_addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
     let (listen, state) = (addr.to_string(), dir.join("state"));
+    let graph_listen = graph_addr.to_string();
     let args = [
         "--interval".as_ref(),
         "0.3".as_ref(),
@@ -479,6 +485,8 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
         inventory.as_os_str(),
         "--listen".as_ref(),
         listen.as_ref(),
+        "--graph-listen".as_ref(),
+        graph_listen.as_ref(),
     ];
     let (agent, lines, _) = start_agent(&testbed, "run", &args);
     assert_eq!(http_get(addr, "/healthz").0, 200);
@@ -500,6 +508,12 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     let (status, metrics) = http_get(addr, "/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("netflow_attached 1\n"), "{metrics}");
+    // The topology is not on the pod port, and not in the metrics.
+    assert_eq!(http_get(addr, "/graph").0, 404);
+    assert!(
+        !metrics.contains("host-a") && !metrics.contains("host-b"),
+        "{metrics}"
+    );
     assert!(metrics.contains("netflow_graph_edges 1\n"), "{metrics}");
     assert!(
         metrics.contains("netflow_packets_not_recorded_total{reason=\"map_full\"} 0\n"),
@@ -513,7 +527,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     // Two connections seen from both ends; one that straddles a poll is
     // reported in both intervals.
     assert!((4..=8).contains(&records), "{metrics}");
-    let (status, graph) = http_get(addr, "/graph");
+    let (status, graph) = http_get(graph_addr, "/graph");
     assert_eq!(status, 200);
     let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
     assert_eq!(graph["edges"][0]["from"], "node:host-a");
@@ -531,7 +545,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
 
     // Restarted, it serves the graph it had at once.
     let (agent, lines, _) = start_agent(&testbed, "run", &args);
-    let (status, graph) = http_get(addr, "/graph");
+    let (status, graph) = http_get(graph_addr, "/graph");
     assert_eq!(status, 200);
     assert!(graph.contains("node:host-b"), "{graph}");
     stop(agent, libc::SIGTERM, &lines);
@@ -579,7 +593,9 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     api.put(node("host-b", "10.231.0.2"));
     let kubeconfig = api.kubeconfig(&dir);
     let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
+    let graph_addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
     let (listen, state) = (addr.to_string(), dir.join("state"));
+    let graph_listen = graph_addr.to_string();
     let args = [
         "--interval".as_ref(),
         "0.3".as_ref(),
@@ -589,6 +605,8 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
         kubeconfig.as_os_str(),
         "--listen".as_ref(),
         listen.as_ref(),
+        "--graph-listen".as_ref(),
+        graph_listen.as_ref(),
     ];
     let (agent, lines, _) = start_agent(&testbed, "run", &args);
     // Ready once every watch has listed.
@@ -613,7 +631,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     };
     connect();
     thread::sleep(Duration::from_millis(900));
-    let graph = http_get(addr, "/graph").1;
+    let graph = http_get(graph_addr, "/graph").1;
     assert!(graph.contains("node:host-b"), "{graph}");
 
     // The cluster changes under the daemon: host-b is replaced by a node of
@@ -623,7 +641,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     thread::sleep(Duration::from_millis(500));
     connect();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !http_get(addr, "/graph").1.contains("node:host-c") {
+    while !http_get(graph_addr, "/graph").1.contains("node:host-c") {
         assert!(
             std::time::Instant::now() < deadline,
             "the new node was never named"
@@ -632,16 +650,18 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
     }
 
     // graph pull finds this agent through the API and reads its /graph
-    // through the (scripted) pod proxy, forwarded to the real daemon.
+    // through the (scripted) API's port-forward to the real daemon's
+    // loopback graph port.
     api.put(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "netflow-agent-host1", "namespace": "netflow", "uid": "uid-agent",
             "labels": {"app.kubernetes.io/name": "netflow-agent"}},
         "spec": {"nodeName": "host-a", "containers": [{"name": "agent"}]}}));
-    api.proxy_to("netflow-agent-host1", addr);
+    api.proxy_to("netflow-agent-host1", graph_addr);
     let pulled = dir.join("cluster.json");
     let output = Command::new(common::agent())
         .args(["graph", "pull", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(["--port", &graph_addr.port().to_string()])
         .arg("-o")
         .arg(&pulled)
         .output()
@@ -772,6 +792,8 @@ fn the_port_holds_under_abuse() {
     seed_big_graph(&state, 20_000);
     let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
     let listen = addr.to_string();
+    let graph_addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
+    let graph_listen = graph_addr.to_string();
     let args = [
         "--interval".as_ref(),
         "1".as_ref(),
@@ -781,10 +803,12 @@ fn the_port_holds_under_abuse() {
         inventory.as_os_str(),
         "--listen".as_ref(),
         listen.as_ref(),
+        "--graph-listen".as_ref(),
+        graph_listen.as_ref(),
     ];
     let (agent, lines, _) = start_agent(&testbed, "run", &args);
     let pid = agent.id();
-    let (status, graph) = http_get(addr, "/graph");
+    let (status, graph) = http_get(graph_addr, "/graph");
     assert_eq!(status, 200);
     assert!(
         graph.len() > 2_000_000,
@@ -827,7 +851,7 @@ fn the_port_holds_under_abuse() {
     // 2. Clients that ask for the big graph and never read it.
     let stuck: Vec<std::net::TcpStream> = (0..50)
         .map(|_| {
-            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            let mut stream = std::net::TcpStream::connect(graph_addr).unwrap();
             stream
                 .write_all(b"GET /graph HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();

@@ -23,8 +23,9 @@ pub enum GraphCommand {
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Fetch every node's graph from its agent (through the API server's pod
-    /// proxy) and merge them into one cluster graph.
+    /// Fetch every node's graph from its agent (through the API server's
+    /// port-forward to the agent's loopback) and merge them into one cluster
+    /// graph.
     Pull(PullArgs),
     /// Merge graphs of several nodes or weeks into one.
     Merge {
@@ -64,8 +65,9 @@ pub struct PullArgs {
     /// Label selector of the agent pods.
     #[arg(long, default_value = "app.kubernetes.io/name=netflow-agent")]
     pub selector: String,
-    /// The agents' HTTP port.
-    #[arg(long, default_value_t = 9090)]
+    /// The agents' graph port, on their loopback (`run --graph-listen`),
+    /// reached through the API server's port-forward.
+    #[arg(long, default_value_t = 9091)]
     pub port: u16,
     /// Output graph file (written atomically).
     #[arg(long, short)]

@@ -46,9 +46,16 @@ pub struct RecordArgs {
     /// the rest of the cluster's; what it loses is counted and reported.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_edges_per_client: u64,
-    /// Serve /healthz, /readyz, /metrics and /graph on this address.
+    /// Serve /healthz, /readyz and /metrics on this address (no workload
+    /// names: it may face the pod network).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve /graph (the node's topology) on this address, which must be
+    /// a loopback one: `graph pull` reaches it through the API server's
+    /// port-forward, so only who may port-forward into the agent's pods can
+    /// read it. `run` serves it on 127.0.0.1:9091 unless told otherwise.
+    #[arg(long)]
+    pub graph_listen: Option<std::net::SocketAddr>,
     /// Connections the kernel table holds; more go through the overflow ring.
     #[arg(long, default_value_t = netflow_common::DEFAULT_FLOW_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
     pub flow_entries: u32,

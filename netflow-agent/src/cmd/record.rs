@@ -6,8 +6,10 @@ use crate::{
     daemon::{self, InventoryOption, RecordOptions, StateOptions},
 };
 
-/// Where `run` serves unless told: the pod port of the DaemonSet.
+/// Where `run` serves health and metrics unless told: the pod port.
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([0, 0, 0, 0], 9090);
+/// Where `run` serves the graph unless told: loopback inside the pod.
+const DEFAULT_GRAPH_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9091);
 
 pub fn record(args: RecordArgs) -> anyhow::Result<()> {
     Ok(daemon::run(&options(args))?)
@@ -16,6 +18,7 @@ pub fn record(args: RecordArgs) -> anyhow::Result<()> {
 /// `main` has refused a `run` without `--state-dir`.
 pub fn run(mut args: RecordArgs) -> anyhow::Result<()> {
     args.listen.get_or_insert(DEFAULT_LISTEN.into());
+    args.graph_listen.get_or_insert(DEFAULT_GRAPH_LISTEN.into());
     Ok(daemon::run(&options(args))?)
 }
 
@@ -44,5 +47,6 @@ fn options(args: RecordArgs) -> RecordOptions {
             max_edges_per_client: usize::try_from(args.max_edges_per_client).unwrap_or(usize::MAX),
         }),
         listen: args.listen,
+        graph_listen: args.graph_listen,
     }
 }

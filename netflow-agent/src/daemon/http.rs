@@ -1,5 +1,7 @@
-//! The agent's one HTTP port: `/healthz`, `/readyz`, `/metrics` (the
-//! registry of [`Metrics`]) and `/graph` (this node's graph as JSON).
+//! The agent's HTTP ports: `/healthz`, `/readyz` and `/metrics` (the
+//! registry of [`Metrics`]: no workload names) on the pod port, and `/graph`
+//! (this node's graph as JSON, the whole topology) on loopback only, where
+//! `graph pull` reaches it through the API server's port-forward.
 //!
 //! The port is reachable from pods, so every request is hostile until
 //! proven otherwise: hyper on a thread and runtime of its own (a slow poll
@@ -87,8 +89,17 @@ pub enum ServeError {
     },
 }
 
+/// What one listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// `/healthz`, `/readyz`, `/metrics`: may face the pod network.
+    Health,
+    /// `/graph` (and `/healthz`): loopback only.
+    Graph,
+}
+
 /// Binds `addr` and serves on a thread of its own until the process ends.
-pub fn start(addr: SocketAddr, shared: Shared) -> Result<SocketAddr, ServeError> {
+pub fn start(addr: SocketAddr, shared: Shared, serves: Serves) -> Result<SocketAddr, ServeError> {
     let listen_error = |source| ServeError::Listen { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
@@ -99,13 +110,16 @@ pub fn start(addr: SocketAddr, shared: Shared) -> Result<SocketAddr, ServeError>
         .map_err(listen_error)?;
     thread::Builder::new()
         .name("netflow-http".into())
-        .spawn(move || runtime.block_on(serve(listener, shared)))
+        .spawn(move || runtime.block_on(serve(listener, shared, serves)))
         .map_err(listen_error)?;
-    info!(%bound, "serving /healthz /readyz /metrics /graph");
+    match serves {
+        Serves::Health => info!(%bound, "serving /healthz /readyz /metrics"),
+        Serves::Graph => info!(%bound, "serving /graph"),
+    }
     Ok(bound)
 }
 
-async fn serve(listener: std::net::TcpListener, shared: Shared) {
+async fn serve(listener: std::net::TcpListener, shared: Shared, serves: Serves) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
@@ -132,7 +146,7 @@ async fn serve(listener: std::net::TcpListener, shared: Shared) {
         tokio::spawn(async move {
             let _slot = slot;
             let service = service_fn(move |request| {
-                let response = respond(&request, &shared);
+                let response = respond(&request, &shared, serves);
                 async move { Ok::<_, Infallible>(response) }
             });
             let mut builder = http1::Builder::new();
@@ -150,7 +164,7 @@ async fn serve(listener: std::net::TcpListener, shared: Shared) {
     }
 }
 
-fn respond<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
+fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &'static str, body: Bytes| {
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
@@ -164,9 +178,9 @@ fn respond<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
-    match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => shared.read(|snapshot| {
+    match (serves, request.uri().path()) {
+        (_, "/healthz") => text(StatusCode::OK, "ok\n".into()),
+        (Serves::Health, "/readyz") => shared.read(|snapshot| {
             if snapshot.attached && snapshot.inventory_loaded {
                 text(StatusCode::OK, "ready\n".into())
             } else {
@@ -179,12 +193,12 @@ fn respond<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
                 )
             }
         }),
-        "/metrics" => reply(
+        (Serves::Health, "/metrics") => reply(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
             Bytes::from(shared.metrics.encode()),
         ),
-        "/graph" => {
+        (Serves::Graph, "/graph") => {
             let graph = shared.read(|snapshot| snapshot.graph_json.clone());
             if graph.is_empty() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "no graph yet\n".into())
@@ -192,10 +206,11 @@ fn respond<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
                 reply(StatusCode::OK, "application/json", graph)
             }
         }
-        _ => text(
+        (Serves::Health, _) => text(
             StatusCode::NOT_FOUND,
-            "not found: /healthz /readyz /metrics /graph\n".into(),
+            "not found: /healthz /readyz /metrics (the graph is served on loopback only)\n".into(),
         ),
+        (Serves::Graph, _) => text(StatusCode::NOT_FOUND, "not found: /graph\n".into()),
     }
 }
 
@@ -210,7 +225,11 @@ mod tests {
     #[test]
     fn readiness_needs_the_programs_and_the_inventory() {
         let shared = Shared::default();
-        let status = |path: &str| respond(&get(path), &shared).status().as_u16();
+        let status = |path: &str| {
+            respond(&get(path), &shared, Serves::Health)
+                .status()
+                .as_u16()
+        };
         assert_eq!(status("/readyz"), 503);
         assert_eq!(status("/healthz"), 200);
         shared.update(|snapshot| {
@@ -219,8 +238,23 @@ mod tests {
         });
         assert_eq!(status("/readyz"), 200);
         assert_eq!(status("/nope"), 404);
-        assert_eq!(status("/graph"), 503);
         let post = Request::post("/healthz").body(()).unwrap();
-        assert_eq!(respond(&post, &shared).status().as_u16(), 405);
+        assert_eq!(
+            respond(&post, &shared, Serves::Health).status().as_u16(),
+            405
+        );
+    }
+
+    #[test]
+    fn the_graph_is_served_apart_from_health_and_metrics() {
+        let shared = Shared::default();
+        let status =
+            |serves: Serves, path: &str| respond(&get(path), &shared, serves).status().as_u16();
+        assert_eq!(status(Serves::Health, "/graph"), 404);
+        assert_eq!(status(Serves::Graph, "/graph"), 503, "no graph yet");
+        shared.update(|snapshot| snapshot.graph_json = Bytes::from_static(b"{}"));
+        assert_eq!(status(Serves::Graph, "/graph"), 200);
+        assert_eq!(status(Serves::Graph, "/metrics"), 404);
+        assert_eq!(status(Serves::Health, "/metrics"), 200);
     }
 }

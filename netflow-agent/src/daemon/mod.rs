@@ -57,8 +57,10 @@ pub struct RecordOptions {
     pub idle_timeout: Duration,
     /// Keep the communication graph in a state directory.
     pub state: Option<StateOptions>,
-    /// Serve /healthz, /readyz, /metrics and /graph here.
+    /// Serve /healthz, /readyz and /metrics here.
     pub listen: Option<SocketAddr>,
+    /// Serve /graph here: a loopback address only.
+    pub graph_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,10 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "--graph-listen {0} is not a loopback address: the graph names every workload of the node and is served on loopback only (graph pull reaches it through port-forward)"
+    )]
+    GraphNotLoopback(SocketAddr),
     #[error("cannot create state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -116,6 +122,11 @@ fn runtime_error(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonErr
 
 /// Records until the duration is over or SIGINT/SIGTERM.
 pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
+    if let Some(addr) = options.graph_listen
+        && !addr.ip().is_loopback()
+    {
+        return Err(DaemonError::GraphNotLoopback(addr));
+    }
     let (mount, cgroup) = cgroup_mount::locate(options.cgroup.as_deref())?;
     let mut writer = match &options.output {
         Some(path) => {
@@ -138,17 +149,21 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         Some(state) => Some(runtime.block_on(GraphState::open(state))?),
         None => None,
     };
-    let shared: Option<Shared> = match options.listen {
-        Some(addr) => {
-            let shared = Shared::default();
-            // Without --state-dir there is no inventory to wait for.
-            let loaded = state.as_ref().is_none_or(|state| state.inventory.synced());
-            shared.update(|snapshot| snapshot.inventory_loaded = loaded);
-            shared.metrics.inventory_synced.set(i64::from(loaded));
-            http::start(addr, shared.clone())?;
-            Some(shared)
+    let shared: Option<Shared> = if options.listen.is_some() || options.graph_listen.is_some() {
+        let shared = Shared::default();
+        // Without --state-dir there is no inventory to wait for.
+        let loaded = state.as_ref().is_none_or(|state| state.inventory.synced());
+        shared.update(|snapshot| snapshot.inventory_loaded = loaded);
+        shared.metrics.inventory_synced.set(i64::from(loaded));
+        if let Some(addr) = options.listen {
+            http::start(addr, shared.clone(), http::Serves::Health)?;
         }
-        None => None,
+        if let Some(addr) = options.graph_listen {
+            http::start(addr, shared.clone(), http::Serves::Graph)?;
+        }
+        Some(shared)
+    } else {
+        None
     };
 
     // Signal handlers go in before anything is attached: a SIGTERM that

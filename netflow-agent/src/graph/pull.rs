@@ -1,15 +1,17 @@
 //! The cluster's graph, from every node's agent.
 //!
 //! The agent pods are found through the API server, and each one's `/graph`
-//! is fetched through the API server's pod proxy
-//! (`/api/v1/namespaces/NS/pods/NAME:PORT/proxy/graph`): no extra network
-//! path into the cluster, no aggregator of our own. `cmd::graph::pull`
-//! merges the answers and decides what a missing node means.
+//! is fetched through the API server's port-forward to the pod's loopback
+//! (`pods/NAME/portforward`): the graph is never served to the pod network,
+//! only who may port-forward into netflow's namespace reads it, and there is
+//! no aggregator of our own. `cmd::graph::pull` merges the answers and
+//! decides what a missing node means.
 
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, api::ListParams};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{CommGraph, file::GraphFileError};
 
@@ -37,9 +39,18 @@ pub enum PullError {
     Request(kube::Error),
     #[error(transparent)]
     Graph(#[from] GraphFileError),
-    #[error("cannot make the request: {0}")]
-    BadRequest(String),
+    #[error("port-forward to port {port}: {message}")]
+    Forward { port: u16, message: String },
+    #[error("the agent answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("the agent's answer is not HTTP")]
+    NotHttp,
+    #[error("the agent's graph is larger than {MAX_GRAPH_BYTES} bytes")]
+    TooLarge,
 }
+
+/// The largest graph one agent may send (a week of a busy node is far below).
+pub const MAX_GRAPH_BYTES: u64 = 1 << 30;
 
 /// The agent pods that `selector` matches in `namespace`.
 pub async fn agents(
@@ -78,20 +89,83 @@ pub async fn agents(
     Ok(agents)
 }
 
-/// GET `/graph` of one agent pod through the API server's pod proxy.
+/// GET `/graph` of one agent pod, on its loopback `port`, through the API
+/// server's port-forward.
 pub async fn fetch(
     client: &Client,
     namespace: &str,
     pod: &str,
     port: u16,
 ) -> Result<CommGraph, PullError> {
-    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/graph");
-    let request = http::Request::get(&path)
-        .body(Vec::new())
-        .map_err(|err| PullError::BadRequest(err.to_string()))?;
-    let text = client
-        .request_text(request)
+    let forward = |message: String| PullError::Forward { port, message };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut forwarder = pods
+        .portforward(pod, &[port])
         .await
         .map_err(PullError::Request)?;
-    Ok(CommGraph::parse(&text, Path::new(&path))?)
+    let mut stream = forwarder
+        .take_stream(port)
+        .ok_or_else(|| forward("no stream".into()))?;
+    stream
+        .write_all(b"GET /graph HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|err| forward(err.to_string()))?;
+    let mut response = Vec::new();
+    (&mut stream)
+        .take(MAX_GRAPH_BYTES + 64 * 1024)
+        .read_to_end(&mut response)
+        .await
+        .map_err(|err| forward(err.to_string()))?;
+    drop(stream);
+    if response.is_empty()
+        && let Some(error) = forwarder.take_error(port)
+        && let Some(message) = error.await
+    {
+        forwarder.abort();
+        return Err(forward(message));
+    }
+    forwarder.abort();
+    let (status, body) = http_response(&response)?;
+    if body.len() as u64 > MAX_GRAPH_BYTES {
+        return Err(PullError::TooLarge);
+    }
+    if status != 200 {
+        let body = String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_string();
+        return Err(PullError::Status { status, body });
+    }
+    let text = String::from_utf8(body.to_vec()).map_err(|_| PullError::NotHttp)?;
+    let shown = format!("pod {pod} port {port} /graph");
+    Ok(CommGraph::parse(&text, Path::new(&shown))?)
+}
+
+/// The status and the body of a plain HTTP/1.1 response (the agent answers
+/// with a Content-Length, never chunked).
+fn http_response(response: &[u8]) -> Result<(u16, &[u8]), PullError> {
+    let head_end = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or(PullError::NotHttp)?;
+    let head = std::str::from_utf8(&response[..head_end]).map_err(|_| PullError::NotHttp)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or(PullError::NotHttp)?;
+    Ok((status, &response[head_end + 4..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_as_http() {
+        let (status, body) =
+            http_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((status, body), (200, &b"{}"[..]));
+        assert!(http_response(b"garbage").is_err());
+        assert!(http_response(b"HTTP/1.1 abc\r\n\r\n").is_err());
+    }
 }

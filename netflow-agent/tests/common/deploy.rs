@@ -64,6 +64,9 @@ pub fn rbac_of(request: &Recorded) -> (String, String, String) {
         None => resource,
     };
     let verb = match (request.method.as_str(), named) {
+        // A port-forward is a WebSocket upgrade (a GET) that the API server
+        // authorizes as create on pods/portforward.
+        ("GET", true) if resource.ends_with("/portforward") => "create",
         ("GET", false) if request.query.contains_key("watch") => "watch",
         ("GET", false) => "list",
         ("GET", true) => "get",

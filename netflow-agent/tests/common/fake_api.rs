@@ -371,6 +371,9 @@ fn serve_connection(stream: TcpStream, inner: &(Mutex<ApiState>, Condvar)) {
             body: String::from_utf8_lossy(&body).into_owned(),
         };
         inner.0.lock().unwrap().requests.push(recorded.clone());
+        if recorded.path.ends_with("/portforward") {
+            return port_forward(&recorded, &headers, writer, inner);
+        }
         if !answer(&recorded, &mut writer, inner) {
             return;
         }
@@ -517,6 +520,134 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
 }
 
 /// A GET to a pod's address: (status, body); 503 when it does not answer.
+/// `pods/NAME/portforward?ports=P` as the API server and the kubelet answer
+/// it: a WebSocket (`v4.channel.k8s.io`) whose channel 0 carries the bytes of
+/// the pod's port P and channel 1 its errors. The pod's port is the address
+/// given by [`FakeApi::proxy_to`] (a real agent), or a scripted HTTP answer
+/// ([`FakeApi::set_proxy`]); with neither, nothing listens there.
+fn port_forward(
+    request: &Recorded,
+    headers: &BTreeMap<String, String>,
+    mut stream: TcpStream,
+    inner: &(Mutex<ApiState>, Condvar),
+) {
+    use tungstenite::{Message, protocol::Role};
+    const PROTOCOL: &str = "v4.channel.k8s.io";
+    let offered = headers
+        .get("sec-websocket-protocol")
+        .is_some_and(|protocols| protocols.split(',').any(|p| p.trim() == PROTOCOL));
+    let (Some(key), true) = (headers.get("sec-websocket-key"), offered) else {
+        write_response(
+            &mut stream,
+            400,
+            &status(400, "BadRequest", "a v4.channel.k8s.io WebSocket upgrade").to_string(),
+            "application/json",
+        );
+        return;
+    };
+    let Some(port) = request
+        .query
+        .get("ports")
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        write_response(
+            &mut stream,
+            400,
+            &status(400, "BadRequest", "one port").to_string(),
+            "application/json",
+        );
+        return;
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgraded = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {PROTOCOL}\r\n\r\n"
+    );
+    if stream.write_all(upgraded.as_bytes()).is_err() {
+        return;
+    }
+    let mut socket = tungstenite::WebSocket::from_raw_socket(stream, Role::Server, None);
+    let [low, high] = port.to_le_bytes();
+    let send = |socket: &mut tungstenite::WebSocket<TcpStream>, channel: u8, bytes: &[u8]| {
+        let mut frame = vec![channel];
+        frame.extend_from_slice(bytes);
+        socket.send(Message::binary(frame)).is_ok()
+    };
+    // Each channel opens with the port it stands for.
+    if !send(&mut socket, 0, &[low, high]) || !send(&mut socket, 1, &[low, high]) {
+        return;
+    }
+    // What the client writes to the port: one HTTP request, read whole.
+    let mut asked = Vec::new();
+    while !asked.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read() {
+            Ok(Message::Binary(data)) if data.first() == Some(&0) => {
+                asked.extend_from_slice(&data[1..]);
+            }
+            Ok(Message::Close(_)) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    let pod = request
+        .path
+        .rsplit('/')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let (forward, scripted) = {
+        let state = inner.0.lock().unwrap();
+        (
+            state.proxy_to.get(&pod).copied(),
+            state.proxy.get(&pod).cloned(),
+        )
+    };
+    let answered = match (forward, scripted) {
+        (Some(addr), _) => {
+            // The real agent's port: the request as it came, the answer as it goes.
+            let mut agent = match TcpStream::connect(addr) {
+                Ok(agent) => agent,
+                Err(err) => {
+                    send(
+                        &mut socket,
+                        1,
+                        format!("error forwarding port {port}: {err}").as_bytes(),
+                    );
+                    let _ = socket.close(None);
+                    return;
+                }
+            };
+            let mut answer = Vec::new();
+            if agent.write_all(&asked).is_err() || agent.read_to_end(&mut answer).is_err() {
+                return;
+            }
+            answer
+        }
+        (None, Some((code, body))) => format!(
+            "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+        (None, None) => {
+            send(
+                &mut socket,
+                1,
+                format!("error forwarding port {port} to pod {pod}: connection refused").as_bytes(),
+            );
+            let _ = socket.close(None);
+            let _ = socket.flush();
+            return;
+        }
+    };
+    for chunk in answered.chunks(32 * 1024) {
+        if !send(&mut socket, 0, chunk) {
+            return;
+        }
+    }
+    let _ = socket.close(None);
+    let _ = socket.flush();
+    // Let the close handshake finish before the socket goes.
+    while socket.read().is_ok() {}
+}
+
 fn forward_get(addr: SocketAddr, path: &str) -> (u16, String) {
     match netflow_agent::testbed::http_client::http_get(addr, path) {
         Ok((0, body)) => (502, body),

@@ -34,7 +34,10 @@ struct NodeAgent {
     cgroup: PathBuf,
     /// `OUT/agents/NODE`: state directory, flow logs, log, metrics.
     dir: PathBuf,
+    /// Health and metrics.
     listen: SocketAddr,
+    /// The graph (loopback only, as in the pod).
+    graph_listen: SocketAddr,
     child: Option<Child>,
     /// Runs so far (each writes its own flow log).
     runs: usize,
@@ -86,6 +89,8 @@ impl Agents {
                 dir,
                 listen: netflow_agent::testbed::http_client::free_loopback_addr()
                     .context("finding a free port")?,
+                graph_listen: netflow_agent::testbed::http_client::free_loopback_addr()
+                    .context("finding a free port")?,
                 child: None,
                 runs: 0,
             });
@@ -129,6 +134,8 @@ impl Agents {
             .arg(&self.inventory)
             .arg("--listen")
             .arg(agent.listen.to_string())
+            .arg("--graph-listen")
+            .arg(agent.graph_listen.to_string())
             .arg("--interval")
             .arg(INTERVAL.as_secs_f64().to_string())
             .arg("--output")
@@ -218,8 +225,11 @@ impl Agents {
     /// `OUT/agents/NODE/metrics.txt` and `graph-live.json`.
     pub fn scrape(&self) -> anyhow::Result<()> {
         for agent in &self.agents {
-            for (path, file) in [("/metrics", "metrics.txt"), ("/graph", "graph-live.json")] {
-                let (status, body) = http_get(agent.listen, path)
+            for (addr, path, file) in [
+                (agent.listen, "/metrics", "metrics.txt"),
+                (agent.graph_listen, "/graph", "graph-live.json"),
+            ] {
+                let (status, body) = http_get(addr, path)
                     .with_context(|| format!("GET {path} of the agent of {}", agent.node))?;
                 if status != 200 {
                     bail!("GET {path} of the agent of {}: HTTP {status}", agent.node);
