@@ -32,7 +32,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
 }
 
 /// Like [`client`], without retries: for requests whose 503 means "that
-/// pod does not answer" (the pod proxy), where waiting does not help.
+/// pod does not answer" (a port-forward to a pod), where waiting does not help.
 pub async fn client_without_retries(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     let mut config = config(kubeconfig).await?;
     config.default_retry = false;

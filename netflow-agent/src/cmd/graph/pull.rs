@@ -20,7 +20,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<()> {
 }
 
 async fn pull(args: &PullArgs) -> anyhow::Result<()> {
-    // No retries: a 503 from the pod proxy means "that pod does not answer".
+    // No retries: a failed port-forward means "that pod does not answer".
     let client = crate::kube::client_without_retries(args.kubeconfig.as_deref()).await?;
     let agents = agents(&client, &args.namespace, &args.selector).await?;
     let progress = Progress::new(agents.len());
