@@ -783,3 +783,46 @@ fn a_scan_during_the_audit_is_never_allowed() {
     );
     std::fs::remove_dir_all(out).ok();
 }
+
+#[test]
+fn a_forged_dns_answer_names_nothing() {
+    if !common::privileged("a_forged_dns_answer_names_nothing") {
+        return;
+    }
+    let out = run_lab("dns-forgery.yaml");
+    let graph = std::fs::read_to_string(out.join("graph.json")).unwrap();
+    assert!(!graph.contains("exfil.example"), "{graph}");
+    // The real lookup through the cluster DNS still names its external.
+    assert!(graph.contains("api.payments.example"), "{graph}");
+    generate_and_verify_cilium(&out);
+    verify(&out);
+    for flavor in ["policies", "cilium"] {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(out.join(flavor)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                text.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+        assert!(!text.contains("exfil.example"), "{flavor}: {text}");
+        // The address itself, as an address.
+        assert!(text.contains("203.0.113.66/32"), "{flavor}: {text}");
+    }
+    // Each node's agent counted the refused answer.
+    let refused: u64 = ["node-a"]
+        .iter()
+        .map(|node| {
+            let metrics =
+                std::fs::read_to_string(out.join("agents").join(node).join("metrics.txt")).unwrap();
+            metrics
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("netflow_dns_answers_refused_total{reason=\"unsolicited\"} ")
+                })
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(refused >= 1, "no unsolicited answer counted");
+    std::fs::remove_dir_all(out).ok();
+}

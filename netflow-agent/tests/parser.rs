@@ -347,38 +347,82 @@ fn a_large_table_is_read_whole_across_batches() {
     assert_eq!(flows.len(), CONNECTIONS as usize);
 }
 
+/// An IPv4 packet from DST4 to SRC4: the answer to what `ipv4` sent.
+fn ipv4_back(protocol: u8, l4: &[u8]) -> Vec<u8> {
+    let mut packet = ipv4(protocol, 0, l4);
+    packet[12..16].copy_from_slice(&DST4);
+    packet[16..20].copy_from_slice(&SRC4);
+    packet
+}
+
+/// A DNS response to query `id` for `name`: one A record, `address`.
+fn dns_answer(name: &str, id: u16, address: [u8; 4]) -> Vec<u8> {
+    let mut response = netflow_agent::testbed::dns_client::a_query(name, id).unwrap();
+    response[2] = 0x81;
+    response[7] = 1;
+    response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+    response.extend_from_slice(&address);
+    response
+}
+
 #[test]
-fn dns_responses_are_passed_up_and_read() {
-    if !common::privileged("dns_responses_are_passed_up") {
+fn dns_answers_count_only_when_they_answer_a_query() {
+    if !common::privileged("dns_answers_count_only_when_they_answer_a_query") {
         return;
     }
     let mut harness = Harness::new();
-    let mut response =
-        netflow_agent::testbed::dns_client::a_query("api.payments.example", 9).unwrap();
-    response[2] = 0x81;
-    response[7] = 1;
-    response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 203, 0, 113, 10]);
-    let mut datagram = udp(53, 40000, 0);
-    datagram.extend_from_slice(&response);
-    harness.ingress(&ipv4(17, 0, &datagram));
-    // A query (to port 53, not from it) is not passed up.
+    let names = |interval: &netflow_agent::kernel::reader::Interval| -> Vec<(String, String)> {
+        interval
+            .dns
+            .iter()
+            .map(|name| (name.name.clone(), name.ip.to_string()))
+            .collect()
+    };
+    let from_53 = |payload: &[u8]| {
+        let mut datagram = udp(53, 40000, 0);
+        datagram.extend_from_slice(payload);
+        ipv4_back(17, &datagram)
+    };
+    // An answer nobody asked for (any pod can send from port 53): refused.
+    harness.ingress(&from_53(&dns_answer("exfil.example", 9, [203, 0, 113, 66])));
+    let interval = harness.reader.poll().unwrap();
+    assert_eq!(names(&interval), vec![]);
+    assert_eq!(interval.stats.dns_refused["unsolicited"], 1);
+
+    // The socket asks; the server's answer with that id and question counts.
     let mut query = udp(40000, 53, 0);
     query.extend_from_slice(
-        &netflow_agent::testbed::dns_client::a_query("other.example", 10).unwrap(),
+        &netflow_agent::testbed::dns_client::a_query("api.payments.example", 10).unwrap(),
     );
-    harness.ingress(&ipv4(17, 0, &query));
+    harness.run(EGRESS_PROG, &ipv4(17, 0, &query), 0);
+    // A forged answer to the same socket with another id, or for another
+    // name, does not.
+    harness.ingress(&from_53(&dns_answer(
+        "api.payments.example",
+        11,
+        [198, 51, 100, 1],
+    )));
+    harness.ingress(&from_53(&dns_answer("evil.example", 10, [198, 51, 100, 2])));
+    harness.ingress(&from_53(&dns_answer(
+        "api.payments.example",
+        10,
+        [203, 0, 113, 10],
+    )));
+    // A second answer to the same query is not believed either.
+    harness.ingress(&from_53(&dns_answer(
+        "api.payments.example",
+        10,
+        [198, 51, 100, 3],
+    )));
     let interval = harness.reader.poll().unwrap();
-    let names: Vec<(String, String)> = interval
-        .dns
-        .iter()
-        .map(|name| (name.name.clone(), name.ip.to_string()))
-        .collect();
     assert_eq!(
-        names,
+        names(&interval),
         vec![(
             "api.payments.example".to_string(),
             "203.0.113.10".to_string()
         )]
     );
+    assert_eq!(interval.dns[0].server, Some("10.1.0.2".parse().unwrap()));
+    assert_eq!(interval.stats.dns_refused["unsolicited"], 4);
     assert_eq!(interval.stats.drops["dns_lost"], 0);
 }

@@ -191,17 +191,25 @@ pub struct OverflowRecord {
 }
 const _: () = assert!(core::mem::size_of::<OverflowRecord>() == 72);
 
-/// A DNS response as received by a socket in the recorded cgroups: the UDP
-/// payload from the DNS header on, cut at [`DNS_PAYLOAD_BYTES`].
+/// A DNS message of a socket in the recorded cgroups, a query it sent (UDP
+/// to port 53) or a response it received (UDP from port 53): the UDP payload
+/// from the DNS header on, cut at [`DNS_PAYLOAD_BYTES`], with the socket's
+/// connection, so userspace accepts only answers to queries that were asked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DnsEvent {
+    /// The socket's connection: who asked (cgroup, local address and port)
+    /// and which server (remote address and port).
+    pub key: FlowKey,
     /// Bytes of `payload` that hold data.
     pub len: u32,
-    pub _pad: u32,
+    /// `DIR_EGRESS` for a query the socket sent, `DIR_INGRESS` for a
+    /// response it received.
+    pub direction: u8,
+    pub _pad: [u8; 3],
     pub payload: [u8; DNS_PAYLOAD_BYTES],
 }
-const _: () = assert!(core::mem::size_of::<DnsEvent>() == 8 + DNS_PAYLOAD_BYTES);
+const _: () = assert!(core::mem::size_of::<DnsEvent>() == 56 + DNS_PAYLOAD_BYTES);
 
 #[cfg(feature = "user")]
 mod user {

@@ -67,18 +67,23 @@ pub fn netflow_ingress(ctx: SkBuffContext) -> i32 {
 fn record(ctx: &SkBuffContext, direction: u8) {
     match parse::parse(ctx) {
         Ok(packet) => {
-            account(ctx, &packet, direction);
-            if direction == DIR_INGRESS && packet.protocol == PROTO_UDP && packet.src_port == 53 {
-                pass_dns_up(ctx, &packet);
+            let key = flow_key(ctx, &packet, direction);
+            account(&key, &packet, direction);
+            let dns = packet.protocol == PROTO_UDP
+                && ((direction == DIR_INGRESS && packet.src_port == 53)
+                    || (direction == DIR_EGRESS && packet.dst_port == 53));
+            if dns {
+                pass_dns_up(ctx, &packet, &key, direction);
             }
         }
         Err(reason) => count_drop(reason),
     }
 }
 
-/// Copies a DNS response's payload into the DNS ring buffer.
+/// Copies a DNS message's payload, with its connection, into the DNS ring
+/// buffer (queries too: an answer counts only when it answers one).
 #[inline(always)]
-fn pass_dns_up(ctx: &SkBuffContext, packet: &Packet) {
+fn pass_dns_up(ctx: &SkBuffContext, packet: &Packet, key: &FlowKey, direction: u8) {
     let offset = packet.payload_offset;
     let available = ctx.len().saturating_sub(offset);
     if available == 0 {
@@ -98,8 +103,10 @@ fn pass_dns_up(ctx: &SkBuffContext, packet: &Packet) {
     };
     let event = entry.as_mut_ptr();
     let loaded = unsafe {
+        (*event).key = *key;
         (*event).len = len;
-        (*event)._pad = 0;
+        (*event).direction = direction;
+        (*event)._pad = [0; 3];
         bpf_skb_load_bytes(
             ctx.skb.skb as *const _,
             offset,
@@ -123,16 +130,16 @@ fn count_drop(reason: Drop) {
     }
 }
 
+/// The connection a packet belongs to, seen from the local socket.
 #[inline(always)]
-fn account(ctx: &SkBuffContext, packet: &Packet, direction: u8) {
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+fn flow_key(ctx: &SkBuffContext, packet: &Packet, direction: u8) -> FlowKey {
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     let (local_addr, remote_addr, local_port, remote_port) = if direction == DIR_EGRESS {
         (packet.src, packet.dst, packet.src_port, packet.dst_port)
     } else {
         (packet.dst, packet.src, packet.dst_port, packet.src_port)
     };
-    let key = FlowKey {
+    FlowKey {
         cgroup_id,
         local_addr,
         remote_addr,
@@ -141,9 +148,14 @@ fn account(ctx: &SkBuffContext, packet: &Packet, direction: u8) {
         protocol: packet.protocol,
         family: packet.family,
         _pad: [0; 2],
-    };
+    }
+}
 
-    if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+#[inline(always)]
+fn account(key: &FlowKey, packet: &Packet, direction: u8) {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+
+    if let Some(stats) = FLOWS.get_ptr_mut(key) {
         update(stats, packet, direction, now);
         return;
     }
@@ -164,11 +176,11 @@ fn account(ctx: &SkBuffContext, packet: &Packet, direction: u8) {
         stats.bytes_in = packet.wire_bytes;
     }
 
-    match FLOWS.insert(&key, &stats, BPF_NOEXIST as u64) {
+    match FLOWS.insert(key, &stats, BPF_NOEXIST as u64) {
         Ok(()) => {}
         // Another CPU inserted the same connection first: add to its entry.
         Err(err) if err == -EEXIST => {
-            if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+            if let Some(stats) = FLOWS.get_ptr_mut(key) {
                 update(stats, packet, direction, now);
             }
         }
@@ -179,7 +191,7 @@ fn account(ctx: &SkBuffContext, packet: &Packet, direction: u8) {
                 Drop::UpdateFailed
             });
             let overflow = OverflowRecord {
-                key,
+                key: *key,
                 bytes: packet.wire_bytes,
                 ts_ns: now,
                 packets: packet.segments,

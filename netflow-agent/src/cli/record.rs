@@ -46,6 +46,11 @@ pub struct RecordArgs {
     /// the rest of the cluster's; what it loses is counted and reported.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_edges_per_client: u64,
+    /// Trust DNS answers from this server too (repeatable). The cluster's
+    /// own are always trusted: the kube-dns Service and its pods, and
+    /// NodeLocal DNSCache (169.254.20.10).
+    #[arg(long = "dns-server")]
+    pub dns_servers: Vec<std::net::IpAddr>,
     /// Serve /healthz, /readyz and /metrics on this address (no workload
     /// names: it may face the pod network).
     #[arg(long)]

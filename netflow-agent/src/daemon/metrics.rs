@@ -46,6 +46,7 @@ pub struct Metrics {
     pub poll_duration_seconds: FloatGauge,
     graph_files_set_aside: Counter,
     graph_save_failures: Counter,
+    dns_refused: Family<Reason, Counter>,
 }
 
 /// What one graph update could not name, by end (the build report's counts).
@@ -79,6 +80,7 @@ impl Default for Metrics {
             poll_duration_seconds: FloatGauge::default(),
             graph_files_set_aside: Counter::default(),
             graph_save_failures: Counter::default(),
+            dns_refused: Family::default(),
             // Replaced below by the registry that holds the handles above.
             registry: Registry::default(),
         };
@@ -173,6 +175,11 @@ impl Default for Metrics {
             "Saves of the graph that failed (each retried at the next interval)",
             m.graph_save_failures.clone(),
         );
+        registry.register(
+            "netflow_dns_answers_refused",
+            "DNS answers not believed, by reason (unsolicited: no query of that socket asked it; untrusted_server: not the cluster's DNS; pending_full: too many queries in flight)",
+            m.dns_refused.clone(),
+        );
         // Every end is exported from the start, at 0.
         m.add_unnamed(Unnamed::default());
         Self {
@@ -231,6 +238,22 @@ impl Metrics {
     pub fn set_inventory_totals(&self, watch_errors: u64, pending_dropped: u64) {
         raise_to(&self.inventory_watch_errors, watch_errors);
         raise_to(&self.pending_flow_records_dropped, pending_dropped);
+    }
+
+    /// DNS answers not believed: the reader's totals by reason, and those
+    /// from servers that are not the cluster's DNS.
+    pub fn set_dns_refused(&self, by_reason: &BTreeMap<String, u64>, untrusted_server: u64) {
+        let untrusted = ("untrusted_server", untrusted_server);
+        for (reason, total) in by_reason
+            .iter()
+            .map(|(reason, total)| (reason.as_str(), *total))
+            .chain([untrusted])
+        {
+            let counter = self.dns_refused.get_or_create(&Reason {
+                reason: reason.to_string(),
+            });
+            raise_to(&counter, total);
+        }
     }
 
     /// The state directory's running totals.

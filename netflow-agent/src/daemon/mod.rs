@@ -311,7 +311,7 @@ impl Sinks<'_> {
                 })?;
         }
         let added = match self.state.as_mut() {
-            Some(state) => Some(state.add(interval, &reader.dns_names())?),
+            Some(state) => Some(state.add(interval, &reader.dns_answers())?),
             None => None,
         };
         if let Some(shared) = &self.shared {
@@ -346,6 +346,7 @@ impl Sinks<'_> {
         metrics.inventory_synced.set(i64::from(synced));
         metrics.set_inventory_totals(state.inventory.watch_errors(), state.pending_dropped);
         metrics.set_graph_file_totals(state.files_set_aside, state.save_failures);
+        metrics.set_dns_refused(&interval.stats.dns_refused, state.dns_untrusted);
         metrics
             .pending_flow_records
             .set(gauge_value(state.pending.len()));

@@ -3,7 +3,6 @@
 //! survives agent restarts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -21,9 +20,9 @@ use crate::{
         build::{BuildReport, add_flows},
         file::GraphFileError,
     },
-    identity::Identity,
+    identity::{Identity, dns_servers, trusted_names},
     kernel::reader::Interval,
-    model::FlowRecord,
+    model::{DnsAnswer, FlowRecord},
 };
 
 /// Flow records held while a live inventory is still listing, at most this
@@ -42,6 +41,9 @@ pub struct StateOptions {
     pub max_edges: usize,
     /// Each client holds at most this many edges (its most recent).
     pub max_edges_per_client: usize,
+    /// DNS servers trusted besides the cluster's own (see
+    /// [`crate::identity::dns_servers`]).
+    pub dns_servers: Vec<IpAddr>,
 }
 
 pub(super) struct GraphState {
@@ -60,6 +62,10 @@ pub(super) struct GraphState {
     window: Duration,
     max_edges: usize,
     max_edges_per_client: usize,
+    dns_servers: Vec<IpAddr>,
+    /// DNS answers not believed: they came from a server that is not the
+    /// cluster's DNS.
+    pub(super) dns_untrusted: u64,
 }
 
 /// What one interval did to the graph.
@@ -115,17 +121,20 @@ impl GraphState {
             window: options.window,
             max_edges: options.max_edges,
             max_edges_per_client: options.max_edges_per_client,
+            dns_servers: options.dns_servers.clone(),
+            dns_untrusted: 0,
         })
     }
 
     /// Names the interval's flows into the graph (or holds them while the
     /// inventory is not synced), applies the window and the size bound, and
     /// saves the graph.
-    /// `dns`: the names the cluster's DNS gave for external addresses.
+    /// `answers`: the DNS answers the recorded sockets received to their
+    /// queries; only the cluster DNS's name external addresses.
     pub(super) fn add(
         &mut self,
         interval: &Interval,
-        dns: &BTreeMap<IpAddr, BTreeSet<String>>,
+        answers: &[DnsAnswer],
     ) -> Result<Added, DaemonError> {
         self.inventory.refresh();
         let Some(inventory) = self.inventory.current() else {
@@ -141,7 +150,26 @@ impl GraphState {
                 over_budget: 0,
             });
         };
-        let identity = Identity::new(&inventory, dns);
+        let servers = dns_servers(&inventory, &self.dns_servers);
+        let (dns, _) = trusted_names(answers, &servers);
+        let new_answers: Vec<DnsAnswer> = interval
+            .dns
+            .iter()
+            .map(|name| DnsAnswer {
+                name: name.name.clone(),
+                ip: name.ip,
+                server: name.server,
+            })
+            .collect();
+        let untrusted = trusted_names(&new_answers, &servers).1;
+        if untrusted > 0 {
+            warn!(
+                untrusted,
+                "DNS answers from servers that are not the cluster's DNS were not believed"
+            );
+            self.dns_untrusted += untrusted;
+        }
+        let identity = Identity::new(&inventory, &dns);
         let report = if self.pending.is_empty() {
             add_flows(&mut self.graph, &identity, &interval.flows)
         } else {
@@ -232,6 +260,7 @@ mod tests {
             window: Duration::from_secs(7 * 86400),
             max_edges: 100,
             max_edges_per_client: 10,
+            dns_servers: Vec::new(),
         }
     }
 
@@ -311,7 +340,7 @@ mod tests {
         let dir = scratch("flood");
         let options = options(&dir);
         let mut state = open(&options).unwrap();
-        let dns = BTreeMap::new();
+        let dns: Vec<DnsAnswer> = Vec::new();
         let ago = |hours: u64| {
             crate::model::rfc3339(std::time::SystemTime::now() - Duration::from_secs(hours * 3600))
         };
@@ -372,7 +401,7 @@ mod tests {
         // Nothing can be renamed over a directory that holds a file: the
         // save fails as a full disk would make it fail.
         std::fs::create_dir_all(graph.join("blocker")).unwrap();
-        let dns = BTreeMap::new();
+        let dns: Vec<DnsAnswer> = Vec::new();
         state.add(&Interval::default(), &dns).unwrap();
         state.add(&Interval::default(), &dns).unwrap();
         assert_eq!(state.save_failures, 2);

@@ -20,7 +20,7 @@ use kubelet_cgroups::pod_of_cgroup;
 
 use crate::{
     inventory::{Inventory, WorkloadRef},
-    model::{Endpoint, EndpointKind},
+    model::{DnsAnswer, Endpoint, EndpointKind},
 };
 
 /// Cloud metadata and credential services: never to be allowed, always to
@@ -52,6 +52,52 @@ pub fn is_link_local(ip: IpAddr) -> bool {
         IpAddr::V4(ip) => ip.is_link_local(),
         IpAddr::V6(ip) => ip.is_unicast_link_local(),
     }
+}
+
+/// NodeLocal DNSCache's address on every node.
+pub const NODE_LOCAL_DNS: &str = "169.254.20.10";
+
+/// The cluster's DNS servers: the kube-dns (or coredns) Services of
+/// kube-system (their ClusterIPs and the pods they select), NodeLocal
+/// DNSCache, and `extra` (what the user names).
+pub fn dns_servers(inventory: &Inventory, extra: &[IpAddr]) -> BTreeSet<IpAddr> {
+    let mut servers: BTreeSet<IpAddr> = extra.iter().copied().collect();
+    servers.extend(NODE_LOCAL_DNS.parse::<IpAddr>());
+    for service in inventory.services.iter().filter(|service| {
+        service.namespace == "kube-system"
+            && matches!(service.name.as_str(), "kube-dns" | "coredns")
+    }) {
+        servers.extend(service.cluster_ips.iter().copied());
+        servers.extend(
+            inventory
+                .selected_pods(service)
+                .flat_map(|pod| pod.ips.iter().copied()),
+        );
+    }
+    servers
+}
+
+/// The names DNS answers give for addresses, from the cluster's DNS only
+/// (an answer a socket asked for, but from another server, may be a pod
+/// playing DNS); and how many answers were not believed. Answers without a
+/// server (flow logs of earlier versions) are taken as before.
+pub fn trusted_names(
+    answers: &[DnsAnswer],
+    servers: &BTreeSet<IpAddr>,
+) -> (BTreeMap<IpAddr, BTreeSet<String>>, u64) {
+    let mut names: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+    let mut untrusted = 0;
+    for answer in answers {
+        if answer.server.is_none_or(|server| servers.contains(&server)) {
+            names
+                .entry(answer.ip)
+                .or_default()
+                .insert(answer.name.clone());
+        } else {
+            untrusted += 1;
+        }
+    }
+    (names, untrusted)
 }
 
 pub struct Identity<'a> {
@@ -201,5 +247,51 @@ pub fn unresolved_local(cgroup: Option<&str>, ip: IpAddr) -> Endpoint {
     Endpoint {
         kind: EndpointKind::Unresolved,
         ..plain(format!("unresolved:{what}"), &what, ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_cluster_dns_names_addresses() {
+        let inventory = Inventory::parse(
+            r#"{"kind":"List","items":[
+          {"kind":"Pod","metadata":{"name":"coredns-1","namespace":"kube-system","uid":"1","labels":{"k8s-app":"kube-dns"}},
+            "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.2"}},
+          {"kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
+            "spec":{"clusterIP":"10.96.0.10","selector":{"k8s-app":"kube-dns"},"ports":[{"port":53,"protocol":"UDP"}]}}
+        ]}"#,
+        )
+        .unwrap();
+        let extra: IpAddr = "192.0.2.53".parse().unwrap();
+        let servers = dns_servers(&inventory, &[extra]);
+        let answer = |name: &str, server: Option<&str>| DnsAnswer {
+            name: name.into(),
+            ip: "203.0.113.10".parse().unwrap(),
+            server: server.map(|s| s.parse().unwrap()),
+        };
+        let answers = [
+            answer("service-ip.example", Some("10.96.0.10")),
+            answer("pod-ip.example", Some("10.244.0.2")),
+            answer("node-local.example", Some("169.254.20.10")),
+            answer("flag.example", Some("192.0.2.53")),
+            answer("legacy-log.example", None),
+            answer("a-pod-playing-dns.example", Some("10.244.0.9")),
+        ];
+        let (names, untrusted) = trusted_names(&answers, &servers);
+        assert_eq!(untrusted, 1);
+        let named: Vec<&str> = names[&answers[0].ip].iter().map(String::as_str).collect();
+        assert_eq!(
+            named,
+            vec![
+                "flag.example",
+                "legacy-log.example",
+                "node-local.example",
+                "pod-ip.example",
+                "service-ip.example"
+            ]
+        );
     }
 }

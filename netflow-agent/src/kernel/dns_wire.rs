@@ -1,17 +1,34 @@
-//! The DNS responses the kernel passes up (UDP from port 53, as a recorded
-//! socket received them): which names they give for which addresses. The
-//! bytes come from the network, so every read is bounds-checked and a
-//! malformed message gives `None`, never a panic.
+//! The DNS messages the kernel passes up (queries a recorded socket sent to
+//! port 53, responses it received from port 53): their id, question and the
+//! names the answers give for addresses. The bytes come from the network
+//! (any pod can send a packet from port 53), so every read is bounds-checked
+//! and a malformed message gives `None`, never a panic. Parsed by hand: the
+//! reader needs the header, the first question and A/AAAA/CNAME owners of a
+//! message of at most 512 bytes, and a full decoder per packet would cost
+//! more than the counting it sits beside.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The addresses a DNS response gives, each with the name it was asked for
-/// (and, behind a CNAME, the name that holds the record). `None` when the
-/// message is not a well-formed response.
-pub fn response_addresses(message: &[u8]) -> Option<Vec<(String, std::net::IpAddr)>> {
-    if message.len() < 12 || message[2] & 0x80 == 0 {
+/// What the reader needs of one DNS message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: u16,
+    /// A response (QR set), else a query.
+    pub response: bool,
+    /// The first question's name, lowercased.
+    pub question: Option<String>,
+    /// The addresses the answers give, each with the name asked for (and,
+    /// behind a CNAME, the name that holds the record).
+    pub answers: Vec<(String, IpAddr)>,
+}
+
+/// Parses a query or a response; `None` when it is malformed.
+pub fn parse(message: &[u8]) -> Option<Message> {
+    if message.len() < 12 {
         return None;
     }
+    let id = u16::from_be_bytes([message[0], message[1]]);
+    let response = message[2] & 0x80 != 0;
     let questions = u16::from_be_bytes([message[4], message[5]]);
     let answers = u16::from_be_bytes([message[6], message[7]]);
     let mut at = 12;
@@ -22,28 +39,43 @@ pub fn response_addresses(message: &[u8]) -> Option<Vec<(String, std::net::IpAdd
         at = next + 4;
     }
     let mut found = Vec::new();
-    for _ in 0..answers {
-        let (owner, next) = read_name(message, at)?;
-        let header = message.get(next..next + 10)?;
-        let kind = u16::from_be_bytes([header[0], header[1]]);
-        let length = u16::from_be_bytes([header[8], header[9]]) as usize;
-        let data = message.get(next + 10..next + 10 + length)?;
-        let address: Option<std::net::IpAddr> = match (kind, length) {
-            (1, 4) => Some(Ipv4Addr::new(data[0], data[1], data[2], data[3]).into()),
-            (28, 16) => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?).into()),
-            _ => None,
-        };
-        if let Some(address) = address {
-            if let Some(asked) = &asked {
-                found.push((asked.clone(), address));
+    if response {
+        for _ in 0..answers {
+            let (owner, next) = read_name(message, at)?;
+            let header = message.get(next..next + 10)?;
+            let kind = u16::from_be_bytes([header[0], header[1]]);
+            let length = u16::from_be_bytes([header[8], header[9]]) as usize;
+            let data = message.get(next + 10..next + 10 + length)?;
+            let address: Option<IpAddr> = match (kind, length) {
+                (1, 4) => Some(Ipv4Addr::new(data[0], data[1], data[2], data[3]).into()),
+                (28, 16) => Some(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?).into()),
+                _ => None,
+            };
+            if let Some(address) = address {
+                if let Some(asked) = &asked {
+                    found.push((asked.clone(), address));
+                }
+                if asked.as_ref() != Some(&owner) {
+                    found.push((owner, address));
+                }
             }
-            if asked.as_ref() != Some(&owner) {
-                found.push((owner, address));
-            }
+            at = next + 10 + length;
         }
-        at = next + 10 + length;
     }
-    Some(found)
+    Some(Message {
+        id,
+        response,
+        question: asked,
+        answers: found,
+    })
+}
+
+/// The addresses a DNS response gives (see [`Message::answers`]); `None`
+/// when the message is not a well-formed response.
+pub fn response_addresses(message: &[u8]) -> Option<Vec<(String, IpAddr)>> {
+    parse(message)
+        .filter(|message| message.response)
+        .map(|message| message.answers)
 }
 
 /// A (possibly compressed) name at `at`, and where the field after it starts.

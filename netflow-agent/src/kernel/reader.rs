@@ -15,11 +15,13 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     os::fd::{AsFd as _, BorrowedFd},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::MapError;
-use netflow_common::{DIR_EGRESS, DnsEvent, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord};
+use netflow_common::{
+    DIR_EGRESS, DIR_INGRESS, DnsEvent, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord,
+};
 
 use super::{
     batch::{self, BatchError},
@@ -31,7 +33,9 @@ use super::{
     initiator,
     loader::ProbeMaps,
 };
-use crate::model::{Address, DnsName, FlowRecord, Handshake, IntervalStats, Protocol, rfc3339};
+use crate::model::{
+    Address, DnsAnswer, DnsName, FlowRecord, Handshake, IntervalStats, Protocol, rfc3339,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -79,15 +83,54 @@ pub struct FlowReader {
     /// Every name -> address the DNS answered, with when it was last
     /// answered (a counter: the oldest go first when the set is full), and
     /// those new this interval.
-    dns_known: StdHashMap<(String, IpAddr), u64>,
+    /// (name, address, the server that answered).
+    dns_known: StdHashMap<(String, IpAddr, IpAddr), u64>,
     dns_answers: u64,
-    dns_new: Vec<(String, IpAddr)>,
+    dns_new: Vec<(String, IpAddr, IpAddr)>,
+    /// Queries the recorded sockets sent, waiting for their answer, with
+    /// when they were sent: an answer counts only when it answers one.
+    dns_pending: StdHashMap<PendingQuery, Instant>,
+    /// Responses refused, by why (`unsolicited`: no query of that socket,
+    /// id and question; `pending_full`: too many queries in flight).
+    dns_refused: BTreeMap<String, u64>,
 }
 
 /// Names remembered from DNS answers, at most: past it the tenth answered
 /// longest ago is forgotten, so a week of answers keeps memory bounded and
 /// names learned late in the week still count.
 const DNS_NAMES_MAX: usize = 100_000;
+
+/// A query in flight: the socket that sent it, the server, the id and the
+/// question. Its answer must match all of them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PendingQuery {
+    cgroup_id: u64,
+    local_addr: [u8; 16],
+    local_port: u16,
+    server: [u8; 16],
+    id: u16,
+    question: Option<String>,
+}
+
+impl PendingQuery {
+    fn of(key: &FlowKey, message: &dns_wire::Message) -> Self {
+        Self {
+            cgroup_id: key.cgroup_id,
+            local_addr: key.local_addr,
+            local_port: key.local_port,
+            server: key.remote_addr,
+            id: message.id,
+            question: message.question.clone(),
+        }
+    }
+}
+
+/// Queries in flight, at most (past it, new ones are not followed: their
+/// answers will not count, and are counted).
+const DNS_PENDING_MAX: usize = 65_536;
+
+/// How long a query waits for its answer.
+const DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection followed through the overflow ring.
 #[derive(Clone, Copy, Default)]
@@ -127,6 +170,8 @@ impl FlowReader {
             dns_known: StdHashMap::new(),
             dns_answers: 0,
             dns_new: Vec::new(),
+            dns_pending: StdHashMap::new(),
+            dns_refused: BTreeMap::new(),
             cgroups: cgroup_mount::cgroup2_mount()
                 .ok()
                 .map(|mount| CgroupIndex::new(&mount, CGROUP_GRACE)),
@@ -197,43 +242,70 @@ impl FlowReader {
 
     /// Reads the DNS responses the kernel passed up.
     pub fn drain_dns(&mut self) -> usize {
-        let mut messages = Vec::new();
-        while messages.len() < DRAIN_MAX
+        let mut events = Vec::new();
+        while events.len() < DRAIN_MAX
             && let Some(item) = self.maps.dns.next()
         {
             if item.len() < size_of::<DnsEvent>() {
                 continue;
             }
             // SAFETY: the kernel wrote a whole DnsEvent (length checked).
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) };
-            let len = (event.len as usize).min(event.payload.len());
-            messages.push(event.payload[..len].to_vec());
+            events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) });
         }
-        for message in &messages {
-            for (name, ip) in dns_wire::response_addresses(message).unwrap_or_default() {
+        let now = Instant::now();
+        self.dns_pending
+            .retain(|_, asked| now.duration_since(*asked) < DNS_QUERY_TIMEOUT);
+        for event in &events {
+            let len = (event.len as usize).min(event.payload.len());
+            let Some(message) = dns_wire::parse(&event.payload[..len]) else {
+                continue;
+            };
+            let query = PendingQuery::of(&event.key, &message);
+            if !message.response {
+                if event.direction == DIR_EGRESS {
+                    if self.dns_pending.len() >= DNS_PENDING_MAX {
+                        *self.dns_refused.entry("pending_full".into()).or_default() += 1;
+                    } else {
+                        self.dns_pending.insert(query, now);
+                    }
+                }
+                continue;
+            }
+            // An answer counts only when this socket asked this server this
+            // question under this id: anything else is unsolicited (a forged
+            // answer from any pod's port 53).
+            if event.direction != DIR_INGRESS || self.dns_pending.remove(&query).is_none() {
+                *self.dns_refused.entry("unsolicited".into()).or_default() += 1;
+                continue;
+            }
+            let server = ip_of(event.key.family, &event.key.remote_addr);
+            for (name, ip) in message.answers {
                 self.dns_answers += 1;
                 if self
                     .dns_known
-                    .insert((name.clone(), ip), self.dns_answers)
+                    .insert((name.clone(), ip, server), self.dns_answers)
                     .is_none()
                 {
-                    self.dns_new.push((name, ip));
+                    self.dns_new.push((name, ip, server));
                 }
             }
         }
         if self.dns_known.len() > DNS_NAMES_MAX {
             keep_newest(&mut self.dns_known, DNS_NAMES_MAX * 9 / 10);
         }
-        messages.len()
+        events.len()
     }
 
     /// Every name -> address learned so far, by address.
-    pub fn dns_names(&self) -> BTreeMap<IpAddr, std::collections::BTreeSet<String>> {
-        let mut names: BTreeMap<IpAddr, std::collections::BTreeSet<String>> = BTreeMap::new();
-        for (name, ip) in self.dns_known.keys() {
-            names.entry(*ip).or_default().insert(name.clone());
-        }
-        names
+    pub fn dns_answers(&self) -> Vec<DnsAnswer> {
+        self.dns_known
+            .keys()
+            .map(|(name, ip, server)| DnsAnswer {
+                name: name.clone(),
+                ip: *ip,
+                server: Some(*server),
+            })
+            .collect()
     }
 
     /// Reads the table and reports one interval.
@@ -293,10 +365,11 @@ impl FlowReader {
         let dns = self
             .dns_new
             .drain(..)
-            .map(|(name, ip)| DnsName {
+            .map(|(name, ip, server)| DnsName {
                 ts: rfc3339(clock.wall_now()),
                 name,
                 ip,
+                server: Some(server),
             })
             .collect();
         let stats = IntervalStats {
@@ -305,6 +378,7 @@ impl FlowReader {
             table_capacity: self.maps.capacity,
             overflowed_connections: self.overflowed_connections,
             drops: self.drop_counters()?,
+            dns_refused: self.dns_refused.clone(),
         };
         Ok(Interval { flows, dns, stats })
     }

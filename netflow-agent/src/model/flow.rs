@@ -118,6 +118,19 @@ pub struct IntervalStats {
     pub overflowed_connections: u64,
     /// Packets not (fully) recorded since the start, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// DNS responses not believed since the start, by reason (`unsolicited`:
+    /// no query of that socket asked it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dns_refused: BTreeMap<String, u64>,
+}
+
+/// An answer a recorded socket received to a query it sent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DnsAnswer {
+    pub name: String,
+    pub ip: IpAddr,
+    /// The server that answered; `None` from flow logs of earlier versions.
+    pub server: Option<IpAddr>,
 }
 
 /// A name the cluster's DNS gave for an address (from a response a
@@ -127,4 +140,7 @@ pub struct DnsName {
     pub ts: String,
     pub name: String,
     pub ip: IpAddr,
+    /// The server that answered (absent in flow logs of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<IpAddr>,
 }

@@ -110,6 +110,16 @@ pub enum PeerAction {
         #[arg(long, value_parser = parse_duration, default_value = "3s")]
         duration: Duration,
     },
+    /// Send a forged DNS answer (NAME is IP) from UDP port 53 to --to,
+    /// which never asked: what an attacker's pod can do.
+    ForgeDns {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+    },
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             }
         }
+        PeerAction::ForgeDns { to, name, ip } => peer::forge_dns(*to, name, *ip)?,
         PeerAction::Bench { mode, to, duration } => {
             println!(
                 "{}",

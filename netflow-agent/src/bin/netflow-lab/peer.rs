@@ -323,3 +323,25 @@ pub fn bench(
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+/// Sends, from UDP port 53, a DNS response saying `name` is `ip` to `to`,
+/// which never asked for it.
+pub fn forge_dns(to: SocketAddr, name: &str, ip: std::net::Ipv4Addr) -> Result<(), PeerError> {
+    let socket_error = |what, source| PeerError::Socket {
+        what,
+        addr: to,
+        source,
+    };
+    let mut answer = netflow_agent::testbed::dns_client::a_query(name, 0x4242)
+        .map_err(|err| socket_error("cannot build a DNS answer for", io::Error::other(err)))?;
+    answer[2] = 0x81; // a response
+    answer[7] = 1; // one answer: NAME A IP
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+    answer.extend_from_slice(&ip.octets());
+    let socket = UdpSocket::bind("0.0.0.0:53")
+        .map_err(|err| socket_error("cannot bind port 53 to reach", err))?;
+    socket
+        .send_to(&answer, to)
+        .map_err(|err| socket_error("cannot send a forged answer to", err))?;
+    Ok(())
+}

@@ -1,16 +1,13 @@
 //! `graph build`: a graph from flow logs over an inventory.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use crate::{
     daemon::flowlog::{LogLine, read_flow_log},
     graph::{CommGraph, build::add_flows},
-    identity::Identity,
+    identity::{Identity, dns_servers, trusted_names},
     inventory::Inventory,
+    model::DnsAnswer,
 };
 
 /// Builds a graph from flow logs over an inventory, extending `existing`.
@@ -26,17 +23,26 @@ pub fn run(
         None => CommGraph::new(),
     };
     let mut records = Vec::new();
-    let mut dns: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+    let mut answers = Vec::new();
     for path in flows {
         for line in read_flow_log(path)? {
             match line {
                 LogLine::Flow(flow) => records.push(flow),
-                LogLine::Dns(name) => {
-                    dns.entry(name.ip).or_default().insert(name.name);
-                }
+                LogLine::Dns(name) => answers.push(DnsAnswer {
+                    name: name.name,
+                    ip: name.ip,
+                    server: name.server,
+                }),
                 LogLine::Stats(_) => {}
             }
         }
+    }
+    // Only the cluster's DNS names addresses.
+    let (dns, untrusted) = trusted_names(&answers, &dns_servers(&inventory, &[]));
+    if untrusted > 0 {
+        eprintln!(
+            "{untrusted} DNS answers from servers that are not the cluster's DNS were not believed"
+        );
     }
     let identity = Identity::new(&inventory, &dns);
     let report = add_flows(&mut graph, &identity, &records);

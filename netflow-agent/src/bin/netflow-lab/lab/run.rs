@@ -532,7 +532,8 @@ impl Lab {
             let client = clients
                 .get(index % clients.len().max(1))
                 .with_context(|| format!("traffic[{index}]: no pod of {namespace}/{name}"))?;
-            let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP";
+            let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP"
+                || traffic.forge_dns.is_some();
             let flag = if udp { "--udp" } else { "--tcp" };
             let count = traffic.connections.to_string();
             let mut args: Vec<String> = vec!["connect".into()];
@@ -587,7 +588,24 @@ impl Lab {
                     }
                 }
             }
-            args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
+            if let Some(forged) = &traffic.forge_dns {
+                // The destination as resolved above, forged from port 53.
+                let to = args
+                    .last()
+                    .cloned()
+                    .context("forge_dns needs a destination")?;
+                args = vec![
+                    "forge-dns".into(),
+                    "--to".into(),
+                    to,
+                    "--name".into(),
+                    forged.name.clone(),
+                    "--ip".into(),
+                    forged.ip.to_string(),
+                ];
+            } else {
+                args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
+            }
             let output = Command::new(lab_exe)
                 .args(["peer", "--cgroup"])
                 .arg(self.mount.join(&client.cgroup))

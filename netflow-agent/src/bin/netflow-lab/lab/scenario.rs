@@ -135,11 +135,22 @@ pub struct TrafficSpec {
     pub protocol: String,
     #[serde(default = "one")]
     pub connections: u32,
+    /// Instead of connecting: send `to` (a UDP port of a workload) a forged
+    /// DNS answer from port 53, naming `forge_dns.name` as `forge_dns.ip`.
+    pub forge_dns: Option<ForgedAnswer>,
     /// What the connections must do: `connected` (the default) or
     /// `refused` (TCP to a port nothing listens on: a scan, a broken
     /// client), which the lab checks and the agent must never allow.
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// A DNS answer nobody asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgedAnswer {
+    pub name: String,
+    pub ip: std::net::Ipv4Addr,
 }
 
 /// The outcome a traffic step must have.
@@ -304,6 +315,9 @@ impl Scenario {
             protocol_of(&traffic.protocol).with_context(|| what.clone())?;
             if traffic.expect == Expect::Refused && protocol_of(&traffic.protocol)? != "TCP" {
                 bail!("{what}: expect: refused is for TCP steps");
+            }
+            if traffic.forge_dns.is_some() && traffic.to.starts_with("dns:") {
+                bail!("{what}: forge_dns goes to a workload's or an external's UDP port, not dns:");
             }
             let (namespace, name) = split_workload(&traffic.from)
                 .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD"))?;
