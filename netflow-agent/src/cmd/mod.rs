@@ -55,7 +55,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The single-threaded runtime the cluster commands run their requests on.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

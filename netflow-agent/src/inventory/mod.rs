@@ -7,53 +7,27 @@
 //! cluster; in a cluster the DaemonSet fills the same index live from watches
 //! (`watch`).
 
+mod dump;
+mod entries;
+mod owners;
 pub mod watch;
+
+pub use dump::{InventoryError, ParseError};
+use entries::{add_endpoint_slices, first_host, pod_entry, service_entry};
+use owners::Owners;
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    path::{Path, PathBuf},
 };
 
-use k8s_openapi::{
-    api::{
-        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-        batch::v1::Job,
-        core::v1::{Namespace, Node, Pod, Service},
-        discovery::v1::EndpointSlice,
-    },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+    batch::v1::Job,
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
 };
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("cannot read inventory {path}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("inventory {path} is not valid")]
-    Invalid {
-        path: PathBuf,
-        #[source]
-        source: ParseError,
-    },
-}
-
-/// What is wrong with a `kubectl get ... -o json` list.
-#[derive(Debug, thiserror::Error)]
-pub enum ParseError {
-    #[error("not a Kubernetes List")]
-    List(#[source] serde_json::Error),
-    #[error("item {index} ({kind})")]
-    Item {
-        index: usize,
-        kind: String,
-        #[source]
-        source: serde_json::Error,
-    },
-}
 
 /// Labels that name one pod or one revision, never a workload: a policy that
 /// selected on them would break at the next rollout.
@@ -145,12 +119,6 @@ pub struct Inventory {
     pods_by_ip: HashMap<IpAddr, Vec<usize>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct List {
-    #[serde(default)]
-    items: Vec<serde_json::Value>,
-}
-
 /// Raw objects of one list (or of the live watches), before owners are
 /// resolved. These are exactly the kinds netflow reads from a cluster: the
 /// ClusterRole in `deploy/` grants these and nothing else.
@@ -169,71 +137,6 @@ pub(crate) struct Objects {
 }
 
 impl Inventory {
-    pub fn load(path: &Path) -> Result<Self, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|source| InventoryError::Invalid {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// Parses a `kubectl get ... -o json` list.
-    pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let list: List = serde_json::from_str(text).map_err(ParseError::List)?;
-        let mut objects = Objects::default();
-        for (index, item) in list.items.into_iter().enumerate() {
-            let kind = item
-                .get("kind")
-                .and_then(|kind| kind.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let bad = |source: serde_json::Error| ParseError::Item {
-                index,
-                kind: kind.clone(),
-                source,
-            };
-            match kind.as_str() {
-                "Pod" => objects
-                    .pods
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Service" => objects
-                    .services
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Node" => objects
-                    .nodes
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Namespace" => objects
-                    .namespaces
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "ReplicaSet" => objects
-                    .replica_sets
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Deployment" => objects
-                    .deployments
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "StatefulSet" => objects
-                    .stateful_sets
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "DaemonSet" => objects
-                    .daemon_sets
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Job" => objects
-                    .jobs
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "EndpointSlice" => objects
-                    .endpoint_slices
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                // Other kinds (ConfigMaps, CronJobs: a Job's owner reference
-                // names its CronJob, ...) are not needed here.
-                _ => {}
-            }
-        }
-        Ok(Self::from_objects(objects))
-    }
-
     pub(crate) fn from_objects(objects: Objects) -> Self {
         let mut inventory = Inventory::default();
         for namespace in &objects.namespaces {
@@ -407,280 +310,6 @@ impl Inventory {
     pub fn selector_of(&self, workload: &WorkloadRef) -> BTreeMap<String, String> {
         self.selectors.get(workload).cloned().unwrap_or_default()
     }
-}
-
-/// Owner chains: ReplicaSet -> Deployment, Job -> CronJob.
-struct Owners<'a> {
-    objects: &'a Objects,
-}
-
-impl<'a> Owners<'a> {
-    fn new(objects: &'a Objects) -> Self {
-        Self { objects }
-    }
-
-    fn find<'o, T>(
-        items: &'o [T],
-        meta: impl Fn(&T) -> &ObjectMeta,
-        namespace: &str,
-        name: &str,
-    ) -> Option<&'o T> {
-        items.iter().find(|item| {
-            let meta = meta(item);
-            meta.namespace.as_deref() == Some(namespace) && meta.name.as_deref() == Some(name)
-        })
-    }
-
-    /// The workload owning a pod (through its controller reference).
-    fn workload_of(&self, pod: &Pod) -> WorkloadRef {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let controller = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|owner| owner.controller == Some(true))
-            .or_else(|| pod.metadata.owner_references.iter().flatten().next());
-        let Some(owner) = controller else {
-            return WorkloadRef {
-                namespace,
-                kind: "Pod".into(),
-                name: pod_name,
-            };
-        };
-        let workload = |kind: &str, name: &str| WorkloadRef {
-            namespace: namespace.clone(),
-            kind: kind.into(),
-            name: name.into(),
-        };
-        match owner.kind.as_str() {
-            "ReplicaSet" => {
-                let replica_set = Self::find(
-                    &self.objects.replica_sets,
-                    |rs| &rs.metadata,
-                    &namespace,
-                    &owner.name,
-                );
-                let deployment = replica_set
-                    .and_then(|rs| rs.metadata.owner_references.as_ref())
-                    .and_then(|owners| owners.iter().find(|o| o.kind == "Deployment"))
-                    .map(|o| o.name.clone())
-                    // Without the ReplicaSet in the dump: a Deployment's
-                    // ReplicaSet is named DEPLOYMENT-<pod-template-hash>.
-                    .or_else(|| {
-                        let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
-                        owner
-                            .name
-                            .strip_suffix(&format!("-{hash}"))
-                            .map(str::to_string)
-                    });
-                match deployment {
-                    Some(name) => workload("Deployment", &name),
-                    None => workload("ReplicaSet", &owner.name),
-                }
-            }
-            "Job" => {
-                let job = Self::find(
-                    &self.objects.jobs,
-                    |job| &job.metadata,
-                    &namespace,
-                    &owner.name,
-                );
-                let cron_job = job
-                    .and_then(|job| job.metadata.owner_references.as_ref())
-                    .and_then(|owners| owners.iter().find(|o| o.kind == "CronJob"))
-                    .map(|o| o.name.clone());
-                match cron_job {
-                    Some(name) => workload("CronJob", &name),
-                    None => workload("Job", &owner.name),
-                }
-            }
-            kind => workload(kind, &owner.name),
-        }
-    }
-
-    /// Labels that select the workload's pods, and no single pod or revision.
-    fn selector_of(
-        &self,
-        workload: &WorkloadRef,
-        pod_labels: &BTreeMap<String, String>,
-    ) -> BTreeMap<String, String> {
-        let (namespace, name) = (workload.namespace.as_str(), workload.name.as_str());
-        let match_labels = match workload.kind.as_str() {
-            "Deployment" => Self::find(&self.objects.deployments, |d| &d.metadata, namespace, name)
-                .and_then(|d| d.spec.as_ref())
-                .and_then(|spec| spec.selector.match_labels.clone()),
-            "StatefulSet" => Self::find(
-                &self.objects.stateful_sets,
-                |s| &s.metadata,
-                namespace,
-                name,
-            )
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|spec| spec.selector.match_labels.clone()),
-            "DaemonSet" => Self::find(&self.objects.daemon_sets, |d| &d.metadata, namespace, name)
-                .and_then(|d| d.spec.as_ref())
-                .and_then(|spec| spec.selector.match_labels.clone()),
-            "ReplicaSet" => {
-                Self::find(&self.objects.replica_sets, |r| &r.metadata, namespace, name)
-                    .and_then(|r| r.spec.as_ref())
-                    .and_then(|spec| spec.selector.match_labels.clone())
-            }
-            // Job selectors name one run (controller-uid): the pod template's
-            // own labels select every run of the workload.
-            _ => None,
-        };
-        let mut labels = match_labels.unwrap_or_else(|| pod_labels.clone());
-        labels.retain(|key, _| !PER_POD_LABELS.contains(&key.as_str()));
-        labels
-    }
-}
-
-fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
-    let spec = pod.spec.as_ref();
-    let status = pod.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|status| status.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.ip.parse().ok())
-        .collect();
-    if let Some(ip) = status
-        .and_then(|status| status.pod_ip.as_ref())
-        .and_then(|ip| ip.parse().ok())
-        && !ips.contains(&ip)
-    {
-        ips.push(ip);
-    }
-    let container_ports = || {
-        spec.into_iter()
-            .flat_map(|spec| spec.containers.iter())
-            .flat_map(|container| container.ports.iter().flatten())
-    };
-    let named_ports = container_ports()
-        .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
-        .collect();
-    let ports = container_ports()
-        .filter_map(|port| {
-            Some((
-                u16::try_from(port.container_port).ok()?,
-                port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-            ))
-        })
-        .collect();
-    let started = status
-        .and_then(|status| status.start_time.as_ref())
-        .or(pod.metadata.creation_timestamp.as_ref())
-        .map(|time| time.0.as_second());
-    PodEntry {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        workload: owners.workload_of(pod),
-        node: spec.and_then(|spec| spec.node_name.clone()),
-        host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
-        ips,
-        named_ports,
-        ports,
-        started,
-        ended: pod
-            .metadata
-            .deletion_timestamp
-            .as_ref()
-            .map(|time| time.0.as_second()),
-    }
-}
-
-/// The first host address of a CIDR (`10.244.1.0/24` -> `10.244.1.1`).
-fn first_host(cidr: &str) -> Option<IpAddr> {
-    let (base, _) = cidr.split_once('/')?;
-    match base.parse::<IpAddr>().ok()? {
-        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(
-            u32::from(v4).checked_add(1)?,
-        ))),
-        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6).checked_add(1)?,
-        ))),
-    }
-}
-
-fn service_entry(service: &Service) -> Option<ServiceEntry> {
-    let spec = service.spec.as_ref()?;
-    let mut cluster_ips: Vec<IpAddr> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
-    cluster_ips.sort();
-    cluster_ips.dedup();
-    let ports = spec
-        .ports
-        .iter()
-        .flatten()
-        .filter_map(|port| {
-            let number = u16::try_from(port.port).ok()?;
-            let target = match &port.target_port {
-                Some(IntOrString::Int(target)) => TargetPort::Number(u16::try_from(*target).ok()?),
-                Some(IntOrString::String(name)) => match name.parse::<u16>() {
-                    Ok(target) => TargetPort::Number(target),
-                    Err(_) => TargetPort::Name(name.clone()),
-                },
-                // No targetPort: the same as port.
-                None => TargetPort::Number(number),
-            };
-            Some(ServicePortEntry {
-                name: port.name.clone().unwrap_or_default(),
-                port: number,
-                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                target,
-            })
-        })
-        .collect();
-    Some(ServiceEntry {
-        namespace: service.metadata.namespace.clone().unwrap_or_default(),
-        name: service.metadata.name.clone().unwrap_or_default(),
-        cluster_ips,
-        selector: spec.selector.clone().unwrap_or_default(),
-        ports,
-        endpoint_pods: Vec::new(),
-        endpoint_ports: BTreeMap::new(),
-    })
-}
-
-/// The pods and ports of a selector-less Service's EndpointSlices (the
-/// slices carry the label `kubernetes.io/service-name`).
-fn add_endpoint_slices(entry: &mut ServiceEntry, slices: &[EndpointSlice]) {
-    let of_service = slices.iter().filter(|slice| {
-        slice.metadata.namespace.as_deref() == Some(entry.namespace.as_str())
-            && slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get("kubernetes.io/service-name"))
-                == Some(&entry.name)
-    });
-    for slice in of_service {
-        for port in slice.ports.iter().flatten() {
-            if let Some(number) = port.port.and_then(|number| u16::try_from(number).ok()) {
-                entry
-                    .endpoint_ports
-                    .insert(port.name.clone().unwrap_or_default(), number);
-            }
-        }
-        let pods = slice
-            .endpoints
-            .iter()
-            .filter_map(|endpoint| endpoint.target_ref.as_ref())
-            .filter(|target| target.kind.as_deref() == Some("Pod"))
-            .filter_map(|target| target.name.clone());
-        entry.endpoint_pods.extend(pods);
-    }
-    entry.endpoint_pods.sort();
-    entry.endpoint_pods.dedup();
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::{
 };
 
 pub fn run(args: &PullArgs) -> anyhow::Result<()> {
-    super::super::runtime()?.block_on(pull(args))
+    crate::cmd::runtime()?.block_on(pull(args))
 }
 
 async fn pull(args: &PullArgs) -> anyhow::Result<()> {

@@ -21,7 +21,7 @@ pub fn run(
     force: bool,
 ) -> anyhow::Result<()> {
     let objects = read(dir)?;
-    super::super::runtime()?.block_on(async {
+    crate::cmd::runtime()?.block_on(async {
         let client = crate::kube::client(kubeconfig).await?;
         let refused = apply_each(&client, objects.iter(), true, force).await;
         if !refused.is_empty() {

@@ -1,0 +1,160 @@
+//! Kubernetes objects to the index's entries: pods with their workload and
+//! ports, Services with their ports and backends.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Pod, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+
+use super::{PodEntry, ServiceEntry, ServicePortEntry, TargetPort, owners::Owners};
+
+pub(super) fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let mut ips: Vec<IpAddr> = status
+        .and_then(|status| status.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if let Some(ip) = status
+        .and_then(|status| status.pod_ip.as_ref())
+        .and_then(|ip| ip.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
+    let container_ports = || {
+        spec.into_iter()
+            .flat_map(|spec| spec.containers.iter())
+            .flat_map(|container| container.ports.iter().flatten())
+    };
+    let named_ports = container_ports()
+        .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
+        .collect();
+    let ports = container_ports()
+        .filter_map(|port| {
+            Some((
+                u16::try_from(port.container_port).ok()?,
+                port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            ))
+        })
+        .collect();
+    let started = status
+        .and_then(|status| status.start_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|time| time.0.as_second());
+    PodEntry {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        workload: owners.workload_of(pod),
+        node: spec.and_then(|spec| spec.node_name.clone()),
+        host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
+        ips,
+        named_ports,
+        ports,
+        started,
+        ended: pod
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|time| time.0.as_second()),
+    }
+}
+
+/// The first host address of a CIDR (`10.244.1.0/24` -> `10.244.1.1`).
+pub(super) fn first_host(cidr: &str) -> Option<IpAddr> {
+    let (base, _) = cidr.split_once('/')?;
+    match base.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => Some(IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(v4).checked_add(1)?,
+        ))),
+        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6).checked_add(1)?,
+        ))),
+    }
+}
+
+pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
+    let spec = service.spec.as_ref()?;
+    let mut cluster_ips: Vec<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    cluster_ips.sort();
+    cluster_ips.dedup();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|port| {
+            let number = u16::try_from(port.port).ok()?;
+            let target = match &port.target_port {
+                Some(IntOrString::Int(target)) => TargetPort::Number(u16::try_from(*target).ok()?),
+                Some(IntOrString::String(name)) => match name.parse::<u16>() {
+                    Ok(target) => TargetPort::Number(target),
+                    Err(_) => TargetPort::Name(name.clone()),
+                },
+                // No targetPort: the same as port.
+                None => TargetPort::Number(number),
+            };
+            Some(ServicePortEntry {
+                name: port.name.clone().unwrap_or_default(),
+                port: number,
+                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                target,
+            })
+        })
+        .collect();
+    Some(ServiceEntry {
+        namespace: service.metadata.namespace.clone().unwrap_or_default(),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        cluster_ips,
+        selector: spec.selector.clone().unwrap_or_default(),
+        ports,
+        endpoint_pods: Vec::new(),
+        endpoint_ports: BTreeMap::new(),
+    })
+}
+
+/// The pods and ports of a selector-less Service's EndpointSlices (the
+/// slices carry the label `kubernetes.io/service-name`).
+pub(super) fn add_endpoint_slices(entry: &mut ServiceEntry, slices: &[EndpointSlice]) {
+    let of_service = slices.iter().filter(|slice| {
+        slice.metadata.namespace.as_deref() == Some(entry.namespace.as_str())
+            && slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get("kubernetes.io/service-name"))
+                == Some(&entry.name)
+    });
+    for slice in of_service {
+        for port in slice.ports.iter().flatten() {
+            if let Some(number) = port.port.and_then(|number| u16::try_from(number).ok()) {
+                entry
+                    .endpoint_ports
+                    .insert(port.name.clone().unwrap_or_default(), number);
+            }
+        }
+        let pods = slice
+            .endpoints
+            .iter()
+            .filter_map(|endpoint| endpoint.target_ref.as_ref())
+            .filter(|target| target.kind.as_deref() == Some("Pod"))
+            .filter_map(|target| target.name.clone());
+        entry.endpoint_pods.extend(pods);
+    }
+    entry.endpoint_pods.sort();
+    entry.endpoint_pods.dedup();
+}
