@@ -177,7 +177,7 @@ impl Default for Metrics {
         );
         registry.register(
             "netflow_dns_answers_refused",
-            "DNS answers not believed, by reason (unsolicited: no query of that socket asked it; untrusted_server: not the cluster's DNS; pending_full: too many queries in flight)",
+            "DNS answers not believed, by reason (unsolicited: no query of that socket asked it; untrusted_server: not the cluster's DNS; workload_cap: past the names one workload may hold; pending_full: too many queries in flight)",
             m.dns_refused.clone(),
         );
         // Every end is exported from the start, at 0.
@@ -242,12 +242,20 @@ impl Metrics {
 
     /// DNS answers not believed: the reader's totals by reason, and those
     /// from servers that are not the cluster's DNS.
-    pub fn set_dns_refused(&self, by_reason: &BTreeMap<String, u64>, untrusted_server: u64) {
-        let untrusted = ("untrusted_server", untrusted_server);
+    pub fn set_dns_refused(
+        &self,
+        by_reason: &BTreeMap<String, u64>,
+        untrusted_server: u64,
+        workload_cap: u64,
+    ) {
+        let ours = [
+            ("untrusted_server", untrusted_server),
+            ("workload_cap", workload_cap),
+        ];
         for (reason, total) in by_reason
             .iter()
             .map(|(reason, total)| (reason.as_str(), *total))
-            .chain([untrusted])
+            .chain(ours)
         {
             let counter = self.dns_refused.get_or_create(&Reason {
                 reason: reason.to_string(),

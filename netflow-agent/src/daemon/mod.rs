@@ -346,7 +346,11 @@ impl Sinks<'_> {
         metrics.inventory_synced.set(i64::from(synced));
         metrics.set_inventory_totals(state.inventory.watch_errors(), state.pending_dropped);
         metrics.set_graph_file_totals(state.files_set_aside, state.save_failures);
-        metrics.set_dns_refused(&interval.stats.dns_refused, state.dns_untrusted);
+        metrics.set_dns_refused(
+            &interval.stats.dns_refused,
+            state.dns_untrusted,
+            state.dns_over_cap,
+        );
         metrics
             .pending_flow_records
             .set(gauge_value(state.pending.len()));

@@ -20,7 +20,7 @@ use crate::{
         build::{BuildReport, add_flows},
         file::GraphFileError,
     },
-    identity::{Identity, dns_servers, trusted_names},
+    identity::{Identity, dns_servers, names_by_client, trusted_names},
     kernel::reader::Interval,
     model::{DnsAnswer, FlowRecord},
 };
@@ -66,6 +66,8 @@ pub(super) struct GraphState {
     /// DNS answers not believed: they came from a server that is not the
     /// cluster's DNS.
     pub(super) dns_untrusted: u64,
+    /// Answers past a workload's cap of names (of the answers held now).
+    pub(super) dns_over_cap: u64,
 }
 
 /// What one interval did to the graph.
@@ -123,6 +125,7 @@ impl GraphState {
             max_edges_per_client: options.max_edges_per_client,
             dns_servers: options.dns_servers.clone(),
             dns_untrusted: 0,
+            dns_over_cap: 0,
         })
     }
 
@@ -159,6 +162,7 @@ impl GraphState {
                 name: name.name.clone(),
                 ip: name.ip,
                 server: name.server,
+                client: name.cgroup.clone(),
             })
             .collect();
         let untrusted = trusted_names(&new_answers, &servers).1;
@@ -169,7 +173,15 @@ impl GraphState {
             );
             self.dns_untrusted += untrusted;
         }
-        let identity = Identity::new(&inventory, &dns);
+        let (by_client, over_cap) = names_by_client(&inventory, answers, &servers);
+        if over_cap > self.dns_over_cap {
+            warn!(
+                over_cap,
+                "a workload holds the most DNS names it may: further answers name nothing for it"
+            );
+        }
+        self.dns_over_cap = over_cap;
+        let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
         let report = if self.pending.is_empty() {
             add_flows(&mut self.graph, &identity, &interval.flows)
         } else {

@@ -88,6 +88,10 @@ pub fn add_flows(
                 }
                 for (server, port) in targets {
                     report.unnamed_remote += u64::from(is_unnamed(&server));
+                    let mut stats = stats.clone();
+                    if server.kind == EndpointKind::External {
+                        stats.dns_names = identity.names_resolved_by(&local.id, flow.remote.ip);
+                    }
                     add(graph, local.clone(), server, flow, port, &stats);
                 }
             }

@@ -78,6 +78,9 @@ pub struct EdgeRecord {
     pub seen_by_client: Option<Volume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_by_server: Option<Volume>,
+    /// The names the client resolved the (external) server by.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub dns_names: BTreeSet<String>,
 }
 
 impl CommGraph {
@@ -104,6 +107,7 @@ impl CommGraph {
                         bytes: volume.bytes,
                         seen_by_client: Some(edge.stats.seen_by_client),
                         seen_by_server: Some(edge.stats.seen_by_server),
+                        dns_names: edge.stats.dns_names.clone(),
                     }
                 })
                 .collect(),
@@ -168,6 +172,7 @@ impl CommGraph {
                     bytes: edge.bytes,
                 })),
                 seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
+                dns_names: edge.dns_names,
             };
             if stats.first_seen > stats.last_seen {
                 return Err(invalid(format!(

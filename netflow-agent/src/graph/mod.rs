@@ -63,6 +63,10 @@ pub struct EdgeStats {
     pub days_seen: BTreeSet<String>,
     pub seen_by_client: Volume,
     pub seen_by_server: Volume,
+    /// For an edge to an external address: the names the client workload
+    /// itself resolved it by (what its policy may name it by).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub dns_names: BTreeSet<String>,
 }
 
 impl EdgeStats {
@@ -76,6 +80,7 @@ impl EdgeStats {
         self.days_seen.extend(other.days_seen.iter().cloned());
         self.seen_by_client.add(&other.seen_by_client);
         self.seen_by_server.add(&other.seen_by_server);
+        self.dns_names.extend(other.dns_names.iter().cloned());
     }
 
     /// The edge's volume: the larger of the two sides' counts.
@@ -344,6 +349,7 @@ pub(crate) mod tests {
                 bytes: connections * 1000,
             },
             seen_by_server: Volume::default(),
+            dns_names: BTreeSet::new(),
         }
     }
 

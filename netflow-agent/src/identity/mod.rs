@@ -100,10 +100,66 @@ pub fn trusted_names(
     (names, untrusted)
 }
 
+/// Names one client workload may hold, at most: past it, its further
+/// answers name nothing for it (and are counted).
+pub const DNS_NAMES_PER_CLIENT: usize = 4096;
+
+/// Names by the workload that resolved them: (client endpoint id, address)
+/// -> names. Answers whose asker is unknown (flow logs of earlier versions)
+/// are filed under the empty id and count for every client.
+pub type ClientNames = BTreeMap<(String, IpAddr), BTreeSet<String>>;
+
+/// The trusted answers of `answers` (see [`trusted_names`]) filed by the
+/// workload whose socket asked, each workload holding at most
+/// [`DNS_NAMES_PER_CLIENT`] names; and how many answers went over that cap.
+pub fn names_by_client(
+    inventory: &Inventory,
+    answers: &[DnsAnswer],
+    servers: &BTreeSet<IpAddr>,
+) -> (ClientNames, u64) {
+    let empty = BTreeMap::new();
+    let identity = Identity::new(inventory, &empty);
+    let unspecified = IpAddr::from([0, 0, 0, 0]);
+    let mut by_client = ClientNames::new();
+    let mut held: BTreeMap<String, usize> = BTreeMap::new();
+    let mut over_cap = 0;
+    for answer in answers {
+        if answer
+            .server
+            .is_some_and(|server| !servers.contains(&server))
+        {
+            continue;
+        }
+        let client = match &answer.client {
+            Some(cgroup) => match identity.local(Some(cgroup), unspecified) {
+                Some(endpoint) => endpoint.id,
+                // A socket no pod owns: its answers name nothing.
+                None => continue,
+            },
+            None => String::new(),
+        };
+        let names = by_client.entry((client.clone(), answer.ip)).or_default();
+        if names.contains(&answer.name) {
+            continue;
+        }
+        let count = held.entry(client).or_default();
+        if *count >= DNS_NAMES_PER_CLIENT {
+            over_cap += 1;
+            continue;
+        }
+        *count += 1;
+        names.insert(answer.name.clone());
+    }
+    (by_client, over_cap)
+}
+
 pub struct Identity<'a> {
     inventory: &'a Inventory,
     /// Names the cluster's DNS gave for external addresses.
     dns: &'a BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The same names by the workload that resolved them; without it every
+    /// client shares `dns`.
+    by_client: Option<&'a ClientNames>,
 }
 
 /// One remote end as a server: the endpoint and the port traffic reaches it on.
@@ -111,7 +167,32 @@ pub type Target = (Endpoint, u16);
 
 impl<'a> Identity<'a> {
     pub fn new(inventory: &'a Inventory, dns: &'a BTreeMap<IpAddr, BTreeSet<String>>) -> Self {
-        Self { inventory, dns }
+        Self {
+            inventory,
+            dns,
+            by_client: None,
+        }
+    }
+
+    /// Names belong to the workload that resolved them (see
+    /// [`names_by_client`]).
+    pub fn with_client_names(mut self, by_client: &'a ClientNames) -> Self {
+        self.by_client = Some(by_client);
+        self
+    }
+
+    /// The names `client` resolved for `ip`: what a policy of `client` may
+    /// name that address by.
+    pub fn names_resolved_by(&self, client: &str, ip: IpAddr) -> BTreeSet<String> {
+        match self.by_client {
+            None => self.dns.get(&ip).cloned().unwrap_or_default(),
+            Some(by_client) => [client, ""]
+                .iter()
+                .filter_map(|id| by_client.get(&(id.to_string(), ip)))
+                .flatten()
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The local end: by cgroup path (a pod's), else the node at `local_ip`.
@@ -271,6 +352,7 @@ mod tests {
             name: name.into(),
             ip: "203.0.113.10".parse().unwrap(),
             server: server.map(|s| s.parse().unwrap()),
+            client: None,
         };
         let answers = [
             answer("service-ip.example", Some("10.96.0.10")),

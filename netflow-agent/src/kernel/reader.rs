@@ -83,10 +83,10 @@ pub struct FlowReader {
     /// Every name -> address the DNS answered, with when it was last
     /// answered (a counter: the oldest go first when the set is full), and
     /// those new this interval.
-    /// (name, address, the server that answered).
-    dns_known: StdHashMap<(String, IpAddr, IpAddr), u64>,
+    /// (name, address, the server that answered, the asking socket's cgroup).
+    dns_known: StdHashMap<DnsKey, u64>,
     dns_answers: u64,
-    dns_new: Vec<(String, IpAddr, IpAddr)>,
+    dns_new: Vec<DnsKey>,
     /// Queries the recorded sockets sent, waiting for their answer, with
     /// when they were sent: an answer counts only when it answers one.
     dns_pending: StdHashMap<PendingQuery, Instant>,
@@ -99,6 +99,10 @@ pub struct FlowReader {
 /// longest ago is forgotten, so a week of answers keeps memory bounded and
 /// names learned late in the week still count.
 const DNS_NAMES_MAX: usize = 100_000;
+
+/// A name, the address it names, the server that said so and the cgroup of
+/// the socket that asked.
+type DnsKey = (String, IpAddr, IpAddr, Option<String>);
 
 /// A query in flight: the socket that sent it, the server, the id and the
 /// question. Its answer must match all of them.
@@ -279,14 +283,19 @@ impl FlowReader {
                 continue;
             }
             let server = ip_of(event.key.family, &event.key.remote_addr);
+            let client = self
+                .cgroups
+                .as_mut()
+                .and_then(|index| index.path_of(event.key.cgroup_id));
             for (name, ip) in message.answers {
                 self.dns_answers += 1;
+                let key = (name, ip, server, client.clone());
                 if self
                     .dns_known
-                    .insert((name.clone(), ip, server), self.dns_answers)
+                    .insert(key.clone(), self.dns_answers)
                     .is_none()
                 {
-                    self.dns_new.push((name, ip, server));
+                    self.dns_new.push(key);
                 }
             }
         }
@@ -300,10 +309,11 @@ impl FlowReader {
     pub fn dns_answers(&self) -> Vec<DnsAnswer> {
         self.dns_known
             .keys()
-            .map(|(name, ip, server)| DnsAnswer {
+            .map(|(name, ip, server, client)| DnsAnswer {
                 name: name.clone(),
                 ip: *ip,
                 server: Some(*server),
+                client: client.clone(),
             })
             .collect()
     }
@@ -365,11 +375,12 @@ impl FlowReader {
         let dns = self
             .dns_new
             .drain(..)
-            .map(|(name, ip, server)| DnsName {
+            .map(|(name, ip, server, cgroup)| DnsName {
                 ts: rfc3339(clock.wall_now()),
                 name,
                 ip,
                 server: Some(server),
+                cgroup,
             })
             .collect();
         let stats = IntervalStats {

@@ -131,6 +131,8 @@ pub struct DnsAnswer {
     pub ip: IpAddr,
     /// The server that answered; `None` from flow logs of earlier versions.
     pub server: Option<IpAddr>,
+    /// The cgroup of the socket that asked (its path); `None` when unknown.
+    pub client: Option<String>,
 }
 
 /// A name the cluster's DNS gave for an address (from a response a
@@ -143,4 +145,8 @@ pub struct DnsName {
     /// The server that answered (absent in flow logs of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<IpAddr>,
+    /// The cgroup of the socket that asked (its path below the cgroup v2
+    /// mount): names belong to the workload that resolved them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }

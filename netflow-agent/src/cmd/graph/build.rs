@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     daemon::flowlog::{LogLine, read_flow_log},
     graph::{CommGraph, build::add_flows},
-    identity::{Identity, dns_servers, trusted_names},
+    identity::{Identity, dns_servers, names_by_client, trusted_names},
     inventory::Inventory,
     model::DnsAnswer,
 };
@@ -32,19 +32,22 @@ pub fn run(
                     name: name.name,
                     ip: name.ip,
                     server: name.server,
+                    client: name.cgroup,
                 }),
                 LogLine::Stats(_) => {}
             }
         }
     }
-    // Only the cluster's DNS names addresses.
-    let (dns, untrusted) = trusted_names(&answers, &dns_servers(&inventory, &[]));
+    // Only the cluster's DNS names addresses, for the workload that asked.
+    let servers = dns_servers(&inventory, &[]);
+    let (dns, untrusted) = trusted_names(&answers, &servers);
     if untrusted > 0 {
         eprintln!(
             "{untrusted} DNS answers from servers that are not the cluster's DNS were not believed"
         );
     }
-    let identity = Identity::new(&inventory, &dns);
+    let (by_client, _) = names_by_client(&inventory, &answers, &servers);
+    let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
     let report = add_flows(&mut graph, &identity, &records);
     graph.save(output)?;
     eprintln!(

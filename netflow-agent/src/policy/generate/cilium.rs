@@ -18,7 +18,7 @@ use super::{
     generate_with, host_cidrs, policy_metadata,
 };
 use crate::{
-    graph::CommGraph,
+    graph::{CommGraph, Edge},
     inventory::Inventory,
     model::{Endpoint, EndpointKind},
     policy::cilium::{
@@ -52,7 +52,7 @@ impl Flavor for Cilium {
     type Policy = CiliumNetworkPolicy;
     type Peer = CiliumPeer;
 
-    fn peer(&self, peer: &Endpoint, workload: &Endpoint) -> Option<Vec<CiliumPeer>> {
+    fn peer(&self, peer: &Endpoint, workload: &Endpoint, edge: &Edge) -> Option<Vec<CiliumPeer>> {
         match peer.kind {
             EndpointKind::Workload => {
                 if peer.labels.is_empty() {
@@ -67,9 +67,13 @@ impl Flavor for Cilium {
             }
             EndpointKind::Node => Some(vec![CiliumPeer::Node]),
             EndpointKind::External => {
-                if !peer.dns_names.is_empty() {
+                // The names this workload itself resolved the address by
+                // (another workload's lookups, or a forged answer, name
+                // nothing here): else the address.
+                if !edge.stats.dns_names.is_empty() {
                     return Some(
-                        peer.dns_names
+                        edge.stats
+                            .dns_names
                             .iter()
                             .map(|name| CiliumPeer::Fqdn(name.clone()))
                             .collect(),

@@ -20,7 +20,7 @@ use super::{
     generate_with, host_cidrs, policy_metadata,
 };
 use crate::{
-    graph::CommGraph,
+    graph::{CommGraph, Edge},
     inventory::Inventory,
     model::{Endpoint, EndpointKind},
 };
@@ -43,7 +43,12 @@ impl Flavor for Kubernetes {
     type Policy = NetworkPolicy;
     type Peer = NetworkPolicyPeer;
 
-    fn peer(&self, peer: &Endpoint, workload: &Endpoint) -> Option<Vec<NetworkPolicyPeer>> {
+    fn peer(
+        &self,
+        peer: &Endpoint,
+        workload: &Endpoint,
+        _edge: &Edge,
+    ) -> Option<Vec<NetworkPolicyPeer>> {
         match peer.kind {
             EndpointKind::Workload => {
                 if peer.labels.is_empty() {

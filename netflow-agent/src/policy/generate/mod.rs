@@ -154,10 +154,10 @@ pub fn cluster_dns(inventory: &Inventory) -> Option<ClusterDns> {
 pub trait Flavor {
     type Policy;
     /// How a rule names one peer.
-    type Peer;
-    /// How a policy of `workload` names `peer`; `None` when it cannot be
-    /// named without opening more than was observed.
-    fn peer(&self, peer: &Endpoint, workload: &Endpoint) -> Option<Vec<Self::Peer>>;
+    type Peer: PartialEq;
+    /// How a policy of `workload` names `peer`, met on `edge`; `None` when
+    /// it cannot be named without opening more than was observed.
+    fn peer(&self, peer: &Endpoint, workload: &Endpoint, edge: &Edge) -> Option<Vec<Self::Peer>>;
     fn default_deny(&self, namespace: &str, ingress_only: bool) -> Self::Policy;
     /// Egress from every pod of `namespace` to the DNS pods, port 53.
     fn dns_allow(&self, namespace: &str, dns: &ClusterDns) -> Self::Policy;
@@ -225,7 +225,8 @@ pub fn generate_with<F: Flavor>(
                 });
                 continue;
             }
-            let name_peer = |peer: &Endpoint, of: &Endpoint| flavor.peer(peer, of);
+            let name_peer =
+                |peer: &Endpoint, of: &Endpoint, edge: &Edge| flavor.peer(peer, of, edge);
             if let Some(rules) =
                 workload_rules(&inputs, workload, options, &mut set.findings, name_peer)
             {
@@ -444,12 +445,12 @@ impl<P> WorkloadRules<P> {
 
 /// `workload`'s rules in both directions (ingress only when asked); `None`
 /// when it has none.
-fn workload_rules<P>(
+fn workload_rules<P: PartialEq>(
     inputs: &Inputs<'_>,
     workload: &Endpoint,
     options: &GenerateOptions,
     findings: &mut Vec<Finding>,
-    name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>> + Copy,
+    name_peer: impl Fn(&Endpoint, &Endpoint, &Edge) -> Option<Vec<P>> + Copy,
 ) -> Option<WorkloadRules<P>> {
     let ingress = rules(inputs, workload, Direction::Ingress, findings, name_peer);
     let egress = if options.ingress_only {
@@ -462,12 +463,12 @@ fn workload_rules<P>(
 
 /// The allow rules of `workload` in `direction`: observed peers, named by
 /// `name_peer` (a flavor's selector), grouped by identical port sets.
-fn rules<P>(
+fn rules<P: PartialEq>(
     inputs: &Inputs<'_>,
     workload: &Endpoint,
     direction: Direction,
     findings: &mut Vec<Finding>,
-    name_peer: impl Fn(&Endpoint, &Endpoint) -> Option<Vec<P>>,
+    name_peer: impl Fn(&Endpoint, &Endpoint, &Edge) -> Option<Vec<P>>,
 ) -> Vec<Rule<P>> {
     // Peer (by a stable key) -> ports and evidence.
     let mut by_peer: BTreeMap<String, Rule<P>> = BTreeMap::new();
@@ -545,7 +546,7 @@ fn rules<P>(
             });
             continue;
         }
-        let Some(selector) = name_peer(peer, workload) else {
+        let Some(selector) = name_peer(peer, workload, edge) else {
             findings.push(Finding {
                 kind: "unresolved-peer".into(),
                 workload: workload.label(),
@@ -560,10 +561,17 @@ fn rules<P>(
             continue;
         };
         let entry = by_peer.entry(peer.id.clone()).or_insert_with(|| Rule {
-            peers: selector,
+            peers: Vec::new(),
             ports: BTreeSet::new(),
             evidence: Vec::new(),
         });
+        // One peer met on several edges (ports) may be named by more on
+        // some (the names its client resolved): every name, once.
+        for selector in selector {
+            if !entry.peers.contains(&selector) {
+                entry.peers.push(selector);
+            }
+        }
         entry.ports.insert((protocol.clone(), edge.key.port));
         entry.evidence.push(format!(
             "{} {}/{} first {} last {} connections {}",
@@ -968,6 +976,53 @@ mod tests {
             text.contains("203.0.113.9/32") && !text.contains("6001"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_name_belongs_to_the_workload_that_resolved_it() {
+        use crate::{
+            identity::{dns_servers, names_by_client, trusted_names},
+            model::DnsAnswer,
+        };
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let web = "00000000-0000-0000-0000-000000000002";
+        let db = "00000000-0000-0000-0000-000000000003";
+        // web asked the cluster DNS for api.example; db never did.
+        let answers = [DnsAnswer {
+            name: "api.example".into(),
+            ip: "203.0.113.10".parse().unwrap(),
+            server: Some("10.96.0.10".parse().unwrap()),
+            client: Some(format!("/kubepods/pod{web}/0123456789abcdef")),
+        }];
+        let servers = dns_servers(&inventory, &[]);
+        let (dns, _) = trusted_names(&answers, &servers);
+        let (by_client, over_cap) = names_by_client(&inventory, &answers, &servers);
+        assert_eq!(over_cap, 0);
+        let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
+        let mut graph = CommGraph::new();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[
+                flow(web, "10.244.0.5", ("203.0.113.10", 443), 6),
+                flow(db, "10.244.0.6", ("203.0.113.10", 443), 6),
+            ],
+        );
+        let set = cilium::generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
+        let text = |namespace: &str, name: &str| {
+            let policy = set.by_namespace[namespace]
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name))
+                .unwrap();
+            // The rules (the evidence annotation shows the address's
+            // display name, which is not a grant).
+            serde_json::to_string(&policy.spec).unwrap()
+        };
+        let web_policy = text("shop", "allow-deployment-web");
+        assert!(web_policy.contains("api.example"), "{web_policy}");
+        let db_policy = text("data", "allow-statefulset-db");
+        assert!(!db_policy.contains("api.example"), "{db_policy}");
+        assert!(db_policy.contains("203.0.113.10/32"), "{db_policy}");
     }
 
     #[test]
