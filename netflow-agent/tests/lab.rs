@@ -729,6 +729,18 @@ fn ctrl_c_and_crashed_runs_leave_nothing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Every policy YAML file of a directory, as one text.
+fn policy_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            text.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    text
+}
+
 #[test]
 fn a_scan_during_the_audit_is_never_allowed() {
     if !common::privileged("a_scan_during_the_audit_is_never_allowed") {
@@ -761,13 +773,7 @@ fn a_scan_during_the_audit_is_never_allowed() {
     generate_and_verify_cilium(&out);
     verify(&out);
     for flavor in ["policies", "cilium"] {
-        let mut text = String::new();
-        for entry in std::fs::read_dir(out.join(flavor)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                text.push_str(&std::fs::read_to_string(path).unwrap());
-            }
-        }
+        let text = policy_text(&out.join(flavor));
         assert!(text.contains("8080"), "{flavor}: {text}");
         for port in ["3306", "5432", "6379", "9200", "8443"] {
             assert!(!text.contains(port), "{flavor} allows {port}: {text}");
@@ -797,13 +803,7 @@ fn a_forged_dns_answer_names_nothing() {
     generate_and_verify_cilium(&out);
     verify(&out);
     for flavor in ["policies", "cilium"] {
-        let mut text = String::new();
-        for entry in std::fs::read_dir(out.join(flavor)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                text.push_str(&std::fs::read_to_string(path).unwrap());
-            }
-        }
+        let text = policy_text(&out.join(flavor));
         assert!(!text.contains("exfil.example"), "{flavor}: {text}");
         // The address itself, as an address.
         assert!(text.contains("203.0.113.66/32"), "{flavor}: {text}");
