@@ -51,12 +51,7 @@ pub fn add_flows(
                 report.unresolved_local += 1;
                 identity::unresolved_local(flow.cgroup.as_deref(), flow.local.ip)
             });
-        let protocol = match flow.protocol.0 {
-            netflow_common::PROTO_TCP => "TCP",
-            netflow_common::PROTO_UDP => "UDP",
-            132 => "SCTP",
-            _ => "",
-        };
+        let protocol = flow.protocol.policy_name().unwrap_or_default();
         let volume = Volume {
             connections: u64::from(flow.new),
             established: match flow.handshake {

@@ -11,7 +11,7 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use super::{PodEntry, ServiceEntry, ServicePortEntry, TargetPort, owners::Owners};
+use super::{ContainerPort, PodEntry, ServiceEntry, ServicePortEntry, TargetPort, owners::Owners};
 
 pub(super) fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
     let spec = pod.spec.as_ref();
@@ -29,20 +29,16 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
     {
         ips.push(ip);
     }
-    let container_ports = || {
-        spec.into_iter()
-            .flat_map(|spec| spec.containers.iter())
-            .flat_map(|container| container.ports.iter().flatten())
-    };
-    let named_ports = container_ports()
-        .filter_map(|port| Some((port.name.clone()?, u16::try_from(port.container_port).ok()?)))
-        .collect();
-    let ports = container_ports()
+    let ports = spec
+        .into_iter()
+        .flat_map(|spec| spec.containers.iter())
+        .flat_map(|container| container.ports.iter().flatten())
         .filter_map(|port| {
-            Some((
-                u16::try_from(port.container_port).ok()?,
-                port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-            ))
+            Some(ContainerPort {
+                number: u16::try_from(port.container_port).ok()?,
+                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                name: port.name.clone(),
+            })
         })
         .collect();
     let started = status
@@ -58,7 +54,6 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
         node: spec.and_then(|spec| spec.node_name.clone()),
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
         ips,
-        named_ports,
         ports,
         started,
         ended: pod

@@ -64,13 +64,36 @@ pub struct PodEntry {
     pub node: Option<String>,
     pub host_network: bool,
     pub ips: Vec<IpAddr>,
-    /// Named container ports, for Services whose targetPort is a name.
-    pub named_ports: BTreeMap<String, u16>,
-    /// Every declared container port with its protocol (`TCP`, `UDP`, `SCTP`).
-    pub ports: Vec<(u16, String)>,
+    /// Every declared container port: number, protocol and name.
+    pub ports: Vec<ContainerPort>,
     /// When the pod held its IPs: an IP names a pod only for that time.
     pub started: Option<i64>,
     pub ended: Option<i64>,
+}
+
+/// A port a container declares. A name means a number *and* a protocol: a
+/// policy or Service naming `metrics` over TCP does not reach `metrics` over
+/// UDP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerPort {
+    pub number: u16,
+    /// `TCP` (the API's default), `UDP` or `SCTP`.
+    pub protocol: String,
+    pub name: Option<String>,
+}
+
+impl PodEntry {
+    /// The number of the container port called `name` over `protocol`
+    /// (`None` for any protocol, as Cilium's `ANY` has it).
+    pub fn named_port(&self, name: &str, protocol: Option<&str>) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|port| {
+                port.name.as_deref() == Some(name)
+                    && protocol.is_none_or(|wanted| port.protocol.eq_ignore_ascii_case(wanted))
+            })
+            .map(|port| port.number)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,7 +295,7 @@ impl Inventory {
             .filter_map(|pod| {
                 let target = match &service_port.target {
                     TargetPort::Number(number) => *number,
-                    TargetPort::Name(name) => *pod.named_ports.get(name)?,
+                    TargetPort::Name(name) => pod.named_port(name, Some(&service_port.protocol))?,
                 };
                 Some((pod.workload.clone(), target))
             })

@@ -10,5 +10,5 @@ mod time;
 
 pub use endpoint::{Endpoint, EndpointKind};
 pub use flow::{Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, IntervalStats, Side};
-pub use protocol::Protocol;
+pub use protocol::{PROTO_SCTP, Protocol};
 pub use time::{file_time, rfc3339, utc_day};

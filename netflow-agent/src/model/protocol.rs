@@ -2,26 +2,49 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An IP protocol: `tcp`, `udp`, or its number.
+/// An IP protocol: `tcp`, `udp`, `sctp`, or its number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Protocol(pub u8);
 
+/// IANA's number for SCTP, the third protocol Kubernetes policies name.
+pub const PROTO_SCTP: u8 = 132;
+
+impl Protocol {
+    /// The name the Kubernetes and Cilium APIs use (`TCP`, `UDP`, `SCTP`);
+    /// `None` for a protocol no policy API can name (ICMP, ...).
+    pub fn policy_name(self) -> Option<&'static str> {
+        match self.0 {
+            netflow_common::PROTO_TCP => Some("TCP"),
+            netflow_common::PROTO_UDP => Some("UDP"),
+            PROTO_SCTP => Some("SCTP"),
+            _ => None,
+        }
+    }
+
+    fn short_name(self) -> Option<&'static str> {
+        match self.0 {
+            netflow_common::PROTO_TCP => Some("tcp"),
+            netflow_common::PROTO_UDP => Some("udp"),
+            PROTO_SCTP => Some("sctp"),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            netflow_common::PROTO_TCP => f.write_str("tcp"),
-            netflow_common::PROTO_UDP => f.write_str("udp"),
-            other => write!(f, "{other}"),
+        match self.short_name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{}", self.0),
         }
     }
 }
 
 impl Serialize for Protocol {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            netflow_common::PROTO_TCP => serializer.serialize_str("tcp"),
-            netflow_common::PROTO_UDP => serializer.serialize_str("udp"),
-            other => serializer.serialize_u8(other),
+        match self.short_name() {
+            Some(name) => serializer.serialize_str(name),
+            None => serializer.serialize_u8(self.0),
         }
     }
 }
@@ -39,8 +62,9 @@ impl<'de> Deserialize<'de> for Protocol {
             Raw::Name(name) => match name.to_ascii_lowercase().as_str() {
                 "tcp" => Ok(Protocol(netflow_common::PROTO_TCP)),
                 "udp" => Ok(Protocol(netflow_common::PROTO_UDP)),
+                "sctp" => Ok(Protocol(PROTO_SCTP)),
                 other => Err(serde::de::Error::custom(format!(
-                    "unknown protocol {other:?} (expected tcp, udp or a number)"
+                    "unknown protocol {other:?} (expected tcp, udp, sctp or a number)"
                 ))),
             },
         }
@@ -59,5 +83,17 @@ mod tests {
         }
         assert_eq!(serde_json::to_string(&Protocol(6)).unwrap(), "\"tcp\"");
         assert_eq!(serde_json::to_string(&Protocol(1)).unwrap(), "1");
+        assert_eq!(serde_json::to_string(&Protocol(132)).unwrap(), "\"sctp\"");
+        assert_eq!(
+            serde_json::from_str::<Protocol>("132").unwrap(),
+            Protocol(132)
+        );
+    }
+
+    #[test]
+    fn policies_name_tcp_udp_and_sctp_only() {
+        assert_eq!(Protocol(132).policy_name(), Some("SCTP"));
+        assert_eq!(Protocol(17).policy_name(), Some("UDP"));
+        assert_eq!(Protocol(1).policy_name(), None);
     }
 }

@@ -194,14 +194,14 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
     };
     let mut servers: BTreeMap<WorkloadRef, (u16, String)> = BTreeMap::new();
     for pod in &inventory.pods {
-        if let Some((port, protocol)) = pod.ports.first()
+        if let Some(port) = pod.ports.first()
             && RESOURCE_KINDS.contains(&pod.workload.kind.as_str())
             && !pod.host_network
             && !is_dns(pod)
         {
             servers
                 .entry(pod.workload.clone())
-                .or_insert((*port, protocol.to_ascii_lowercase()));
+                .or_insert((port.number, port.protocol.to_ascii_lowercase()));
         }
     }
     for client in clients.values() {

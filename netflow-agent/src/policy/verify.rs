@@ -48,8 +48,12 @@ pub struct BlastRadius {
     pub open_beyond_observed: Vec<String>,
 }
 
+/// The name policies give the edge's protocol (`TCP`, `UDP`, `SCTP`); a
+/// protocol they cannot name keeps its number, which no rule matches.
 fn protocol_name(edge_protocol: &crate::model::Protocol) -> String {
-    edge_protocol.to_string().to_ascii_uppercase()
+    edge_protocol
+        .policy_name()
+        .map_or_else(|| edge_protocol.to_string(), str::to_string)
 }
 
 fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>> {
@@ -190,7 +194,8 @@ fn blast_radius(
             if client.uid == server.uid {
                 continue;
             }
-            for (port, protocol) in &server.ports {
+            for declared in &server.ports {
+                let (port, protocol) = (&declared.number, &declared.protocol);
                 radius.pairs_before += 1;
                 if evaluator.check(End::Pod(client), End::Pod(server), *port, protocol)
                     == Verdict::Allowed

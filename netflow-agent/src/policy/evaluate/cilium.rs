@@ -184,11 +184,15 @@ fn port_rule_allows(rule: &PortRule, port: u16, protocol: &str, owner: Option<&P
         let start = match entry.port.parse::<u16>() {
             Ok(0) => return true, // every port
             Ok(number) => number,
-            // A named port: the server's container port of that name.
-            Err(_) => match owner.and_then(|pod| pod.named_ports.get(&entry.port)) {
-                Some(number) => *number,
-                None => return false,
-            },
+            // A named port: the server's container port of that name (and
+            // protocol, unless the rule says ANY).
+            Err(_) => {
+                let protocol = (!wanted.eq_ignore_ascii_case("ANY")).then_some(wanted);
+                match owner.and_then(|pod| pod.named_port(&entry.port, protocol)) {
+                    Some(number) => number,
+                    None => return false,
+                }
+            }
         };
         let end = entry
             .end_port

@@ -107,19 +107,7 @@ fn peer_matches(
     };
     let namespace_ok = match &peer.namespace_selector {
         None => pod.namespace == policy_namespace,
-        Some(selector) => {
-            let labels = inventory
-                .namespaces
-                .get(&pod.namespace)
-                .cloned()
-                .unwrap_or_else(|| {
-                    BTreeMap::from([(
-                        "kubernetes.io/metadata.name".to_string(),
-                        pod.namespace.clone(),
-                    )])
-                });
-            matches(selector, &labels)
-        }
+        Some(selector) => matches(selector, &namespace_labels(inventory, &pod.namespace)),
     };
     let pod_ok = peer
         .pod_selector
@@ -128,21 +116,39 @@ fn peer_matches(
     namespace_ok && pod_ok
 }
 
+/// A namespace's labels as selectors see them: the API server gives every
+/// namespace `kubernetes.io/metadata.name`, whether the inventory shows it
+/// or not.
+pub(super) fn namespace_labels(inventory: &Inventory, namespace: &str) -> BTreeMap<String, String> {
+    let mut labels = inventory
+        .namespaces
+        .get(namespace)
+        .cloned()
+        .unwrap_or_default();
+    labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
+    labels
+}
+
+/// The label the API server sets on every namespace to its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {
     let Some(spec) = &policy.spec else {
         return false;
     };
-    match &spec.policy_types {
-        Some(types) => types.iter().any(|t| {
+    match spec.policy_types.as_deref() {
+        Some(types) if !types.is_empty() => types.iter().any(|t| {
             t == match direction {
                 Direction::Ingress => "Ingress",
                 Direction::Egress => "Egress",
             }
         }),
-        // The API server's default: Ingress always, Egress when there are egress rules.
-        None => match direction {
+        // The API server's default for an omitted or empty list: Ingress
+        // always, Egress when there is at least one egress rule (`egress:
+        // []` is none).
+        _ => match direction {
             Direction::Ingress => true,
-            Direction::Egress => spec.egress.is_some(),
+            Direction::Egress => spec.egress.as_ref().is_some_and(|rules| !rules.is_empty()),
         },
     }
 }
@@ -185,10 +191,14 @@ fn port_matches(
     let start = match &rule.port {
         None => return true, // all ports of the protocol
         Some(IntOrString::Int(number)) => *number,
-        Some(IntOrString::String(name)) => match owner.and_then(|pod| pod.named_ports.get(name)) {
-            Some(number) => i32::from(*number),
-            None => return false,
-        },
+        // A named port is the server's container port of that name and
+        // of the rule's protocol.
+        Some(IntOrString::String(name)) => {
+            match owner.and_then(|pod| pod.named_port(name, Some(rule_protocol))) {
+                Some(number) => i32::from(number),
+                None => return false,
+            }
+        }
     };
     let end = rule.end_port.unwrap_or(start);
     (start..=end).contains(&i32::from(port))

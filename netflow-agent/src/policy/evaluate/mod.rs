@@ -12,9 +12,11 @@
 //! - A peer with only `podSelector` means pods in the policy's namespace; only
 //!   `namespaceSelector`, every pod in matching namespaces; both in one peer,
 //!   matching pods in matching namespaces; `ipBlock`, addresses in the CIDR
-//!   and not in `except`.
-//! - Ports: protocol defaults to TCP; a named port is looked up in the pod's
-//!   container ports; `endPort` makes a range.
+//!   and not in `except` -- pod IPs included, as the conformance tests
+//!   expect. Every namespace carries `kubernetes.io/metadata.name`.
+//! - Ports: protocol defaults to TCP; a named port is the server's container
+//!   port of that name *and* the rule's protocol; `endPort` makes an
+//!   inclusive range. SCTP is a protocol of its own.
 //!
 //! CiliumNetworkPolicy (`cilium`): the subset `policy::cilium` models (see
 //! there); a policy using more is refused when its file is read (`files`).
@@ -22,6 +24,8 @@
 mod cilium;
 mod files;
 mod kubernetes;
+#[cfg(test)]
+mod truth_tables;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -132,6 +136,15 @@ impl<'a> Evaluator<'a> {
         Verdict::Allowed
     }
 
+    fn from_own_node(&self, pod: &PodEntry, peer: End<'_>) -> bool {
+        let End::Address(ip) = peer else {
+            return false;
+        };
+        self.inventory
+            .node_by_ip(ip)
+            .is_some_and(|node| pod.node.as_deref() == Some(node.name.as_str()))
+    }
+
     /// `None` when `pod` allows `peer` in `direction`, else the reason.
     fn refused(
         &self,
@@ -141,6 +154,11 @@ impl<'a> Evaluator<'a> {
         port: u16,
         protocol: &str,
     ) -> Option<String> {
+        if direction == Direction::Ingress && self.from_own_node(pod, peer) {
+            // Every implementation lets a pod's node reach it (kubelet
+            // probes); policies cannot refuse it.
+            return None;
+        }
         let selecting = kubernetes::selecting(self.policies, pod, direction);
         let cilium_selecting = cilium::selecting(self.cilium, pod, direction);
         if selecting.is_empty() && cilium_selecting.is_empty() {

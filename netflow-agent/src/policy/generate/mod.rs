@@ -484,7 +484,24 @@ fn rules<P: PartialEq>(
             Direction::Egress if client.id == workload.id => *server,
             _ => continue,
         };
-        let protocol = edge.key.protocol.to_string().to_ascii_uppercase();
+        let Some(protocol) = edge.key.protocol.policy_name().map(str::to_string) else {
+            // ICMP and the like: no policy API has a port rule for them.
+            findings.push(Finding {
+                kind: "unnamed-protocol".into(),
+                workload: workload.label(),
+                detail: format!(
+                    "{} {} {} over IP protocol {}: policies name TCP, UDP and SCTP only; not allowed",
+                    direction_name(direction),
+                    match direction {
+                        Direction::Ingress => "from",
+                        Direction::Egress => "to",
+                    },
+                    peer.label(),
+                    edge.key.protocol
+                ),
+            });
+            continue;
+        };
         if let Some(kind) = never_allowed(peer) {
             findings.push(Finding {
                 kind: kind.into(),
@@ -610,7 +627,7 @@ mod tests {
     use crate::{
         graph::build::add_flows,
         identity::Identity,
-        model::{Address, Basis, FlowRecord, Protocol, Side},
+        model::{Address, Basis, FlowRecord, PROTO_SCTP, Protocol, Side},
         policy::write::to_yaml,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -976,6 +993,44 @@ mod tests {
             text.contains("203.0.113.9/32") && !text.contains("6001"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sctp_edges_become_sctp_rules_that_verify_allows() {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[
+                flow(web, "10.244.0.5", ("10.244.0.6", 3868), PROTO_SCTP),
+                flow(web, "10.244.0.5", ("10.244.0.6", 0), 1),
+            ],
+        );
+        let set = generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
+        let text = serde_json::to_string(&set.by_namespace).unwrap();
+        assert!(
+            text.contains(r#""port":3868,"protocol":"SCTP""#) && !text.contains("132"),
+            "{text}"
+        );
+        assert!(
+            set.findings.iter().any(|f| f.kind == "unnamed-protocol"),
+            "{:#?}",
+            set.findings
+        );
+        let policies = crate::policy::evaluate::Policies {
+            kubernetes: set.by_namespace.into_values().flatten().collect(),
+            cilium: Vec::new(),
+        };
+        let report = crate::policy::verify::verify(&graph, &policies, &inventory);
+        // The SCTP edge is checked and allowed; the ICMP one was not
+        // allowed, and is reported blocked.
+        assert_eq!(report.allowed, 1, "{:#?}", report.blocked);
+        assert_eq!(report.blocked.len(), 1);
+        assert_eq!(report.blocked[0].edge, "shop/web -> data/db 1/0");
     }
 
     #[test]
