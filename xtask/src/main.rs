@@ -146,6 +146,15 @@ fn setup_for(build_only: bool) -> anyhow::Result<()> {
             &["-m", "pip", "install", "--quiet", "kubernetes-validate"],
         )?;
     }
+    // `policy verify` is checked against an independent engine, IBM's
+    // network-config-analyzer (`nca`), on random policies.
+    if !build_only && !python_module_present("nca") {
+        eprintln!("xtask: installing network-config-analyzer (PyPI)");
+        cmd(
+            "python3",
+            &["-m", "pip", "install", "--quiet", "network-config-analyzer"],
+        )?;
+    }
 
     if !bpf_linker_present() {
         eprintln!("xtask: installing bpf-linker for LLVM {llvm}");

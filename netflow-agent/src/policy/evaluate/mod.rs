@@ -136,7 +136,7 @@ impl<'a> Evaluator<'a> {
         Verdict::Allowed
     }
 
-    fn from_own_node(&self, pod: &PodEntry, peer: End<'_>) -> bool {
+    fn reached_from_own_node(&self, pod: &PodEntry, peer: End<'_>) -> bool {
         let End::Address(ip) = peer else {
             return false;
         };
@@ -154,7 +154,7 @@ impl<'a> Evaluator<'a> {
         port: u16,
         protocol: &str,
     ) -> Option<String> {
-        if direction == Direction::Ingress && self.from_own_node(pod, peer) {
+        if direction == Direction::Ingress && self.reached_from_own_node(pod, peer) {
             // Every implementation lets a pod's node reach it (kubelet
             // probes); policies cannot refuse it.
             return None;
