@@ -1,12 +1,14 @@
 //! Policies from observed traffic: `generate` writes the smallest allow set
 //! for the graph in either flavor (NetworkPolicy, or the typed
-//! CiliumNetworkPolicy of `cilium`), `write` puts a set on disk; `evaluate`
+//! CiliumNetworkPolicy of `cilium`) and the cluster admin's tiers of
+//! `cluster_wide`, `write` puts a set on disk; `evaluate`
 //! decides what a set allows, `verify` replays the graph against it;
 //! `rollout` orders the enforcement, `netassert` writes tests, `apply` sends
 //! a set to the cluster.
 
 pub mod apply;
 pub mod cilium;
+pub mod cluster_wide;
 pub mod evaluate;
 pub mod generate;
 pub mod netassert;

@@ -1,13 +1,18 @@
-//! Policy files: every NetworkPolicy and CiliumNetworkPolicy in a directory
-//! of YAML files (or one file, YAML or JSON), each refused by name when it
-//! cannot be read, is of another kind, or does not fit its schema.
+//! Policy files: every NetworkPolicy, CiliumNetworkPolicy and cluster-wide
+//! policy (ClusterNetworkPolicy, AdminNetworkPolicy,
+//! BaselineAdminNetworkPolicy) in a directory of YAML files (or one file,
+//! YAML or JSON), each refused by name when it cannot be read, is of another
+//! kind, or does not fit its schema.
 
 use std::path::Path;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
-use crate::policy::cilium::{self, CiliumNetworkPolicy};
+use crate::policy::{
+    cilium::{self, CiliumNetworkPolicy},
+    cluster_wide::{TieredPolicy, v1alpha1, v1alpha2},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyFileError {
@@ -24,7 +29,7 @@ pub enum PolicyFileError {
         message: String,
     },
     #[error(
-        "{path}: document {index} is a {kind}, which netflow does not evaluate (only networking.k8s.io/v1 NetworkPolicy and cilium.io/v2 CiliumNetworkPolicy)"
+        "{path}: document {index} is a {kind}, which netflow does not evaluate (only networking.k8s.io/v1 NetworkPolicy, cilium.io/v2 CiliumNetworkPolicy, policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy and v1alpha1 AdminNetworkPolicy, BaselineAdminNetworkPolicy)"
     )]
     UnknownKind {
         path: String,
@@ -70,6 +75,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
     files.sort();
     let mut policies = Vec::new();
     let mut cilium = Vec::new();
+    let mut cluster_wide = Vec::new();
     for path in files {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
@@ -116,6 +122,35 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
                     cilium.push(policy);
                     continue;
                 }
+                let invalid = |kind: &'static str, message: String| PolicyFileError::Invalid {
+                    path: shown.clone(),
+                    index,
+                    kind,
+                    message,
+                };
+                if api == v1alpha2::API_VERSION && kind == v1alpha2::KIND {
+                    let policy: v1alpha2::ClusterNetworkPolicy = serde_norway::from_value(item)
+                        .map_err(|err| invalid(v1alpha2::KIND, err.to_string()))?;
+                    cluster_wide.push(
+                        policy
+                            .tiered()
+                            .map_err(|message| invalid(v1alpha2::KIND, message))?,
+                    );
+                    continue;
+                }
+                if api == v1alpha1::API_VERSION
+                    && (kind == v1alpha1::ADMIN_KIND || kind == v1alpha1::BASELINE_KIND)
+                {
+                    let kind = if kind == v1alpha1::ADMIN_KIND {
+                        v1alpha1::ADMIN_KIND
+                    } else {
+                        v1alpha1::BASELINE_KIND
+                    };
+                    let policy: v1alpha1::AdminNetworkPolicy = serde_norway::from_value(item)
+                        .map_err(|err| invalid(kind, err.to_string()))?;
+                    cluster_wide.push(policy.tiered().map_err(|message| invalid(kind, message))?);
+                    continue;
+                }
                 if kind != "NetworkPolicy" || api != "networking.k8s.io/v1" {
                     return Err(PolicyFileError::UnknownKind {
                         path: shown.clone(),
@@ -137,6 +172,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
     Ok(Policies {
         kubernetes: policies,
         cilium,
+        cluster_wide,
     })
 }
 
@@ -145,11 +181,13 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
 pub struct Policies {
     pub kubernetes: Vec<NetworkPolicy>,
     pub cilium: Vec<CiliumNetworkPolicy>,
+    /// The Admin and Baseline tiers, of either API version.
+    pub cluster_wide: Vec<TieredPolicy>,
 }
 
 impl Policies {
     pub fn len(&self) -> usize {
-        self.kubernetes.len() + self.cilium.len()
+        self.kubernetes.len() + self.cilium.len() + self.cluster_wide.len()
     }
 
     pub fn is_empty(&self) -> bool {

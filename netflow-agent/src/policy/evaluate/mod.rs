@@ -20,10 +20,16 @@
 //!
 //! CiliumNetworkPolicy (`cilium`): the subset `policy::cilium` models (see
 //! there); a policy using more is refused when its file is read (`files`).
+//!
+//! The cluster-wide tiers (`tiers`, network-policy-api): for each direction
+//! the Admin tier decides first (Accept/Allow or Deny is final, Pass hands
+//! over); then the namespaced policies above, final for the pods they
+//! isolate; then the Baseline tier; then allow.
 
 mod cilium;
 mod files;
 mod kubernetes;
+mod tiers;
 #[cfg(test)]
 mod truth_tables;
 
@@ -38,7 +44,10 @@ pub use kubernetes::{cidr_contains, matches};
 
 use crate::{
     inventory::{Inventory, PodEntry},
-    policy::cilium::CiliumNetworkPolicy,
+    policy::{
+        cilium::CiliumNetworkPolicy,
+        cluster_wide::{Action, Tier, TieredPolicy},
+    },
 };
 
 /// One end of a connection being checked.
@@ -92,6 +101,8 @@ impl Direction {
 pub struct Evaluator<'a> {
     policies: &'a [NetworkPolicy],
     cilium: &'a [CiliumNetworkPolicy],
+    /// Admin and Baseline tier policies (network-policy-api).
+    cluster_wide: &'a [TieredPolicy],
     /// Names the DNS gave for external addresses, for `toFQDNs`.
     dns: Option<&'a BTreeMap<IpAddr, BTreeSet<String>>>,
     inventory: &'a Inventory,
@@ -102,12 +113,13 @@ impl<'a> Evaluator<'a> {
         Self {
             policies,
             cilium: &[],
+            cluster_wide: &[],
             dns: None,
             inventory,
         }
     }
 
-    /// Both flavors; `dns` names external addresses for `toFQDNs`.
+    /// Every kind of a set; `dns` names external addresses for `toFQDNs`.
     pub fn for_set(
         policies: &'a Policies,
         inventory: &'a Inventory,
@@ -116,6 +128,7 @@ impl<'a> Evaluator<'a> {
         Self {
             policies: &policies.kubernetes,
             cilium: &policies.cilium,
+            cluster_wide: &policies.cluster_wide,
             dns: Some(dns),
             inventory,
         }
@@ -159,11 +172,6 @@ impl<'a> Evaluator<'a> {
             // probes); policies cannot refuse it.
             return None;
         }
-        let selecting = kubernetes::selecting(self.policies, pod, direction);
-        let cilium_selecting = cilium::selecting(self.cilium, pod, direction);
-        if selecting.is_empty() && cilium_selecting.is_empty() {
-            return None; // not isolated
-        }
         // For ingress the port is the pod's own; for egress the peer's.
         let port_owner = match direction {
             Direction::Ingress => Some(pod),
@@ -172,6 +180,47 @@ impl<'a> Evaluator<'a> {
                 End::Address(_) => None,
             },
         };
+        let question = tiers::Question {
+            pod,
+            direction,
+            peer,
+            port,
+            protocol,
+            port_owner,
+        };
+        let tier = |tier| tiers::decide(self.cluster_wide, tier, self.inventory, &question);
+        let denial = |by: &str| {
+            format!(
+                "{} of {}/{} is denied by {by} for {}/{} {} {}",
+                direction.name(),
+                pod.namespace,
+                pod.name,
+                protocol.to_ascii_lowercase(),
+                port,
+                match direction {
+                    Direction::Ingress => "from",
+                    Direction::Egress => "to",
+                },
+                peer
+            )
+        };
+        // The Admin tier first: its Accept and Deny are final; Pass (or no
+        // matching rule) hands over to NetworkPolicy.
+        match tier(Tier::Admin) {
+            Some((Action::Accept, _)) => return None,
+            Some((Action::Deny, by)) => return Some(denial(&by)),
+            Some((Action::Pass, _)) | None => {}
+        }
+        let selecting = kubernetes::selecting(self.policies, pod, direction);
+        let cilium_selecting = cilium::selecting(self.cilium, pod, direction);
+        if selecting.is_empty() && cilium_selecting.is_empty() {
+            // No namespaced policy isolates the pod: the Baseline tier
+            // decides, and without a matching rule it is allowed.
+            return match tier(Tier::Baseline) {
+                Some((Action::Deny, by)) => Some(denial(&by)),
+                _ => None,
+            };
+        }
         let allowed_by_kubernetes = selecting.iter().any(|policy| {
             kubernetes::allows(
                 policy,

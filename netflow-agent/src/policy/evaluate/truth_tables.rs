@@ -347,3 +347,222 @@ fn both_ends_decide_and_the_node_reaches_its_pods() {
         ],
     );
 }
+
+/// A policy set of any kinds, from YAML documents, read as `policy verify`
+/// reads files.
+fn mixed_set(yaml: &str) -> Policies {
+    let dir = std::env::temp_dir().join(format!(
+        "netflow-tiers-{}-{:x}",
+        std::process::id(),
+        yaml.len() as u64 * 31 + yaml.bytes().map(u64::from).sum::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("set.yaml"), yaml).unwrap();
+    let set = load_policy_set(&dir).unwrap_or_else(|err| panic!("{yaml}: {err}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    set
+}
+
+const CNP: &str = "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n";
+const ANP: &str = "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n";
+const BANP: &str =
+    "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: BaselineAdminNetworkPolicy\n";
+const NP: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n";
+
+fn check_tiers(table: &str, rows: &[(String, &str, &str, u16, &str, bool)]) {
+    let inventory = Inventory::parse(INVENTORY).unwrap();
+    let dns = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for (index, (yaml, from, to, port, protocol, expected)) in rows.iter().enumerate() {
+        let set = mixed_set(yaml);
+        let verdict = Evaluator::for_set(&set, &inventory, &dns).check(
+            end(&inventory, from),
+            end(&inventory, to),
+            *port,
+            protocol,
+        );
+        if (verdict == Verdict::Allowed) != *expected {
+            wrong.push(format!(
+                "{table} row {index}: {from} -> {to} {protocol}/{port}: expected {}, got {verdict:?}\n{yaml}",
+                if *expected { "allowed" } else { "denied" }
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn admin_tier_decides_first_and_pass_hands_over() {
+    let deny_metadata_allow_world = format!(
+        "{CNP}metadata: {{name: metadata}}\nspec:\n  tier: Admin\n  priority: 10\n  subject: {{namespaces: {{}}}}\n  egress:\n  - {{action: Deny, to: [{{networks: [169.254.169.254/32]}}]}}\n---\n{NP}metadata: {{name: open, namespace: shop}}\nspec: {{podSelector: {{}}, policyTypes: [Egress], egress: [{{to: [{{ipBlock: {{cidr: 0.0.0.0/0}}}}]}}]}}\n"
+    );
+    let shop_deny_all =
+        format!("{NP}metadata: {{name: deny, namespace: shop}}\nspec: {{podSelector: {{}}}}\n");
+    let accept_other = format!(
+        "{CNP}metadata: {{name: other}}\nspec:\n  tier: Admin\n  priority: 5\n  subject: {{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: web}}}}}}}}\n  ingress:\n  - {{action: Accept, from: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: other}}}}}}]}}\n---\n{shop_deny_all}"
+    );
+    let pass_other = accept_other.replace("action: Accept", "action: Pass");
+    // Lower priority first; within a policy, rules in order.
+    let by_priority = format!(
+        "{CNP}metadata: {{name: late}}\nspec:\n  tier: Admin\n  priority: 20\n  subject: {{namespaces: {{}}}}\n  ingress: [{{action: Accept, from: [{{namespaces: {{}}}}]}}]\n---\n{CNP}metadata: {{name: early}}\nspec:\n  tier: Admin\n  priority: 10\n  subject: {{namespaces: {{}}}}\n  ingress:\n  - {{name: tool-ok, action: Accept, from: [{{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: tool}}}}}}}}]}}\n  - {{name: rest, action: Deny, from: [{{namespaces: {{}}}}]}}\n"
+    );
+    // networks match pod IPs too.
+    let deny_data_network = format!(
+        "{CNP}metadata: {{name: data-net}}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {{namespaces: {{matchLabels: {{team: web}}}}}}\n  egress: [{{action: Deny, to: [{{networks: [10.0.1.0/24]}}]}}]\n"
+    );
+    check_tiers(
+        "admin",
+        &[
+            (
+                deny_metadata_allow_world.clone(),
+                "web",
+                "169.254.169.254",
+                80,
+                "TCP",
+                false,
+            ),
+            (
+                deny_metadata_allow_world,
+                "web",
+                "203.0.113.10",
+                443,
+                "TCP",
+                true,
+            ),
+            (accept_other.clone(), "tool", "web", 8080, "TCP", true),
+            (accept_other.clone(), "db", "web", 8080, "TCP", false),
+            (accept_other, "tool", "api", 9000, "TCP", false),
+            (pass_other, "tool", "web", 8080, "TCP", false),
+            (by_priority.clone(), "tool", "web", 8080, "TCP", true),
+            (by_priority.clone(), "db", "web", 8080, "TCP", false),
+            (by_priority, "203.0.113.10", "web", 8080, "TCP", true),
+            (deny_data_network.clone(), "web", "db", 5432, "TCP", false),
+            (deny_data_network.clone(), "web", "api", 9000, "TCP", true),
+            (deny_data_network, "tool", "db", 5432, "TCP", true),
+        ],
+    );
+}
+
+#[test]
+fn baseline_tier_applies_only_where_no_network_policy_isolates() {
+    let baseline = format!(
+        "{CNP}metadata: {{name: default-deny}}\nspec:\n  tier: Baseline\n  priority: 0\n  subject: {{namespaces: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: NotIn, values: [other]}}]}}}}\n  ingress: [{{action: Deny, from: [{{namespaces: {{}}}}]}}]\n  egress: [{{action: Deny, to: [{{networks: [0.0.0.0/0, '::/0']}}]}}]\n"
+    );
+    let with_allow = format!(
+        "{baseline}---\n{NP}metadata: {{name: web, namespace: shop}}\nspec: {{podSelector: {{matchLabels: {{app: web}}}}, ingress: [{{from: [{{podSelector: {{matchLabels: {{app: api}}}}}}]}}]}}\n"
+    );
+    let with_admin_accept = format!(
+        "{baseline}---\n{CNP}metadata: {{name: to-db}}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {{namespaces: {{}}}}\n  egress: [{{action: Accept, to: [{{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: db}}}}}}}}], protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]}}]\n"
+    );
+    let with_admin_accept_both = format!(
+        "{with_admin_accept}  ingress: [{{action: Accept, from: [{{namespaces: {{}}}}], protocols: [{{tcp: {{destinationPort: {{number: 5432}}}}}}]}}]\n"
+    );
+    check_tiers(
+        "baseline",
+        &[
+            (baseline.clone(), "api", "web", 8080, "TCP", false),
+            (baseline.clone(), "web", "203.0.113.10", 443, "TCP", false),
+            // Baseline ingress peers are pods only: an outside address passes.
+            (baseline.clone(), "203.0.113.10", "db", 5432, "TCP", true),
+            // `other` is not a subject.
+            (baseline.clone(), "db", "tool", 80, "TCP", false),
+            (baseline.clone(), "tool", "192.0.2.1", 80, "TCP", true),
+            // The namespaced policy decides for the pods it selects.
+            (with_allow.clone(), "api", "web", 8080, "TCP", false),
+            (with_allow.clone(), "tool", "web", 8080, "TCP", false),
+            (with_allow, "web", "api", 9000, "TCP", false),
+            // An Admin Accept goes before the baseline, one direction at a
+            // time: web's egress is accepted, db's ingress is still the
+            // baseline's...
+            (with_admin_accept.clone(), "web", "db", 5432, "TCP", false),
+            // ... until the Admin tier accepts that too.
+            (
+                with_admin_accept_both.clone(),
+                "web",
+                "db",
+                5432,
+                "TCP",
+                true,
+            ),
+            (with_admin_accept_both, "web", "db", 5433, "TCP", false),
+        ],
+    );
+}
+
+#[test]
+fn v1alpha1_admin_and_baseline_and_their_ports() {
+    let anp = format!(
+        "{ANP}metadata: {{name: ports}}\nspec:\n  priority: 3\n  subject: {{namespaces: {{matchLabels: {{team: web}}}}}}\n  ingress:\n  - action: Allow\n    from: [{{namespaces: {{}}}}]\n    ports: [{{portNumber: {{protocol: TCP, port: 8080}}}}, {{portRange: {{protocol: UDP, start: 9000, end: 9100}}}}, {{namedPort: metrics}}]\n  - {{action: Deny, from: [{{namespaces: {{}}}}]}}\n---\n{BANP}metadata: {{name: default}}\nspec:\n  subject: {{namespaces: {{}}}}\n  ingress: [{{action: Allow, from: [{{namespaces: {{matchLabels: {{team: data}}}}}}]}}, {{action: Deny, from: [{{namespaces: {{}}}}]}}]\n"
+    );
+    let cnp_ports = format!(
+        "{CNP}metadata: {{name: ports}}\nspec:\n  tier: Admin\n  priority: 3\n  subject: {{namespaces: {{matchLabels: {{team: web}}}}}}\n  ingress:\n  - action: Accept\n    from: [{{namespaces: {{}}}}]\n    protocols: [{{tcp: {{destinationPort: {{number: 8080}}}}}}, {{udp: {{destinationPort: {{range: {{start: 9000, end: 9100}}}}}}}}, {{destinationNamedPort: metrics}}, {{sctp: {{destinationPort: {{number: 3868}}}}}}]\n  - {{action: Deny, from: [{{namespaces: {{}}}}]}}\n"
+    );
+    check_tiers(
+        "v1alpha1",
+        &[
+            (anp.clone(), "tool", "web", 8080, "TCP", true),
+            (anp.clone(), "tool", "web", 8080, "UDP", false),
+            (anp.clone(), "tool", "api", 9050, "UDP", true),
+            // namedPort: web's metrics is 8125/UDP.
+            (anp.clone(), "tool", "web", 8125, "UDP", true),
+            (anp.clone(), "tool", "web", 8125, "TCP", false),
+            (anp.clone(), "tool", "web", 9999, "TCP", false),
+            // Baseline: data allowed, everyone else denied where no
+            // NetworkPolicy isolates.
+            (anp.clone(), "web", "db", 5432, "TCP", false),
+            (anp.clone(), "db", "tool", 80, "TCP", true),
+            (anp, "web", "tool", 80, "TCP", false),
+            (cnp_ports.clone(), "tool", "web", 8080, "TCP", true),
+            (cnp_ports.clone(), "tool", "web", 8125, "UDP", true),
+            (cnp_ports.clone(), "tool", "web", 3868, "SCTP", true),
+            (cnp_ports.clone(), "tool", "web", 3868, "TCP", false),
+            (cnp_ports.clone(), "tool", "api", 9100, "UDP", true),
+            (cnp_ports, "tool", "api", 9101, "UDP", false),
+        ],
+    );
+}
+
+#[test]
+fn cluster_wide_fields_netflow_cannot_judge_are_refused_by_file() {
+    let dir = std::env::temp_dir().join(format!("netflow-tiers-refuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, yaml, expected) in [
+        (
+            "nodes.yaml",
+            format!(
+                "{CNP}metadata: {{name: n}}\nspec: {{tier: Admin, priority: 1, subject: {{namespaces: {{}}}}, egress: [{{action: Deny, to: [{{nodes: {{}}}}]}}]}}\n"
+            ),
+            "nodes",
+        ),
+        (
+            "tier.yaml",
+            format!(
+                "{CNP}metadata: {{name: t}}\nspec: {{tier: Middle, priority: 1, subject: {{namespaces: {{}}}}}}\n"
+            ),
+            "Middle",
+        ),
+        (
+            "action.yaml",
+            format!(
+                "{BANP}metadata: {{name: default}}\nspec: {{subject: {{namespaces: {{}}}}, ingress: [{{action: Pass, from: [{{namespaces: {{}}}}]}}]}}\n"
+            ),
+            "Pass",
+        ),
+        (
+            "two.yaml",
+            format!(
+                "{ANP}metadata: {{name: a}}\nspec: {{priority: 1, subject: {{namespaces: {{}}}}, egress: [{{action: Deny, to: [{{namespaces: {{}}, networks: [10.0.0.0/8]}}]}}]}}\n"
+            ),
+            "exactly one",
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let err = load_policy_set(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(name) && err.contains(expected),
+            "{name}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1023,7 +1023,7 @@ mod tests {
         );
         let policies = crate::policy::evaluate::Policies {
             kubernetes: set.by_namespace.into_values().flatten().collect(),
-            cilium: Vec::new(),
+            ..Default::default()
         };
         let report = crate::policy::verify::verify(&graph, &policies, &inventory);
         // The SCTP edge is checked and allowed; the ICMP one was not
