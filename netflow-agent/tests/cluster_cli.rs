@@ -253,6 +253,97 @@ fn policy_apply_uses_server_side_apply_as_netflow() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A directory as `generate --cluster-baseline cnp` writes it: the Admin
+/// tier, a namespace, the Baseline tier.
+fn write_tiered_policies(dir: &Path) -> std::path::PathBuf {
+    let policies = dir.join("tiered");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("_cluster-admin.yaml"),
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: netflow-admin}\nspec:\n  tier: Admin\n  priority: 50\n  subject: {namespaces: {}}\n  egress: [{action: Deny, to: [{networks: [169.254.169.254/32]}]}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("_cluster-baseline.yaml"),
+        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: BaselineAdminNetworkPolicy\nmetadata: {name: default}\nspec:\n  subject: {namespaces: {}}\n  ingress: [{action: Deny, from: [{namespaces: {}}]}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("shop.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: default-deny, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-web, namespace: shop}\nspec: {podSelector: {matchLabels: {app: web}}, ingress: [{}]}\n",
+    )
+    .unwrap();
+    policies
+}
+
+#[test]
+fn policy_apply_puts_the_admin_tier_first_and_the_baseline_last() {
+    let dir = common::tempdir("apply-tiers");
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let policies = write_tiered_policies(&dir);
+    let policies = policies.to_str().unwrap();
+    let (code, stdout, stderr) = agent(&["policy", "apply", policies, "--kubeconfig", kubeconfig]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("applied ClusterNetworkPolicy netflow-admin"),
+        "{stdout}"
+    );
+    let real: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && !r.query.contains_key("dryRun"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        real,
+        vec![
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/netflow-admin",
+            "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/allow-web",
+            "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/default-deny",
+            "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies/default",
+        ]
+    );
+    assert!(
+        api.object(
+            "apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies",
+            "",
+            "default"
+        )
+        .is_some()
+    );
+    let used: BTreeSet<_> = api.requests().iter().map(rbac_of).collect();
+    let granted = grants(&object("ClusterRole", "netflow-policy-applier"));
+    assert!(used.is_subset(&granted), "{used:?} not in {granted:?}");
+
+    // An allow the server refuses: the Baseline tier is held back.
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    api.reject("allow-web", Reject::RealApplyOnly);
+    let (code, _, stderr) = agent(&[
+        "policy",
+        "apply",
+        policies,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("not applied BaselineAdminNetworkPolicy default"),
+        "{stderr}"
+    );
+    assert!(
+        api.object(
+            "apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies",
+            "",
+            "default"
+        )
+        .is_none()
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn policy_apply_is_all_or_nothing() {
     let dir = common::tempdir("apply-refused");

@@ -94,4 +94,18 @@ pub struct GenerateArgs {
     /// statsd or syslog). Without it only answered traffic is allowed.
     #[arg(long)]
     pub allow_one_way_udp: bool,
+    /// Write the default-deny, the DNS allow and the metadata deny as the
+    /// cluster admin's tiers (network-policy-api), which namespace owners
+    /// cannot edit away: `cnp` (ClusterNetworkPolicy v1alpha2), `anp`
+    /// (AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1), or
+    /// `none` (each namespace carries its own).
+    #[arg(long, value_enum, default_value = "none")]
+    pub cluster_baseline: ClusterBaselineArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ClusterBaselineArg {
+    None,
+    Cnp,
+    Anp,
 }

@@ -29,6 +29,9 @@ use k8s_openapi::api::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The label the API server sets on every namespace to its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// Labels that name one pod or one revision, never a workload: a policy that
 /// selected on them would break at the next rollout.
 pub const PER_POD_LABELS: &[&str] = &[

@@ -16,7 +16,10 @@ use kube::{
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
 
-use super::evaluate::{PolicyFileError, load_policy_set};
+use super::{
+    cluster_wide::{ClusterWideObject, Tier},
+    evaluate::{PolicyFileError, load_policy_set},
+};
 
 /// The field manager netflow's applies carry.
 pub const FIELD_MANAGER: &str = "netflow";
@@ -29,9 +32,7 @@ pub enum ApplyError {
     Render(#[from] serde_json::Error),
     #[error("{dir}: a {kind} has no metadata.name")]
     NoName { dir: PathBuf, kind: String },
-    #[error(
-        "{dir}: {kind} {name} has no metadata.namespace (netflow applies namespaced policies only)"
-    )]
+    #[error("{dir}: {kind} {name} has no metadata.namespace (a namespaced policy needs one)")]
     NoNamespace {
         dir: PathBuf,
         kind: String,
@@ -44,30 +45,48 @@ pub enum ApplyError {
 /// One object to apply.
 pub struct Object {
     resource: ApiResource,
-    namespace: String,
+    /// `None` for the cluster-scoped tiers.
+    namespace: Option<String>,
     name: String,
     body: serde_json::Value,
+    /// The cluster-wide tier the object belongs to, if any.
+    tier: Option<Tier>,
 }
 
 impl Object {
-    /// `Kind namespace/name`, as messages show it.
+    /// `Kind namespace/name` (`Kind name` cluster-wide), as messages show it.
     pub fn shown(&self) -> String {
-        format!("{} {}/{}", self.resource.kind, self.namespace, self.name)
+        match &self.namespace {
+            Some(namespace) => format!("{} {namespace}/{}", self.resource.kind, self.name),
+            None => format!("{} {}", self.resource.kind, self.name),
+        }
     }
 
+    /// The namespace (`""` for a cluster-wide object).
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.namespace.as_deref().unwrap_or_default()
+    }
+
+    pub fn tier(&self) -> Option<Tier> {
+        self.tier
     }
 
     /// Whether the policy only isolates (a default-deny) and allows nothing:
     /// such a policy goes in after the allows of its namespace, and not at
     /// all when one of them failed.
     pub fn is_isolation_only(&self) -> bool {
+        if self.tier.is_some() {
+            return false;
+        }
+        // A NetworkPolicy rule allows something even when empty (`{}`
+        // allows everything); a CiliumNetworkPolicy's `{}` only turns on
+        // default deny.
+        let empty_rule_allows = self.resource.kind == "NetworkPolicy";
         let allows_something = |rules: &serde_json::Value| {
             rules.as_array().is_some_and(|rules| {
-                rules
-                    .iter()
-                    .any(|rule| rule.as_object().is_some_and(|rule| !rule.is_empty()))
+                rules.iter().any(|rule| {
+                    empty_rule_allows || rule.as_object().is_some_and(|rule| !rule.is_empty())
+                })
             })
         };
         let spec = &self.body["spec"];
@@ -85,6 +104,24 @@ fn network_policy() -> ApiResource {
     )
 }
 
+fn cluster_wide_resource(object: &ClusterWideObject) -> ApiResource {
+    let (version, kind, plural) = match object {
+        ClusterWideObject::Cluster(_) => {
+            ("v1alpha2", "ClusterNetworkPolicy", "clusternetworkpolicies")
+        }
+        ClusterWideObject::Admin(policy) if policy.kind == "BaselineAdminNetworkPolicy" => (
+            "v1alpha1",
+            "BaselineAdminNetworkPolicy",
+            "baselineadminnetworkpolicies",
+        ),
+        ClusterWideObject::Admin(_) => ("v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies"),
+    };
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.networking.k8s.io", version, kind),
+        plural,
+    )
+}
+
 fn cilium_network_policy() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("cilium.io", "v2", "CiliumNetworkPolicy"),
@@ -98,16 +135,25 @@ pub fn read(dir: &Path) -> Result<Vec<Object>, ApplyError> {
     let kubernetes = set.kubernetes.into_iter().map(|policy| {
         serde_json::to_value(&policy)
             .map_err(ApplyError::from)
-            .map(|body| (network_policy(), body))
+            .map(|body| (network_policy(), body, None))
     });
     let cilium = set.cilium.into_iter().map(|policy| {
         serde_json::to_value(&policy)
             .map_err(ApplyError::from)
-            .map(|body| (cilium_network_policy(), body))
+            .map(|body| (cilium_network_policy(), body, None))
     });
+    let cluster_wide =
+        set.cluster_wide_objects
+            .iter()
+            .zip(&set.cluster_wide)
+            .map(|(object, tiered)| {
+                serde_json::to_value(object)
+                    .map_err(ApplyError::from)
+                    .map(|body| (cluster_wide_resource(object), body, Some(tiered.tier)))
+            });
     let mut objects = Vec::new();
-    for item in kubernetes.chain(cilium) {
-        let (resource, body) = item?;
+    for item in kubernetes.chain(cilium).chain(cluster_wide) {
+        let (resource, body, tier) = item?;
         let field = |name: &str| {
             body["metadata"][name]
                 .as_str()
@@ -120,18 +166,20 @@ pub fn read(dir: &Path) -> Result<Vec<Object>, ApplyError> {
                 kind: resource.kind,
             });
         };
-        let Some(namespace) = field("namespace") else {
+        let namespace = field("namespace");
+        if namespace.is_none() && tier.is_none() {
             return Err(ApplyError::NoNamespace {
                 dir: dir.to_path_buf(),
                 kind: resource.kind,
                 name,
             });
-        };
+        }
         objects.push(Object {
             resource,
             namespace,
             name,
             body,
+            tier,
         });
     }
     if objects.is_empty() {
@@ -155,8 +203,10 @@ pub async fn apply(
     object: &Object,
     params: &PatchParams,
 ) -> Result<(), kube::Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &object.namespace, &object.resource);
+    let api: Api<DynamicObject> = match &object.namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &object.resource),
+        None => Api::all_with(client.clone(), &object.resource),
+    };
     api.patch(&object.name, params, &Patch::Apply(&object.body))
         .await
         .map(|_| ())

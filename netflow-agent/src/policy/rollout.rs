@@ -1,5 +1,8 @@
 //! `policy plan`: the rollout order the seed guidance gives: audit, then one
 //! non-critical namespace, then staging, then the rest, then cluster-wide.
+//! With a cluster baseline the Admin tier goes in right after the audit
+//! (the namespaces' egress policies rely on its DNS allow) and the Baseline
+//! tier, the default-deny, last.
 //! Namespaces go in order of how little other traffic depends on them (the
 //! workloads of other namespaces that call into them), so a mistake breaks
 //! as little as possible while there is still time to see it.
@@ -11,13 +14,25 @@ use crate::{
     model::{EndpointKind, file_time},
 };
 
-use super::generate::SYSTEM_NAMESPACES;
+use super::{
+    generate::SYSTEM_NAMESPACES,
+    write::{ADMIN_TIER_FILE, BASELINE_TIER_FILE},
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Step {
     pub title: String,
     pub namespaces: Vec<String>,
+    /// Cluster-wide files of the policy directory this step applies.
+    pub files: Vec<String>,
     pub advice: String,
+}
+
+/// Which cluster-wide tier files the policy directory has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterTiers {
+    pub admin: bool,
+    pub baseline: bool,
 }
 
 /// How much traffic from elsewhere depends on a namespace.
@@ -35,7 +50,7 @@ fn is_staging(namespace: &str) -> bool {
         .any(|word| namespace.split(['-', '_', '.']).any(|part| part == *word))
 }
 
-pub fn plan(graph: &CommGraph) -> Vec<Step> {
+pub fn plan(graph: &CommGraph, tiers: ClusterTiers) -> Vec<Step> {
     let mut dependence: BTreeMap<String, Dependence> = BTreeMap::new();
     let mut callers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for endpoint in graph.endpoints() {
@@ -82,6 +97,7 @@ pub fn plan(graph: &CommGraph) -> Vec<Step> {
     let mut steps = vec![Step {
         title: "Audit".into(),
         namespaces: Vec::new(),
+        files: Vec::new(),
         advice: if graph.edge_count() == 0 {
             "no traffic recorded yet: record for a week (netflow-agent record --state-dir ...) before enforcing anything".into()
         } else {
@@ -94,6 +110,14 @@ pub fn plan(graph: &CommGraph) -> Vec<Step> {
             )
         },
     }];
+    if tiers.admin {
+        steps.push(Step {
+            title: "Cluster admin tier: metadata deny, DNS allow".into(),
+            namespaces: Vec::new(),
+            files: vec![ADMIN_TIER_FILE.into()],
+            advice: "before any namespace: their egress policies rely on its DNS allow; check findings.json for metadata-service contacts first, they stop here".into(),
+        });
+    }
     let production: Vec<&(Dependence, String)> =
         order.iter().filter(|(_, ns)| !is_staging(ns)).collect();
     let staging: Vec<String> = order
@@ -106,6 +130,7 @@ pub fn plan(graph: &CommGraph) -> Vec<Step> {
         steps.push(Step {
             title: "Pilot: one non-critical namespace".into(),
             namespaces: vec![pilot.clone()],
+            files: Vec::new(),
             advice: format!(
                 "{} workloads of other namespaces call into it ({} connections); apply, then run policy verify and the netassert tests, and watch for a few days",
                 dependence.callers, dependence.connections
@@ -117,6 +142,7 @@ pub fn plan(graph: &CommGraph) -> Vec<Step> {
         steps.push(Step {
             title: "Staging".into(),
             namespaces: staging,
+            files: Vec::new(),
             advice: "the same policies as production will get; exercise the release process once with them applied".into(),
         });
     }
@@ -124,13 +150,24 @@ pub fn plan(graph: &CommGraph) -> Vec<Step> {
         steps.push(Step {
             title: "The rest, least depended on first".into(),
             namespaces: remaining,
+            files: Vec::new(),
             advice: "one namespace at a time; the ones many others call come last".into(),
         });
     }
-    steps.push(Step {
-        title: "Cluster-wide".into(),
-        namespaces: Vec::new(),
-        advice: "generate with --include-system for kube-system and friends (DNS stays open to every namespace), and give new namespaces a default-deny when they are created".into(),
+    steps.push(if tiers.baseline {
+        Step {
+            title: "Cluster-wide: the Baseline tier".into(),
+            namespaces: Vec::new(),
+            files: vec![BASELINE_TIER_FILE.into()],
+            advice: "the default-deny for every namespace it selects, new ones included; namespaced allows still come first, so apply it only once every namespace above is in".into(),
+        }
+    } else {
+        Step {
+            title: "Cluster-wide".into(),
+            namespaces: Vec::new(),
+            files: Vec::new(),
+            advice: "generate with --include-system for kube-system and friends (DNS stays open to every namespace), and give new namespaces a default-deny when they are created (or generate with --cluster-baseline)".into(),
+        }
     });
     steps
 }
@@ -145,6 +182,9 @@ pub fn render(steps: &[Step], policies: &str) -> String {
             step.title,
             step.advice
         ));
+        for file in &step.files {
+            out.push_str(&format!("   kubectl apply -f {policies}/{file}\n"));
+        }
         for namespace in &step.namespaces {
             out.push_str(&format!(
                 "   kubectl apply -f {policies}/{namespace}.yaml\n"
@@ -191,7 +231,7 @@ mod tests {
             tcp(8080),
             &stats(1_764_000_000, 1_764_100_000, 1),
         );
-        let steps = plan(&graph);
+        let steps = plan(&graph, ClusterTiers::default());
         let titles: Vec<&str> = steps.iter().map(|s| s.title.as_str()).collect();
         assert_eq!(
             titles,

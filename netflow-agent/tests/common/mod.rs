@@ -128,6 +128,55 @@ pub fn validate_schema(path: &Path) {
     );
 }
 
+/// Validates a file of cluster-wide policies (ClusterNetworkPolicy,
+/// AdminNetworkPolicy, BaselineAdminNetworkPolicy) against the CRDs'
+/// OpenAPI schemas in `tests/schemas`, strictly. Needs python3 with jsonschema
+/// and PyYAML (kubernetes-validate brings both); skipped without them
+/// outside CI, a failure under `CI=true`.
+pub fn validate_crd_schema(path: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/validate.py");
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import jsonschema, yaml"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !available {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python3 jsonschema/PyYAML are missing (cargo xtask setup installs them)");
+        }
+        eprintln!("skipping CRD schema validation of {}", path.display());
+        return;
+    }
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(path)
+        .output()
+        .expect("run the CRD schema validator");
+    assert!(
+        output.status.success(),
+        "{} does not validate against its CRD schema:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Validates every YAML file of a policy directory `policy generate` wrote:
+/// the cluster tiers against their CRDs, the rest against Kubernetes'.
+pub fn validate_policy_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("_cluster-") {
+            validate_crd_schema(&path);
+        } else {
+            validate_schema(&path);
+        }
+    }
+}
+
 pub fn tempdir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("netflow-{tag}-{}", unique_name("")));
     std::fs::create_dir_all(&dir).unwrap();

@@ -3,16 +3,23 @@
 //! 1. Every file is read and checked (nothing sent on a broken one).
 //! 2. The server checks every object in a dry run; one refusal applies
 //!    nothing. `--dry-run` stops here.
-//! 3. The allows go in first, then the default-denies; a namespace where an
+//! 3. The cluster admin's Admin tier goes in first (the namespaces' egress
+//!    policies rely on its DNS allow): if it fails, nothing else is applied.
+//! 4. The allows go in next, then the default-denies; a namespace where an
 //!    allow failed gets no default-deny, so a half-applied namespace keeps
 //!    its traffic.
+//! 5. The Baseline tier (a cluster-wide default-deny) goes in last, and only
+//!    when everything before it went in.
 
 use std::{collections::BTreeSet, path::Path};
 
 use anyhow::bail;
 use kube::Client;
 
-use crate::policy::apply::{FIELD_MANAGER, Object, apply, params, read};
+use crate::policy::{
+    apply::{FIELD_MANAGER, Object, apply, params, read},
+    cluster_wide::Tier,
+};
 
 pub fn run(
     dir: &Path,
@@ -42,8 +49,20 @@ pub fn run(
             );
             return Ok(());
         }
-        let (denies, allows): (Vec<&Object>, Vec<&Object>) =
-            objects.iter().partition(|object| object.is_isolation_only());
+        let in_tier = |tier| move |object: &&Object| object.tier() == Some(tier);
+        let admin: Vec<&Object> = objects.iter().filter(in_tier(Tier::Admin)).collect();
+        let baseline: Vec<&Object> = objects.iter().filter(in_tier(Tier::Baseline)).collect();
+        let failed_admin = apply_each(&client, admin.iter().copied(), false, force).await;
+        if !failed_admin.is_empty() {
+            bail!(
+                "the Admin tier was not applied ({}); nothing else was, as the namespaces' policies rely on it",
+                failed_admin.join(", ")
+            );
+        }
+        let (denies, allows): (Vec<&Object>, Vec<&Object>) = objects
+            .iter()
+            .filter(|object| object.tier().is_none())
+            .partition(|object| object.is_isolation_only());
         let failed = apply_each(&client, allows.iter().copied(), false, force).await;
         let failed_namespaces: BTreeSet<&str> = allows
             .iter()
@@ -61,6 +80,24 @@ pub fn run(
             );
         }
         let failed_denies = apply_each(&client, denies.into_iter(), false, force).await;
+        let mut held: Vec<&Object> = held;
+        if failed.is_empty() && failed_denies.is_empty() && held.is_empty() {
+            let failed_baseline = apply_each(&client, baseline.iter().copied(), false, force).await;
+            if !failed_baseline.is_empty() {
+                bail!(
+                    "the Baseline tier was not applied: {}",
+                    failed_baseline.join(", ")
+                );
+            }
+        } else {
+            for object in &baseline {
+                eprintln!(
+                    "netflow-agent: not applied {}: a namespaced policy did not go in, and a cluster-wide default-deny now would cut its traffic",
+                    object.shown()
+                );
+            }
+            held.extend(baseline.iter().copied());
+        }
         if !failed.is_empty() || !failed_denies.is_empty() || !held.is_empty() {
             bail!(
                 "{} of {} policies were not applied ({} failed, {} default-denies held back): {}",

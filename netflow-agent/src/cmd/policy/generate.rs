@@ -4,11 +4,11 @@
 use anyhow::Context as _;
 
 use crate::{
-    cli::{Flavor, GenerateArgs},
+    cli::{ClusterBaselineArg, Flavor, GenerateArgs},
     graph::CommGraph,
     inventory::Inventory,
     policy::{
-        generate::{Finding, GenerateOptions, cilium, kubernetes},
+        generate::{ClusterBaseline, Finding, GenerateOptions, cilium, kubernetes},
         write::write_dir,
     },
 };
@@ -21,6 +21,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seen_after: seen_after_seconds(args.seen_after.as_deref())?,
         ingress_only: args.ingress_only,
         allow_one_way_udp: args.allow_one_way_udp,
+        cluster_baseline: match args.cluster_baseline {
+            ClusterBaselineArg::None => ClusterBaseline::None,
+            ClusterBaselineArg::Cnp => ClusterBaseline::ClusterNetworkPolicy,
+            ClusterBaselineArg::Anp => ClusterBaseline::AdminNetworkPolicy,
+        },
     };
     let (out, graph) = (args.out, CommGraph::load(&args.graph)?);
     let inventory = Inventory::load(&args.inventory)?;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::policy::{
     cilium::{self, CiliumNetworkPolicy},
-    cluster_wide::{TieredPolicy, v1alpha1, v1alpha2},
+    cluster_wide::{ClusterWideObject, TieredPolicy, v1alpha1, v1alpha2},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
     let mut policies = Vec::new();
     let mut cilium = Vec::new();
     let mut cluster_wide = Vec::new();
+    let mut cluster_wide_objects = Vec::new();
     for path in files {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
@@ -136,6 +137,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
                             .tiered()
                             .map_err(|message| invalid(v1alpha2::KIND, message))?,
                     );
+                    cluster_wide_objects.push(ClusterWideObject::Cluster(policy));
                     continue;
                 }
                 if api == v1alpha1::API_VERSION
@@ -149,6 +151,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
                     let policy: v1alpha1::AdminNetworkPolicy = serde_norway::from_value(item)
                         .map_err(|err| invalid(kind, err.to_string()))?;
                     cluster_wide.push(policy.tiered().map_err(|message| invalid(kind, message))?);
+                    cluster_wide_objects.push(ClusterWideObject::Admin(policy));
                     continue;
                 }
                 if kind != "NetworkPolicy" || api != "networking.k8s.io/v1" {
@@ -173,6 +176,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
         kubernetes: policies,
         cilium,
         cluster_wide,
+        cluster_wide_objects,
     })
 }
 
@@ -181,8 +185,11 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
 pub struct Policies {
     pub kubernetes: Vec<NetworkPolicy>,
     pub cilium: Vec<CiliumNetworkPolicy>,
-    /// The Admin and Baseline tiers, of either API version.
+    /// The Admin and Baseline tiers, of either API version, as the
+    /// evaluator reads them...
     pub cluster_wide: Vec<TieredPolicy>,
+    /// ... and as they were written (for `apply`), in the same order.
+    pub cluster_wide_objects: Vec<ClusterWideObject>,
 }
 
 impl Policies {

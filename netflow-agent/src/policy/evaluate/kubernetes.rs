@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 
 use super::{Direction, End};
-use crate::inventory::{Inventory, PodEntry};
+use crate::inventory::{Inventory, NAMESPACE_NAME_LABEL, PodEntry};
 
 /// The policies of `pod`'s namespace that select it for `direction`.
 pub(super) fn selecting<'p>(
@@ -128,9 +128,6 @@ pub(super) fn namespace_labels(inventory: &Inventory, namespace: &str) -> BTreeM
     labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
     labels
 }
-
-/// The label the API server sets on every namespace to its name.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {
     let Some(spec) = &policy.spec else {

@@ -33,6 +33,9 @@ pub fn generate(
     inventory: &Inventory,
     options: &GenerateOptions,
 ) -> Result<PolicySet<CiliumNetworkPolicy>, GenerateError> {
+    if options.cluster_baseline != super::ClusterBaseline::None {
+        return Err(GenerateError::BaselineNeedsKubernetesFlavor);
+    }
     generate_with(&Cilium, graph, inventory, options)
 }
 

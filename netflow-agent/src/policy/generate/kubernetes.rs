@@ -21,12 +21,9 @@ use super::{
 };
 use crate::{
     graph::{CommGraph, Edge},
-    inventory::Inventory,
+    inventory::{Inventory, NAMESPACE_NAME_LABEL},
     model::{Endpoint, EndpointKind},
 };
-
-/// The label the API server gives every namespace.
-const NAMESPACE_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// NetworkPolicies for the graph.
 pub fn generate(
@@ -182,7 +179,7 @@ fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
 
 fn namespace_selector(namespace: &str) -> LabelSelector {
     selector(&BTreeMap::from([(
-        NAMESPACE_LABEL.to_string(),
+        NAMESPACE_NAME_LABEL.to_string(),
         namespace.to_string(),
     )]))
 }

@@ -11,6 +11,7 @@
 //! how each piece is written: `kubernetes` (NetworkPolicy) and `cilium`
 //! (CiliumNetworkPolicy).
 
+pub mod baseline;
 pub mod cilium;
 pub mod kubernetes;
 
@@ -21,12 +22,13 @@ use k8s_openapi::{
 };
 use serde::Serialize;
 
-pub use self::kubernetes::generate;
+pub use self::{baseline::ClusterBaseline, kubernetes::generate};
 use crate::{
     graph::{CommGraph, Edge},
     identity::is_link_local,
     inventory::Inventory,
     model::{Endpoint, EndpointKind, file_time},
+    policy::cluster_wide::ClusterWideObject,
 };
 
 /// Namespaces that get no policies unless asked: their clients (DNS above
@@ -42,6 +44,10 @@ pub enum GenerateError {
         "the inventory has no cluster DNS (a Service kube-dns or coredns in kube-system with a selector): the DNS allow cannot be written without guessing"
     )]
     NoClusterDns,
+    #[error(
+        "--cluster-baseline writes policy.networking.k8s.io resources, which Cilium does not enforce: use it with --flavor kubernetes, or leave the default-deny to each namespace's CiliumNetworkPolicies"
+    )]
+    BaselineNeedsKubernetesFlavor,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -58,6 +64,9 @@ pub struct GenerateOptions {
     /// Allow UDP edges that never saw a reply (fire-and-forget: statsd,
     /// syslog). Without it only answered traffic is allowed.
     pub allow_one_way_udp: bool,
+    /// Put the default-deny and the DNS and metadata rules in the cluster
+    /// admin's tiers instead of every namespace (`baseline`).
+    pub cluster_baseline: ClusterBaseline,
 }
 
 /// A client whose attempts to this many (peer, port) pairs were never
@@ -84,6 +93,10 @@ pub struct Finding {
 pub struct PolicySet<P = NetworkPolicy> {
     /// Policies by namespace, in output order.
     pub by_namespace: BTreeMap<String, Vec<P>>,
+    /// The cluster admin's Admin tier: applied before any namespace.
+    pub admin_tier: Vec<ClusterWideObject>,
+    /// The Baseline tier: applied last.
+    pub baseline_tier: Vec<ClusterWideObject>,
     pub findings: Vec<Finding>,
 }
 
@@ -91,6 +104,8 @@ impl<P> Default for PolicySet<P> {
     fn default() -> Self {
         Self {
             by_namespace: BTreeMap::new(),
+            admin_tier: Vec::new(),
+            baseline_tier: Vec::new(),
             findings: Vec::new(),
         }
     }
@@ -205,9 +220,16 @@ pub fn generate_with<F: Flavor>(
             });
         }
     }
+    let cluster_wide = options.cluster_baseline != ClusterBaseline::None;
+    (set.admin_tier, set.baseline_tier) =
+        baseline::cluster_wide(options.cluster_baseline, options, dns);
     for (namespace, members) in &workloads {
-        let mut policies = vec![flavor.default_deny(namespace, options.ingress_only)];
-        if !options.ingress_only {
+        // With the cluster-wide layer, egress default-deny and the DNS allow
+        // are the cluster admin's; ingress from outside the cluster is not
+        // something a Baseline rule can name, so it stays here.
+        let mut policies =
+            vec![flavor.default_deny(namespace, options.ingress_only || cluster_wide)];
+        if !options.ingress_only && !cluster_wide {
             policies.push(flavor.dns_allow(namespace, dns));
         }
         if options.include_system && *namespace == dns.namespace {
@@ -1031,6 +1053,104 @@ mod tests {
         assert_eq!(report.allowed, 1, "{:#?}", report.blocked);
         assert_eq!(report.blocked.len(), 1);
         assert_eq!(report.blocked[0].edge, "shop/web -> data/db 1/0");
+    }
+
+    /// `policies()`'s graph, generated with a cluster baseline, written and
+    /// read back as `policy verify` reads a directory.
+    fn baseline_round_trip(
+        mode: ClusterBaseline,
+    ) -> (PolicySet, crate::policy::verify::VerifyReport) {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        add_flows(
+            &mut graph,
+            &identity,
+            &[
+                flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6),
+                flow(web, "10.244.0.5", ("10.96.0.10", 53), 17),
+                flow(web, "10.244.0.5", ("203.0.113.10", 443), 6),
+                flow(web, "10.244.0.5", ("169.254.169.254", 80), 6),
+            ],
+        );
+        let options = GenerateOptions {
+            cluster_baseline: mode,
+            ..GenerateOptions::default()
+        };
+        let set = generate(&graph, &inventory, &options).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("netflow-baseline-{}-{mode:?}", std::process::id()));
+        crate::policy::write::write_dir(&set, &dir).unwrap();
+        let policies = crate::policy::evaluate::load_policy_set(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(policies.cluster_wide.len(), 2, "{mode:?}");
+        (
+            set,
+            crate::policy::verify::verify(&graph, &policies, &inventory),
+        )
+    }
+
+    #[test]
+    fn a_cluster_baseline_takes_the_default_deny_dns_and_metadata_rules() {
+        for mode in [
+            ClusterBaseline::ClusterNetworkPolicy,
+            ClusterBaseline::AdminNetworkPolicy,
+        ] {
+            let (set, report) = baseline_round_trip(mode);
+            // Every observed edge still passes; the metadata service does not.
+            assert!(report.blocked.is_empty(), "{mode:?}: {:#?}", report.blocked);
+            assert_eq!(report.metadata_contacts.len(), 1);
+            // Namespaces keep an ingress default-deny and their allows; the
+            // DNS allow and egress default-deny are the cluster's.
+            for policies in set.by_namespace.values() {
+                let names: Vec<&str> = policies
+                    .iter()
+                    .filter_map(|p| p.metadata.name.as_deref())
+                    .collect();
+                assert!(!names.contains(&"allow-dns"), "{names:?}");
+                let deny = policies
+                    .iter()
+                    .find(|p| p.metadata.name.as_deref() == Some("default-deny"))
+                    .unwrap();
+                assert_eq!(
+                    deny.spec.as_ref().unwrap().policy_types,
+                    Some(vec!["Ingress".to_string()])
+                );
+            }
+            let admin = serde_json::to_string(&set.admin_tier).unwrap();
+            assert!(
+                admin.contains("169.254.169.254/32") && admin.contains("fd00:ec2::254/128"),
+                "{admin}"
+            );
+            assert!(admin.contains(r#""k8s-app":"kube-dns""#), "{admin}");
+            let baseline = serde_json::to_string(&set.baseline_tier).unwrap();
+            assert!(
+                baseline.contains("0.0.0.0/0") && baseline.contains("::/0"),
+                "{baseline}"
+            );
+            // System namespaces stay out by selector.
+            assert!(
+                baseline.contains(r#""operator":"NotIn","values":["kube-system""#),
+                "{baseline}"
+            );
+        }
+        let (set, _) = baseline_round_trip(ClusterBaseline::AdminNetworkPolicy);
+        let baseline = serde_json::to_value(&set.baseline_tier).unwrap();
+        assert_eq!(baseline[0]["kind"], "BaselineAdminNetworkPolicy");
+        assert_eq!(baseline[0]["metadata"]["name"], "default");
+    }
+
+    #[test]
+    fn the_cilium_flavor_refuses_a_cluster_baseline() {
+        let inventory = Inventory::parse(INVENTORY).unwrap();
+        let options = GenerateOptions {
+            cluster_baseline: ClusterBaseline::ClusterNetworkPolicy,
+            ..GenerateOptions::default()
+        };
+        let err = cilium::generate(&CommGraph::new(), &inventory, &options).unwrap_err();
+        assert!(err.to_string().contains("--flavor kubernetes"), "{err}");
     }
 
     #[test]
