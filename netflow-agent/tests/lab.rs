@@ -139,6 +139,47 @@ fn generate_and_verify_cilium(out: &Path) {
     verify_policies(out, "cilium");
 }
 
+/// The cluster admin's tiers for a lab run (`--cluster-baseline cnp` into
+/// `out/baseline-cnp`, `anp` into `out/baseline-anp`): every file fits its
+/// schema, every observed edge passes, and the pods reach exactly what the
+/// namespaced policies let them reach.
+fn generate_and_verify_baselines(out: &Path) {
+    let radius = |policies: &str| {
+        let output = Command::new(common::agent())
+            .args(["policy", "verify", "--json", "--graph"])
+            .arg(out.join("graph.json"))
+            .arg("--policies")
+            .arg(out.join(policies))
+            .arg("--inventory")
+            .arg(out.join("inventory.json"))
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        report["blast_radius"]["pairs_after"].clone()
+    };
+    let namespaced = radius("policies");
+    for mode in ["cnp", "anp"] {
+        let dir = format!("baseline-{mode}");
+        let output = Command::new(common::agent())
+            .args(["policy", "generate", "--cluster-baseline", mode, "--graph"])
+            .arg(out.join("graph.json"))
+            .arg("--inventory")
+            .arg(out.join("inventory.json"))
+            .arg("--out")
+            .arg(out.join(&dir))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        common::validate_policy_dir(&out.join(&dir));
+        verify_policies(out, &dir);
+        assert_eq!(radius(&dir), namespaced, "{mode}: pod pairs reachable");
+    }
+}
+
 fn edge(from: &str, to: &str, protocol: &str, port: u64) -> (String, String, String, u64) {
     (from.into(), to.into(), protocol.into(), port)
 }
@@ -365,6 +406,33 @@ fn lab_scenarios_give_exactly_their_edges() {
     }
     // The Cilium flavor allows and denies the same.
     generate_and_verify_cilium(&shop);
+    generate_and_verify_baselines(&shop);
+    for tiers in ["baseline-cnp", "baseline-anp"] {
+        assert!(!reachable_with(
+            &shop,
+            tiers,
+            "shop/loadgen",
+            "shop/cart",
+            7070,
+            "TCP"
+        ));
+        assert!(reachable_with(
+            &shop,
+            tiers,
+            "shop/loadgen",
+            "shop/frontend",
+            8080,
+            "TCP"
+        ));
+        assert!(reachable_with(
+            &shop,
+            tiers,
+            "shop/metrics",
+            "kube-system/coredns",
+            53,
+            "UDP"
+        ));
+    }
     assert!(reachable_with(
         &shop,
         "cilium",
@@ -522,6 +590,33 @@ fn lab_scenarios_give_exactly_their_edges() {
         "another port of the external"
     );
     generate_and_verify_cilium(&externals);
+    generate_and_verify_baselines(&externals);
+    for tiers in ["baseline-cnp", "baseline-anp"] {
+        assert!(!reachable_with(
+            &externals,
+            tiers,
+            "shop/checkout",
+            "169.254.169.254",
+            80,
+            "TCP"
+        ));
+        assert!(reachable_with(
+            &externals,
+            tiers,
+            "shop/checkout",
+            "203.0.113.10",
+            443,
+            "TCP"
+        ));
+        assert!(!reachable_with(
+            &externals,
+            tiers,
+            "shop/checkout",
+            "203.0.113.10",
+            80,
+            "TCP"
+        ));
+    }
     let cilium = std::fs::read_to_string(externals.join("cilium/shop.yaml")).unwrap();
     assert!(
         cilium.contains("matchName: api.payments.example"),
@@ -771,6 +866,7 @@ fn a_scan_during_the_audit_is_never_allowed() {
     assert_eq!(answered["established"], 1, "{answered}");
     // The policies allow the real calls and none of the scan, in both flavors.
     generate_and_verify_cilium(&out);
+    generate_and_verify_baselines(&out);
     verify(&out);
     for flavor in ["policies", "cilium"] {
         let text = policy_text(&out.join(flavor));
@@ -801,6 +897,7 @@ fn a_forged_dns_answer_names_nothing() {
     // The real lookup through the cluster DNS still names its external.
     assert!(graph.contains("api.payments.example"), "{graph}");
     generate_and_verify_cilium(&out);
+    generate_and_verify_baselines(&out);
     verify(&out);
     for flavor in ["policies", "cilium"] {
         let text = policy_text(&out.join(flavor));
