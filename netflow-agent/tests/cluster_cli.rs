@@ -344,6 +344,113 @@ fn policy_apply_puts_the_admin_tier_first_and_the_baseline_last() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A graph where shop/web calls data/db on 5432 and shop/api on 9000, and
+/// the inventory with their pods.
+fn web_graph(dir: &Path) {
+    let workload = |namespace: &str, name: &str| {
+        json!({"id": format!("workload:{namespace}/Pod/{name}"), "kind": "workload",
+            "namespace": namespace, "name": name, "workload_kind": "Pod", "labels": {"app": name}})
+    };
+    let edge = |from: &str, to: &str, port: u16| {
+        json!({"from": from, "to": to, "protocol": "tcp", "port": port,
+            "first_seen": "2026-11-20T10:00:00Z", "last_seen": "2026-11-20T10:00:00Z",
+            "connections": 1, "established": 1, "bytes": 10})
+    };
+    let graph = json!({"version": 1,
+    "nodes": [workload("shop", "web"), workload("data", "db"), workload("shop", "api")],
+    "edges": [
+        edge("workload:shop/Pod/web", "workload:data/Pod/db", 5432),
+        edge("workload:shop/Pod/web", "workload:shop/Pod/api", 9000),
+    ]});
+    std::fs::write(dir.join("graph.json"), graph.to_string()).unwrap();
+    let pod = |namespace: &str, name: &str, ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": name, "labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": {"podIP": ip}})
+    };
+    let inventory = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "data"}},
+        pod("shop", "web", "10.0.0.1"), pod("shop", "api", "10.0.0.2"), pod("data", "db", "10.0.1.1"),
+    ]});
+    std::fs::write(dir.join("inventory.json"), inventory.to_string()).unwrap();
+}
+
+#[test]
+fn policy_verify_against_the_cluster_reads_its_policies_through_the_api() {
+    let dir = common::tempdir("against");
+    web_graph(&dir);
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    // data isolates its pods and lets nobody in; an Admin tier rule denies
+    // shop's egress to port 9000; Cilium is not installed.
+    api.put(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all", "namespace": "data"}, "spec": {"podSelector": {}}}),
+    );
+    api.put(
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "no-9000"},
+        "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+            "egress": [{"action": "Deny", "to": [{"namespaces": {}}],
+                "protocols": [{"tcp": {"destinationPort": {"number": 9000}}}]}]}}),
+    );
+    api.uninstall("apis/cilium.io/v2/ciliumnetworkpolicies");
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "policy".to_string(),
+            "verify".into(),
+            "--against-cluster".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--graph".into(),
+            dir.join("graph.json").display().to_string(),
+            "--inventory".into(),
+            dir.join("inventory.json").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let args_ref = args(&[]);
+    let args_ref: Vec<&str> = args_ref.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = agent(&args_ref);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("BLOCKED shop/web -> data/db tcp/5432")
+            && stdout.contains("isolated by deny-all"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("BLOCKED shop/web -> shop/api tcp/9000")
+            && stdout.contains("ClusterNetworkPolicy no-9000"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 NetworkPolicy"), "{stderr}");
+    assert!(
+        stderr.contains("not served by this cluster (no CRD): CiliumNetworkPolicy"),
+        "{stderr}"
+    );
+    let used: BTreeSet<_> = api.requests().iter().map(rbac_of).collect();
+    let granted = grants(&object("ClusterRole", "netflow-policy-reader"));
+    assert!(used.is_subset(&granted), "{used:?} not in {granted:?}");
+
+    // A policy netflow cannot judge is refused by name, not skipped.
+    api.put(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "broken", "namespace": "shop"}, "spec": {"podSelector": 7}}),
+    );
+    let (code, _, stderr) = agent(&args_ref);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("NetworkPolicy shop/broken"), "{stderr}");
+
+    // Files and the cluster are one or the other.
+    let both = args(&["--policies", "x"]);
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    let (code, _, stderr) = agent(&both);
+    assert_eq!(code, 2, "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn policy_apply_is_all_or_nothing() {
     let dir = common::tempdir("apply-refused");

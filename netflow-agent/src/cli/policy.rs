@@ -45,8 +45,20 @@ pub enum PolicyCommand {
         #[arg(long)]
         graph: PathBuf,
         /// A directory of policy YAML files, or one file.
+        #[arg(
+            long,
+            required_unless_present = "against_cluster",
+            conflicts_with = "against_cluster"
+        )]
+        policies: Option<PathBuf>,
+        /// Instead of files: the policies the cluster has now (NetworkPolicies,
+        /// and CiliumNetworkPolicies and the cluster-wide tiers where their
+        /// CRDs are installed), read through the API.
         #[arg(long)]
-        policies: PathBuf,
+        against_cluster: bool,
+        /// With --against-cluster. Default: in-cluster, then ~/.kube/config.
+        #[arg(long, requires = "against_cluster")]
+        kubeconfig: Option<PathBuf>,
         #[arg(long)]
         inventory: PathBuf,
         /// Print the report as JSON.

@@ -34,9 +34,17 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Policy(PolicyCommand::Verify {
             graph,
             policies,
+            against_cluster: _,
+            kubeconfig,
             inventory,
             json,
-        }) => policy::verify::run(&graph, &policies, &inventory, json),
+        }) => {
+            let source = match policies {
+                Some(path) => policy::verify::Source::Files(path),
+                None => policy::verify::Source::Cluster(kubeconfig),
+            };
+            policy::verify::run(&graph, &source, &inventory, json)
+        }
         Command::Policy(PolicyCommand::Apply {
             dir,
             kubeconfig,

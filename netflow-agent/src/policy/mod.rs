@@ -2,7 +2,8 @@
 //! for the graph in either flavor (NetworkPolicy, or the typed
 //! CiliumNetworkPolicy of `cilium`) and the cluster admin's tiers of
 //! `cluster_wide`, `write` puts a set on disk; `evaluate`
-//! decides what a set allows, `verify` replays the graph against it;
+//! decides what a set allows (`from_cluster` reads the set a cluster has),
+//! `verify` replays the graph against it;
 //! `rollout` orders the enforcement, `netassert` writes tests, `apply` sends
 //! a set to the cluster.
 
@@ -10,6 +11,7 @@ pub mod apply;
 pub mod cilium;
 pub mod cluster_wide;
 pub mod evaluate;
+pub mod from_cluster;
 pub mod generate;
 pub mod netassert;
 pub mod rollout;

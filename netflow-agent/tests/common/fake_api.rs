@@ -7,7 +7,7 @@
 //! the client's recovery is tested against the protocol it really speaks.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -57,6 +57,9 @@ struct ApiState {
     /// Object name -> when an apply of it is refused (422, as an admission
     /// webhook or a validation would).
     reject: BTreeMap<String, Reject>,
+    /// Collections this API does not serve (a CRD that is not installed):
+    /// 404, as the API server answers.
+    not_installed: BTreeSet<String>,
 }
 
 /// When the scripted API refuses an apply.
@@ -212,6 +215,14 @@ impl FakeApi {
     pub fn reject(&self, name: &str, when: Reject) {
         self.change(|state| {
             state.reject.insert(name.to_string(), when);
+        });
+    }
+
+    /// Makes `collection` (`apis/cilium.io/v2/ciliumnetworkpolicies`) one
+    /// this API does not serve.
+    pub fn uninstall(&self, collection: &str) {
+        self.change(|state| {
+            state.not_installed.insert(collection.to_string());
         });
     }
 
@@ -397,6 +408,26 @@ fn answer(request: &Recorded, out: &mut TcpStream, inner: &(Mutex<ApiState>, Con
     );
     match (request.method.as_str(), &target.name) {
         ("GET", None) if watching => watch(request, &target, out, inner),
+        ("GET", _)
+            if inner
+                .0
+                .lock()
+                .unwrap()
+                .not_installed
+                .contains(&target.collection) =>
+        {
+            write_response(
+                out,
+                404,
+                &status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+                .to_string(),
+                json_type,
+            )
+        }
         ("GET", None) => {
             let state = inner.0.lock().unwrap();
             let items: Vec<Value> = state

@@ -1,20 +1,35 @@
 //! `policy verify`: replay every observed edge against a policy set; exit 0
 //! only when all are allowed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{
     graph::CommGraph,
     inventory::Inventory,
-    policy::{evaluate::load_policy_set, verify::verify},
+    policy::{
+        evaluate::{Policies, load_policy_set},
+        from_cluster,
+        verify::verify,
+    },
 };
 
-/// Replays the graph against the policies in `policies`; fails when an
-/// observed edge would be blocked.
-pub fn run(graph: &Path, policies: &Path, inventory: &Path, json: bool) -> anyhow::Result<()> {
+/// Where the policies come from.
+pub enum Source {
+    /// A directory of policy files, or one file.
+    Files(PathBuf),
+    /// The cluster's own, through the API (this kubeconfig, or the default).
+    Cluster(Option<PathBuf>),
+}
+
+/// Replays the graph against the policies; fails when an observed edge
+/// would be blocked.
+pub fn run(graph: &Path, source: &Source, inventory: &Path, json: bool) -> anyhow::Result<()> {
     let graph = CommGraph::load(graph)?;
     let inventory = Inventory::load(inventory)?;
-    let policies = load_policy_set(policies)?;
+    let policies = match source {
+        Source::Files(path) => load_policy_set(path)?,
+        Source::Cluster(kubeconfig) => cluster_policies(kubeconfig.as_deref())?,
+    };
     let report = verify(&graph, &policies, &inventory);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -56,4 +71,26 @@ pub fn run(graph: &Path, policies: &Path, inventory: &Path, json: bool) -> anyho
         anyhow::bail!("{} observed edges would be blocked", report.blocked.len());
     }
     Ok(())
+}
+
+/// The cluster's policies, with what was read (and what the cluster does
+/// not serve) on stderr.
+fn cluster_policies(kubeconfig: Option<&Path>) -> anyhow::Result<Policies> {
+    let found = crate::cmd::runtime()?.block_on(async {
+        let client = crate::kube::client(kubeconfig).await?;
+        anyhow::Ok(from_cluster::read(&client).await?)
+    })?;
+    let read: Vec<String> = found
+        .read
+        .iter()
+        .map(|(kind, count)| format!("{count} {kind}"))
+        .collect();
+    eprintln!("read from the cluster: {}", read.join(", "));
+    if !found.not_installed.is_empty() {
+        eprintln!(
+            "not served by this cluster (no CRD): {}",
+            found.not_installed.join(", ")
+        );
+    }
+    Ok(found.policies)
 }

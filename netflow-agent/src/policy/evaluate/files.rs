@@ -73,10 +73,7 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
         files.push(dir.to_path_buf());
     }
     files.sort();
-    let mut policies = Vec::new();
-    let mut cilium = Vec::new();
-    let mut cluster_wide = Vec::new();
-    let mut cluster_wide_objects = Vec::new();
+    let mut set = Policies::default();
     for path in files {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
@@ -104,80 +101,83 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
                 vec![value]
             };
             for item in items {
-                let kind = item
-                    .get("kind")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or("document without a kind");
-                let api = item
-                    .get("apiVersion")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or_default();
-                if kind == cilium::KIND && api == cilium::API_VERSION {
-                    let policy: CiliumNetworkPolicy =
-                        serde_norway::from_value(item).map_err(|err| PolicyFileError::Invalid {
-                            path: shown.clone(),
-                            index,
-                            kind: cilium::KIND,
-                            message: err.to_string(),
-                        })?;
-                    cilium.push(policy);
-                    continue;
-                }
-                let invalid = |kind: &'static str, message: String| PolicyFileError::Invalid {
-                    path: shown.clone(),
-                    index,
-                    kind,
-                    message,
-                };
-                if api == v1alpha2::API_VERSION && kind == v1alpha2::KIND {
-                    let policy: v1alpha2::ClusterNetworkPolicy = serde_norway::from_value(item)
-                        .map_err(|err| invalid(v1alpha2::KIND, err.to_string()))?;
-                    cluster_wide.push(
-                        policy
-                            .tiered()
-                            .map_err(|message| invalid(v1alpha2::KIND, message))?,
-                    );
-                    cluster_wide_objects.push(ClusterWideObject::Cluster(policy));
-                    continue;
-                }
-                if api == v1alpha1::API_VERSION
-                    && (kind == v1alpha1::ADMIN_KIND || kind == v1alpha1::BASELINE_KIND)
-                {
-                    let kind = if kind == v1alpha1::ADMIN_KIND {
-                        v1alpha1::ADMIN_KIND
-                    } else {
-                        v1alpha1::BASELINE_KIND
-                    };
-                    let policy: v1alpha1::AdminNetworkPolicy = serde_norway::from_value(item)
-                        .map_err(|err| invalid(kind, err.to_string()))?;
-                    cluster_wide.push(policy.tiered().map_err(|message| invalid(kind, message))?);
-                    cluster_wide_objects.push(ClusterWideObject::Admin(policy));
-                    continue;
-                }
-                if kind != "NetworkPolicy" || api != "networking.k8s.io/v1" {
-                    return Err(PolicyFileError::UnknownKind {
-                        path: shown.clone(),
-                        index,
-                        kind: format!("{kind} ({api})"),
-                    });
-                }
-                let policy: NetworkPolicy =
-                    serde_norway::from_value(item).map_err(|err| PolicyFileError::Invalid {
-                        path: shown.clone(),
-                        index,
-                        kind: "NetworkPolicy",
-                        message: err.to_string(),
-                    })?;
-                policies.push(policy);
+                set.add(item, &shown, index)?;
             }
         }
     }
-    Ok(Policies {
-        kubernetes: policies,
-        cilium,
-        cluster_wide,
-        cluster_wide_objects,
-    })
+    Ok(set)
+}
+
+impl Policies {
+    /// Adds one object, read from document `index` of `source` (a file, or
+    /// what the cluster was asked for); refused by name when it is of
+    /// another kind or does not fit its schema.
+    pub fn add(
+        &mut self,
+        item: serde_norway::Value,
+        source: &str,
+        index: usize,
+    ) -> Result<(), PolicyFileError> {
+        let kind = item
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("document without a kind")
+            .to_string();
+        let api = item
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let invalid = |kind: &'static str, message: String| PolicyFileError::Invalid {
+            path: source.to_string(),
+            index,
+            kind,
+            message,
+        };
+        match (api.as_str(), kind.as_str()) {
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                let policy: NetworkPolicy = serde_norway::from_value(item)
+                    .map_err(|err| invalid("NetworkPolicy", err.to_string()))?;
+                self.kubernetes.push(policy);
+            }
+            (cilium::API_VERSION, cilium::KIND) => {
+                let policy: CiliumNetworkPolicy = serde_norway::from_value(item)
+                    .map_err(|err| invalid(cilium::KIND, err.to_string()))?;
+                self.cilium.push(policy);
+            }
+            (v1alpha2::API_VERSION, v1alpha2::KIND) => {
+                let policy: v1alpha2::ClusterNetworkPolicy = serde_norway::from_value(item)
+                    .map_err(|err| invalid(v1alpha2::KIND, err.to_string()))?;
+                let tiered = policy
+                    .tiered()
+                    .map_err(|message| invalid(v1alpha2::KIND, message))?;
+                self.cluster_wide.push(tiered);
+                self.cluster_wide_objects
+                    .push(ClusterWideObject::Cluster(policy));
+            }
+            (v1alpha1::API_VERSION, v1alpha1::ADMIN_KIND | v1alpha1::BASELINE_KIND) => {
+                let kind = if kind == v1alpha1::ADMIN_KIND {
+                    v1alpha1::ADMIN_KIND
+                } else {
+                    v1alpha1::BASELINE_KIND
+                };
+                let policy: v1alpha1::AdminNetworkPolicy =
+                    serde_norway::from_value(item).map_err(|err| invalid(kind, err.to_string()))?;
+                let tiered = policy.tiered().map_err(|message| invalid(kind, message))?;
+                self.cluster_wide.push(tiered);
+                self.cluster_wide_objects
+                    .push(ClusterWideObject::Admin(policy));
+            }
+            _ => {
+                return Err(PolicyFileError::UnknownKind {
+                    path: source.to_string(),
+                    index,
+                    kind: format!("{kind} ({api})"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every policy of a set of files, by flavor.
