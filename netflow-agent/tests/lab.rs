@@ -99,17 +99,23 @@ fn reachable_with(
     ) == Verdict::Allowed
 }
 
-/// `policy verify` with the policies in `out/<policies>`: every observed edge allowed.
-fn verify_policies(out: &Path, policies: &str) {
-    let output = Command::new(common::agent())
+/// `policy verify [--json]` of the lab run in `out` with `out/<policies>`.
+fn run_verify(out: &Path, policies: &str, json: bool) -> std::process::Output {
+    Command::new(common::agent())
         .args(["policy", "verify", "--graph"])
         .arg(out.join("graph.json"))
         .arg("--policies")
         .arg(out.join(policies))
         .arg("--inventory")
         .arg(out.join("inventory.json"))
+        .args(json.then_some("--json"))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `policy verify` with the policies in `out/<policies>`: every observed edge allowed.
+fn verify_policies(out: &Path, policies: &str) {
+    let output = run_verify(out, policies, false);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -145,15 +151,7 @@ fn generate_and_verify_cilium(out: &Path) {
 /// namespaced policies let them reach.
 fn generate_and_verify_baselines(out: &Path) {
     let radius = |policies: &str| {
-        let output = Command::new(common::agent())
-            .args(["policy", "verify", "--json", "--graph"])
-            .arg(out.join("graph.json"))
-            .arg("--policies")
-            .arg(out.join(policies))
-            .arg("--inventory")
-            .arg(out.join("inventory.json"))
-            .output()
-            .unwrap();
+        let output = run_verify(out, policies, true);
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         report["blast_radius"]["pairs_after"].clone()
     };

@@ -68,6 +68,65 @@ impl Action {
     }
 }
 
+/// A rule's peer, the same in both versions: exactly one field set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Peer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<NamespacedPod>,
+    /// Egress only: CIDRs, pod IPs included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+}
+
+impl Peer {
+    fn tiered(&self) -> Result<TierPeer, String> {
+        match (&self.namespaces, &self.pods, &self.networks) {
+            (Some(namespaces), None, None) => Ok(TierPeer::Namespaces(namespaces.clone())),
+            (None, Some(pods), None) => Ok(TierPeer::Pods(pods.clone())),
+            (None, None, Some(networks)) => Ok(TierPeer::Networks(networks.clone())),
+            _ => Err("a peer must set exactly one of namespaces, pods, networks".into()),
+        }
+    }
+}
+
+/// What both versions' rules have, for [`tier_rules`].
+trait RuleParts {
+    fn name(&self) -> &str;
+    fn action(&self) -> &str;
+    /// `from` for ingress, `to` for egress.
+    fn peers(&self, ingress: bool) -> Option<&Vec<Peer>>;
+    /// `None`: every port.
+    fn ports(&self) -> Result<Option<Vec<TierPort>>, String>;
+}
+
+/// Either version's rules in the tiered form; `actions` are the version's
+/// action names.
+fn tier_rules<R: RuleParts>(
+    rules: &[R],
+    ingress: bool,
+    actions: &[&str],
+) -> Result<Vec<TierRule>, String> {
+    rules
+        .iter()
+        .map(|rule| {
+            Ok(TierRule {
+                name: rule.name().to_string(),
+                action: Action::parse(rule.action(), actions)?,
+                peers: rule
+                    .peers(ingress)
+                    .into_iter()
+                    .flatten()
+                    .map(Peer::tiered)
+                    .collect::<Result<_, _>>()?,
+                ports: rule.ports()?,
+            })
+        })
+        .collect()
+}
+
 /// A cluster-wide policy of either API version, as the evaluator reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TieredPolicy {

@@ -3,10 +3,10 @@
 //! `Deny`, `Pass`. The standard channel's fields only; the experimental
 //! `nodes` and `domainNames` peers are refused when read.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, NamespacedPod, Subject, Tier, TierPeer, TierPort, TierRule, TieredPolicy};
+use super::{Peer, RuleParts, Subject, Tier, TierPort, TieredPolicy, tier_rules};
 
 pub const API_VERSION: &str = "policy.networking.k8s.io/v1alpha2";
 pub const KIND: &str = "ClusterNetworkPolicy";
@@ -51,19 +51,6 @@ pub struct Rule {
     pub to: Option<Vec<Peer>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Vec<Protocol>>,
-}
-
-/// Exactly one field set.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Peer {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<LabelSelector>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pods: Option<NamespacedPod>,
-    /// Egress only: CIDRs, pod IPs included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub networks: Option<Vec<String>>,
 }
 
 /// Exactly one field set.
@@ -123,48 +110,41 @@ impl ClusterNetworkPolicy {
             "Baseline" => Tier::Baseline,
             other => return Err(format!("tier {other:?} (expected Admin or Baseline)")),
         };
-        let rules = |rules: &[Rule], ingress: bool| -> Result<Vec<TierRule>, String> {
-            rules
-                .iter()
-                .map(|rule| {
-                    let peers = if ingress { &rule.from } else { &rule.to };
-                    Ok(TierRule {
-                        name: rule.name.clone(),
-                        action: Action::parse(&rule.action, &["Accept", "Deny", "Pass"])?,
-                        peers: peers
-                            .iter()
-                            .flatten()
-                            .map(Peer::tiered)
-                            .collect::<Result<_, _>>()?,
-                        ports: rule
-                            .protocols
-                            .as_ref()
-                            .map(|protocols| protocols.iter().map(Protocol::tiered).collect())
-                            .transpose()?,
-                    })
-                })
-                .collect()
-        };
+        let actions = ["Accept", "Deny", "Pass"];
         Ok(TieredPolicy {
             kind: KIND,
             name: self.metadata.name.clone().unwrap_or_default(),
             tier,
             priority: self.spec.priority,
             subject: self.spec.subject.clone(),
-            ingress: rules(&self.spec.ingress, true)?,
-            egress: rules(&self.spec.egress, false)?,
+            ingress: tier_rules(&self.spec.ingress, true, &actions)?,
+            egress: tier_rules(&self.spec.egress, false, &actions)?,
         })
     }
 }
 
-impl Peer {
-    fn tiered(&self) -> Result<TierPeer, String> {
-        match (&self.namespaces, &self.pods, &self.networks) {
-            (Some(namespaces), None, None) => Ok(TierPeer::Namespaces(namespaces.clone())),
-            (None, Some(pods), None) => Ok(TierPeer::Pods(pods.clone())),
-            (None, None, Some(networks)) => Ok(TierPeer::Networks(networks.clone())),
-            _ => Err("a peer must set exactly one of namespaces, pods, networks".into()),
+impl RuleParts for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn action(&self) -> &str {
+        &self.action
+    }
+
+    fn peers(&self, ingress: bool) -> Option<&Vec<Peer>> {
+        if ingress {
+            self.from.as_ref()
+        } else {
+            self.to.as_ref()
         }
+    }
+
+    fn ports(&self) -> Result<Option<Vec<TierPort>>, String> {
+        self.protocols
+            .as_ref()
+            .map(|protocols| protocols.iter().map(Protocol::tiered).collect())
+            .transpose()
     }
 }
 

@@ -83,6 +83,43 @@ pub enum Verdict {
     Denied(String),
 }
 
+/// One direction of a connection, seen from `pod`.
+struct Question<'a> {
+    pod: &'a PodEntry,
+    direction: Direction,
+    peer: End<'a>,
+    port: u16,
+    protocol: &'a str,
+    /// The pod whose container ports name the port (the server).
+    port_owner: Option<&'a PodEntry>,
+}
+
+impl Question<'_> {
+    /// `ingress of ns/pod`, for reasons.
+    fn side(&self) -> String {
+        format!(
+            "{} of {}/{}",
+            self.direction.name(),
+            self.pod.namespace,
+            self.pod.name
+        )
+    }
+
+    /// `tcp/5432 from ns/pod`, for reasons.
+    fn traffic(&self) -> String {
+        format!(
+            "{}/{} {} {}",
+            self.protocol.to_ascii_lowercase(),
+            self.port,
+            match self.direction {
+                Direction::Ingress => "from",
+                Direction::Egress => "to",
+            },
+            self.peer
+        )
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     Ingress,
@@ -180,7 +217,7 @@ impl<'a> Evaluator<'a> {
                 End::Address(_) => None,
             },
         };
-        let question = tiers::Question {
+        let question = Question {
             pod,
             direction,
             peer,
@@ -191,17 +228,9 @@ impl<'a> Evaluator<'a> {
         let tier = |tier| tiers::decide(self.cluster_wide, tier, self.inventory, &question);
         let denial = |by: &str| {
             format!(
-                "{} of {}/{} is denied by {by} for {}/{} {} {}",
-                direction.name(),
-                pod.namespace,
-                pod.name,
-                protocol.to_ascii_lowercase(),
-                port,
-                match direction {
-                    Direction::Ingress => "from",
-                    Direction::Egress => "to",
-                },
-                peer
+                "{} is denied by {by} for {}",
+                question.side(),
+                question.traffic()
             )
         };
         // The Admin tier first: its Accept and Deny are final; Pass (or no
@@ -255,18 +284,10 @@ impl<'a> Evaluator<'a> {
             .collect();
         names.dedup();
         Some(format!(
-            "{} of {}/{} is isolated by {} and no rule allows {}/{} {} {}",
-            direction.name(),
-            pod.namespace,
-            pod.name,
+            "{} is isolated by {} and no rule allows {}",
+            question.side(),
             names.join(", "),
-            protocol.to_ascii_lowercase(),
-            port,
-            match direction {
-                Direction::Ingress => "from",
-                Direction::Egress => "to",
-            },
-            peer
+            question.traffic()
         ))
     }
 }

@@ -4,7 +4,7 @@
 //! whose peer and port match decides.
 
 use super::{
-    Direction, End,
+    Direction, End, Question,
     kubernetes::{cidr_contains, matches, namespace_labels},
 };
 use crate::{
@@ -13,17 +13,6 @@ use crate::{
         Action, NamespacedPod, Subject, Tier, TierPeer, TierPort, TieredPolicy,
     },
 };
-
-/// One direction of a connection, seen from `pod`.
-pub(super) struct Question<'a> {
-    pub pod: &'a PodEntry,
-    pub direction: Direction,
-    pub peer: End<'a>,
-    pub port: u16,
-    pub protocol: &'a str,
-    /// The pod whose container ports name the port (the server).
-    pub port_owner: Option<&'a PodEntry>,
-}
 
 /// The deciding rule's action and `kind name/rule` for the reason.
 pub(super) fn decide(

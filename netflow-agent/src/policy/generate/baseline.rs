@@ -26,7 +26,9 @@ use super::{ClusterDns, GenerateOptions, SYSTEM_NAMESPACES};
 use crate::{
     identity::METADATA_ADDRESSES,
     inventory::NAMESPACE_NAME_LABEL,
-    policy::cluster_wide::{ClusterWideObject, NamespacedPod, Subject, v1alpha1, v1alpha2},
+    policy::cluster_wide::{
+        Action, ClusterWideObject, NamespacedPod, Peer, Subject, v1alpha1, v1alpha2,
+    },
 };
 
 /// Which resources carry the cluster-wide layer.
@@ -121,6 +123,69 @@ fn dns_pods(dns: &ClusterDns) -> NamespacedPod {
 
 const EVERYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
 
+/// One rule of the layer, before it is written in an API version.
+struct LayerRule {
+    name: &'static str,
+    action: Action,
+    peer: Peer,
+    /// UDP and TCP 53 only (else every port).
+    dns_ports: bool,
+}
+
+/// The rules of both tiers: Admin egress, Baseline ingress and egress.
+struct Layer {
+    admin_egress: Vec<LayerRule>,
+    baseline_ingress: Vec<LayerRule>,
+    baseline_egress: Vec<LayerRule>,
+}
+
+fn layer(options: &GenerateOptions, dns: &ClusterDns) -> Layer {
+    Layer {
+        admin_egress: vec![
+            LayerRule {
+                name: "deny-metadata-service",
+                action: Action::Deny,
+                peer: Peer {
+                    networks: Some(metadata_networks()),
+                    ..Peer::default()
+                },
+                dns_ports: false,
+            },
+            LayerRule {
+                name: "allow-cluster-dns",
+                action: Action::Accept,
+                peer: Peer {
+                    pods: Some(dns_pods(dns)),
+                    ..Peer::default()
+                },
+                dns_ports: true,
+            },
+        ],
+        baseline_ingress: vec![LayerRule {
+            name: "default-deny-from-pods",
+            action: Action::Deny,
+            peer: Peer {
+                namespaces: Some(LabelSelector::default()),
+                ..Peer::default()
+            },
+            dns_ports: false,
+        }],
+        baseline_egress: if options.ingress_only {
+            Vec::new()
+        } else {
+            vec![LayerRule {
+                name: "default-deny-egress",
+                action: Action::Deny,
+                peer: Peer {
+                    networks: Some(EVERYWHERE.map(String::from).to_vec()),
+                    ..Peer::default()
+                },
+                dns_ports: false,
+            }]
+        },
+    }
+}
+
 /// The Admin tier object(s) and the Baseline tier object(s), in that order
 /// of application; empty for [`ClusterBaseline::None`].
 pub fn cluster_wide(
@@ -128,33 +193,74 @@ pub fn cluster_wide(
     options: &GenerateOptions,
     dns: &ClusterDns,
 ) -> (Vec<ClusterWideObject>, Vec<ClusterWideObject>) {
+    let layer = layer(options, dns);
+    let subject = subject(options);
     match mode {
         ClusterBaseline::None => (Vec::new(), Vec::new()),
         ClusterBaseline::ClusterNetworkPolicy => {
-            let (admin, baseline) = v1alpha2_objects(options, dns);
+            let spec = |tier: &str, priority, ingress: &[LayerRule], egress: &[LayerRule]| {
+                v1alpha2::Spec {
+                    tier: tier.into(),
+                    priority,
+                    subject: subject.clone(),
+                    ingress: ingress
+                        .iter()
+                        .map(|rule| v1alpha2_rule(rule, true))
+                        .collect(),
+                    egress: egress
+                        .iter()
+                        .map(|rule| v1alpha2_rule(rule, false))
+                        .collect(),
+                }
+            };
+            let admin = spec("Admin", ADMIN_PRIORITY, &[], &layer.admin_egress);
+            let baseline = spec(
+                "Baseline",
+                BASELINE_PRIORITY,
+                &layer.baseline_ingress,
+                &layer.baseline_egress,
+            );
             (
-                vec![ClusterWideObject::Cluster(admin)],
-                vec![ClusterWideObject::Cluster(baseline)],
+                vec![ClusterWideObject::Cluster(
+                    v1alpha2::ClusterNetworkPolicy::new(metadata(ADMIN_NAME), admin),
+                )],
+                vec![ClusterWideObject::Cluster(
+                    v1alpha2::ClusterNetworkPolicy::new(metadata(BASELINE_NAME), baseline),
+                )],
             )
         }
         ClusterBaseline::AdminNetworkPolicy => {
-            let (admin, baseline) = v1alpha1_objects(options, dns);
+            let spec = |priority, ingress: &[LayerRule], egress: &[LayerRule]| v1alpha1::Spec {
+                priority,
+                subject: subject.clone(),
+                ingress: ingress
+                    .iter()
+                    .map(|rule| v1alpha1_rule(rule, true))
+                    .collect(),
+                egress: egress
+                    .iter()
+                    .map(|rule| v1alpha1_rule(rule, false))
+                    .collect(),
+            };
+            let admin = spec(Some(ADMIN_PRIORITY), &[], &layer.admin_egress);
+            let baseline = spec(None, &layer.baseline_ingress, &layer.baseline_egress);
             (
-                vec![ClusterWideObject::Admin(admin)],
-                vec![ClusterWideObject::Admin(baseline)],
+                vec![ClusterWideObject::Admin(
+                    v1alpha1::AdminNetworkPolicy::admin(metadata(ADMIN_NAME), admin),
+                )],
+                vec![ClusterWideObject::Admin(
+                    v1alpha1::AdminNetworkPolicy::baseline(
+                        metadata(v1alpha1::BASELINE_NAME),
+                        baseline,
+                    ),
+                )],
             )
         }
     }
 }
 
-fn v1alpha2_objects(
-    options: &GenerateOptions,
-    dns: &ClusterDns,
-) -> (
-    v1alpha2::ClusterNetworkPolicy,
-    v1alpha2::ClusterNetworkPolicy,
-) {
-    use v1alpha2::{ClusterNetworkPolicy, Peer, Port, Protocol, ProtocolPorts, Rule, Spec};
+fn v1alpha2_rule(rule: &LayerRule, ingress: bool) -> v1alpha2::Rule {
+    use v1alpha2::{Port, Protocol, ProtocolPorts};
     let port_53 = || {
         Some(ProtocolPorts {
             destination_port: Some(Port {
@@ -163,86 +269,34 @@ fn v1alpha2_objects(
             }),
         })
     };
-    let admin = ClusterNetworkPolicy::new(
-        metadata(ADMIN_NAME),
-        Spec {
-            tier: "Admin".into(),
-            priority: ADMIN_PRIORITY,
-            subject: subject(options),
-            ingress: Vec::new(),
-            egress: vec![
-                Rule {
-                    name: "deny-metadata-service".into(),
-                    action: "Deny".into(),
-                    from: None,
-                    to: Some(vec![Peer {
-                        networks: Some(metadata_networks()),
-                        ..Peer::default()
-                    }]),
-                    protocols: None,
+    let peers = Some(vec![rule.peer.clone()]);
+    v1alpha2::Rule {
+        name: rule.name.into(),
+        action: match rule.action {
+            Action::Accept => "Accept",
+            Action::Deny => "Deny",
+            Action::Pass => "Pass",
+        }
+        .into(),
+        from: if ingress { peers.clone() } else { None },
+        to: if ingress { None } else { peers },
+        protocols: rule.dns_ports.then(|| {
+            vec![
+                Protocol {
+                    udp: port_53(),
+                    ..Protocol::default()
                 },
-                Rule {
-                    name: "accept-cluster-dns".into(),
-                    action: "Accept".into(),
-                    from: None,
-                    to: Some(vec![Peer {
-                        pods: Some(dns_pods(dns)),
-                        ..Peer::default()
-                    }]),
-                    protocols: Some(vec![
-                        Protocol {
-                            udp: port_53(),
-                            ..Protocol::default()
-                        },
-                        Protocol {
-                            tcp: port_53(),
-                            ..Protocol::default()
-                        },
-                    ]),
+                Protocol {
+                    tcp: port_53(),
+                    ..Protocol::default()
                 },
-            ],
-        },
-    );
-    let baseline = ClusterNetworkPolicy::new(
-        metadata(BASELINE_NAME),
-        Spec {
-            tier: "Baseline".into(),
-            priority: BASELINE_PRIORITY,
-            subject: subject(options),
-            ingress: vec![Rule {
-                name: "default-deny-from-pods".into(),
-                action: "Deny".into(),
-                from: Some(vec![Peer {
-                    namespaces: Some(LabelSelector::default()),
-                    ..Peer::default()
-                }]),
-                to: None,
-                protocols: None,
-            }],
-            egress: if options.ingress_only {
-                Vec::new()
-            } else {
-                vec![Rule {
-                    name: "default-deny-egress".into(),
-                    action: "Deny".into(),
-                    from: None,
-                    to: Some(vec![Peer {
-                        networks: Some(EVERYWHERE.map(String::from).to_vec()),
-                        ..Peer::default()
-                    }]),
-                    protocols: None,
-                }]
-            },
-        },
-    );
-    (admin, baseline)
+            ]
+        }),
+    }
 }
 
-fn v1alpha1_objects(
-    options: &GenerateOptions,
-    dns: &ClusterDns,
-) -> (v1alpha1::AdminNetworkPolicy, v1alpha1::AdminNetworkPolicy) {
-    use v1alpha1::{AdminNetworkPolicy, Peer, Port, PortNumber, Rule, Spec};
+fn v1alpha1_rule(rule: &LayerRule, ingress: bool) -> v1alpha1::Rule {
+    use v1alpha1::{Port, PortNumber};
     let port_53 = |protocol: &str| Port {
         port_number: Some(PortNumber {
             protocol: protocol.into(),
@@ -250,66 +304,17 @@ fn v1alpha1_objects(
         }),
         ..Port::default()
     };
-    let admin = AdminNetworkPolicy::admin(
-        metadata(ADMIN_NAME),
-        Spec {
-            priority: Some(ADMIN_PRIORITY),
-            subject: subject(options),
-            ingress: Vec::new(),
-            egress: vec![
-                Rule {
-                    name: "deny-metadata-service".into(),
-                    action: "Deny".into(),
-                    from: None,
-                    to: Some(vec![Peer {
-                        networks: Some(metadata_networks()),
-                        ..Peer::default()
-                    }]),
-                    ports: None,
-                },
-                Rule {
-                    name: "allow-cluster-dns".into(),
-                    action: "Allow".into(),
-                    from: None,
-                    to: Some(vec![Peer {
-                        pods: Some(dns_pods(dns)),
-                        ..Peer::default()
-                    }]),
-                    ports: Some(vec![port_53("UDP"), port_53("TCP")]),
-                },
-            ],
-        },
-    );
-    let baseline = AdminNetworkPolicy::baseline(
-        metadata(v1alpha1::BASELINE_NAME),
-        Spec {
-            priority: None,
-            subject: subject(options),
-            ingress: vec![Rule {
-                name: "default-deny-from-pods".into(),
-                action: "Deny".into(),
-                from: Some(vec![Peer {
-                    namespaces: Some(LabelSelector::default()),
-                    ..Peer::default()
-                }]),
-                to: None,
-                ports: None,
-            }],
-            egress: if options.ingress_only {
-                Vec::new()
-            } else {
-                vec![Rule {
-                    name: "default-deny-egress".into(),
-                    action: "Deny".into(),
-                    from: None,
-                    to: Some(vec![Peer {
-                        networks: Some(EVERYWHERE.map(String::from).to_vec()),
-                        ..Peer::default()
-                    }]),
-                    ports: None,
-                }]
-            },
-        },
-    );
-    (admin, baseline)
+    let peers = Some(vec![rule.peer.clone()]);
+    v1alpha1::Rule {
+        name: rule.name.into(),
+        action: match rule.action {
+            Action::Accept => "Allow",
+            Action::Deny => "Deny",
+            Action::Pass => "Pass",
+        }
+        .into(),
+        from: if ingress { peers.clone() } else { None },
+        to: if ingress { None } else { peers },
+        ports: rule.dns_ports.then(|| vec![port_53("UDP"), port_53("TCP")]),
+    }
 }

@@ -701,7 +701,8 @@ mod tests {
         }
     }
 
-    fn policies() -> PolicySet {
+    /// web calls db, the DNS, an external host and the metadata service.
+    fn shop_graph() -> (CommGraph, Inventory) {
         let inventory = Inventory::parse(INVENTORY).unwrap();
         let dns = BTreeMap::new();
         let identity = Identity::new(&inventory, &dns);
@@ -717,6 +718,11 @@ mod tests {
                 flow(web, "10.244.0.5", ("169.254.169.254", 80), 6),
             ],
         );
+        (graph, inventory)
+    }
+
+    fn policies() -> PolicySet {
+        let (graph, inventory) = shop_graph();
         generate(&graph, &inventory, &GenerateOptions::default()).unwrap()
     }
 
@@ -1060,21 +1066,7 @@ mod tests {
     fn baseline_round_trip(
         mode: ClusterBaseline,
     ) -> (PolicySet, crate::policy::verify::VerifyReport) {
-        let inventory = Inventory::parse(INVENTORY).unwrap();
-        let dns = BTreeMap::new();
-        let identity = Identity::new(&inventory, &dns);
-        let web = "00000000-0000-0000-0000-000000000002";
-        let mut graph = CommGraph::new();
-        add_flows(
-            &mut graph,
-            &identity,
-            &[
-                flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6),
-                flow(web, "10.244.0.5", ("10.96.0.10", 53), 17),
-                flow(web, "10.244.0.5", ("203.0.113.10", 443), 6),
-                flow(web, "10.244.0.5", ("169.254.169.254", 80), 6),
-            ],
-        );
+        let (graph, inventory) = shop_graph();
         let options = GenerateOptions {
             cluster_baseline: mode,
             ..GenerateOptions::default()
