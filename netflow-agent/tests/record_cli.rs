@@ -744,6 +744,126 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn the_daemonsets_host_path_works_on_hybrid_and_unified_hosts() {
+    // The DaemonSet mounts the host's /sys/fs/cgroup whole. On a unified
+    // host that is the cgroup v2 tree; on a hybrid one (v1 controllers on a
+    // tmpfs, cgroup v2 at `unified` below it) the agent must find the v2
+    // tree below the path it was given.
+    if !common::privileged("the_daemonsets_host_path_works_on_hybrid_and_unified_hosts") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfhyb")).unwrap();
+    let dir = tempdir();
+    let host_view = dir.join("host-sys-fs-cgroup");
+    std::fs::create_dir_all(&host_view).unwrap();
+    let script = format!(
+        "mount --rbind /sys/fs/cgroup {view} && mount -o remount,bind,ro {view} && exec {agent} record --cgroup {view} --duration 2 --interval 0.3 -o -",
+        view = host_view.display(),
+        agent = common::agent().display(),
+    );
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    testbed
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    testbed
+        .run_peer(
+            &common::lab(),
+            Host::A,
+            &["connect", "--tcp", "10.231.0.2:8080"],
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains("\"flow\"") && line.contains("8080")),
+        "{stdout}\n{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_seccomp_profile_that_refuses_bpf_is_named_and_fails_fast() {
+    // What podman's and CRI-O's default profile do to a container with
+    // CAP_BPF but not CAP_SYS_ADMIN: bpf(2) answers EPERM. A classic BPF
+    // seccomp filter doing exactly that is installed before the agent starts.
+    if !common::privileged("a_seccomp_profile_that_refuses_bpf_is_named_and_fails_fast") {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // if A == SYS_bpf: next, else skip one
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_bpf as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ALLOW,
+        },
+    ];
+    let started = std::time::Instant::now();
+    let mut command = Command::new(common::agent());
+    command.args(["record", "--duration", "5", "-o", "-"]);
+    // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("seccomp refused bpf(2)")
+            && stderr.contains("deploy/seccomp/netflow-agent.json"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "fails fast");
+}
+
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

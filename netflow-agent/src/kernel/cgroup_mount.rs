@@ -79,16 +79,29 @@ pub fn locate(requested: Option<&Path>) -> Result<(PathBuf, PathBuf), CgroupErro
     let mount = match requested {
         Some(path) if path.is_absolute() => {
             let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-            // The deepest mount holding the path (mounts can nest).
-            mounts
+            let canonical_mounts: Vec<(PathBuf, &PathBuf)> = mounts
                 .iter()
-                .filter(|mount| {
-                    mount
-                        .canonicalize()
-                        .is_ok_and(|mount| canonical.starts_with(mount))
-                })
-                .max_by_key(|mount| mount.components().count())
-                .unwrap_or(first)
+                .filter_map(|mount| Some((mount.canonicalize().ok()?, mount)))
+                .collect();
+            // The deepest mount holding the path (mounts can nest).
+            let holding = canonical_mounts
+                .iter()
+                .filter(|(real, _)| canonical.starts_with(real))
+                .max_by_key(|(real, _)| real.components().count());
+            if let Some((_, mount)) = holding {
+                mount
+            } else if let [(_, only)] = canonical_mounts
+                .iter()
+                .filter(|(real, _)| real.starts_with(&canonical))
+                .collect::<Vec<_>>()[..]
+            {
+                // A hybrid host's /sys/fs/cgroup (v1 controllers on tmpfs)
+                // mounted whole, as the DaemonSet's hostPath does: its
+                // cgroup v2 tree is the one mount below it (`unified`).
+                return Ok(((*only).clone(), resolve(only, None)?));
+            } else {
+                first
+            }
         }
         _ => first,
     };

@@ -29,6 +29,10 @@ pub enum LoadError {
     )]
     NotRoot { uid: u32, missing: String },
     #[error(
+        "seccomp refused bpf(2) although netflow-agent has CAP_BPF: this container's seccomp profile blocks it (podman's and CRI-O's default profile allow bpf only with CAP_SYS_ADMIN); run the container with the Localhost profile deploy/seccomp/netflow-agent.json (the runtime default plus bpf and perf_event_open), as docs/operations.md shows"
+    )]
+    Seccomp,
+    #[error(
         "the kernel refused the eBPF object; BPF may be unavailable here (CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF) or disabled for this process"
     )]
     Object(#[source] aya::EbpfError),
@@ -95,6 +99,9 @@ impl Probe {
                 uid,
                 missing: missing.join(", "),
             });
+        }
+        if bpf_refused_by_seccomp() {
+            return Err(LoadError::Seccomp);
         }
         // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
         raise_memlock_limit();
@@ -244,6 +251,32 @@ fn missing_capabilities() -> Vec<&'static str> {
         missing.push("CAP_PERFMON");
     }
     missing
+}
+
+/// Whether a seccomp filter, not the kernel, refuses bpf(2). Asked with a
+/// request the kernel itself rejects as invalid (EINVAL: a map of no type);
+/// with the capabilities present, EPERM can only be the filter's answer
+/// (what podman's and CRI-O's default profile give without CAP_SYS_ADMIN).
+fn bpf_refused_by_seccomp() -> bool {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    let attr = [0u8; 64];
+    // SAFETY: bpf(2) reads `attr.len()` bytes from a valid buffer; a map of
+    // type 0 is refused before anything is created.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr.as_ptr(),
+            attr.len() as libc::c_long,
+        )
+    };
+    if result >= 0 {
+        // Not expected; never leak what was made.
+        // SAFETY: closing a descriptor this function owns.
+        unsafe { libc::close(result as libc::c_int) };
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn raise_memlock_limit() {
