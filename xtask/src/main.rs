@@ -7,6 +7,7 @@
 //! - `test`: setup, format, lint and layering checks, then every test (the
 //!   root-only ones included; with `CI=true` they fail rather than skip).
 //! - `bench`: setup, release build, then the overhead benchmark.
+//! - `image`: the agent's OCI image archive, without a registry (`image`).
 
 use std::{
     path::PathBuf,
@@ -16,6 +17,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod image;
 mod layers;
 
 #[derive(Parser)]
@@ -40,6 +42,19 @@ enum Task {
     Demo,
     /// Format check, clippy, and every test.
     Test,
+    /// Build the agent's OCI image archive (no registry, no base image).
+    Image {
+        /// The archive to write.
+        #[arg(long, default_value = "target/netflow-agent-oci.tar")]
+        out: PathBuf,
+        /// Write the image's root filesystem into this directory instead
+        /// (the Containerfile's last stage copies it).
+        #[arg(long)]
+        rootfs: Option<PathBuf>,
+        /// The image reference the archive names.
+        #[arg(long, default_value = "netflow-agent:0.1.0")]
+        reference: String,
+    },
     /// Measure netflow's overhead against no program and against tcpdump.
     Bench {
         #[arg(long, default_value_t = 2.0)]
@@ -65,6 +80,12 @@ const TEST_PACKAGES: &[&str] = &[
     "util-linux",
     "iptables",
     "dnsmasq-base",
+    // The container test: the image under containerd and runc, and under
+    // podman's (CRI-O's) default seccomp profile.
+    "containerd",
+    "runc",
+    "podman",
+    "binutils",
 ];
 
 fn main() -> ExitCode {
@@ -96,6 +117,49 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Test => {
             setup()?;
             test()
+        }
+        Task::Image {
+            out,
+            rootfs,
+            reference,
+        } => {
+            setup_for(true)?;
+            cmd(
+                "cargo",
+                &[
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--package",
+                    "netflow-agent",
+                    "--bin",
+                    "netflow-agent",
+                ],
+            )?;
+            let binary = PathBuf::from(release_binary("netflow-agent"));
+            if let Some(dir) = rootfs {
+                return image::write_rootfs(&binary, &dir);
+            }
+            let meta = image::ImageMeta {
+                version: reference
+                    .rsplit_once(':')
+                    .map_or("latest", |(_, tag)| tag)
+                    .to_string(),
+                reference,
+                revision: git(&["rev-parse", "HEAD"]).unwrap_or_else(|_| "unknown".into()),
+                created: source_date_epoch()?,
+            };
+            let out = workspace_root().join(out);
+            let built = image::build(&binary, &out, &meta)?;
+            println!(
+                "{}: {} ({} bytes; root filesystem {} bytes uncompressed), digest {}",
+                built.archive.display(),
+                meta.reference,
+                built.archive_bytes,
+                built.layer_bytes,
+                built.digest
+            );
+            Ok(())
         }
         Task::Bench { seconds, rounds } => {
             setup()?;
@@ -238,6 +302,30 @@ fn bpf_linker_present() -> bool {
         .unwrap_or(false)
 }
 
+fn git(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .context("running git")?;
+    if !output.status.success() {
+        bail!("git {} failed", args.join(" "));
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_string())
+}
+
+/// Every time in the image: `SOURCE_DATE_EPOCH`, else the commit's time.
+fn source_date_epoch() -> anyhow::Result<u64> {
+    if let Ok(text) = std::env::var("SOURCE_DATE_EPOCH") {
+        return text
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds"));
+    }
+    let text = git(&["log", "-1", "--format=%ct"])
+        .context("no SOURCE_DATE_EPOCH and no git commit to take the image's time from")?;
+    Ok(text.parse()?)
+}
+
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -291,9 +379,41 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    // The container test runs the image as users get it: built here by the
+    // same code as `cargo xtask image`, from the test build's agent.
+    cmd(
+        "cargo",
+        &[
+            "build",
+            "--package",
+            "netflow-agent",
+            "--features",
+            "lab",
+            "--bins",
+        ],
+    )?;
+    let archive = workspace_root().join("target/netflow-agent-test-oci.tar");
+    let built = image::build(
+        &workspace_root().join("target/debug/netflow-agent"),
+        &archive,
+        &image::ImageMeta {
+            reference: "netflow-agent:test".into(),
+            version: "test".into(),
+            revision: git(&["rev-parse", "HEAD"]).unwrap_or_else(|_| "unknown".into()),
+            created: source_date_epoch().unwrap_or(0),
+        },
+    )?;
+    eprintln!(
+        "xtask: test image {} ({} bytes)",
+        built.archive.display(),
+        built.archive_bytes
+    );
     // The root-only tests attach programs to cgroups and make namespaces of
     // their own; one at a time keeps their timing and cleanup simple.
-    let (passed, failed) = run_tests(&["test", "--", "--test-threads=1"])?;
+    let (passed, failed) = run_tests(
+        &["test", "--", "--test-threads=1"],
+        &[("NETFLOW_AGENT_IMAGE", built.archive.as_os_str())],
+    )?;
     // One closing line for the whole suite, whatever order cargo ran it in.
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
@@ -324,10 +444,11 @@ fn check_layers() -> anyhow::Result<()> {
 }
 
 /// Runs `cargo ARGS`, echoing its output, and adds up its `test result:` lines.
-fn run_tests(args: &[&str]) -> anyhow::Result<(u64, u64)> {
+fn run_tests(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<(u64, u64)> {
     use std::io::{BufRead as _, BufReader};
     let mut child = Command::new("cargo")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
