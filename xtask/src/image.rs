@@ -328,6 +328,63 @@ fn build_stripped(binary: &Path, out: &Path, meta: &ImageMeta) -> anyhow::Result
     })
 }
 
+/// How long the agent takes from start to answering `/readyz` 200: run as
+/// the DaemonSet runs it (attached at the cgroup v2 root, a state
+/// directory), with an empty static inventory. Needs root.
+pub fn time_to_ready(binary: &Path) -> anyhow::Result<std::time::Duration> {
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, Instant};
+    let state = std::env::temp_dir().join(format!("xtask-ready-{}", std::process::id()));
+    std::fs::create_dir_all(&state)?;
+    std::fs::write(
+        state.join("inventory.json"),
+        r#"{"apiVersion":"v1","kind":"List","items":[]}"#,
+    )?;
+    // A free port of the loopback, for the health endpoints.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let started = Instant::now();
+    let mut agent = Command::new(binary)
+        .arg("run")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--inventory")
+        .arg(state.join("inventory.json"))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the agent")?;
+    let ready = loop {
+        if let Some(status) = agent.try_wait()? {
+            let mut said = String::new();
+            if let Some(mut stderr) = agent.stderr.take() {
+                stderr.read_to_string(&mut said)?;
+            }
+            let _ = std::fs::remove_dir_all(&state);
+            bail!("the agent exited ({status}): {}", said.trim());
+        }
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
+            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response.starts_with("HTTP/1.1 200"))
+        });
+        if answered.unwrap_or(false) {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = agent.kill();
+            bail!("not ready after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling the child started above.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(ready)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +427,19 @@ mod tests {
         assert!(paths.iter().any(|p| p.contains("ld-linux")), "{paths:?}");
         assert!(paths.contains(&"var/lib/netflow") && paths.contains(&"host/sys/fs/cgroup"));
         assert!(!paths.iter().any(|p| p.ends_with("/sh")), "{paths:?}");
+        // The Containerfile's root filesystem holds the same paths.
+        let tree = dir.join("rootfs");
+        write_rootfs(&any_binary(), &tree).unwrap();
+        let listing = Command::new("find").arg(".").current_dir(&tree).output().unwrap();
+        let mut written: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter(|line| *line != ".")
+            .map(|line| line.trim_start_matches("./").to_string())
+            .collect();
+        written.sort();
+        let mut expected: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        expected.sort();
+        assert_eq!(written, expected);
         // Another time is another image.
         let later = build(
             &any_binary(),

@@ -159,6 +159,10 @@ fn run(task: Task) -> anyhow::Result<()> {
                 built.layer_bytes,
                 built.digest
             );
+            match image::time_to_ready(&binary) {
+                Ok(ready) => println!("the agent is ready {ready:?} after it starts"),
+                Err(err) => println!("start time to ready not measured: {err:#}"),
+            }
             Ok(())
         }
         Task::Bench { seconds, rounds } => {
