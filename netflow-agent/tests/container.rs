@@ -14,15 +14,16 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Container};
-use netflow_agent::testbed::{Host, Testbed};
-
-const NAMESPACE: &str = "netflow-test";
+use netflow_agent::testbed::{
+    Host, Testbed,
+    containerd::{AGENT_PATH, Containerd, capability_flags},
+};
 
 /// The image archive the suite built, or a skip (a failure under CI).
 fn image_archive(test: &str) -> Option<PathBuf> {
@@ -40,62 +41,6 @@ fn image_archive(test: &str) -> Option<PathBuf> {
             eprintln!("skipping {test}: {why}");
             None
         }
-    }
-}
-
-/// A containerd of this test's own: its root, state and socket under
-/// `dir`, the CRI plugin off (no CNI here). Stopped on drop.
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Self {
-        let socket = dir.join("containerd.sock");
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{socket}\"\n",
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                socket = socket.display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
-            .spawn()
-            .expect("start containerd");
-        let containerd = Self { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            thread::sleep(Duration::from_millis(200));
-        }
-        containerd
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .output()
-            .expect("run ctr")
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // SAFETY: signalling a child this test started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
     }
 }
 
@@ -187,19 +132,10 @@ fn run_spec(
 
 /// `ctr run` flags (containerd's default seccomp profile: RuntimeDefault).
 fn ctr_flags(spec: &RunSpec) -> Vec<String> {
-    let keep: Vec<String> = spec.keep.iter().map(|cap| format!("CAP_{cap}")).collect();
     let mut flags = vec!["--seccomp".to_string()];
-    // ctr adds, then drops: `drop: [ALL]` is every capability not kept.
-    if spec.drop_all {
-        flags.extend(
-            CAPABILITIES
-                .iter()
-                .map(|cap| format!("CAP_{cap}"))
-                .filter(|cap| !keep.contains(cap))
-                .map(|cap| format!("--cap-drop={cap}")),
-        );
-    }
-    flags.extend(keep.iter().map(|cap| format!("--cap-add={cap}")));
+    let keep: Vec<&str> = spec.keep.iter().map(String::as_str).collect();
+    assert!(spec.drop_all);
+    flags.extend(capability_flags(&keep));
     if spec.read_only {
         flags.push("--read-only".into());
     }
@@ -232,51 +168,6 @@ fn podman_flags(spec: &RunSpec, seccomp: Option<&Path>) -> Vec<String> {
     }
     flags
 }
-
-/// Every Linux capability (capabilities(7)), for `drop: [ALL]`.
-const CAPABILITIES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
 
 /// The hostPath volumes as this test provides them: the node's own cgroup
 /// tree, and a directory of the test's for the state.
@@ -364,25 +255,8 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
         .iter()
         .map(|attach_type| common::attached_programs(&cgroup_root, *attach_type))
         .collect();
-    let containerd = Containerd::start(&dir);
-    let imported = containerd.ctr(&[
-        "images",
-        "import",
-        "--all-platforms",
-        archive.to_str().unwrap(),
-    ]);
-    assert!(
-        imported.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
-    let images =
-        String::from_utf8_lossy(&containerd.ctr(&["images", "list", "-q"]).stdout).to_string();
-    let reference = images
-        .lines()
-        .find(|line| line.contains("netflow-agent"))
-        .unwrap_or_else(|| panic!("no netflow-agent image in {images}"))
-        .to_string();
+    let containerd = Containerd::start(&dir.join("containerd")).unwrap();
+    let reference = containerd.import(&archive).unwrap();
 
     let testbed = Testbed::two_hosts(&common::unique_name("nfctr")).unwrap();
     let state = dir.join("state-hostpath");
@@ -394,15 +268,13 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     }));
     // The image's entrypoint with the container's args, as the kubelet runs
     // it; a static inventory instead of the API, and a short interval.
-    let mut args: Vec<String> = vec!["/usr/local/bin/netflow-agent".into()];
+    let mut args: Vec<String> = vec![AGENT_PATH.into()];
     args.extend(container.args.clone().unwrap_or_default());
     args.push("--inventory=/var/lib/netflow/inventory.json".into());
     args.push("--interval=0.5s".into());
     let id = common::unique_name("agent");
-    let mut run = Command::new("ctr");
-    run.arg("--address")
-        .arg(&containerd.socket)
-        .args(["--namespace", NAMESPACE, "run", "--rm"])
+    let mut run = containerd.ctr();
+    run.args(["run", "--rm"])
         .args(&flags)
         .arg(&reference)
         .arg(&id)
@@ -413,20 +285,7 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     let agent = run.spawn().expect("ctr run");
 
     // The task's pid, to reach its ports in its own network namespace.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        let tasks = String::from_utf8_lossy(&containerd.ctr(&["tasks", "list"]).stdout).to_string();
-        if let Some(pid) = tasks
-            .lines()
-            .find(|line| line.starts_with(&id))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the task did not start: {tasks}");
-        thread::sleep(Duration::from_millis(100));
-    };
+    let pid = containerd.task_pid(&id, Duration::from_secs(20)).unwrap();
     let health: SocketAddr = "127.0.0.1:9090".parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while get_in_netns(pid, health, "/readyz").map(|(code, _)| code) != Some(200) {
@@ -495,7 +354,11 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     let _ = server.wait();
 
     // SIGTERM, as the kubelet stops it: the agent saves, detaches, exits 0.
-    let killed = containerd.ctr(&["tasks", "kill", "--signal", "SIGTERM", &id]);
+    let killed = containerd
+        .ctr()
+        .args(["tasks", "kill", "--signal", "SIGTERM", &id])
+        .output()
+        .unwrap();
     assert!(
         killed.status.success(),
         "{}",

@@ -341,7 +341,9 @@ pub fn time_to_ready(binary: &Path) -> anyhow::Result<std::time::Duration> {
         r#"{"apiVersion":"v1","kind":"List","items":[]}"#,
     )?;
     // A free port of the loopback, for the health endpoints.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let started = Instant::now();
     let mut agent = Command::new(binary)
         .arg("run")
@@ -364,7 +366,8 @@ pub fn time_to_ready(binary: &Path) -> anyhow::Result<std::time::Duration> {
             bail!("the agent exited ({status}): {}", said.trim());
         }
         let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
-            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
             Ok(response.starts_with("HTTP/1.1 200"))
@@ -430,7 +433,11 @@ mod tests {
         // The Containerfile's root filesystem holds the same paths.
         let tree = dir.join("rootfs");
         write_rootfs(&any_binary(), &tree).unwrap();
-        let listing = Command::new("find").arg(".").current_dir(&tree).output().unwrap();
+        let listing = Command::new("find")
+            .arg(".")
+            .current_dir(&tree)
+            .output()
+            .unwrap();
         let mut written: Vec<String> = String::from_utf8_lossy(&listing.stdout)
             .lines()
             .filter(|line| *line != ".")

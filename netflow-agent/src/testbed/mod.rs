@@ -20,6 +20,7 @@ use anyhow::{Context as _, bail};
 
 use crate::kernel::cgroup_mount;
 
+pub mod containerd;
 pub mod dns_client;
 pub mod http_client;
 pub mod prog_query;
