@@ -24,6 +24,11 @@ fn edges(graph: &Path) -> BTreeSet<(String, String, String, u64)> {
 }
 
 fn run_lab(scenario: &str) -> std::path::PathBuf {
+    run_lab_with(scenario, &[])
+}
+
+/// A lab run with more `netflow-lab run` arguments.
+fn run_lab_with(scenario: &str, extra: &[&std::ffi::OsStr]) -> std::path::PathBuf {
     let out = std::env::temp_dir().join(common::unique_name("netflow-lab-"));
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
@@ -33,6 +38,7 @@ fn run_lab(scenario: &str) -> std::path::PathBuf {
         .arg(&scenario)
         .arg("--out")
         .arg(&out)
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -920,4 +926,41 @@ fn a_forged_dns_answer_names_nothing() {
         .sum();
     assert!(refused >= 1, "no unsolicited answer counted");
     std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
+fn the_lab_runs_its_agents_from_the_image_users_deploy() {
+    let test = "the_lab_runs_its_agents_from_the_image_users_deploy";
+    if !common::privileged(test) {
+        return;
+    }
+    let Some(archive) = std::env::var_os("NETFLOW_AGENT_IMAGE") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: NETFLOW_AGENT_IMAGE is not set (cargo xtask test builds the image)");
+        }
+        eprintln!("skipping {test}: NETFLOW_AGENT_IMAGE is not set");
+        return;
+    };
+    // The same scenario with the agents as processes and from the image
+    // under containerd: the same graph.
+    let processes = run_lab("cross-namespace.yaml");
+    let image = run_lab_with(
+        "cross-namespace.yaml",
+        &["--agent-image".as_ref(), archive.as_os_str()],
+    );
+    let found = edges(&image.join("graph.json"));
+    assert!(!found.is_empty());
+    assert_eq!(found, edges(&processes.join("graph.json")));
+    verify(&image);
+    let log = std::fs::read_to_string(image.join("agents/node-a/agent.log")).unwrap();
+    assert!(
+        log.contains("/host/sys/fs/cgroup"),
+        "attached through the DaemonSet's mount: {log}"
+    );
+    assert!(
+        !image.join("containerd").exists(),
+        "the lab's containerd is gone"
+    );
+    std::fs::remove_dir_all(processes).ok();
+    std::fs::remove_dir_all(image).ok();
 }

@@ -3,7 +3,8 @@
 //! - `setup`: installs what building and testing need (Debian packages and
 //!   bpf-linker, as `docs/toolchain.md` explains). A second run finds
 //!   everything in place and installs nothing.
-//! - `demo`: the main job: setup, release build, then the lab on examples/shop.yaml.
+//! - `demo`: the main job: setup, release build, the image, then the lab on
+//!   examples/shop.yaml with each node's agent running from the image.
 //! - `test`: setup, format, lint and layering checks, then every test (the
 //!   root-only ones included; with `CI=true` they fail rather than skip).
 //! - `bench`: setup, release build, then the overhead benchmark.
@@ -38,7 +39,7 @@ enum Task {
     },
     /// Build the agent (with its eBPF object) and the lab in release mode.
     Build,
-    /// The main job: the lab on examples/shop.yaml (simulated cluster, recording, graph).
+    /// The main job: the lab on examples/shop.yaml (simulated cluster, the agents from the image, recording, graph).
     Demo,
     /// Format check, clippy, and every test.
     Test,
@@ -108,10 +109,29 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Demo => {
             setup()?;
             build_release()?;
+            // The agents run from the image users deploy, under containerd.
+            let archive = workspace_root().join("target/netflow-agent-demo-oci.tar");
+            let built = image::build(
+                &PathBuf::from(release_binary("netflow-agent")),
+                &archive,
+                &image::ImageMeta {
+                    reference: "netflow-agent:0.1.0".into(),
+                    version: "0.1.0".into(),
+                    revision: git(&["rev-parse", "HEAD"]).unwrap_or_else(|_| "unknown".into()),
+                    created: source_date_epoch().unwrap_or(0),
+                },
+            )?;
             // The lab on the shop example: a two-node cluster, recorded for real.
             cmd(
                 release_binary("netflow-lab"),
-                &["run", "examples/shop.yaml", "--out", "lab-out"],
+                &[
+                    "run",
+                    "examples/shop.yaml",
+                    "--out",
+                    "lab-out",
+                    "--agent-image",
+                    &built.archive.display().to_string(),
+                ],
             )
         }
         Task::Test => {

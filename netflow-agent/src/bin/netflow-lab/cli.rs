@@ -29,6 +29,11 @@ pub enum Command {
         scenario: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Run each node's agent from this OCI image archive (`cargo xtask
+        /// image`) under a containerd of the lab's own, with the DaemonSet's
+        /// security context, instead of as a process.
+        #[arg(long)]
+        agent_image: Option<PathBuf>,
     },
     /// Measure what recording costs traffic (run by `cargo xtask bench`).
     Bench {

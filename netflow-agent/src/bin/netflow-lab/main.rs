@@ -24,7 +24,11 @@ fn main() -> ExitCode {
         command => {
             telemetry::init(cli.logging.log_format);
             match command {
-                Command::Run { scenario, out } => lab::run::run(&scenario, &out).map(|_| ()),
+                Command::Run {
+                    scenario,
+                    out,
+                    agent_image,
+                } => lab::run::run(&scenario, &out, agent_image.as_deref()).map(|_| ()),
                 Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
                 Command::Peer(_) => unreachable!("matched above"),
             }

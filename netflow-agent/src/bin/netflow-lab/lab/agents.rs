@@ -4,6 +4,13 @@
 //! when it replaces a pod. At the end each agent's `/graph` and `/metrics`
 //! are read while it still records, the agents are stopped with SIGTERM, and
 //! their graphs merged, as `graph pull` does for a cluster.
+//!
+//! With an image ([`Runner::Image`], `netflow-lab run --agent-image`), each
+//! agent runs from the image users deploy, under a containerd of the lab's
+//! own, with the DaemonSet's security context: only BPF, NET_ADMIN and
+//! PERFMON, read-only root, containerd's default seccomp profile, the
+//! node's cgroup tree mounted read-only. Host networking stands in for the
+//! pod's port (the lab reads the agents' endpoints on loopback).
 
 use std::{
     fs,
@@ -22,8 +29,39 @@ use tracing::info;
 use super::layout::{LAB_CGROUP, LabPlan};
 use netflow_agent::{
     graph::CommGraph,
-    testbed::{http_client::http_get, prog_query},
+    testbed::{
+        containerd::{AGENT_CAPABILITIES, AGENT_PATH, Containerd, capability_flags},
+        http_client::http_get,
+        prog_query,
+    },
 };
+
+/// Where an image agent sees the node's cgroup v2 tree (the DaemonSet's
+/// mount point).
+const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
+
+/// How the node agents run.
+pub enum Runner {
+    /// The netflow-agent binary, as a process.
+    Process(PathBuf),
+    /// The image in this OCI archive, under containerd.
+    Image(PathBuf),
+}
+
+/// The image imported into the lab's containerd, whose files live in
+/// `dir` (removed when the lab is done with them).
+struct ImageRunner {
+    containerd: Option<Containerd>,
+    reference: String,
+    dir: PathBuf,
+}
+
+impl Drop for ImageRunner {
+    fn drop(&mut self) {
+        drop(self.containerd.take());
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// How often the lab's agents read the kernel table.
 pub const INTERVAL: Duration = Duration::from_millis(500);
@@ -44,8 +82,14 @@ struct NodeAgent {
 }
 
 pub struct Agents {
+    /// The binary, or the image (`None`: the binary).
     binary: PathBuf,
+    image: Option<ImageRunner>,
     inventory: PathBuf,
+    /// The lab's output directory (absolute): mounted into image agents.
+    out: PathBuf,
+    /// The cgroup v2 mount the node cgroups are in.
+    mount: PathBuf,
     agents: Vec<NodeAgent>,
 }
 
@@ -64,15 +108,38 @@ impl Drop for Agents {
 impl Agents {
     /// Starts one agent per node and waits until each is ready.
     pub fn start(
-        binary: &Path,
+        runner: Runner,
         plan: &LabPlan,
         mount: &Path,
         out: &Path,
         inventory: &Path,
     ) -> anyhow::Result<Self> {
+        let out = fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()))?;
+        let (binary, image) = match runner {
+            Runner::Process(binary) => (binary, None),
+            Runner::Image(archive) => {
+                let dir = out.join("containerd");
+                let _ = fs::remove_dir_all(&dir);
+                let containerd = Containerd::start(&dir)?;
+                let reference = containerd.import(&archive)?;
+                info!(image = %reference, "node agents run from the image under containerd");
+                (
+                    PathBuf::from(AGENT_PATH),
+                    Some(ImageRunner {
+                        containerd: Some(containerd),
+                        reference,
+                        dir,
+                    }),
+                )
+            }
+        };
         let mut agents = Self {
-            binary: binary.to_path_buf(),
-            inventory: inventory.to_path_buf(),
+            binary,
+            image,
+            inventory: fs::canonicalize(inventory)
+                .with_context(|| format!("resolving {}", inventory.display()))?,
+            out: out.clone(),
+            mount: mount.to_path_buf(),
             agents: Vec::new(),
         };
         for node in &plan.nodes {
@@ -113,8 +180,30 @@ impl Agents {
             .append(true)
             .open(agent.dir.join("agent.log"))
             .context("opening the agent log")?;
-        let mut command = Command::new(&self.binary);
-        // If the lab dies (a crash, SIGKILL), its agents stop too.
+        let mut command = match &self.image {
+            None => Command::new(&self.binary),
+            Some(image) => {
+                let containerd = image.containerd.as_ref().context("containerd is gone")?;
+                let mut command = containerd.ctr();
+                command
+                    .args(["run", "--rm", "--net-host", "--seccomp", "--read-only"])
+                    .args(capability_flags(&AGENT_CAPABILITIES))
+                    .arg(format!(
+                        "--mount=type=bind,src={},dst={HOST_CGROUP},options=rbind:ro",
+                        self.mount.display()
+                    ))
+                    .arg(format!(
+                        "--mount=type=bind,src={out},dst={out},options=rbind:rw",
+                        out = self.out.display()
+                    ))
+                    .arg(&image.reference)
+                    .arg(format!("nfl-{}-{}", agent.node, agent.runs))
+                    .arg(&self.binary);
+                command
+            }
+        };
+        // If the lab dies (a crash, SIGKILL), its agents stop too (ctr
+        // passes the signal on to its task).
         // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
         unsafe {
             command.pre_exec(|| {
@@ -124,10 +213,21 @@ impl Agents {
                 Ok(())
             });
         }
+        // Inside the container the node's cgroup tree is where the DaemonSet
+        // mounts it.
+        let cgroup = match &self.image {
+            None => agent.cgroup.clone(),
+            Some(_) => Path::new(HOST_CGROUP).join(
+                agent
+                    .cgroup
+                    .strip_prefix(&self.mount)
+                    .context("a node cgroup outside the cgroup v2 mount")?,
+            ),
+        };
         let child = command
             .arg("run")
             .arg("--cgroup")
-            .arg(&agent.cgroup)
+            .arg(&cgroup)
             .arg("--state-dir")
             .arg(agent.dir.join("state"))
             .arg("--inventory")

@@ -23,7 +23,7 @@ use anyhow::{Context as _, bail};
 use tracing::info;
 
 use super::{
-    agents::Agents,
+    agents::{Agents, Runner},
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
     scenario::{Destination, Expect, Scenario, parse_destination, protocol_of, split_workload},
 };
@@ -58,7 +58,13 @@ pub struct LabOutput {
     pub flows: PathBuf,
 }
 
-pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
+/// Runs the scenario; the node agents run from `agent_image` (an OCI
+/// archive) under containerd when given, else as processes.
+pub fn run(
+    scenario_path: &Path,
+    out: &Path,
+    agent_image: Option<&Path>,
+) -> anyhow::Result<LabOutput> {
     let scenario = Scenario::load(scenario_path)?;
     let plan =
         LabPlan::new(&scenario).with_context(|| format!("scenario {}", scenario_path.display()))?;
@@ -72,7 +78,10 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     // Peers are this binary; the node agents are netflow-agent beside it.
     let lab_exe = std::env::current_exe().context("cannot find the netflow-lab binary")?;
-    let agent = crate::agent_binary()?;
+    let runner = match agent_image {
+        Some(archive) => Runner::Image(archive.to_path_buf()),
+        None => Runner::Process(crate::agent_binary()?),
+    };
     let mount = cgroup_mount::cgroup2_mount()?;
 
     let mut lab = Lab {
@@ -94,7 +103,7 @@ pub fn run(scenario_path: &Path, out: &Path) -> anyhow::Result<LabOutput> {
     // The agents name workloads from this file; it is written again each
     // time a pod is replaced, and they read it again when it changes.
     write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
-    let mut agents = Agents::start(&agent, &plan, &mount, out, &output.inventory)?;
+    let mut agents = Agents::start(runner, &plan, &mount, out, &output.inventory)?;
 
     lab.start_servers(&lab_exe, &plan)?;
     check_interrupt()?;
