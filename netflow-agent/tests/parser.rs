@@ -6,16 +6,12 @@
 mod common;
 
 use aya::programs::{TestRun, TestRunOptions};
+use netflow_agent::testbed::packets::{DST4, SRC4, frame, ipv4, ipv6, tcp, udp};
 use netflow_agent::{
     kernel::{loader::Probe, reader::FlowReader},
     model::{FlowRecord, IntervalStats},
 };
 use netflow_common::{EGRESS_PROG, INGRESS_PROG};
-
-const SRC4: [u8; 4] = [10, 1, 0, 1];
-const DST4: [u8; 4] = [10, 1, 0, 2];
-const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 /// Offset of `gso_segs` in the UAPI `struct __sk_buff` (stable ABI).
 const SKB_GSO_SEGS_OFFSET: usize = 164;
@@ -39,20 +35,7 @@ impl Harness {
 
     /// Runs the ingress (or egress) program on `ip_packet`; asserts it allowed it.
     fn run(&self, program: &'static str, ip_packet: &[u8], gso_segs: u32) {
-        // Test runs take an Ethernet frame; the kernel strips it, as on a real
-        // path, so the program sees data from the IP header on.
-        // The kernel's test runner refuses an IPv4/IPv6 ethertype in front of
-        // less than a whole IP header, so shorter packets go in under an
-        // experimental ethertype: the programs never look at it, they parse
-        // the version nibble, so they see the same bytes either way.
-        let ethertype: [u8; 2] = match (ip_packet.first().map(|b| b >> 4), ip_packet.len()) {
-            (Some(4), 20..) => [0x08, 0x00],
-            (Some(6), 40..) => [0x86, 0xdd],
-            _ => [0x88, 0xb5],
-        };
-        let mut frame = vec![0u8; 12];
-        frame.extend_from_slice(&ethertype);
-        frame.extend_from_slice(ip_packet);
+        let frame = frame(ip_packet);
         let mut ctx = vec![0u8; SKB_GSO_SEGS_OFFSET + 4];
         ctx[SKB_GSO_SEGS_OFFSET..].copy_from_slice(&gso_segs.to_ne_bytes());
         let options = TestRunOptions {
@@ -80,52 +63,9 @@ impl Harness {
     }
 }
 
-fn ipv4(protocol: u8, fragment: u16, l4: &[u8]) -> Vec<u8> {
-    let total = (20 + l4.len()) as u16;
-    let mut packet = vec![0x45, 0];
-    packet.extend_from_slice(&total.to_be_bytes());
-    packet.extend_from_slice(&[0, 1]); // id
-    packet.extend_from_slice(&fragment.to_be_bytes());
-    packet.extend_from_slice(&[64, protocol, 0, 0]);
-    packet.extend_from_slice(&SRC4);
-    packet.extend_from_slice(&DST4);
-    packet.extend_from_slice(l4);
-    packet
-}
-
-fn ipv6(next_header: u8, rest: &[u8]) -> Vec<u8> {
-    let mut packet = vec![0x60, 0, 0, 0];
-    packet.extend_from_slice(&(rest.len() as u16).to_be_bytes());
-    packet.extend_from_slice(&[next_header, 64]);
-    packet.extend_from_slice(&SRC6);
-    packet.extend_from_slice(&DST6);
-    packet.extend_from_slice(rest);
-    packet
-}
-
 /// An 8-byte IPv6 option header (hop-by-hop, destination options, routing).
 fn ext8(next_header: u8) -> Vec<u8> {
     vec![next_header, 0, 1, 4, 0, 0, 0, 0]
-}
-
-fn tcp(src: u16, dst: u16, flags: u8, payload: usize) -> Vec<u8> {
-    let mut segment = Vec::new();
-    segment.extend_from_slice(&src.to_be_bytes());
-    segment.extend_from_slice(&dst.to_be_bytes());
-    segment.extend_from_slice(&[0; 8]); // seq, ack
-    segment.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    segment.extend(std::iter::repeat_n(0xab, payload));
-    segment
-}
-
-fn udp(src: u16, dst: u16, payload: usize) -> Vec<u8> {
-    let mut datagram = Vec::new();
-    datagram.extend_from_slice(&src.to_be_bytes());
-    datagram.extend_from_slice(&dst.to_be_bytes());
-    datagram.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    datagram.extend_from_slice(&[0, 0]);
-    datagram.extend(std::iter::repeat_n(0xcd, payload));
-    datagram
 }
 
 fn drops(stats: &IntervalStats, reason: &str) -> u64 {

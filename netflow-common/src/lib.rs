@@ -25,6 +25,9 @@ pub const DROPS_MAP: &str = "DROPS";
 pub const EGRESS_PROG: &str = "netflow_egress";
 /// Name of the ingress program.
 pub const INGRESS_PROG: &str = "netflow_ingress";
+/// Name of the benchmark's floor program: allows and does nothing else, so
+/// the hook's own cost can be subtracted. The agent never loads it.
+pub const FLOOR_PROG: &str = "netflow_floor";
 
 /// Connection table size compiled into the object; the agent overrides it at load time.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;

@@ -63,6 +63,14 @@ pub fn netflow_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// The benchmark's floor (`netflow-lab bench`): the hook, the call and the
+/// statistics' clock reads, with no work. Attachable in either direction;
+/// the agent never loads it.
+#[cgroup_skb]
+pub fn netflow_floor(_ctx: SkBuffContext) -> i32 {
+    1
+}
+
 #[inline(always)]
 fn record(ctx: &SkBuffContext, direction: u8) {
     match parse::parse(ctx) {

@@ -149,6 +149,34 @@ impl Probe {
         Ok(())
     }
 
+    /// Loads the benchmark's floor program (nothing but "allow").
+    pub fn load_floor(&mut self) -> Result<(), LoadError> {
+        let name = netflow_common::FLOOR_PROG;
+        self.program_mut(name)?
+            .load()
+            .map_err(|source| LoadError::Program { name, source })
+    }
+
+    /// Attaches the floor program alone, in both directions, to `path`
+    /// (after [`Probe::load_floor`]): the benchmark's "empty program" mode.
+    pub fn attach_floor(&mut self, path: &Path) -> Result<(), LoadError> {
+        let name = netflow_common::FLOOR_PROG;
+        let cgroup = File::open(path).map_err(|source| LoadError::Cgroup {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for attach_type in [CgroupSkbAttachType::Egress, CgroupSkbAttachType::Ingress] {
+            self.program_mut(name)?
+                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
+                .map_err(|source| LoadError::Attach {
+                    name,
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     pub fn program(&self, name: &'static str) -> Result<&CgroupSkb, LoadError> {
         self.ebpf
             .program(name)

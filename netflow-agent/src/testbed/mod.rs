@@ -23,6 +23,7 @@ use crate::kernel::cgroup_mount;
 pub mod containerd;
 pub mod dns_client;
 pub mod http_client;
+pub mod packets;
 pub mod prog_query;
 
 /// The hosts of a testbed.
