@@ -88,7 +88,7 @@ impl Testbed {
                 .with_context(|| format!("creating cgroup {}", self.cgroup(host).display()))?;
         }
         let (ns_a, ns_b) = (self.netns_name(Host::A), self.netns_name(Host::B));
-        let (if_a, if_b) = (format!("{}a", self.name), format!("{}b", self.name));
+        let (if_a, if_b) = (self.link_name(Host::A), self.link_name(Host::B));
         ip(&[
             "link", "add", &if_a, "netns", &ns_a, "type", "veth", "peer", "name", &if_b, "netns",
             &ns_b,
@@ -123,6 +123,11 @@ impl Testbed {
 
     pub fn netns_name(&self, host: Host) -> String {
         format!("{}-{}", self.name, host.suffix())
+    }
+
+    /// The host's end of the veth pair between the two namespaces.
+    pub fn link_name(&self, host: Host) -> String {
+        format!("{}{}", self.name, host.suffix())
     }
 
     pub fn netns_path(&self, host: Host) -> PathBuf {

@@ -15,6 +15,7 @@
 //! by round (ABAB), as a median with a confidence interval; and per packet
 //! kind through BPF_PROG_TEST_RUN (`per_run`), with no network at all.
 
+mod cpu;
 mod per_run;
 mod stats;
 
@@ -114,6 +115,8 @@ pub fn run(seconds: f64, rounds: usize) -> anyhow::Result<()> {
     // workload run back to back, in an order that rotates from round to
     // round, so each ratio compares measurements taken moments apart.
     let mut results = vec![vec![Vec::new(); MODES.len()]; WORKLOADS.len()];
+    // The same, as kernel CPU seconds per million packets.
+    let mut cpu_cost = vec![vec![Vec::new(); MODES.len()]; WORKLOADS.len()];
     for round in 0..rounds {
         for (workload_index, (workload, ..)) in WORKLOADS.iter().enumerate() {
             for step in 0..MODES.len() {
@@ -121,7 +124,10 @@ pub fn run(seconds: f64, rounds: usize) -> anyhow::Result<()> {
                 pin_to(&all_cpus);
                 let guard = ModeGuard::start(MODES[mode_index], &testbed, &agent)?;
                 pin_to(&[client_cpu]);
+                let meter =
+                    cpu::Meter::start(&testbed.netns_name(Host::A), &testbed.link_name(Host::A))?;
                 let report = run_workload(workload)?;
+                cpu_cost[workload_index][mode_index].push(meter.per_million_packets()?);
                 drop(guard);
                 let rate = if *workload == "stream" {
                     report.bytes as f64 / report.seconds / 1e6
@@ -194,6 +200,20 @@ pub fn run(seconds: f64, rounds: usize) -> anyhow::Result<()> {
             if met { "met" } else { "NOT met" }
         );
     }
+    println!(
+        "kernel CPU (system + irq + softirq) per million packets on the link, s: median [95% interval]"
+    );
+    for (workload_index, (_, label, ..)) in WORKLOADS.iter().enumerate() {
+        let cells: Vec<String> = cpu_cost[workload_index]
+            .iter()
+            .map(|values| {
+                let (low, high) = median_interval(values);
+                format!("{:.2} [{low:.2}, {high:.2}]", median(values))
+            })
+            .collect();
+        println!("  {label:<62} {}", cells.join("  "));
+    }
+    println!("  (columns: no program, empty program, netflow, tcpdump)");
     cost.report();
     println!("per run through BPF_PROG_TEST_RUN (no network; mean of the kernel's timing):");
     let floor = per_run.first().map_or(0.0, |case| case.ns_per_run);
