@@ -699,18 +699,38 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
     ) {
         return;
     }
-    let mut testbed = Testbed::two_hosts(&common::unique_name("nfhost")).unwrap();
+    let testbed = Testbed::two_hosts(&common::unique_name("nfhost")).unwrap();
     let dir = tempdir();
     let mount = netflow_agent::kernel::cgroup_mount::cgroup2_mount().unwrap();
     let host_view = dir.join("host-cgroup");
     std::fs::create_dir_all(&host_view).unwrap();
-    let relative = testbed.cgroup_parent().strip_prefix(&mount).unwrap();
+    let relative = testbed
+        .cgroup_parent()
+        .strip_prefix(&mount)
+        .unwrap()
+        .to_path_buf();
+    record_in_private_mount(
+        testbed,
+        &format!(
+            "mount --bind {mount} {view} && mount -o remount,bind,ro {view}",
+            mount = mount.display(),
+            view = host_view.display(),
+        ),
+        &host_view.join(relative),
+    );
+    // The bind lived only in the agent's mount namespace.
+    assert!(std::fs::read_dir(&host_view).unwrap().next().is_none());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs `record --cgroup CGROUP` for 2 s in a private mount namespace after
+/// `mounts` (shell commands), while host A calls host B once on TCP 8080;
+/// the agent must record that connection.
+fn record_in_private_mount(mut testbed: Testbed, mounts: &str, cgroup: &std::path::Path) {
     let script = format!(
-        "mount --bind {mount} {view} && mount -o remount,bind,ro {view} && exec {agent} record --cgroup {view}/{relative} --duration 2 --interval 0.3 -o -",
-        mount = mount.display(),
-        view = host_view.display(),
+        "{mounts} && exec {agent} record --cgroup {cgroup} --duration 2 --interval 0.3 -o -",
         agent = common::agent().display(),
-        relative = relative.display(),
+        cgroup = cgroup.display(),
     );
     let child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
@@ -739,9 +759,6 @@ fn record_attaches_through_the_hosts_cgroup_tree_mounted_read_only_elsewhere() {
             .any(|line| line.contains("\"flow\"") && line.contains("8080")),
         "{stdout}\n{stderr}"
     );
-    // The bind lived only in the agent's mount namespace.
-    assert!(std::fs::read_dir(&host_view).unwrap().next().is_none());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -753,41 +770,17 @@ fn the_daemonsets_host_path_works_on_hybrid_and_unified_hosts() {
     if !common::privileged("the_daemonsets_host_path_works_on_hybrid_and_unified_hosts") {
         return;
     }
-    let mut testbed = Testbed::two_hosts(&common::unique_name("nfhyb")).unwrap();
+    let testbed = Testbed::two_hosts(&common::unique_name("nfhyb")).unwrap();
     let dir = tempdir();
     let host_view = dir.join("host-sys-fs-cgroup");
     std::fs::create_dir_all(&host_view).unwrap();
-    let script = format!(
-        "mount --rbind /sys/fs/cgroup {view} && mount -o remount,bind,ro {view} && exec {agent} record --cgroup {view} --duration 2 --interval 0.3 -o -",
-        view = host_view.display(),
-        agent = common::agent().display(),
-    );
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    thread::sleep(Duration::from_millis(700));
-    testbed
-        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
-        .unwrap();
-    testbed
-        .run_peer(
-            &common::lab(),
-            Host::A,
-            &["connect", "--tcp", "10.231.0.2:8080"],
-        )
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout
-            .lines()
-            .any(|line| line.contains("\"flow\"") && line.contains("8080")),
-        "{stdout}\n{stderr}"
+    record_in_private_mount(
+        testbed,
+        &format!(
+            "mount --rbind /sys/fs/cgroup {view} && mount -o remount,bind,ro {view}",
+            view = host_view.display(),
+        ),
+        &host_view,
     );
     std::fs::remove_dir_all(dir).unwrap();
 }

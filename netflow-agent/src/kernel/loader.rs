@@ -130,23 +130,13 @@ impl Probe {
     /// which always lets other programs on the same cgroup keep running (a link
     /// takes no attach flags: `Single` is the only mode the kernel accepts).
     pub fn attach(&mut self, path: &Path) -> Result<(), LoadError> {
-        let cgroup = File::open(path).map_err(|source| LoadError::Cgroup {
-            path: path.display().to_string(),
-            source,
-        })?;
-        for (name, attach_type) in [
-            (EGRESS_PROG, CgroupSkbAttachType::Egress),
-            (INGRESS_PROG, CgroupSkbAttachType::Ingress),
-        ] {
-            self.program_mut(name)?
-                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
-                .map_err(|source| LoadError::Attach {
-                    name,
-                    path: path.display().to_string(),
-                    source,
-                })?;
-        }
-        Ok(())
+        self.attach_programs(
+            path,
+            [
+                (EGRESS_PROG, CgroupSkbAttachType::Egress),
+                (INGRESS_PROG, CgroupSkbAttachType::Ingress),
+            ],
+        )
     }
 
     /// Loads the benchmark's floor program (nothing but "allow").
@@ -161,11 +151,25 @@ impl Probe {
     /// (after [`Probe::load_floor`]): the benchmark's "empty program" mode.
     pub fn attach_floor(&mut self, path: &Path) -> Result<(), LoadError> {
         let name = netflow_common::FLOOR_PROG;
+        self.attach_programs(
+            path,
+            [
+                (name, CgroupSkbAttachType::Egress),
+                (name, CgroupSkbAttachType::Ingress),
+            ],
+        )
+    }
+
+    fn attach_programs(
+        &mut self,
+        path: &Path,
+        programs: [(&'static str, CgroupSkbAttachType); 2],
+    ) -> Result<(), LoadError> {
         let cgroup = File::open(path).map_err(|source| LoadError::Cgroup {
             path: path.display().to_string(),
             source,
         })?;
-        for attach_type in [CgroupSkbAttachType::Egress, CgroupSkbAttachType::Ingress] {
+        for (name, attach_type) in programs {
             self.program_mut(name)?
                 .attach(&cgroup, attach_type, CgroupAttachMode::Single)
                 .map_err(|source| LoadError::Attach {
