@@ -169,7 +169,7 @@ impl Inventory {
             let name = namespace.metadata.name.clone().unwrap_or_default();
             let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
             // Kubernetes sets this label itself; dumps of old clusters may lack it.
-            labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+            labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             inventory.namespaces.insert(name, labels);
         }
         for node in &objects.nodes {

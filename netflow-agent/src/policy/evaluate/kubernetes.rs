@@ -1,7 +1,7 @@
 //! NetworkPolicy semantics: which policies isolate a pod, and whether one of
 //! their rules allows a peer on a port.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{borrow::Cow, collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
@@ -22,12 +22,11 @@ pub(super) fn selecting<'p>(
         .filter(|policy| policy.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace)
         .filter(|policy| has_type(policy, direction))
         .filter(|policy| {
-            let selector = policy
+            policy
                 .spec
                 .as_ref()
-                .and_then(|spec| spec.pod_selector.clone())
-                .unwrap_or_default();
-            matches(&selector, &pod.labels)
+                .and_then(|spec| spec.pod_selector.as_ref())
+                .is_none_or(|selector| matches(selector, &pod.labels))
         })
         .collect()
 }
@@ -117,16 +116,19 @@ fn peer_matches(
 }
 
 /// A namespace's labels as selectors see them: the API server gives every
-/// namespace `kubernetes.io/metadata.name`, whether the inventory shows it
-/// or not.
-pub(super) fn namespace_labels(inventory: &Inventory, namespace: &str) -> BTreeMap<String, String> {
-    let mut labels = inventory
-        .namespaces
-        .get(namespace)
-        .cloned()
-        .unwrap_or_default();
-    labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
-    labels
+/// namespace `kubernetes.io/metadata.name` (the inventory adds it to every
+/// namespace it has), also to one the inventory has no object for.
+pub(super) fn namespace_labels<'i>(
+    inventory: &'i Inventory,
+    namespace: &str,
+) -> Cow<'i, BTreeMap<String, String>> {
+    match inventory.namespaces.get(namespace) {
+        Some(labels) => Cow::Borrowed(labels),
+        None => Cow::Owned(BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_string(),
+            namespace.to_string(),
+        )])),
+    }
 }
 
 fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {

@@ -34,7 +34,7 @@ mod tiers;
 mod truth_tables;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -45,7 +45,7 @@ pub use kubernetes::{cidr_contains, matches};
 use crate::{
     inventory::{Inventory, PodEntry},
     policy::{
-        cilium::CiliumNetworkPolicy,
+        cilium::{self as cilium_types, CiliumNetworkPolicy},
         cluster_wide::{Action, Tier, TieredPolicy},
     },
 };
@@ -143,17 +143,29 @@ pub struct Evaluator<'a> {
     /// Names the DNS gave for external addresses, for `toFQDNs`.
     dns: Option<&'a BTreeMap<IpAddr, BTreeSet<String>>>,
     inventory: &'a Inventory,
+    /// The namespaced policies that select each inventory pod, worked out
+    /// once: a check then looks only at them (the blast radius asks about
+    /// every pair of pods). Keyed by the entry's address in the inventory:
+    /// two entries may share a name (a pod replaced under the same name).
+    selected: HashMap<*const PodEntry, Selected<'a>>,
+}
+
+/// What selects one pod, per direction (`[ingress, egress]`).
+struct Selected<'a> {
+    kubernetes: [Vec<&'a NetworkPolicy>; 2],
+    cilium: [Vec<(&'a CiliumNetworkPolicy, &'a cilium_types::Rule)>; 2],
 }
 
 impl<'a> Evaluator<'a> {
     pub fn new(policies: &'a [NetworkPolicy], inventory: &'a Inventory) -> Self {
-        Self {
+        Self::index(Self {
             policies,
             cilium: &[],
             cluster_wide: &[],
             dns: None,
             inventory,
-        }
+            selected: HashMap::new(),
+        })
     }
 
     /// Every kind of a set; `dns` names external addresses for `toFQDNs`.
@@ -162,12 +174,29 @@ impl<'a> Evaluator<'a> {
         inventory: &'a Inventory,
         dns: &'a BTreeMap<IpAddr, BTreeSet<String>>,
     ) -> Self {
-        Self {
+        Self::index(Self {
             policies: &policies.kubernetes,
             cilium: &policies.cilium,
             cluster_wide: &policies.cluster_wide,
             dns: Some(dns),
             inventory,
+            selected: HashMap::new(),
+        })
+    }
+
+    fn index(mut self) -> Self {
+        for pod in &self.inventory.pods {
+            let selected = self.select(pod);
+            self.selected.insert(std::ptr::from_ref(pod), selected);
+        }
+        self
+    }
+
+    fn select(&self, pod: &PodEntry) -> Selected<'a> {
+        let directions = [Direction::Ingress, Direction::Egress];
+        Selected {
+            kubernetes: directions.map(|d| kubernetes::selecting(self.policies, pod, d)),
+            cilium: directions.map(|d| cilium::selecting(self.cilium, pod, d)),
         }
     }
 
@@ -240,8 +269,19 @@ impl<'a> Evaluator<'a> {
             Some((Action::Deny, by)) => return Some(denial(&by)),
             Some((Action::Pass, _)) | None => {}
         }
-        let selecting = kubernetes::selecting(self.policies, pod, direction);
-        let cilium_selecting = cilium::selecting(self.cilium, pod, direction);
+        let computed;
+        let selected = match self.selected.get(&std::ptr::from_ref(pod)) {
+            Some(selected) => selected,
+            None => {
+                computed = self.select(pod);
+                &computed
+            }
+        };
+        let side = match direction {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        };
+        let (selecting, cilium_selecting) = (&selected.kubernetes[side], &selected.cilium[side]);
         if selecting.is_empty() && cilium_selecting.is_empty() {
             // No namespaced policy isolates the pod: the Baseline tier
             // decides, and without a matching rule it is allowed.
