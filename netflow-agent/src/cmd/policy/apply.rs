@@ -69,7 +69,7 @@ pub fn run(
             .filter(|object| failed.contains(&object.shown()))
             .map(|object| object.namespace())
             .collect();
-        let (held, denies): (Vec<&Object>, Vec<&Object>) = denies
+        let (mut held, denies): (Vec<&Object>, Vec<&Object>) = denies
             .into_iter()
             .partition(|object| failed_namespaces.contains(object.namespace()));
         for object in &held {
@@ -80,7 +80,6 @@ pub fn run(
             );
         }
         let failed_denies = apply_each(&client, denies.into_iter(), false, force).await;
-        let mut held: Vec<&Object> = held;
         if failed.is_empty() && failed_denies.is_empty() && held.is_empty() {
             let failed_baseline = apply_each(&client, baseline.iter().copied(), false, force).await;
             if !failed_baseline.is_empty() {

@@ -701,24 +701,27 @@ mod tests {
         }
     }
 
-    /// web calls db, the DNS, an external host and the metadata service.
-    fn shop_graph() -> (CommGraph, Inventory) {
+    /// The pod UID of shop/web, the client of every test flow.
+    const WEB: &str = "00000000-0000-0000-0000-000000000002";
+
+    /// The graph of `flows` over the test inventory.
+    fn graph_of(flows: &[FlowRecord]) -> (CommGraph, Inventory) {
         let inventory = Inventory::parse(INVENTORY).unwrap();
         let dns = BTreeMap::new();
         let identity = Identity::new(&inventory, &dns);
-        let web = "00000000-0000-0000-0000-000000000002";
         let mut graph = CommGraph::new();
-        add_flows(
-            &mut graph,
-            &identity,
-            &[
-                flow(web, "10.244.0.5", ("10.244.0.6", 5432), 6),
-                flow(web, "10.244.0.5", ("10.96.0.10", 53), 17),
-                flow(web, "10.244.0.5", ("203.0.113.10", 443), 6),
-                flow(web, "10.244.0.5", ("169.254.169.254", 80), 6),
-            ],
-        );
+        add_flows(&mut graph, &identity, flows);
         (graph, inventory)
+    }
+
+    /// web calls db, the DNS, an external host and the metadata service.
+    fn shop_graph() -> (CommGraph, Inventory) {
+        graph_of(&[
+            flow(WEB, "10.244.0.5", ("10.244.0.6", 5432), 6),
+            flow(WEB, "10.244.0.5", ("10.96.0.10", 53), 17),
+            flow(WEB, "10.244.0.5", ("203.0.113.10", 443), 6),
+            flow(WEB, "10.244.0.5", ("169.254.169.254", 80), 6),
+        ])
     }
 
     fn policies() -> PolicySet {
@@ -1025,19 +1028,10 @@ mod tests {
 
     #[test]
     fn sctp_edges_become_sctp_rules_that_verify_allows() {
-        let inventory = Inventory::parse(INVENTORY).unwrap();
-        let dns = BTreeMap::new();
-        let identity = Identity::new(&inventory, &dns);
-        let web = "00000000-0000-0000-0000-000000000002";
-        let mut graph = CommGraph::new();
-        add_flows(
-            &mut graph,
-            &identity,
-            &[
-                flow(web, "10.244.0.5", ("10.244.0.6", 3868), PROTO_SCTP),
-                flow(web, "10.244.0.5", ("10.244.0.6", 0), 1),
-            ],
-        );
+        let (graph, inventory) = graph_of(&[
+            flow(WEB, "10.244.0.5", ("10.244.0.6", 3868), PROTO_SCTP),
+            flow(WEB, "10.244.0.5", ("10.244.0.6", 0), 1),
+        ]);
         let set = generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
         let text = serde_json::to_string(&set.by_namespace).unwrap();
         assert!(
