@@ -238,10 +238,7 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     };
     let dir = common::tempdir("ctr");
     let cgroup_root = netflow_agent::kernel::cgroup_mount::cgroup2_mount().unwrap();
-    let attached_before: Vec<u32> = [0, 1]
-        .iter()
-        .map(|attach_type| common::attached_programs(&cgroup_root, *attach_type))
-        .collect();
+    let attached_before = common::netflow_hooks_attached(&cgroup_root);
     let containerd = Containerd::start(&dir.join("containerd")).unwrap();
     let reference = containerd.import(&archive).unwrap();
 
@@ -357,10 +354,7 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     let saved =
         std::fs::read_to_string(state.join("graph.json")).expect("graph in the state hostPath");
     assert!(edge_seen(&saved), "{saved}");
-    let attached_after: Vec<u32> = [0, 1]
-        .iter()
-        .map(|attach_type| common::attached_programs(&cgroup_root, *attach_type))
-        .collect();
+    let attached_after = common::netflow_hooks_attached(&cgroup_root);
     assert_eq!(
         attached_after,
         attached_before,

@@ -8,7 +8,10 @@ mod common;
 use aya::programs::{TestRun, TestRunOptions};
 use netflow_agent::testbed::packets::{DST4, SRC4, frame, ipv4, ipv6, tcp, udp};
 use netflow_agent::{
-    kernel::{loader::Probe, reader::FlowReader},
+    kernel::{
+        loader::{DEFAULT_FOLD_INTERVAL, Probe},
+        reader::FlowReader,
+    },
     model::{FlowRecord, IntervalStats},
 };
 use netflow_common::{EGRESS_PROG, INGRESS_PROG};
@@ -27,7 +30,7 @@ impl Harness {
     }
 
     fn with_table(entries: u32) -> Self {
-        let mut probe = Probe::load(entries).expect("load");
+        let mut probe = Probe::load(entries, DEFAULT_FOLD_INTERVAL).expect("load");
         let maps = probe.take_maps().expect("maps");
         let reader = FlowReader::new(maps, std::time::Duration::from_secs(600));
         Self { probe, reader }

@@ -34,12 +34,8 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
         ],
     );
     assert_eq!(
-        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
-        1
-    );
-    assert_eq!(
-        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_EGRESS),
-        1
+        common::netflow_hooks_attached(testbed.cgroup_parent()),
+        [1; 3]
     );
 
     testbed
@@ -67,12 +63,8 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
 
     // The kernel agrees that nothing is left attached.
     assert_eq!(
-        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
-        0
-    );
-    assert_eq!(
-        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_EGRESS),
-        0
+        common::netflow_hooks_attached(testbed.cgroup_parent()),
+        [0; 3]
     );
 
     let lines = read_flow_log(&log).unwrap();
@@ -535,12 +527,8 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
 
     stop(agent, libc::SIGTERM, &lines);
     assert_eq!(
-        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_INGRESS),
-        0
-    );
-    assert_eq!(
-        common::attached_programs(testbed.cgroup_parent(), common::BPF_CGROUP_INET_EGRESS),
-        0
+        common::netflow_hooks_attached(testbed.cgroup_parent()),
+        [0; 3]
     );
 
     // Restarted, it serves the graph it had at once.

@@ -25,6 +25,17 @@ pub const DROPS_MAP: &str = "DROPS";
 pub const EGRESS_PROG: &str = "netflow_egress";
 /// Name of the ingress program.
 pub const INGRESS_PROG: &str = "netflow_ingress";
+/// Name of the program that folds a closing socket's counts into the table.
+pub const RELEASE_PROG: &str = "netflow_release";
+/// Name of the per-socket counters of established TCP connections
+/// (`BPF_MAP_TYPE_SK_STORAGE`, one [`SocketCounts`] per socket).
+pub const SOCKETS_MAP: &str = "SOCKETS";
+/// Name of the global that says how often (ns) a socket's counts are folded
+/// into the connection table while it carries traffic; the agent sets it to
+/// its poll interval.
+pub const FOLD_INTERVAL_GLOBAL: &str = "FOLD_INTERVAL_NS";
+/// Fold interval compiled into the object (the agent overrides it).
+pub const DEFAULT_FOLD_INTERVAL_NS: u64 = 1_000_000_000;
 /// Name of the benchmark's floor program: allows and does nothing else, so
 /// the hook's own cost can be subtracted. The agent never loads it.
 pub const FLOOR_PROG: &str = "netflow_floor";
@@ -141,7 +152,7 @@ impl Drop {
 /// IPv4 addresses use the first 4 bytes of the 16-byte arrays; the rest is zero.
 /// Ports are in host byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub cgroup_id: u64,
     pub local_addr: [u8; 16],
@@ -175,6 +186,33 @@ pub struct FlowStats {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
+
+/// Counts of one established TCP socket since they were last folded into
+/// its connection's [`FlowStats`]: the per-packet path adds here (socket
+/// storage, no hash lookup) and moves the sums into the table at most once per
+/// fold interval and when the socket is closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketCounts {
+    /// The connection the socket's packets belong to (from its first
+    /// established packet, as the table keys it: after any address translation).
+    pub key: FlowKey,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// When the counts were last folded into the table (kernel coarse clock).
+    pub folded_ns: u64,
+    /// The last packet's time.
+    pub last_seen_ns: u64,
+    /// TCP flags since the last fold, per direction (see [`direction_flags`]).
+    pub tcp_flags: u32,
+    /// Where the TCP header starts in this socket's packets (IP header and
+    /// IPv6 extension headers stay the same for the life of a connection).
+    pub l4_offset: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<SocketCounts>() == 104);
 
 /// A packet of a connection the table had no room for, sent through the
 /// overflow ring buffer so that userspace can still account for it.
@@ -223,6 +261,8 @@ mod user {
     unsafe impl aya::Pod for FlowStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for OverflowRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SocketCounts {}
     // SAFETY: as above.
     unsafe impl aya::Pod for DnsEvent {}
 }

@@ -2,8 +2,8 @@
 //! header. Every read goes through `bpf_skb_load_bytes` (`ctx.load`), which
 //! fails cleanly on a short packet instead of reading past it.
 
-use aya_ebpf::programs::SkBuffContext;
-use netflow_common::{Drop, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP};
+use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::SkBuffContext};
+use netflow_common::{DIR_EGRESS, Drop, FAMILY_IPV4, FAMILY_IPV6, FlowKey, PROTO_TCP, PROTO_UDP};
 
 /// IPv6 extension headers followed before giving up (counted as `ExtHeaderChain`).
 const MAX_IPV6_EXT_HEADERS: usize = 8;
@@ -19,12 +19,9 @@ const IPV6_SHIM6: u8 = 140;
 
 /// What the programs need to know of one packet.
 pub struct Packet {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub protocol: u8,
-    pub family: u8,
+    /// The connection it belongs to, seen from the local socket (addresses
+    /// and ports placed by direction; the cgroup is filled in by the caller).
+    pub key: FlowKey,
     pub tcp_flags: u8,
     /// GSO/GRO segments this skb stands for (1 for a plain packet).
     pub segments: u32,
@@ -32,33 +29,95 @@ pub struct Packet {
     pub wire_bytes: u64,
     /// Where the L4 payload starts (after the TCP or UDP header).
     pub payload_offset: u32,
+    /// Where the L4 header starts (after IP and IPv6 extension headers).
+    pub l4_offset: u16,
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn dst_port(&self, direction: u8) -> u16 {
+        if direction == DIR_EGRESS {
+            self.key.remote_port
+        } else {
+            self.key.local_port
+        }
+    }
+
+    #[inline(always)]
+    pub fn src_port(&self, direction: u8) -> u16 {
+        if direction == DIR_EGRESS {
+            self.key.local_port
+        } else {
+            self.key.remote_port
+        }
+    }
 }
 
 // Each `ctx.load` is a helper call: headers are read in as few loads as
-// possible (the programs run for every packet of every pod).
+// possible (the programs run for every packet of every pod). The key is
+// written in place: copies of addresses through tuples cost stack the BPF
+// frame (512 bytes) does not have.
 #[inline(always)]
-pub fn parse(ctx: &SkBuffContext) -> Result<Packet, Drop> {
+pub fn parse(ctx: &SkBuffContext, direction: u8) -> Result<Packet, Drop> {
+    let mut packet = Packet {
+        key: FlowKey::default(),
+        tcp_flags: 0,
+        segments: 1,
+        wire_bytes: 0,
+        payload_offset: 0,
+        l4_offset: 0,
+    };
+    // Local and remote, as source and destination of this packet.
+    let (src, dst) = if direction == DIR_EGRESS {
+        (
+            &raw mut packet.key.local_addr,
+            &raw mut packet.key.remote_addr,
+        )
+    } else {
+        (
+            &raw mut packet.key.remote_addr,
+            &raw mut packet.key.local_addr,
+        )
+    };
     // The first 20 bytes: a whole IPv4 header, or the start of an IPv6 one.
     let head: [u8; 20] = match ctx.load(0) {
         Ok(head) => head,
         Err(_) => return Err(short_packet_reason(ctx)),
     };
-    let (family, protocol, l4_offset, src, dst) = match head[0] >> 4 {
-        4 => parse_ipv4(&head)?,
-        6 => parse_ipv6(ctx, &head)?,
+    let (protocol, l4_offset) = match head[0] >> 4 {
+        4 => {
+            let l3 = parse_ipv4(&head)?;
+            // Spelled out: a slice copy here becomes a call to a BPF memcpy.
+            unsafe {
+                *src = [
+                    head[12], head[13], head[14], head[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ];
+                *dst = [
+                    head[16], head[17], head[18], head[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ];
+            }
+            packet.key.family = FAMILY_IPV4;
+            l3
+        }
+        6 => {
+            load_address(ctx, 8, src)?;
+            load_address(ctx, 24, dst)?;
+            packet.key.family = FAMILY_IPV6;
+            ipv6_upper_layer(ctx, head[6])?
+        }
         _ => return Err(Drop::NotIp),
     };
+    packet.key.protocol = protocol;
 
-    let (src_port, dst_port, tcp_flags, l4_header_len) = match protocol {
+    let (src_port, dst_port, l4_header_len) = match protocol {
         PROTO_TCP => {
             // Ports, sequence and ack numbers, data offset (byte 12), flags (13).
             let tcp: [u8; 14] = ctx.load(l4_offset).map_err(|_| Drop::Truncated)?;
-            let header_len = ((tcp[12] >> 4) as usize) * 4;
+            packet.tcp_flags = tcp[13];
             (
                 u16::from_be_bytes([tcp[0], tcp[1]]),
                 u16::from_be_bytes([tcp[2], tcp[3]]),
-                tcp[13],
-                header_len,
+                ((tcp[12] >> 4) as usize) * 4,
             )
         }
         PROTO_UDP => {
@@ -66,36 +125,40 @@ pub fn parse(ctx: &SkBuffContext) -> Result<Packet, Drop> {
             (
                 u16::from_be_bytes([ports[0], ports[1]]),
                 u16::from_be_bytes([ports[2], ports[3]]),
-                0,
                 8,
             )
         }
-        _ => (0, 0, 0, 0),
+        _ => (0, 0, 0),
     };
+    if direction == DIR_EGRESS {
+        packet.key.local_port = src_port;
+        packet.key.remote_port = dst_port;
+    } else {
+        packet.key.local_port = dst_port;
+        packet.key.remote_port = src_port;
+    }
 
-    let len = ctx.len() as u64;
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
-    let segments = if gso_segs > 1 { gso_segs } else { 1 };
+    packet.segments = if gso_segs > 1 { gso_segs } else { 1 };
     // A GSO/GRO skb carries one set of headers for all its segments; on the
     // wire each segment has its own.
     let headers = (l4_offset + l4_header_len) as u64;
-    let wire_bytes = len + (segments as u64 - 1) * headers;
-
-    Ok(Packet {
-        src,
-        dst,
-        src_port,
-        dst_port,
-        protocol,
-        family,
-        tcp_flags,
-        segments,
-        wire_bytes,
-        payload_offset: (l4_offset + l4_header_len) as u32,
-    })
+    packet.wire_bytes = ctx.len() as u64 + (packet.segments as u64 - 1) * headers;
+    packet.payload_offset = (l4_offset + l4_header_len) as u32;
+    packet.l4_offset = l4_offset as u16;
+    Ok(packet)
 }
 
-type L3 = (u8, u8, usize, [u8; 16], [u8; 16]);
+/// 16 bytes of an IPv6 address at `offset`, straight into `address`.
+#[inline(always)]
+fn load_address(ctx: &SkBuffContext, offset: u32, address: *mut [u8; 16]) -> Result<(), Drop> {
+    let loaded = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, offset, address.cast(), 16) };
+    if loaded == 0 {
+        Ok(())
+    } else {
+        Err(Drop::Truncated)
+    }
+}
 
 /// A packet shorter than 20 bytes: garbage unless it claims to be IP.
 #[inline(always)]
@@ -107,8 +170,9 @@ fn short_packet_reason(ctx: &SkBuffContext) -> Drop {
     }
 }
 
+/// The protocol and where its header starts.
 #[inline(always)]
-fn parse_ipv4(head: &[u8; 20]) -> Result<L3, Drop> {
+fn parse_ipv4(head: &[u8; 20]) -> Result<(u8, usize), Drop> {
     let header_len = ((head[0] & 0x0f) as usize) * 4;
     if header_len < 20 {
         return Err(Drop::Truncated);
@@ -117,34 +181,13 @@ fn parse_ipv4(head: &[u8; 20]) -> Result<L3, Drop> {
     if fragment_offset != 0 {
         return Err(Drop::Fragment);
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src[0] = head[12];
-    src[1] = head[13];
-    src[2] = head[14];
-    src[3] = head[15];
-    dst[0] = head[16];
-    dst[1] = head[17];
-    dst[2] = head[18];
-    dst[3] = head[19];
-    Ok((FAMILY_IPV4, head[9], header_len, src, dst))
+    Ok((head[9], header_len))
 }
 
+/// Follows IPv6 extension headers from `next_header` to the upper-layer
+/// protocol; returns it and where its header starts.
 #[inline(always)]
-fn parse_ipv6(ctx: &SkBuffContext, head: &[u8; 20]) -> Result<L3, Drop> {
-    let next_header = head[6];
-    // Bytes 20..40: the rest of the source address and the destination.
-    let tail: [u8; 20] = ctx.load(20).map_err(|_| Drop::Truncated)?;
-    // Spelled out: a slice copy here becomes a call to a BPF memcpy.
-    let src = [
-        head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15], head[16],
-        head[17], head[18], head[19], tail[0], tail[1], tail[2], tail[3],
-    ];
-    let dst = [
-        tail[4], tail[5], tail[6], tail[7], tail[8], tail[9], tail[10], tail[11], tail[12],
-        tail[13], tail[14], tail[15], tail[16], tail[17], tail[18], tail[19],
-    ];
-
+fn ipv6_upper_layer(ctx: &SkBuffContext, next_header: u8) -> Result<(u8, usize), Drop> {
     let mut protocol = next_header;
     let mut offset = 40usize;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -169,7 +212,7 @@ fn parse_ipv6(ctx: &SkBuffContext, head: &[u8; 20]) -> Result<L3, Drop> {
                 protocol = ext[0];
                 offset += 8;
             }
-            _ => return Ok((FAMILY_IPV6, protocol, offset, src, dst)),
+            _ => return Ok((protocol, offset)),
         }
     }
     Err(Drop::ExtHeaderChain)

@@ -177,7 +177,7 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         }
     };
 
-    let mut probe = Probe::load(options.flow_entries)?;
+    let mut probe = Probe::load(options.flow_entries, options.interval)?;
     let maps = probe.take_maps()?;
     probe.attach(&cgroup)?;
     if let Some(shared) = &shared {

@@ -1,22 +1,29 @@
 //! Loading netflow's eBPF object into the kernel and attaching it to a cgroup.
 //!
-//! Dropping a [`Probe`] detaches both programs and frees the maps: the links
+//! Dropping a [`Probe`] detaches its programs and frees the maps: the links
 //! are owned here and never pinned.
 
 use std::{
     fs::File,
     os::fd::{AsFd as _, OwnedFd},
     path::Path,
+    time::Duration,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError},
 };
 use netflow_common::{
-    DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP,
+    DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats,
+    INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
 };
+
+/// How often a busy socket's counts reach the table unless the caller says
+/// (the daemon passes its poll interval).
+pub const DEFAULT_FOLD_INTERVAL: Duration =
+    Duration::from_nanos(netflow_common::DEFAULT_FOLD_INTERVAL_NS);
 
 /// The eBPF object built by `build.rs` from `netflow-ebpf`.
 pub static EBPF_OBJECT: &[u8] =
@@ -85,8 +92,12 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Loads both programs with a connection table of `flow_entries` entries.
-    pub fn load(flow_entries: u32) -> Result<Self, LoadError> {
+    /// Loads netflow's programs with a connection table of `flow_entries`
+    /// entries; established sockets' counts reach the table at least once
+    /// per `fold_interval` while they carry traffic (the reader's poll
+    /// interval: what it reads is then exact to within one poll), and when
+    /// they close.
+    pub fn load(flow_entries: u32, fold_interval: Duration) -> Result<Self, LoadError> {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
         // All three are needed (checked on Linux 6.18): CAP_BPF to load,
@@ -105,8 +116,12 @@ impl Probe {
         }
         // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
         raise_memlock_limit();
+        let fold_interval_ns = u64::try_from(fold_interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS_MAP, flow_entries)
+            .override_global(FOLD_INTERVAL_GLOBAL, &fold_interval_ns, true)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         for name in [EGRESS_PROG, INGRESS_PROG] {
@@ -119,17 +134,49 @@ impl Probe {
                 .load()
                 .map_err(|source| LoadError::Program { name, source })?;
         }
+        let release: &mut CgroupSock = ebpf
+            .program_mut(RELEASE_PROG)
+            .ok_or(LoadError::MissingProgram { name: RELEASE_PROG })?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                name: RELEASE_PROG,
+                source,
+            })?;
+        release.load().map_err(|source| LoadError::Program {
+            name: RELEASE_PROG,
+            source,
+        })?;
         Ok(Self {
             ebpf,
             capacity: flow_entries,
         })
     }
 
-    /// Attaches ingress and egress to the cgroup at `path` (and so to every
-    /// cgroup below it). On kernels >= 5.7 aya attaches through a BPF link,
-    /// which always lets other programs on the same cgroup keep running (a link
-    /// takes no attach flags: `Single` is the only mode the kernel accepts).
+    /// Attaches ingress, egress and socket release to the cgroup at `path`
+    /// (and so to every cgroup below it). On kernels >= 5.7 aya attaches
+    /// through a BPF link, which always lets other programs on the same cgroup
+    /// keep running (a link takes no attach flags: `Single` is the only mode
+    /// the kernel accepts).
     pub fn attach(&mut self, path: &Path) -> Result<(), LoadError> {
+        // Release first: a socket must never carry counts that no program
+        // would fold when it closes.
+        let cgroup = open_cgroup(path)?;
+        let release: &mut CgroupSock = self
+            .ebpf
+            .program_mut(RELEASE_PROG)
+            .ok_or(LoadError::MissingProgram { name: RELEASE_PROG })?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                name: RELEASE_PROG,
+                source,
+            })?;
+        release
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|source| LoadError::Attach {
+                name: RELEASE_PROG,
+                path: path.display().to_string(),
+                source,
+            })?;
         self.attach_programs(
             path,
             [
@@ -165,10 +212,7 @@ impl Probe {
         path: &Path,
         programs: [(&'static str, CgroupSkbAttachType); 2],
     ) -> Result<(), LoadError> {
-        let cgroup = File::open(path).map_err(|source| LoadError::Cgroup {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let cgroup = open_cgroup(path)?;
         for (name, attach_type) in programs {
             self.program_mut(name)?
                 .attach(&cgroup, attach_type, CgroupAttachMode::Single)
@@ -253,6 +297,13 @@ impl Probe {
             .take_map(name)
             .ok_or(LoadError::MissingMap { name })
     }
+}
+
+fn open_cgroup(path: &Path) -> Result<File, LoadError> {
+    File::open(path).map_err(|source| LoadError::Cgroup {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// The capabilities netflow needs that this process lacks. CAP_SYS_ADMIN

@@ -61,6 +61,24 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
 
 pub const BPF_CGROUP_INET_INGRESS: u32 = 0;
 pub const BPF_CGROUP_INET_EGRESS: u32 = 1;
+pub const BPF_CGROUP_INET_SOCK_RELEASE: u32 = 34;
+/// The hooks netflow attaches a program to.
+pub const NETFLOW_ATTACH_TYPES: [u32; 3] = [
+    BPF_CGROUP_INET_INGRESS,
+    BPF_CGROUP_INET_EGRESS,
+    BPF_CGROUP_INET_SOCK_RELEASE,
+];
+
+/// Programs attached directly to `cgroup` at each of netflow's hooks.
+pub fn netflow_hooks_attached(cgroup: &Path) -> [u32; 3] {
+    NETFLOW_ATTACH_TYPES.map(|attach_type| attached_programs(cgroup, attach_type))
+}
+
+/// netflow loaded and attached, and its reader.
+pub type Recording = (
+    netflow_agent::kernel::loader::Probe,
+    netflow_agent::kernel::reader::FlowReader,
+);
 
 /// netflow attached to a testbed's parent cgroup, read in-process.
 pub fn record_testbed(
@@ -71,7 +89,27 @@ pub fn record_testbed(
     netflow_agent::kernel::loader::Probe,
     netflow_agent::kernel::reader::FlowReader,
 ) {
-    let mut probe = netflow_agent::kernel::loader::Probe::load(flow_entries).expect("load");
+    record_testbed_folding(
+        testbed,
+        flow_entries,
+        idle_timeout,
+        netflow_agent::kernel::loader::DEFAULT_FOLD_INTERVAL,
+    )
+}
+
+/// As [`record_testbed`], with busy sockets' counts folded into the table
+/// every `fold_interval`.
+pub fn record_testbed_folding(
+    testbed: &netflow_agent::testbed::Testbed,
+    flow_entries: u32,
+    idle_timeout: std::time::Duration,
+    fold_interval: std::time::Duration,
+) -> (
+    netflow_agent::kernel::loader::Probe,
+    netflow_agent::kernel::reader::FlowReader,
+) {
+    let mut probe =
+        netflow_agent::kernel::loader::Probe::load(flow_entries, fold_interval).expect("load");
     let maps = probe.take_maps().expect("maps");
     probe.attach(testbed.cgroup_parent()).expect("attach");
     (

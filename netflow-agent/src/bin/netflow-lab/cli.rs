@@ -102,6 +102,16 @@ pub enum PeerAction {
         /// Datagrams per UDP socket.
         #[arg(long, default_value_t = 1)]
         datagrams: usize,
+        /// TCP: messages per connection, each echoed before the next.
+        #[arg(long, default_value_t = 1)]
+        messages: usize,
+        /// TCP: pause between two messages (none by default).
+        #[arg(long, value_parser = parse_duration)]
+        spacing: Option<Duration>,
+        /// TCP: keep each connection open this long after its last echo
+        /// (closed at once by default).
+        #[arg(long, value_parser = parse_duration)]
+        hold: Option<Duration>,
         /// Connections (TCP) or sockets (UDP) to open, one after the other.
         #[arg(long, default_value_t = 1)]
         count: usize,

@@ -77,6 +77,9 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
             resolved_udp,
             bytes,
             datagrams,
+            messages,
+            spacing,
+            hold,
             count,
         } => {
             let resolved = match (resolve, dns, port) {
@@ -92,7 +95,16 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
                 None => (*tcp, *udp),
             };
             let reports = match (tcp, udp) {
-                (Some(addr), _) => peer::connect_tcp(addr, *bytes, *count)?,
+                (Some(addr), _) => peer::connect_tcp(
+                    addr,
+                    peer::TcpExchange {
+                        bytes: *bytes,
+                        messages: *messages,
+                        spacing: spacing.unwrap_or_default(),
+                        hold: hold.unwrap_or_default(),
+                    },
+                    *count,
+                )?,
                 (None, Some(addr)) => peer::connect_udp(addr, *bytes, *datagrams, *count)?,
                 (None, None) => anyhow::bail!("connect needs --tcp, --udp or --resolve"),
             };

@@ -130,15 +130,29 @@ pub struct ConnectionReport {
     pub messages: usize,
 }
 
-/// Opens `count` TCP connections to `addr`; each sends `bytes`, half-closes
-/// and reads the whole echo back.
+/// What each TCP client connection does.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpExchange {
+    /// Payload bytes per message.
+    pub bytes: usize,
+    /// Messages sent one after the other, each echoed back before the next.
+    pub messages: usize,
+    /// Pause between two messages.
+    pub spacing: Duration,
+    /// How long the connection stays open after the last echo.
+    pub hold: Duration,
+}
+
+/// Opens `count` TCP connections to `addr`; on each, sends the exchange's
+/// messages and reads each echo back, keeps the connection open for its
+/// hold time, then half-closes and waits for the server to close.
 pub fn connect_tcp(
     addr: SocketAddr,
-    bytes: usize,
+    exchange: TcpExchange,
     count: usize,
 ) -> Result<Vec<ConnectionReport>, PeerError> {
     let socket_error = |what, source| PeerError::Socket { what, addr, source };
-    let payload = pattern(bytes);
+    let payload = pattern(exchange.bytes);
     let mut reports = Vec::with_capacity(count);
     for _ in 0..count {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -149,30 +163,44 @@ pub fn connect_tcp(
         let local = stream
             .local_addr()
             .map_err(|err| socket_error("no local address for", err))?;
-        stream
-            .write_all(&payload)
-            .map_err(|err| socket_error("cannot send to", err))?;
+        let mut echoed = vec![0; exchange.bytes];
+        let mut received = 0;
+        for message in 0..exchange.messages {
+            if message > 0 {
+                thread::sleep(exchange.spacing);
+            }
+            stream
+                .write_all(&payload)
+                .map_err(|err| socket_error("cannot send to", err))?;
+            stream
+                .read_exact(&mut echoed)
+                .map_err(|err| socket_error("cannot read echo from", err))?;
+            received += echoed.len();
+        }
+        thread::sleep(exchange.hold);
         stream
             .shutdown(Shutdown::Write)
             .map_err(|err| socket_error("cannot half-close", err))?;
-        let mut echoed = Vec::with_capacity(bytes);
+        let mut rest = Vec::new();
         stream
-            .read_to_end(&mut echoed)
+            .read_to_end(&mut rest)
             .map_err(|err| socket_error("cannot read echo from", err))?;
-        if echoed.len() != bytes {
+        received += rest.len();
+        let sent = exchange.bytes * exchange.messages;
+        if received != sent {
             return Err(PeerError::ShortEcho {
                 addr,
-                sent: bytes,
-                received: echoed.len(),
+                sent,
+                received,
             });
         }
         reports.push(ConnectionReport {
             protocol: "tcp",
             local,
             remote: addr,
-            sent: bytes,
-            received: echoed.len(),
-            messages: 1,
+            sent,
+            received,
+            messages: exchange.messages,
         });
     }
     Ok(reports)

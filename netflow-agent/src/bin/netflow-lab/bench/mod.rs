@@ -32,7 +32,7 @@ use netflow_common::{EGRESS_PROG, FLOOR_PROG, INGRESS_PROG};
 use serde::Deserialize;
 
 use netflow_agent::{
-    kernel::loader::Probe,
+    kernel::loader::{DEFAULT_FOLD_INTERVAL, Probe},
     testbed::{Host, Testbed},
 };
 use stats::{median, median_interval};
@@ -256,7 +256,7 @@ impl ModeGuard {
         match mode {
             Mode::Baseline => {}
             Mode::Floor => {
-                let mut probe = Probe::load(64)?;
+                let mut probe = Probe::load(64, DEFAULT_FOLD_INTERVAL)?;
                 probe.load_floor()?;
                 probe.attach_floor(testbed.cgroup_parent())?;
                 guard.floor = Some(probe);

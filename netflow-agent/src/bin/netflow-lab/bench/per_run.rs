@@ -5,7 +5,7 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use netflow_agent::{
-    kernel::loader::Probe,
+    kernel::loader::{DEFAULT_FOLD_INTERVAL, Probe},
     testbed::packets::{frame, ipv4, ipv6, tcp, udp},
 };
 use netflow_common::{EGRESS_PROG, FLOOR_PROG, INGRESS_PROG};
@@ -59,7 +59,7 @@ fn distinct_mean_ns(probe: &Probe, packet: impl Fn(u16) -> Vec<u8>) -> anyhow::R
 }
 
 pub fn measure() -> anyhow::Result<Vec<Case>> {
-    let mut probe = Probe::load(65_536)?;
+    let mut probe = Probe::load(65_536, DEFAULT_FOLD_INTERVAL)?;
     probe.load_floor()?;
     let established4 = ipv4(TCP, 0, &tcp(40_000, 8080, ACK, 64));
     let established6 = ipv6(TCP, &tcp(40_000, 8080, ACK, 64));
@@ -96,7 +96,7 @@ pub fn measure() -> anyhow::Result<Vec<Case>> {
     ];
     // A table of 4 entries, full: every new connection takes the counted
     // overflow path.
-    let full = Probe::load(4)?;
+    let full = Probe::load(4, DEFAULT_FOLD_INTERVAL)?;
     for port in 1..=4 {
         mean_ns(
             &full,
