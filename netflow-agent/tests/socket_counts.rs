@@ -56,12 +56,8 @@ impl Sides {
 
 fn start(name: &str, fold_interval: Duration) -> (Testbed, common::Recording) {
     let mut testbed = Testbed::two_hosts(&common::unique_name(name)).unwrap();
-    let recording = common::record_testbed_folding(
-        &testbed,
-        1024,
-        Duration::from_secs(600),
-        fold_interval,
-    );
+    let recording =
+        common::record_testbed_folding(&testbed, 1024, Duration::from_secs(600), fold_interval);
     testbed
         .start_server(&common::lab(), Host::B, &["--tcp", SERVER])
         .unwrap();
@@ -111,9 +107,15 @@ fn a_busy_connection_is_folded_exactly_when_it_closes() {
     thread::sleep(Duration::from_millis(300));
     sides.add(&reader.poll().unwrap().flows, &testbed);
 
-    assert_eq!(sides.client_packets_out, sides.server_packets_in, "{sides:?}");
+    assert_eq!(
+        sides.client_packets_out, sides.server_packets_in,
+        "{sides:?}"
+    );
     assert_eq!(sides.client_bytes_out, sides.server_bytes_in, "{sides:?}");
-    assert_eq!(sides.client_packets_in, sides.server_packets_out, "{sides:?}");
+    assert_eq!(
+        sides.client_packets_in, sides.server_packets_out,
+        "{sides:?}"
+    );
     assert_eq!(sides.client_bytes_in, sides.server_bytes_out, "{sides:?}");
     // Every message went out as its own packet (with its 40 bytes of
     // IPv4 and TCP headers at least), plus the handshake and the close.
@@ -157,7 +159,10 @@ fn an_open_connection_reaches_the_table_within_one_fold_interval() {
         .spawn()
         .unwrap();
     thread::sleep(spacing * MESSAGES as u32 + Duration::from_millis(700));
-    assert!(started.elapsed() < Duration::from_secs(3), "poll while open");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "poll while open"
+    );
     let mut sides = Sides::default();
     sides.add(&reader.poll().unwrap().flows, &testbed);
     // Messages in the last fold interval (and the one that triggers a fold)
@@ -174,7 +179,10 @@ fn an_open_connection_reaches_the_table_within_one_fold_interval() {
     assert!(client.wait().unwrap().success());
     thread::sleep(Duration::from_millis(300));
     sides.add(&reader.poll().unwrap().flows, &testbed);
-    assert_eq!(sides.client_packets_out, sides.server_packets_in, "{sides:?}");
+    assert_eq!(
+        sides.client_packets_out, sides.server_packets_in,
+        "{sides:?}"
+    );
     assert_eq!(sides.client_bytes_out, sides.server_bytes_in, "{sides:?}");
     assert_eq!(sides.client_bytes_in, sides.server_bytes_out, "{sides:?}");
 }

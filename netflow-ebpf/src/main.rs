@@ -70,7 +70,7 @@ pub fn netflow_floor(_ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn record(ctx: &SkBuffContext, direction: u8) {
-    let socket = socket::established_tcp_socket(ctx);
+    let socket = socket::established_socket(ctx);
     if !socket.is_null() && socket::count_on_socket(ctx, socket, direction) {
         return;
     }
@@ -82,7 +82,7 @@ fn record(ctx: &SkBuffContext, direction: u8) {
             // A connection the table has no room for stays on this path:
             // each of its packets goes to the overflow ring, counted.
             if in_table && !socket.is_null() && packet.key.protocol == PROTO_TCP {
-                socket::start_counting(socket, &packet, now);
+                socket::start_counting(socket, &packet);
             }
             if dns::is_dns(&packet, direction) {
                 dns::pass_up(ctx, &packet, direction);

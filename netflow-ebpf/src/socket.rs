@@ -16,12 +16,12 @@ use core::{
 
 use aya_ebpf::{
     bindings::{BPF_SK_STORAGE_GET_F_CREATE, BPF_TCP_ESTABLISHED, bpf_sock},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_sk_fullsock, bpf_sk_storage_get},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_sk_storage_get},
     programs::SkBuffContext,
 };
 use netflow_common::{
-    DEFAULT_FOLD_INTERVAL_NS, DIR_EGRESS, DIR_INGRESS, INITIATOR_UNKNOWN, PROTO_TCP, SocketCounts,
-    direction_flags,
+    DEFAULT_FOLD_INTERVAL_NS, DEFAULT_TICK_NS, DIR_EGRESS, DIR_INGRESS, DirectionCounts,
+    INITIATOR_UNKNOWN, SocketCounts, direction_flags,
 };
 
 use crate::{
@@ -30,34 +30,59 @@ use crate::{
     table::{Delta, account},
 };
 
-/// How often a socket's counts move into the table while it carries
-/// traffic; set by the agent at load time to its poll interval, so what it
-/// reads is exact to within one interval.
+/// How often, in jiffies, a socket's counts move into the table while it
+/// carries traffic; set by the agent at load time to its poll interval, so
+/// what it reads is exact to within one interval.
 #[unsafe(no_mangle)]
-static FOLD_INTERVAL_NS: u64 = DEFAULT_FOLD_INTERVAL_NS;
+static FOLD_INTERVAL_JIFFIES: u64 = DEFAULT_FOLD_INTERVAL_NS / DEFAULT_TICK_NS;
+
+/// One jiffy in ns (set by the agent), to turn the jiffies kept per socket
+/// into the table's coarse nanoseconds.
+#[unsafe(no_mangle)]
+static TICK_NS: u64 = DEFAULT_TICK_NS;
+
+/// Offsets past this take the helper (`bpf_skb_load_bytes`): a bound the
+/// verifier needs for direct packet reads at a variable offset.
+const MAX_DIRECT_L4_OFFSET: u64 = 255;
 
 #[inline(always)]
 fn sockets_map() -> *mut core::ffi::c_void {
     ptr::from_ref(&SOCKETS).cast_mut().cast()
 }
 
-/// The packet's socket, when it is a full TCP socket in ESTABLISHED state.
+/// The packet's socket when it is in ESTABLISHED state (TCP, or a connected
+/// UDP socket: those have no storage and go on to the table path). Read on
+/// the socket's common part: `bpf_sk_storage_get` checks for a full socket
+/// itself, so no `bpf_sk_fullsock` call is needed.
 #[inline(always)]
-pub fn established_tcp_socket(ctx: &SkBuffContext) -> *mut bpf_sock {
+pub fn established_socket(ctx: &SkBuffContext) -> *mut bpf_sock {
     let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
+    if sk.is_null() || unsafe { (*sk).state } != BPF_TCP_ESTABLISHED {
         return ptr::null_mut();
     }
-    let sk = unsafe { bpf_sk_fullsock(sk) };
-    if sk.is_null() {
-        return sk;
+    sk
+}
+
+/// The TCP header's data offset (byte 12) and flags (13): read straight
+/// from the packet when the headers are in its linear part (always, for
+/// packets a socket sends or TCP receives), else through the helper.
+#[inline(always)]
+fn tcp_offset_and_flags(ctx: &SkBuffContext, l4_offset: u64) -> Option<(u8, u8)> {
+    if l4_offset <= MAX_DIRECT_L4_OFFSET {
+        let (data, data_end) = unsafe {
+            (
+                (*ctx.skb.skb).data as usize,
+                (*ctx.skb.skb).data_end as usize,
+            )
+        };
+        let header = data + l4_offset as usize;
+        if header + 14 <= data_end {
+            let bytes = header as *const [u8; 14];
+            return Some(unsafe { ((*bytes)[12], (*bytes)[13]) });
+        }
     }
-    let (protocol, state) = unsafe { ((*sk).protocol, (*sk).state) };
-    if protocol == PROTO_TCP as u32 && state == BPF_TCP_ESTABLISHED {
-        sk
-    } else {
-        ptr::null_mut()
-    }
+    let tcp = ctx.load::<[u8; 14]>(l4_offset as usize).ok()?;
+    Some((tcp[12], tcp[13]))
 }
 
 /// Counts the packet on its socket's storage. False when the socket has no
@@ -75,44 +100,58 @@ pub fn count_on_socket(ctx: &SkBuffContext, sk: *mut bpf_sock, direction: u8) ->
         // Being filled in by another CPU's first established packet.
         return false;
     }
-    // Data offset (byte 12) and flags (13).
-    let Ok(tcp) = ctx.load::<[u8; 14]>(l4_offset as usize) else {
+    let Some((data_offset, tcp_flags)) = tcp_offset_and_flags(ctx, l4_offset) else {
         return false;
     };
-    let header_len = ((tcp[12] >> 4) as u64) * 4;
+    let header_len = ((data_offset >> 4) as u64) * 4;
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
     let segments = if gso_segs > 1 { gso_segs as u64 } else { 1 };
     // As in `parse`: each GSO segment has its own headers on the wire.
     let wire_bytes = ctx.len() as u64 + (segments - 1) * (l4_offset + header_len);
-    let flags = direction_flags(tcp[13], direction);
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let flags = direction_flags(tcp_flags, direction);
+    let now = unsafe { bpf_jiffies64() };
     unsafe {
-        // Ingress (softirq) and egress (the process) may run on two CPUs at once.
-        let (packets, bytes) = if direction == DIR_EGRESS {
-            (&raw mut (*counts).packets_out, &raw mut (*counts).bytes_out)
+        let counts_of_direction = if direction == DIR_EGRESS {
+            &raw mut (*counts).egress
         } else {
-            (&raw mut (*counts).packets_in, &raw mut (*counts).bytes_in)
+            &raw mut (*counts).ingress
         };
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(packets, segments);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes, wire_bytes);
-        if (*counts).tcp_flags & flags != flags {
-            atomic_or::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*counts).tcp_flags, flags);
-        }
-        if (*counts).last_seen_ns != now {
-            (*counts).last_seen_ns = now;
-        }
-        let interval = ptr::read_volatile(&FOLD_INTERVAL_NS);
-        if now.wrapping_sub((*counts).folded_ns) >= interval {
-            fold(counts, now);
+        add(counts_of_direction, segments, wire_bytes, flags, now);
+        let interval = ptr::read_volatile(&FOLD_INTERVAL_JIFFIES);
+        if now.wrapping_sub((*counts).folded_jiffies) >= interval {
+            fold(counts);
         }
     }
     true
 }
 
+/// One packet into its direction's counters. A direction is mostly written
+/// from one CPU at a time, but not always (an ACK from a timer while the
+/// process sends): the counters take atomic adds.
+#[inline(always)]
+unsafe fn add(
+    counts: *mut DirectionCounts,
+    segments: u64,
+    wire_bytes: u64,
+    flags: u32,
+    jiffies: u64,
+) {
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*counts).packets, segments);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*counts).bytes, wire_bytes);
+        if (*counts).tcp_flags & flags != flags {
+            atomic_or::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*counts).tcp_flags, flags);
+        }
+        if (*counts).last_seen_jiffies != jiffies {
+            (*counts).last_seen_jiffies = jiffies;
+        }
+    }
+}
+
 /// Gives an established socket its storage, after its first established
 /// packet went through the table.
 #[inline(always)]
-pub fn start_counting(sk: *mut bpf_sock, packet: &Packet, now: u64) {
+pub fn start_counting(sk: *mut bpf_sock, packet: &Packet) {
     // Created zeroed (an existing storage is returned as it is) and filled
     // in place: a value built on the stack would not fit beside the rest.
     let counts = unsafe {
@@ -132,8 +171,7 @@ pub fn start_counting(sk: *mut bpf_sock, packet: &Packet, now: u64) {
             return;
         }
         (*counts).key = packet.key;
-        (*counts).folded_ns = now;
-        (*counts).last_seen_ns = now;
+        (*counts).folded_jiffies = bpf_jiffies64();
         // Written last: a storage without it is not counted on yet (the
         // L4 header is never at offset 0).
         (*counts).l4_offset = packet.l4_offset;
@@ -147,7 +185,7 @@ pub fn fold_on_release(sk: *mut bpf_sock) {
     let counts = unsafe { bpf_sk_storage_get(sockets_map(), sk.cast(), ptr::null_mut(), 0) }
         .cast::<SocketCounts>();
     if !counts.is_null() {
-        fold(counts, unsafe { bpf_ktime_get_coarse_ns() });
+        fold(counts);
     }
 }
 
@@ -157,21 +195,26 @@ pub fn fold_on_release(sk: *mut bpf_sock) {
 /// interval per socket), so a call of its own keeps its frame off the
 /// per-packet path's stack.
 #[inline(never)]
-fn fold(counts: *mut SocketCounts, now: u64) {
+fn fold(counts: *mut SocketCounts) {
     unsafe {
-        let since = (*counts).folded_ns;
-        (*counts).folded_ns = now;
+        let (now, now_jiffies) = (bpf_ktime_get_coarse_ns(), bpf_jiffies64());
+        let tick = ptr::read_volatile(&TICK_NS);
+        // Jiffies back to the table's clock: so many ticks before now.
+        let at = |jiffies: u64| now.saturating_sub(now_jiffies.saturating_sub(jiffies) * tick);
+        let since = at((*counts).folded_jiffies);
+        (*counts).folded_jiffies = now_jiffies;
         let take = |counter: *mut u64| atomic_xchg::<u64, { AtomicOrdering::Relaxed }>(counter, 0);
-        let packets_out = take(&raw mut (*counts).packets_out);
+        let take_flags =
+            |flags: *mut u32| atomic_xchg::<u32, { AtomicOrdering::Relaxed }>(flags, 0);
+        let (egress, ingress) = (&raw mut (*counts).egress, &raw mut (*counts).ingress);
+        let packets_out = take(&raw mut (*egress).packets);
         let delta = Delta {
-            packets_in: take(&raw mut (*counts).packets_in),
+            packets_in: take(&raw mut (*ingress).packets),
             packets_out,
-            bytes_in: take(&raw mut (*counts).bytes_in),
-            bytes_out: take(&raw mut (*counts).bytes_out),
-            tcp_flags: atomic_xchg::<u32, { AtomicOrdering::Relaxed }>(
-                &raw mut (*counts).tcp_flags,
-                0,
-            ),
+            bytes_in: take(&raw mut (*ingress).bytes),
+            bytes_out: take(&raw mut (*egress).bytes),
+            tcp_flags: take_flags(&raw mut (*egress).tcp_flags)
+                | take_flags(&raw mut (*ingress).tcp_flags),
             initiator: INITIATOR_UNKNOWN,
             // Only read if the table lost the entry (idle-removed) meanwhile.
             first_dir: if packets_out != 0 {
@@ -180,7 +223,9 @@ fn fold(counts: *mut SocketCounts, now: u64) {
                 DIR_INGRESS
             },
             first_seen_ns: since,
-            last_seen_ns: (*counts).last_seen_ns,
+            last_seen_ns: at((*egress)
+                .last_seen_jiffies
+                .max((*ingress).last_seen_jiffies)),
         };
         if delta.packets_in != 0 || delta.packets_out != 0 {
             // Only fails when the reader removed the entry as idle and the

@@ -143,6 +143,11 @@ pub struct Inventory {
     pub selectors: BTreeMap<WorkloadRef, BTreeMap<String, String>>,
     pods_by_uid: HashMap<String, usize>,
     pods_by_ip: HashMap<IpAddr, Vec<usize>>,
+    /// Indexes into `pods` per namespace (Services select within theirs).
+    pods_by_namespace: HashMap<String, Vec<usize>>,
+    pods_by_workload: HashMap<WorkloadRef, Vec<usize>>,
+    services_by_ip: HashMap<IpAddr, usize>,
+    nodes_by_ip: HashMap<IpAddr, usize>,
 }
 
 /// Raw objects of one list (or of the live watches), before owners are
@@ -197,6 +202,12 @@ impl Inventory {
                     addresses.push(gateway);
                 }
             }
+            for address in &addresses {
+                inventory
+                    .nodes_by_ip
+                    .entry(*address)
+                    .or_insert(inventory.nodes.len());
+            }
             inventory.nodes.push(NodeEntry {
                 name: node.metadata.name.clone().unwrap_or_default(),
                 addresses,
@@ -215,12 +226,28 @@ impl Inventory {
             for ip in &entry.ips {
                 inventory.pods_by_ip.entry(*ip).or_default().push(index);
             }
+            inventory
+                .pods_by_namespace
+                .entry(entry.namespace.clone())
+                .or_default()
+                .push(index);
+            inventory
+                .pods_by_workload
+                .entry(entry.workload.clone())
+                .or_default()
+                .push(index);
             inventory.pods.push(entry);
         }
         for service in &objects.services {
             if let Some(mut entry) = service_entry(service) {
                 if entry.selector.is_empty() {
                     add_endpoint_slices(&mut entry, &objects.endpoint_slices);
+                }
+                for ip in &entry.cluster_ips {
+                    inventory
+                        .services_by_ip
+                        .entry(*ip)
+                        .or_insert(inventory.services.len());
                 }
                 inventory.services.push(entry);
             }
@@ -250,13 +277,34 @@ impl Inventory {
     }
 
     pub fn node_by_ip(&self, ip: IpAddr) -> Option<&NodeEntry> {
-        self.nodes.iter().find(|node| node.addresses.contains(&ip))
+        self.nodes_by_ip.get(&ip).map(|&index| &self.nodes[index])
     }
 
     pub fn service_by_ip(&self, ip: IpAddr) -> Option<&ServiceEntry> {
-        self.services
-            .iter()
-            .find(|service| service.cluster_ips.contains(&ip))
+        self.services_by_ip
+            .get(&ip)
+            .map(|&index| &self.services[index])
+    }
+
+    /// The pods of `namespace`.
+    pub fn pods_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a PodEntry> + 'a {
+        self.pods_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|&index| &self.pods[index])
+    }
+
+    /// The pods of `workload`.
+    pub fn pods_of<'a>(
+        &'a self,
+        workload: &WorkloadRef,
+    ) -> impl Iterator<Item = &'a PodEntry> + 'a {
+        self.pods_by_workload
+            .get(workload)
+            .into_iter()
+            .flatten()
+            .map(|&index| &self.pods[index])
     }
 
     /// The pods a Service selects.
@@ -264,9 +312,8 @@ impl Inventory {
         &'a self,
         service: &'a ServiceEntry,
     ) -> impl Iterator<Item = &'a PodEntry> + 'a {
-        self.pods.iter().filter(move |pod| {
-            pod.namespace == service.namespace
-                && !service.selector.is_empty()
+        self.pods_in(&service.namespace).filter(move |pod| {
+            !service.selector.is_empty()
                 && service
                     .selector
                     .iter()
@@ -322,9 +369,8 @@ impl Inventory {
             .endpoint_pods
             .iter()
             .filter_map(|pod_name| {
-                self.pods
-                    .iter()
-                    .find(|pod| pod.namespace == service.namespace && &pod.name == pod_name)
+                self.pods_in(&service.namespace)
+                    .find(|pod| &pod.name == pod_name)
             })
             .map(|pod| (pod.workload.clone(), target))
             .collect();

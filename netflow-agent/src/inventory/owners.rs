@@ -1,32 +1,57 @@
 //! Who owns a pod, as users name it: ReplicaSet -> Deployment, Job ->
 //! CronJob, StatefulSet, DaemonSet, or the bare pod.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::Job,
+        core::v1::Pod,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 
 use super::{Objects, PER_POD_LABELS, WorkloadRef};
 
-/// Owner chains: ReplicaSet -> Deployment, Job -> CronJob.
+/// Objects of one kind by namespace and name.
+type ByName<'a, T> = HashMap<(&'a str, &'a str), &'a T>;
+
+/// Owner chains: ReplicaSet -> Deployment, Job -> CronJob. Each kind is
+/// indexed once: a cluster's pods each look their owners up.
 pub(super) struct Owners<'a> {
-    objects: &'a Objects,
+    replica_sets: ByName<'a, ReplicaSet>,
+    jobs: ByName<'a, Job>,
+    deployments: ByName<'a, Deployment>,
+    stateful_sets: ByName<'a, StatefulSet>,
+    daemon_sets: ByName<'a, DaemonSet>,
+}
+
+fn by_name<T>(items: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> ByName<'_, T> {
+    let mut index = HashMap::with_capacity(items.len());
+    for item in items {
+        let meta = meta(item);
+        if let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) {
+            // The first of duplicates, as a scan would find it.
+            index.entry((namespace, name)).or_insert(item);
+        }
+    }
+    index
 }
 
 impl<'a> Owners<'a> {
     pub(super) fn new(objects: &'a Objects) -> Self {
-        Self { objects }
+        Self {
+            replica_sets: by_name(&objects.replica_sets, |o| &o.metadata),
+            jobs: by_name(&objects.jobs, |o| &o.metadata),
+            deployments: by_name(&objects.deployments, |o| &o.metadata),
+            stateful_sets: by_name(&objects.stateful_sets, |o| &o.metadata),
+            daemon_sets: by_name(&objects.daemon_sets, |o| &o.metadata),
+        }
     }
 
-    fn find<'o, T>(
-        items: &'o [T],
-        meta: impl Fn(&T) -> &ObjectMeta,
-        namespace: &str,
-        name: &str,
-    ) -> Option<&'o T> {
-        items.iter().find(|item| {
-            let meta = meta(item);
-            meta.namespace.as_deref() == Some(namespace) && meta.name.as_deref() == Some(name)
-        })
+    fn find<'o, T>(index: &ByName<'o, T>, namespace: &str, name: &str) -> Option<&'o T> {
+        index.get(&(namespace, name)).copied()
     }
 
     /// The workload owning a pod (through its controller reference).
@@ -54,12 +79,7 @@ impl<'a> Owners<'a> {
         };
         match owner.kind.as_str() {
             "ReplicaSet" => {
-                let replica_set = Self::find(
-                    &self.objects.replica_sets,
-                    |rs| &rs.metadata,
-                    &namespace,
-                    &owner.name,
-                );
+                let replica_set = Self::find(&self.replica_sets, &namespace, &owner.name);
                 let deployment = replica_set
                     .and_then(|rs| rs.metadata.owner_references.as_ref())
                     .and_then(|owners| owners.iter().find(|o| o.kind == "Deployment"))
@@ -79,12 +99,7 @@ impl<'a> Owners<'a> {
                 }
             }
             "Job" => {
-                let job = Self::find(
-                    &self.objects.jobs,
-                    |job| &job.metadata,
-                    &namespace,
-                    &owner.name,
-                );
+                let job = Self::find(&self.jobs, &namespace, &owner.name);
                 let cron_job = job
                     .and_then(|job| job.metadata.owner_references.as_ref())
                     .and_then(|owners| owners.iter().find(|o| o.kind == "CronJob"))
@@ -106,25 +121,18 @@ impl<'a> Owners<'a> {
     ) -> BTreeMap<String, String> {
         let (namespace, name) = (workload.namespace.as_str(), workload.name.as_str());
         let match_labels = match workload.kind.as_str() {
-            "Deployment" => Self::find(&self.objects.deployments, |d| &d.metadata, namespace, name)
+            "Deployment" => Self::find(&self.deployments, namespace, name)
                 .and_then(|d| d.spec.as_ref())
                 .and_then(|spec| spec.selector.match_labels.clone()),
-            "StatefulSet" => Self::find(
-                &self.objects.stateful_sets,
-                |s| &s.metadata,
-                namespace,
-                name,
-            )
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|spec| spec.selector.match_labels.clone()),
-            "DaemonSet" => Self::find(&self.objects.daemon_sets, |d| &d.metadata, namespace, name)
+            "StatefulSet" => Self::find(&self.stateful_sets, namespace, name)
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|spec| spec.selector.match_labels.clone()),
+            "DaemonSet" => Self::find(&self.daemon_sets, namespace, name)
                 .and_then(|d| d.spec.as_ref())
                 .and_then(|spec| spec.selector.match_labels.clone()),
-            "ReplicaSet" => {
-                Self::find(&self.objects.replica_sets, |r| &r.metadata, namespace, name)
-                    .and_then(|r| r.spec.as_ref())
-                    .and_then(|spec| spec.selector.match_labels.clone())
-            }
+            "ReplicaSet" => Self::find(&self.replica_sets, namespace, name)
+                .and_then(|r| r.spec.as_ref())
+                .and_then(|spec| spec.selector.match_labels.clone()),
             // Job selectors name one run (controller-uid): the pod template's
             // own labels select every run of the workload.
             _ => None,

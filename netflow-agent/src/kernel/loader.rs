@@ -17,7 +17,7 @@ use aya::{
 };
 use netflow_common::{
     DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats,
-    INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
+    INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG, TICK_NS_GLOBAL,
 };
 
 /// How often a busy socket's counts reach the table unless the caller says
@@ -116,12 +116,13 @@ impl Probe {
         }
         // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
         raise_memlock_limit();
-        let fold_interval_ns = u64::try_from(fold_interval.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let tick_ns = kernel_tick_ns();
+        let fold_interval_jiffies =
+            (u64::try_from(fold_interval.as_nanos()).unwrap_or(u64::MAX) / tick_ns).max(1);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS_MAP, flow_entries)
-            .override_global(FOLD_INTERVAL_GLOBAL, &fold_interval_ns, true)
+            .override_global(FOLD_INTERVAL_GLOBAL, &fold_interval_jiffies, true)
+            .override_global(TICK_NS_GLOBAL, &tick_ns, true)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         for name in [EGRESS_PROG, INGRESS_PROG] {
@@ -296,6 +297,23 @@ impl Probe {
         self.ebpf
             .take_map(name)
             .ok_or(LoadError::MissingMap { name })
+    }
+}
+
+/// The kernel's tick (1/HZ) in ns: the resolution of the coarse clocks,
+/// which advance once per tick.
+fn kernel_tick_ns() -> u64 {
+    let mut resolution = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes one timespec through a valid pointer.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut resolution) } == 0;
+    let tick = resolution.tv_sec as u64 * 1_000_000_000 + resolution.tv_nsec as u64;
+    if ok && tick > 0 {
+        tick
+    } else {
+        netflow_common::DEFAULT_TICK_NS
     }
 }
 

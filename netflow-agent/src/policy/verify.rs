@@ -65,9 +65,8 @@ fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>> {
                 name: endpoint.name.clone(),
             };
             inventory
-                .pods
-                .iter()
-                .filter(|pod| pod.workload == workload && !pod.host_network)
+                .pods_of(&workload)
+                .filter(|pod| !pod.host_network)
                 .map(End::Pod)
                 .collect()
         }

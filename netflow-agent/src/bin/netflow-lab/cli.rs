@@ -43,6 +43,19 @@ pub enum Command {
         /// Rounds; each mode runs once per round, interleaved.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Synthetic cluster sizes for the userspace part, WORKLOADS:EDGES.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "100:1000,1000:10000,10000:100000,10000:1000000"
+        )]
+        scale: Vec<crate::bench::scale::Size>,
+        /// Flow records per graph build (at least one per edge).
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Run only this part.
+        #[arg(long, value_enum)]
+        only: Option<crate::bench::Part>,
     },
     /// Test peer: a stand-in for a pod process (used by tests, the lab and the benchmark).
     #[command(hide = true)]

@@ -29,7 +29,19 @@ fn main() -> ExitCode {
                     out,
                     agent_image,
                 } => lab::run::run(&scenario, &out, agent_image.as_deref()).map(|_| ()),
-                Command::Bench { seconds, rounds } => bench::run(seconds, rounds),
+                Command::Bench {
+                    seconds,
+                    rounds,
+                    scale,
+                    records,
+                    only,
+                } => bench::run(&bench::Options {
+                    seconds,
+                    rounds,
+                    scale,
+                    records,
+                    only,
+                }),
                 Command::Peer(_) => unreachable!("matched above"),
             }
         }

@@ -15,7 +15,7 @@ pub mod baseline;
 pub mod cilium;
 pub mod kubernetes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::{
     api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -196,8 +196,16 @@ pub fn generate_with<F: Flavor>(
 ) -> Result<PolicySet<F::Policy>, GenerateError> {
     let dns = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
     let (edges, workloads) = scope(graph, options);
+    let mut by_server: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (index, (client, server, _)) in edges.iter().enumerate() {
+        by_server.entry(server.id.as_str()).or_default().push(index);
+        by_client.entry(client.id.as_str()).or_default().push(index);
+    }
     let inputs = Inputs {
         edges,
+        by_server,
+        by_client,
         dns,
         unselectable: unselectable(graph, inventory),
         allow_one_way_udp: options.allow_one_way_udp,
@@ -289,9 +297,8 @@ fn unselectable(graph: &CommGraph, inventory: &Inventory) -> BTreeMap<String, St
             );
             continue;
         }
-        let other = inventory.pods.iter().find(|pod| {
+        let other = inventory.pods_in(namespace).find(|pod| {
             pod.ended.is_none()
-                && pod.namespace == *namespace
                 && endpoint
                     .labels
                     .iter()
@@ -355,6 +362,10 @@ pub fn host_cidrs(endpoint: &Endpoint) -> Vec<String> {
 struct Inputs<'g> {
     /// The edges the options keep.
     edges: Vec<(&'g Endpoint, &'g Endpoint, &'g Edge)>,
+    /// Indexes into `edges` by the server's and by the client's id, in
+    /// `edges` order: a workload's rules read its own edges only.
+    by_server: HashMap<&'g str, Vec<usize>>,
+    by_client: HashMap<&'g str, Vec<usize>>,
     dns: ClusterDns,
     /// Workloads no selector names alone, with why (see [`unselectable`]).
     unselectable: BTreeMap<String, String>,
@@ -496,15 +507,21 @@ fn rules<P: PartialEq>(
     let mut by_peer: BTreeMap<String, Rule<P>> = BTreeMap::new();
     let Inputs {
         edges,
+        by_server,
+        by_client,
         dns,
         unselectable,
         allow_one_way_udp,
     } = inputs;
-    for (client, server, edge) in edges {
+    let own_edges = match direction {
+        Direction::Ingress => by_server.get(workload.id.as_str()),
+        Direction::Egress => by_client.get(workload.id.as_str()),
+    };
+    for &index in own_edges.into_iter().flatten() {
+        let (client, server, edge) = &edges[index];
         let peer = match direction {
-            Direction::Ingress if server.id == workload.id => *client,
-            Direction::Egress if client.id == workload.id => *server,
-            _ => continue,
+            Direction::Ingress => *client,
+            Direction::Egress => *server,
         };
         let Some(protocol) = edge.key.protocol.policy_name().map(str::to_string) else {
             // ICMP and the like: no policy API has a port rule for them.

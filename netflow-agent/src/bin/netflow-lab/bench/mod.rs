@@ -17,6 +17,7 @@
 
 mod cpu;
 mod per_run;
+pub mod scale;
 mod stats;
 
 use std::{
@@ -70,7 +71,51 @@ struct BenchReport {
     seconds: f64,
 }
 
-pub fn run(seconds: f64, rounds: usize) -> anyhow::Result<()> {
+/// Which parts of the benchmark to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// What recording costs packets (rates, CPU, the programs' own time).
+    Kernel,
+    /// The agent's commands on synthetic clusters of the `--scale` sizes.
+    Scale,
+}
+
+pub struct Options {
+    pub seconds: f64,
+    pub rounds: usize,
+    pub scale: Vec<scale::Size>,
+    pub records: usize,
+    pub only: Option<Part>,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if options.only != Some(Part::Scale) {
+        run_kernel(options.seconds, options.rounds)?;
+    }
+    if options.only != Some(Part::Kernel) {
+        let agent = crate::agent_binary()?;
+        let dir = tempfile_dir("netflow-scale")?;
+        let mut rows = Vec::new();
+        for size in &options.scale {
+            let row = scale::measure_size(&agent, &dir, *size, options.records);
+            eprintln!("scale {}:{} done", size.workloads, size.edges);
+            rows.push(row?);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        scale::print(&rows);
+    }
+    Ok(())
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn run_kernel(seconds: f64, rounds: usize) -> anyhow::Result<()> {
     let lab = std::env::current_exe().context("cannot find the netflow-lab binary")?;
     let agent = crate::agent_binary()?;
     if Command::new("tcpdump").arg("--version").output().is_err() {

@@ -2,6 +2,11 @@
 //! program on one crafted packet `repeat` times and the kernel reports the
 //! mean time per run. No scheduler, no softirq, no other traffic: the
 //! numbers move little from run to run, unlike rates between namespaces.
+//!
+//! The kernel gives a test run a socket of its own that is never
+//! ESTABLISHED, so these runs take the table path (what a connection's first
+//! packets, UDP and socketless packets cost); the per-socket path of
+//! established TCP is measured under real traffic (`CostRounds`).
 
 use aya::programs::{TestRun, TestRunOptions};
 use netflow_agent::{
@@ -74,15 +79,15 @@ pub fn measure() -> anyhow::Result<Vec<Case>> {
             ns_per_run: mean_ns(&probe, FLOOR_PROG, &established4, REPEAT)?,
         },
         Case {
-            name: "IPv4 TCP, existing connection, ingress",
+            name: "IPv4 TCP, known connection, table path, ingress",
             ns_per_run: mean_ns(&probe, INGRESS_PROG, &established4, REPEAT)?,
         },
         Case {
-            name: "IPv4 TCP, existing connection, egress",
+            name: "IPv4 TCP, known connection, table path, egress",
             ns_per_run: mean_ns(&probe, EGRESS_PROG, &established4, REPEAT)?,
         },
         Case {
-            name: "IPv6 TCP, existing connection, ingress",
+            name: "IPv6 TCP, known connection, table path, ingress",
             ns_per_run: mean_ns(&probe, INGRESS_PROG, &established6, REPEAT)?,
         },
         Case {

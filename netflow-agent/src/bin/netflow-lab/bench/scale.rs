@@ -1,0 +1,392 @@
+//! Userspace at scale: synthetic clusters of a given size, the agent's own
+//! commands run on them as the user runs them (`graph build`, `policy
+//! generate`, `policy verify`), each a child process measured for wall time
+//! and peak memory (`wait4`'s maximum RSS).
+//!
+//! A synthetic cluster: `workloads` Deployments of 2 pods each in one
+//! namespace per 50 workloads, each with a Service; a tenth of them are hubs
+//! that receive half of the edges (as databases and shared APIs do). The flow
+//! log holds one record per edge, half through the server's Service and half
+//! to a pod directly, repeated up to at least `records` records, so `graph
+//! build` rebuilds exactly the intended edges.
+
+use std::{
+    collections::HashSet,
+    fs::{self, File},
+    io::{BufWriter, Write as _},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+/// One size to measure: workloads and distinct edges.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    pub workloads: usize,
+    pub edges: usize,
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (workloads, edges) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?}: expected WORKLOADS:EDGES"))?;
+        let parse = |what: &str, value: &str| {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{text:?}: {what} must be a positive number"))
+        };
+        let size = Size {
+            workloads: parse("workloads", workloads)?,
+            edges: parse("edges", edges)?,
+        };
+        // Each client reaches distinct (server, port) pairs.
+        if size.edges > size.workloads * size.workloads {
+            return Err(format!(
+                "{text:?}: at most workloads^2 edges fit among {} workloads",
+                size.workloads
+            ));
+        }
+        Ok(size)
+    }
+}
+
+/// What one command took.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub seconds: f64,
+    pub max_rss_bytes: u64,
+}
+
+/// The figures of one size.
+#[derive(Debug)]
+pub struct ScaleRow {
+    pub size: Size,
+    pub records: usize,
+    pub build: Measured,
+    pub generate: Measured,
+    pub verify: Measured,
+    pub graph_bytes: u64,
+}
+
+/// Hubs: the first tenth of the workloads.
+fn hubs(workloads: usize) -> usize {
+    (workloads / 10).max(1)
+}
+
+fn namespace_of(workload: usize) -> usize {
+    workload / 50
+}
+
+/// Port each workload serves on besides 8080 (databases, caches, APIs).
+const SERVER_PORTS: [u16; 4] = [8080, 5432, 6379, 9090];
+
+fn port_of(workload: usize) -> u16 {
+    SERVER_PORTS[workload % SERVER_PORTS.len()]
+}
+
+fn pod_ip(workload: usize, replica: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 1)) + (2 * workload + replica) as u32)
+}
+
+/// A UUID-shaped uid, as kubelet's cgroup paths carry it.
+fn pod_uid(workload: usize, replica: usize) -> String {
+    format!("{workload:08x}-0000-4000-8000-{replica:012x}")
+}
+
+fn service_ip(workload: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 20, 0, 1)) + workload as u32)
+}
+
+/// A small deterministic generator (xorshift64*): the same cluster every run.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % bound
+    }
+}
+
+/// The inventory, as `kubectl get ... -A -o json` prints it.
+fn write_inventory(path: &Path, workloads: usize) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    write!(out, r#"{{"apiVersion":"v1","kind":"List","items":["#)?;
+    let mut first = true;
+    let mut item = |out: &mut BufWriter<File>, value: serde_json::Value| -> anyhow::Result<()> {
+        if !std::mem::take(&mut first) {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &value)?;
+        Ok(())
+    };
+    for namespace in 0..=namespace_of(workloads - 1) {
+        item(
+            &mut out,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("ns{namespace}")}}),
+        )?;
+    }
+    for node in 0..10 {
+        item(
+            &mut out,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node{node}")},
+                "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.0.{}", node + 1)}]}}),
+        )?;
+    }
+    for workload in 0..workloads {
+        let namespace = format!("ns{}", namespace_of(workload));
+        let name = format!("w{workload}");
+        let labels = json!({"app": name, "tier": format!("t{}", workload % 5)});
+        let ports: Vec<_> = [8080, port_of(workload)]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|port| json!({"containerPort": port, "protocol": "TCP"}))
+            .collect();
+        item(
+            &mut out,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace, "uid": format!("d{workload}")},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": labels}}}}),
+        )?;
+        item(
+            &mut out,
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": format!("{name}-rs"), "namespace": namespace, "uid": format!("rs{workload}"),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                        "uid": format!("d{workload}"), "controller": true}]},
+                "spec": {"selector": {"matchLabels": {"app": name}}}}),
+        )?;
+        for replica in 0..2 {
+            item(
+                &mut out,
+                json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("{name}-{replica}"), "namespace": namespace,
+                        "uid": pod_uid(workload, replica), "labels": labels,
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                            "name": format!("{name}-rs"), "uid": format!("rs{workload}"), "controller": true}]},
+                    "spec": {"nodeName": format!("node{}", workload % 10),
+                        "containers": [{"name": "app", "image": "app", "ports": ports}]},
+                    "status": {"phase": "Running", "podIP": pod_ip(workload, replica).to_string(),
+                        "podIPs": [{"ip": pod_ip(workload, replica).to_string()}]}}),
+            )?;
+        }
+        item(
+            &mut out,
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"clusterIP": service_ip(workload).to_string(), "selector": {"app": name},
+                    "ports": [{"name": "main", "port": 80, "targetPort": port_of(workload), "protocol": "TCP"}]}}),
+        )?;
+    }
+    out.write_all(b"]}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The edges: distinct (client, server) pairs, half of them to a hub.
+fn edges(size: Size) -> Vec<(usize, usize)> {
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let hubs = hubs(size.workloads);
+    let mut seen = HashSet::with_capacity(size.edges);
+    let mut edges = Vec::with_capacity(size.edges);
+    let mut client = 0;
+    while edges.len() < size.edges {
+        let server = if random.below(2) == 0 {
+            random.below(hubs)
+        } else {
+            random.below(size.workloads)
+        };
+        if seen.insert((client, server)) {
+            edges.push((client, server));
+            client = (client + 1) % size.workloads;
+        }
+    }
+    edges
+}
+
+/// The flow log: each edge's connection as its client's node recorded it.
+fn write_flow_log(path: &Path, edges: &[(usize, usize)], records: usize) -> anyhow::Result<usize> {
+    let mut out = BufWriter::new(File::create(path)?);
+    let mut written = 0;
+    let mut round = 0u32;
+    while written < records.max(edges.len()) {
+        for (index, &(client, server)) in edges.iter().enumerate() {
+            // Every other edge through its Service, the others to a pod.
+            let (remote_ip, remote_port) = if index % 2 == 0 {
+                (service_ip(server), 80)
+            } else {
+                (pod_ip(server, index % 4 / 2), port_of(server))
+            };
+            let local_port = 32768 + ((index as u32 + round * 7919) % 28000) as u16;
+            let replica = round as usize % 2;
+            writeln!(
+                out,
+                r#"{{"type":"flow","ts":"2026-11-20T10:00:00Z","cgroup_id":0,"cgroup":"/kubepods/besteffort/pod{}/c0ffee","protocol":"TCP","local":{{"ip":"{}","port":{local_port}}},"remote":{{"ip":"{remote_ip}","port":{remote_port}}},"initiator":"local","client":"local","client_basis":"tcp_syn","packets_in":5,"packets_out":6,"bytes_in":900,"bytes_out":700,"first_seen":"2026-11-20T09:59:58Z","last_seen":"2026-11-20T09:59:59Z","handshake":"established","newly_established":true,"new":true,"ended":true}}"#,
+                pod_uid(client, replica),
+                pod_ip(client, replica),
+            )?;
+            written += 1;
+            if written >= records.max(edges.len()) {
+                break;
+            }
+        }
+        round += 1;
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+/// Runs the agent with `args`, measuring its wall time and peak RSS.
+fn measure(agent: &Path, args: &[&str], expect_success: bool) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let child = Command::new(agent)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", agent.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, with valid out-pointers.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    if waited != pid {
+        bail!(
+            "wait4 on {}: {}",
+            agent.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if expect_success && !ok {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        bail!(
+            "netflow-agent {} failed (status {status}): {stderr}",
+            args.join(" ")
+        );
+    }
+    Ok(Measured {
+        seconds,
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+    })
+}
+
+/// Builds, generates and verifies one synthetic cluster of `size`, its flow
+/// log holding at least `records` records.
+pub fn measure_size(
+    agent: &Path,
+    dir: &Path,
+    size: Size,
+    records: usize,
+) -> anyhow::Result<ScaleRow> {
+    fs::create_dir_all(dir)?;
+    let path = |name: &str| -> PathBuf { dir.join(name) };
+    let text = |path: &PathBuf| path.to_string_lossy().into_owned();
+    let (inventory, flows, graph, policies) = (
+        path("inventory.json"),
+        path("flows.jsonl"),
+        path("graph.json"),
+        path("policies"),
+    );
+    write_inventory(&inventory, size.workloads)?;
+    let edges = edges(size);
+    let records = write_flow_log(&flows, &edges, records)?;
+    drop(edges);
+    let build = measure(
+        agent,
+        &[
+            "graph",
+            "build",
+            "--flows",
+            &text(&flows),
+            "--inventory",
+            &text(&inventory),
+            "-o",
+            &text(&graph),
+        ],
+        true,
+    )?;
+    let generate = measure(
+        agent,
+        &[
+            "policy",
+            "generate",
+            "--graph",
+            &text(&graph),
+            "--inventory",
+            &text(&inventory),
+            "--out",
+            &text(&policies),
+        ],
+        true,
+    )?;
+    // Exit 0 only when every edge is allowed: the policies must cover them all.
+    let verify = measure(
+        agent,
+        &[
+            "policy",
+            "verify",
+            "--graph",
+            &text(&graph),
+            "--policies",
+            &text(&policies),
+            "--inventory",
+            &text(&inventory),
+        ],
+        true,
+    )?;
+    let graph_bytes = fs::metadata(&graph)?.len();
+    Ok(ScaleRow {
+        size,
+        records,
+        build,
+        generate,
+        verify,
+        graph_bytes,
+    })
+}
+
+pub fn print(rows: &[ScaleRow]) {
+    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!();
+    println!("Userspace at scale (synthetic clusters, 2 pods per workload, hub services):");
+    println!();
+    println!(
+        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        let rate = row.records as f64 / row.build.seconds.max(f64::EPSILON);
+        println!(
+            "| {}, {} | {:.2} s, {:.0} MB ({} records) | {:.0} | {:.2} s, {:.0} MB | {:.2} s, {:.0} MB | {:.0} B |",
+            row.size.workloads,
+            row.size.edges,
+            row.build.seconds,
+            mb(row.build.max_rss_bytes),
+            row.records,
+            rate,
+            row.generate.seconds,
+            mb(row.generate.max_rss_bytes),
+            row.verify.seconds,
+            mb(row.verify.max_rss_bytes),
+            row.graph_bytes as f64 / row.size.edges as f64,
+        );
+    }
+}
