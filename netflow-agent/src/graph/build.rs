@@ -9,10 +9,15 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
+use std::{collections::HashMap, net::IpAddr};
+
+use petgraph::graph::NodeIndex;
+
 use super::{CommGraph, EdgeKey, EdgeStats, Volume};
 use crate::{
-    identity::{self, Identity},
-    model::{EndpointKind, FlowRecord, Handshake, Side, utc_day},
+    identity::{self, Identity, Named},
+    inventory::WorkloadRef,
+    model::{EndpointKind, FlowRecord, Handshake, Protocol, Side, utc_day},
 };
 
 /// What a build saw, for the user to check coverage.
@@ -40,17 +45,118 @@ pub fn add_flows(
     identity: &Identity<'_>,
     flows: &[FlowRecord],
 ) -> BuildReport {
-    let mut report = BuildReport::default();
+    let mut builder = Builder::new(graph, identity);
     for flow in flows {
-        report.flow_records += 1;
+        builder.add(flow);
+    }
+    builder.report
+}
+
+/// Flow records into a graph, one at a time (logs are streamed through it,
+/// never held whole). It keeps the graph node of every end it has named: a
+/// week's log names the same few thousand ends millions of times, and
+/// building an endpoint (ids, labels) costs far more than finding its node.
+pub struct Builder<'g, 'a> {
+    graph: &'g mut CommGraph,
+    identity: &'g Identity<'a>,
+    pub report: BuildReport,
+    workloads: HashMap<&'a WorkloadRef, NodeIndex>,
+    /// Local ends by address, then cgroup path (`""` for none): the node and
+    /// whether the inventory named it.
+    locals: HashMap<IpAddr, HashMap<String, (NodeIndex, bool)>>,
+    /// A Service's backends on a port: they do not change with time.
+    services: HashMap<(IpAddr, u16, Protocol), Vec<(NodeIndex, u16)>>,
+}
+
+impl<'g, 'a> Builder<'g, 'a> {
+    pub fn new(graph: &'g mut CommGraph, identity: &'g Identity<'a>) -> Self {
+        Self {
+            graph,
+            identity,
+            report: BuildReport::default(),
+            workloads: HashMap::new(),
+            locals: HashMap::new(),
+            services: HashMap::new(),
+        }
+    }
+
+    fn node(&mut self, named: Named<'a>) -> NodeIndex {
+        match named {
+            Named::Workload(workload) => {
+                if let Some(&index) = self.workloads.get(workload) {
+                    return index;
+                }
+                let index = self
+                    .graph
+                    .upsert_endpoint(self.identity.endpoint(Named::Workload(workload)));
+                self.workloads.insert(workload, index);
+                index
+            }
+            Named::Other(endpoint) => self.graph.upsert_endpoint(endpoint),
+        }
+    }
+
+    /// The local end's node; counted when the inventory does not name it.
+    fn local(&mut self, flow: &FlowRecord) -> NodeIndex {
+        let cgroup = flow.cgroup.as_deref().unwrap_or_default();
+        let known = self
+            .locals
+            .get(&flow.local.ip)
+            .and_then(|by_cgroup| by_cgroup.get(cgroup))
+            .copied();
+        let (index, named) = match known {
+            Some(known) => known,
+            None => {
+                let named = self
+                    .identity
+                    .local_named(flow.cgroup.as_deref(), flow.local.ip);
+                let known = match named {
+                    Some(named) => (self.node(named), true),
+                    None => {
+                        let endpoint =
+                            identity::unresolved_local(flow.cgroup.as_deref(), flow.local.ip);
+                        (self.graph.upsert_endpoint(endpoint), false)
+                    }
+                };
+                self.locals
+                    .entry(flow.local.ip)
+                    .or_default()
+                    .insert(cgroup.to_string(), known);
+                known
+            }
+        };
+        if !named {
+            self.report.unresolved_local += 1;
+        }
+        index
+    }
+
+    /// The servers a client's flow reached, with the port each is reached on.
+    fn servers(&mut self, flow: &FlowRecord, protocol: &str, at: i64) -> Vec<(NodeIndex, u16)> {
+        let (ip, port) = (flow.remote.ip, flow.remote.port);
+        let service_key = (ip, port, flow.protocol);
+        if let Some(known) = self.services.get(&service_key) {
+            return known.clone();
+        }
+        let is_service = self.identity.is_service(ip);
+        let mut servers = Vec::new();
+        for (named, target) in self.identity.remote_server_named(ip, port, protocol, at) {
+            if let Named::Other(endpoint) = &named {
+                self.report.unnamed_remote += u64::from(is_unnamed(endpoint));
+            }
+            servers.push((self.node(named), target));
+        }
+        if is_service {
+            self.services.insert(service_key, servers.clone());
+        }
+        servers
+    }
+
+    pub fn add(&mut self, flow: &FlowRecord) {
+        self.report.flow_records += 1;
         let first = unix_seconds(&flow.first_seen);
         let last = unix_seconds(&flow.last_seen).max(first);
-        let local = identity
-            .local(flow.cgroup.as_deref(), flow.local.ip)
-            .unwrap_or_else(|| {
-                report.unresolved_local += 1;
-                identity::unresolved_local(flow.cgroup.as_deref(), flow.local.ip)
-            });
+        let local = self.local(flow);
         let protocol = flow.protocol.policy_name().unwrap_or_default();
         let volume = Volume {
             connections: u64::from(flow.new),
@@ -71,56 +177,47 @@ pub fn add_flows(
                 .collect(),
             ..EdgeStats::default()
         };
+        let key = |port| EdgeKey {
+            protocol: flow.protocol,
+            port,
+        };
         match flow.client {
             Side::Local => {
                 stats.seen_by_client = volume;
-                let targets =
-                    identity.remote_server(flow.remote.ip, flow.remote.port, protocol, first);
-                if targets.is_empty() {
-                    report.unresolved_service += 1;
-                    let server = identity::unresolved_local(None, flow.remote.ip);
-                    add(graph, local.clone(), server, flow, flow.remote.port, &stats);
+                let servers = self.servers(flow, protocol, first);
+                if servers.is_empty() {
+                    self.report.unresolved_service += 1;
+                    let server = self
+                        .graph
+                        .upsert_endpoint(identity::unresolved_local(None, flow.remote.ip));
+                    self.graph
+                        .observe(local, server, key(flow.remote.port), &stats);
                 }
-                for (server, port) in targets {
-                    report.unnamed_remote += u64::from(is_unnamed(&server));
-                    let mut stats = stats.clone();
-                    if server.kind == EndpointKind::External {
-                        stats.dns_names = identity.names_resolved_by(&local.id, flow.remote.ip);
+                for (server, port) in servers {
+                    if self.graph.node(server).kind == EndpointKind::External {
+                        let mut stats = stats.clone();
+                        let client_id = &self.graph.node(local).id;
+                        stats.dns_names =
+                            self.identity.names_resolved_by(client_id, flow.remote.ip);
+                        self.graph.observe(local, server, key(port), &stats);
+                    } else {
+                        self.graph.observe(local, server, key(port), &stats);
                     }
-                    add(graph, local.clone(), server, flow, port, &stats);
                 }
             }
             Side::Remote => {
                 stats.seen_by_server = volume;
-                let client = identity.remote(flow.remote.ip, first);
-                report.unnamed_remote += u64::from(is_unnamed(&client));
-                add(graph, client, local, flow, flow.local.port, &stats);
+                let named = self.identity.remote_named(flow.remote.ip, first);
+                if let Named::Other(endpoint) = &named {
+                    self.report.unnamed_remote += u64::from(is_unnamed(endpoint));
+                }
+                let client = self.node(named);
+                self.graph
+                    .observe(client, local, key(flow.local.port), &stats);
             }
-            Side::Unknown => report.undecided_direction += 1,
+            Side::Unknown => self.report.undecided_direction += 1,
         }
     }
-    report
-}
-
-fn add(
-    graph: &mut CommGraph,
-    client: super::Endpoint,
-    server: super::Endpoint,
-    flow: &FlowRecord,
-    port: u16,
-    stats: &EdgeStats,
-) {
-    let client = graph.upsert_endpoint(client);
-    let server = graph.upsert_endpoint(server);
-    graph.observe(
-        client,
-        server,
-        EdgeKey {
-            protocol: flow.protocol,
-            port,
-        },
-        stats,
-    );
 }
 
 fn unix_seconds(rfc3339: &str) -> i64 {

@@ -77,10 +77,19 @@ impl EdgeStats {
             (ours, theirs) => ours.min(theirs),
         };
         self.last_seen = self.last_seen.max(other.last_seen);
-        self.days_seen.extend(other.days_seen.iter().cloned());
+        // Clone only what is new: most observations repeat known days.
+        for day in &other.days_seen {
+            if !self.days_seen.contains(day) {
+                self.days_seen.insert(day.clone());
+            }
+        }
         self.seen_by_client.add(&other.seen_by_client);
         self.seen_by_server.add(&other.seen_by_server);
-        self.dns_names.extend(other.dns_names.iter().cloned());
+        for name in &other.dns_names {
+            if !self.dns_names.contains(name) {
+                self.dns_names.insert(name.clone());
+            }
+        }
     }
 
     /// The edge's volume: the larger of the two sides' counts.
@@ -225,6 +234,11 @@ impl CommGraph {
         }
         kept.over_budget = over_budget;
         (kept, dropped_edges.len() as u64)
+    }
+
+    /// The endpoint at a node this graph handed out.
+    pub fn node(&self, index: NodeIndex) -> &Endpoint {
+        &self.graph[index]
     }
 
     pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {

@@ -198,6 +198,12 @@ impl<'a> Identity<'a> {
     /// The local end: by cgroup path (a pod's), else the node at `local_ip`.
     /// `None` when neither names it.
     pub fn local(&self, cgroup: Option<&str>, local_ip: IpAddr) -> Option<Endpoint> {
+        self.local_named(cgroup, local_ip)
+            .map(|named| self.endpoint(named))
+    }
+
+    /// As [`Identity::local`], a workload left unbuilt (see [`Named`]).
+    pub fn local_named(&self, cgroup: Option<&str>, local_ip: IpAddr) -> Option<Named<'a>> {
         if let Some(pod) = cgroup.and_then(pod_of_cgroup) {
             let entry = self.inventory.pod_by_uid(&pod.pod_uid)?;
             if entry.host_network {
@@ -214,50 +220,75 @@ impl<'a> Identity<'a> {
                     "{}/{}/{}",
                     workload.namespace, workload.kind, workload.name
                 ));
-                return Some(endpoint);
+                return Some(Named::Other(endpoint));
             }
-            return Some(self.workload(&entry.workload));
+            return Some(Named::Workload(&entry.workload));
         }
         self.inventory
             .node_by_ip(local_ip)
-            .map(|node| node_endpoint(&node.name, &node.addresses))
+            .map(|node| Named::Other(node_endpoint(&node.name, &node.addresses)))
     }
 
     /// The remote end as a server, reached at `port`: a Service expands to the
     /// workloads behind it on their pod port.
     pub fn remote_server(&self, ip: IpAddr, port: u16, protocol: &str, at: i64) -> Vec<Target> {
+        self.remote_server_named(ip, port, protocol, at)
+            .into_iter()
+            .map(|(named, port)| (self.endpoint(named), port))
+            .collect()
+    }
+
+    /// As [`Identity::remote_server`], workloads left unbuilt.
+    pub fn remote_server_named(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        protocol: &str,
+        at: i64,
+    ) -> Vec<(Named<'a>, u16)> {
         if let Some(service) = self.inventory.service_by_ip(ip) {
             return self
                 .inventory
-                .service_backends(service, port, protocol)
+                .service_backends_of(service, port, protocol)
                 .into_iter()
-                .map(|(workload, target)| (self.workload(&workload), target))
+                .map(|(workload, target)| (Named::Workload(workload), target))
                 .collect();
         }
-        vec![(self.remote(ip, at), port)]
+        vec![(self.remote_named(ip, at), port)]
+    }
+
+    /// Whether `ip` is a Service's: its backends do not depend on time, so a
+    /// caller may keep [`Identity::remote_server_named`]'s answer.
+    pub fn is_service(&self, ip: IpAddr) -> bool {
+        self.inventory.service_by_ip(ip).is_some()
     }
 
     /// The remote end by address alone (as a client, or a non-Service server).
     pub fn remote(&self, ip: IpAddr, at: i64) -> Endpoint {
+        self.endpoint(self.remote_named(ip, at))
+    }
+
+    /// As [`Identity::remote`], a workload left unbuilt.
+    pub fn remote_named(&self, ip: IpAddr, at: i64) -> Named<'a> {
         if is_metadata(ip) {
-            return Endpoint {
+            return Named::Other(Endpoint {
                 kind: EndpointKind::Metadata,
                 ..plain(format!("metadata:{ip}"), "metadata-service", ip)
-            };
+            });
         }
         if let Some(pod) = self.inventory.pod_by_ip(ip, at) {
-            return self.workload(&pod.workload);
+            return Named::Workload(&pod.workload);
         }
         if let Some(node) = self.inventory.node_by_ip(ip) {
-            return node_endpoint(&node.name, &node.addresses);
+            return Named::Other(node_endpoint(&node.name, &node.addresses));
         }
         if self.inventory.service_by_ip(ip).is_some() {
             // A ClusterIP seen from the server side cannot happen; from the
             // client side it has no backend on this port: name it, flag it.
-            return Endpoint {
+            return Named::Other(Endpoint {
                 kind: EndpointKind::Unresolved,
                 ..plain(format!("unresolved:{ip}"), &ip.to_string(), ip)
-            };
+            });
         }
         let names = self.dns.get(&ip).cloned().unwrap_or_default();
         let name = names
@@ -265,10 +296,18 @@ impl<'a> Identity<'a> {
             .next()
             .cloned()
             .unwrap_or_else(|| ip.to_string());
-        Endpoint {
+        Named::Other(Endpoint {
             kind: EndpointKind::External,
             dns_names: names,
             ..plain(format!("external:{ip}"), &name, ip)
+        })
+    }
+
+    /// The endpoint `named` stands for.
+    pub fn endpoint(&self, named: Named<'_>) -> Endpoint {
+        match named {
+            Named::Workload(workload) => self.workload(workload),
+            Named::Other(endpoint) => endpoint,
         }
     }
 
@@ -285,6 +324,15 @@ impl<'a> Identity<'a> {
             host_workloads: BTreeSet::new(),
         }
     }
+}
+
+/// An end as the inventory names it: a workload (its endpoint built only
+/// when first needed: a graph build meets the same workloads millions of
+/// times), or any other endpoint.
+#[derive(Debug)]
+pub enum Named<'a> {
+    Workload(&'a WorkloadRef),
+    Other(Endpoint),
 }
 
 pub fn workload_id(workload: &WorkloadRef) -> String {

@@ -125,6 +125,10 @@ pub struct ServiceEntry {
     /// and each slice port by name (`""` for an unnamed port).
     pub endpoint_pods: Vec<String>,
     pub endpoint_ports: BTreeMap<String, u16>,
+    /// Indexes into the inventory's pods that the selector selects, worked
+    /// out once when the inventory is built (every flow to the Service
+    /// would otherwise compare labels across its namespace).
+    pub(crate) selected: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -243,6 +247,7 @@ impl Inventory {
                 if entry.selector.is_empty() {
                     add_endpoint_slices(&mut entry, &objects.endpoint_slices);
                 }
+                entry.selected = inventory.selecting(&entry.namespace, &entry.selector);
                 for ip in &entry.cluster_ips {
                     inventory
                         .services_by_ip
@@ -307,18 +312,31 @@ impl Inventory {
             .map(|&index| &self.pods[index])
     }
 
+    /// Indexes of the pods of `namespace` that `selector` selects (none for
+    /// an empty selector: a Service without one selects no pod).
+    fn selecting(&self, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<usize> {
+        if selector.is_empty() {
+            return Vec::new();
+        }
+        self.pods_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&index| {
+                selector
+                    .iter()
+                    .all(|(key, value)| self.pods[index].labels.get(key) == Some(value))
+            })
+            .collect()
+    }
+
     /// The pods a Service selects.
     pub fn selected_pods<'a>(
         &'a self,
         service: &'a ServiceEntry,
     ) -> impl Iterator<Item = &'a PodEntry> + 'a {
-        self.pods_in(&service.namespace).filter(move |pod| {
-            !service.selector.is_empty()
-                && service
-                    .selector
-                    .iter()
-                    .all(|(key, value)| pod.labels.get(key) == Some(value))
-        })
+        service.selected.iter().map(|&index| &self.pods[index])
     }
 
     /// The workloads behind `service` on `port`/`protocol`, each with the pod
@@ -330,6 +348,19 @@ impl Inventory {
         port: u16,
         protocol: &str,
     ) -> Vec<(WorkloadRef, u16)> {
+        self.service_backends_of(service, port, protocol)
+            .into_iter()
+            .map(|(workload, target)| (workload.clone(), target))
+            .collect()
+    }
+
+    /// As [`Inventory::service_backends`], borrowing the workloads.
+    pub fn service_backends_of<'a>(
+        &'a self,
+        service: &ServiceEntry,
+        port: u16,
+        protocol: &str,
+    ) -> Vec<(&'a WorkloadRef, u16)> {
         let Some(service_port) = service
             .ports
             .iter()
@@ -340,14 +371,16 @@ impl Inventory {
         if service.selector.is_empty() {
             return self.endpoint_backends(service, service_port);
         }
-        let mut backends: Vec<(WorkloadRef, u16)> = self
-            .selected_pods(service)
+        let mut backends: Vec<(&WorkloadRef, u16)> = service
+            .selected
+            .iter()
+            .map(|&index| &self.pods[index])
             .filter_map(|pod| {
                 let target = match &service_port.target {
                     TargetPort::Number(number) => *number,
                     TargetPort::Name(name) => pod.named_port(name, Some(&service_port.protocol))?,
                 };
-                Some((pod.workload.clone(), target))
+                Some((&pod.workload, target))
             })
             .collect();
         backends.sort();
@@ -357,22 +390,22 @@ impl Inventory {
 
     /// Backends of a Service without a selector, from its EndpointSlices: the
     /// slice port with the Service port's name is the pod port.
-    fn endpoint_backends(
-        &self,
+    fn endpoint_backends<'a>(
+        &'a self,
         service: &ServiceEntry,
         service_port: &ServicePortEntry,
-    ) -> Vec<(WorkloadRef, u16)> {
+    ) -> Vec<(&'a WorkloadRef, u16)> {
         let Some(&target) = service.endpoint_ports.get(&service_port.name) else {
             return Vec::new();
         };
-        let mut backends: Vec<(WorkloadRef, u16)> = service
+        let mut backends: Vec<(&WorkloadRef, u16)> = service
             .endpoint_pods
             .iter()
             .filter_map(|pod_name| {
                 self.pods_in(&service.namespace)
                     .find(|pod| &pod.name == pod_name)
             })
-            .map(|pod| (pod.workload.clone(), target))
+            .map(|pod| (&pod.workload, target))
             .collect();
         backends.sort();
         backends.dedup();

@@ -1,12 +1,12 @@
 //! `policy verify`: replay every observed edge against a set of policies over
 //! the inventory's pods, and measure what stays open.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use super::{
-    evaluate::{End, Evaluator, Policies, Verdict, cidr_contains},
+    evaluate::{End, Evaluator, IngressPeers, Policies, Verdict, cidr_contains, matches},
     generate::{never_allowed, proven},
 };
 use crate::{
@@ -82,6 +82,8 @@ fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>> {
 pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> VerifyReport {
     let dns = dns_names(graph);
     let evaluator = Evaluator::for_set(policies, inventory, &dns);
+    let classes = pod_classes(policies, inventory);
+    let mut checks = ClassChecks::new(&evaluator, classes.as_deref());
     let mut report = VerifyReport::default();
     let mut observed: BTreeSet<(WorkloadRef, WorkloadRef, u16, String)> = BTreeSet::new();
     for (client, server, edge) in graph.edges() {
@@ -122,7 +124,7 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             let mut allowed_any = false;
             let mut first_denial = None;
             for client_end in &clients {
-                match evaluator.check(*client_end, *server_end, edge.key.port, &protocol) {
+                match checks.check(*client_end, *server_end, edge.key.port, &protocol) {
                     Verdict::Allowed => allowed_any = true,
                     Verdict::Denied(reason) => {
                         first_denial.get_or_insert(reason);
@@ -150,7 +152,13 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             observed.insert((client, server, edge.key.port, protocol));
         }
     }
-    report.blast_radius = blast_radius(&evaluator, policies, inventory, &observed);
+    report.blast_radius = blast_radius_with(
+        &mut checks,
+        classes.as_deref(),
+        policies,
+        inventory,
+        &observed,
+    );
     report
 }
 
@@ -229,25 +237,35 @@ fn named_ranges(policies: &Policies) -> Option<Vec<String>> {
 
 /// Reachable (client pod, server pod, port) triples, counted class by
 /// class: one check stands for every pod pair of two classes.
+#[cfg(test)]
 fn blast_radius(
     evaluator: &Evaluator<'_>,
     policies: &Policies,
     inventory: &Inventory,
     observed: &BTreeSet<(WorkloadRef, WorkloadRef, u16, String)>,
 ) -> BlastRadius {
-    let pods: Vec<&PodEntry> = inventory
-        .pods
-        .iter()
-        .filter(|pod| !pod.host_network)
-        .collect();
-    let Some(ranges) = named_ranges(policies) else {
-        return blast_radius_per_pod(evaluator, &pods, observed);
-    };
-    // Pods by class, in inventory order.
+    let classes = pod_classes(policies, inventory);
+    let mut checks = ClassChecks::new(evaluator, classes.as_deref());
+    blast_radius_with(
+        &mut checks,
+        classes.as_deref(),
+        policies,
+        inventory,
+        observed,
+    )
+}
+
+/// The inventory's pods (host-network ones aside) by [`PodClass`], in
+/// inventory order; `None` when the policies name pods in ways a class key
+/// does not capture.
+fn pod_classes<'i>(
+    policies: &Policies,
+    inventory: &'i Inventory,
+) -> Option<Vec<Vec<&'i PodEntry>>> {
+    let ranges = named_ranges(policies)?;
     let mut classes: Vec<Vec<&PodEntry>> = Vec::new();
-    let mut index: std::collections::HashMap<PodClass<'_>, usize> =
-        std::collections::HashMap::new();
-    for pod in &pods {
+    let mut index: HashMap<PodClass<'_>, usize> = HashMap::new();
+    for pod in inventory.pods.iter().filter(|pod| !pod.host_network) {
         let ip_named = pod
             .ips
             .iter()
@@ -268,10 +286,95 @@ fn blast_radius(
         });
         classes[class].push(pod);
     }
+    Some(classes)
+}
+
+/// Checks whose verdicts pods of one class share: each (client class,
+/// server class, port, protocol) is evaluated once, for the edge replay and
+/// the blast radius alike.
+struct ClassChecks<'e, 'a> {
+    evaluator: &'e Evaluator<'a>,
+    /// Each classified pod's class, by the entry's address.
+    class_of: HashMap<*const PodEntry, usize>,
+    verdicts: HashMap<(usize, usize, u16, u8), Verdict>,
+}
+
+impl<'e, 'a> ClassChecks<'e, 'a> {
+    fn new(evaluator: &'e Evaluator<'a>, classes: Option<&[Vec<&PodEntry>]>) -> Self {
+        let mut class_of = HashMap::new();
+        for (class, pods) in classes.into_iter().flatten().enumerate() {
+            for pod in pods {
+                class_of.insert(std::ptr::from_ref(*pod), class);
+            }
+        }
+        Self {
+            evaluator,
+            class_of,
+            verdicts: HashMap::new(),
+        }
+    }
+
+    fn check(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> Verdict {
+        let class = |end: End<'_>| match end {
+            End::Pod(pod) => self.class_of.get(&std::ptr::from_ref(pod)).copied(),
+            End::Address(_) => None,
+        };
+        // Protocols by a small code (no key allocation per check).
+        let code = ["TCP", "UDP", "SCTP"]
+            .iter()
+            .position(|name| name.eq_ignore_ascii_case(protocol));
+        let (Some(client_class), Some(server_class), Some(code)) =
+            (class(client), class(server), code)
+        else {
+            return self.evaluator.check(client, server, port, protocol);
+        };
+        let key = (client_class, server_class, port, code as u8);
+        if let Some(verdict) = self.verdicts.get(&key) {
+            return verdict.clone();
+        }
+        let verdict = self.evaluator.check(client, server, port, protocol);
+        self.verdicts.insert(key, verdict.clone());
+        verdict
+    }
+}
+
+/// Reachable (client pod, server pod, port) triples, counted class by
+/// class, or pod by pod when there are no classes.
+fn blast_radius_with(
+    checks: &mut ClassChecks<'_, '_>,
+    classes: Option<&[Vec<&PodEntry>]>,
+    policies: &Policies,
+    inventory: &Inventory,
+    observed: &BTreeSet<(WorkloadRef, WorkloadRef, u16, String)>,
+) -> BlastRadius {
+    let pods: Vec<&PodEntry> = inventory
+        .pods
+        .iter()
+        .filter(|pod| !pod.host_network)
+        .collect();
+    let Some(classes) = classes else {
+        return blast_radius_per_pod(checks.evaluator, &pods, observed);
+    };
     let mut radius = BlastRadius::default();
     let mut beyond: BTreeSet<String> = BTreeSet::new();
-    for (client_class, clients) in classes.iter().enumerate() {
-        for (server_class, servers) in classes.iter().enumerate() {
+    // With NetworkPolicies alone, a server's ingress rules name the only
+    // clients that may reach it: the others are counted, not checked.
+    let prune = policies.cilium.is_empty() && policies.cluster_wide.is_empty();
+    let finder = CandidateFinder::new(classes, inventory);
+    let all_classes: Vec<usize> = (0..classes.len()).collect();
+    for (server_class, servers) in classes.iter().enumerate() {
+        let server = servers[0];
+        // Every server pod pairs with every other pod, on each declared port.
+        radius.pairs_before += servers.len() * (pods.len() - 1) * server.ports.len();
+        let candidates = match prune
+            .then(|| checks.evaluator.ingress_peers(server))
+            .flatten()
+        {
+            Some(rules) => finder.candidates(&rules),
+            None => all_classes.clone(),
+        };
+        for client_class in candidates {
+            let clients = &classes[client_class];
             // Pairs of two different pods (a pod is not its own peer).
             let pairs = if client_class == server_class {
                 clients
@@ -284,11 +387,10 @@ fn blast_radius(
             if pairs == 0 {
                 continue;
             }
-            let (client, server) = (clients[0], servers[0]);
+            let client = clients[0];
             for declared in &server.ports {
                 let (port, protocol) = (declared.number, declared.protocol.as_str());
-                radius.pairs_before += pairs;
-                if evaluator.check(End::Pod(client), End::Pod(server), port, protocol)
+                if checks.check(End::Pod(client), End::Pod(server), port, protocol)
                     != Verdict::Allowed
                 {
                     continue;
@@ -306,6 +408,125 @@ fn blast_radius(
     }
     radius.open_beyond_observed = beyond.into_iter().collect();
     radius
+}
+
+/// Which pod classes a list of NetworkPolicy peers may name, from indexes
+/// by namespace and by label: a superset (each candidate is still checked),
+/// never missing a class a peer matches.
+struct CandidateFinder<'c, 'a> {
+    classes: &'c [Vec<&'a PodEntry>],
+    /// Labels of each namespace that has classes, as selectors see them.
+    namespace_labels: HashMap<&'a str, BTreeMap<String, String>>,
+    by_namespace: HashMap<&'a str, Vec<usize>>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    /// Classes whose pods an address range may name.
+    addressed: Vec<usize>,
+}
+
+impl<'c, 'a> CandidateFinder<'c, 'a> {
+    fn new(classes: &'c [Vec<&'a PodEntry>], inventory: &'a Inventory) -> Self {
+        let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (index, class) in classes.iter().enumerate() {
+            let pod = class[0];
+            by_namespace.entry(&pod.namespace).or_default().push(index);
+            for (key, value) in &pod.labels {
+                by_label
+                    .entry((pod.namespace.as_str(), key.as_str(), value.as_str()))
+                    .or_default()
+                    .push(index);
+            }
+        }
+        let namespace_labels = by_namespace
+            .keys()
+            .map(|namespace| {
+                let labels = inventory
+                    .namespaces
+                    .get(*namespace)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        BTreeMap::from([(
+                            crate::inventory::NAMESPACE_NAME_LABEL.to_string(),
+                            namespace.to_string(),
+                        )])
+                    });
+                (*namespace, labels)
+            })
+            .collect();
+        Self {
+            classes,
+            namespace_labels,
+            by_namespace,
+            by_label,
+            addressed: (0..classes.len()).collect(),
+        }
+    }
+
+    /// The classes any of `rules` may admit, sorted.
+    fn candidates(&self, rules: &[IngressPeers<'_>]) -> Vec<usize> {
+        let mut found = Vec::new();
+        for (peers, policy_namespace) in rules {
+            let Some(peers) = peers else {
+                // A rule without `from` admits every source.
+                return (0..self.classes.len()).collect();
+            };
+            for peer in *peers {
+                self.add_peer(peer, policy_namespace, &mut found);
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    fn add_peer(
+        &self,
+        peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer,
+        policy_namespace: &str,
+        found: &mut Vec<usize>,
+    ) {
+        if peer.ip_block.is_some() {
+            // Which pods a range covers is the check's to say.
+            found.extend(self.addressed.iter().copied());
+            return;
+        }
+        let selected_namespace = |namespace: &&str| {
+            peer.namespace_selector.as_ref().is_none_or(|selector| {
+                self.namespace_labels
+                    .get(namespace)
+                    .is_some_and(|labels| matches(selector, labels))
+            })
+        };
+        // A selector naming the namespace by name (as generated policies
+        // do) is looked up, not matched against every namespace.
+        let by_name = peer
+            .namespace_selector
+            .as_ref()
+            .and_then(|selector| selector.match_labels.as_ref())
+            .and_then(|labels| labels.get(crate::inventory::NAMESPACE_NAME_LABEL));
+        let namespaces: Vec<&str> = match (&peer.namespace_selector, by_name) {
+            (None, _) => vec![policy_namespace],
+            (Some(_), Some(name)) => vec![name.as_str()],
+            (Some(_), None) => self.by_namespace.keys().copied().collect(),
+        };
+        let namespaces = namespaces.into_iter().filter(selected_namespace);
+        let selector = peer.pod_selector.as_ref();
+        let first_label = selector
+            .and_then(|selector| selector.match_labels.as_ref())
+            .and_then(|labels| labels.iter().next());
+        for namespace in namespaces {
+            let in_namespace: &[usize] = match first_label {
+                Some((key, value)) => self
+                    .by_label
+                    .get(&(namespace, key.as_str(), value.as_str()))
+                    .map_or(&[], Vec::as_slice),
+                None => self.by_namespace.get(namespace).map_or(&[], Vec::as_slice),
+            };
+            found.extend(in_namespace.iter().copied().filter(|&class| {
+                selector.is_none_or(|selector| matches(selector, &self.classes[class][0].labels))
+            }));
+        }
+    }
 }
 
 /// One pair left open that no observed edge stands for, by workload.
@@ -403,6 +624,75 @@ mod tests {
         assert_eq!(by_class.pairs_after, by_pod.pairs_after);
         assert_eq!(by_class.open_beyond_observed, by_pod.open_beyond_observed);
         // web-3 (outside the ipBlock) reaches less of api than web-1 and web-2.
+        assert!(by_pod.pairs_after > 0 && by_pod.pairs_after < by_pod.pairs_before);
+    }
+
+    /// Only the clients a server's ingress rules name are checked: the
+    /// count must stay what pod-by-pod counting gives, for selectors of
+    /// every form (labels, expressions, namespaces, rules without `from`).
+    #[test]
+    fn checking_only_named_clients_counts_as_pods_do() {
+        let pod = |name: &str, namespace: &str, uid: u32, labels: &str, ip: &str| {
+            format!(
+                r#"{{"kind":"Pod","metadata":{{"name":"{name}","namespace":"{namespace}","uid":"{uid}","labels":{labels}}},"spec":{{"containers":[{{"name":"c","ports":[{{"containerPort":80}},{{"containerPort":9000}}]}}]}},"status":{{"podIP":"{ip}"}}}}"#
+            )
+        };
+        let items = [
+            r#"{"kind":"Namespace","metadata":{"name":"a","labels":{"team":"x"}}}"#.to_string(),
+            r#"{"kind":"Namespace","metadata":{"name":"b"}}"#.to_string(),
+            r#"{"kind":"Namespace","metadata":{"name":"c","labels":{"team":"x"}}}"#.to_string(),
+            pod(
+                "web-1",
+                "a",
+                1,
+                r#"{"app":"web","tier":"front"}"#,
+                "10.0.0.1",
+            ),
+            pod(
+                "web-2",
+                "a",
+                2,
+                r#"{"app":"web","tier":"front"}"#,
+                "10.0.0.2",
+            ),
+            pod(
+                "api-1",
+                "a",
+                3,
+                r#"{"app":"api","tier":"back"}"#,
+                "10.0.0.3",
+            ),
+            pod("db-1", "b", 4, r#"{"app":"db"}"#, "10.0.1.4"),
+            pod(
+                "job-1",
+                "b",
+                5,
+                r#"{"app":"job","tier":"back"}"#,
+                "10.0.1.5",
+            ),
+            pod("web-3", "c", 6, r#"{"app":"web"}"#, "10.0.2.6"),
+            pod("tool-1", "c", 7, r#"{}"#, "10.0.2.7"),
+        ];
+        let inventory = Inventory::parse(&format!(
+            r#"{{"kind":"List","items":[{}]}}"#,
+            items.join(",")
+        ))
+        .unwrap();
+        let policies = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: api, namespace: a}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: web}}}]\n    ports: [{port: 80}]\n  - from: [{namespaceSelector: {matchLabels: {team: x}}, podSelector: {matchExpressions: [{key: app, operator: In, values: [web, tool]}]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: b}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {tier: back}}}, {podSelector: {}}]\n    ports: [{port: 9000}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: c}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: 80}]\n  egress:\n  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: b}}}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: a}\nspec: {podSelector: {matchLabels: {tier: front}}, policyTypes: [Ingress]}\n";
+        let dir = std::env::temp_dir().join(format!("netflow-named-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.yaml"), policies).unwrap();
+        let policies = load_policy_set(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let dns = BTreeMap::new();
+        let evaluator = Evaluator::for_set(&policies, &inventory, &dns);
+        let observed = BTreeSet::new();
+        let pods: Vec<&PodEntry> = inventory.pods.iter().collect();
+        let by_class = blast_radius(&evaluator, &policies, &inventory, &observed);
+        let by_pod = blast_radius_per_pod(&evaluator, &pods, &observed);
+        assert_eq!(by_class.pairs_before, by_pod.pairs_before);
+        assert_eq!(by_class.pairs_after, by_pod.pairs_after);
+        assert_eq!(by_class.open_beyond_observed, by_pod.open_beyond_observed);
         assert!(by_pod.pairs_after > 0 && by_pod.pairs_after < by_pod.pairs_before);
     }
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    daemon::flowlog::{LogLine, read_flow_log},
-    graph::{CommGraph, build::add_flows},
+    daemon::flowlog::{LogLine, for_each_line_of},
+    graph::{CommGraph, build::Builder},
     identity::{Identity, dns_servers, names_by_client, trusted_names},
     inventory::Inventory,
     model::DnsAnswer,
@@ -22,21 +22,25 @@ pub fn run(
         Some(path) => CommGraph::load(path)?,
         None => CommGraph::new(),
     };
-    let mut records = Vec::new();
+    // Two passes over the logs, neither holding them: names first (a flow
+    // is named by every answer its client got, also later ones), then flows.
     let mut answers = Vec::new();
     for path in flows {
-        for line in read_flow_log(path)? {
-            match line {
-                LogLine::Flow(flow) => records.push(flow),
-                LogLine::Dns(name) => answers.push(DnsAnswer {
-                    name: name.name,
-                    ip: name.ip,
-                    server: name.server,
-                    client: name.cgroup,
-                }),
-                LogLine::Stats(_) => {}
-            }
-        }
+        for_each_line_of(
+            path,
+            |kind| kind == "dns",
+            |line| {
+                if let LogLine::Dns(name) = line {
+                    answers.push(DnsAnswer {
+                        name: name.name,
+                        ip: name.ip,
+                        server: name.server,
+                        client: name.cgroup,
+                    });
+                }
+                Ok(())
+            },
+        )?;
     }
     // Only the cluster's DNS names addresses, for the workload that asked.
     let servers = dns_servers(&inventory, &[]);
@@ -48,7 +52,20 @@ pub fn run(
     }
     let (by_client, _) = names_by_client(&inventory, &answers, &servers);
     let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
-    let report = add_flows(&mut graph, &identity, &records);
+    let mut builder = Builder::new(&mut graph, &identity);
+    for path in flows {
+        for_each_line_of(
+            path,
+            |kind| kind == "flow",
+            |line| {
+                if let LogLine::Flow(flow) = line {
+                    builder.add(&flow);
+                }
+                Ok(())
+            },
+        )?;
+    }
+    let report = builder.report;
     graph.save(output)?;
     eprintln!(
         "{}: {} endpoints, {} edges from {} flow records ({} without a decided client, {} with an unnamed local end, {} to a Service port without backends)",

@@ -24,13 +24,14 @@ const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// The rules (of policies in `pod`'s namespace) that select `pod` for
 /// `direction`, each with its policy's name and namespace.
 pub(super) fn selecting<'p>(
-    policies: &'p [CiliumNetworkPolicy],
+    policies: &[&'p CiliumNetworkPolicy],
     pod: &PodEntry,
     direction: Direction,
 ) -> Vec<(&'p CiliumNetworkPolicy, &'p Rule)> {
     let labels = endpoint_labels(pod);
     policies
         .iter()
+        .copied()
         .filter(|policy| policy.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace)
         .flat_map(|policy| policy.rules().map(move |rule| (policy, rule)))
         .filter(|(_, rule)| match direction {

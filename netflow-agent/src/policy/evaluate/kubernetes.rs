@@ -11,14 +11,16 @@ use k8s_openapi::{
 use super::{Direction, End};
 use crate::inventory::{Inventory, NAMESPACE_NAME_LABEL, PodEntry};
 
-/// The policies of `pod`'s namespace that select it for `direction`.
+/// The policies of `pod`'s namespace that select it for `direction`, out of
+/// `policies` (the evaluator hands in those of the pod's namespace).
 pub(super) fn selecting<'p>(
-    policies: &'p [NetworkPolicy],
+    policies: &[&'p NetworkPolicy],
     pod: &PodEntry,
     direction: Direction,
 ) -> Vec<&'p NetworkPolicy> {
     policies
         .iter()
+        .copied()
         .filter(|policy| policy.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace)
         .filter(|policy| has_type(policy, direction))
         .filter(|policy| {

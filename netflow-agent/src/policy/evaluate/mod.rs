@@ -150,6 +150,13 @@ pub struct Evaluator<'a> {
     selected: HashMap<*const PodEntry, Selected<'a>>,
 }
 
+/// One ingress rule's peers and its policy's namespace (see
+/// [`Evaluator::ingress_peers`]).
+pub type IngressPeers<'a> = (
+    Option<&'a [k8s_openapi::api::networking::v1::NetworkPolicyPeer]>,
+    &'a str,
+);
+
 /// What selects one pod, per direction (`[ingress, egress]`).
 struct Selected<'a> {
     kubernetes: [Vec<&'a NetworkPolicy>; 2],
@@ -185,19 +192,87 @@ impl<'a> Evaluator<'a> {
     }
 
     fn index(mut self) -> Self {
+        // Policies by namespace first: a pod is selected only by its own
+        // namespace's, and a cluster has thousands of namespaces.
+        let mut kubernetes: HashMap<&str, Vec<&NetworkPolicy>> = HashMap::new();
+        for policy in self.policies {
+            let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+            kubernetes.entry(namespace).or_default().push(policy);
+        }
+        let mut cilium: HashMap<&str, Vec<&CiliumNetworkPolicy>> = HashMap::new();
+        for policy in self.cilium {
+            let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+            cilium.entry(namespace).or_default().push(policy);
+        }
+        let none = (Vec::new(), Vec::new());
         for pod in &self.inventory.pods {
-            let selected = self.select(pod);
+            let of_namespace = (
+                kubernetes
+                    .get(pod.namespace.as_str())
+                    .unwrap_or(&none.0)
+                    .as_slice(),
+                cilium
+                    .get(pod.namespace.as_str())
+                    .unwrap_or(&none.1)
+                    .as_slice(),
+            );
+            let selected = Self::select_from(of_namespace, pod);
             self.selected.insert(std::ptr::from_ref(pod), selected);
         }
         self
     }
 
+    /// What selects a pod the index does not hold (not from the inventory).
     fn select(&self, pod: &PodEntry) -> Selected<'a> {
+        let kubernetes: Vec<&NetworkPolicy> = self.policies.iter().collect();
+        let cilium: Vec<&CiliumNetworkPolicy> = self.cilium.iter().collect();
+        Self::select_from((&kubernetes, &cilium), pod)
+    }
+
+    fn select_from(
+        (kubernetes, cilium): (&[&'a NetworkPolicy], &[&'a CiliumNetworkPolicy]),
+        pod: &PodEntry,
+    ) -> Selected<'a> {
         let directions = [Direction::Ingress, Direction::Egress];
         Selected {
-            kubernetes: directions.map(|d| kubernetes::selecting(self.policies, pod, d)),
-            cilium: directions.map(|d| cilium::selecting(self.cilium, pod, d)),
+            kubernetes: directions.map(|d| kubernetes::selecting(kubernetes, pod, d)),
+            cilium: directions.map(|d| cilium::selecting(cilium, pod, d)),
         }
+    }
+
+    /// The peer lists (`from`) of the NetworkPolicy ingress rules that could
+    /// admit a client to `pod`, each with its policy's namespace (`None` for
+    /// a rule without `from`: any source); `None` when no NetworkPolicy
+    /// isolates `pod` for ingress. A client no list names is refused by the
+    /// namespaced policies, whatever the port: counting the blast radius
+    /// checks only the clients some list names. Meaningful for sets of
+    /// NetworkPolicies alone (no Cilium policy, no tier).
+    pub fn ingress_peers(&self, pod: &PodEntry) -> Option<Vec<IngressPeers<'a>>> {
+        let computed;
+        let selected = match self.selected.get(&std::ptr::from_ref(pod)) {
+            Some(selected) => selected,
+            None => {
+                computed = self.select(pod);
+                &computed
+            }
+        };
+        let policies = &selected.kubernetes[0];
+        if policies.is_empty() {
+            return None;
+        }
+        let mut peers = Vec::new();
+        for policy in policies {
+            let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+            for rule in policy
+                .spec
+                .iter()
+                .flat_map(|spec| spec.ingress.iter().flatten())
+            {
+                let from = rule.from.as_deref().filter(|from| !from.is_empty());
+                peers.push((from, namespace));
+            }
+        }
+        Some(peers)
     }
 
     /// Whether `client` may open a connection to `server` on `port`/`protocol`.

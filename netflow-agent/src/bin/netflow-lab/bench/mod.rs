@@ -101,7 +101,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             eprintln!("scale {}:{} done", size.workloads, size.edges);
             rows.push(row?);
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("NETFLOW_SCALE_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            eprintln!("kept the synthetic clusters in {}", dir.display());
+        }
         scale::print(&rows);
     }
     Ok(())

@@ -136,6 +136,28 @@ fn write_inventory(path: &Path, workloads: usize) -> anyhow::Result<()> {
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("ns{namespace}")}}),
         )?;
     }
+    // The cluster DNS, which every namespace's policies allow.
+    item(
+        &mut out,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}),
+    )?;
+    item(
+        &mut out,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {"clusterIP": "10.96.0.10", "selector": {"k8s-app": "kube-dns"},
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}),
+    )?;
+    for replica in 0..2 {
+        item(
+            &mut out,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("coredns-{replica}"), "namespace": "kube-system",
+                    "uid": format!("c0de0000-0000-4000-8000-{replica:012x}"), "labels": {"k8s-app": "kube-dns"}},
+                "spec": {"nodeName": "node0", "containers": [{"name": "coredns", "image": "coredns",
+                    "ports": [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 53, "protocol": "TCP"}]}]},
+                "status": {"phase": "Running", "podIP": format!("10.255.0.{}", replica + 1)}}),
+        )?;
+    }
     for node in 0..10 {
         item(
             &mut out,
