@@ -291,12 +291,14 @@ fn pod_classes<'i>(
 
 /// Checks whose verdicts pods of one class share: each (client class,
 /// server class, port, protocol) is evaluated once, for the edge replay and
-/// the blast radius alike.
+/// the blast radius alike. Only whether it was allowed is kept (a refusal's
+/// reason, wanted for the few blocked edges, is worked out again): the
+/// blast radius of a large cluster asks millions of questions.
 struct ClassChecks<'e, 'a> {
     evaluator: &'e Evaluator<'a>,
     /// Each classified pod's class, by the entry's address.
     class_of: HashMap<*const PodEntry, usize>,
-    verdicts: HashMap<(usize, usize, u16, u8), Verdict>,
+    allowed: HashMap<(usize, usize, u16, u8), bool>,
 }
 
 impl<'e, 'a> ClassChecks<'e, 'a> {
@@ -310,11 +312,19 @@ impl<'e, 'a> ClassChecks<'e, 'a> {
         Self {
             evaluator,
             class_of,
-            verdicts: HashMap::new(),
+            allowed: HashMap::new(),
         }
     }
 
     fn check(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> Verdict {
+        if self.allows(client, server, port, protocol) {
+            Verdict::Allowed
+        } else {
+            self.evaluator.check(client, server, port, protocol)
+        }
+    }
+
+    fn allows(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> bool {
         let class = |end: End<'_>| match end {
             End::Pod(pod) => self.class_of.get(&std::ptr::from_ref(pod)).copied(),
             End::Address(_) => None,
@@ -326,15 +336,15 @@ impl<'e, 'a> ClassChecks<'e, 'a> {
         let (Some(client_class), Some(server_class), Some(code)) =
             (class(client), class(server), code)
         else {
-            return self.evaluator.check(client, server, port, protocol);
+            return self.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
         };
         let key = (client_class, server_class, port, code as u8);
-        if let Some(verdict) = self.verdicts.get(&key) {
-            return verdict.clone();
+        if let Some(&allowed) = self.allowed.get(&key) {
+            return allowed;
         }
-        let verdict = self.evaluator.check(client, server, port, protocol);
-        self.verdicts.insert(key, verdict.clone());
-        verdict
+        let allowed = self.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
+        self.allowed.insert(key, allowed);
+        allowed
     }
 }
 
@@ -390,9 +400,7 @@ fn blast_radius_with(
             let client = clients[0];
             for declared in &server.ports {
                 let (port, protocol) = (declared.number, declared.protocol.as_str());
-                if checks.check(End::Pod(client), End::Pod(server), port, protocol)
-                    != Verdict::Allowed
-                {
+                if !checks.allows(End::Pod(client), End::Pod(server), port, protocol) {
                     continue;
                 }
                 radius.pairs_after += pairs;

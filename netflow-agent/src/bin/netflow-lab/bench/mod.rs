@@ -97,9 +97,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let dir = tempfile_dir("netflow-scale")?;
         let mut rows = Vec::new();
         for size in &options.scale {
-            let row = scale::measure_size(&agent, &dir, *size, options.records);
-            eprintln!("scale {}:{} done", size.workloads, size.edges);
-            rows.push(row?);
+            match scale::measure_size(&agent, &dir, *size, options.records) {
+                Ok(row) => {
+                    eprintln!("scale {}:{} done", size.workloads, size.edges);
+                    rows.push(row);
+                }
+                Err(err) => eprintln!(
+                    "scale {}:{} not measured: {err:#}",
+                    size.workloads, size.edges
+                ),
+            }
         }
         if std::env::var_os("NETFLOW_SCALE_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&dir);

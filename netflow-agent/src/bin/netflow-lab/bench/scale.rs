@@ -64,7 +64,23 @@ impl std::str::FromStr for Size {
 pub struct Measured {
     pub seconds: f64,
     pub max_rss_bytes: u64,
+    /// Stopped at the time limit.
+    pub killed: bool,
 }
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = self.max_rss_bytes as f64 / (1024.0 * 1024.0);
+        if self.killed {
+            write!(f, "> {:.0} s (stopped), {mb:.0} MB", self.seconds)
+        } else {
+            write!(f, "{:.2} s, {mb:.0} MB", self.seconds)
+        }
+    }
+}
+
+/// Each command gets this long before it is stopped and reported as such.
+const TIME_LIMIT_SECONDS: f64 = 600.0;
 
 /// The figures of one size.
 #[derive(Debug)]
@@ -75,6 +91,9 @@ pub struct ScaleRow {
     pub generate: Measured,
     pub verify: Measured,
     pub graph_bytes: u64,
+    /// The daemon's resident memory once it serves this graph as its state
+    /// with this inventory (`None` when it could not be measured here).
+    pub daemon_rss_bytes: Option<u64>,
 }
 
 /// Hubs: the first tenth of the workloads.
@@ -276,37 +295,53 @@ fn measure(agent: &Path, args: &[&str], expect_success: bool) -> anyhow::Result<
     let child = Command::new(agent)
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot run {}", agent.display()))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with valid out-pointers.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let mut killed = false;
+    loop {
+        // SAFETY: waiting for our own child, with valid out-pointers.
+        let waited = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if waited == pid {
+            break;
+        }
+        if waited < 0 {
+            bail!(
+                "wait4 on {}: {}",
+                agent.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        if !killed && started.elapsed().as_secs_f64() > TIME_LIMIT_SECONDS {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let seconds = started.elapsed().as_secs_f64();
-    if waited != pid {
-        bail!(
-            "wait4 on {}: {}",
-            agent.display(),
-            std::io::Error::last_os_error()
-        );
+    if killed {
+        return Ok(Measured {
+            seconds: TIME_LIMIT_SECONDS,
+            max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+            killed: true,
+        });
     }
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     if expect_success && !ok {
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
         bail!(
-            "netflow-agent {} failed (status {status}): {stderr}",
+            "netflow-agent {} failed (status {status}; its error is above)",
             args.join(" ")
         );
     }
     Ok(Measured {
         seconds,
         max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        killed: false,
     })
 }
 
@@ -359,6 +394,9 @@ pub fn measure_size(
         ],
         true,
     )?;
+    if generate.killed {
+        bail!("policy generate did not finish within {TIME_LIMIT_SECONDS} s ({generate})");
+    }
     // Exit 0 only when every edge is allowed: the policies must cover them all.
     let verify = measure(
         agent,
@@ -375,6 +413,13 @@ pub fn measure_size(
         true,
     )?;
     let graph_bytes = fs::metadata(&graph)?.len();
+    let daemon_rss_bytes = match daemon_rss(agent, dir, &graph, &inventory) {
+        Ok(rss) => Some(rss),
+        Err(err) => {
+            eprintln!("daemon memory not measured: {err:#}");
+            None
+        }
+    };
     Ok(ScaleRow {
         size,
         records,
@@ -382,7 +427,81 @@ pub fn measure_size(
         generate,
         verify,
         graph_bytes,
+        daemon_rss_bytes,
     })
+}
+
+/// Starts `run` with `graph` as its state and `inventory` as its static
+/// inventory, attached to an empty cgroup of its own, and reads its resident
+/// memory once it is ready (and a few polls later).
+fn daemon_rss(agent: &Path, dir: &Path, graph: &Path, inventory: &Path) -> anyhow::Result<u64> {
+    let state = dir.join("state");
+    let _ = fs::remove_dir_all(&state);
+    fs::create_dir_all(&state)?;
+    fs::copy(graph, state.join("graph.json"))?;
+    let cgroup = netflow_agent::kernel::cgroup_mount::cgroup2_mount()?
+        .join(format!("netflow-bench-rss-{}", std::process::id()));
+    fs::create_dir_all(&cgroup).with_context(|| format!("cannot create {}", cgroup.display()))?;
+    let listen: std::net::SocketAddr = "127.0.0.1:19190".parse()?;
+    let mut child = Command::new(agent)
+        .args(["run", "--cgroup"])
+        .arg(&cgroup)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--inventory")
+        .arg(inventory)
+        // Keep every synthetic edge: the window and budgets are the user's.
+        .args([
+            "--window",
+            "3650d",
+            "--max-edges",
+            "10000000",
+            "--max-edges-per-client",
+            "10000000",
+            "--interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:19190",
+            "--graph-listen",
+            "127.0.0.1:19191",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", agent.display()))?;
+    let result = (|| -> anyhow::Result<u64> {
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = netflow_agent::testbed::http_client::http_get(listen, "/readyz") {
+                break;
+            }
+            if started.elapsed().as_secs() > 300 || child.try_wait()?.is_some() {
+                bail!("the daemon did not become ready");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        // A few polls and a save: memory as it runs, not as it starts.
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let status = fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let kilobytes = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .context("no VmRSS in /proc/PID/status")?;
+        Ok(kilobytes * 1024)
+    })();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = fs::remove_dir(&cgroup);
+    result
 }
 
 pub fn print(rows: &[ScaleRow]) {
@@ -397,18 +516,33 @@ pub fn print(rows: &[ScaleRow]) {
     for row in rows {
         let rate = row.records as f64 / row.build.seconds.max(f64::EPSILON);
         println!(
-            "| {}, {} | {:.2} s, {:.0} MB ({} records) | {:.0} | {:.2} s, {:.0} MB | {:.2} s, {:.0} MB | {:.0} B |",
+            "| {}, {} | {} ({} records) | {:.0} | {} | {} | {:.0} B | {} |",
             row.size.workloads,
             row.size.edges,
-            row.build.seconds,
-            mb(row.build.max_rss_bytes),
+            row.build,
             row.records,
             rate,
-            row.generate.seconds,
-            mb(row.generate.max_rss_bytes),
-            row.verify.seconds,
-            mb(row.verify.max_rss_bytes),
+            row.generate,
+            row.verify,
             row.graph_bytes as f64 / row.size.edges as f64,
+            row.daemon_rss_bytes
+                .map_or_else(|| "-".to_string(), |rss| format!("{:.0} MB", mb(rss))),
         );
+    }
+    // The daemon's cost of one more edge, between two sizes of one inventory.
+    for pair in rows.windows(2) {
+        let (small, large) = (&pair[0], &pair[1]);
+        if let (Some(a), Some(b)) = (small.daemon_rss_bytes, large.daemon_rss_bytes)
+            && small.size.workloads == large.size.workloads
+            && large.size.edges > small.size.edges
+        {
+            println!(
+                "daemon memory per extra edge ({} -> {} edges, {} workloads): {:.0} B",
+                small.size.edges,
+                large.size.edges,
+                large.size.workloads,
+                (b as f64 - a as f64) / (large.size.edges - small.size.edges) as f64
+            );
+        }
     }
 }
