@@ -510,9 +510,9 @@ pub fn print(rows: &[ScaleRow]) {
     println!("Userspace at scale (synthetic clusters, 2 pods per workload, hub services):");
     println!();
     println!(
-        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge |"
+        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge | daemon RSS |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for row in rows {
         let rate = row.records as f64 / row.build.seconds.max(f64::EPSILON);
         println!(
