@@ -135,18 +135,12 @@ impl Probe {
                 .load()
                 .map_err(|source| LoadError::Program { name, source })?;
         }
-        let release: &mut CgroupSock = ebpf
-            .program_mut(RELEASE_PROG)
-            .ok_or(LoadError::MissingProgram { name: RELEASE_PROG })?
-            .try_into()
+        release_program(&mut ebpf)?
+            .load()
             .map_err(|source| LoadError::Program {
                 name: RELEASE_PROG,
                 source,
             })?;
-        release.load().map_err(|source| LoadError::Program {
-            name: RELEASE_PROG,
-            source,
-        })?;
         Ok(Self {
             ebpf,
             capacity: flow_entries,
@@ -162,16 +156,7 @@ impl Probe {
         // Release first: a socket must never carry counts that no program
         // would fold when it closes.
         let cgroup = open_cgroup(path)?;
-        let release: &mut CgroupSock = self
-            .ebpf
-            .program_mut(RELEASE_PROG)
-            .ok_or(LoadError::MissingProgram { name: RELEASE_PROG })?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                name: RELEASE_PROG,
-                source,
-            })?;
-        release
+        release_program(&mut self.ebpf)?
             .attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|source| LoadError::Attach {
                 name: RELEASE_PROG,
@@ -179,6 +164,7 @@ impl Probe {
                 source,
             })?;
         self.attach_programs(
+            &cgroup,
             path,
             [
                 (EGRESS_PROG, CgroupSkbAttachType::Egress),
@@ -200,6 +186,7 @@ impl Probe {
     pub fn attach_floor(&mut self, path: &Path) -> Result<(), LoadError> {
         let name = netflow_common::FLOOR_PROG;
         self.attach_programs(
+            &open_cgroup(path)?,
             path,
             [
                 (name, CgroupSkbAttachType::Egress),
@@ -208,15 +195,16 @@ impl Probe {
         )
     }
 
+    /// Attaches `programs` to `cgroup`, opened from `path` (named in errors).
     fn attach_programs(
         &mut self,
+        cgroup: &File,
         path: &Path,
         programs: [(&'static str, CgroupSkbAttachType); 2],
     ) -> Result<(), LoadError> {
-        let cgroup = open_cgroup(path)?;
         for (name, attach_type) in programs {
             self.program_mut(name)?
-                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
+                .attach(cgroup, attach_type, CgroupAttachMode::Single)
                 .map_err(|source| LoadError::Attach {
                     name,
                     path: path.display().to_string(),
@@ -315,6 +303,17 @@ fn kernel_tick_ns() -> u64 {
     } else {
         netflow_common::DEFAULT_TICK_NS
     }
+}
+
+/// The socket-release program of a loaded object.
+fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, LoadError> {
+    ebpf.program_mut(RELEASE_PROG)
+        .ok_or(LoadError::MissingProgram { name: RELEASE_PROG })?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            name: RELEASE_PROG,
+            source,
+        })
 }
 
 fn open_cgroup(path: &Path) -> Result<File, LoadError> {
