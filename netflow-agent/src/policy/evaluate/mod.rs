@@ -158,6 +158,7 @@ pub type IngressPeers<'a> = (
 );
 
 /// What selects one pod, per direction (`[ingress, egress]`).
+#[derive(Clone)]
 struct Selected<'a> {
     kubernetes: [Vec<&'a NetworkPolicy>; 2],
     cilium: [Vec<(&'a CiliumNetworkPolicy, &'a cilium_types::Rule)>; 2],
@@ -222,6 +223,15 @@ impl<'a> Evaluator<'a> {
         self
     }
 
+    /// What selects `pod`: from the index, or worked out for a pod the
+    /// index does not hold (not from the inventory).
+    fn selected_for(&self, pod: &PodEntry) -> std::borrow::Cow<'_, Selected<'a>> {
+        match self.selected.get(&std::ptr::from_ref(pod)) {
+            Some(selected) => std::borrow::Cow::Borrowed(selected),
+            None => std::borrow::Cow::Owned(self.select(pod)),
+        }
+    }
+
     /// What selects a pod the index does not hold (not from the inventory).
     fn select(&self, pod: &PodEntry) -> Selected<'a> {
         let kubernetes: Vec<&NetworkPolicy> = self.policies.iter().collect();
@@ -248,14 +258,7 @@ impl<'a> Evaluator<'a> {
     /// checks only the clients some list names. Meaningful for sets of
     /// NetworkPolicies alone (no Cilium policy, no tier).
     pub fn ingress_peers(&self, pod: &PodEntry) -> Option<Vec<IngressPeers<'a>>> {
-        let computed;
-        let selected = match self.selected.get(&std::ptr::from_ref(pod)) {
-            Some(selected) => selected,
-            None => {
-                computed = self.select(pod);
-                &computed
-            }
-        };
+        let selected = self.selected_for(pod);
         let policies = &selected.kubernetes[0];
         if policies.is_empty() {
             return None;
@@ -344,14 +347,7 @@ impl<'a> Evaluator<'a> {
             Some((Action::Deny, by)) => return Some(denial(&by)),
             Some((Action::Pass, _)) | None => {}
         }
-        let computed;
-        let selected = match self.selected.get(&std::ptr::from_ref(pod)) {
-            Some(selected) => selected,
-            None => {
-                computed = self.select(pod);
-                &computed
-            }
-        };
+        let selected = self.selected_for(pod);
         let side = match direction {
             Direction::Ingress => 0,
             Direction::Egress => 1,
