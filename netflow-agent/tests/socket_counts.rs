@@ -64,6 +64,17 @@ fn start(name: &str, fold_interval: Duration) -> (Testbed, common::Recording) {
     (testbed, recording)
 }
 
+/// A client making `args`' exchange with `SERVER` in the background.
+fn spawn_client(testbed: &Testbed, args: &[&str]) -> std::process::Child {
+    let mut all = vec!["connect", "--tcp", SERVER, "--bytes", "100"];
+    all.extend_from_slice(args);
+    testbed
+        .peer_command(&common::lab(), Host::A, &all)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Exact at close: with a fold interval longer than the test, a busy
 /// connection's packets stay on its socket while it is open (the table holds
 /// only what came before the socket's storage), and all of them reach the
@@ -75,25 +86,10 @@ fn a_busy_connection_is_folded_exactly_when_it_closes() {
     }
     let (testbed, (_probe, mut reader)) = start("nfsk", Duration::from_secs(3600));
     const MESSAGES: u64 = 200;
-    let mut client = testbed
-        .peer_command(
-            &common::lab(),
-            Host::A,
-            &[
-                "connect",
-                "--tcp",
-                SERVER,
-                "--bytes",
-                "100",
-                "--messages",
-                &MESSAGES.to_string(),
-                "--hold",
-                "2s",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = spawn_client(
+        &testbed,
+        &["--messages", &MESSAGES.to_string(), "--hold", "2s"],
+    );
     // The messages take a few milliseconds; then the connection is held open.
     thread::sleep(Duration::from_millis(1000));
     let mut sides = Sides::default();
@@ -137,27 +133,17 @@ fn an_open_connection_reaches_the_table_within_one_fold_interval() {
     const MESSAGES: u64 = 30;
     let (testbed, (_probe, mut reader)) = start("nfskf", fold_interval);
     let started = Instant::now();
-    let mut client = testbed
-        .peer_command(
-            &common::lab(),
-            Host::A,
-            &[
-                "connect",
-                "--tcp",
-                SERVER,
-                "--bytes",
-                "100",
-                "--messages",
-                &MESSAGES.to_string(),
-                "--spacing",
-                "50ms",
-                "--hold",
-                "3s",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = spawn_client(
+        &testbed,
+        &[
+            "--messages",
+            &MESSAGES.to_string(),
+            "--spacing",
+            "50ms",
+            "--hold",
+            "3s",
+        ],
+    );
     thread::sleep(spacing * MESSAGES as u32 + Duration::from_millis(700));
     assert!(
         started.elapsed() < Duration::from_secs(3),
