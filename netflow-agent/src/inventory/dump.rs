@@ -1,10 +1,19 @@
 //! The inventory from a dump: `kubectl get ... -A -o json` (a `v1` `List`).
 
-use std::path::{Path, PathBuf};
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
 
-use super::{Inventory, Objects};
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+};
+
+use super::{Builder, Inventory, Objects, OwnerKind, Owners};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -35,10 +44,20 @@ pub enum ParseError {
     },
 }
 
+/// The list with its items still as text: each item is read into its typed
+/// object straight from the dump, never into a `serde_json::Value` tree (a
+/// tree of a whole cluster's dump is many times the dump's size).
 #[derive(Debug, Deserialize)]
-struct List {
-    #[serde(default)]
-    items: Vec<serde_json::Value>,
+struct List<'a> {
+    #[serde(default, borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+/// Just what says how to read an item.
+#[derive(Debug, Deserialize)]
+struct Head<'a> {
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
 }
 
 impl Inventory {
@@ -54,56 +73,83 @@ impl Inventory {
     }
 
     /// Parses a `kubectl get ... -o json` list.
+    ///
+    /// Two passes over the items, each read from the dump's text when its
+    /// turn comes: first everything but pods (owners must be known before a
+    /// pod's workload is), then the pods, each indexed as soon as it is read.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let list: List = serde_json::from_str(text).map_err(ParseError::List)?;
+        let mut items = Vec::with_capacity(list.items.len());
         let mut objects = Objects::default();
         for (index, item) in list.items.into_iter().enumerate() {
-            let kind = item
-                .get("kind")
-                .and_then(|kind| kind.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let bad = |source: serde_json::Error| ParseError::Item {
-                index,
-                kind: kind.clone(),
-                source,
+            let head: Head =
+                serde_json::from_str(item.get()).map_err(|source| ParseError::Item {
+                    index,
+                    kind: String::new(),
+                    source,
+                })?;
+            let text = item.get();
+            let read = match head.kind.as_ref() {
+                // Read in the second pass.
+                "Pod" => Ok(()),
+                "Service" => push(&mut objects.services, text),
+                "Node" => push(&mut objects.nodes, text),
+                "Namespace" => push(&mut objects.namespaces, text),
+                "EndpointSlice" => push(&mut objects.endpoint_slices, text),
+                kind => match OwnerKind::from_kind(kind) {
+                    Some(kind) => add_owner(&mut objects.owners, kind, text),
+                    // Other kinds (ConfigMaps, CronJobs: a Job's owner
+                    // reference names its CronJob, ...) are not needed here.
+                    None => Ok(()),
+                },
             };
-            match kind.as_str() {
-                "Pod" => objects
-                    .pods
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Service" => objects
-                    .services
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Node" => objects
-                    .nodes
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Namespace" => objects
-                    .namespaces
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "ReplicaSet" => objects
-                    .replica_sets
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Deployment" => objects
-                    .deployments
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "StatefulSet" => objects
-                    .stateful_sets
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "DaemonSet" => objects
-                    .daemon_sets
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "Job" => objects
-                    .jobs
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                "EndpointSlice" => objects
-                    .endpoint_slices
-                    .push(serde_json::from_value(item).map_err(bad)?),
-                // Other kinds (ConfigMaps, CronJobs: a Job's owner reference
-                // names its CronJob, ...) are not needed here.
-                _ => {}
+            read.map_err(|source| item_error(index, &head, source))?;
+            items.push((head, item));
+        }
+        let mut builder = Builder::new(&objects.namespaces, &objects.nodes, objects.owners);
+        for (index, (head, item)) in items.iter().enumerate() {
+            if head.kind == "Pod" {
+                let pod: Pod = serde_json::from_str(item.get())
+                    .map_err(|source| item_error(index, head, source))?;
+                builder.add_pod(&pod);
             }
         }
-        Ok(Self::from_objects(objects))
+        Ok(builder.finish(&objects.services, &objects.endpoint_slices))
     }
+}
+
+fn item_error(index: usize, head: &Head, source: serde_json::Error) -> ParseError {
+    ParseError::Item {
+        index,
+        kind: head.kind.to_string(),
+        source,
+    }
+}
+
+fn push<T: DeserializeOwned>(into: &mut Vec<T>, text: &str) -> serde_json::Result<()> {
+    into.push(serde_json::from_str(text)?);
+    Ok(())
+}
+
+/// An owner object, read for what [`Owners`] keeps: its pod template (most
+/// of a Deployment or ReplicaSet) is skipped, never built.
+#[derive(Debug, Deserialize)]
+struct OwnerObject {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<OwnerSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OwnerSpec {
+    #[serde(default)]
+    selector: Option<LabelSelector>,
+}
+
+fn add_owner(owners: &mut Owners, kind: OwnerKind, text: &str) -> serde_json::Result<()> {
+    let object: OwnerObject = serde_json::from_str(text)?;
+    let selector = object.spec.as_ref().and_then(|spec| spec.selector.as_ref());
+    owners.add(kind, &object.metadata, selector);
+    Ok(())
 }

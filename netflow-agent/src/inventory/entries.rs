@@ -13,7 +13,7 @@ use k8s_openapi::{
 
 use super::{ContainerPort, PodEntry, ServiceEntry, ServicePortEntry, TargetPort, owners::Owners};
 
-pub(super) fn pod_entry(pod: &Pod, owners: &Owners<'_>) -> PodEntry {
+pub(super) fn pod_entry(pod: &Pod, owners: &Owners) -> PodEntry {
     let spec = pod.spec.as_ref();
     let status = pod.status.as_ref();
     let mut ips: Vec<IpAddr> = status

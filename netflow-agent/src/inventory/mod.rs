@@ -7,14 +7,15 @@
 //! cluster; in a cluster the DaemonSet fills the same index live from watches
 //! (`watch`).
 
+mod builder;
 mod dump;
 mod entries;
 mod owners;
 pub mod watch;
 
+use builder::Builder;
 pub use dump::{InventoryError, ParseError};
-use entries::{add_endpoint_slices, first_host, pod_entry, service_entry};
-use owners::Owners;
+pub(crate) use owners::{OwnerKind, Owners};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -22,8 +23,6 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-    batch::v1::Job,
     core::v1::{Namespace, Node, Pod, Service},
     discovery::v1::EndpointSlice,
 };
@@ -164,100 +163,18 @@ pub(crate) struct Objects {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,
     pub namespaces: Vec<Namespace>,
-    pub replica_sets: Vec<ReplicaSet>,
-    pub deployments: Vec<Deployment>,
-    pub stateful_sets: Vec<StatefulSet>,
-    pub daemon_sets: Vec<DaemonSet>,
-    pub jobs: Vec<Job>,
+    /// ReplicaSets, Deployments, StatefulSets, DaemonSets and Jobs, as much
+    /// of them as names a pod's workload.
+    pub owners: Owners,
 }
 
 impl Inventory {
     pub(crate) fn from_objects(objects: Objects) -> Self {
-        let mut inventory = Inventory::default();
-        for namespace in &objects.namespaces {
-            let name = namespace.metadata.name.clone().unwrap_or_default();
-            let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
-            // Kubernetes sets this label itself; dumps of old clusters may lack it.
-            labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
-            inventory.namespaces.insert(name, labels);
-        }
-        for node in &objects.nodes {
-            let mut addresses: Vec<IpAddr> = node
-                .status
-                .as_ref()
-                .and_then(|status| status.addresses.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|address| address.address.parse().ok())
-                .collect();
-            // With a bridge CNI (kubenet, flannel, the lab) the node reaches
-            // its own pods from the bridge's address, the first of its pod
-            // CIDR: that address is the node too.
-            let spec = node.spec.as_ref();
-            let pod_cidrs = spec
-                .and_then(|spec| spec.pod_cidrs.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .chain(spec.and_then(|spec| spec.pod_cidr.clone()));
-            for cidr in pod_cidrs {
-                if let Some(gateway) = first_host(&cidr)
-                    && !addresses.contains(&gateway)
-                {
-                    addresses.push(gateway);
-                }
-            }
-            for address in &addresses {
-                inventory
-                    .nodes_by_ip
-                    .entry(*address)
-                    .or_insert(inventory.nodes.len());
-            }
-            inventory.nodes.push(NodeEntry {
-                name: node.metadata.name.clone().unwrap_or_default(),
-                addresses,
-            });
-        }
-        let owners = Owners::new(&objects);
+        let mut builder = Builder::new(&objects.namespaces, &objects.nodes, objects.owners);
         for pod in &objects.pods {
-            let entry = pod_entry(pod, &owners);
-            let selector = owners.selector_of(&entry.workload, &entry.labels);
-            inventory
-                .selectors
-                .entry(entry.workload.clone())
-                .or_insert(selector);
-            let index = inventory.pods.len();
-            inventory.pods_by_uid.insert(entry.uid.clone(), index);
-            for ip in &entry.ips {
-                inventory.pods_by_ip.entry(*ip).or_default().push(index);
-            }
-            inventory
-                .pods_by_namespace
-                .entry(entry.namespace.clone())
-                .or_default()
-                .push(index);
-            inventory
-                .pods_by_workload
-                .entry(entry.workload.clone())
-                .or_default()
-                .push(index);
-            inventory.pods.push(entry);
+            builder.add_pod(pod);
         }
-        for service in &objects.services {
-            if let Some(mut entry) = service_entry(service) {
-                if entry.selector.is_empty() {
-                    add_endpoint_slices(&mut entry, &objects.endpoint_slices);
-                }
-                entry.selected = inventory.selecting(&entry.namespace, &entry.selector);
-                for ip in &entry.cluster_ips {
-                    inventory
-                        .services_by_ip
-                        .entry(*ip)
-                        .or_insert(inventory.services.len());
-                }
-                inventory.services.push(entry);
-            }
-        }
-        inventory
+        builder.finish(&objects.services, &objects.endpoint_slices)
     }
 
     pub fn pod_by_uid(&self, uid: &str) -> Option<&PodEntry> {

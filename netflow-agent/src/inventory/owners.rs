@@ -4,54 +4,107 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::{
-    api::{
-        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
-        batch::v1::Job,
-        core::v1::Pod,
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
-use super::{Objects, PER_POD_LABELS, WorkloadRef};
+use super::{PER_POD_LABELS, WorkloadRef};
 
-/// Objects of one kind by namespace and name.
-type ByName<'a, T> = HashMap<(&'a str, &'a str), &'a T>;
-
-/// Owner chains: ReplicaSet -> Deployment, Job -> CronJob. Each kind is
-/// indexed once: a cluster's pods each look their owners up.
-pub(super) struct Owners<'a> {
-    replica_sets: ByName<'a, ReplicaSet>,
-    jobs: ByName<'a, Job>,
-    deployments: ByName<'a, Deployment>,
-    stateful_sets: ByName<'a, StatefulSet>,
-    daemon_sets: ByName<'a, DaemonSet>,
+/// The kinds that own pods (directly or through another owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum OwnerKind {
+    ReplicaSet,
+    Job,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
 }
 
-fn by_name<T>(items: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> ByName<'_, T> {
-    let mut index = HashMap::with_capacity(items.len());
-    for item in items {
-        let meta = meta(item);
-        if let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) {
-            // The first of duplicates, as a scan would find it.
-            index.entry((namespace, name)).or_insert(item);
-        }
+impl OwnerKind {
+    pub(crate) fn from_kind(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "ReplicaSet" => Self::ReplicaSet,
+            "Job" => Self::Job,
+            "Deployment" => Self::Deployment,
+            "StatefulSet" => Self::StatefulSet,
+            "DaemonSet" => Self::DaemonSet,
+            _ => return None,
+        })
     }
-    index
 }
 
-impl<'a> Owners<'a> {
-    pub(super) fn new(objects: &'a Objects) -> Self {
-        Self {
-            replica_sets: by_name(&objects.replica_sets, |o| &o.metadata),
-            jobs: by_name(&objects.jobs, |o| &o.metadata),
-            deployments: by_name(&objects.deployments, |o| &o.metadata),
-            stateful_sets: by_name(&objects.stateful_sets, |o| &o.metadata),
-            daemon_sets: by_name(&objects.daemon_sets, |o| &o.metadata),
+/// What the inventory reads of an owner: who owns it in turn, and the labels
+/// that select its pods. Nothing else of the object (its pod template is
+/// most of it) is kept.
+#[derive(Clone, Debug, Default)]
+struct OwnerRecord {
+    /// Kind and name of each of its owner references.
+    owned_by: Vec<(String, String)>,
+    match_labels: Option<BTreeMap<String, String>>,
+}
+
+/// Owner chains: ReplicaSet -> Deployment, Job -> CronJob, indexed by kind,
+/// namespace and name: a cluster's pods each look their owners up.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Owners {
+    records: HashMap<OwnerKind, HashMap<String, HashMap<String, OwnerRecord>>>,
+}
+
+impl Owners {
+    /// Adds an owner object (the first of duplicates stays, as a scan would
+    /// find it).
+    pub(crate) fn add(
+        &mut self,
+        kind: OwnerKind,
+        meta: &ObjectMeta,
+        selector: Option<&LabelSelector>,
+    ) {
+        let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
+        else {
+            return;
+        };
+        let by_name = self
+            .records
+            .entry(kind)
+            .or_default()
+            .entry(namespace.to_string())
+            .or_default();
+        if by_name.contains_key(name) {
+            return;
         }
+        let owned_by = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|owner| (owner.kind.clone(), owner.name.clone()))
+            .collect();
+        let match_labels = selector.and_then(|selector| selector.match_labels.clone());
+        by_name.insert(
+            name.to_string(),
+            OwnerRecord {
+                owned_by,
+                match_labels,
+            },
+        );
     }
 
-    fn find<'o, T>(index: &ByName<'o, T>, namespace: &str, name: &str) -> Option<&'o T> {
-        index.get(&(namespace, name)).copied()
+    fn find(&self, kind: OwnerKind, namespace: &str, name: &str) -> Option<&OwnerRecord> {
+        self.records.get(&kind)?.get(namespace)?.get(name)
+    }
+
+    /// The name of the `owner_kind` owning the `kind` object `name`.
+    fn owner_of(
+        &self,
+        kind: OwnerKind,
+        namespace: &str,
+        name: &str,
+        owner_kind: &str,
+    ) -> Option<String> {
+        self.find(kind, namespace, name)?
+            .owned_by
+            .iter()
+            .find(|(kind, _)| kind == owner_kind)
+            .map(|(_, name)| name.clone())
     }
 
     /// The workload owning a pod (through its controller reference).
@@ -79,11 +132,8 @@ impl<'a> Owners<'a> {
         };
         match owner.kind.as_str() {
             "ReplicaSet" => {
-                let replica_set = Self::find(&self.replica_sets, &namespace, &owner.name);
-                let deployment = replica_set
-                    .and_then(|rs| rs.metadata.owner_references.as_ref())
-                    .and_then(|owners| owners.iter().find(|o| o.kind == "Deployment"))
-                    .map(|o| o.name.clone())
+                let deployment = self
+                    .owner_of(OwnerKind::ReplicaSet, &namespace, &owner.name, "Deployment")
                     // Without the ReplicaSet in the dump: a Deployment's
                     // ReplicaSet is named DEPLOYMENT-<pod-template-hash>.
                     .or_else(|| {
@@ -99,11 +149,7 @@ impl<'a> Owners<'a> {
                 }
             }
             "Job" => {
-                let job = Self::find(&self.jobs, &namespace, &owner.name);
-                let cron_job = job
-                    .and_then(|job| job.metadata.owner_references.as_ref())
-                    .and_then(|owners| owners.iter().find(|o| o.kind == "CronJob"))
-                    .map(|o| o.name.clone());
+                let cron_job = self.owner_of(OwnerKind::Job, &namespace, &owner.name, "CronJob");
                 match cron_job {
                     Some(name) => workload("CronJob", &name),
                     None => workload("Job", &owner.name),
@@ -120,23 +166,12 @@ impl<'a> Owners<'a> {
         pod_labels: &BTreeMap<String, String>,
     ) -> BTreeMap<String, String> {
         let (namespace, name) = (workload.namespace.as_str(), workload.name.as_str());
-        let match_labels = match workload.kind.as_str() {
-            "Deployment" => Self::find(&self.deployments, namespace, name)
-                .and_then(|d| d.spec.as_ref())
-                .and_then(|spec| spec.selector.match_labels.clone()),
-            "StatefulSet" => Self::find(&self.stateful_sets, namespace, name)
-                .and_then(|s| s.spec.as_ref())
-                .and_then(|spec| spec.selector.match_labels.clone()),
-            "DaemonSet" => Self::find(&self.daemon_sets, namespace, name)
-                .and_then(|d| d.spec.as_ref())
-                .and_then(|spec| spec.selector.match_labels.clone()),
-            "ReplicaSet" => Self::find(&self.replica_sets, namespace, name)
-                .and_then(|r| r.spec.as_ref())
-                .and_then(|spec| spec.selector.match_labels.clone()),
-            // Job selectors name one run (controller-uid): the pod template's
-            // own labels select every run of the workload.
-            _ => None,
-        };
+        // Job selectors name one run (controller-uid): the pod template's
+        // own labels select every run of the workload.
+        let selecting = OwnerKind::from_kind(&workload.kind).filter(|kind| *kind != OwnerKind::Job);
+        let match_labels = selecting
+            .and_then(|kind| self.find(kind, namespace, name))
+            .and_then(|record| record.match_labels.clone());
         let mut labels = match_labels.unwrap_or_else(|| pod_labels.clone());
         labels.retain(|key, _| !PER_POD_LABELS.contains(&key.as_str()));
         labels

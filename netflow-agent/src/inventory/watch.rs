@@ -34,7 +34,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use super::{Inventory, Objects};
+use super::{Inventory, Objects, OwnerKind, Owners};
 
 /// How long a deleted pod still names its IP and cgroup: longer than a poll
 /// interval plus the idle timeout of the connection table.
@@ -177,6 +177,31 @@ impl ClusterState {
         self.generation += 1;
     }
 
+    /// What the index reads of the owner kinds.
+    fn owners(&self) -> Owners {
+        let mut owners = Owners::default();
+        for replica_set in self.replica_sets.objects.values() {
+            let selector = replica_set.spec.as_ref().map(|spec| &spec.selector);
+            owners.add(OwnerKind::ReplicaSet, &replica_set.metadata, selector);
+        }
+        for deployment in self.deployments.objects.values() {
+            let selector = deployment.spec.as_ref().map(|spec| &spec.selector);
+            owners.add(OwnerKind::Deployment, &deployment.metadata, selector);
+        }
+        for stateful_set in self.stateful_sets.objects.values() {
+            let selector = stateful_set.spec.as_ref().map(|spec| &spec.selector);
+            owners.add(OwnerKind::StatefulSet, &stateful_set.metadata, selector);
+        }
+        for daemon_set in self.daemon_sets.objects.values() {
+            let selector = daemon_set.spec.as_ref().map(|spec| &spec.selector);
+            owners.add(OwnerKind::DaemonSet, &daemon_set.metadata, selector);
+        }
+        for job in self.jobs.objects.values() {
+            owners.add(OwnerKind::Job, &job.metadata, None);
+        }
+        owners
+    }
+
     /// The index as of now (rebuilt only when something changed).
     pub fn inventory(&mut self, now: i64) -> Arc<Inventory> {
         let cutoff = now.saturating_sub(ENDED_POD_RETENTION.as_secs() as i64);
@@ -198,11 +223,7 @@ impl ClusterState {
             endpoint_slices: self.endpoint_slices.items(),
             nodes: self.nodes.items(),
             namespaces: self.namespaces.items(),
-            replica_sets: self.replica_sets.items(),
-            deployments: self.deployments.items(),
-            stateful_sets: self.stateful_sets.items(),
-            daemon_sets: self.daemon_sets.items(),
-            jobs: self.jobs.items(),
+            owners: self.owners(),
         }));
         self.built = Some((self.generation, inventory.clone()));
         inventory

@@ -1,0 +1,121 @@
+//! The index built from objects: namespaces and nodes first, then pods one
+//! at a time, then Services (which select among the pods).
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+
+use super::{
+    Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners,
+    entries::{add_endpoint_slices, first_host, pod_entry, service_entry},
+};
+
+/// The index, filled in steps: pods one at a time (a dump's pods are read
+/// and indexed one by one, never all held as Kubernetes objects at once).
+pub(crate) struct Builder {
+    inventory: Inventory,
+    owners: Owners,
+}
+
+impl Builder {
+    pub(crate) fn new(namespaces: &[Namespace], nodes: &[Node], owners: Owners) -> Self {
+        let mut inventory = Inventory::default();
+        for namespace in namespaces {
+            let name = namespace.metadata.name.clone().unwrap_or_default();
+            let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+            // Kubernetes sets this label itself; dumps of old clusters may lack it.
+            labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
+            inventory.namespaces.insert(name, labels);
+        }
+        for node in nodes {
+            let mut addresses: Vec<IpAddr> = node
+                .status
+                .as_ref()
+                .and_then(|status| status.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|address| address.address.parse().ok())
+                .collect();
+            // With a bridge CNI (kubenet, flannel, the lab) the node reaches
+            // its own pods from the bridge's address, the first of its pod
+            // CIDR: that address is the node too.
+            let spec = node.spec.as_ref();
+            let pod_cidrs = spec
+                .and_then(|spec| spec.pod_cidrs.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(spec.and_then(|spec| spec.pod_cidr.clone()));
+            for cidr in pod_cidrs {
+                if let Some(gateway) = first_host(&cidr)
+                    && !addresses.contains(&gateway)
+                {
+                    addresses.push(gateway);
+                }
+            }
+            for address in &addresses {
+                inventory
+                    .nodes_by_ip
+                    .entry(*address)
+                    .or_insert(inventory.nodes.len());
+            }
+            inventory.nodes.push(NodeEntry {
+                name: node.metadata.name.clone().unwrap_or_default(),
+                addresses,
+            });
+        }
+        Self { inventory, owners }
+    }
+
+    pub(crate) fn add_pod(&mut self, pod: &Pod) {
+        let inventory = &mut self.inventory;
+        let entry = pod_entry(pod, &self.owners);
+        let selector = self.owners.selector_of(&entry.workload, &entry.labels);
+        inventory
+            .selectors
+            .entry(entry.workload.clone())
+            .or_insert(selector);
+        let index = inventory.pods.len();
+        inventory.pods_by_uid.insert(entry.uid.clone(), index);
+        for ip in &entry.ips {
+            inventory.pods_by_ip.entry(*ip).or_default().push(index);
+        }
+        inventory
+            .pods_by_namespace
+            .entry(entry.namespace.clone())
+            .or_default()
+            .push(index);
+        inventory
+            .pods_by_workload
+            .entry(entry.workload.clone())
+            .or_default()
+            .push(index);
+        inventory.pods.push(entry);
+    }
+
+    pub(crate) fn finish(
+        self,
+        services: &[Service],
+        endpoint_slices: &[EndpointSlice],
+    ) -> Inventory {
+        let mut inventory = self.inventory;
+        for service in services {
+            if let Some(mut entry) = service_entry(service) {
+                if entry.selector.is_empty() {
+                    add_endpoint_slices(&mut entry, endpoint_slices);
+                }
+                entry.selected = inventory.selecting(&entry.namespace, &entry.selector);
+                for ip in &entry.cluster_ips {
+                    inventory
+                        .services_by_ip
+                        .entry(*ip)
+                        .or_insert(inventory.services.len());
+                }
+                inventory.services.push(entry);
+            }
+        }
+        inventory
+    }
+}
