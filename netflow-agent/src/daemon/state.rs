@@ -200,26 +200,22 @@ impl GraphState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let cutoff = now.saturating_sub(self.window.as_secs());
-        self.graph = self.graph.edges_seen_since(cutoff);
-        let (kept, over_budget) = self.graph.cap_per_client(self.max_edges_per_client);
+        self.graph.remove_edges_seen_before(cutoff);
+        let over_budget = self.graph.cap_per_client(self.max_edges_per_client);
         if over_budget > 0 {
             warn!(
                 dropped = over_budget,
                 budget = self.max_edges_per_client,
                 "a client went over its edge budget: its oldest edges were dropped"
             );
-            self.graph = kept;
         }
-        let mut evicted = 0;
-        if self.graph.edge_count() > self.max_edges {
-            let (kept, dropped) = self.graph.most_recent_edges(self.max_edges);
+        let evicted = self.graph.keep_most_recent_edges(self.max_edges) as u64;
+        if evicted > 0 {
             warn!(
-                dropped,
+                dropped = evicted,
                 max_edges = self.max_edges,
                 "graph full: the least recently seen edges were dropped"
             );
-            self.graph = kept;
-            evicted = dropped as u64;
         }
         // A failed save (a full disk) loses nothing yet: the graph is in
         // memory and the next interval saves it again.

@@ -11,9 +11,9 @@ pub mod export;
 pub mod file;
 pub mod pull;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Endpoint, Protocol};
@@ -196,20 +196,18 @@ impl CommGraph {
     /// At most `budget` edges per client, its most recently seen: one
     /// client spraying connections (a scan) cannot push the rest of the
     /// cluster's edges out of a bounded graph. What a client loses is
-    /// added to [`Self::over_budget`]. Returns the graph and how many edges
-    /// were dropped.
-    pub fn cap_per_client(&self, budget: usize) -> (CommGraph, u64) {
-        let mut by_client: HashMap<&str, Vec<(u64, petgraph::graph::EdgeIndex)>> = HashMap::new();
+    /// added to [`Self::over_budget`]. Returns how many edges were dropped.
+    pub fn cap_per_client(&mut self, budget: usize) -> u64 {
+        let mut by_client: HashMap<NodeIndex, Vec<(u64, EdgeIndex)>> = HashMap::new();
         for edge in self.graph.edge_indices() {
             if let Some((from, _)) = self.graph.edge_endpoints(edge) {
                 by_client
-                    .entry(self.graph[from].id.as_str())
+                    .entry(from)
                     .or_default()
                     .push((self.graph[edge].stats.last_seen, edge));
             }
         }
-        let mut dropped_edges = std::collections::HashSet::new();
-        let mut over_budget = self.over_budget.clone();
+        let mut dropped_edges = HashSet::new();
         for (client, mut edges) in by_client {
             if edges.len() <= budget {
                 continue;
@@ -217,23 +215,56 @@ impl CommGraph {
             // Most recent first; ties in a stable order (by edge index).
             edges.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             let lost = edges.split_off(budget);
-            *over_budget.entry(client.to_string()).or_default() += lost.len() as u64;
+            *self
+                .over_budget
+                .entry(self.graph[client].id.clone())
+                .or_default() += lost.len() as u64;
             dropped_edges.extend(lost.into_iter().map(|(_, edge)| edge));
         }
-        let mut kept = CommGraph::new();
-        for edge in self.graph.edge_indices() {
-            if dropped_edges.contains(&edge) {
-                continue;
-            }
+        self.remove_edges(|edge, _| dropped_edges.contains(&edge)) as u64
+    }
+
+    /// Removes the edges `drop` names and the endpoints left without edges
+    /// (in place: the daemon prunes its graph every interval, and most
+    /// intervals prune nothing). Returns how many edges went.
+    fn remove_edges(&mut self, drop: impl Fn(EdgeIndex, &Edge) -> bool) -> usize {
+        let dropped: HashSet<EdgeIndex> = self
+            .graph
+            .edge_indices()
+            .filter(|&edge| drop(edge, &self.graph[edge]))
+            .collect();
+        if dropped.is_empty() {
+            return 0;
+        }
+        let mut left = HashSet::new();
+        for &edge in &dropped {
             if let Some((from, to)) = self.graph.edge_endpoints(edge) {
-                let client = kept.upsert_endpoint(self.graph[from].clone());
-                let server = kept.upsert_endpoint(self.graph[to].clone());
-                let Edge { key, stats } = &self.graph[edge];
-                kept.observe(client, server, *key, stats);
+                left.extend([from, to]);
             }
         }
-        kept.over_budget = over_budget;
-        (kept, dropped_edges.len() as u64)
+        self.graph.retain_edges(|_, edge| !dropped.contains(&edge));
+        // Indices move as elements go: endpoints are found again by id.
+        let left: HashSet<String> = left
+            .into_iter()
+            .filter(|&node| self.graph.neighbors_undirected(node).next().is_none())
+            .map(|node| self.graph[node].id.clone())
+            .collect();
+        self.graph
+            .retain_nodes(|graph, node| !left.contains(&graph[node].id));
+        self.by_id = self
+            .graph
+            .node_indices()
+            .map(|node| (self.graph[node].id.clone(), node))
+            .collect();
+        self.by_edge = self
+            .graph
+            .edge_indices()
+            .filter_map(|edge| {
+                let (from, to) = self.graph.edge_endpoints(edge)?;
+                Some(((from, to, self.graph[edge].key), edge))
+            })
+            .collect();
+        dropped.len()
     }
 
     /// The endpoint at a node this graph handed out.
@@ -288,37 +319,26 @@ impl CommGraph {
         edges
     }
 
-    /// A copy without the edges last seen before `cutoff` (Unix seconds);
-    /// endpoints left without edges go too.
-    pub fn edges_seen_since(&self, cutoff: u64) -> CommGraph {
-        let mut kept = CommGraph::new();
-        kept.over_budget.clone_from(&self.over_budget);
-        for (client, server, edge) in self.edges() {
-            if edge.stats.last_seen >= cutoff {
-                let client = kept.upsert_endpoint(client.clone());
-                let server = kept.upsert_endpoint(server.clone());
-                kept.observe(client, server, edge.key, &edge.stats);
-            }
-        }
-        kept
+    /// Removes the edges last seen before `cutoff` (Unix seconds), and the
+    /// endpoints they leave without edges. Returns how many edges went.
+    pub fn remove_edges_seen_before(&mut self, cutoff: u64) -> usize {
+        self.remove_edges(|_, edge| edge.stats.last_seen < cutoff)
     }
 
-    /// At most `max` edges: the ones seen most recently (ties at the cutoff
-    /// stay). Returns the graph and how many edges were dropped.
-    pub fn most_recent_edges(&self, max: usize) -> (CommGraph, usize) {
+    /// Keeps at most `max` edges: the ones seen most recently (ties at the
+    /// cutoff stay). Returns how many edges were dropped.
+    pub fn keep_most_recent_edges(&mut self, max: usize) -> usize {
         let count = self.edge_count();
         if count <= max {
-            return (self.edges_seen_since(0), 0);
+            return 0;
         }
         let mut last_seen: Vec<u64> = self
-            .edges()
-            .iter()
-            .map(|(_, _, edge)| edge.stats.last_seen)
+            .graph
+            .edge_weights()
+            .map(|edge| edge.stats.last_seen)
             .collect();
         let (_, cutoff, _) = last_seen.select_nth_unstable(count - max);
-        let kept = self.edges_seen_since(*cutoff);
-        let dropped = count - kept.edge_count();
-        (kept, dropped)
+        self.remove_edges_seen_before(*cutoff)
     }
 
     pub fn node_count(&self) -> usize {
@@ -397,14 +417,24 @@ pub(crate) mod tests {
             let seen = 1_764_000_000 + u64::from(port) * 60;
             graph.observe(frontend, peer, key, &stats(seen, seen, 1));
         }
-        let (kept, dropped) = graph.most_recent_edges(4);
-        assert_eq!((kept.edge_count(), dropped), (4, 6));
-        let mut ports: Vec<u16> = kept.edges().iter().map(|(_, _, e)| e.key.port).collect();
+        assert_eq!(graph.keep_most_recent_edges(20), 0);
+        let dropped = graph.keep_most_recent_edges(4);
+        assert_eq!((graph.edge_count(), dropped), (4, 6));
+        let mut ports: Vec<u16> = graph.edges().iter().map(|(_, _, e)| e.key.port).collect();
         ports.sort();
         assert_eq!(ports, vec![6, 7, 8, 9]);
-        // Endpoints left without edges go with them.
-        assert_eq!(kept.node_count(), 5);
-        assert_eq!(graph.most_recent_edges(20).1, 0);
+        // Endpoints left without edges go with them, and the rest are
+        // still found by id and by edge.
+        assert_eq!(graph.node_count(), 5);
+        let frontend = graph.upsert_endpoint(workload("shop", "frontend"));
+        let peer = graph.upsert_endpoint(workload("shop", "peer9"));
+        assert_eq!(graph.node_count(), 5);
+        let key = EdgeKey {
+            protocol: Protocol(6),
+            port: 9,
+        };
+        graph.observe(frontend, peer, key, &stats(1, 1, 1));
+        assert_eq!(graph.edge_count(), 4);
     }
 
     #[test]
@@ -488,9 +518,14 @@ pub(crate) mod tests {
             },
             &stats(1_000, 2_000, 1),
         );
-        let recent = graph.edges_seen_since(1_764_000_000);
-        assert_eq!(recent.edge_count(), 1);
-        assert!(recent.endpoint("workload:shop/Deployment/old").is_none());
+        assert_eq!(graph.remove_edges_seen_before(1_764_000_000), 1);
+        assert_eq!(graph.edge_count(), 1);
+        assert!(graph.endpoint("workload:shop/Deployment/old").is_none());
+        assert!(
+            graph
+                .endpoint("workload:shop/Deployment/frontend")
+                .is_some()
+        );
     }
 
     #[test]
@@ -525,7 +560,8 @@ pub(crate) mod tests {
             },
             &stats(1, 1, 1),
         );
-        let (capped, dropped) = graph.cap_per_client(5);
+        let mut capped = graph.clone();
+        let dropped = capped.cap_per_client(5);
         assert_eq!(dropped, 15);
         assert_eq!(capped.edge_count(), 6);
         let ports: BTreeSet<u16> = capped
@@ -540,7 +576,7 @@ pub(crate) mod tests {
         // Kept through the file and added up by a merge.
         let path = std::path::Path::new("graph.json");
         let reread =
-            CommGraph::parse(&serde_json::to_string(&capped.to_file()).unwrap(), path).unwrap();
+            CommGraph::parse(&serde_json::to_string(&capped.file()).unwrap(), path).unwrap();
         assert_eq!(reread.over_budget()[scanner], 15);
         let mut merged = reread.clone();
         merged.merge(&capped);

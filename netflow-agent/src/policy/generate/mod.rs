@@ -976,7 +976,7 @@ mod tests {
             .map(|n| flow(web, "10.244.0.5", (&format!("203.0.113.{n}"), 443), 6))
             .collect();
         add_flows(&mut graph, &identity, &scan);
-        let (graph, dropped) = graph.cap_per_client(2);
+        let dropped = graph.cap_per_client(2);
         assert_eq!(dropped, 3);
         let set = generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
         let budget: Vec<&Finding> = set
