@@ -9,7 +9,8 @@
 //! within [`HEADER_TIMEOUT`], every connection closed after
 //! [`CONNECTION_TIMEOUT`] whatever it does (a client that never reads its
 //! answer), at most [`MAX_CONNECTIONS`] at once (more are closed at once),
-//! and the graph's JSON shared between requests, never copied per request.
+//! and the graph kept compressed, shared between requests, never copied per
+//! request ([`super::gzip_body`]).
 //!
 //! The recording loop publishes a [`Snapshot`] after every interval and moves
 //! the metrics as it goes; the server only reads.
@@ -23,7 +24,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::{
     Method, Request, Response, StatusCode, header, server::conn::http1, service::service_fn,
 };
@@ -31,7 +32,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use super::metrics::{self, Metrics};
+use super::{
+    gzip_body::Inflate,
+    metrics::{self, Metrics},
+};
+
+/// A response: whole bytes, or the graph inflated as it is sent.
+type ResponseBody = Either<Full<Bytes>, Inflate>;
 
 /// Request headers larger than this get 431 and the connection is closed.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -48,8 +55,9 @@ pub struct Snapshot {
     pub attached: bool,
     /// The inventory is loaded (a file) or every watch has listed (live).
     pub inventory_loaded: bool,
-    /// The graph as JSON (the graph file's format), shared by every request.
-    pub graph_json: Bytes,
+    /// The graph as gzip-compressed JSON (the graph file's format), shared
+    /// by every request.
+    pub graph_gzip: Bytes,
 }
 
 /// What the recording loop shares with the server.
@@ -164,9 +172,9 @@ async fn serve(listener: std::net::TcpListener, shared: Shared, serves: Serves) 
     }
 }
 
-fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response<Full<Bytes>> {
+fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response<ResponseBody> {
     let reply = |status: StatusCode, content_type: &'static str, body: Bytes| {
-        let mut response = Response::new(Full::new(body));
+        let mut response = Response::new(Either::Left(Full::new(body)));
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -199,11 +207,24 @@ fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response
             Bytes::from(shared.metrics.encode()),
         ),
         (Serves::Graph, "/graph") => {
-            let graph = shared.read(|snapshot| snapshot.graph_json.clone());
+            let graph = shared.read(|snapshot| snapshot.graph_gzip.clone());
             if graph.is_empty() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "no graph yet\n".into())
+                return text(StatusCode::SERVICE_UNAVAILABLE, "no graph yet\n".into());
+            }
+            if accepts_gzip(request) {
+                let mut response = reply(StatusCode::OK, "application/json", graph);
+                response.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+                response
             } else {
-                reply(StatusCode::OK, "application/json", graph)
+                let mut response = Response::new(Either::Right(Inflate::new(graph)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response
             }
         }
         (Serves::Health, _) => text(
@@ -212,6 +233,27 @@ fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response
         ),
         (Serves::Graph, _) => text(StatusCode::NOT_FOUND, "not found: /graph\n".into()),
     }
+}
+
+/// The client said it takes gzip (`Accept-Encoding: gzip`, not with q=0).
+fn accepts_gzip<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|parameter| {
+                parameter
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
 }
 
 #[cfg(test)]
@@ -252,8 +294,36 @@ mod tests {
             |serves: Serves, path: &str| respond(&get(path), &shared, serves).status().as_u16();
         assert_eq!(status(Serves::Health, "/graph"), 404);
         assert_eq!(status(Serves::Graph, "/graph"), 503, "no graph yet");
-        shared.update(|snapshot| snapshot.graph_json = Bytes::from_static(b"{}"));
+        let graph = crate::graph::CommGraph::new();
+        let json = serde_json::to_vec(&graph.file()).unwrap();
+        let graph_gzip = super::super::gzip_body::gzip_json(&graph.file()).unwrap();
+        shared.update(|snapshot| snapshot.graph_gzip = graph_gzip.clone());
         assert_eq!(status(Serves::Graph, "/graph"), 200);
+        // Sent compressed to whoever takes gzip, inflated for the others.
+        let body = |request: Request<()>| {
+            let response = respond(&request, &shared, Serves::Graph);
+            let encoding = response.headers().get(header::CONTENT_ENCODING).cloned();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let bytes = runtime
+                .block_on(http_body_util::BodyExt::collect(response.into_body()))
+                .unwrap()
+                .to_bytes();
+            (encoding, bytes)
+        };
+        let gzip = |accept: &str| {
+            Request::get("/graph")
+                .header(header::ACCEPT_ENCODING, accept)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(body(get("/graph")), (None, Bytes::from(json)));
+        assert_eq!(
+            body(gzip("deflate, gzip;q=0.8")),
+            (Some(header::HeaderValue::from_static("gzip")), graph_gzip)
+        );
+        assert_eq!(body(gzip("gzip;q=0")).0, None);
         assert_eq!(status(Serves::Graph, "/metrics"), 404);
         assert_eq!(status(Serves::Health, "/metrics"), 200);
     }

@@ -11,6 +11,7 @@
 //! detaches: dropping the probe removes both programs from the kernel.
 
 pub mod flowlog;
+mod gzip_body;
 pub mod http;
 mod inventory_source;
 pub mod metrics;
@@ -187,10 +188,10 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         shared.metrics.graph_edges.set(gauge_value(
             graph.map_or(0, crate::graph::CommGraph::edge_count),
         ));
-        let graph_json = graph.map(graph_json).unwrap_or_default();
+        let graph_gzip = graph.map(graph_gzip).unwrap_or_default();
         shared.update(|snapshot| {
             snapshot.attached = true;
-            snapshot.graph_json = graph_json;
+            snapshot.graph_gzip = graph_gzip;
         });
     }
     // Said once /readyz can say it too: whoever waits for this line may ask.
@@ -354,7 +355,7 @@ impl Sinks<'_> {
         metrics
             .pending_flow_records
             .set(gauge_value(state.pending.len()));
-        let mut graph_json = None;
+        let mut graph_gzip = None;
         if let Some(added) = added {
             let report = &added.report;
             metrics.add_unnamed(Unnamed {
@@ -368,21 +369,19 @@ impl Sinks<'_> {
             metrics
                 .graph_edges
                 .set(gauge_value(state.graph.edge_count()));
-            graph_json = Some(self::graph_json(&state.graph));
+            graph_gzip = Some(self::graph_gzip(&state.graph));
         }
         shared.update(|snapshot| {
             snapshot.inventory_loaded = synced;
-            if let Some(graph_json) = graph_json {
-                snapshot.graph_json = graph_json;
+            if let Some(graph_gzip) = graph_gzip {
+                snapshot.graph_gzip = graph_gzip;
             }
         });
     }
 }
 
-/// The graph as `/graph` serves it: rendered once per interval, shared by
-/// every request.
-fn graph_json(graph: &crate::graph::CommGraph) -> bytes::Bytes {
-    serde_json::to_vec(&graph.to_file())
-        .map(bytes::Bytes::from)
-        .unwrap_or_default()
+/// The graph as `/graph` serves it: rendered and compressed once per
+/// interval, shared by every request.
+fn graph_gzip(graph: &crate::graph::CommGraph) -> bytes::Bytes {
+    gzip_body::gzip_json(&graph.file()).unwrap_or_default()
 }

@@ -16,7 +16,7 @@ pub enum Format {
 pub fn render(graph: &CommGraph, format: Format) -> String {
     match format {
         Format::Json => {
-            let mut json = serde_json::to_string_pretty(&graph.to_file()).unwrap_or_default();
+            let mut json = serde_json::to_string_pretty(&graph.file()).unwrap_or_default();
             json.push('\n');
             json
         }

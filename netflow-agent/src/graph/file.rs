@@ -43,7 +43,7 @@ pub enum GraphFileError {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct GraphFile {
     pub version: u32,
     pub nodes: Vec<Endpoint>,
@@ -53,7 +53,7 @@ pub struct GraphFile {
     pub over_budget: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct EdgeRecord {
     pub from: String,
     pub to: String,
@@ -83,36 +83,82 @@ pub struct EdgeRecord {
     pub dns_names: BTreeSet<String>,
 }
 
-impl CommGraph {
-    pub fn to_file(&self) -> GraphFile {
-        GraphFile {
-            version: GRAPH_VERSION,
-            nodes: self.endpoints().into_iter().cloned().collect(),
-            edges: self
-                .edges()
-                .into_iter()
-                .map(|(from, to, edge)| {
+/// The graph as its file's JSON, serialized straight from the graph: the
+/// daemon writes its state and renders `/graph` every interval, and a copy of
+/// every id and stat per write would double its memory.
+pub struct FileView<'a>(&'a CommGraph);
+
+/// One edge of [`FileView`]: the fields of [`EdgeRecord`], borrowed.
+#[derive(Serialize)]
+struct EdgeView<'a> {
+    from: &'a str,
+    to: &'a str,
+    protocol: Protocol,
+    port: u16,
+    first_seen: String,
+    last_seen: String,
+    days_seen: &'a BTreeSet<String>,
+    connections: u64,
+    established: u64,
+    packets: u64,
+    bytes: u64,
+    seen_by_client: &'a Volume,
+    seen_by_server: &'a Volume,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    dns_names: &'a BTreeSet<String>,
+}
+
+impl Serialize for FileView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        struct Nodes<'a>(&'a CommGraph);
+        impl Serialize for Nodes<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.endpoints())
+            }
+        }
+        struct Edges<'a>(&'a CommGraph);
+        impl Serialize for Edges<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.edges().into_iter().map(|(from, to, edge)| {
                     let volume = edge.stats.volume();
-                    EdgeRecord {
-                        from: from.id.clone(),
-                        to: to.id.clone(),
+                    EdgeView {
+                        from: &from.id,
+                        to: &to.id,
                         protocol: edge.key.protocol,
                         port: edge.key.port,
                         first_seen: file_time(edge.stats.first_seen),
                         last_seen: file_time(edge.stats.last_seen),
-                        days_seen: edge.stats.days_seen.clone(),
+                        days_seen: &edge.stats.days_seen,
                         connections: volume.connections,
-                        established: Some(volume.established),
+                        established: volume.established,
                         packets: volume.packets,
                         bytes: volume.bytes,
-                        seen_by_client: Some(edge.stats.seen_by_client),
-                        seen_by_server: Some(edge.stats.seen_by_server),
-                        dns_names: edge.stats.dns_names.clone(),
+                        seen_by_client: &edge.stats.seen_by_client,
+                        seen_by_server: &edge.stats.seen_by_server,
+                        dns_names: &edge.stats.dns_names,
                     }
-                })
-                .collect(),
-            over_budget: self.over_budget().clone(),
+                }))
+            }
         }
+        let graph = self.0;
+        let over_budget = graph.over_budget();
+        let fields = if over_budget.is_empty() { 3 } else { 4 };
+        let mut file = serializer.serialize_struct("GraphFile", fields)?;
+        file.serialize_field("version", &GRAPH_VERSION)?;
+        file.serialize_field("nodes", &Nodes(graph))?;
+        file.serialize_field("edges", &Edges(graph))?;
+        if !over_budget.is_empty() {
+            file.serialize_field("over_budget", over_budget)?;
+        }
+        file.end()
+    }
+}
+
+impl CommGraph {
+    /// The graph in its file's layout, ready to serialize.
+    pub fn file(&self) -> FileView<'_> {
+        FileView(self)
     }
 
     /// Builds the graph a file describes; `path` is only for error messages.
@@ -231,16 +277,17 @@ impl CommGraph {
         Self::from_file(file, path)
     }
 
-    /// Writes the graph atomically (temporary file, fsync, rename).
-    /// Writes the graph atomically, readable by its owner only: a map of who
-    /// talks to whom is worth protecting.
+    /// Writes the graph atomically (temporary file, fsync, rename), readable
+    /// by its owner only: a map of who talks to whom is worth protecting.
+    /// Compact JSON, written as it is serialized (`graph show` and `graph
+    /// export --format json` print it for reading).
     pub fn save(&self, path: &Path) -> Result<(), GraphFileError> {
-        let json =
-            serde_json::to_vec_pretty(&self.to_file()).map_err(|err| GraphFileError::Write {
-                path: path.to_path_buf(),
-                source: err.into(),
-            })?;
-        write_atomically_with_mode(path, &json, 0o600).map_err(|source| GraphFileError::Write {
+        write_atomically_with(path, 0o600, |file| {
+            let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
+            serde_json::to_writer(&mut writer, &self.file())?;
+            writer.flush()
+        })
+        .map_err(|source| GraphFileError::Write {
             path: path.to_path_buf(),
             source,
         })
@@ -255,6 +302,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// [`write_atomically`], the file created with `mode` (before the umask).
 pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomically_with(path, mode, |file| file.write_all(bytes))
+}
+
+/// [`write_atomically_with_mode`], the content written by `write`.
+fn write_atomically_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -271,7 +327,7 @@ pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::
             .truncate(true)
             .mode(mode)
             .open(&temporary)?;
-        file.write_all(bytes)?;
+        write(&mut file)?;
         file.sync_all()?;
         fs::rename(&temporary, path)?;
         // The rename itself is durable once the directory is synced.
@@ -310,8 +366,8 @@ mod tests {
         graph.save(&path).unwrap();
         let loaded = CommGraph::load(&path).unwrap();
         assert_eq!(
-            serde_json::to_string(&loaded.to_file()).unwrap(),
-            serde_json::to_string(&graph.to_file()).unwrap()
+            serde_json::to_string(&loaded.file()).unwrap(),
+            serde_json::to_string(&graph.file()).unwrap()
         );
         // Only the file itself is left, no temporary.
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
@@ -320,7 +376,7 @@ mod tests {
 
     #[test]
     fn the_file_has_the_documented_fields() {
-        let value = serde_json::to_value(sample().to_file()).unwrap();
+        let value = serde_json::to_value(sample().file()).unwrap();
         for field in ["id", "kind", "namespace", "name"] {
             assert!(value["nodes"][0].get(field).is_some(), "node field {field}");
         }

@@ -47,6 +47,8 @@ pub enum PullError {
     NotHttp,
     #[error("the agent's graph is larger than {MAX_GRAPH_BYTES} bytes")]
     TooLarge,
+    #[error("the agent's compressed graph is not valid gzip")]
+    BadGzip(#[source] std::io::Error),
 }
 
 /// The largest graph one agent may send (a week of a busy node is far below).
@@ -107,7 +109,9 @@ pub async fn fetch(
         .take_stream(port)
         .ok_or_else(|| forward("no stream".into()))?;
     stream
-        .write_all(b"GET /graph HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"GET /graph HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        )
         .await
         .map_err(|err| forward(err.to_string()))?;
     let mut response = Vec::new();
@@ -125,10 +129,17 @@ pub async fn fetch(
         return Err(forward(message));
     }
     forwarder.abort();
-    let (status, body) = http_response(&response)?;
+    let (status, gzip, body) = http_response(&response)?;
     if body.len() as u64 > MAX_GRAPH_BYTES {
         return Err(PullError::TooLarge);
     }
+    let inflated;
+    let body = if gzip && status == 200 {
+        inflated = inflate(body, MAX_GRAPH_BYTES)?;
+        inflated.as_slice()
+    } else {
+        body
+    };
     if status != 200 {
         let body = String::from_utf8_lossy(&body[..body.len().min(200)])
             .trim()
@@ -140,9 +151,25 @@ pub async fn fetch(
     Ok(CommGraph::parse(&text, Path::new(&shown))?)
 }
 
-/// The status and the body of a plain HTTP/1.1 response (the agent answers
-/// with a Content-Length, never chunked).
-fn http_response(response: &[u8]) -> Result<(u16, &[u8]), PullError> {
+/// A gzip body inflated, at most `limit` bytes of it (a small answer may
+/// inflate to a huge one).
+fn inflate(body: &[u8], limit: u64) -> Result<Vec<u8>, PullError> {
+    use std::io::Read as _;
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit + 1)
+        .read_to_end(&mut inflated)
+        .map_err(PullError::BadGzip)?;
+    if inflated.len() as u64 > limit {
+        return Err(PullError::TooLarge);
+    }
+    Ok(inflated)
+}
+
+/// The status, whether the body is gzip-compressed, and the body of a plain
+/// HTTP/1.1 response (the agent answers a gzip-taking client with a
+/// Content-Length, never chunked).
+fn http_response(response: &[u8]) -> Result<(u16, bool, &[u8]), PullError> {
     let head_end = response
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
@@ -153,7 +180,13 @@ fn http_response(response: &[u8]) -> Result<(u16, &[u8]), PullError> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or(PullError::NotHttp)?;
-    Ok((status, &response[head_end + 4..]))
+    let gzip = head.lines().skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("content-encoding")
+                && value.trim().eq_ignore_ascii_case("gzip")
+        })
+    });
+    Ok((status, gzip, &response[head_end + 4..]))
 }
 
 #[cfg(test)]
@@ -162,10 +195,29 @@ mod tests {
 
     #[test]
     fn answers_are_read_as_http() {
-        let (status, body) =
+        let (status, gzip, body) =
             http_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert!(!gzip);
         assert_eq!((status, body), (200, &b"{}"[..]));
         assert!(http_response(b"garbage").is_err());
         assert!(http_response(b"HTTP/1.1 abc\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn compressed_answers_are_inflated_within_the_limit() {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[b' '; 100_000]).unwrap();
+        let compressed = encoder.finish().unwrap();
+        let mut answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n".to_vec();
+        answer.extend_from_slice(&compressed);
+        let (_, gzip, body) = http_response(&answer).unwrap();
+        assert!(gzip);
+        assert_eq!(inflate(body, 100_000).unwrap().len(), 100_000);
+        assert!(matches!(inflate(body, 99_999), Err(PullError::TooLarge)));
+        assert!(matches!(
+            inflate(b"not gzip", 100),
+            Err(PullError::BadGzip(_))
+        ));
     }
 }

@@ -1,0 +1,124 @@
+//! `/graph` kept gzip-compressed: the JSON of a large graph is tens of
+//! megabytes and compresses about tenfold. Clients that accept gzip (`graph
+//! pull`) get the shared bytes as they are; others get it inflated as it is
+//! sent, a chunk at a time, so no request ever holds a whole copy.
+
+use std::{
+    io::Read as _,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf as _, Bytes};
+use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+use http_body::{Body, Frame};
+use serde::Serialize;
+
+/// How much of the inflated graph one frame carries.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// `value` as gzip-compressed JSON (fast compression: rendered every interval).
+pub fn gzip_json(value: &impl Serialize) -> std::io::Result<Bytes> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    serde_json::to_writer(&mut encoder, value)?;
+    Ok(Bytes::from(encoder.finish()?))
+}
+
+/// A response body inflating shared gzip bytes as the client reads.
+pub struct Inflate {
+    decoder: Option<GzDecoder<bytes::buf::Reader<Bytes>>>,
+}
+
+impl Inflate {
+    pub fn new(compressed: Bytes) -> Self {
+        Self {
+            decoder: Some(GzDecoder::new(compressed.reader())),
+        }
+    }
+}
+
+impl Body for Inflate {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let mut chunk = vec![0; CHUNK_BYTES];
+        let read = match decoder.read(&mut chunk) {
+            Ok(read) => read,
+            Err(err) => {
+                self.decoder = None;
+                return Poll::Ready(Some(Err(err)));
+            }
+        };
+        if read == 0 {
+            self.decoder = None;
+            return Poll::Ready(None);
+        }
+        chunk.truncate(read);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[test]
+    fn inflating_gives_back_the_json_in_chunks() {
+        let value: Vec<u64> = (0..200_000).collect();
+        let json = serde_json::to_vec(&value).unwrap();
+        let compressed = gzip_json(&value).unwrap();
+        assert!(compressed.len() * 2 < json.len());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut body = Inflate::new(compressed);
+        let (mut inflated, mut frames) = (Vec::new(), 0);
+        runtime.block_on(async {
+            while let Some(frame) = body.frame().await {
+                let data = frame.unwrap().into_data().unwrap();
+                assert!(data.len() <= CHUNK_BYTES);
+                inflated.extend_from_slice(&data);
+                frames += 1;
+            }
+        });
+        assert_eq!(inflated, json);
+        assert!(frames > 1);
+    }
+
+    #[test]
+    fn a_corrupt_stream_ends_in_an_error() {
+        let mut compressed = gzip_json(&(0..50_000).collect::<Vec<u64>>())
+            .unwrap()
+            .to_vec();
+        let middle = compressed.len() / 2;
+        compressed[middle..]
+            .iter_mut()
+            .for_each(|byte| *byte = !*byte);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut body = Inflate::new(Bytes::from(compressed));
+        let failed = runtime.block_on(async {
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(failed);
+    }
+}
