@@ -13,11 +13,11 @@ use std::{collections::HashMap, net::IpAddr};
 
 use petgraph::graph::NodeIndex;
 
-use super::{CommGraph, EdgeKey, EdgeStats, Volume};
+use super::{CommGraph, Days, EdgeKey, EdgeStats, Volume};
 use crate::{
     identity::{self, Identity, Named},
     inventory::WorkloadRef,
-    model::{EndpointKind, FlowRecord, Handshake, Protocol, Side, utc_day},
+    model::{EndpointKind, FlowRecord, Handshake, Protocol, Side},
 };
 
 /// What a build saw, for the user to check coverage.
@@ -172,9 +172,7 @@ impl<'g, 'a> Builder<'g, 'a> {
         let mut stats = EdgeStats {
             first_seen: first as u64,
             last_seen: last as u64,
-            days_seen: [utc_day(first as u64), utc_day(last as u64)]
-                .into_iter()
-                .collect(),
+            days_seen: Days::of_span(first as u64, last as u64),
             ..EdgeStats::default()
         };
         let key = |port| EdgeKey {

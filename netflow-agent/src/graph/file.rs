@@ -17,7 +17,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommGraph, EdgeKey, EdgeStats, Volume};
+use super::{CommGraph, Days, EdgeKey, EdgeStats, Volume};
 use crate::model::{Endpoint, Protocol, file_time};
 
 /// The layout version this build writes and the newest it reads.
@@ -62,7 +62,7 @@ pub struct EdgeRecord {
     pub first_seen: String,
     pub last_seen: String,
     #[serde(default)]
-    pub days_seen: BTreeSet<String>,
+    pub days_seen: Days,
     /// The edge's volume (the larger of the two sides' counts).
     pub connections: u64,
     /// Of them, those answered. Absent in files of earlier versions, which
@@ -97,7 +97,7 @@ struct EdgeView<'a> {
     port: u16,
     first_seen: String,
     last_seen: String,
-    days_seen: &'a BTreeSet<String>,
+    days_seen: &'a Days,
     connections: u64,
     established: u64,
     packets: u64,

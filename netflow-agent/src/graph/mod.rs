@@ -7,6 +7,7 @@
 //! and a versioned JSON file on disk ([`file::GraphFile`]), saved atomically.
 
 pub mod build;
+mod days;
 pub mod export;
 pub mod file;
 pub mod pull;
@@ -15,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use serde::{Deserialize, Serialize};
+
+pub use self::days::Days;
 
 use crate::model::{Endpoint, Protocol};
 
@@ -59,8 +62,8 @@ impl Volume {
 pub struct EdgeStats {
     pub first_seen: u64,
     pub last_seen: u64,
-    /// UTC days (`YYYY-MM-DD`) on which the edge carried traffic.
-    pub days_seen: BTreeSet<String>,
+    /// UTC days on which the edge carried traffic.
+    pub days_seen: Days,
     pub seen_by_client: Volume,
     pub seen_by_server: Volume,
     /// For an edge to an external address: the names the client workload
@@ -77,12 +80,7 @@ impl EdgeStats {
             (ours, theirs) => ours.min(theirs),
         };
         self.last_seen = self.last_seen.max(other.last_seen);
-        // Clone only what is new: most observations repeat known days.
-        for day in &other.days_seen {
-            if !self.days_seen.contains(day) {
-                self.days_seen.insert(day.clone());
-            }
-        }
+        self.days_seen.extend(&other.days_seen);
         self.seen_by_client.add(&other.seen_by_client);
         self.seen_by_server.add(&other.seen_by_server);
         for name in &other.dns_names {
@@ -375,7 +373,7 @@ pub(crate) mod tests {
         EdgeStats {
             first_seen: first,
             last_seen: last,
-            days_seen: [utc_day(first), utc_day(last)].into_iter().collect(),
+            days_seen: Days::of_span(first, last),
             seen_by_client: Volume {
                 connections,
                 established: connections,

@@ -89,10 +89,10 @@ pub fn plan(graph: &CommGraph, tiers: ClusterTiers) -> Vec<Step> {
         .fold((u64::MAX, 0), |(first, last), (_, _, e)| {
             (first.min(e.stats.first_seen), last.max(e.stats.last_seen))
         });
-    let days: BTreeSet<&String> = graph
+    let days: BTreeSet<String> = graph
         .edges()
         .iter()
-        .flat_map(|(_, _, e)| e.stats.days_seen.iter())
+        .flat_map(|(_, _, e)| e.stats.days_seen.dates())
         .collect();
     let mut steps = vec![Step {
         title: "Audit".into(),
