@@ -257,6 +257,7 @@ fn policy_commands_refuse_bad_inputs_by_name() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("no cluster DNS"), "{stderr}");
+    assert!(!out.exists(), "nothing written without a cluster DNS");
 
     let policies = dir.join("bad-policies");
     fs::create_dir_all(&policies).unwrap();

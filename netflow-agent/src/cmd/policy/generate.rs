@@ -9,7 +9,7 @@ use crate::{
     inventory::Inventory,
     policy::{
         generate::{ClusterBaseline, Finding, GenerateOptions, cilium, kubernetes},
-        write::write_dir,
+        write::StagedDir,
     },
 };
 
@@ -29,15 +29,24 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let (out, graph) = (args.out, CommGraph::load(&args.graph)?);
     let inventory = Inventory::load(&args.inventory)?;
+    // Each namespace's file is written (under a temporary name) as soon as
+    // its policies are; all are renamed into place at the end.
+    let mut dir = StagedDir::create(&out)?;
     let findings = match args.flavor {
         Flavor::Kubernetes => {
-            let set = kubernetes::generate(&graph, &inventory, &options)?;
-            write_dir(&set, &out)?;
+            let set = kubernetes::generate_each(&graph, &inventory, &options, |ns, policies| {
+                dir.stage_namespace(ns, &policies)
+                    .map_err(anyhow::Error::from)
+            })?;
+            dir.commit(&set)?;
             set.findings
         }
         Flavor::Cilium => {
-            let set = cilium::generate(&graph, &inventory, &options)?;
-            write_dir(&set, &out)?;
+            let set = cilium::generate_each(&graph, &inventory, &options, |ns, policies| {
+                dir.stage_namespace(ns, &policies)
+                    .map_err(anyhow::Error::from)
+            })?;
+            dir.commit(&set)?;
             set.findings
         }
     };

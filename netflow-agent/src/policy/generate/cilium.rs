@@ -39,6 +39,20 @@ pub fn generate(
     generate_with(&Cilium, graph, inventory, options)
 }
 
+/// [`generate`], each namespace's policies handed to `sink` as they are
+/// written (see [`super::generate_each`]).
+pub fn generate_each<E: From<GenerateError>>(
+    graph: &CommGraph,
+    inventory: &Inventory,
+    options: &GenerateOptions,
+    sink: impl FnMut(&str, Vec<CiliumNetworkPolicy>) -> Result<(), E>,
+) -> Result<PolicySet<CiliumNetworkPolicy>, E> {
+    if options.cluster_baseline != super::ClusterBaseline::None {
+        return Err(GenerateError::BaselineNeedsKubernetesFlavor.into());
+    }
+    super::generate_each(&Cilium, graph, inventory, options, sink)
+}
+
 /// How a Cilium rule names one peer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CiliumPeer {

@@ -34,6 +34,17 @@ pub fn generate(
     generate_with(&Kubernetes, graph, inventory, options)
 }
 
+/// [`generate`], each namespace's policies handed to `sink` as they are
+/// written (see [`super::generate_each`]).
+pub fn generate_each<E: From<GenerateError>>(
+    graph: &CommGraph,
+    inventory: &Inventory,
+    options: &GenerateOptions,
+    sink: impl FnMut(&str, Vec<NetworkPolicy>) -> Result<(), E>,
+) -> Result<PolicySet<NetworkPolicy>, E> {
+    super::generate_each(&Kubernetes, graph, inventory, options, sink)
+}
+
 pub struct Kubernetes;
 
 impl Flavor for Kubernetes {

@@ -187,13 +187,32 @@ pub trait Flavor {
     ) -> Self::Policy;
 }
 
-/// The skeleton both flavors share.
+/// The skeleton both flavors share, the policies kept by namespace.
 pub fn generate_with<F: Flavor>(
     flavor: &F,
     graph: &CommGraph,
     inventory: &Inventory,
     options: &GenerateOptions,
 ) -> Result<PolicySet<F::Policy>, GenerateError> {
+    let mut by_namespace = BTreeMap::new();
+    let mut set = generate_each(flavor, graph, inventory, options, |namespace, policies| {
+        by_namespace.insert(namespace.to_string(), policies);
+        Ok::<_, GenerateError>(())
+    })?;
+    set.by_namespace = by_namespace;
+    Ok(set)
+}
+
+/// The skeleton both flavors share: each namespace's policies go to `sink`
+/// as soon as they are written (a large cluster's are never all held at
+/// once); the set returned holds the rest (tiers, findings).
+pub fn generate_each<F: Flavor, E: From<GenerateError>>(
+    flavor: &F,
+    graph: &CommGraph,
+    inventory: &Inventory,
+    options: &GenerateOptions,
+    mut sink: impl FnMut(&str, Vec<F::Policy>) -> Result<(), E>,
+) -> Result<PolicySet<F::Policy>, E> {
     let dns = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
     let (edges, workloads) = scope(graph, options);
     let mut by_server: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -273,7 +292,7 @@ pub fn generate_with<F: Flavor>(
                 ));
             }
         }
-        set.by_namespace.insert(namespace.clone(), policies);
+        sink(namespace, policies)?;
     }
     set.findings.sort();
     set.findings.dedup();
