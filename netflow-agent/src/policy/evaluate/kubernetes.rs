@@ -1,7 +1,11 @@
 //! NetworkPolicy semantics: which policies isolate a pod, and whether one of
 //! their rules allows a peer on a port.
 
-use std::{borrow::Cow, collections::BTreeMap, net::IpAddr};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
@@ -39,11 +43,108 @@ type RuleView<'p> = (
     Option<&'p Vec<NetworkPolicyPort>>,
 );
 
+/// A peer list's peers by the one namespace each can name. A generated
+/// policy for a busy server lists a peer per client workload, thousands of
+/// them: a check looks only at those of the client's namespace.
+pub(super) struct PeerIndex<'p> {
+    /// Peers that name pods of one namespace only: without a
+    /// namespaceSelector (the policy's own) or with exactly
+    /// `kubernetes.io/metadata.name: NAME`.
+    by_namespace: HashMap<&'p str, Vec<&'p NetworkPolicyPeer>>,
+    /// Every other peer (ipBlocks, other namespace selectors).
+    others: Vec<&'p NetworkPolicyPeer>,
+}
+
+/// Peer lists shorter than this are scanned as they are.
+const INDEXED_PEER_LISTS: usize = 8;
+
+/// The peer indexes of `policies`' long peer lists, by the list's address.
+pub(super) type PeerIndexes<'p> = HashMap<*const NetworkPolicyPeer, PeerIndex<'p>>;
+
+pub(super) fn index_peers(policies: &[NetworkPolicy]) -> PeerIndexes<'_> {
+    let mut indexes = HashMap::new();
+    for policy in policies {
+        let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(spec) = policy.spec.as_ref() else {
+            continue;
+        };
+        let ingress = spec
+            .ingress
+            .iter()
+            .flatten()
+            .filter_map(|r| r.from.as_ref());
+        let egress = spec.egress.iter().flatten().filter_map(|r| r.to.as_ref());
+        for peers in ingress.chain(egress) {
+            if peers.len() >= INDEXED_PEER_LISTS {
+                indexes.insert(peers.as_ptr(), PeerIndex::new(peers, namespace));
+            }
+        }
+    }
+    indexes
+}
+
+impl<'p> PeerIndex<'p> {
+    fn new(peers: &'p [NetworkPolicyPeer], policy_namespace: &'p str) -> Self {
+        let mut index = PeerIndex {
+            by_namespace: HashMap::new(),
+            others: Vec::new(),
+        };
+        for peer in peers {
+            match one_namespace(peer, policy_namespace) {
+                Some(namespace) => index.by_namespace.entry(namespace).or_default().push(peer),
+                None => index.others.push(peer),
+            }
+        }
+        index
+    }
+
+    /// The peers that may match `end`: no other can.
+    fn candidates<'s>(&'s self, end: End<'_>) -> impl Iterator<Item = &'p NetworkPolicyPeer> + 's {
+        let of_namespace = match end {
+            End::Pod(pod) => self.by_namespace.get(pod.namespace.as_str()),
+            // Selectors name pods only.
+            End::Address(_) => None,
+        };
+        of_namespace
+            .into_iter()
+            .flatten()
+            .chain(self.others.iter())
+            .copied()
+    }
+}
+
+/// The only namespace whose pods `peer` can name, when it is one by name.
+fn one_namespace<'p>(peer: &'p NetworkPolicyPeer, policy_namespace: &'p str) -> Option<&'p str> {
+    if peer.ip_block.is_some() {
+        return None;
+    }
+    let Some(selector) = &peer.namespace_selector else {
+        return Some(policy_namespace);
+    };
+    if selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|expressions| !expressions.is_empty())
+    {
+        return None;
+    }
+    // Every namespace carries its name in this label (the inventory sees to
+    // it): a selector of that label alone names that namespace only.
+    let labels = selector.match_labels.as_ref()?;
+    match labels.get(NAMESPACE_NAME_LABEL) {
+        Some(name) if labels.len() == 1 => Some(name.as_str()),
+        _ => None,
+    }
+}
+
 /// Whether a rule of `policy` for `direction` allows `peer` on `port`.
-/// `port_owner` is the pod whose named ports name `port` (the server).
+/// `port_owner` is the pod whose named ports name `port` (the server);
+/// `indexes` are the long peer lists' indexes ([`index_peers`]).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn allows(
     policy: &NetworkPolicy,
     inventory: &Inventory,
+    indexes: &PeerIndexes<'_>,
     direction: Direction,
     peer: End<'_>,
     port: u16,
@@ -72,9 +173,14 @@ pub(super) fn allows(
         let peer_ok = match peers {
             None => true,
             Some(peers) if peers.is_empty() => true,
-            Some(peers) => peers
-                .iter()
-                .any(|p| peer_matches(p, inventory, namespace, peer)),
+            Some(peers) => match indexes.get(&peers.as_ptr()) {
+                Some(index) => index
+                    .candidates(peer)
+                    .any(|p| peer_matches(p, inventory, namespace, peer)),
+                None => peers
+                    .iter()
+                    .any(|p| peer_matches(p, inventory, namespace, peer)),
+            },
         };
         let port_ok = match ports {
             None => true,
@@ -166,7 +272,7 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         .iter()
         .flatten()
         .all(|requirement| {
-            let values = requirement.values.clone().unwrap_or_default();
+            let values = requirement.values.as_deref().unwrap_or_default();
             let value = labels.get(&requirement.key);
             match requirement.operator.as_str() {
                 "In" => value.is_some_and(|v| values.contains(v)),

@@ -148,6 +148,8 @@ pub struct Evaluator<'a> {
     /// every pair of pods). Keyed by the entry's address in the inventory:
     /// two entries may share a name (a pod replaced under the same name).
     selected: HashMap<*const PodEntry, Selected<'a>>,
+    /// The NetworkPolicies' long peer lists, indexed by namespace.
+    peer_indexes: kubernetes::PeerIndexes<'a>,
 }
 
 /// One ingress rule's peers and its policy's namespace (see
@@ -173,6 +175,7 @@ impl<'a> Evaluator<'a> {
             dns: None,
             inventory,
             selected: HashMap::new(),
+            peer_indexes: HashMap::new(),
         })
     }
 
@@ -189,10 +192,12 @@ impl<'a> Evaluator<'a> {
             dns: Some(dns),
             inventory,
             selected: HashMap::new(),
+            peer_indexes: HashMap::new(),
         })
     }
 
     fn index(mut self) -> Self {
+        self.peer_indexes = kubernetes::index_peers(self.policies);
         // Policies by namespace first: a pod is selected only by its own
         // namespace's, and a cluster has thousands of namespaces.
         let mut kubernetes: HashMap<&str, Vec<&NetworkPolicy>> = HashMap::new();
@@ -365,6 +370,7 @@ impl<'a> Evaluator<'a> {
             kubernetes::allows(
                 policy,
                 self.inventory,
+                &self.peer_indexes,
                 direction,
                 peer,
                 port,
@@ -879,5 +885,65 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn long_peer_lists_decide_as_a_scan_would() {
+        let inv = inventory();
+        let forms = [
+            "{podSelector: {matchLabels: {app: db}}}",
+            "{podSelector: {}}",
+            "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: web}}}",
+            "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop, team: web}}}",
+            "{namespaceSelector: {matchLabels: {team: web}}}",
+            "{namespaceSelector: {}}",
+            "{namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [other]}]}}",
+            "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: other}}}",
+            "{ipBlock: {cidr: 10.0.0.0/24}}",
+        ];
+        let fillers: Vec<String> = (0..8)
+            .map(|n| {
+                format!(
+                    "{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: ns{n}}}}}, podSelector: {{matchLabels: {{app: a{n}}}}}}}"
+                )
+            })
+            .collect();
+        let lists: Vec<Vec<&str>> = forms
+            .iter()
+            .map(|form| vec![*form])
+            .chain(std::iter::once(forms.to_vec()))
+            .collect();
+        let clients = [
+            pod(&inv, "web"),
+            pod(&inv, "api"),
+            pod(&inv, "tool"),
+            pod(&inv, "db"),
+            End::Address("10.0.0.9".parse().unwrap()),
+            End::Address("192.0.2.1".parse().unwrap()),
+        ];
+        for list in lists {
+            let peers: Vec<&str> = list
+                .iter()
+                .copied()
+                .chain(fillers.iter().map(String::as_str))
+                .collect();
+            let yaml = format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: data}}\nspec: {{podSelector: {{matchLabels: {{app: db}}}}, ingress: [{{from: [{}], ports: [{{port: 5432}}]}}]}}\n",
+                peers.join(", ")
+            );
+            let set = policies(&yaml);
+            let indexed = Evaluator::new(&set, &inv);
+            assert_eq!(indexed.peer_indexes.len(), 1, "{yaml}");
+            let mut scanned = Evaluator::new(&set, &inv);
+            scanned.peer_indexes.clear();
+            for client in clients {
+                let server = pod(&inv, "db");
+                assert_eq!(
+                    indexed.check(client, server, 5432, "TCP"),
+                    scanned.check(client, server, 5432, "TCP"),
+                    "{list:?} from {client:?}"
+                );
+            }
+        }
     }
 }
