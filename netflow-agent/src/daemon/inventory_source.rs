@@ -55,6 +55,7 @@ impl StaticInventory {
             Ok(inventory) => {
                 info!(inventory = %self.path.display(), pods = inventory.pods.len(), "inventory reloaded");
                 self.inventory = Arc::new(inventory);
+                super::return_freed_memory();
             }
             Err(err) => {
                 let err = crate::telemetry::error_chain(&err);

@@ -385,3 +385,14 @@ impl Sinks<'_> {
 fn graph_gzip(graph: &crate::graph::CommGraph) -> bytes::Bytes {
     gzip_body::gzip_json(&graph.file()).unwrap_or_default()
 }
+
+/// Hands the heap's free pages back to the system after a load's transient
+/// peak (reading an inventory or a graph parses far more than it keeps):
+/// the allocator would otherwise hold them for the life of the agent.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -112,6 +112,7 @@ impl GraphState {
             edges = graph.edge_count(),
             "communication graph loaded"
         );
+        super::return_freed_memory();
         Ok(Self {
             path,
             files_set_aside,

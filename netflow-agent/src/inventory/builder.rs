@@ -9,7 +9,7 @@ use k8s_openapi::api::{
 };
 
 use super::{
-    Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners,
+    Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
     entries::{add_endpoint_slices, first_host, pod_entry, service_entry},
 };
 
@@ -72,11 +72,10 @@ impl Builder {
     pub(crate) fn add_pod(&mut self, pod: &Pod) {
         let inventory = &mut self.inventory;
         let entry = pod_entry(pod, &self.owners);
-        let selector = self.owners.selector_of(&entry.workload, &entry.labels);
-        inventory
-            .selectors
-            .entry(entry.workload.clone())
-            .or_insert(selector);
+        if !inventory.selectors.contains_key(&entry.workload) {
+            let selector = self.owners.selector_of(&entry.workload, &entry.labels);
+            inventory.selectors.insert(entry.workload.clone(), selector);
+        }
         let index = inventory.pods.len();
         inventory.pods_by_uid.insert(entry.uid.clone(), index);
         for ip in &entry.ips {
@@ -100,22 +99,33 @@ impl Builder {
         services: &[Service],
         endpoint_slices: &[EndpointSlice],
     ) -> Inventory {
+        self.finish_with_entries(services.iter().filter_map(service_entry), endpoint_slices)
+    }
+
+    /// [`Builder::finish`] with the Services already read into entries (a
+    /// dump's are, one at a time, never all held as Kubernetes objects).
+    pub(crate) fn finish_with_entries(
+        self,
+        services: impl IntoIterator<Item = ServiceEntry>,
+        endpoint_slices: &[EndpointSlice],
+    ) -> Inventory {
         let mut inventory = self.inventory;
-        for service in services {
-            if let Some(mut entry) = service_entry(service) {
-                if entry.selector.is_empty() {
-                    add_endpoint_slices(&mut entry, endpoint_slices);
-                }
-                entry.selected = inventory.selecting(&entry.namespace, &entry.selector);
-                for ip in &entry.cluster_ips {
-                    inventory
-                        .services_by_ip
-                        .entry(*ip)
-                        .or_insert(inventory.services.len());
-                }
-                inventory.services.push(entry);
+        for mut entry in services {
+            if entry.selector.is_empty() {
+                add_endpoint_slices(&mut entry, endpoint_slices);
             }
+            entry.selected = inventory.selecting(&entry.namespace, &entry.selector);
+            for ip in &entry.cluster_ips {
+                inventory
+                    .services_by_ip
+                    .entry(*ip)
+                    .or_insert(inventory.services.len());
+            }
+            inventory.services.push(entry);
         }
+        // Kept for as long as the inventory is current: no growth slack.
+        inventory.pods.shrink_to_fit();
+        inventory.services.shrink_to_fit();
         inventory
     }
 }

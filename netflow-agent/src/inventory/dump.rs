@@ -9,11 +9,11 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
 use k8s_openapi::{
-    api::core::v1::Pod,
+    api::core::v1::{Pod, Service},
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
-use super::{Builder, Inventory, Objects, OwnerKind, Owners};
+use super::{Builder, Inventory, Objects, OwnerKind, Owners, ServiceEntry, entries::service_entry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -81,6 +81,7 @@ impl Inventory {
         let list: List = serde_json::from_str(text).map_err(ParseError::List)?;
         let mut items = Vec::with_capacity(list.items.len());
         let mut objects = Objects::default();
+        let mut services = Vec::new();
         for (index, item) in list.items.into_iter().enumerate() {
             let head: Head =
                 serde_json::from_str(item.get()).map_err(|source| ParseError::Item {
@@ -92,7 +93,7 @@ impl Inventory {
             let read = match head.kind.as_ref() {
                 // Read in the second pass.
                 "Pod" => Ok(()),
-                "Service" => push(&mut objects.services, text),
+                "Service" => add_service(&mut services, text),
                 "Node" => push(&mut objects.nodes, text),
                 "Namespace" => push(&mut objects.namespaces, text),
                 "EndpointSlice" => push(&mut objects.endpoint_slices, text),
@@ -114,7 +115,7 @@ impl Inventory {
                 builder.add_pod(&pod);
             }
         }
-        Ok(builder.finish(&objects.services, &objects.endpoint_slices))
+        Ok(builder.finish_with_entries(services, &objects.endpoint_slices))
     }
 }
 
@@ -124,6 +125,12 @@ fn item_error(index: usize, head: &Head, source: serde_json::Error) -> ParseErro
         kind: head.kind.to_string(),
         source,
     }
+}
+
+fn add_service(services: &mut Vec<ServiceEntry>, text: &str) -> serde_json::Result<()> {
+    let service: Service = serde_json::from_str(text)?;
+    services.extend(service_entry(&service));
+    Ok(())
 }
 
 fn push<T: DeserializeOwned>(into: &mut Vec<T>, text: &str) -> serde_json::Result<()> {
