@@ -22,7 +22,7 @@ use k8s_openapi::{
         core::v1::{Namespace, Node, Pod, Service},
         discovery::v1::EndpointSlice,
     },
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, Time},
 };
 use kube::{
     Api, Client, Resource, ResourceExt as _,
@@ -180,25 +180,26 @@ impl ClusterState {
     /// What the index reads of the owner kinds.
     fn owners(&self) -> Owners {
         let mut owners = Owners::default();
-        for replica_set in self.replica_sets.objects.values() {
-            let selector = replica_set.spec.as_ref().map(|spec| &spec.selector);
-            owners.add(OwnerKind::ReplicaSet, &replica_set.metadata, selector);
-        }
-        for deployment in self.deployments.objects.values() {
-            let selector = deployment.spec.as_ref().map(|spec| &spec.selector);
-            owners.add(OwnerKind::Deployment, &deployment.metadata, selector);
-        }
-        for stateful_set in self.stateful_sets.objects.values() {
-            let selector = stateful_set.spec.as_ref().map(|spec| &spec.selector);
-            owners.add(OwnerKind::StatefulSet, &stateful_set.metadata, selector);
-        }
-        for daemon_set in self.daemon_sets.objects.values() {
-            let selector = daemon_set.spec.as_ref().map(|spec| &spec.selector);
-            owners.add(OwnerKind::DaemonSet, &daemon_set.metadata, selector);
-        }
-        for job in self.jobs.objects.values() {
-            owners.add(OwnerKind::Job, &job.metadata, None);
-        }
+        add_owners(
+            &mut owners,
+            OwnerKind::ReplicaSet,
+            &self.replica_sets,
+            |o| o.spec.as_ref().map(|spec| &spec.selector),
+        );
+        add_owners(&mut owners, OwnerKind::Deployment, &self.deployments, |o| {
+            o.spec.as_ref().map(|spec| &spec.selector)
+        });
+        add_owners(
+            &mut owners,
+            OwnerKind::StatefulSet,
+            &self.stateful_sets,
+            |o| o.spec.as_ref().map(|spec| &spec.selector),
+        );
+        add_owners(&mut owners, OwnerKind::DaemonSet, &self.daemon_sets, |o| {
+            o.spec.as_ref().map(|spec| &spec.selector)
+        });
+        // A Job's selector names one run: never a workload's.
+        add_owners(&mut owners, OwnerKind::Job, &self.jobs, |_| None);
         owners
     }
 
@@ -227,6 +228,18 @@ impl ClusterState {
         }));
         self.built = Some((self.generation, inventory.clone()));
         inventory
+    }
+}
+
+/// Adds every object of `collection` to `owners`.
+fn add_owners<K: Resource>(
+    owners: &mut Owners,
+    kind: OwnerKind,
+    collection: &Collection<K>,
+    selector: impl Fn(&K) -> Option<&LabelSelector>,
+) {
+    for object in collection.objects.values() {
+        owners.add(kind, object.meta(), selector(object));
     }
 }
 
