@@ -17,22 +17,63 @@ use serde::Serialize;
 /// How much of the inflated graph one frame carries.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// JSON kept gzip-compressed, with its length inflated (a response inflated
+/// as it is sent still says its Content-Length).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GzipJson {
+    pub gzip: Bytes,
+    pub json_bytes: u64,
+}
+
+impl GzipJson {
+    pub fn is_empty(&self) -> bool {
+        self.gzip.is_empty()
+    }
+}
+
 /// `value` as gzip-compressed JSON (fast compression: rendered every interval).
-pub fn gzip_json(value: &impl Serialize) -> std::io::Result<Bytes> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-    serde_json::to_writer(&mut encoder, value)?;
-    Ok(Bytes::from(encoder.finish()?))
+pub fn gzip_json(value: &impl Serialize) -> std::io::Result<GzipJson> {
+    let mut counted = Counted {
+        inner: GzEncoder::new(Vec::new(), Compression::fast()),
+        bytes: 0,
+    };
+    serde_json::to_writer(&mut counted, value)?;
+    Ok(GzipJson {
+        gzip: Bytes::from(counted.inner.finish()?),
+        json_bytes: counted.bytes,
+    })
+}
+
+/// A writer that counts what goes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A response body inflating shared gzip bytes as the client reads.
 pub struct Inflate {
     decoder: Option<GzDecoder<bytes::buf::Reader<Bytes>>>,
+    /// What is left to send (from the inflated length).
+    remaining: u64,
 }
 
 impl Inflate {
-    pub fn new(compressed: Bytes) -> Self {
+    pub fn new(compressed: &GzipJson) -> Self {
         Self {
-            decoder: Some(GzDecoder::new(compressed.reader())),
+            decoder: Some(GzDecoder::new(compressed.gzip.clone().reader())),
+            remaining: compressed.json_bytes,
         }
     }
 }
@@ -61,11 +102,16 @@ impl Body for Inflate {
             return Poll::Ready(None);
         }
         chunk.truncate(read);
+        self.remaining = self.remaining.saturating_sub(read as u64);
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
     }
 
     fn is_end_stream(&self) -> bool {
         self.decoder.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -80,11 +126,13 @@ mod tests {
         let value: Vec<u64> = (0..200_000).collect();
         let json = serde_json::to_vec(&value).unwrap();
         let compressed = gzip_json(&value).unwrap();
-        assert!(compressed.len() * 2 < json.len());
+        assert!(compressed.gzip.len() * 2 < json.len());
+        assert_eq!(compressed.json_bytes, json.len() as u64);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let mut body = Inflate::new(compressed);
+        let mut body = Inflate::new(&compressed);
+        assert_eq!(body.size_hint().exact(), Some(json.len() as u64));
         let (mut inflated, mut frames) = (Vec::new(), 0);
         runtime.block_on(async {
             while let Some(frame) = body.frame().await {
@@ -100,9 +148,8 @@ mod tests {
 
     #[test]
     fn a_corrupt_stream_ends_in_an_error() {
-        let mut compressed = gzip_json(&(0..50_000).collect::<Vec<u64>>())
-            .unwrap()
-            .to_vec();
+        let good = gzip_json(&(0..50_000).collect::<Vec<u64>>()).unwrap();
+        let mut compressed = good.gzip.to_vec();
         let middle = compressed.len() / 2;
         compressed[middle..]
             .iter_mut()
@@ -110,7 +157,10 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let mut body = Inflate::new(Bytes::from(compressed));
+        let mut body = Inflate::new(&GzipJson {
+            gzip: Bytes::from(compressed),
+            ..good
+        });
         let failed = runtime.block_on(async {
             while let Some(frame) = body.frame().await {
                 if frame.is_err() {

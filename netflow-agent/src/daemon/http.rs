@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::{
-    gzip_body::Inflate,
+    gzip_body::{GzipJson, Inflate},
     metrics::{self, Metrics},
 };
 
@@ -57,7 +57,7 @@ pub struct Snapshot {
     pub inventory_loaded: bool,
     /// The graph as gzip-compressed JSON (the graph file's format), shared
     /// by every request.
-    pub graph_gzip: Bytes,
+    pub graph_gzip: GzipJson,
 }
 
 /// What the recording loop shares with the server.
@@ -212,17 +212,23 @@ fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response
                 return text(StatusCode::SERVICE_UNAVAILABLE, "no graph yet\n".into());
             }
             if accepts_gzip(request) {
-                let mut response = reply(StatusCode::OK, "application/json", graph);
+                let mut response = reply(StatusCode::OK, "application/json", graph.gzip);
                 response.headers_mut().insert(
                     header::CONTENT_ENCODING,
                     header::HeaderValue::from_static("gzip"),
                 );
                 response
             } else {
-                let mut response = Response::new(Either::Right(Inflate::new(graph)));
-                response.headers_mut().insert(
+                // Sent with its Content-Length: clients need not read chunks.
+                let mut response = Response::new(Either::Right(Inflate::new(&graph)));
+                let headers = response.headers_mut();
+                headers.insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("application/json"),
+                );
+                headers.insert(
+                    header::CONTENT_LENGTH,
+                    header::HeaderValue::from(graph.json_bytes),
                 );
                 response
             }
@@ -297,12 +303,19 @@ mod tests {
         let graph = crate::graph::CommGraph::new();
         let json = serde_json::to_vec(&graph.file()).unwrap();
         let graph_gzip = super::super::gzip_body::gzip_json(&graph.file()).unwrap();
+        let compressed = graph_gzip.gzip.clone();
         shared.update(|snapshot| snapshot.graph_gzip = graph_gzip.clone());
         assert_eq!(status(Serves::Graph, "/graph"), 200);
         // Sent compressed to whoever takes gzip, inflated for the others.
         let body = |request: Request<()>| {
             let response = respond(&request, &shared, Serves::Graph);
             let encoding = response.headers().get(header::CONTENT_ENCODING).cloned();
+            if encoding.is_none() {
+                assert_eq!(
+                    response.headers()[header::CONTENT_LENGTH],
+                    json.len().to_string().as_str()
+                );
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
@@ -318,10 +331,10 @@ mod tests {
                 .body(())
                 .unwrap()
         };
-        assert_eq!(body(get("/graph")), (None, Bytes::from(json)));
+        assert_eq!(body(get("/graph")), (None, Bytes::from(json.clone())));
         assert_eq!(
             body(gzip("deflate, gzip;q=0.8")),
-            (Some(header::HeaderValue::from_static("gzip")), graph_gzip)
+            (Some(header::HeaderValue::from_static("gzip")), compressed)
         );
         assert_eq!(body(gzip("gzip;q=0")).0, None);
         assert_eq!(status(Serves::Graph, "/metrics"), 404);

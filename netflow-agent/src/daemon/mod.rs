@@ -382,7 +382,7 @@ impl Sinks<'_> {
 
 /// The graph as `/graph` serves it: rendered and compressed once per
 /// interval, shared by every request.
-fn graph_gzip(graph: &crate::graph::CommGraph) -> bytes::Bytes {
+fn graph_gzip(graph: &crate::graph::CommGraph) -> gzip_body::GzipJson {
     gzip_body::gzip_json(&graph.file()).unwrap_or_default()
 }
 
