@@ -4,13 +4,13 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Node, Pod, Service},
+    core::v1::{Namespace, Node, Pod},
     discovery::v1::EndpointSlice,
 };
 
 use super::{
     Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
-    entries::{add_endpoint_slices, first_host, pod_entry, service_entry},
+    entries::{add_endpoint_slices, first_host, pod_entry},
 };
 
 /// The index, filled in steps: pods one at a time (a dump's pods are read
@@ -94,17 +94,9 @@ impl Builder {
         inventory.pods.push(entry);
     }
 
+    /// Adds the Services (read into entries: a dump reads them one at a
+    /// time, never all held as Kubernetes objects) and ends the index.
     pub(crate) fn finish(
-        self,
-        services: &[Service],
-        endpoint_slices: &[EndpointSlice],
-    ) -> Inventory {
-        self.finish_with_entries(services.iter().filter_map(service_entry), endpoint_slices)
-    }
-
-    /// [`Builder::finish`] with the Services already read into entries (a
-    /// dump's are, one at a time, never all held as Kubernetes objects).
-    pub(crate) fn finish_with_entries(
         self,
         services: impl IntoIterator<Item = ServiceEntry>,
         endpoint_slices: &[EndpointSlice],

@@ -79,20 +79,22 @@ impl Inventory {
     /// pod's workload is), then the pods, each indexed as soon as it is read.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let list: List = serde_json::from_str(text).map_err(ParseError::List)?;
-        let mut items = Vec::with_capacity(list.items.len());
+        let mut pods = Vec::new();
         let mut objects = Objects::default();
         let mut services = Vec::new();
         for (index, item) in list.items.into_iter().enumerate() {
-            let head: Head =
-                serde_json::from_str(item.get()).map_err(|source| ParseError::Item {
-                    index,
-                    kind: String::new(),
-                    source,
-                })?;
             let text = item.get();
+            let head: Head = serde_json::from_str(text).map_err(|source| ParseError::Item {
+                index,
+                kind: String::new(),
+                source,
+            })?;
             let read = match head.kind.as_ref() {
                 // Read in the second pass.
-                "Pod" => Ok(()),
+                "Pod" => {
+                    pods.push((index, item));
+                    Ok(())
+                }
                 "Service" => add_service(&mut services, text),
                 "Node" => push(&mut objects.nodes, text),
                 "Namespace" => push(&mut objects.namespaces, text),
@@ -104,26 +106,22 @@ impl Inventory {
                     None => Ok(()),
                 },
             };
-            read.map_err(|source| item_error(index, &head, source))?;
-            items.push((head, item));
+            read.map_err(|source| ParseError::Item {
+                index,
+                kind: head.kind.into_owned(),
+                source,
+            })?;
         }
         let mut builder = Builder::new(&objects.namespaces, &objects.nodes, objects.owners);
-        for (index, (head, item)) in items.iter().enumerate() {
-            if head.kind == "Pod" {
-                let pod: Pod = serde_json::from_str(item.get())
-                    .map_err(|source| item_error(index, head, source))?;
-                builder.add_pod(&pod);
-            }
+        for (index, item) in pods {
+            let pod: Pod = serde_json::from_str(item.get()).map_err(|source| ParseError::Item {
+                index,
+                kind: "Pod".into(),
+                source,
+            })?;
+            builder.add_pod(&pod);
         }
-        Ok(builder.finish_with_entries(services, &objects.endpoint_slices))
-    }
-}
-
-fn item_error(index: usize, head: &Head, source: serde_json::Error) -> ParseError {
-    ParseError::Item {
-        index,
-        kind: head.kind.to_string(),
-        source,
+        Ok(builder.finish(services, &objects.endpoint_slices))
     }
 }
 

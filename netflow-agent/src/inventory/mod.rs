@@ -174,7 +174,8 @@ impl Inventory {
         for pod in &objects.pods {
             builder.add_pod(pod);
         }
-        builder.finish(&objects.services, &objects.endpoint_slices)
+        let services = objects.services.iter().filter_map(entries::service_entry);
+        builder.finish(services, &objects.endpoint_slices)
     }
 
     pub fn pod_by_uid(&self, uid: &str) -> Option<&PodEntry> {
