@@ -50,7 +50,7 @@ pub const BASELINE_TIER_FILE: &str = "_cluster-baseline.yaml";
 /// an earlier run that this set has no objects for is removed, so the
 /// directory always reads back as this set.
 pub fn write_dir<P: Serialize>(set: &PolicySet<P>, out: &Path) -> Result<(), WriteError> {
-    let mut dir = StagedDir::create(out)?;
+    let mut dir = StagedDir::new(out);
     for (namespace, policies) in &set.by_namespace {
         dir.stage_namespace(namespace, policies)?;
     }
@@ -71,12 +71,12 @@ pub struct StagedDir {
 
 impl StagedDir {
     /// The directory `out`, made when the first file is staged.
-    pub fn create(out: &Path) -> Result<Self, WriteError> {
-        Ok(Self {
+    pub fn new(out: &Path) -> Self {
+        Self {
             out: out.to_path_buf(),
             staged: Vec::new(),
             made: false,
-        })
+        }
     }
 
     /// Writes one namespace's policies (multi-document YAML) under a
@@ -212,7 +212,7 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         let out = root.join("policies");
         // Given up half-way: no directory, no temporary file.
-        let mut dir = StagedDir::create(&out).unwrap();
+        let mut dir = StagedDir::new(&out);
         dir.stage_namespace("shop", &["a policy"]).unwrap();
         assert_eq!(
             listing(&out),
@@ -229,7 +229,7 @@ mod tests {
         );
         // A second run given up keeps the first run's files as they were.
         let before = fs::read_to_string(out.join("findings.json")).unwrap();
-        let mut dir = StagedDir::create(&out).unwrap();
+        let mut dir = StagedDir::new(&out);
         dir.stage_namespace("shop", &["another"]).unwrap();
         drop(dir);
         assert_eq!(listing(&out), ["findings.json", "shop.yaml"]);
