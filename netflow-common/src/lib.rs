@@ -293,6 +293,35 @@ pub struct DnsEvent {
 }
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 56 + DNS_PAYLOAD_BYTES);
 
+/// Name of the table of cgroups made while the programs were loaded: cgroup
+/// id -> path, written when each is made (the `cgroup_mkdir` tracepoint),
+/// so the agent names the flows of a pod whose cgroup was gone before it
+/// polled. LRU: the oldest entries make room; the agent keeps what it read.
+pub const CGROUP_PATHS_MAP: &str = "CGROUP_PATHS";
+/// Entries of [`CGROUP_PATHS_MAP`] (kubelet makes two or three cgroups per
+/// pod: thousands of pods started within one poll interval fit).
+pub const CGROUP_PATH_ENTRIES: u32 = 8_192;
+/// Path bytes kept per cgroup (kubelet's systemd paths are ~170 bytes).
+pub const CGROUP_PATH_BYTES: usize = 256;
+/// Name of the program on the `cgroup/cgroup_mkdir` tracepoint.
+pub const CGROUP_MKDIR_PROG: &str = "netflow_cgroup_mkdir";
+/// Where the tracepoint's record holds what the program reads (see
+/// `events/cgroup/cgroup_mkdir/format` in tracefs; the agent checks the
+/// running kernel's format before it attaches): the hierarchy's id (0 is
+/// cgroup v2), the cgroup's id, and the `__data_loc` of its path.
+pub const CGROUP_MKDIR_ROOT_OFFSET: usize = 8;
+pub const CGROUP_MKDIR_ID_OFFSET: usize = 16;
+pub const CGROUP_MKDIR_PATH_OFFSET: usize = 24;
+
+/// A cgroup's path below the cgroup v2 root, as the kernel gave it when the
+/// cgroup was made (NUL-terminated; cut at [`CGROUP_PATH_BYTES`] - 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupPath {
+    pub path: [u8; CGROUP_PATH_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<CgroupPath>() == CGROUP_PATH_BYTES);
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -308,6 +337,8 @@ mod user {
     unsafe impl aya::Pod for DirectionCounts {}
     // SAFETY: as above.
     unsafe impl aya::Pod for DnsEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CgroupPath {}
 }
 
 #[cfg(test)]

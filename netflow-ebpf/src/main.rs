@@ -10,6 +10,9 @@
 //!    table is full; an established socket gets its storage here;
 //! 3. DNS messages are passed up to the agent (`dns`).
 //!
+//! Beside the packet path, `cgroups` remembers each cgroup's path as it is
+//! made, for naming pods that end before the agent polls.
+//!
 //! Rules that hold on every path:
 //! - fail open: every program returns 1 (allow) whatever happens;
 //! - nothing is lost silently: a packet that cannot be recorded moves a
@@ -23,6 +26,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod cgroups;
 mod dns;
 mod maps;
 mod parse;

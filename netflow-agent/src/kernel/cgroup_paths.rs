@@ -36,8 +36,24 @@ impl CgroupIndex {
 
     /// The path of cgroup `id`, walking the tree again if it is not known yet.
     pub fn path_of(&mut self, id: u64) -> Option<String> {
+        self.path_of_or_made(id, |_| None)
+    }
+
+    /// As [`CgroupIndex::path_of`], asking `made` first (the paths the
+    /// kernel recorded as cgroups were made: a cgroup that is already gone
+    /// is found there, and no walk is needed for one that is not).
+    pub fn path_of_or_made(
+        &mut self,
+        id: u64,
+        made: impl FnOnce(u64) -> Option<String>,
+    ) -> Option<String> {
         if let Some((path, _)) = self.paths.get(&id) {
             return Some(path.clone());
+        }
+        if let Some(path) = made(id) {
+            self.missing.remove(&id);
+            self.paths.insert(id, (path.clone(), Instant::now()));
+            return Some(path);
         }
         // Every id not yet seen walks the tree once (a cgroup made since the
         // last walk); one a walk did not find is not walked for again soon.
@@ -125,5 +141,13 @@ mod tests {
         // An id no walk finds is remembered as missing.
         assert!(index.path_of(u64::MAX).is_none());
         assert!(index.missing.contains_key(&u64::MAX));
+        // ... unless the kernel recorded it when it was made: then it is
+        // known (for the grace period) without a walk.
+        let made = |id: u64| (id == u64::MAX).then(|| "/kubepods/gone".to_string());
+        assert_eq!(
+            index.path_of_or_made(u64::MAX, made).as_deref(),
+            Some("/kubepods/gone")
+        );
+        assert_eq!(index.path_of(u64::MAX).as_deref(), Some("/kubepods/gone"));
     }
 }

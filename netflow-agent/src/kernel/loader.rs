@@ -13,12 +13,17 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError, TracePoint,
+    },
 };
 use netflow_common::{
-    DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP, FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats,
-    INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG, TICK_NS_GLOBAL,
+    CGROUP_MKDIR_PROG, CGROUP_PATHS_MAP, CgroupPath, DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP,
+    FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
+    TICK_NS_GLOBAL,
 };
+
+use super::tracefs;
 
 /// How often a busy socket's counts reach the table unless the caller says
 /// (the daemon passes its poll interval).
@@ -82,6 +87,9 @@ pub struct ProbeMaps {
     pub overflow: RingBuf<MapData>,
     pub dns: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
+    /// Paths of cgroups made since the load (cgroup id -> path); filled
+    /// only while the `cgroup_mkdir` tracepoint is attached.
+    pub cgroup_paths: Option<HashMap<MapData, u64, CgroupPath>>,
     pub capacity: u32,
 }
 
@@ -170,7 +178,34 @@ impl Probe {
                 (EGRESS_PROG, CgroupSkbAttachType::Egress),
                 (INGRESS_PROG, CgroupSkbAttachType::Ingress),
             ],
-        )
+        )?;
+        // Naming pods that end between polls is worth having, not worth
+        // failing for: without it such a pod's flows are named by address.
+        match self.attach_cgroup_mkdir() {
+            Ok(()) => tracing::debug!("recording cgroup paths as cgroups are made"),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot record cgroup paths as cgroups are made: pods that end between two polls are named by address only"
+            ),
+        }
+        Ok(())
+    }
+
+    /// Loads and attaches the `cgroup/cgroup_mkdir` tracepoint program,
+    /// once the running kernel's record has the layout it reads.
+    fn attach_cgroup_mkdir(&mut self) -> Result<(), tracefs::TracefsError> {
+        tracefs::check_cgroup_mkdir_format()?;
+        let program: &mut TracePoint = self
+            .ebpf
+            .program_mut(CGROUP_MKDIR_PROG)
+            .ok_or(tracefs::TracefsError::MissingProgram)?
+            .try_into()
+            .map_err(tracefs::TracefsError::Program)?;
+        program.load().map_err(tracefs::TracefsError::Program)?;
+        program
+            .attach("cgroup", "cgroup_mkdir")
+            .map_err(tracefs::TracefsError::Program)?;
+        Ok(())
     }
 
     /// Loads the benchmark's floor program (nothing but "allow").
@@ -259,7 +294,12 @@ impl Probe {
         let overflow = self.take_map(OVERFLOW_MAP)?;
         let dns = self.take_map(DNS_MAP)?;
         let drops = self.take_map(DROPS_MAP)?;
+        let cgroup_paths = self
+            .ebpf
+            .take_map(CGROUP_PATHS_MAP)
+            .and_then(|map| HashMap::try_from(map).ok());
         Ok(ProbeMaps {
+            cgroup_paths,
             flows: HashMap::try_from(flows).map_err(|source| LoadError::Map {
                 name: FLOWS_MAP,
                 source,

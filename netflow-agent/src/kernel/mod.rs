@@ -6,7 +6,10 @@
 //! `batch` reads; `initiator` decides which side is the client, `handshake`
 //! whether the connection was ever answered; `clock` turns
 //! kernel timestamps into wall time; `cgroup_mount` finds the cgroup v2
-//! hierarchy and `cgroup_paths` names a cgroup id by its path; `dns_wire` parses the DNS responses the kernel passes up.
+//! hierarchy and `cgroup_paths` names a cgroup id by its path (walking the
+//! tree, or from the paths the kernel recorded as cgroups were made, with
+//! `tracefs` finding the tracepoint); `dns_wire` parses the DNS responses
+//! the kernel passes up.
 
 pub mod batch;
 pub mod cgroup_mount;
@@ -17,3 +20,4 @@ pub mod handshake;
 pub mod initiator;
 pub mod loader;
 pub mod reader;
+pub mod tracefs;

@@ -283,10 +283,7 @@ impl FlowReader {
                 continue;
             }
             let server = ip_of(event.key.family, &event.key.remote_addr);
-            let client = self
-                .cgroups
-                .as_mut()
-                .and_then(|index| index.path_of(event.key.cgroup_id));
+            let client = self.cgroup_path(event.key.cgroup_id);
             for (name, ip) in message.answers {
                 self.dns_answers += 1;
                 let key = (name, ip, server, client.clone());
@@ -394,6 +391,20 @@ impl FlowReader {
         Ok(Interval { flows, dns, stats })
     }
 
+    /// The path of cgroup `id`: known, recorded by the kernel when it was
+    /// made (a pod already gone), or found by walking the tree.
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        let made = self.maps.cgroup_paths.as_ref();
+        self.cgroups.as_mut()?.path_of_or_made(id, |id| {
+            let entry = made?.get(&id, 0).ok()?;
+            let length = entry.path.iter().position(|&byte| byte == 0)?;
+            std::str::from_utf8(&entry.path[..length])
+                .ok()
+                .filter(|path| path.starts_with('/'))
+                .map(str::to_string)
+        })
+    }
+
     /// The whole table: in batches where the kernel has them, else key by key.
     fn read_table(&mut self) -> Result<Vec<(FlowKey, FlowStats)>, ReadError> {
         if self.batches {
@@ -460,10 +471,7 @@ impl FlowReader {
             total.first_dir,
             &self.ephemeral,
         );
-        let cgroup = self
-            .cgroups
-            .as_mut()
-            .and_then(|index| index.path_of(key.cgroup_id));
+        let cgroup = self.cgroup_path(key.cgroup_id);
         FlowRecord {
             ts: rfc3339(clock.wall_now()),
             cgroup_id: key.cgroup_id,
