@@ -17,6 +17,8 @@
 pub mod cli;
 pub mod cmd;
 pub mod daemon;
+#[cfg(feature = "lab")]
+pub mod fuzzing;
 pub mod graph;
 pub mod identity;
 pub mod inventory;

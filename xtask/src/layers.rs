@@ -65,6 +65,18 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("testbed", &["model", "kernel"]),
+    (
+        "fuzzing",
+        &[
+            "model",
+            "kernel",
+            "inventory",
+            "graph",
+            "policy",
+            "daemon",
+            "testbed",
+        ],
+    ),
 ];
 
 /// Modules that may use `anyhow`: the commands and the test support. The

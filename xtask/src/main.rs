@@ -8,6 +8,7 @@
 //! - `test`: setup, format, lint and layering checks, then every test (the
 //!   root-only ones included; with `CI=true` they fail rather than skip).
 //! - `bench`: setup, release build, then the overhead benchmark.
+//! - `fuzz`: every parser's fuzz target, a million executions each (`fuzz`).
 //! - `image`: the agent's OCI image archive, without a registry (`image`).
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod image;
 mod layers;
 
@@ -62,6 +64,19 @@ enum Task {
         seconds: f64,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+    },
+    /// Fuzz every parser of outside data (cargo-fuzz, libFuzzer), then
+    /// minimize each corpus for committing.
+    Fuzz {
+        /// Executions per target.
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+        /// Stop each target after this many seconds even if short of --runs.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -184,6 +199,21 @@ fn run(task: Task) -> anyhow::Result<()> {
                 Err(err) => println!("start time to ready not measured: {err:#}"),
             }
             Ok(())
+        }
+        Task::Fuzz {
+            runs,
+            seconds,
+            target,
+        } => {
+            setup_for(true)?;
+            fuzz::run(
+                &workspace_root(),
+                &fuzz::Options {
+                    runs,
+                    seconds,
+                    only: target,
+                },
+            )
         }
         Task::Bench { seconds, rounds } => {
             setup()?;

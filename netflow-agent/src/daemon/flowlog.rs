@@ -118,18 +118,36 @@ pub fn for_each_line(
 pub fn for_each_line_of(
     path: &Path,
     wanted: impl Fn(&str) -> bool,
+    each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
+) -> Result<(), FlowLogError> {
+    let file = File::open(path).map_err(|source| FlowLogError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for_each_line_in(
+        io::BufReader::with_capacity(1 << 20, file),
+        path,
+        wanted,
+        each,
+    )
+}
+
+/// As [`for_each_line_of`], from any reader; `path` names it in errors.
+pub fn for_each_line_in(
+    mut reader: impl io::BufRead,
+    path: &Path,
+    wanted: impl Fn(&str) -> bool,
     mut each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
 ) -> Result<(), FlowLogError> {
     let read_error = |source| FlowLogError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut reader = io::BufReader::with_capacity(1 << 20, File::open(path).map_err(read_error)?);
     let mut line = String::new();
     let mut number = 0;
     loop {
         line.clear();
-        if io::BufRead::read_line(&mut reader, &mut line).map_err(read_error)? == 0 {
+        if reader.read_line(&mut line).map_err(read_error)? == 0 {
             return Ok(());
         }
         number += 1;

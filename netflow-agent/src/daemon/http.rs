@@ -153,22 +153,31 @@ async fn serve(listener: std::net::TcpListener, shared: Shared, serves: Serves) 
         let shared = shared.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = service_fn(move |request| {
-                let response = respond(&request, &shared, serves);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => debug!(%err, "connection ended with an error"),
-                Err(_) => debug!("connection closed after the timeout"),
-            }
+            serve_connection(TokioIo::new(stream), shared, serves).await;
         });
+    }
+}
+
+/// Serves one connection (a socket, or any byte stream) within the limits
+/// above, until the client is done or [`CONNECTION_TIMEOUT`].
+pub async fn serve_connection<IO>(io: IO, shared: Shared, serves: Serves)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    let service = service_fn(move |request| {
+        let response = respond(&request, &shared, serves);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    let connection = builder.serve_connection(io, service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => debug!(%err, "connection ended with an error"),
+        Err(_) => debug!("connection closed after the timeout"),
     }
 }
 

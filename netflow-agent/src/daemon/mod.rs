@@ -11,7 +11,7 @@
 //! detaches: dropping the probe removes both programs from the kernel.
 
 pub mod flowlog;
-mod gzip_body;
+pub mod gzip_body;
 pub mod http;
 mod inventory_source;
 pub mod metrics;
@@ -382,7 +382,7 @@ impl Sinks<'_> {
 
 /// The graph as `/graph` serves it: rendered and compressed once per
 /// interval, shared by every request.
-fn graph_gzip(graph: &crate::graph::CommGraph) -> gzip_body::GzipJson {
+pub fn graph_gzip(graph: &crate::graph::CommGraph) -> gzip_body::GzipJson {
     gzip_body::gzip_json(&graph.file()).unwrap_or_default()
 }
 

@@ -25,6 +25,7 @@ pub mod dns_client;
 pub mod http_client;
 pub mod packets;
 pub mod prog_query;
+pub mod scenario;
 
 /// The hosts of a testbed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

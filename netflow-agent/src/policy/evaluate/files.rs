@@ -80,10 +80,19 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
             path: shown.clone(),
             source,
         })?;
-        for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        set.add_text(&text, &shown)?;
+    }
+    Ok(set)
+}
+
+impl Policies {
+    /// Adds every object of the YAML (or JSON) documents of `text`, read
+    /// from `source` (a file's name, for errors); a `v1` `List` item by item.
+    pub fn add_text(&mut self, text: &str, source: &str) -> Result<(), PolicyFileError> {
+        for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
             let value = serde_norway::Value::deserialize(document).map_err(|err| {
                 PolicyFileError::Yaml {
-                    path: shown.clone(),
+                    path: source.to_string(),
                     index,
                     message: err.to_string(),
                 }
@@ -101,14 +110,12 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
                 vec![value]
             };
             for item in items {
-                set.add(item, &shown, index)?;
+                self.add(item, source, index)?;
             }
         }
+        Ok(())
     }
-    Ok(set)
-}
 
-impl Policies {
     /// Adds one object, read from document `index` of `source` (a file, or
     /// what the cluster was asked for); refused by name when it is of
     /// another kind or does not fit its schema.

@@ -5,4 +5,4 @@
 pub mod agents;
 pub mod layout;
 pub mod run;
-pub mod scenario;
+pub use netflow_agent::testbed::scenario;
