@@ -106,6 +106,15 @@ fn the_daemonset_runs_the_agent_with_only_the_capabilities_it_needs() {
     let (mount, volume) = mount_of(run.state_dir.as_deref().expect("--state-dir"));
     assert!(mount["readOnly"].is_null());
     assert!(volume["hostPath"]["path"].is_string());
+    // The maps are pinned in the node's bpffs (writable), below its mount.
+    let pins = run.pin_maps.as_deref().expect("--pin-maps");
+    let (mount, volume) = mount_of(Path::new("/sys/fs/bpf"));
+    assert!(pins.starts_with("/sys/fs/bpf"));
+    assert!(mount["readOnly"].is_null());
+    assert_eq!(volume["hostPath"]["path"], "/sys/fs/bpf");
+    // The node's tracefs, for the cgroup_mkdir tracepoint.
+    let (_, volume) = mount_of(Path::new("/sys/kernel/tracing"));
+    assert_eq!(volume["hostPath"]["path"], "/sys/kernel/tracing");
 
     // Bound to the ServiceAccount it runs as.
     let binding = object("ClusterRoleBinding", "netflow-agent");

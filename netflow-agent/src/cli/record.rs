@@ -67,4 +67,10 @@ pub struct RecordArgs {
     /// A connection idle this long is reported as ended and removed from the table.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+    /// Pin the connection table, the sockets' counts and the drop counters
+    /// below this bpffs directory (e.g. /sys/fs/bpf/netflow), so that a
+    /// restarted agent takes them over: connections keep who opened them,
+    /// and at most one interval is lost. The DaemonSet sets it.
+    #[arg(long)]
+    pub pin_maps: Option<PathBuf>,
 }

@@ -40,6 +40,7 @@ use crate::{
     kernel::{
         cgroup_mount::{self, CgroupError},
         loader::{LoadError, Probe},
+        pins::PinDir,
         reader::{FlowReader, Interval, ReadError},
     },
     kube::KubeError,
@@ -56,6 +57,9 @@ pub struct RecordOptions {
     pub output: Option<PathBuf>,
     pub flow_entries: u32,
     pub idle_timeout: Duration,
+    /// Pin the kernel's maps below this bpffs directory (see
+    /// [`crate::kernel::pins`]).
+    pub pin_maps: Option<PathBuf>,
     /// Keep the communication graph in a state directory.
     pub state: Option<StateOptions>,
     /// Serve /healthz, /readyz and /metrics here.
@@ -178,7 +182,24 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         }
     };
 
-    let mut probe = Probe::load(options.flow_entries, options.interval)?;
+    // Pinning is worth having, not worth failing for: without it a restart
+    // starts the kernel's table afresh.
+    let pins = options.pin_maps.as_ref().and_then(|base| {
+        let pinned = cgroup_mount::cgroup_id(&cgroup)
+            .map_err(|err| err.to_string())
+            .and_then(|id| PinDir::new(base, id).map_err(|err| err.to_string()));
+        match pinned {
+            Ok(pins) => {
+                info!(dir = %pins.dir().display(), "the kernel's maps are pinned");
+                Some(pins)
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot pin the kernel's maps: an agent restart starts the connection table afresh");
+                None
+            }
+        }
+    });
+    let mut probe = Probe::load_pinned(options.flow_entries, options.interval, pins.as_ref())?;
     let maps = probe.take_maps()?;
     probe.attach(&cgroup)?;
     if let Some(shared) = &shared {
@@ -201,11 +222,14 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         "attached: recording connections"
     );
     let reader = FlowReader::new(maps, options.idle_timeout).with_cgroup_mount(&mount);
+    // Pinned counters are totals since they were made: the metrics count
+    // what moves from here on.
+    let last_drops = reader.drop_counters().unwrap_or_default();
 
     let mut sinks = Sinks {
         writer: writer.as_mut(),
         state: state.as_mut(),
-        last_drops: Default::default(),
+        last_drops,
         shared: shared.clone(),
         poll_seconds: 0.0,
     };

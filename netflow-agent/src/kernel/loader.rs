@@ -20,10 +20,13 @@ use aya::{
 use netflow_common::{
     CGROUP_MKDIR_PROG, CGROUP_PATHS_MAP, CgroupPath, DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP,
     FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
-    TICK_NS_GLOBAL,
+    SOCKETS_MAP, TICK_NS_GLOBAL,
 };
 
-use super::tracefs;
+use super::{
+    pins::{PinDir, Shape},
+    tracefs,
+};
 
 /// How often a busy socket's counts reach the table unless the caller says
 /// (the daemon passes its poll interval).
@@ -91,12 +94,16 @@ pub struct ProbeMaps {
     /// only while the `cgroup_mkdir` tracepoint is attached.
     pub cgroup_paths: Option<HashMap<MapData, u64, CgroupPath>>,
     pub capacity: u32,
+    /// The table was found pinned, as an earlier agent left it: what it
+    /// holds was counted (and reported) before this agent started.
+    pub reused: bool,
 }
 
 /// netflow's programs, loaded (and, after [`Probe::attach`], attached).
 pub struct Probe {
     ebpf: Ebpf,
     capacity: u32,
+    reused: bool,
 }
 
 impl Probe {
@@ -106,6 +113,17 @@ impl Probe {
     /// interval: what it reads is then exact to within one poll), and when
     /// they close.
     pub fn load(flow_entries: u32, fold_interval: Duration) -> Result<Self, LoadError> {
+        Self::load_pinned(flow_entries, fold_interval, None)
+    }
+
+    /// As [`Probe::load`], with the connection table, the sockets' counts
+    /// and the drop counters pinned in `pins` (see [`super::pins`]): taken
+    /// over from an earlier agent when it left them there, else made there.
+    pub fn load_pinned(
+        flow_entries: u32,
+        fold_interval: Duration,
+        pins: Option<&PinDir>,
+    ) -> Result<Self, LoadError> {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
         // All three are needed (checked on Linux 6.18): CAP_BPF to load,
@@ -127,12 +145,20 @@ impl Probe {
         let tick_ns = kernel_tick_ns();
         let fold_interval_jiffies =
             (u64::try_from(fold_interval.as_nanos()).unwrap_or(u64::MAX) / tick_ns).max(1);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(FLOWS_MAP, flow_entries)
             .override_global(FOLD_INTERVAL_GLOBAL, &fold_interval_jiffies, true)
-            .override_global(TICK_NS_GLOBAL, &tick_ns, true)
-            .load(EBPF_OBJECT)
-            .map_err(LoadError::Object)?;
+            .override_global(TICK_NS_GLOBAL, &tick_ns, true);
+        let mut reused = false;
+        if let Some(pins) = pins {
+            for (name, shape) in pinned_shapes(flow_entries) {
+                let (path, usable) = pins.prepare(name, &shape);
+                reused |= name == FLOWS_MAP && usable;
+                loader.map_pin_path(name, path);
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
         for name in [EGRESS_PROG, INGRESS_PROG] {
             let program: &mut CgroupSkb = ebpf
                 .program_mut(name)
@@ -152,6 +178,7 @@ impl Probe {
         Ok(Self {
             ebpf,
             capacity: flow_entries,
+            reused,
         })
     }
 
@@ -318,6 +345,7 @@ impl Probe {
             })?,
             flows_fd,
             capacity: self.capacity,
+            reused: self.reused,
         })
     }
 
@@ -326,6 +354,41 @@ impl Probe {
             .take_map(name)
             .ok_or(LoadError::MissingMap { name })
     }
+}
+
+/// The maps that outlive the agent when it pins them, as this build makes
+/// them.
+fn pinned_shapes(flow_entries: u32) -> [(&'static str, Shape); 3] {
+    let size = |bytes: usize| u32::try_from(bytes).unwrap_or(u32::MAX);
+    [
+        (
+            FLOWS_MAP,
+            Shape {
+                map_type: aya::maps::MapType::Hash,
+                key_size: size(std::mem::size_of::<FlowKey>()),
+                value_size: size(std::mem::size_of::<FlowStats>()),
+                max_entries: flow_entries,
+            },
+        ),
+        (
+            SOCKETS_MAP,
+            Shape {
+                map_type: aya::maps::MapType::SkStorage,
+                key_size: size(std::mem::size_of::<i32>()),
+                value_size: size(std::mem::size_of::<netflow_common::SocketCounts>()),
+                max_entries: 0,
+            },
+        ),
+        (
+            DROPS_MAP,
+            Shape {
+                map_type: aya::maps::MapType::PerCpuArray,
+                key_size: size(std::mem::size_of::<u32>()),
+                value_size: size(std::mem::size_of::<u64>()),
+                max_entries: netflow_common::Drop::COUNT,
+            },
+        ),
+    ]
 }
 
 /// The kernel's tick (1/HZ) in ns: the resolution of the coarse clocks,

@@ -19,5 +19,6 @@ pub mod dns_wire;
 pub mod handshake;
 pub mod initiator;
 pub mod loader;
+pub mod pins;
 pub mod reader;
 pub mod tracefs;

@@ -159,6 +159,33 @@ const BATCH_ENTRIES: usize = 4096;
 
 impl FlowReader {
     pub fn new(maps: ProbeMaps, idle_timeout: Duration) -> Self {
+        let reused = maps.reused;
+        let mut reader = Self::over(maps, idle_timeout);
+        if reused {
+            reader.take_over_table();
+        }
+        reader
+    }
+
+    /// A table taken over from an earlier agent: what it holds up to now
+    /// was that agent's to report (it reported all of it up to its last
+    /// poll; what came after is lost, at most one interval). Only what
+    /// happens from here on is reported, and each connection keeps who
+    /// opened it and when.
+    fn take_over_table(&mut self) {
+        match self.read_table() {
+            Ok(entries) => {
+                tracing::info!(
+                    connections = entries.len(),
+                    "took over the pinned connection table"
+                );
+                self.reported = entries.into_iter().collect();
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot read the pinned connection table"),
+        }
+    }
+
+    fn over(maps: ProbeMaps, idle_timeout: Duration) -> Self {
         Self {
             maps,
             reported: StdHashMap::new(),
