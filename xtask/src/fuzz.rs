@@ -108,10 +108,17 @@ fn run_target(
     if let Some(seconds) = options.seconds {
         flags.push(format!("-max_total_time={seconds}"));
     }
+    let artifacts = fuzz_dir.join("artifacts").join(target);
+    fs::create_dir_all(&artifacts)?;
+    flags.push(format!("-artifact_prefix={}/", artifacts.display()));
     eprintln!("xtask: fuzzing {target} ({})", flags.join(" "));
     let started = Instant::now();
-    let corpus_arg = corpus.display().to_string();
-    let result = cargo_fuzz_logged(root, &["run", "-O", target, &corpus_arg], &flags, &log);
+    // The binary `cargo fuzz build` made, run as it is: `cargo fuzz run`
+    // would build again with other settings.
+    let binary = root
+        .join("target/fuzz/x86_64-unknown-linux-gnu/release")
+        .join(target);
+    let result = run_logged(&binary, &flags, &corpus, &log);
     let seconds = started.elapsed().as_secs_f64();
     let text = fs::read_to_string(&log).unwrap_or_default();
     if let Err(err) = result {
@@ -124,8 +131,7 @@ fn run_target(
             tail.join("\n")
         );
     }
-    // Keep the smallest corpus that covers the same code, to commit.
-    cargo_fuzz(root, &["cmin", "-O", target, &corpus_arg], &[])?;
+    minimize(&binary, &corpus)?;
     Ok(Outcome {
         target: target.to_string(),
         runs: stat(&text, "stat::number_of_executed_units:").unwrap_or(0),
@@ -211,24 +217,45 @@ fn cargo_fuzz(root: &Path, args: &[&str], flags: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
-/// As [`cargo_fuzz`], with libFuzzer's output in `log` (it is long).
-fn cargo_fuzz_logged(
-    root: &Path,
-    args: &[&str],
-    flags: &[String],
-    log: &Path,
-) -> anyhow::Result<()> {
+/// Runs a fuzz target on `corpus` with libFuzzer `flags`, its (long)
+/// output in `log`.
+fn run_logged(binary: &Path, flags: &[String], corpus: &Path, log: &Path) -> anyhow::Result<()> {
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir)?;
     }
     let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let status = fuzz_command(root, args, flags)
+    let status = Command::new(binary)
+        .args(flags)
+        .arg(corpus)
         .stderr(file.try_clone()?)
         .stdout(file)
         .status()
-        .context("running cargo fuzz")?;
+        .with_context(|| format!("running {}", binary.display()))?;
     if !status.success() {
-        bail!("cargo fuzz {} failed ({status})", args.join(" "));
+        bail!("{} failed ({status})", binary.display());
     }
+    Ok(())
+}
+
+/// Keeps the smallest part of `corpus` that covers the same code (libFuzzer's
+/// merge into an empty directory), to commit.
+fn minimize(binary: &Path, corpus: &Path) -> anyhow::Result<()> {
+    let kept = corpus.with_extension("min");
+    let _ = fs::remove_dir_all(&kept);
+    fs::create_dir_all(&kept)?;
+    let status = Command::new(binary)
+        .arg("-merge=1")
+        .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
+        .arg(&kept)
+        .arg(corpus)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !status.success() {
+        bail!("minimizing {} failed ({status})", corpus.display());
+    }
+    fs::remove_dir_all(corpus)?;
+    fs::rename(&kept, corpus)?;
     Ok(())
 }

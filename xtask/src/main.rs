@@ -9,6 +9,7 @@
 //!   root-only ones included; with `CI=true` they fail rather than skip).
 //! - `bench`: setup, release build, then the overhead benchmark.
 //! - `fuzz`: every parser's fuzz target, a million executions each (`fuzz`).
+//! - `soak`: the agent for N minutes under connection and pod churn.
 //! - `image`: the agent's OCI image archive, without a registry (`image`).
 
 use std::{
@@ -64,6 +65,12 @@ enum Task {
         seconds: f64,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+    },
+    /// The agent for a long run under steady new connections and pod churn
+    /// (memory, CPU, table, polls every minute).
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
     },
     /// Fuzz every parser of outside data (cargo-fuzz, libFuzzer), then
     /// minimize each corpus for committing.
@@ -213,6 +220,14 @@ fn run(task: Task) -> anyhow::Result<()> {
                     seconds,
                     only: target,
                 },
+            )
+        }
+        Task::Soak { minutes } => {
+            setup()?;
+            build_release()?;
+            cmd(
+                release_binary("netflow-lab"),
+                &["soak", "--minutes", &minutes.to_string()],
             )
         }
         Task::Bench { seconds, rounds } => {

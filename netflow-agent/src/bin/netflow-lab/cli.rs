@@ -57,6 +57,22 @@ pub enum Command {
         #[arg(long, value_enum)]
         only: Option<crate::bench::Part>,
     },
+    /// A long run under steady new connections and pod churn (run by
+    /// `cargo xtask soak`): the agent's memory, CPU, table and polls every
+    /// minute; fails on memory growth or a connection missing from the graph.
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Client workloads whose pods take turns.
+        #[arg(long, default_value_t = 50)]
+        workloads: usize,
+        /// Connections each pod makes before it ends.
+        #[arg(long, default_value_t = 20)]
+        connections_per_pod: u64,
+        /// Pods running at once.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+    },
     /// Test peer: a stand-in for a pod process (used by tests, the lab and the benchmark).
     #[command(hide = true)]
     Peer(PeerArgs),

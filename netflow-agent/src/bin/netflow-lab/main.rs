@@ -1,5 +1,5 @@
 //! `netflow-lab`: the simulated cluster (`run`), the overhead benchmark
-//! (`bench`) and the test peer that stands in for a pod's process (`peer`).
+//! (`bench`), the long run under churn (`soak`) and the test peer that stands in for a pod's process (`peer`).
 //! It drives the real `netflow-agent` built next to it; none of this is in
 //! the DaemonSet's image.
 
@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod lab;
 mod peer;
+mod soak;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -41,6 +42,17 @@ fn main() -> ExitCode {
                     scale,
                     records,
                     only,
+                }),
+                Command::Soak {
+                    minutes,
+                    workloads,
+                    connections_per_pod,
+                    parallel,
+                } => soak::run(&soak::Options {
+                    minutes,
+                    workloads,
+                    connections_per_pod,
+                    parallel,
                 }),
                 Command::Peer(_) => unreachable!("matched above"),
             }
