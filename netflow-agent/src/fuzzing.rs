@@ -140,6 +140,7 @@ pub fn http_request(data: &[u8]) {
             attached: true,
             inventory_loaded: true,
             graph_gzip: graph_gzip(&CommGraph::new()),
+            denials_json: Some(bytes::Bytes::from_static(b"{\"version\":1,\"denials\":{}}")),
         };
         Shared {
             snapshot: Arc::new(Mutex::new(snapshot)),

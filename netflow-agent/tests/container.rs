@@ -170,12 +170,51 @@ fn podman_flags(spec: &RunSpec, seccomp: Option<&Path>) -> Vec<String> {
 }
 
 /// The hostPath volumes as this test provides them: the node's own cgroup
-/// tree, and a directory of the test's for the state.
+/// tree and tracefs, a directory of the test's for the state, and a bpffs
+/// of the test's own beside it (what the agent pins goes when the test
+/// unmounts it).
 fn stand_in(host: &str, state: &Path) -> String {
     match host {
         "/sys/fs/cgroup" => host.to_string(),
         "/var/lib/netflow" => state.display().to_string(),
+        "/sys/fs/bpf" => {
+            let bpffs = private_bpffs(state);
+            bpffs.display().to_string()
+        }
+        "/sys/kernel/tracing" => {
+            if !Path::new("/sys/kernel/tracing/events").is_dir() {
+                mount("tracefs", Path::new("/sys/kernel/tracing"));
+            }
+            host.to_string()
+        }
         other => panic!("a hostPath this test does not stand in for: {other}"),
+    }
+}
+
+/// A bpffs instance of the test's own, beside `state`.
+fn private_bpffs(state: &Path) -> PathBuf {
+    let bpffs = state.with_file_name("bpffs");
+    if !bpffs.exists() {
+        std::fs::create_dir_all(&bpffs).unwrap();
+        mount("bpf", &bpffs);
+    }
+    bpffs
+}
+
+fn mount(kind: &str, at: &Path) {
+    let status = Command::new("mount")
+        .args(["-t", kind, kind])
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount -t {kind} {}", at.display());
+}
+
+/// Unmounts the test's bpffs (if it made one): its pins go with it.
+fn remove_private_bpffs(state: &Path) {
+    let bpffs = state.with_file_name("bpffs");
+    if bpffs.exists() {
+        let _ = Command::new("umount").arg(&bpffs).status();
     }
 }
 
@@ -363,6 +402,7 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     );
     drop(testbed);
     drop(containerd);
+    remove_private_bpffs(&state);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -501,6 +541,7 @@ fn under_podmans_default_seccomp_the_agent_says_why_and_the_localhost_profile_ru
     let _ = podman(&dir).args(["rm", "--force", &id]).output();
     let _ = podman(&dir).args(["rmi", "--all", "--force"]).output();
     let _ = podman(&dir).args(["system", "reset", "--force"]).output();
+    remove_private_bpffs(&state);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -44,6 +44,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "identity",
             "inventory",
             "graph",
+            "policy",
             "kube",
             "telemetry",
         ],

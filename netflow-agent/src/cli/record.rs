@@ -67,6 +67,14 @@ pub struct RecordArgs {
     /// A connection idle this long is reported as ended and removed from the table.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+    /// Staged mode: judge every connection recorded against the policies in
+    /// this directory (or file) with `policy verify`'s evaluator, without
+    /// enforcing anything. What they would refuse is counted in /metrics
+    /// (`netflow_staged_denied_total`, by client workload), logged once per
+    /// edge per hour, and kept in the state directory (`/denials` on the
+    /// graph port, merged by `graph pull --denials`).
+    #[arg(long, requires = "state_dir")]
+    pub staged: Option<PathBuf>,
     /// Pin the connection table, the sockets' counts and the drop counters
     /// below this bpffs directory (e.g. /sys/fs/bpf/netflow), so that a
     /// restarted agent takes them over: connections keep who opened them,

@@ -35,6 +35,7 @@ fn options(args: RecordArgs) -> RecordOptions {
         flow_entries: args.flow_entries,
         idle_timeout: args.idle_timeout,
         pin_maps: args.pin_maps,
+        staged: args.staged,
         state: args.state_dir.map(|dir| StateOptions {
             dir,
             inventory: match args.inventory {

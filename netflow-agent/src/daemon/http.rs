@@ -58,6 +58,8 @@ pub struct Snapshot {
     /// The graph as gzip-compressed JSON (the graph file's format), shared
     /// by every request.
     pub graph_gzip: GzipJson,
+    /// Staged mode's denials as JSON (`None` when not staged).
+    pub denials_json: Option<Bytes>,
 }
 
 /// What the recording loop shares with the server.
@@ -242,11 +244,20 @@ fn respond<B>(request: &Request<B>, shared: &Shared, serves: Serves) -> Response
                 response
             }
         }
+        (Serves::Graph, "/denials") => {
+            match shared.read(|snapshot| snapshot.denials_json.clone()) {
+                Some(denials) => reply(StatusCode::OK, "application/json", denials),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "not in staged mode (run --staged)\n".into(),
+                ),
+            }
+        }
         (Serves::Health, _) => text(
             StatusCode::NOT_FOUND,
             "not found: /healthz /readyz /metrics (the graph is served on loopback only)\n".into(),
         ),
-        (Serves::Graph, _) => text(StatusCode::NOT_FOUND, "not found: /graph\n".into()),
+        (Serves::Graph, _) => text(StatusCode::NOT_FOUND, "not found: /graph /denials\n".into()),
     }
 }
 

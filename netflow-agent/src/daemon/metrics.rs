@@ -1,6 +1,9 @@
 //! The agent's metrics, in one registry (prometheus-client), exposed on
-//! `/metrics` in the OpenMetrics text format. Nothing here names a workload:
-//! the labels are the kernel's drop reasons and which end went unnamed.
+//! `/metrics` in the OpenMetrics text format. Nothing here names a workload
+//! (the labels are the kernel's drop reasons and which end went unnamed),
+//! except in staged mode, which the user turns on: the connections the
+//! staged policies would refuse, by client workload (at most
+//! [`MAX_STAGED_LABEL_SETS`] label sets; the rest counted as `_other`).
 
 use std::{collections::BTreeMap, sync::atomic::AtomicU64};
 
@@ -22,6 +25,18 @@ struct Reason {
 struct End {
     end: &'static str,
 }
+
+/// A client workload the staged policies would refuse, and the namespace
+/// whose policies refuse it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Staged {
+    namespace: String,
+    workload: String,
+    policy_namespace: String,
+}
+
+/// Label sets of `netflow_staged_denied_total` at most.
+pub const MAX_STAGED_LABEL_SETS: usize = 1_000;
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -47,6 +62,8 @@ pub struct Metrics {
     graph_files_set_aside: Counter,
     graph_save_failures: Counter,
     dns_refused: Family<Reason, Counter>,
+    staged_denied: Family<Staged, Counter>,
+    staged_label_sets: std::sync::Mutex<std::collections::HashSet<Staged>>,
 }
 
 /// What one graph update could not name, by end (the build report's counts).
@@ -81,6 +98,8 @@ impl Default for Metrics {
             graph_files_set_aside: Counter::default(),
             graph_save_failures: Counter::default(),
             dns_refused: Family::default(),
+            staged_denied: Family::default(),
+            staged_label_sets: Default::default(),
             // Replaced below by the registry that holds the handles above.
             registry: Registry::default(),
         };
@@ -180,6 +199,11 @@ impl Default for Metrics {
             "DNS answers not believed, by reason (unsolicited: no query of that socket asked it; untrusted_server: not the cluster's DNS; workload_cap: past the names one workload may hold; pending_full: too many queries in flight)",
             m.dns_refused.clone(),
         );
+        registry.register(
+            "netflow_staged_denied",
+            "Connections the staged policies (run --staged) would refuse, by client namespace and workload and by the namespace whose policies refuse them",
+            m.staged_denied.clone(),
+        );
         // Every end is exported from the start, at 0.
         m.add_unnamed(Unnamed::default());
         Self {
@@ -262,6 +286,42 @@ impl Metrics {
             });
             raise_to(&counter, total);
         }
+    }
+
+    /// `connections` more that the staged policies would refuse, from
+    /// `workload` of `namespace`, refused by `policy_namespace`'s policies.
+    pub fn add_staged_denied(
+        &self,
+        namespace: &str,
+        workload: &str,
+        policy_namespace: &str,
+        connections: u64,
+    ) {
+        let mut labels = Staged {
+            namespace: namespace.to_string(),
+            workload: workload.to_string(),
+            policy_namespace: policy_namespace.to_string(),
+        };
+        {
+            let mut seen = self
+                .staged_label_sets
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !seen.contains(&labels) {
+                if seen.len() >= MAX_STAGED_LABEL_SETS {
+                    labels = Staged {
+                        namespace: "_other".into(),
+                        workload: "_other".into(),
+                        policy_namespace: "_other".into(),
+                    };
+                } else {
+                    seen.insert(labels.clone());
+                }
+            }
+        }
+        self.staged_denied
+            .get_or_create(&labels)
+            .inc_by(connections);
     }
 
     /// The state directory's running totals.

@@ -15,6 +15,7 @@ pub mod gzip_body;
 pub mod http;
 mod inventory_source;
 pub mod metrics;
+mod staged;
 mod state;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -57,6 +58,9 @@ pub struct RecordOptions {
     pub output: Option<PathBuf>,
     pub flow_entries: u32,
     pub idle_timeout: Duration,
+    /// Judge live traffic against the policies in this directory (or file):
+    /// staged mode (needs `state`).
+    pub staged: Option<PathBuf>,
     /// Pin the kernel's maps below this bpffs directory (see
     /// [`crate::kernel::pins`]).
     pub pin_maps: Option<PathBuf>,
@@ -74,6 +78,8 @@ pub enum DaemonError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("staged policies")]
+    Staged(#[from] crate::policy::evaluate::PolicyFileError),
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(transparent)]
@@ -154,6 +160,14 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         Some(state) => Some(runtime.block_on(GraphState::open(state))?),
         None => None,
     };
+    let staged = match (&options.staged, &options.state, &state) {
+        (Some(source), Some(options), Some(state)) => {
+            let mut staged = staged::StagedMode::open(source, &options.dir)?;
+            staged.baseline(&state.graph);
+            Some(staged)
+        }
+        _ => None,
+    };
     let shared: Option<Shared> = if options.listen.is_some() || options.graph_listen.is_some() {
         let shared = Shared::default();
         // Without --state-dir there is no inventory to wait for.
@@ -230,6 +244,7 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         writer: writer.as_mut(),
         state: state.as_mut(),
         last_drops,
+        staged,
         shared: shared.clone(),
         poll_seconds: 0.0,
     };
@@ -250,6 +265,8 @@ struct Sinks<'a> {
     writer: Option<&'a mut FlowLogWriter>,
     state: Option<&'a mut GraphState>,
     last_drops: std::collections::BTreeMap<String, u64>,
+    /// Staged mode's judge, when on.
+    staged: Option<staged::StagedMode>,
     /// What the HTTP endpoints show.
     shared: Option<Shared>,
     /// How long the last poll took.
@@ -339,6 +356,13 @@ impl Sinks<'_> {
             Some(state) => Some(state.add(interval, &reader.dns_answers())?),
             None => None,
         };
+        if let (Some(staged), Some(state)) = (self.staged.as_mut(), self.state.as_ref())
+            && let Some(inventory) = state.inventory.current()
+        {
+            let metrics = self.shared.as_ref().map(|shared| shared.metrics.clone());
+            staged.judge(&state.graph, &inventory, metrics.as_deref());
+            staged.save();
+        }
         if let Some(shared) = &self.shared {
             self.publish(shared, interval, added.as_ref());
         }
@@ -395,8 +419,12 @@ impl Sinks<'_> {
                 .set(gauge_value(state.graph.edge_count()));
             graph_gzip = Some(self::graph_gzip(&state.graph));
         }
+        let denials = self.staged.as_ref().map(staged::StagedMode::denials_json);
         shared.update(|snapshot| {
             snapshot.inventory_loaded = synced;
+            if let Some(denials) = denials {
+                snapshot.denials_json = Some(denials.into());
+            }
             if let Some(graph_gzip) = graph_gzip {
                 snapshot.graph_gzip = graph_gzip;
             }

@@ -3,7 +3,8 @@
 //! CiliumNetworkPolicy of `cilium`) and the cluster admin's tiers of
 //! `cluster_wide`, `write` puts a set on disk; `evaluate`
 //! decides what a set allows (`from_cluster` reads the set a cluster has),
-//! `verify` replays the graph against it;
+//! `verify` replays the graph against it, `staged` judges live traffic
+//! against a set not yet enforced;
 //! `rollout` orders the enforcement, `netassert` writes tests, `apply` sends
 //! a set to the cluster.
 
@@ -15,5 +16,6 @@ pub mod from_cluster;
 pub mod generate;
 pub mod netassert;
 pub mod rollout;
+pub mod staged;
 pub mod verify;
 pub mod write;

@@ -50,13 +50,48 @@ pub struct BlastRadius {
 
 /// The name policies give the edge's protocol (`TCP`, `UDP`, `SCTP`); a
 /// protocol they cannot name keeps its number, which no rule matches.
-fn protocol_name(edge_protocol: &crate::model::Protocol) -> String {
+pub fn protocol_name(edge_protocol: &crate::model::Protocol) -> String {
     edge_protocol
         .policy_name()
         .map_or_else(|| edge_protocol.to_string(), str::to_string)
 }
 
-fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>> {
+/// Why an edge between these ends would be refused (`check` answers for
+/// one client end and one server end); `None` when it is allowed. Every
+/// client pod must reach every server pod; of a node's or an external
+/// host's addresses, one reaching is enough.
+pub fn refusal<'a>(
+    clients: &[End<'a>],
+    servers: &[End<'a>],
+    mut check: impl FnMut(End<'a>, End<'a>) -> Verdict,
+) -> Option<String> {
+    let client_pods = matches!(clients.first(), Some(End::Pod(_)));
+    for server_end in servers {
+        let mut allowed_any = false;
+        let mut first_denial = None;
+        for client_end in clients {
+            match check(*client_end, *server_end) {
+                Verdict::Allowed => allowed_any = true,
+                Verdict::Denied(reason) => {
+                    first_denial.get_or_insert(reason);
+                }
+            }
+        }
+        let refused = if client_pods || !allowed_any {
+            first_denial
+        } else {
+            None
+        };
+        if refused.is_some() {
+            return refused;
+        }
+    }
+    None
+}
+
+/// The ends of `endpoint` to check: a workload's pods (hostNetwork pods
+/// aside), else its addresses.
+pub fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>> {
     match endpoint.kind {
         EndpointKind::Workload => {
             let workload = WorkloadRef {
@@ -116,34 +151,9 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             report.not_checkable.push(name);
             continue;
         }
-        // Every client pod must reach every server pod (a node or external
-        // host passes when any of its addresses does).
-        let client_pods = matches!(clients.first(), Some(End::Pod(_)));
-        let mut refusal = None;
-        for server_end in &servers {
-            let mut allowed_any = false;
-            let mut first_denial = None;
-            for client_end in &clients {
-                match checks.check(*client_end, *server_end, edge.key.port, &protocol) {
-                    Verdict::Allowed => allowed_any = true,
-                    Verdict::Denied(reason) => {
-                        first_denial.get_or_insert(reason);
-                    }
-                }
-            }
-            // Pods: every one must pass. Addresses of one node or host: one is enough.
-            let refused = if client_pods {
-                first_denial
-            } else if allowed_any {
-                None
-            } else {
-                first_denial
-            };
-            if refused.is_some() {
-                refusal = refused;
-                break;
-            }
-        }
+        let refusal = refusal(&clients, &servers, |client_end, server_end| {
+            checks.check(client_end, server_end, edge.key.port, &protocol)
+        });
         match refusal {
             Some(reason) => report.blocked.push(BlockedEdge { edge: name, reason }),
             None => report.allowed += 1,

@@ -108,6 +108,19 @@ struct Sample {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let lab = std::env::current_exe().context("cannot find the netflow-lab binary")?;
     let mut testbed = Testbed::two_hosts("nfsoak")?;
+    // Closed connections wait in TIME_WAIT for a minute: at hundreds of new
+    // connections a second the clients need the whole port range, and to
+    // reuse ports whose wait is over.
+    testbed.exec_in(
+        Host::A,
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_local_port_range=10000 65535",
+        ],
+    )?;
+    testbed.exec_in(Host::A, &["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])?;
     testbed.start_server(&lab, Host::B, &["--tcp", SERVER])?;
     let dir = std::env::temp_dir().join(format!("netflow-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -1,0 +1,210 @@
+//! Staged mode (`run --staged DIR`): after each interval, the edges that
+//! carried traffic are judged against the staged policy set; those it would
+//! refuse are counted in the metrics, logged (once per edge per hour, with
+//! the reason), and kept as denials in the state directory
+//! (`staged-denials.json`, read again at start), served at `/denials` on
+//! the graph port for `graph pull --denials`.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tracing::{info, warn};
+
+use super::{DaemonError, metrics::Metrics};
+use crate::{
+    graph::{CommGraph, file::write_atomically_with_mode},
+    inventory::Inventory,
+    model::{Endpoint, EndpointKind},
+    policy::staged::{Denials, StagedSet, edge_name},
+};
+
+/// A denied edge is logged at most once in this long.
+const LOG_EVERY: Duration = Duration::from_secs(3600);
+/// The denials file in the state directory.
+pub const DENIALS_FILE: &str = "staged-denials.json";
+
+pub(super) struct StagedMode {
+    set: StagedSet,
+    denials: Denials,
+    path: PathBuf,
+    /// Each judged edge's connections when last judged.
+    connections: HashMap<String, u64>,
+    /// When each denied edge was last logged.
+    logged: HashMap<String, Instant>,
+    /// Edges last seen before this (Unix seconds) were judged already.
+    judged_until: u64,
+    /// The denials changed since the last save.
+    dirty: bool,
+}
+
+impl StagedMode {
+    /// Reads the staged set (a bad file is an error naming it) and the
+    /// denials kept in `state_dir` by an earlier run.
+    pub(super) fn open(source: &Path, state_dir: &Path) -> Result<Self, DaemonError> {
+        let set = StagedSet::load(source)?;
+        info!(
+            policies = set.len(),
+            source = %source.display(),
+            "staged mode: judging live traffic against these policies"
+        );
+        let path = state_dir.join(DENIALS_FILE);
+        let denials = match std::fs::read_to_string(&path) {
+            Ok(text) => match Denials::parse(&text, &path.display().to_string()) {
+                Ok(denials) => denials,
+                Err(err) => {
+                    warn!(error = %err, "staged denials unreadable: starting an empty list");
+                    Denials::new()
+                }
+            },
+            Err(_) => Denials::new(),
+        };
+        Ok(Self {
+            set,
+            denials,
+            path,
+            connections: HashMap::new(),
+            logged: HashMap::new(),
+            // What the loaded graph held was recorded before the set was
+            // staged: judged when it carries traffic again.
+            judged_until: unix_now(),
+            dirty: false,
+        })
+    }
+
+    /// Notes what each edge of the graph the agent starts with carried
+    /// already: recorded before, judged by an earlier run.
+    pub(super) fn baseline(&mut self, graph: &CommGraph) {
+        for (client, server, edge) in graph.edges() {
+            self.connections.insert(
+                edge_name(client, server, edge),
+                edge.stats.volume().connections,
+            );
+        }
+    }
+
+    /// The denials as `/denials` serves them.
+    pub(super) fn denials_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.denials).unwrap_or_default()
+    }
+
+    /// Judges the edges that carried traffic since the last call.
+    pub(super) fn judge(
+        &mut self,
+        graph: &CommGraph,
+        inventory: &Inventory,
+        metrics: Option<&Metrics>,
+    ) {
+        match self.set.reload_if_changed() {
+            Ok(true) => {
+                info!(
+                    policies = self.set.len(),
+                    "staged policies changed: judging again"
+                );
+                self.rejudge_denials(graph, inventory);
+            }
+            Ok(false) => {}
+            Err(err) => {
+                let err = crate::telemetry::error_chain(&err);
+                warn!(%err, "staged policies unreadable: keeping the set read before");
+            }
+        }
+        let now = unix_now();
+        let since = self.judged_until;
+        self.judged_until = now;
+        let edges = graph.edges();
+        let touched = edges
+            .iter()
+            .filter(|(_, _, edge)| edge.stats.last_seen >= since)
+            .map(|(client, server, edge)| (*client, *server, *edge));
+        for blocked in self.set.would_block(graph, inventory, touched) {
+            let Some((_, _, edge)) = edges.iter().find(|(client, server, edge)| {
+                client.id == blocked.client
+                    && server.id == blocked.server
+                    && edge_name(client, server, edge) == blocked.edge
+            }) else {
+                continue;
+            };
+            let total = edge.stats.volume().connections;
+            // Edges of the graph this agent started with are baselined
+            // (`baseline`): only what they add from now on counts.
+            let before = self.connections.get(&blocked.edge).copied().unwrap_or(0);
+            let new = total.saturating_sub(before);
+            self.connections.insert(blocked.edge.clone(), total);
+            self.denials.note(&blocked, new, edge.stats.last_seen);
+            self.dirty = true;
+            let (namespace, workload) = workload_labels(graph, &blocked.client);
+            if let Some(metrics) = metrics {
+                metrics.add_staged_denied(&namespace, &workload, &blocked.policy_namespace, new);
+            }
+            let due = self
+                .logged
+                .get(&blocked.edge)
+                .is_none_or(|at| at.elapsed() >= LOG_EVERY);
+            if due {
+                self.logged.insert(blocked.edge.clone(), Instant::now());
+                warn!(
+                    edge = %blocked.edge,
+                    reason = %blocked.reason,
+                    policy_namespace = %blocked.policy_namespace,
+                    "the staged policies would refuse this connection"
+                );
+            }
+        }
+    }
+
+    /// After the set changed: the denials of edges it now allows go.
+    fn rejudge_denials(&mut self, graph: &CommGraph, inventory: &Inventory) {
+        let named: Vec<_> = graph
+            .edges()
+            .into_iter()
+            .filter(|(client, server, edge)| {
+                self.denials
+                    .denials
+                    .contains_key(&edge_name(client, server, edge))
+            })
+            .collect();
+        let still: BTreeSet<String> = self
+            .set
+            .would_block(graph, inventory, named)
+            .into_iter()
+            .map(|blocked| blocked.edge)
+            .collect();
+        self.denials.keep_only(&still);
+        self.logged.clear();
+        self.dirty = true;
+    }
+
+    /// Writes the denials when they changed (atomically, private).
+    pub(super) fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        match write_atomically_with_mode(&self.path, &self.denials_json(), 0o600) {
+            Ok(()) => self.dirty = false,
+            Err(err) => warn!(%err, path = %self.path.display(), "cannot save the staged denials"),
+        }
+    }
+}
+
+/// The client's namespace and workload for the metric's labels.
+fn workload_labels(graph: &CommGraph, client: &str) -> (String, String) {
+    match graph.endpoint(client) {
+        Some(Endpoint {
+            kind: EndpointKind::Workload,
+            namespace,
+            name,
+            ..
+        }) => (namespace.clone().unwrap_or_default(), name.clone()),
+        Some(endpoint) => (String::new(), endpoint.label()),
+        None => (String::new(), client.to_string()),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

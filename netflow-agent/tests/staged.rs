@@ -1,0 +1,296 @@
+//! Staged mode (issue 15): policies generated from a first phase of
+//! traffic are staged on a running agent; a second phase repeats the first
+//! and adds one new edge. Exactly that edge is reported: in /metrics, at
+//! /denials, in the state directory, and again after a restart.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use netflow_agent::testbed::{
+    Host, Testbed,
+    http_client::{free_loopback_addr, http_get},
+};
+
+const CLIENT_UID: &str = "57a6ed00-0000-4000-8000-00000000000a";
+const SERVER_UID: &str = "57a6ed00-0000-4000-8000-00000000000b";
+
+fn inventory() -> String {
+    let pod = |name: &str, uid: &str, ip: &str, node: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{name}-0"), "namespace": "shop", "uid": uid,
+                "labels": {"app": name},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": format!("ss-{name}"), "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 9090, "protocol": "TCP"}]}]},
+            "status": {"podIP": ip, "startTime": "2020-01-01T00:00:00Z"}})
+    };
+    let owner = |name: &str| {
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("ss-{name}")},
+            "spec": {"selector": {"matchLabels": {"app": name}}}})
+    };
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {"clusterIP": "10.96.0.10", "selector": {"k8s-app": "kube-dns"},
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
+        owner("client"), owner("server"),
+        pod("client", CLIENT_UID, "10.231.0.1", "host-a"),
+        pod("server", SERVER_UID, "10.231.0.2", "host-b"),
+    ]})
+    .to_string()
+}
+
+fn pod_cgroup(testbed: &Testbed, uid: &str, container: char) -> PathBuf {
+    let path = testbed
+        .cgroup_parent()
+        .join("kubepods/besteffort")
+        .join(format!("pod{uid}"))
+        .join(container.to_string().repeat(64));
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(testbed: &Testbed, args: &[&std::ffi::OsStr]) -> Self {
+        let mut child = Command::new(common::agent())
+            .arg("record")
+            .arg("--cgroup")
+            .arg(testbed.cgroup_parent())
+            .args(["--interval", "0.5s"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut said = Vec::new();
+        loop {
+            let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent did not attach: {said:#?}");
+            };
+            let attached = line.contains("attached: recording");
+            said.push(line);
+            if attached {
+                return Self { child, lines };
+            }
+        }
+    }
+
+    /// SIGTERM; what it said.
+    fn stop(mut self) -> Vec<String> {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        let said: Vec<String> = self.lines.try_iter().collect();
+        assert!(status.success(), "{status}: {said:#?}");
+        said
+    }
+}
+
+impl Drop for Agent {
+    /// A test that fails midway leaves no agent behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(testbed: &Testbed, cgroup: &Path, port: u16, count: usize) {
+    let output = Command::new(common::lab())
+        .arg("peer")
+        .arg("--cgroup")
+        .arg(cgroup)
+        .arg("--netns")
+        .arg(testbed.netns_path(Host::A))
+        .args([
+            "connect",
+            "--tcp",
+            &format!("10.231.0.2:{port}"),
+            "--count",
+            &count.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+fn until(what: &str, mut ready: impl FnMut() -> Option<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(found) = ready() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn denials(graph_port: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(graph_port, "/denials").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn staged_policies_report_exactly_the_edge_they_would_break() {
+    if !common::privileged("staged_policies_report_exactly_the_edge_they_would_break") {
+        return;
+    }
+    let testbed = Testbed::two_hosts(&common::unique_name("nfstg")).unwrap();
+    let dir = common::tempdir("staged");
+    let inventory_path = dir.join("inventory.json");
+    std::fs::write(&inventory_path, inventory()).unwrap();
+    let client = pod_cgroup(&testbed, CLIENT_UID, 'a');
+    let server = pod_cgroup(&testbed, SERVER_UID, 'b');
+    let mut server_process = Command::new(common::lab())
+        .arg("peer")
+        .arg("--cgroup")
+        .arg(&server)
+        .arg("--netns")
+        .arg(testbed.netns_path(Host::B))
+        .args([
+            "serve",
+            "--tcp",
+            "10.231.0.2:8080",
+            "--tcp",
+            "10.231.0.2:9090",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(server_process.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+
+    // Phase 1: the audit. client -> server:8080 only.
+    let audit = dir.join("audit");
+    let agent = Agent::start(
+        &testbed,
+        &[
+            "--inventory".as_ref(),
+            inventory_path.as_os_str(),
+            "--state-dir".as_ref(),
+            audit.as_os_str(),
+        ],
+    );
+    connect(&testbed, &client, 8080, 3);
+    thread::sleep(Duration::from_millis(1200));
+    agent.stop();
+    let policies = dir.join("policies");
+    let generated = Command::new(common::agent())
+        .args(["policy", "generate", "--graph"])
+        .arg(audit.join("graph.json"))
+        .arg("--inventory")
+        .arg(&inventory_path)
+        .arg("--out")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+
+    // Phase 2: the same traffic, staged, and one new edge (port 9090).
+    let state = dir.join("state");
+    let (listen, graph_listen) = (free_loopback_addr().unwrap(), free_loopback_addr().unwrap());
+    let staged_args = |state: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "--inventory".into(),
+            inventory_path.clone().into(),
+            "--state-dir".into(),
+            state.into(),
+            "--staged".into(),
+            policies.clone().into(),
+            "--listen".into(),
+            listen.to_string().into(),
+            "--graph-listen".into(),
+            graph_listen.to_string().into(),
+        ]
+    };
+    let args = staged_args(&state);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
+    let agent = Agent::start(&testbed, &args);
+    connect(&testbed, &client, 8080, 2);
+    connect(&testbed, &client, 9090, 2);
+    let metrics = until("the denial in /metrics", || {
+        let (_, text) = http_get(listen, "/metrics").ok()?;
+        text.contains("netflow_staged_denied_total{")
+            .then_some(text)
+    });
+    let denied: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("netflow_staged_denied_total{"))
+        .collect();
+    assert_eq!(
+        denied,
+        vec![
+            "netflow_staged_denied_total{namespace=\"shop\",workload=\"client\",policy_namespace=\"shop\"} 2"
+        ],
+        "{metrics}"
+    );
+    let served = denials(graph_listen);
+    let edges: Vec<&String> = served["denials"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        edges,
+        vec!["shop/client -> shop/server tcp/9090"],
+        "{served:#}"
+    );
+    let denial = &served["denials"]["shop/client -> shop/server tcp/9090"];
+    assert_eq!(denial["connections"], 2);
+    assert_eq!(denial["policy_namespace"], "shop");
+    assert!(
+        denial["reason"].as_str().unwrap().contains("9090"),
+        "{denial}"
+    );
+    let said = agent.stop();
+    assert_eq!(
+        said.iter()
+            .filter(|line| line.contains("the staged policies would refuse"))
+            .count(),
+        1,
+        "logged once: {said:#?}"
+    );
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("staged-denials.json")).unwrap()).unwrap();
+    assert_eq!(kept, served);
+
+    // A restart keeps the list.
+    let agent = Agent::start(&testbed, &args);
+    let again = until("/denials after a restart", || {
+        http_get(graph_listen, "/denials")
+            .ok()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body)
+    });
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again, served);
+    agent.stop();
+
+    let _ = server_process.kill();
+    let _ = server_process.wait();
+    drop(testbed);
+    std::fs::remove_dir_all(dir).unwrap();
+}
