@@ -151,8 +151,34 @@ pub const OVERFLOW_CONNECTIONS_MAX: usize = 100_000;
 /// Ring records taken per drain: a flood cannot keep one drain running.
 const DRAIN_MAX: usize = 65_536;
 
-/// How long a removed cgroup's path is remembered.
-const CGROUP_GRACE: Duration = Duration::from_secs(600);
+/// A TCP connection closed (FIN both ways, or a reset) leaves the table
+/// once this quiet, rather than after the idle timeout: at hundreds of new
+/// connections a second, closed ones waiting out a minute would fill it.
+/// The wait lets the last ACKs land in the entry, not in a new one.
+const CLOSED_LINGER: Duration = Duration::from_secs(3);
+
+/// Whether a connection is over: idle past the timeout, or closed and
+/// quiet past [`CLOSED_LINGER`].
+fn over(key: &FlowKey, total: &FlowStats, now_ns: u64, idle_ns: u64) -> bool {
+    let quiet_ns = now_ns.saturating_sub(total.last_seen_ns);
+    quiet_ns > idle_ns
+        || (closed(key.protocol, total.tcp_flags) && quiet_ns > CLOSED_LINGER.as_nanos() as u64)
+}
+
+/// A TCP connection that ended: a reset either way, or a FIN each way
+/// (`tcp_flags`: bits 0-7 sent, 8-15 received).
+fn closed(protocol: u8, tcp_flags: u32) -> bool {
+    let (sent, received) = ((tcp_flags & 0xff) as u8, ((tcp_flags >> 8) & 0xff) as u8);
+    protocol == netflow_common::PROTO_TCP
+        && ((sent | received) & netflow_common::TCP_RST != 0
+            || (sent & received & netflow_common::TCP_FIN) != 0)
+}
+
+/// How long a removed cgroup's path is remembered beyond the idle
+/// timeout (its last connections are reported when they idle out): long
+/// enough for that, short enough that a node starting pods by the hundred
+/// per second does not hold every path of the last ten minutes.
+const CGROUP_GRACE_BEYOND_IDLE: Duration = Duration::from_secs(60);
 
 /// Entries asked for per batch syscall.
 const BATCH_ENTRIES: usize = 4096;
@@ -205,14 +231,17 @@ impl FlowReader {
             dns_refused: BTreeMap::new(),
             cgroups: cgroup_mount::cgroup2_mount()
                 .ok()
-                .map(|mount| CgroupIndex::new(&mount, CGROUP_GRACE)),
+                .map(|mount| CgroupIndex::new(&mount, idle_timeout + CGROUP_GRACE_BEYOND_IDLE)),
         }
     }
 
     /// Names local ends by walking this cgroup v2 mount (in a container: the
     /// host's hierarchy, not the container's own view).
     pub fn with_cgroup_mount(mut self, mount: &std::path::Path) -> Self {
-        self.cgroups = Some(CgroupIndex::new(mount, CGROUP_GRACE));
+        self.cgroups = Some(CgroupIndex::new(
+            mount,
+            self.idle_timeout + CGROUP_GRACE_BEYOND_IDLE,
+        ));
         self
     }
 
@@ -357,7 +386,7 @@ impl FlowReader {
         let mut live = StdHashMap::with_capacity(entries.len());
         for (key, total) in &entries {
             let previous = self.reported.get(key).copied();
-            let ended = clock.kernel_now_ns().saturating_sub(total.last_seen_ns) > idle_ns;
+            let ended = over(key, total, clock.kernel_now_ns(), idle_ns);
             if let Some(delta) = delta(total, &previous.unwrap_or_default()) {
                 let mut record = self.record(key, &delta, total, &clock, false, ended);
                 record.newly_established = newly_established(key, total, previous.as_ref());
@@ -389,12 +418,8 @@ impl FlowReader {
             }
             flows.push(record);
         }
-        self.overflow_known.retain(|_, known| {
-            clock
-                .kernel_now_ns()
-                .saturating_sub(known.totals.last_seen_ns)
-                <= idle_ns
-        });
+        self.overflow_known
+            .retain(|key, known| !over(key, &known.totals, clock.kernel_now_ns(), idle_ns));
 
         let dns = self
             .dns_new
@@ -611,6 +636,19 @@ pub fn tcp_flag_names(flags: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_closed_by_fins_both_ways_or_a_reset() {
+        use netflow_common::{PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST};
+        let (fin, rst) = (u32::from(TCP_FIN), u32::from(TCP_RST));
+        assert!(closed(PROTO_TCP, fin | fin << 8));
+        assert!(!closed(PROTO_TCP, fin), "our FIN alone: half closed");
+        assert!(!closed(PROTO_TCP, fin << 8), "theirs alone: half closed");
+        assert!(closed(PROTO_TCP, rst));
+        assert!(closed(PROTO_TCP, rst << 8));
+        assert!(!closed(PROTO_UDP, fin | fin << 8 | rst));
+        assert!(!closed(PROTO_TCP, 0x12 | 0x10 << 8));
+    }
 
     #[test]
     fn flag_names_follow_the_bits() {

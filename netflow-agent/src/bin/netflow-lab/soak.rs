@@ -45,6 +45,8 @@ const PODS_LISTED: usize = 1_000;
 /// Pod addresses, reused round-robin: a new pod takes an address an older
 /// one had.
 const ADDRESS_POOL: usize = 64;
+/// How often the agent's memory is sampled.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Memory may grow this much after the warm-up.
 const RSS_GROWTH_LIMIT: f64 = 0.05;
 
@@ -108,18 +110,9 @@ struct Sample {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let lab = std::env::current_exe().context("cannot find the netflow-lab binary")?;
     let mut testbed = Testbed::two_hosts("nfsoak")?;
-    // Closed connections wait in TIME_WAIT for a minute: at hundreds of new
-    // connections a second the clients need the whole port range, and to
-    // reuse ports whose wait is over.
-    testbed.exec_in(
-        Host::A,
-        &[
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_local_port_range=10000 65535",
-        ],
-    )?;
+    // Closed connections wait in TIME_WAIT for a minute: at thousands of
+    // new connections a second the clients reuse ports whose wait is over
+    // (the port range stays the kernel's default, as in a pod).
     testbed.exec_in(Host::A, &["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])?;
     testbed.start_server(&lab, Host::B, &["--tcp", SERVER])?;
     let dir = std::env::temp_dir().join(format!("netflow-soak-{}", std::process::id()));
@@ -235,7 +228,13 @@ fn soak(
     let mut minute = 0;
     while started.elapsed() < duration {
         let next = Duration::from_secs(60 * (minute + 1)).min(duration);
-        thread::sleep(next.saturating_sub(started.elapsed()));
+        // Memory moves within a poll (the inventory read again, the graph
+        // compressed): sampled every few seconds, a minute's median.
+        let mut rss = Vec::new();
+        while started.elapsed() < next {
+            thread::sleep(RSS_SAMPLE_EVERY.min(next.saturating_sub(started.elapsed())));
+            rss.push(rss_kb(agent.id())? as f64 / 1024.0);
+        }
         minute += 1;
         if let Some(status) = agent.try_wait()? {
             bail!("the agent ended ({status})");
@@ -247,7 +246,7 @@ fn soak(
             .unwrap_or_default();
         let sample = Sample {
             minute,
-            rss_mb: rss_kb(agent.id())? as f64 / 1024.0,
+            rss_mb: median(&mut rss),
             cpu_percent: (cpu - last_cpu) as f64 / ticks_per_second() / elapsed * 100.0,
             fill: metric(&metrics, "netflow_table_fill_ratio"),
             poll_seconds: metric(&metrics, "netflow_poll_duration_seconds"),
@@ -308,15 +307,17 @@ fn soak(
     }
     let total: u64 = made.values().sum();
     let pods = pods.load(Ordering::Relaxed);
-    // Warm-up: the first third (the agent keeps a gone cgroup's path for
-    // ten minutes, and its maps and indexes reach their size).
-    let warm = samples
+    // Warm-up: the first third (gone cgroups' paths, maps and indexes
+    // reach their size). Then the three minutes after it against the last
+    // three.
+    let after: Vec<f64> = samples
         .iter()
-        .find(|sample| sample.minute as f64 >= (options.minutes / 3.0).max(1.0));
-    let (warm_rss, last_rss) = (
-        warm.map_or(0.0, |sample| sample.rss_mb),
-        samples.last().map_or(0.0, |sample| sample.rss_mb),
-    );
+        .filter(|sample| sample.minute as f64 > (options.minutes / 3.0).max(1.0))
+        .map(|sample| sample.rss_mb)
+        .collect();
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let window = after.len().min(3);
+    let (warm_rss, last_rss) = (mean(&after[..window]), mean(&after[after.len() - window..]));
     let growth = if warm_rss > 0.0 {
         last_rss / warm_rss - 1.0
     } else {
@@ -325,7 +326,7 @@ fn soak(
     let cpu =
         samples.iter().map(|sample| sample.cpu_percent).sum::<f64>() / samples.len().max(1) as f64;
     println!(
-        "soak: {:.0} min, {:.0} new connections/s from {pods} pods ({:.1} pods/s, {ADDRESS_POOL} addresses reused), agent RSS {warm_rss:.1} MB after warm-up -> {last_rss:.1} MB ({:+.1}%), CPU {cpu:.1}%, drops {}, {} of {total} connections in the graph",
+        "soak: {:.0} min, {:.0} new connections/s from {pods} pods ({:.1} pods/s, {ADDRESS_POOL} addresses reused), agent RSS {warm_rss:.1} MB after warm-up -> {last_rss:.1} MB at the end ({:+.1}%, medians), CPU {cpu:.1}%, drops {}, {} of {total} connections in the graph",
         seconds / 60.0,
         total as f64 / seconds,
         pods as f64 / seconds,
@@ -347,6 +348,11 @@ fn soak(
         );
     }
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A metric's value (summed over its labels) in Prometheus text.
