@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::fake_api::FakeApi;
 use netflow_agent::testbed::{
     Host, Testbed,
     http_client::{free_loopback_addr, http_get},
@@ -287,6 +288,46 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     });
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again, served);
+
+    // The cluster's view: graph pull --denials through the API server's
+    // port-forward, then the rollout plan shows what its step would break.
+    let api = FakeApi::start();
+    let kubeconfig = api.kubeconfig(&dir);
+    api.put(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "netflow-agent-host1", "namespace": "netflow", "uid": "agent-1",
+            "labels": {"app.kubernetes.io/name": "netflow-agent"}},
+        "spec": {"nodeName": "host-a", "containers": [{"name": "agent"}]}}));
+    api.proxy_to("netflow-agent-host1", graph_listen);
+    let (pulled, pulled_denials) = (dir.join("cluster.json"), dir.join("denials.json"));
+    let pull = Command::new(common::agent())
+        .args(["graph", "pull", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("-o")
+        .arg(&pulled)
+        .arg("--denials")
+        .arg(&pulled_denials)
+        .output()
+        .unwrap();
+    assert!(pull.status.success(), "{pull:?}");
+    let merged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pulled_denials).unwrap()).unwrap();
+    assert_eq!(merged, served);
+    let plan = Command::new(common::agent())
+        .args(["policy", "plan", "--graph"])
+        .arg(&pulled)
+        .arg("--policies")
+        .arg(&policies)
+        .arg("--denials")
+        .arg(&pulled_denials)
+        .output()
+        .unwrap();
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "{plan:?}");
+    assert!(
+        plan_text.contains("these 1 edges would break")
+            && plan_text.contains("shop/client -> shop/server tcp/9090 (2 connections)"),
+        "{plan_text}"
+    );
     agent.stop();
 
     let _ = server_process.kill();

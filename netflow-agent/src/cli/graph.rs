@@ -78,4 +78,9 @@ pub struct PullArgs {
     /// How long one agent may take to answer.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,
+    /// Also fetch each agent's staged denials (`run --staged`: the edges
+    /// the staged policies would refuse) and write them merged to this
+    /// file; agents not in staged mode are skipped.
+    #[arg(long)]
+    pub denials: Option<PathBuf>,
 }

@@ -15,6 +15,10 @@ pub enum PolicyCommand {
         /// Where the generated policies are (for the printed commands).
         #[arg(long, default_value = "policies")]
         policies: String,
+        /// Staged denials (`graph pull --denials`): each step lists the
+        /// edges its namespaces' policies would break.
+        #[arg(long)]
+        denials: Option<PathBuf>,
     },
     /// Write netassert (v2) tests: observed edges connect; unobserved pairs,
     /// other ports and the metadata service do not.

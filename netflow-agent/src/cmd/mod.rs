@@ -56,9 +56,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             inventory,
             out,
         }) => policy::tests::run(&graph, &inventory, &out),
-        Command::Policy(PolicyCommand::Plan { graph, policies }) => {
-            policy::plan::run(&graph, &policies)
-        }
+        Command::Policy(PolicyCommand::Plan {
+            graph,
+            policies,
+            denials,
+        }) => policy::plan::run(&graph, &policies, denials.as_deref()),
     }
 }
 

@@ -45,8 +45,8 @@ pub enum PullError {
     Status { status: u16, body: String },
     #[error("the agent's answer is not HTTP")]
     NotHttp,
-    #[error("the agent's graph is larger than {MAX_GRAPH_BYTES} bytes")]
-    TooLarge,
+    #[error("the agent's answer is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
     #[error("the agent's compressed graph is not valid gzip")]
     BadGzip(#[source] std::io::Error),
 }
@@ -91,14 +91,30 @@ pub async fn agents(
     Ok(agents)
 }
 
-/// GET `/graph` of one agent pod, on its loopback `port`, through the API
-/// server's port-forward.
+/// The graph of agent `pod`, from its `/graph` on `port`.
 pub async fn fetch(
     client: &Client,
     namespace: &str,
     pod: &str,
     port: u16,
 ) -> Result<CommGraph, PullError> {
+    let body = fetch_body(client, namespace, pod, port, "/graph", MAX_GRAPH_BYTES).await?;
+    let text = String::from_utf8(body).map_err(|_| PullError::NotHttp)?;
+    let shown = format!("pod {pod} port {port} /graph");
+    Ok(CommGraph::parse(&text, Path::new(&shown))?)
+}
+
+/// The body of agent `pod`'s answer to `GET path` on `port` (through the
+/// API server's port-forward), inflated when it came compressed, at most
+/// `limit` bytes; an answer other than 200 is an error with its status.
+pub async fn fetch_body(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+    limit: u64,
+) -> Result<Vec<u8>, PullError> {
     let forward = |message: String| PullError::Forward { port, message };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut forwarder = pods
@@ -108,15 +124,16 @@ pub async fn fetch(
     let mut stream = forwarder
         .take_stream(port)
         .ok_or_else(|| forward("no stream".into()))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    );
     stream
-        .write_all(
-            b"GET /graph HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
-        )
+        .write_all(request.as_bytes())
         .await
         .map_err(|err| forward(err.to_string()))?;
     let mut response = Vec::new();
     (&mut stream)
-        .take(MAX_GRAPH_BYTES + 64 * 1024)
+        .take(limit + 64 * 1024)
         .read_to_end(&mut response)
         .await
         .map_err(|err| forward(err.to_string()))?;
@@ -130,12 +147,12 @@ pub async fn fetch(
     }
     forwarder.abort();
     let (status, gzip, body) = http_response(&response)?;
-    if body.len() as u64 > MAX_GRAPH_BYTES {
-        return Err(PullError::TooLarge);
+    if body.len() as u64 > limit {
+        return Err(PullError::TooLarge { limit });
     }
     let inflated;
     let body = if gzip && status == 200 {
-        inflated = inflate(body, MAX_GRAPH_BYTES)?;
+        inflated = inflate(body, limit)?;
         inflated.as_slice()
     } else {
         body
@@ -146,9 +163,7 @@ pub async fn fetch(
             .to_string();
         return Err(PullError::Status { status, body });
     }
-    let text = String::from_utf8(body.to_vec()).map_err(|_| PullError::NotHttp)?;
-    let shown = format!("pod {pod} port {port} /graph");
-    Ok(CommGraph::parse(&text, Path::new(&shown))?)
+    Ok(body.to_vec())
 }
 
 /// A gzip body inflated, at most `limit` bytes of it (a small answer may
@@ -161,7 +176,7 @@ fn inflate(body: &[u8], limit: u64) -> Result<Vec<u8>, PullError> {
         .read_to_end(&mut inflated)
         .map_err(PullError::BadGzip)?;
     if inflated.len() as u64 > limit {
-        return Err(PullError::TooLarge);
+        return Err(PullError::TooLarge { limit });
     }
     Ok(inflated)
 }
@@ -214,7 +229,10 @@ mod tests {
         let (_, gzip, body) = http_response(&answer).unwrap();
         assert!(gzip);
         assert_eq!(inflate(body, 100_000).unwrap().len(), 100_000);
-        assert!(matches!(inflate(body, 99_999), Err(PullError::TooLarge)));
+        assert!(matches!(
+            inflate(body, 99_999),
+            Err(PullError::TooLarge { .. })
+        ));
         assert!(matches!(
             inflate(b"not gzip", 100),
             Err(PullError::BadGzip(_))

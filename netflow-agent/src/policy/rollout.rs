@@ -16,6 +16,7 @@ use crate::{
 
 use super::{
     generate::SYSTEM_NAMESPACES,
+    staged::{Denial, Denials},
     write::{ADMIN_TIER_FILE, BASELINE_TIER_FILE},
 };
 
@@ -174,6 +175,13 @@ pub fn plan(graph: &CommGraph, tiers: ClusterTiers) -> Vec<Step> {
 
 /// The plan for people, with each namespace's policy file under `policies`.
 pub fn render(steps: &[Step], policies: &str) -> String {
+    render_with_denials(steps, policies, None)
+}
+
+/// As [`render`], each step followed by the staged denials its namespaces'
+/// policies cause (`graph pull --denials`): what would break if it were
+/// applied as it is.
+pub fn render_with_denials(steps: &[Step], policies: &str, denials: Option<&Denials>) -> String {
     let mut out = String::new();
     for (index, step) in steps.iter().enumerate() {
         out.push_str(&format!(
@@ -190,6 +198,28 @@ pub fn render(steps: &[Step], policies: &str) -> String {
                 "   kubectl apply -f {policies}/{namespace}.yaml\n"
             ));
         }
+        let Some(denials) = denials else {
+            continue;
+        };
+        let breaking: Vec<(&String, &Denial)> = denials
+            .denials
+            .iter()
+            .filter(|(_, denial)| step.namespaces.contains(&denial.policy_namespace))
+            .collect();
+        if breaking.is_empty() {
+            out.push_str("   staged: no edge seen would break\n");
+            continue;
+        }
+        out.push_str(&format!(
+            "   staged: these {} edges would break; these policies would need to change:\n",
+            breaking.len()
+        ));
+        for (edge, denial) in breaking {
+            out.push_str(&format!(
+                "     {edge} ({} connections): {}\n",
+                denial.connections, denial.reason
+            ));
+        }
     }
     out
 }
@@ -204,6 +234,52 @@ mod tests {
         },
         model::Protocol,
     };
+
+    #[test]
+    fn each_step_lists_the_staged_denials_its_namespaces_cause() {
+        let steps = vec![
+            Step {
+                title: "shop".into(),
+                namespaces: vec!["shop".into()],
+                files: vec![],
+                advice: String::new(),
+            },
+            Step {
+                title: "data".into(),
+                namespaces: vec!["data".into()],
+                files: vec![],
+                advice: String::new(),
+            },
+        ];
+        let mut denials = Denials::new();
+        denials.denials.insert(
+            "shop/web -> data/db tcp/5432".into(),
+            Denial {
+                client: "workload:shop/Deployment/web".into(),
+                server: "workload:data/Deployment/db".into(),
+                protocol: "tcp".into(),
+                port: 5432,
+                reason: "ingress of data/db-0: no rule allows it".into(),
+                policy_namespace: "data".into(),
+                connections: 7,
+                first_seen: 1,
+                last_seen: 2,
+            },
+        );
+        let text = render_with_denials(&steps, "policies", Some(&denials));
+        let (shop, data) = text.split_once("2. data").unwrap();
+        assert!(shop.contains("staged: no edge seen would break"), "{text}");
+        assert!(
+            data.contains("these 1 edges would break")
+                && data
+                    .contains("shop/web -> data/db tcp/5432 (7 connections): ingress of data/db-0"),
+            "{text}"
+        );
+        assert_eq!(
+            render(&steps, "policies"),
+            render_with_denials(&steps, "policies", None)
+        );
+    }
 
     #[test]
     fn namespaces_go_from_least_to_most_depended_on() {

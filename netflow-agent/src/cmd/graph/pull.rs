@@ -11,9 +11,14 @@ use crate::{
     cli::PullArgs,
     graph::{
         CommGraph,
-        pull::{Agent, agents, fetch},
+        file::write_atomically,
+        pull::{Agent, PullError, agents, fetch, fetch_body},
     },
+    policy::staged::Denials,
 };
+
+/// The largest denials list one agent may send (10 000 entries are ~5 MB).
+const MAX_DENIALS_BYTES: u64 = 64 << 20;
 
 pub fn run(args: &PullArgs) -> anyhow::Result<()> {
     crate::cmd::runtime()?.block_on(pull(args))
@@ -41,12 +46,14 @@ async fn pull(args: &PullArgs) -> anyhow::Result<()> {
 
     let mut merged = CommGraph::new();
     let (mut answered, mut missing) = (Vec::new(), Vec::new());
+    let mut answered_pods = Vec::new();
     while let Some((Agent { pod, node }, graph)) = answers.next().await {
         match graph {
             Ok(graph) => {
                 progress.step(&node, &format!("{} edges", graph.edge_count()));
                 merged.merge(&graph);
                 answered.push(node);
+                answered_pods.push(pod);
             }
             Err(err) => {
                 progress.step(&node, &format!("did not answer: {err}"));
@@ -71,6 +78,17 @@ async fn pull(args: &PullArgs) -> anyhow::Result<()> {
         bail!("no node answered; nothing written");
     }
     merged.save(&args.output)?;
+    if let Some(path) = &args.denials {
+        let denials = pull_denials(&client, args, &answered_pods).await?;
+        let text = serde_json::to_vec_pretty(&denials)?;
+        write_atomically(path, &text)
+            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+        eprintln!(
+            "{}: {} edges the staged policies would break",
+            path.display(),
+            denials.denials.len()
+        );
+    }
     eprintln!(
         "{}: {} endpoints, {} edges from {} of {} nodes",
         args.output.display(),
@@ -80,6 +98,49 @@ async fn pull(args: &PullArgs) -> anyhow::Result<()> {
         answered.len() + missing.len()
     );
     Ok(())
+}
+
+/// Every answering agent's staged denials, merged; an agent not in staged
+/// mode (404) has none.
+async fn pull_denials(
+    client: &kube::Client,
+    args: &PullArgs,
+    pods: &[String],
+) -> anyhow::Result<Denials> {
+    let mut merged = Denials::new();
+    let mut staged = 0;
+    for pod in pods {
+        let fetched = tokio::time::timeout(
+            args.timeout,
+            fetch_body(
+                client,
+                &args.namespace,
+                pod,
+                args.port,
+                "/denials",
+                MAX_DENIALS_BYTES,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "pod {pod}: no answer for /denials within {:?}",
+                args.timeout
+            )
+        })?;
+        let body = match fetched {
+            Ok(body) => body,
+            Err(PullError::Status { status: 404, .. }) => continue,
+            Err(err) => bail!("pod {pod}: /denials: {err}"),
+        };
+        let text = String::from_utf8_lossy(&body);
+        merged.merge(&Denials::parse(&text, &format!("pod {pod} /denials"))?);
+        staged += 1;
+    }
+    if staged == 0 {
+        eprintln!("netflow-agent: no agent runs in staged mode (run --staged): no denials");
+    }
+    Ok(merged)
 }
 
 /// "[3/10] node-a: 42 edges" on a terminal; quiet otherwise (the summary
