@@ -240,16 +240,6 @@ fn get_in_netns(pid: u32, addr: SocketAddr, path: &'static str) -> Option<(u16, 
 const CLIENT_UID: &str = "0b0d5c1e-0000-4000-8000-00000000000a";
 const SERVER_UID: &str = "0b0d5c1e-0000-4000-8000-00000000000b";
 
-fn pod_cgroup(testbed: &Testbed, uid: &str, container: char) -> PathBuf {
-    let path = testbed
-        .cgroup_parent()
-        .join("kubepods/besteffort")
-        .join(format!("pod{uid}"))
-        .join(container.to_string().repeat(64));
-    std::fs::create_dir_all(&path).unwrap();
-    path
-}
-
 fn inventory() -> String {
     let pod = |name: &str, uid: &str, ip: &str| {
         serde_json::json!({"apiVersion": "v1", "kind": "Pod",
@@ -323,8 +313,8 @@ fn the_daemonset_container_runs_from_the_image_under_containerd() {
     );
 
     // Two pods talk; the agent names them from the inventory.
-    let server_cgroup = pod_cgroup(&testbed, SERVER_UID, 'b');
-    let client_cgroup = pod_cgroup(&testbed, CLIENT_UID, 'a');
+    let server_cgroup = common::pod_cgroup(&testbed, SERVER_UID, 'b');
+    let client_cgroup = common::pod_cgroup(&testbed, CLIENT_UID, 'a');
     let lab = common::lab();
     let mut server = Command::new(&lab)
         .args(["peer", "--cgroup"])

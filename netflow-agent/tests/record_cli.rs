@@ -4,13 +4,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
-    sync::mpsc,
     thread,
     time::Duration,
 };
 
+use common::agent_process::AgentProcess;
 use netflow_agent::{
     daemon::flowlog::{LogLine, read_flow_log},
     testbed::{Host, Testbed},
@@ -24,7 +23,7 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrec")).unwrap();
     let log_dir = tempdir();
     let log = log_dir.join("flows.jsonl");
-    let (mut agent, lines_rx, mut stderr_lines) = start_record(
+    let agent = start_record(
         &testbed,
         &[
             "--interval".as_ref(),
@@ -51,11 +50,7 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
     let client_port = common::client_ports(&output.stdout)[0];
     thread::sleep(Duration::from_millis(800));
 
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGINT) };
-    let status = agent.wait().unwrap();
-    stderr_lines.extend(lines_rx.try_iter());
-    assert!(status.success(), "exit {status}: {stderr_lines:#?}");
+    let stderr_lines = agent.stop(libc::SIGINT);
     assert!(
         stderr_lines.iter().any(|line| line.contains("detached")),
         "{stderr_lines:#?}"
@@ -94,82 +89,14 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
     std::fs::remove_dir_all(&log_dir).unwrap();
 }
 
-/// A running agent, killed if the test fails before it stops it.
-struct Agent(std::process::Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Agent {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Agent {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
 /// Starts `record` on the testbed and waits until it says it attached.
-/// Returns the agent, the rest of its stderr as it comes, and what it said so far.
-fn start_record(
-    testbed: &Testbed,
-    args: &[&std::ffi::OsStr],
-) -> (Agent, mpsc::Receiver<String>, Vec<String>) {
+fn start_record(testbed: &Testbed, args: &[&std::ffi::OsStr]) -> AgentProcess {
     start_agent(testbed, "record", args)
 }
 
 /// `netflow-agent SUBCOMMAND --cgroup <testbed> ARGS`, waited for until attached.
-fn start_agent(
-    testbed: &Testbed,
-    subcommand: &str,
-    args: &[&std::ffi::OsStr],
-) -> (Agent, mpsc::Receiver<String>, Vec<String>) {
-    let mut agent = Agent(
-        Command::new(common::agent())
-            .arg(subcommand)
-            .arg("--cgroup")
-            .arg(testbed.cgroup_parent())
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = agent.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut stderr_lines = Vec::new();
-    loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("the agent did not attach: {stderr_lines:#?}"));
-        let attached = line.contains("attached");
-        stderr_lines.push(line);
-        if attached {
-            return (agent, lines_rx, stderr_lines);
-        }
-    }
-}
-
-/// Sends `signal` and waits; asserts a clean exit.
-fn stop(mut agent: Agent, signal: i32, lines: &mpsc::Receiver<String>) -> Vec<String> {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(agent.id() as i32, signal) };
-    let status = agent.wait().unwrap();
-    let said: Vec<String> = lines.try_iter().collect();
-    assert!(status.success(), "exit {status}: {said:#?}");
-    said
+fn start_agent(testbed: &Testbed, subcommand: &str, args: &[&std::ffi::OsStr]) -> AgentProcess {
+    AgentProcess::start(subcommand, testbed.cgroup_parent(), args)
 }
 
 #[test]
@@ -212,15 +139,16 @@ fn the_graph_survives_agent_restarts() {
         edges[0].clone()
     };
 
-    let (agent, lines, _) = start_record(&testbed, &args);
+    let agent = start_record(&testbed, &args);
     connect("2");
     thread::sleep(Duration::from_millis(800));
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
     let first = edge();
     assert_eq!(first["connections"], 2);
 
     // A new agent (an upgrade, a crash) goes on with the same graph.
-    let (agent, lines, said) = start_record(&testbed, &args);
+    let agent = start_record(&testbed, &args);
+    let said = agent.said.clone();
     assert!(
         said.iter()
             .any(|line| line.contains("communication graph loaded") && line.contains("edges=1")),
@@ -228,7 +156,7 @@ fn the_graph_survives_agent_restarts() {
     );
     connect("3");
     thread::sleep(Duration::from_millis(800));
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
     let second = edge();
     assert_eq!(second["connections"], 5);
     assert_eq!(second["first_seen"], first["first_seen"]);
@@ -237,7 +165,8 @@ fn the_graph_survives_agent_restarts() {
     // recording goes on with a fresh graph: the node stays recorded.
     let corrupt = "{\"version\": 1, \"nodes\": [";
     std::fs::write(state.join("graph.json"), corrupt).unwrap();
-    let (agent, lines, said) = start_record(&testbed, &args);
+    let agent = start_record(&testbed, &args);
+    let said = agent.said.clone();
     assert!(
         said.iter().any(|line| line.contains("graph file set aside")
             && line.contains("graph.json is not valid")),
@@ -245,7 +174,7 @@ fn the_graph_survives_agent_restarts() {
     );
     connect("1");
     thread::sleep(Duration::from_millis(800));
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
     assert_eq!(edge()["connections"], 1, "a fresh graph, saved again");
     let kept: Vec<String> = std::fs::read_dir(&state)
         .unwrap()
@@ -480,7 +409,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
         "--graph-listen".as_ref(),
         graph_listen.as_ref(),
     ];
-    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    let agent = start_agent(&testbed, "run", &args);
     assert_eq!(http_get(addr, "/healthz").0, 200);
     assert_eq!(http_get(addr, "/readyz").0, 200);
     assert_eq!(http_get(addr, "/nothing").0, 404);
@@ -525,18 +454,18 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     assert_eq!(graph["edges"][0]["from"], "node:host-a");
     assert_eq!(graph["edges"][0]["connections"], 2);
 
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
     assert_eq!(
         common::netflow_hooks_attached(testbed.cgroup_parent()),
         [0; 3]
     );
 
     // Restarted, it serves the graph it had at once.
-    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    let agent = start_agent(&testbed, "run", &args);
     let (status, graph) = http_get(graph_addr, "/graph");
     assert_eq!(status, 200);
     assert!(graph.contains("node:host-b"), "{graph}");
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
 
     // run without its state directory is refused before anything starts.
     let output = Command::new(common::agent())
@@ -596,7 +525,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
         "--graph-listen".as_ref(),
         graph_listen.as_ref(),
     ];
-    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    let agent = start_agent(&testbed, "run", &args);
     // Ready once every watch has listed.
     http_until_ok(addr, "/readyz");
     let metrics = http_get(addr, "/metrics").1;
@@ -665,7 +594,7 @@ fn the_daemon_names_workloads_from_the_watched_cluster() {
         "{cluster}"
     );
 
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
     let watched: Vec<String> = api
         .requests()
         .iter()
@@ -907,7 +836,7 @@ fn the_port_holds_under_abuse() {
         "--graph-listen".as_ref(),
         graph_listen.as_ref(),
     ];
-    let (agent, lines, _) = start_agent(&testbed, "run", &args);
+    let agent = start_agent(&testbed, "run", &args);
     let pid = agent.id();
     let (status, graph) = http_get(graph_addr, "/graph");
     assert_eq!(status, 200);
@@ -984,6 +913,6 @@ fn the_port_holds_under_abuse() {
     let mut buffer = [0u8; 64];
     let read = slow.read(&mut buffer).unwrap_or(0);
     assert_eq!(read, 0, "closed without an answer");
-    stop(agent, libc::SIGTERM, &lines);
+    agent.stop(libc::SIGTERM);
     std::fs::remove_dir_all(dir).unwrap();
 }

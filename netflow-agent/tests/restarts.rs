@@ -9,18 +9,17 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::Path,
     process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     thread,
     time::{Duration, Instant},
 };
 
+use common::agent_process::AgentProcess;
 use netflow_agent::{
     graph::CommGraph,
     testbed::{Host, Testbed},
@@ -118,41 +117,21 @@ fn fifty_sigkills_lose_at_most_an_interval_each_and_count_nothing_twice() {
     };
 
     let start = |testbed: &Testbed| {
-        let mut agent = Command::new(common::agent())
-            .arg("record")
-            .arg("--cgroup")
-            .arg(testbed.cgroup_parent())
-            .arg("--interval")
-            .arg(format!("{}ms", INTERVAL.as_millis()))
-            .arg("--inventory")
-            .arg(&inventory)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--pin-maps")
-            .arg(&pins)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = agent.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut said = Vec::new();
-        loop {
-            let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) else {
-                let _ = agent.kill();
-                let _ = agent.wait();
-                panic!("the agent did not attach: {said:#?}");
-            };
-            let attached = line.contains("attached: recording");
-            said.push(line);
-            if attached {
-                return (agent, Instant::now(), lines, said);
-            }
-        }
+        let interval = format!("{}ms", INTERVAL.as_millis());
+        AgentProcess::start(
+            "record",
+            testbed.cgroup_parent(),
+            [
+                "--interval".as_ref(),
+                interval.as_ref(),
+                "--inventory".as_ref(),
+                inventory.as_os_str(),
+                "--state-dir".as_ref(),
+                state.as_os_str(),
+                "--pin-maps".as_ref(),
+                pins.as_os_str(),
+            ],
+        )
     };
 
     let mut lives = Vec::new();
@@ -160,17 +139,16 @@ fn fifty_sigkills_lose_at_most_an_interval_each_and_count_nothing_twice() {
     let mut took_over = 0;
     let mut random = 0x2545_f491_4f6c_dd1du64;
     for restart in 0..RESTARTS {
-        let (mut agent, attached, lines, said) = start(&testbed);
+        let agent = start(&testbed);
+        let attached = agent.attached;
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;
         // Anywhere from before the first poll to a few intervals in.
         thread::sleep(Duration::from_millis(50 + random % 1200));
-        agent.kill().unwrap();
+        let said = agent.kill();
         let killed = Instant::now();
-        agent.wait().unwrap();
         lives.push(Life { attached, killed });
-        let said: Vec<String> = said.into_iter().chain(lines.try_iter()).collect();
         took_over += usize::from(
             said.iter()
                 .any(|line| line.contains("took over the pinned connection table")),
@@ -196,16 +174,10 @@ fn fifty_sigkills_lose_at_most_an_interval_each_and_count_nothing_twice() {
 
     // A last agent, stopped cleanly: it reports what the last kill left in
     // the table after its interval, then detaches.
-    let (agent, attached, lines, _) = start(&testbed);
+    let agent = start(&testbed);
+    let attached = agent.attached;
     thread::sleep(INTERVAL * 4);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let mut agent = agent;
-    assert!(
-        agent.wait().unwrap().success(),
-        "{:?}",
-        lines.try_iter().collect::<Vec<_>>()
-    );
+    agent.stop(libc::SIGTERM);
     lives.push(Life {
         attached,
         killed: Instant::now(),

@@ -7,13 +7,12 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
+use common::agent_process::AgentProcess;
 use netflow_agent::testbed::{Host, Testbed, remove_cgroup_tree};
 
 const PODS: usize = 100;
@@ -52,7 +51,7 @@ fn pods_that_live_200_ms_are_all_named() {
     if !common::privileged("pods_that_live_200_ms_are_all_named") {
         return;
     }
-    let mut testbed = Testbed::two_hosts(&common::unique_name("nfshort")).unwrap();
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfshrt")).unwrap();
     let dir = std::env::temp_dir().join(common::unique_name("netflow-short-"));
     std::fs::create_dir_all(&dir).unwrap();
     let inventory_path = dir.join("inventory.json");
@@ -63,37 +62,20 @@ fn pods_that_live_200_ms_are_all_named() {
         .unwrap();
 
     // A poll every 5 s: every pod below is born and gone between two polls.
-    let mut agent = Command::new(common::agent())
-        .arg("record")
-        .arg("--cgroup")
-        .arg(testbed.cgroup_parent())
-        .args(["--interval", "5", "--inventory"])
-        .arg(&inventory_path)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--output")
-        .arg(dir.join("flows.jsonl"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = agent.stderr.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut said = Vec::new();
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("the agent did not attach: {said:#?}"));
-        let attached = line.contains("attached");
-        said.push(line);
-        if attached {
-            break;
-        }
-    }
+    let agent = AgentProcess::start(
+        "record",
+        testbed.cgroup_parent(),
+        [
+            "--interval".as_ref(),
+            "5".as_ref(),
+            "--inventory".as_ref(),
+            inventory_path.as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--output".as_ref(),
+            dir.join("flows.jsonl").as_os_str(),
+        ],
+    );
 
     let kubepods = testbed.cgroup_parent().join("kubepods/besteffort");
     for index in 0..PODS {
@@ -118,11 +100,7 @@ fn pods_that_live_200_ms_are_all_named() {
 
     // Two polls later the last pod has been gone for seconds.
     thread::sleep(Duration::from_secs(6));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = agent.wait().unwrap();
-    said.extend(lines.try_iter());
-    assert!(status.success(), "{status}: {said:#?}");
+    let said = agent.stop(libc::SIGTERM);
 
     let graph: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("graph.json")).unwrap()).unwrap();

@@ -8,14 +8,13 @@ mod common;
 use std::{
     io::{BufRead as _, BufReader},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    path::Path,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use common::fake_api::FakeApi;
+use common::{agent_process::AgentProcess, fake_api::FakeApi};
 use netflow_agent::testbed::{
     Host, Testbed,
     http_client::{free_loopback_addr, http_get},
@@ -52,71 +51,11 @@ fn inventory() -> String {
     .to_string()
 }
 
-fn pod_cgroup(testbed: &Testbed, uid: &str, container: char) -> PathBuf {
-    let path = testbed
-        .cgroup_parent()
-        .join("kubepods/besteffort")
-        .join(format!("pod{uid}"))
-        .join(container.to_string().repeat(64));
-    std::fs::create_dir_all(&path).unwrap();
-    path
-}
-
-struct Agent {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Agent {
-    fn start(testbed: &Testbed, args: &[&std::ffi::OsStr]) -> Self {
-        let mut child = Command::new(common::agent())
-            .arg("record")
-            .arg("--cgroup")
-            .arg(testbed.cgroup_parent())
-            .args(["--interval", "0.5s"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut said = Vec::new();
-        loop {
-            let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the agent did not attach: {said:#?}");
-            };
-            let attached = line.contains("attached: recording");
-            said.push(line);
-            if attached {
-                return Self { child, lines };
-            }
-        }
-    }
-
-    /// SIGTERM; what it said.
-    fn stop(mut self) -> Vec<String> {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        let said: Vec<String> = self.lines.try_iter().collect();
-        assert!(status.success(), "{status}: {said:#?}");
-        said
-    }
-}
-
-impl Drop for Agent {
-    /// A test that fails midway leaves no agent behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `record` on the testbed with a short interval and `args`.
+fn start(testbed: &Testbed, args: &[&std::ffi::OsStr]) -> AgentProcess {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["--interval".as_ref(), "0.5s".as_ref()];
+    all.extend_from_slice(args);
+    AgentProcess::start("record", testbed.cgroup_parent(), all)
 }
 
 fn connect(testbed: &Testbed, cgroup: &Path, port: u16, count: usize) {
@@ -164,8 +103,8 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     let dir = common::tempdir("staged");
     let inventory_path = dir.join("inventory.json");
     std::fs::write(&inventory_path, inventory()).unwrap();
-    let client = pod_cgroup(&testbed, CLIENT_UID, 'a');
-    let server = pod_cgroup(&testbed, SERVER_UID, 'b');
+    let client = common::pod_cgroup(&testbed, CLIENT_UID, 'a');
+    let server = common::pod_cgroup(&testbed, SERVER_UID, 'b');
     let mut server_process = Command::new(common::lab())
         .arg("peer")
         .arg("--cgroup")
@@ -190,7 +129,7 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
 
     // Phase 1: the audit. client -> server:8080 only.
     let audit = dir.join("audit");
-    let agent = Agent::start(
+    let agent = start(
         &testbed,
         &[
             "--inventory".as_ref(),
@@ -201,7 +140,7 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     );
     connect(&testbed, &client, 8080, 3);
     thread::sleep(Duration::from_millis(1200));
-    agent.stop();
+    agent.stop(libc::SIGTERM);
     let policies = dir.join("policies");
     let generated = Command::new(common::agent())
         .args(["policy", "generate", "--graph"])
@@ -233,7 +172,7 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     };
     let args = staged_args(&state);
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
-    let agent = Agent::start(&testbed, &args);
+    let agent = start(&testbed, &args);
     connect(&testbed, &client, 8080, 2);
     connect(&testbed, &client, 9090, 2);
     let metrics = until("the denial in /metrics", || {
@@ -266,7 +205,7 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
         denial["reason"].as_str().unwrap().contains("9090"),
         "{denial}"
     );
-    let said = agent.stop();
+    let said = agent.stop(libc::SIGTERM);
     assert_eq!(
         said.iter()
             .filter(|line| line.contains("the staged policies would refuse"))
@@ -279,7 +218,7 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     assert_eq!(kept, served);
 
     // A restart keeps the list.
-    let agent = Agent::start(&testbed, &args);
+    let agent = start(&testbed, &args);
     let again = until("/denials after a restart", || {
         http_get(graph_listen, "/denials")
             .ok()
@@ -328,7 +267,7 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
             && plan_text.contains("shop/client -> shop/server tcp/9090 (2 connections)"),
         "{plan_text}"
     );
-    agent.stop();
+    agent.stop(libc::SIGTERM);
 
     let _ = server_process.kill();
     let _ = server_process.wait();

@@ -20,5 +20,6 @@ pub mod handshake;
 pub mod initiator;
 pub mod loader;
 pub mod pins;
+pub mod pseudo_fs;
 pub mod reader;
 pub mod tracefs;

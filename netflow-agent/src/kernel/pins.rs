@@ -143,21 +143,5 @@ fn on_bpffs(path: &Path) -> bool {
 }
 
 fn mount_bpffs() -> std::io::Result<()> {
-    let target = CString::new(BPFFS).expect("no NUL in a constant");
-    let kind = CString::new("bpf").expect("no NUL in a constant");
-    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
-    let rc = unsafe {
-        libc::mount(
-            kind.as_ptr(),
-            target.as_ptr(),
-            kind.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    super::pseudo_fs::mount("bpf", Path::new(BPFFS))
 }

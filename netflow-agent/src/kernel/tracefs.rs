@@ -4,10 +4,7 @@
 //! nothing is (and this process may), and the tracepoint's record layout
 //! checked against what the program reads before it is attached.
 
-use std::{
-    ffi::CString,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use netflow_common::{CGROUP_MKDIR_ID_OFFSET, CGROUP_MKDIR_PATH_OFFSET, CGROUP_MKDIR_ROOT_OFFSET};
 
@@ -54,23 +51,8 @@ pub fn tracefs() -> Result<PathBuf, TracefsError> {
         return Ok(found.to_path_buf());
     }
     let place = TRACEFS_PLACES[0];
-    let target = CString::new(place).expect("no NUL in a constant");
-    let kind = CString::new("tracefs").expect("no NUL in a constant");
-    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
-    let rc = unsafe {
-        libc::mount(
-            kind.as_ptr(),
-            target.as_ptr(),
-            kind.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(TracefsError::NotMounted {
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    super::pseudo_fs::mount("tracefs", Path::new(place))
+        .map_err(|source| TracefsError::NotMounted { source })?;
     Ok(PathBuf::from(place))
 }
 

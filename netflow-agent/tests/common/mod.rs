@@ -1,6 +1,7 @@
 //! Helpers shared by the root-only integration tests.
 #![allow(dead_code)]
 
+pub mod agent_process;
 pub mod deploy;
 pub mod fake_api;
 
@@ -81,6 +82,22 @@ pub type Recording = (
 );
 
 /// netflow attached to a testbed's parent cgroup, read in-process.
+/// A kubelet-style (cgroupfs driver) container cgroup of pod `uid` under
+/// the testbed, made: `kubepods/besteffort/pod<uid>/<container x 64>`.
+pub fn pod_cgroup(
+    testbed: &netflow_agent::testbed::Testbed,
+    uid: &str,
+    container: char,
+) -> PathBuf {
+    let path = testbed
+        .cgroup_parent()
+        .join("kubepods/besteffort")
+        .join(format!("pod{uid}"))
+        .join(container.to_string().repeat(64));
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
 pub fn record_testbed(
     testbed: &netflow_agent::testbed::Testbed,
     flow_entries: u32,
