@@ -106,7 +106,7 @@ fn the_graph_survives_agent_restarts() {
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrst")).unwrap();
     let dir = tempdir();
-    let inventory = host_inventory(&dir);
+    let inventory = common::host_inventory(&dir);
     let state = dir.join("state");
     let args = [
         "--interval".as_ref(),
@@ -184,20 +184,6 @@ fn the_graph_survives_agent_restarts() {
         .collect();
     assert_eq!(kept, vec![corrupt.to_string()]);
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// An inventory naming the testbed's two hosts as nodes: the testbed's
-/// processes are not in pod cgroups, so they are their hosts.
-fn host_inventory(dir: &std::path::Path) -> std::path::PathBuf {
-    let inventory = dir.join("inventory.json");
-    std::fs::write(
-        &inventory,
-        r#"{"apiVersion":"v1","kind":"List","items":[
-          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
-          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
-    )
-    .unwrap();
-    inventory
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -391,7 +377,7 @@ fn the_daemon_serves_health_metrics_and_graph_while_recording() {
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrun")).unwrap();
     let dir = tempdir();
-    let inventory = host_inventory(&dir);
+    let inventory = common::host_inventory(&dir);
     // A free loopback port.
     let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
     let graph_addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();
@@ -817,7 +803,7 @@ fn the_port_holds_under_abuse() {
     use std::io::{Read as _, Write as _};
     let testbed = Testbed::two_hosts(&common::unique_name("nfhtp")).unwrap();
     let dir = tempdir();
-    let inventory = host_inventory(&dir);
+    let inventory = common::host_inventory(&dir);
     let state = dir.join("state");
     seed_big_graph(&state, 20_000);
     let addr = netflow_agent::testbed::http_client::free_loopback_addr().unwrap();

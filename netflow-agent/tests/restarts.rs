@@ -65,14 +65,7 @@ fn fifty_sigkills_lose_at_most_an_interval_each_and_count_nothing_twice() {
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfkill")).unwrap();
     let dir = common::tempdir("kill");
-    let inventory = dir.join("inventory.json");
-    std::fs::write(
-        &inventory,
-        r#"{"apiVersion":"v1","kind":"List","items":[
-          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
-          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
-    )
-    .unwrap();
+    let inventory = common::host_inventory(&dir);
     let state = dir.join("state");
     let pins = Path::new("/sys/fs/bpf").join(common::unique_name("netflow-kill-"));
     testbed

@@ -121,8 +121,8 @@ impl StagedMode {
             .map(|(client, server, edge)| (*client, *server, *edge));
         for blocked in self.set.would_block(graph, inventory, touched) {
             let Some((_, _, edge)) = edges.iter().find(|(client, server, edge)| {
-                client.id == blocked.client
-                    && server.id == blocked.server
+                client.id == blocked.refusal.client
+                    && server.id == blocked.refusal.server
                     && edge_name(client, server, edge) == blocked.edge
             }) else {
                 continue;
@@ -135,9 +135,10 @@ impl StagedMode {
             self.connections.insert(blocked.edge.clone(), total);
             self.denials.note(&blocked, new, edge.stats.last_seen);
             self.dirty = true;
-            let (namespace, workload) = workload_labels(graph, &blocked.client);
+            let refusal = &blocked.refusal;
+            let (namespace, workload) = workload_labels(graph, &refusal.client);
             if let Some(metrics) = metrics {
-                metrics.add_staged_denied(&namespace, &workload, &blocked.policy_namespace, new);
+                metrics.add_staged_denied(&namespace, &workload, &refusal.policy_namespace, new);
             }
             let due = self
                 .logged
@@ -147,8 +148,8 @@ impl StagedMode {
                 self.logged.insert(blocked.edge.clone(), Instant::now());
                 warn!(
                     edge = %blocked.edge,
-                    reason = %blocked.reason,
-                    policy_namespace = %blocked.policy_namespace,
+                    reason = %refusal.reason,
+                    policy_namespace = %refusal.policy_namespace,
                     "the staged policies would refuse this connection"
                 );
             }

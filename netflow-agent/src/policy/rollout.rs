@@ -204,7 +204,7 @@ pub fn render_with_denials(steps: &[Step], policies: &str, denials: Option<&Deni
         let breaking: Vec<(&String, &Denial)> = denials
             .denials
             .iter()
-            .filter(|(_, denial)| step.namespaces.contains(&denial.policy_namespace))
+            .filter(|(_, denial)| step.namespaces.contains(&denial.refusal.policy_namespace))
             .collect();
         if breaking.is_empty() {
             out.push_str("   staged: no edge seen would break\n");
@@ -217,7 +217,7 @@ pub fn render_with_denials(steps: &[Step], policies: &str, denials: Option<&Deni
         for (edge, denial) in breaking {
             out.push_str(&format!(
                 "     {edge} ({} connections): {}\n",
-                denial.connections, denial.reason
+                denial.connections, denial.refusal.reason
             ));
         }
     }
@@ -255,12 +255,14 @@ mod tests {
         denials.denials.insert(
             "shop/web -> data/db tcp/5432".into(),
             Denial {
-                client: "workload:shop/Deployment/web".into(),
-                server: "workload:data/Deployment/db".into(),
-                protocol: "tcp".into(),
-                port: 5432,
-                reason: "ingress of data/db-0: no rule allows it".into(),
-                policy_namespace: "data".into(),
+                refusal: crate::policy::staged::Refusal {
+                    client: "workload:shop/Deployment/web".into(),
+                    server: "workload:data/Deployment/db".into(),
+                    protocol: "tcp".into(),
+                    port: 5432,
+                    reason: "ingress of data/db-0: no rule allows it".into(),
+                    policy_namespace: "data".into(),
+                },
                 connections: 7,
                 first_seen: 1,
                 last_seen: 2,

@@ -106,12 +106,14 @@ impl StagedSet {
             };
             blocked.push(WouldBlock {
                 edge: edge_name(client, server, edge),
-                client: client.id.clone(),
-                server: server.id.clone(),
-                protocol: protocol.to_ascii_lowercase(),
-                port: edge.key.port,
-                reason,
-                policy_namespace: policy_namespace.unwrap_or_default(),
+                refusal: Refusal {
+                    client: client.id.clone(),
+                    server: server.id.clone(),
+                    protocol: protocol.to_ascii_lowercase(),
+                    port: edge.key.port,
+                    reason,
+                    policy_namespace: policy_namespace.unwrap_or_default(),
+                },
             });
         }
         blocked
@@ -129,10 +131,9 @@ pub fn edge_name(client: &Endpoint, server: &Endpoint, edge: &Edge) -> String {
     )
 }
 
-/// One edge a staged set would refuse.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WouldBlock {
-    pub edge: String,
+/// Who an edge connects and why a staged set refuses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
     pub client: String,
     pub server: String,
     pub protocol: String,
@@ -142,15 +143,18 @@ pub struct WouldBlock {
     pub policy_namespace: String,
 }
 
+/// One edge a staged set would refuse, by its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WouldBlock {
+    pub edge: String,
+    pub refusal: Refusal,
+}
+
 /// An edge the staged set would break, as kept and served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
-    pub client: String,
-    pub server: String,
-    pub protocol: String,
-    pub port: u16,
-    pub reason: String,
-    pub policy_namespace: String,
+    #[serde(flatten)]
+    pub refusal: Refusal,
     /// Connections seen on the edge while the set would have refused it.
     pub connections: u64,
     /// Unix seconds.
@@ -210,20 +214,13 @@ impl Denials {
             .denials
             .entry(blocked.edge.clone())
             .or_insert_with(|| Denial {
-                client: blocked.client.clone(),
-                server: blocked.server.clone(),
-                protocol: blocked.protocol.clone(),
-                port: blocked.port,
-                reason: String::new(),
-                policy_namespace: String::new(),
+                refusal: blocked.refusal.clone(),
                 connections: 0,
                 first_seen: now,
                 last_seen: now,
             });
-        denial.reason.clone_from(&blocked.reason);
-        denial
-            .policy_namespace
-            .clone_from(&blocked.policy_namespace);
+        // The latest reason (the set may have changed).
+        denial.refusal.clone_from(&blocked.refusal);
         denial.connections += connections;
         denial.last_seen = denial.last_seen.max(now);
         self.bound();
@@ -244,7 +241,7 @@ impl Denials {
                     ours.first_seen = ours.first_seen.min(theirs.first_seen);
                     if theirs.last_seen > ours.last_seen {
                         ours.last_seen = theirs.last_seen;
-                        ours.reason.clone_from(&theirs.reason);
+                        ours.refusal.clone_from(&theirs.refusal);
                     }
                 }
                 None => {
@@ -296,12 +293,14 @@ mod tests {
     fn blocked(edge: &str) -> WouldBlock {
         WouldBlock {
             edge: edge.into(),
-            client: "workload:a/Deployment/web".into(),
-            server: "workload:b/Deployment/db".into(),
-            protocol: "tcp".into(),
-            port: 5432,
-            reason: "ingress of b/db-0: no policy allows it".into(),
-            policy_namespace: "b".into(),
+            refusal: Refusal {
+                client: "workload:a/Deployment/web".into(),
+                server: "workload:b/Deployment/db".into(),
+                protocol: "tcp".into(),
+                port: 5432,
+                reason: "ingress of b/db-0: no policy allows it".into(),
+                policy_namespace: "b".into(),
+            },
         }
     }
 

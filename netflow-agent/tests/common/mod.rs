@@ -98,6 +98,20 @@ pub fn pod_cgroup(
     path
 }
 
+/// An inventory naming the testbed's two hosts as nodes: the testbed's
+/// processes are not in pod cgroups, so they are their hosts.
+pub fn host_inventory(dir: &std::path::Path) -> std::path::PathBuf {
+    let inventory = dir.join("inventory.json");
+    std::fs::write(
+        &inventory,
+        r#"{"apiVersion":"v1","kind":"List","items":[
+          {"kind":"Node","metadata":{"name":"host-a"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.1"}]}},
+          {"kind":"Node","metadata":{"name":"host-b"},"status":{"addresses":[{"type":"InternalIP","address":"10.231.0.2"}]}}]}"#,
+    )
+    .unwrap();
+    inventory
+}
+
 pub fn record_testbed(
     testbed: &netflow_agent::testbed::Testbed,
     flow_entries: u32,
