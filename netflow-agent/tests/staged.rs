@@ -269,6 +269,84 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     );
     agent.stop(libc::SIGTERM);
 
+    // The same set staged in the cluster (`--staged cluster`): the generated
+    // objects labelled staged, beside an unlabelled default deny that is
+    // not (were it judged, 8080 would be refused too).
+    for path in std::fs::read_dir(&policies).unwrap() {
+        let path = path.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let mut object: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
+            object["metadata"]["labels"]["netflow.io/staged"] = "true".into();
+            api.put(object);
+        }
+    }
+    api.put(
+        serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-everything", "namespace": "shop"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
+    );
+    let in_cluster = dir.join("state-cluster");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--inventory".into(),
+        inventory_path.clone().into(),
+        "--state-dir".into(),
+        in_cluster.clone().into(),
+        "--staged".into(),
+        "cluster".into(),
+        "--kubeconfig".into(),
+        kubeconfig.clone().into(),
+        "--graph-listen".into(),
+        graph_listen.to_string().into(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
+    let before = api.requests().len();
+    let agent = start(&testbed, &args);
+    // The first list is asked for at start; traffic after it is judged.
+    until("the staged objects listed", || {
+        api.requests()[before..]
+            .iter()
+            .any(|request| request.path.ends_with("/networkpolicies"))
+            .then(String::new)
+    });
+    connect(&testbed, &client, 8080, 1);
+    connect(&testbed, &client, 9090, 3);
+    let judged = until("the denial judged against the cluster's staged set", || {
+        let (status, body) = http_get(graph_listen, "/denials").ok()?;
+        (status == 200 && body.contains("9090")).then_some(body)
+    });
+    let judged: serde_json::Value = serde_json::from_str(&judged).unwrap();
+    let edges: Vec<&String> = judged["denials"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        edges,
+        vec!["shop/client -> shop/server tcp/9090"],
+        "{judged:#}"
+    );
+    assert_eq!(
+        judged["denials"]["shop/client -> shop/server tcp/9090"]["connections"],
+        3
+    );
+    agent.stop(libc::SIGTERM);
+    // What staged mode asked of the API is what its ClusterRole grants.
+    let asked: std::collections::BTreeSet<_> = api.requests()[before..]
+        .iter()
+        .map(common::deploy::rbac_of)
+        .collect();
+    let granted = common::deploy::grants(&common::deploy::object(
+        "ClusterRole",
+        "netflow-agent-staged",
+    ));
+    assert!(asked.is_subset(&granted), "{asked:?} not in {granted:?}");
+    assert!(
+        asked
+            .iter()
+            .any(|(_, resource, _)| resource == "networkpolicies"),
+        "{asked:?}"
+    );
+
     let _ = server_process.kill();
     let _ = server_process.wait();
     drop(testbed);

@@ -28,10 +28,11 @@ pub struct RecordArgs {
     pub state_dir: Option<PathBuf>,
     /// A static cluster inventory (`kubectl get ... -A -o json`) instead of
     /// watching the cluster.
-    #[arg(long, requires = "state_dir", conflicts_with = "kubeconfig")]
+    #[arg(long, requires = "state_dir")]
     pub inventory: Option<PathBuf>,
     /// Watch the cluster of this kubeconfig (default: in-cluster, then
-    /// ~/.kube/config).
+    /// ~/.kube/config): its inventory unless --inventory, and its staged
+    /// policies with --staged cluster.
     #[arg(long, requires = "state_dir")]
     pub kubeconfig: Option<PathBuf>,
     /// The audit window: edges last seen longer ago leave the graph.
@@ -68,8 +69,11 @@ pub struct RecordArgs {
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
     /// Staged mode: judge every connection recorded against the policies in
-    /// this directory (or file) with `policy verify`'s evaluator, without
-    /// enforcing anything. What they would refuse is counted in /metrics
+    /// this directory (or file), or with `cluster` against the cluster's
+    /// NetworkPolicies, CiliumNetworkPolicies and admin tiers labelled
+    /// netflow.io/staged=true (listed every 30 s; the ClusterRole
+    /// netflow-agent-staged grants it), with `policy verify`'s evaluator,
+    /// without enforcing anything. What they would refuse is counted in /metrics
     /// (`netflow_staged_denied_total`, by client workload), logged once per
     /// edge per hour, and kept in the state directory (`/denials` on the
     /// graph port, merged by `graph pull --denials`).

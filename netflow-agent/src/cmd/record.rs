@@ -3,7 +3,7 @@
 
 use crate::{
     cli::RecordArgs,
-    daemon::{self, InventoryOption, RecordOptions, StateOptions},
+    daemon::{self, InventoryOption, RecordOptions, StagedSource, StateOptions},
 };
 
 /// Where `run` serves health and metrics unless told: the pod port.
@@ -35,7 +35,15 @@ fn options(args: RecordArgs) -> RecordOptions {
         flow_entries: args.flow_entries,
         idle_timeout: args.idle_timeout,
         pin_maps: args.pin_maps,
-        staged: args.staged,
+        staged: args.staged.map(|source| {
+            if source == std::path::Path::new("cluster") {
+                StagedSource::Cluster {
+                    kubeconfig: args.kubeconfig.clone(),
+                }
+            } else {
+                StagedSource::Files(source)
+            }
+        }),
         state: args.state_dir.map(|dir| StateOptions {
             dir,
             inventory: match args.inventory {

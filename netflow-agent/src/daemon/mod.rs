@@ -58,9 +58,9 @@ pub struct RecordOptions {
     pub output: Option<PathBuf>,
     pub flow_entries: u32,
     pub idle_timeout: Duration,
-    /// Judge live traffic against the policies in this directory (or file):
-    /// staged mode (needs `state`).
-    pub staged: Option<PathBuf>,
+    /// Staged mode (needs `state`): judge live traffic against these
+    /// policies.
+    pub staged: Option<StagedSource>,
     /// Pin the kernel's maps below this bpffs directory (see
     /// [`crate::kernel::pins`]).
     pub pin_maps: Option<PathBuf>,
@@ -70,6 +70,15 @@ pub struct RecordOptions {
     pub listen: Option<SocketAddr>,
     /// Serve /graph here: a loopback address only.
     pub graph_listen: Option<SocketAddr>,
+}
+
+/// Where staged mode's policies come from.
+#[derive(Clone, Debug)]
+pub enum StagedSource {
+    /// A directory of policy files (or one file).
+    Files(PathBuf),
+    /// The cluster's policy objects labelled staged, listed again and again.
+    Cluster { kubeconfig: Option<PathBuf> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +171,7 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
     };
     let staged = match (&options.staged, &options.state, &state) {
         (Some(source), Some(options), Some(state)) => {
-            let mut staged = staged::StagedMode::open(source, &options.dir)?;
+            let mut staged = runtime.block_on(staged::StagedMode::open(source, &options.dir))?;
             staged.baseline(&state.graph);
             Some(staged)
         }

@@ -1,5 +1,8 @@
-//! Staged mode (`run --staged DIR`): after each interval, the edges that
-//! carried traffic are judged against the staged policy set; those it would
+//! Staged mode (`run --staged DIR|cluster`): after each interval, the edges
+//! that carried traffic are judged against the staged policy set (files,
+//! read again when they change; or the cluster's objects labelled staged,
+//! listed every [`CLUSTER_LIST_EVERY`] by a task of the daemon's runtime);
+//! those it would
 //! refuse are counted in the metrics, logged (once per edge per hour, with
 //! the reason), and kept as denials in the state directory
 //! (`staged-denials.json`, read again at start), served at `/denials` on
@@ -13,13 +16,20 @@ use std::{
 
 use tracing::{info, warn};
 
-use super::{DaemonError, metrics::Metrics};
+use super::{DaemonError, StagedSource, metrics::Metrics};
 use crate::{
     graph::{CommGraph, file::write_atomically_with_mode},
     inventory::Inventory,
     model::{Endpoint, EndpointKind},
-    policy::staged::{Denials, StagedSet, edge_name},
+    policy::{
+        evaluate::Policies,
+        from_cluster,
+        staged::{Denials, STAGED_SELECTOR, StagedSet, edge_name},
+    },
 };
+
+/// How often the cluster's staged objects are listed.
+pub const CLUSTER_LIST_EVERY: Duration = Duration::from_secs(30);
 
 /// A denied edge is logged at most once in this long.
 const LOG_EVERY: Duration = Duration::from_secs(3600);
@@ -38,16 +48,26 @@ pub(super) struct StagedMode {
     judged_until: u64,
     /// The denials changed since the last save.
     dirty: bool,
+    /// The cluster's staged objects when listed anew (`--staged cluster`):
+    /// the lister puts each list here, the judge takes it.
+    listed: Option<Listed>,
 }
 
 impl StagedMode {
-    /// Reads the staged set (a bad file is an error naming it) and the
-    /// denials kept in `state_dir` by an earlier run.
-    pub(super) fn open(source: &Path, state_dir: &Path) -> Result<Self, DaemonError> {
-        let set = StagedSet::load(source)?;
+    /// Reads the staged set (a bad file is an error naming it; the
+    /// cluster's objects are listed by a task started here) and the denials
+    /// kept in `state_dir` by an earlier run.
+    pub(super) async fn open(source: &StagedSource, state_dir: &Path) -> Result<Self, DaemonError> {
+        let (set, listed) = match source {
+            StagedSource::Files(path) => (StagedSet::load(path)?, None),
+            StagedSource::Cluster { kubeconfig } => {
+                let client = crate::kube::client(kubeconfig.as_deref()).await?;
+                (StagedSet::from_cluster(), Some(list_staged(client)))
+            }
+        };
         info!(
             policies = set.len(),
-            source = %source.display(),
+            source = %set.source(),
             "staged mode: judging live traffic against these policies"
         );
         let path = state_dir.join(DENIALS_FILE);
@@ -71,6 +91,7 @@ impl StagedMode {
             // staged: judged when it carries traffic again.
             judged_until: unix_now(),
             dirty: false,
+            listed,
         })
     }
 
@@ -97,6 +118,20 @@ impl StagedMode {
         inventory: &Inventory,
         metrics: Option<&Metrics>,
     ) {
+        let new_list = self.listed.as_ref().and_then(|listed| {
+            listed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take()
+        });
+        if let Some(policies) = new_list {
+            self.set.replace(policies);
+            tracing::debug!(
+                policies = self.set.len(),
+                "staged objects listed: judging again"
+            );
+            self.rejudge_denials(graph, inventory);
+        }
         match self.set.reload_if_changed() {
             Ok(true) => {
                 info!(
@@ -189,6 +224,36 @@ impl StagedMode {
         }
     }
 }
+
+/// Lists the cluster's staged objects now and every [`CLUSTER_LIST_EVERY`]
+/// on a task of the runtime; a failed list is logged and the last one kept.
+fn list_staged(client: kube::Client) -> Listed {
+    let listed = Listed::default();
+    let slot = std::sync::Arc::downgrade(&listed);
+    tokio::spawn(async move {
+        loop {
+            match from_cluster::read_selected(&client, Some(STAGED_SELECTOR)).await {
+                Ok(found) => {
+                    // The daemon is gone: so is the lister.
+                    let Some(slot) = slot.upgrade() else {
+                        return;
+                    };
+                    *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                        Some(found.policies);
+                }
+                Err(err) => {
+                    let err = crate::telemetry::error_chain(&err);
+                    warn!(%err, "cannot list the staged policies: keeping the last list");
+                }
+            }
+            tokio::time::sleep(CLUSTER_LIST_EVERY).await;
+        }
+    });
+    listed
+}
+
+/// The slot a new list of the cluster's staged objects waits in.
+type Listed = std::sync::Arc<std::sync::Mutex<Option<Policies>>>;
 
 /// The client's namespace and workload for the metric's labels.
 fn workload_labels(graph: &CommGraph, client: &str) -> (String, String) {

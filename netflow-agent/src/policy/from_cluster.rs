@@ -76,12 +76,25 @@ pub struct ClusterPolicies {
 }
 
 pub async fn read(client: &Client) -> Result<ClusterPolicies, ClusterPoliciesError> {
+    read_selected(client, None).await
+}
+
+/// As [`read`], only the objects whose labels match `selector` (the staged
+/// ones: `run --staged cluster`).
+pub async fn read_selected(
+    client: &Client,
+    selector: Option<&str>,
+) -> Result<ClusterPolicies, ClusterPoliciesError> {
     let mut found = ClusterPolicies::default();
+    let params = match selector {
+        Some(selector) => ListParams::default().labels(selector),
+        None => ListParams::default(),
+    };
     for (group, version, kind, plural) in KINDS {
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let list = match api.list(&ListParams::default()).await {
+        let list = match api.list(&params).await {
             Ok(list) => list,
             // The API server has no such resource: the CRD is not installed.
             Err(kube::Error::Api(status)) if status.code == 404 => {

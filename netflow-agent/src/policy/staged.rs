@@ -29,9 +29,19 @@ use crate::{
 /// Denials kept at most; past it the least recently seen go.
 pub const MAX_DENIALS: usize = 10_000;
 
-/// A staged policy set, read from files and read again when they change.
+/// The label that marks a cluster's policy object as staged (`run
+/// --staged cluster`): judged, and, by the user's convention, not applied
+/// by their enforcement pipeline while it carries it.
+pub const STAGED_LABEL: &str = "netflow.io/staged";
+/// The selector of staged objects.
+pub const STAGED_SELECTOR: &str = "netflow.io/staged=true";
+
+/// A staged policy set: files (read again when they change), or the
+/// cluster's objects labelled [`STAGED_LABEL`] (handed over as they are
+/// listed, [`StagedSet::replace`]).
 pub struct StagedSet {
-    source: PathBuf,
+    /// The files; `None` for the cluster's objects.
+    source: Option<PathBuf>,
     policies: Policies,
     /// The newest modification time among the files, when last read.
     stamp: Option<SystemTime>,
@@ -41,26 +51,47 @@ impl StagedSet {
     /// Reads every policy under `source` (a directory or one file).
     pub fn load(source: &Path) -> Result<Self, PolicyFileError> {
         Ok(Self {
-            source: source.to_path_buf(),
+            source: Some(source.to_path_buf()),
             policies: load_policy_set(source)?,
             stamp: newest_change(source),
         })
     }
 
+    /// The cluster's staged objects: none until the first list.
+    pub fn from_cluster() -> Self {
+        Self {
+            source: None,
+            policies: Policies::default(),
+            stamp: None,
+        }
+    }
+
+    /// The set as the cluster now lists it.
+    pub fn replace(&mut self, policies: Policies) {
+        self.policies = policies;
+    }
+
     /// Reads the files again if one changed; `Ok(true)` when it did. A set
     /// that no longer reads is an error and the one held stays.
     pub fn reload_if_changed(&mut self) -> Result<bool, PolicyFileError> {
-        let stamp = newest_change(&self.source);
+        let Some(source) = &self.source else {
+            return Ok(false);
+        };
+        let stamp = newest_change(source);
         if stamp == self.stamp {
             return Ok(false);
         }
-        self.policies = load_policy_set(&self.source)?;
+        self.policies = load_policy_set(source)?;
         self.stamp = stamp;
         Ok(true)
     }
 
-    pub fn source(&self) -> &Path {
-        &self.source
+    /// Where the set comes from, for people.
+    pub fn source(&self) -> String {
+        match &self.source {
+            Some(path) => path.display().to_string(),
+            None => format!("the cluster's objects labelled {STAGED_SELECTOR}"),
+        }
     }
 
     pub fn len(&self) -> usize {
