@@ -325,6 +325,10 @@ async fn poll_loop(
                 let interval = reader.poll()?;
                 sinks.poll_seconds = started.elapsed().as_secs_f64();
                 sinks.report(&interval, &reader)?;
+                // An interval's transient peak (a table read, an inventory
+                // read again, the graph compressed) goes back to the system:
+                // the agent's RSS stays what it holds.
+                return_freed_memory();
             }
             guard = ring.readable() => {
                 // The kernel wakes us when a connection did not fit in the
