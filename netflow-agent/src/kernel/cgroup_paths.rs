@@ -19,6 +19,9 @@ pub struct CgroupIndex {
     /// Ids a walk did not find, and when: not walked for again for a while
     /// (a cgroup that is gone stays gone).
     missing: HashMap<u64, Instant>,
+    /// When paths past the grace were last forgotten (a walk does it too;
+    /// with the kernel's record of made cgroups, walks are rare).
+    pruned_at: Instant,
 }
 
 /// How long an id that a walk did not find is not looked for again.
@@ -31,6 +34,7 @@ impl CgroupIndex {
             paths: HashMap::new(),
             grace,
             missing: HashMap::new(),
+            pruned_at: Instant::now(),
         }
     }
 
@@ -47,6 +51,9 @@ impl CgroupIndex {
         id: u64,
         made: impl FnOnce(u64) -> Option<String>,
     ) -> Option<String> {
+        if self.pruned_at.elapsed() >= self.grace / 4 {
+            self.prune(Instant::now());
+        }
         if let Some((path, _)) = self.paths.get(&id) {
             return Some(path.clone());
         }
@@ -100,9 +107,18 @@ impl CgroupIndex {
                 }
             }
         }
+        self.prune(now);
+    }
+
+    /// Forgets paths not seen within the grace, and missing ids past their
+    /// retry time: memory stays bounded by what churns within the grace.
+    fn prune(&mut self, now: Instant) {
         let grace = self.grace;
         self.paths
             .retain(|_, (_, seen)| now.duration_since(*seen) <= grace);
+        self.missing
+            .retain(|_, at| now.duration_since(*at) < MISSING_RETRY);
+        self.pruned_at = now;
     }
 }
 
@@ -149,5 +165,28 @@ mod tests {
             Some("/kubepods/gone")
         );
         assert_eq!(index.path_of(u64::MAX).as_deref(), Some("/kubepods/gone"));
+    }
+
+    #[test]
+    fn paths_learned_without_a_walk_are_forgotten_after_the_grace() {
+        let root =
+            std::env::temp_dir().join(format!("netflow-cgroups-prune-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let grace = Duration::from_millis(40);
+        let mut index = CgroupIndex::new(&root, grace);
+        let made = |id: u64| Some(format!("/kubepods/pod{id}"));
+        for id in 1_000_000..1_000_100 {
+            index.path_of_or_made(id, made);
+        }
+        assert!(index.paths.len() >= 100);
+        std::thread::sleep(grace * 2);
+        // Any lookup past a quarter of the grace forgets what is past it.
+        index.path_of_or_made(2_000_000, made);
+        assert!(
+            index.paths.len() < 10,
+            "{} paths kept past the grace",
+            index.paths.len()
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 }
