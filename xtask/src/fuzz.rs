@@ -68,7 +68,7 @@ pub fn run(root: &Path, options: &Options) -> anyhow::Result<()> {
         }
         targets = vec![name.clone()];
     }
-    cargo_fuzz(root, &["build", "-O"], &[])?;
+    cargo_fuzz(root, &["build", "-O"])?;
     let mut outcomes = Vec::new();
     for target in targets {
         outcomes.push(run_target(root, &fuzz_dir, &target, options)?);
@@ -185,10 +185,9 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo fuzz ARGS -- FLAGS` for the project's fuzz directory.
-fn fuzz_command(root: &Path, args: &[&str], flags: &[String]) -> Command {
-    let mut command = Command::new("cargo");
-    command
+/// `cargo fuzz ARGS` for the project's fuzz directory.
+fn cargo_fuzz(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("cargo")
         .current_dir(root)
         .arg("fuzz")
         .args(args)
@@ -200,15 +199,7 @@ fn fuzz_command(root: &Path, args: &[&str], flags: &[String]) -> Command {
             "--target-dir",
             "target/fuzz",
         ])
-        .env("RUSTC_BOOTSTRAP", "1");
-    if !flags.is_empty() {
-        command.arg("--").args(flags);
-    }
-    command
-}
-
-fn cargo_fuzz(root: &Path, args: &[&str], flags: &[String]) -> anyhow::Result<()> {
-    let status = fuzz_command(root, args, flags)
+        .env("RUSTC_BOOTSTRAP", "1")
         .status()
         .context("running cargo fuzz")?;
     if !status.success() {

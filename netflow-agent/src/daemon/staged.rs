@@ -149,26 +149,18 @@ impl StagedMode {
         let now = unix_now();
         let since = self.judged_until;
         self.judged_until = now;
-        let edges = graph.edges();
-        let touched = edges
-            .iter()
-            .filter(|(_, _, edge)| edge.stats.last_seen >= since)
-            .map(|(client, server, edge)| (*client, *server, *edge));
+        let touched = graph
+            .edges()
+            .into_iter()
+            .filter(|(_, _, edge)| edge.stats.last_seen >= since);
         for blocked in self.set.would_block(graph, inventory, touched) {
-            let Some((_, _, edge)) = edges.iter().find(|(client, server, edge)| {
-                client.id == blocked.refusal.client
-                    && server.id == blocked.refusal.server
-                    && edge_name(client, server, edge) == blocked.edge
-            }) else {
-                continue;
-            };
-            let total = edge.stats.volume().connections;
+            let total = blocked.connections;
             // Edges of the graph this agent started with are baselined
             // (`baseline`): only what they add from now on counts.
             let before = self.connections.get(&blocked.edge).copied().unwrap_or(0);
             let new = total.saturating_sub(before);
             self.connections.insert(blocked.edge.clone(), total);
-            self.denials.note(&blocked, new, edge.stats.last_seen);
+            self.denials.note(&blocked, new, blocked.last_seen);
             self.dirty = true;
             let refusal = &blocked.refusal;
             let (namespace, workload) = workload_labels(graph, &refusal.client);

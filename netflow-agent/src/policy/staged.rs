@@ -145,6 +145,8 @@ impl StagedSet {
                     reason,
                     policy_namespace: policy_namespace.unwrap_or_default(),
                 },
+                connections: edge.stats.volume().connections,
+                last_seen: edge.stats.last_seen,
             });
         }
         blocked
@@ -179,6 +181,9 @@ pub struct Refusal {
 pub struct WouldBlock {
     pub edge: String,
     pub refusal: Refusal,
+    /// The edge's connections and last seen (Unix seconds) when judged.
+    pub connections: u64,
+    pub last_seen: u64,
 }
 
 /// An edge the staged set would break, as kept and served.
@@ -332,6 +337,8 @@ mod tests {
                 reason: "ingress of b/db-0: no policy allows it".into(),
                 policy_namespace: "b".into(),
             },
+            connections: 1,
+            last_seen: 1,
         }
     }
 
