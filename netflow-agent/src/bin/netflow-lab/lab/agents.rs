@@ -24,14 +24,14 @@ use std::{
 use std::os::unix::process::CommandExt as _;
 
 use anyhow::{Context as _, bail};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::layout::{LAB_CGROUP, LabPlan};
 use netflow_agent::{
     graph::CommGraph,
     testbed::{
         containerd::{AGENT_CAPABILITIES, AGENT_PATH, Containerd, capability_flags},
-        http_client::http_get,
+        http_client::{free_loopback_addr, http_get},
         prog_query,
     },
 };
@@ -61,6 +61,32 @@ impl Drop for ImageRunner {
         drop(self.containerd.take());
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// How many times an agent starts on fresh ports when its own were taken.
+const LISTEN_ATTEMPTS: usize = 3;
+
+/// What the agent logs when it cannot bind a port (`daemon::http::ServeError`)
+/// because another socket holds it.
+const PORT_TAKEN: &str = "Address already in use";
+
+/// How one start of an agent ended.
+#[derive(PartialEq, Eq)]
+enum Start {
+    Ready,
+    /// It exited because a port it was given was taken.
+    PortTaken,
+}
+
+/// The part of the log at `path` from byte `start` on (empty if unreadable).
+fn log_since(path: &Path, start: u64) -> String {
+    let Ok(bytes) = fs::read(path) else {
+        return String::new();
+    };
+    let start = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 /// How often the lab's agents read the kernel table.
@@ -154,10 +180,8 @@ impl Agents {
                 node: node.name.clone(),
                 cgroup,
                 dir,
-                listen: netflow_agent::testbed::http_client::free_loopback_addr()
-                    .context("finding a free port")?,
-                graph_listen: netflow_agent::testbed::http_client::free_loopback_addr()
-                    .context("finding a free port")?,
+                listen: free_loopback_addr().context("finding a free port")?,
+                graph_listen: free_loopback_addr().context("finding a free port")?,
                 child: None,
                 runs: 0,
             });
@@ -172,9 +196,40 @@ impl Agents {
         Ok(agents)
     }
 
+    /// Starts the agent of node `index` for its next run and waits until it
+    /// is ready. A port picked free can be taken by another socket before the
+    /// agent binds it; then the agent exits saying so, and it starts again
+    /// on other ports.
     fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        self.agents[index].runs += 1;
+        for attempt in 1..=LISTEN_ATTEMPTS {
+            if self.spawn_once(index, attempt)? == Start::Ready {
+                return Ok(());
+            }
+            let agent = &mut self.agents[index];
+            warn!(
+                node = %agent.node,
+                listen = %agent.listen,
+                graph_listen = %agent.graph_listen,
+                "a port of the agent was taken before it bound it; starting it on others"
+            );
+            agent.listen = free_loopback_addr().context("finding a free port")?;
+            agent.graph_listen = free_loopback_addr().context("finding a free port")?;
+        }
+        let agent = &self.agents[index];
+        bail!(
+            "the agent of {} found its ports taken {LISTEN_ATTEMPTS} times; see {}",
+            agent.node,
+            agent.dir.join("agent.log").display()
+        )
+    }
+
+    fn spawn_once(&mut self, index: usize, attempt: usize) -> anyhow::Result<Start> {
         let agent = &mut self.agents[index];
-        agent.runs += 1;
+        let log_path = agent.dir.join("agent.log");
+        // Where this attempt's lines begin, to tell a port taken from the
+        // agent's other failures.
+        let log_start = fs::metadata(&log_path).map(|meta| meta.len()).unwrap_or(0);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -197,7 +252,7 @@ impl Agents {
                         out = self.out.display()
                     ))
                     .arg(&image.reference)
-                    .arg(format!("nfl-{}-{}", agent.node, agent.runs))
+                    .arg(format!("nfl-{}-{}-{attempt}", agent.node, agent.runs))
                     .arg(&self.binary);
                 command
             }
@@ -249,12 +304,15 @@ impl Agents {
         loop {
             if let Ok((200, _)) = http_get(agent.listen, "/readyz") {
                 info!(node = %agent.node, listen = %agent.listen, "node agent ready");
-                return Ok(());
+                return Ok(Start::Ready);
             }
             if let Some(child) = agent.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 agent.child = None;
+                if log_since(&log_path, log_start).contains(PORT_TAKEN) {
+                    return Ok(Start::PortTaken);
+                }
                 bail!(
                     "the agent of {} exited ({status}) before it was ready; see {}",
                     agent.node,
