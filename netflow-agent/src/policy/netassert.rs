@@ -1,6 +1,7 @@
 //! `policy tests`: netassert (v2) test cases from the graph, to run after
-//! every policy change: every observed edge must still connect; unobserved
-//! pairs, other ports of the same servers and the metadata service must not.
+//! every policy change: every observed edge that connected must still
+//! connect; attempts that never connected, unobserved pairs, other ports of
+//! the same servers and the metadata service must not.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,17 @@ pub struct TestCase {
     pub exit_code: u8,
     pub src: Target,
     pub dst: Target,
+}
+
+impl TestCase {
+    /// The workload kind a test's `k8sResource.kind` (written in lower
+    /// case) names, if netassert runs tests from it.
+    pub fn resource_kind(kind: &str) -> Option<&'static str> {
+        RESOURCE_KINDS
+            .iter()
+            .copied()
+            .find(|known| known.eq_ignore_ascii_case(kind))
+    }
 }
 
 /// A test end: a Kubernetes resource or (as destination) a host.
@@ -150,6 +162,31 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
                 continue;
             }
         };
+        if !super::generate::proven(edge, false) {
+            // Never answered: no policy allows it, and it must stay closed
+            // (a scan, a broken client). One-way UDP is allowed only on
+            // request (`--allow-one-way-udp`), so it is not asserted.
+            if protocol == "udp" {
+                skipped.0.push(format!(
+                    "{} -> {} udp/{port}: never answered; allowed only with --allow-one-way-udp",
+                    client.id, server.id
+                ));
+            } else {
+                cases.push(case(
+                    format!(
+                        "{}-to-{}-{protocol}-{port}-never-connected-denied",
+                        slug(client),
+                        slug(server)
+                    ),
+                    &protocol,
+                    port,
+                    1,
+                    src,
+                    dst,
+                ));
+            }
+            continue;
+        }
         cases.push(case(
             format!(
                 "{}-to-{}-{protocol}-{port}-allowed",
@@ -249,4 +286,39 @@ pub fn to_yaml(cases: &[TestCase], skipped: &Skipped) -> Result<String, serde_no
     }
     out.push_str(&serde_norway::to_string(cases)?);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::generate::tests::{WEB, flow, graph_of};
+
+    /// A scan during the audit week: web tried db's port 22 and was refused.
+    /// The generated policies never allow it, so a test saying it must
+    /// connect would contradict them; it must say it stays closed.
+    #[test]
+    fn an_attempt_that_never_connected_is_asserted_closed() {
+        let mut refused = flow(WEB, "10.244.0.5", ("10.244.0.6", 22), 6);
+        refused.handshake = crate::model::Handshake::Refused;
+        refused.newly_established = false;
+        let (graph, inventory) =
+            graph_of(&[flow(WEB, "10.244.0.5", ("10.244.0.6", 5432), 6), refused]);
+        let (cases, _) = test_cases(&graph, &inventory);
+        let to_port = |port: u16| -> Vec<u8> {
+            cases
+                .iter()
+                .filter(|case| case.target_port == port && case.dst.k8s_resource.is_some())
+                .map(|case| case.exit_code)
+                .collect()
+        };
+        assert_eq!(to_port(5432), vec![0], "{cases:#?}");
+        assert_eq!(to_port(22), vec![1], "{cases:#?}");
+    }
+
+    #[test]
+    fn resource_kinds_read_back_in_any_case() {
+        assert_eq!(TestCase::resource_kind("statefulset"), Some("StatefulSet"));
+        assert_eq!(TestCase::resource_kind("Pod"), Some("Pod"));
+        assert_eq!(TestCase::resource_kind("job"), None);
+    }
 }

@@ -680,7 +680,7 @@ pub fn direction_name(direction: Direction) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         graph::build::add_flows,
@@ -705,7 +705,7 @@ mod tests {
         "spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.244.0.6"}}
     ]}"#;
 
-    fn flow(uid: &str, local: &str, remote: (&str, u16), protocol: u8) -> FlowRecord {
+    pub(crate) fn flow(uid: &str, local: &str, remote: (&str, u16), protocol: u8) -> FlowRecord {
         FlowRecord {
             ts: "2026-11-20T10:00:05Z".into(),
             cgroup_id: 1,
@@ -738,10 +738,10 @@ mod tests {
     }
 
     /// The pod UID of shop/web, the client of every test flow.
-    const WEB: &str = "00000000-0000-0000-0000-000000000002";
+    pub(crate) const WEB: &str = "00000000-0000-0000-0000-000000000002";
 
     /// The graph of `flows` over the test inventory.
-    fn graph_of(flows: &[FlowRecord]) -> (CommGraph, Inventory) {
+    pub(crate) fn graph_of(flows: &[FlowRecord]) -> (CommGraph, Inventory) {
         let inventory = Inventory::parse(INVENTORY).unwrap();
         let dns = BTreeMap::new();
         let identity = Identity::new(&inventory, &dns);
