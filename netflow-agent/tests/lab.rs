@@ -890,6 +890,128 @@ fn a_scan_during_the_audit_is_never_allowed() {
     std::fs::remove_dir_all(out).ok();
 }
 
+/// The breach example: the attack phase is tried for real, recorded apart,
+/// and judged against every generated policy set.
+#[test]
+fn the_attackers_path_is_replayed_and_judged() {
+    if !common::privileged("the_attackers_path_is_replayed_and_judged") {
+        return;
+    }
+    let out = run_lab("breach.yaml");
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("attack.json")).unwrap()).unwrap();
+    let variants = ["kubernetes", "kubernetes+cnp", "kubernetes+anp", "cilium"];
+    let steps: BTreeSet<u64> = entries
+        .iter()
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    let last_step = *steps.iter().max().unwrap();
+    assert_eq!(steps.len(), 8, "one entry list per attack step: {steps:?}");
+    // 6 pods (2 web, api, postgres, redis, the DNS) and 4 Services, 7 ports
+    // each: the pod CIDR is 10.244.0.0/16, the Service CIDR 10.96.0.0/12.
+    let scanned = |prefix: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                [6379, 5432, 3306, 9200, 27017, 8080, 443].contains(&e["port"].as_u64().unwrap())
+                    && e["address"].as_str().unwrap().starts_with(prefix)
+            })
+            .count()
+    };
+    assert!(scanned("10.244.") >= 42, "{entries:#?}");
+    assert!(scanned("10.96.") >= 28, "{entries:#?}");
+    for entry in &entries {
+        let blocked = |variant: &str| entry["blocked"][variant].as_bool().unwrap();
+        if entry["step"] == last_step {
+            // web's daily call to its API: it connected, and every set allows it.
+            assert_eq!(entry["connected"], true, "{entry}");
+            for variant in variants {
+                assert!(
+                    !blocked(variant),
+                    "{variant} blocks web's own call: {entry}"
+                );
+            }
+            continue;
+        }
+        // Every try of the attacker is blocked by every set, with a reason.
+        for variant in variants {
+            assert!(
+                blocked(variant),
+                "{variant} lets the attacker through: {entry}"
+            );
+            assert!(
+                entry["by"][variant]
+                    .as_str()
+                    .is_some_and(|by| !by.is_empty()),
+                "{entry}"
+            );
+        }
+    }
+    // Each try was made for real: the metadata service and the databases
+    // answered in the lab (nothing enforces there), the unrouted address
+    // did not.
+    let tried = |address: &str| {
+        entries
+            .iter()
+            .find(|e| e["address"] == address)
+            .unwrap_or_else(|| panic!("no try of {address}"))
+    };
+    assert_eq!(tried("169.254.169.254:80")["connected"], true);
+    assert_eq!(tried("169.254.169.252:988")["connected"], false);
+    assert_eq!(tried("198.51.100.66:443")["connected"], true);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["to"] == "data/postgres" && e["port"] == 5432 && e["connected"] == true),
+        "{entries:#?}"
+    );
+    // The attack is in its own recording, not in the week's.
+    let audit = edges(&out.join("graph.json"));
+    let attack = edges(&out.join("attack-graph.json"));
+    let web = "workload:shop/Deployment/web";
+    let postgres = "workload:data/StatefulSet/postgres";
+    assert!(
+        attack.contains(&edge(web, postgres, "tcp", 5432)),
+        "{attack:#?}"
+    );
+    assert!(
+        !audit.contains(&edge(web, postgres, "tcp", 5432)),
+        "{audit:#?}"
+    );
+    assert!(
+        !audit.iter().any(|(_, to, _, _)| to.contains("169.254")),
+        "{audit:#?}"
+    );
+    // The week's traffic stays allowed by every set; the audit-phase scan
+    // (refused: nothing listened) is allowed by none.
+    for dir in [
+        "policies",
+        "policies-cnp",
+        "policies-anp",
+        "policies-cilium",
+    ] {
+        verify_policies(&out, dir);
+        let text = policy_text(&out.join(dir));
+        for port in ["3306", "9200", "27017"] {
+            assert!(!text.contains(port), "{dir} allows {port}: {text}");
+        }
+    }
+    let table = std::fs::read_to_string(out.join("attack.txt")).unwrap();
+    assert!(table.contains("audit traffic still allowed"), "{table}");
+    // The netassert file agrees with every set, assertion by assertion.
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("netassert-check.json")).unwrap()).unwrap();
+    assert!(checks.len() >= 10, "{checks:#?}");
+    assert!(
+        checks.iter().any(|c| c["must_connect"] == false && c["name"].as_str().unwrap().contains("metadata")),
+        "{checks:#?}"
+    );
+    for check in &checks {
+        assert_eq!(check["disagree"], serde_json::json!([]), "{check}");
+    }
+    std::fs::remove_dir_all(out).ok();
+}
+
 #[test]
 fn a_forged_dns_answer_names_nothing() {
     if !common::privileged("a_forged_dns_answer_names_nothing") {

@@ -116,7 +116,7 @@ pub struct ExternalSpec {
     pub listen: Vec<PortSpec>,
 }
 
-/// One step of the scenario: traffic (`from`, `to`), or `replace: NS/WORKLOAD`,
+/// One step of the scenario: traffic (`from`, then `to` or `scan`), or `replace: NS/WORKLOAD`,
 /// which deletes that workload's pod and starts the workload that
 /// `replaces` it in its place, with the same IP, or `restart_agents: true`,
 /// which stops every node's agent and starts it again on its state (an
@@ -128,6 +128,13 @@ pub struct TrafficSpec {
     pub from: String,
     #[serde(default)]
     pub to: String,
+    /// In place of `to`: try every pod or Service address of the lab on
+    /// these ports (what an attacker does after landing in a pod).
+    pub scan: Option<ScanSpec>,
+    /// `audit` (the default): recorded before the policies are generated.
+    /// `attack`: run after, recorded apart, and judged against them.
+    #[serde(default)]
+    pub phase: Phase,
     pub replace: Option<String>,
     #[serde(default)]
     pub restart_agents: bool,
@@ -138,11 +145,59 @@ pub struct TrafficSpec {
     /// Instead of connecting: send `to` (a UDP port of a workload) a forged
     /// DNS answer from port 53, naming `forge_dns.name` as `forge_dns.ip`.
     pub forge_dns: Option<ForgedAnswer>,
-    /// What the connections must do: `connected` (the default) or
-    /// `refused` (TCP to a port nothing listens on: a scan, a broken
-    /// client), which the lab checks and the agent must never allow.
+    /// What the connections must do: `connect` (the default), `refused`
+    /// (TCP to a port nothing listens on: a scan, a broken client), which
+    /// the agent must never allow, or `any` (an attacker's try, whatever
+    /// comes of it).
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// When a step runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Audit,
+    Attack,
+}
+
+/// Every address of one kind, on each of these ports.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSpec {
+    pub ports: Vec<u16>,
+    pub targets: ScanTargets,
+}
+
+/// What a scan tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanTargets {
+    /// Every running pod's address (hostNetwork pods aside: theirs is the node's).
+    Pods,
+    /// Every Service's cluster IP.
+    Services,
+}
+
+/// Ports one scan step may list.
+pub const MAX_SCAN_PORTS: usize = 64;
+
+impl TrafficSpec {
+    /// Where the step goes, for people: its `to`, or what it scans.
+    pub fn target(&self) -> String {
+        match &self.scan {
+            Some(scan) => format!(
+                "scan {} on {:?}",
+                match scan.targets {
+                    ScanTargets::Pods => "pods",
+                    ScanTargets::Services => "services",
+                },
+                scan.ports
+            ),
+            None => self.to.clone(),
+        }
+    }
 }
 
 /// A DNS answer nobody asked for.
@@ -158,8 +213,10 @@ pub struct ForgedAnswer {
 #[serde(rename_all = "snake_case")]
 pub enum Expect {
     #[default]
+    #[serde(rename = "connect", alias = "connected")]
     Connected,
     Refused,
+    Any,
 }
 
 /// Where a traffic entry goes.
@@ -181,6 +238,9 @@ pub enum Destination {
     External { name: String, port: u16 },
     /// `dns:NAME:PORT`: resolve NAME through the cluster DNS, then connect.
     Dns { name: String, port: u16 },
+    /// `IP:PORT` (`[IPv6]:PORT`): an address nothing in the scenario names,
+    /// such as the cloud's metadata service.
+    Address { ip: IpAddr, port: u16 },
 }
 
 pub const WORKLOAD_KINDS: &[&str] = &[
@@ -289,6 +349,14 @@ impl Scenario {
             }
         }
         for (index, traffic) in self.traffic.iter().enumerate() {
+            if (traffic.restart_agents || traffic.replace.is_some())
+                && traffic.phase != Phase::Audit
+            {
+                bail!("traffic[{index}]: restart_agents and replace steps are audit steps");
+            }
+            if (traffic.restart_agents || traffic.replace.is_some()) && traffic.scan.is_some() {
+                bail!("traffic[{index}]: a restart or replace step has no scan");
+            }
             if traffic.restart_agents {
                 if !traffic.from.is_empty() || !traffic.to.is_empty() || traffic.replace.is_some() {
                     bail!(
@@ -311,18 +379,43 @@ impl Scenario {
                 }
                 continue;
             }
-            let what = format!("traffic[{index}] ({} -> {})", traffic.from, traffic.to);
+            let what = format!(
+                "traffic[{index}] ({} -> {})",
+                traffic.from,
+                traffic.target()
+            );
             protocol_of(&traffic.protocol).with_context(|| what.clone())?;
-            if traffic.expect == Expect::Refused && protocol_of(&traffic.protocol)? != "TCP" {
-                bail!("{what}: expect: refused is for TCP steps");
-            }
-            if traffic.forge_dns.is_some() && traffic.to.starts_with("dns:") {
-                bail!("{what}: forge_dns goes to a workload's or an external's UDP port, not dns:");
-            }
             let (namespace, name) = split_workload(&traffic.from)
                 .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD"))?;
             if self.workload(namespace, name).is_none() {
                 bail!("{what}: no workload {namespace}/{name}");
+            }
+            if traffic.expect == Expect::Refused && protocol_of(&traffic.protocol)? != "TCP" {
+                bail!("{what}: expect: refused is for TCP steps");
+            }
+            if traffic.phase == Phase::Attack && traffic.forge_dns.is_some() {
+                bail!("{what}: forge_dns is an audit step (an attack step tries connections)");
+            }
+            if traffic.scan.is_none() && traffic.to.is_empty() {
+                bail!("{what}: a traffic step needs a to or a scan");
+            }
+            if let Some(scan) = &traffic.scan {
+                if !traffic.to.is_empty() {
+                    bail!("{what}: a step has either to or scan, not both");
+                }
+                if traffic.forge_dns.is_some() {
+                    bail!("{what}: forge_dns needs a to, not a scan");
+                }
+                if scan.ports.is_empty() || scan.ports.len() > MAX_SCAN_PORTS {
+                    bail!("{what}: scan.ports must list 1 to {MAX_SCAN_PORTS} ports");
+                }
+                if scan.ports.contains(&0) {
+                    bail!("{what}: scan.ports: port 0 cannot be connected to");
+                }
+                continue;
+            }
+            if traffic.forge_dns.is_some() && traffic.to.starts_with("dns:") {
+                bail!("{what}: forge_dns goes to a workload's or an external's UDP port, not dns:");
             }
             match parse_destination(&traffic.to).with_context(|| what.clone())? {
                 Destination::Service {
@@ -351,7 +444,7 @@ impl Scenario {
                         bail!("{what}: no external {name}");
                     }
                 }
-                Destination::Dns { .. } => {}
+                Destination::Dns { .. } | Destination::Address { .. } => {}
             }
         }
         Ok(())
@@ -387,9 +480,16 @@ pub fn parse_destination(text: &str) -> anyhow::Result<Destination> {
         .map_err(|_| anyhow!("{text:?}: port {port:?} is not a number"))?;
     let invalid = || {
         anyhow!(
-            "{text:?} is not svc:NS/NAME:PORT, NS/WORKLOAD:PORT, ext:NAME:PORT or dns:NAME:PORT"
+            "{text:?} is not svc:NS/NAME:PORT, NS/WORKLOAD:PORT, ext:NAME:PORT, dns:NAME:PORT or IP:PORT"
         )
     };
+    let literal = target
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(target);
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return Ok(Destination::Address { ip, port });
+    }
     if let Some(service) = target.strip_prefix("svc:") {
         let (namespace, name) = split_workload(service).ok_or_else(invalid)?;
         return Ok(Destination::Service {
@@ -463,8 +563,46 @@ traffic:
                 port: 443
             }
         );
+        assert_eq!(
+            parse_destination("169.254.169.252:988").unwrap(),
+            Destination::Address {
+                ip: "169.254.169.252".parse().unwrap(),
+                port: 988
+            }
+        );
+        assert_eq!(
+            parse_destination("[fd00::1]:80").unwrap(),
+            Destination::Address {
+                ip: "fd00::1".parse().unwrap(),
+                port: 80
+            }
+        );
         assert!(parse_destination("shop/cart").is_err());
         assert!(parse_destination("cart:80").is_err());
+    }
+
+    #[test]
+    fn attack_steps_parse_with_their_defaults() {
+        let text = format!(
+            "{SHOP}  - {{phase: attack, from: shop/cart, scan: {{ports: [6379, 5432], targets: services}}, expect: any}}\n  \
+             - {{phase: attack, from: shop/cart, to: \"169.254.169.254:80\", expect: connect}}\n  \
+             - {{from: shop/cart, to: \"shop/frontend:9\", expect: refused}}\n"
+        );
+        let scenario = Scenario::parse(&text).unwrap();
+        let steps = &scenario.traffic;
+        assert_eq!(steps[0].phase, Phase::Audit);
+        assert_eq!(steps[0].expect, Expect::Connected);
+        assert_eq!(steps[2].phase, Phase::Attack);
+        assert_eq!(steps[2].expect, Expect::Any);
+        assert_eq!(
+            steps[2].scan,
+            Some(ScanSpec {
+                ports: vec![6379, 5432],
+                targets: ScanTargets::Services
+            })
+        );
+        assert_eq!(steps[3].expect, Expect::Connected);
+        assert_eq!(steps[4].expect, Expect::Refused);
     }
 
     #[test]
@@ -505,6 +643,42 @@ traffic:
                     "listen: [{port: 7070}], replaces: shop/frontend}",
                 ),
                 "only a single-pod",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{from: shop/cart, to: \"ext:payments:443\", scan: {{ports: [1], targets: pods}}}}\n"
+                ),
+                "either to or scan",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart, scan: {{ports: [], targets: pods}}}}\n"),
+                "scan.ports must list 1 to 64 ports",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart, scan: {{ports: [0], targets: pods}}}}\n"),
+                "port 0",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart, scan: {{ports: [1], targets: nodes}}}}\n"),
+                "unknown variant `nodes`",
+            ),
+            (
+                format!("{SHOP}  - {{restart_agents: true, phase: attack}}\n"),
+                "are audit steps",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{phase: attack, from: shop/cart, to: \"ext:payments:443\", forge_dns: {{name: a.example, ip: 1.2.3.4}}}}\n"
+                ),
+                "forge_dns is an audit step",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart, to: \"ext:payments:443\", expect: maybe}}\n"),
+                "unknown variant `maybe`",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart}}\n"),
+                "needs a to or a scan",
             ),
         ];
         for (text, expected) in cases {

@@ -145,6 +145,17 @@ pub enum PeerAction {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
+    /// Try each destination once, as a scan does; one JSON line per
+    /// destination, whether it connected or not.
+    Probe {
+        #[arg(long)]
+        tcp: Vec<SocketAddr>,
+        #[arg(long)]
+        udp: Vec<SocketAddr>,
+        /// How long each try may take.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        timeout: Duration,
+    },
     /// Benchmark client; prints one JSON line.
     Bench {
         #[arg(value_enum)]

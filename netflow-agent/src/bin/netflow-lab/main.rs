@@ -137,6 +137,11 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
             }
         }
         PeerAction::ForgeDns { to, name, ip } => peer::forge_dns(*to, name, *ip)?,
+        PeerAction::Probe { tcp, udp, timeout } => {
+            for report in peer::probe(tcp, udp, *timeout) {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
         PeerAction::Bench { mode, to, duration } => {
             println!(
                 "{}",

@@ -257,6 +257,58 @@ pub fn connect_udp(
     Ok(reports)
 }
 
+/// What one try of [`probe`] came to.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ProbeReport {
+    pub protocol: String,
+    pub remote: SocketAddr,
+    /// TCP: the handshake completed. UDP: an answer came back.
+    pub connected: bool,
+    /// Why it did not (refused, unreachable, timed out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Tries each destination once, as an attacker's scan does: a TCP
+/// handshake (then closed), or a UDP datagram and its answer, each given
+/// `timeout`. A try that fails is a result, not an error.
+pub fn probe(tcp: &[SocketAddr], udp: &[SocketAddr], timeout: Duration) -> Vec<ProbeReport> {
+    let tried_tcp = tcp.iter().map(|addr| {
+        let outcome = TcpStream::connect_timeout(addr, timeout).map(|stream| {
+            let _ = stream.shutdown(Shutdown::Both);
+        });
+        report("tcp", *addr, outcome)
+    });
+    let tried_udp = udp.iter().map(|addr| {
+        let outcome = (|| {
+            let any: SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()
+            .expect("literal address");
+            let socket = UdpSocket::bind(any)?;
+            socket.connect(addr)?;
+            socket.set_read_timeout(Some(timeout))?;
+            socket.send(&pattern(64))?;
+            let mut answer = [0u8; 512];
+            socket.recv(&mut answer).map(|_| ())
+        })();
+        report("udp", *addr, outcome)
+    });
+    tried_tcp.chain(tried_udp).collect()
+}
+
+fn report(protocol: &str, remote: SocketAddr, outcome: io::Result<()>) -> ProbeReport {
+    ProbeReport {
+        protocol: protocol.into(),
+        remote,
+        connected: outcome.is_ok(),
+        error: outcome.err().map(|err| err.to_string()),
+    }
+}
+
 fn pattern(bytes: usize) -> Vec<u8> {
     (0..bytes).map(|i| b'a' + (i % 26) as u8).collect()
 }

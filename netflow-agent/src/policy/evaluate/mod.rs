@@ -83,6 +83,16 @@ pub enum Verdict {
     Denied(String),
 }
 
+impl Verdict {
+    /// Why it is denied; `None` when allowed.
+    pub fn denied(self) -> Option<String> {
+        match self {
+            Verdict::Allowed => None,
+            Verdict::Denied(reason) => Some(reason),
+        }
+    }
+}
+
 /// One direction of a connection, seen from `pod`.
 struct Question<'a> {
     pod: &'a PodEntry,

@@ -41,6 +41,7 @@ use netflow_agent::{
 const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
 
 /// How the node agents run.
+#[derive(Clone)]
 pub enum Runner {
     /// The netflow-agent binary, as a process.
     Process(PathBuf),
@@ -132,12 +133,13 @@ impl Drop for Agents {
 }
 
 impl Agents {
-    /// Starts one agent per node and waits until each is ready.
+    /// Starts one agent per node, each with its state under
+    /// `OUT/AGENTS_DIR/NODE`, and waits until each is ready.
     pub fn start(
         runner: Runner,
         plan: &LabPlan,
         mount: &Path,
-        out: &Path,
+        (out, agents_dir): (&Path, &str),
         inventory: &Path,
     ) -> anyhow::Result<Self> {
         let out = fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()))?;
@@ -169,7 +171,7 @@ impl Agents {
             agents: Vec::new(),
         };
         for node in &plan.nodes {
-            let dir = out.join("agents").join(&node.name);
+            let dir = out.join(agents_dir).join(&node.name);
             // A fresh run: no state from an earlier lab run in this place.
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -319,6 +319,13 @@ impl LabPlan {
     }
 
     /// The pods a Service selects.
+    /// `(namespace, name)` of the pod's workload (`None` for the DNS pod).
+    pub fn workload_of(&self, pod: &PodPlan) -> Option<(&str, &str)> {
+        pod.workload
+            .map(|w| &self.scenario.workloads[w])
+            .map(|w| (w.namespace.as_str(), w.name.as_str()))
+    }
+
     pub fn backends(&self, service: &ServicePlan) -> Vec<&PodPlan> {
         self.pods
             .iter()

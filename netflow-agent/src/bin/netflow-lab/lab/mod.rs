@@ -3,6 +3,8 @@
 //! cgroups), recorded through the real eBPF path.
 
 pub mod agents;
+pub mod attack;
 pub mod layout;
 pub mod run;
+pub mod variants;
 pub use netflow_agent::testbed::scenario;

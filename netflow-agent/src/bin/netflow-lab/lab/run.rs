@@ -24,9 +24,15 @@ use tracing::info;
 
 use super::{
     agents::{Agents, Runner},
+    attack,
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
-    scenario::{Destination, Expect, Scenario, parse_destination, protocol_of, split_workload},
+    scenario::{
+        Destination, Expect, Phase, Scenario, TrafficSpec, parse_destination, protocol_of,
+        split_workload,
+    },
+    variants,
 };
+use crate::peer::ProbeReport;
 use netflow_agent::{
     inventory::Inventory,
     kernel::cgroup_mount,
@@ -103,7 +109,13 @@ pub fn run(
     // The agents name workloads from this file; it is written again each
     // time a pod is replaced, and they read it again when it changes.
     write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
-    let mut agents = Agents::start(runner, &plan, &mount, out, &output.inventory)?;
+    let mut agents = Agents::start(
+        runner.clone(),
+        &plan,
+        &mount,
+        (out, "agents"),
+        &output.inventory,
+    )?;
 
     lab.start_servers(&lab_exe, &plan)?;
     check_interrupt()?;
@@ -112,19 +124,89 @@ pub fn run(
     let inventory_json = write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
     let inventory = Inventory::parse(&String::from_utf8_lossy(&inventory_json))
         .context("the lab's own inventory")?;
-    let policies =
-        netflow_agent::policy::generate::generate(&graph, &inventory, &Default::default())?;
-    netflow_agent::policy::write::write_dir(&policies, &out.join("policies"))?;
+    let variants = variants::generate_all(&graph, &inventory, out)?;
+    let assertions = variants::check_netassert(&graph, &inventory, &variants, out)?;
+    write_json(&out.join("netassert-check.json"), &assertions)?;
     print!("{}", netflow_agent::graph::export::show(&graph));
+
+    let attack_steps = plan
+        .scenario
+        .traffic
+        .iter()
+        .filter(|step| step.phase == Phase::Attack)
+        .count();
+    if attack_steps > 0 {
+        // The attack is recorded apart: the audit graph is what the
+        // policies came from, the attack's is what they are judged on.
+        let agents = Agents::start(
+            runner,
+            &plan,
+            &mount,
+            (out, "attack-agents"),
+            &output.inventory,
+        )?;
+        let results = lab.run_attack(&lab_exe, &plan)?;
+        agents.finish(
+            &out.join("attack-graph.json"),
+            &out.join("attack-flows.jsonl"),
+        )?;
+        let entries = attack::judge(&plan, &inventory, &graph, &variants, &results)?;
+        write_json(&out.join("attack.json"), &entries)?;
+        let audit = variants::verify_all(&graph, &inventory, &variants);
+        let table = attack::table(&plan, &entries, &variants, &audit);
+        fs::write(out.join("attack.txt"), &table)
+            .with_context(|| format!("cannot write {}", out.join("attack.txt").display()))?;
+        println!("\n{table}");
+    }
     lab.remove_all();
+    let disagreeing: Vec<&variants::AssertionCheck> = assertions
+        .iter()
+        .filter(|check| !check.disagree.is_empty())
+        .collect();
     println!(
-        "\nwrote {dir}/graph.json, {dir}/inventory.json, {dir}/flows.jsonl and {dir}/policies/ ({} namespaces, {} findings)\n\
+        "\nwrote {dir}/graph.json, {dir}/inventory.json, {dir}/flows.jsonl, {dir}/policies/ ({} namespaces, {} findings), \
+         {dir}/policies-cnp/, {dir}/policies-anp/, {dir}/policies-cilium/ and {dir}/netassert.yaml ({} assertions, each consistent with every set: {})\n\
          next: netflow-agent policy verify --graph {dir}/graph.json --policies {dir}/policies --inventory {dir}/inventory.json",
-        policies.by_namespace.len(),
-        policies.findings.len(),
+        variants[0]
+            .policies
+            .kubernetes
+            .iter()
+            .filter_map(|p| p.metadata.namespace.as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        findings_count(out),
+        assertions.len(),
+        if disagreeing.is_empty() { "yes" } else { "NO" },
         dir = out.display()
     );
+    if !disagreeing.is_empty() {
+        bail!(
+            "{} netassert assertions disagree with the generated policies (see {}): {}",
+            disagreeing.len(),
+            out.join("netassert-check.json").display(),
+            disagreeing
+                .iter()
+                .take(5)
+                .map(|check| format!("{} {:?}", check.name, check.disagree))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     Ok(output)
+}
+
+/// Findings written beside the policies (0 when unreadable).
+fn findings_count(out: &Path) -> usize {
+    fs::read(out.join("policies/findings.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<serde_json::Value>>(&bytes).ok())
+        .map_or(0, |findings| findings.len())
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(value)?;
+    netflow_agent::graph::file::write_atomically(path, &json)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes the lab's inventory as of now (atomically: the agents read it).
@@ -504,6 +586,16 @@ impl Lab {
     ) -> anyhow::Result<()> {
         for (index, traffic) in plan.scenario.traffic.iter().enumerate() {
             check_interrupt()?;
+            if traffic.phase == Phase::Attack {
+                continue;
+            }
+            if traffic.scan.is_some() {
+                // A scan during the audit week: tried and recorded, never
+                // judged (and never allowed unless it connected).
+                let client = self.client_of(plan, index, traffic)?;
+                self.probe(lab_exe, plan, index, traffic, client)?;
+                continue;
+            }
             if traffic.restart_agents {
                 agents.restart()?;
                 continue;
@@ -525,22 +617,7 @@ impl Lab {
                 write_inventory(plan, started, &self.replaced_at, inventory)?;
                 continue;
             }
-            let (namespace, name) = split_workload(&traffic.from).context("traffic source")?;
-            let clients: Vec<&PodPlan> = plan
-                .pods
-                .iter()
-                .enumerate()
-                .filter(|(index, pod)| self.is_running(pod, *index))
-                .map(|(_, pod)| pod)
-                .filter(|pod| {
-                    pod.workload
-                        .map(|w| &plan.scenario.workloads[w])
-                        .is_some_and(|w| w.namespace == namespace && w.name == name)
-                })
-                .collect();
-            let client = clients
-                .get(index % clients.len().max(1))
-                .with_context(|| format!("traffic[{index}]: no pod of {namespace}/{name}"))?;
+            let client = &plan.pods[self.client_of(plan, index, traffic)?];
             let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP"
                 || traffic.forge_dns.is_some();
             let flag = if udp { "--udp" } else { "--tcp" };
@@ -583,6 +660,9 @@ impl Lab {
                         .context("unknown external")?;
                     args.extend([flag.into(), format!("{}:{port}", external.spec.ip)]);
                 }
+                Destination::Address { ip, port } => {
+                    args.extend([flag.into(), std::net::SocketAddr::new(ip, port).to_string()]);
+                }
                 Destination::Dns { name, port } => {
                     args.extend([
                         "--resolve".into(),
@@ -624,7 +704,7 @@ impl Lab {
                 .context("running a lab client")?;
             let stderr = String::from_utf8_lossy(&output.stderr);
             match (traffic.expect, output.status.success()) {
-                (Expect::Connected, true) => {}
+                (Expect::Any, _) | (Expect::Connected, true) => {}
                 (Expect::Connected, false) => bail!(
                     "traffic[{index}] {} -> {} failed: {}",
                     traffic.from,
@@ -650,6 +730,110 @@ impl Lab {
 }
 
 impl Lab {
+    /// The pod (index) that sends step `index`: the running pods of its
+    /// `from` workload take turns, step by step.
+    fn client_of(
+        &self,
+        plan: &LabPlan,
+        index: usize,
+        traffic: &TrafficSpec,
+    ) -> anyhow::Result<usize> {
+        let (namespace, name) = split_workload(&traffic.from).context("traffic source")?;
+        let clients: Vec<usize> = plan
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(index, pod)| {
+                self.is_running(pod, *index) && plan.workload_of(pod) == Some((namespace, name))
+            })
+            .map(|(index, _)| index)
+            .collect();
+        clients
+            .get(index % clients.len().max(1))
+            .copied()
+            .with_context(|| format!("traffic[{index}]: no pod of {namespace}/{name}"))
+    }
+
+    /// Tries every destination of step `index` once from pod `client`
+    /// (`peer probe` in the pod's cgroup and namespace), and checks what
+    /// the step expects of them.
+    fn probe(
+        &self,
+        lab_exe: &Path,
+        plan: &LabPlan,
+        index: usize,
+        traffic: &TrafficSpec,
+        client: usize,
+    ) -> anyhow::Result<attack::StepResult> {
+        let attempts = attack::attempts(plan, traffic, |pod| self.is_running(&plan.pods[pod], pod))
+            .with_context(|| format!("traffic[{index}]"))?;
+        let pod = &plan.pods[client];
+        let mut command = Command::new(lab_exe);
+        command
+            .args(["peer", "--cgroup"])
+            .arg(self.mount.join(&pod.cgroup))
+            .args(["--netns", &format!("/run/netns/{}", pod.netns), "probe"]);
+        for attempt in &attempts {
+            let flag = if attempt.protocol == "UDP" {
+                "--udp"
+            } else {
+                "--tcp"
+            };
+            command.args([flag, &attempt.address.to_string()]);
+        }
+        let output = command.output().context("running a lab probe")?;
+        if !output.status.success() {
+            bail!(
+                "traffic[{index}]: the probe failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let mut probes: Vec<ProbeReport> = Vec::with_capacity(attempts.len());
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            probes.push(serde_json::from_str(line).context("reading the probe's report")?);
+        }
+        // The probe tries TCP destinations first, then UDP ones: match them
+        // up by address and protocol, not by order.
+        let mut ordered = Vec::with_capacity(attempts.len());
+        for attempt in &attempts {
+            let found = probes
+                .iter()
+                .position(|p| {
+                    p.remote == attempt.address && p.protocol.eq_ignore_ascii_case(attempt.protocol)
+                })
+                .with_context(|| format!("traffic[{index}]: no report for {}", attempt.address))?;
+            ordered.push(probes.swap_remove(found));
+        }
+        attack::check_expectation(index, traffic, &ordered)?;
+        let connected = ordered.iter().filter(|p| p.connected).count();
+        info!(from = %traffic.from, to = %traffic.target(), tries = ordered.len(), connected, phase = ?traffic.phase, "tried");
+        Ok(attack::StepResult {
+            step: index,
+            client,
+            attempts,
+            probes: ordered,
+        })
+    }
+
+    /// The attack phase: each step, in order, from the first running pod
+    /// of its workload.
+    fn run_attack(
+        &self,
+        lab_exe: &Path,
+        plan: &LabPlan,
+    ) -> anyhow::Result<Vec<attack::StepResult>> {
+        let mut results = Vec::new();
+        for (index, traffic) in plan.scenario.traffic.iter().enumerate() {
+            check_interrupt()?;
+            if traffic.phase != Phase::Attack {
+                continue;
+            }
+            let client = self.client_of(plan, 0, traffic)?;
+            results.push(self.probe(lab_exe, plan, index, traffic, client)?);
+        }
+        Ok(results)
+    }
+
     /// Whether a pod exists now (not replaced yet, or already started).
     fn is_running(&self, pod: &PodPlan, index: usize) -> bool {
         let replaced = self.replaced_at.contains_key(&index);
