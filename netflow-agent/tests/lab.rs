@@ -996,6 +996,28 @@ fn the_attackers_path_is_replayed_and_judged() {
             assert!(!text.contains(port), "{dir} allows {port}: {text}");
         }
     }
+    // The attack-phase agents staged the NetworkPolicies: what they report
+    // would break is exactly what connected in the attack and the sets
+    // block; web's own call to its API is not among it.
+    let denials: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("staged-denials.json")).unwrap()).unwrap();
+    let reported: BTreeSet<&str> = denials["denials"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        reported,
+        BTreeSet::from([
+            "shop/web -> 198.51.100.66 tcp/443",
+            "shop/web -> cache/redis tcp/6379",
+            "shop/web -> data/postgres tcp/5432",
+            "shop/web -> metadata-service tcp/80",
+            "shop/web -> shop/web tcp/8080",
+        ]),
+        "{denials:#}"
+    );
     let table = std::fs::read_to_string(out.join("attack.txt")).unwrap();
     assert!(table.contains("audit traffic still allowed"), "{table}");
     // The netassert file agrees with every set, assertion by assertion.

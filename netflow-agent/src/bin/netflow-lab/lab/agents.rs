@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use super::layout::{LAB_CGROUP, LabPlan};
 use netflow_agent::{
     graph::CommGraph,
+    policy::staged::Denials,
     testbed::{
         containerd::{AGENT_CAPABILITIES, AGENT_PATH, Containerd, capability_flags},
         http_client::{free_loopback_addr, http_get},
@@ -108,11 +109,26 @@ struct NodeAgent {
     runs: usize,
 }
 
+/// What a set of node agents runs with.
+pub struct AgentSetup<'a> {
+    pub runner: Runner,
+    /// The lab's output directory.
+    pub out: &'a Path,
+    /// Below `out`: one directory per node's agent.
+    pub agents_dir: &'a str,
+    pub inventory: &'a Path,
+    /// Policies the agents judge live traffic against (`run --staged`).
+    pub staged: Option<&'a Path>,
+}
+
 pub struct Agents {
     /// The binary, or the image (`None`: the binary).
     binary: PathBuf,
     image: Option<ImageRunner>,
     inventory: PathBuf,
+    /// `--staged` (absolute; below the output directory, which image
+    /// agents see at the same path).
+    staged: Option<PathBuf>,
     /// The lab's output directory (absolute): mounted into image agents.
     out: PathBuf,
     /// The cgroup v2 mount the node cgroups are in.
@@ -135,14 +151,20 @@ impl Drop for Agents {
 impl Agents {
     /// Starts one agent per node, each with its state under
     /// `OUT/AGENTS_DIR/NODE`, and waits until each is ready.
-    pub fn start(
-        runner: Runner,
-        plan: &LabPlan,
-        mount: &Path,
-        (out, agents_dir): (&Path, &str),
-        inventory: &Path,
-    ) -> anyhow::Result<Self> {
+    pub fn start(setup: AgentSetup, plan: &LabPlan, mount: &Path) -> anyhow::Result<Self> {
+        let AgentSetup {
+            runner,
+            out,
+            agents_dir,
+            inventory,
+            staged,
+        } = setup;
         let out = fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()))?;
+        let staged = staged
+            .map(|dir| {
+                fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))
+            })
+            .transpose()?;
         let (binary, image) = match runner {
             Runner::Process(binary) => (binary, None),
             Runner::Image(archive) => {
@@ -166,6 +188,7 @@ impl Agents {
             image,
             inventory: fs::canonicalize(inventory)
                 .with_context(|| format!("resolving {}", inventory.display()))?,
+            staged,
             out: out.clone(),
             mount: mount.to_path_buf(),
             agents: Vec::new(),
@@ -289,6 +312,11 @@ impl Agents {
             .arg(agent.dir.join("state"))
             .arg("--inventory")
             .arg(&self.inventory)
+            .args(
+                self.staged
+                    .iter()
+                    .flat_map(|dir| [std::ffi::OsStr::new("--staged"), dir.as_os_str()]),
+            )
             .arg("--listen")
             .arg(agent.listen.to_string())
             .arg("--graph-listen")
@@ -381,14 +409,22 @@ impl Agents {
         Ok(())
     }
 
-    /// Reads `/metrics` and `/graph` of each agent while it records, into
-    /// `OUT/agents/NODE/metrics.txt` and `graph-live.json`.
+    /// Reads `/metrics` and `/graph` (and with staged policies,
+    /// `/denials`) of each agent while it records, into
+    /// `OUT/AGENTS_DIR/NODE/metrics.txt`, `graph-live.json` and `denials.json`.
     pub fn scrape(&self) -> anyhow::Result<()> {
         for agent in &self.agents {
+            let denials =
+                self.staged
+                    .is_some()
+                    .then_some((agent.graph_listen, "/denials", "denials.json"));
             for (addr, path, file) in [
                 (agent.listen, "/metrics", "metrics.txt"),
                 (agent.graph_listen, "/graph", "graph-live.json"),
-            ] {
+            ]
+            .into_iter()
+            .chain(denials)
+            {
                 let (status, body) = http_get(addr, path)
                     .with_context(|| format!("GET {path} of the agent of {}", agent.node))?;
                 if status != 200 {
@@ -419,6 +455,22 @@ impl Agents {
         merged.save(graph)?;
         netflow_agent::graph::file::write_atomically(flows, &log)
             .with_context(|| format!("cannot write {}", flows.display()))?;
+        if self.staged.is_some() {
+            // Every node's denials, merged as `graph pull --denials` does.
+            let mut denials = Denials::new();
+            for agent in &self.agents {
+                let path = agent.dir.join("denials.json");
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                denials.merge(&Denials::parse(&text, &path.display().to_string())?);
+            }
+            let path = self.out.join("staged-denials.json");
+            netflow_agent::graph::file::write_atomically(
+                &path,
+                &serde_json::to_vec_pretty(&denials)?,
+            )
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Ok(merged)
     }
 }

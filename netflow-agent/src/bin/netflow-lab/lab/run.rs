@@ -23,7 +23,7 @@ use anyhow::{Context as _, bail};
 use tracing::info;
 
 use super::{
-    agents::{Agents, Runner},
+    agents::{AgentSetup, Agents, Runner},
     attack,
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
     scenario::{
@@ -110,11 +110,15 @@ pub fn run(
     // time a pod is replaced, and they read it again when it changes.
     write_inventory(&plan, &started, &lab.replaced_at, &output.inventory)?;
     let mut agents = Agents::start(
-        runner.clone(),
+        AgentSetup {
+            runner: runner.clone(),
+            out,
+            agents_dir: "agents",
+            inventory: &output.inventory,
+            staged: None,
+        },
         &plan,
         &mount,
-        (out, "agents"),
-        &output.inventory,
     )?;
 
     lab.start_servers(&lab_exe, &plan)?;
@@ -137,13 +141,18 @@ pub fn run(
         .count();
     if attack_steps > 0 {
         // The attack is recorded apart: the audit graph is what the
-        // policies came from, the attack's is what they are judged on.
+        // policies came from, the attack's is what they are judged on,
+        // here and live by the agents, which stage the NetworkPolicies.
         let agents = Agents::start(
-            runner,
+            AgentSetup {
+                runner,
+                out,
+                agents_dir: "attack-agents",
+                inventory: &output.inventory,
+                staged: Some(&out.join("policies")),
+            },
             &plan,
             &mount,
-            (out, "attack-agents"),
-            &output.inventory,
         )?;
         let results = lab.run_attack(&lab_exe, &plan)?;
         agents.finish(
