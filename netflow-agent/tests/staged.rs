@@ -270,8 +270,10 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
     agent.stop(libc::SIGTERM);
 
     // The same set staged in the cluster (`--staged cluster`): the generated
-    // objects labelled staged, beside an unlabelled default deny that is
-    // not (were it judged, 8080 would be refused too).
+    // objects marked staged, one by a label, the next by an annotation,
+    // beside a default deny that is not (were it judged, 8080 would be
+    // refused too) and one marked `false`.
+    let mut marked = 0;
     for path in std::fs::read_dir(&policies).unwrap() {
         let path = path.unwrap().path();
         if path.extension().is_none_or(|ext| ext != "yaml") {
@@ -280,13 +282,26 @@ fn staged_policies_report_exactly_the_edge_they_would_break() {
         let text = std::fs::read_to_string(&path).unwrap();
         for document in serde_norway::Deserializer::from_str(&text) {
             let mut object: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
-            object["metadata"]["labels"]["netflow.io/staged"] = "true".into();
+            let by = if marked % 2 == 0 {
+                "labels"
+            } else {
+                "annotations"
+            };
+            object["metadata"][by]["netflow.io/staged"] = "true".into();
+            marked += 1;
             api.put(object);
         }
     }
+    assert!(marked >= 2, "{marked} objects: both marks are not tried");
     api.put(
         serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "deny-everything", "namespace": "shop"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
+    );
+    api.put(
+        serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all-but-marked-false", "namespace": "shop",
+                     "annotations": {"netflow.io/staged": "false"}},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
     );
     let in_cluster = dir.join("state-cluster");

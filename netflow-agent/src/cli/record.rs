@@ -70,8 +70,8 @@ pub struct RecordArgs {
     pub idle_timeout: Duration,
     /// Staged mode: judge every connection recorded against the policies in
     /// this directory (or file), or with `cluster` against the cluster's
-    /// NetworkPolicies, CiliumNetworkPolicies and admin tiers labelled
-    /// netflow.io/staged=true (listed every 30 s; the ClusterRole
+    /// NetworkPolicies, CiliumNetworkPolicies and admin tiers labelled or
+    /// annotated netflow.io/staged=true (listed every 30 s; the ClusterRole
     /// netflow-agent-staged grants it), with `policy verify`'s evaluator,
     /// without enforcing anything. What they would refuse is counted in /metrics
     /// (`netflow_staged_denied_total`, by client workload), logged once per

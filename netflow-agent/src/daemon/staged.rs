@@ -24,7 +24,7 @@ use crate::{
     policy::{
         evaluate::Policies,
         from_cluster,
-        staged::{Denials, STAGED_SELECTOR, StagedSet, edge_name},
+        staged::{Denials, StagedSet, edge_name, is_staged},
     },
 };
 
@@ -223,9 +223,18 @@ fn list_staged(client: kube::Client) -> Listed {
     let listed = Listed::default();
     let slot = std::sync::Arc::downgrade(&listed);
     tokio::spawn(async move {
+        // Kinds the cluster has no API for, as last said (said again only
+        // when that changes: a CRD installed or removed).
+        let mut missing_said: Option<Vec<&str>> = None;
         loop {
-            match from_cluster::read_selected(&client, Some(STAGED_SELECTOR)).await {
+            match from_cluster::read_matching(&client, is_staged).await {
                 Ok(found) => {
+                    if missing_said.as_ref() != Some(&found.not_installed) {
+                        if !found.not_installed.is_empty() {
+                            info!(kinds = ?found.not_installed, "the cluster has no API for these policy kinds: none of them is staged");
+                        }
+                        missing_said = Some(found.not_installed.clone());
+                    }
                     // The daemon is gone: so is the lister.
                     let Some(slot) = slot.upgrade() else {
                         return;

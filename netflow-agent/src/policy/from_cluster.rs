@@ -76,20 +76,19 @@ pub struct ClusterPolicies {
 }
 
 pub async fn read(client: &Client) -> Result<ClusterPolicies, ClusterPoliciesError> {
-    read_selected(client, None).await
+    read_matching(client, |_| true).await
 }
 
-/// As [`read`], only the objects whose labels match `selector` (the staged
-/// ones: `run --staged cluster`).
-pub async fn read_selected(
+/// As [`read`], only the objects `keep` keeps (the staged ones: `run
+/// --staged cluster`). The lists are served from the API server's cache
+/// (`resourceVersion=0`): an agent on every node asks again and again, and
+/// a staged set a few seconds old judges as well.
+pub async fn read_matching(
     client: &Client,
-    selector: Option<&str>,
+    keep: impl Fn(&kube::api::ObjectMeta) -> bool,
 ) -> Result<ClusterPolicies, ClusterPoliciesError> {
     let mut found = ClusterPolicies::default();
-    let params = match selector {
-        Some(selector) => ListParams::default().labels(selector),
-        None => ListParams::default(),
-    };
+    let params = ListParams::default().match_any();
     for (group, version, kind, plural) in KINDS {
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
@@ -103,7 +102,9 @@ pub async fn read_selected(
             }
             Err(source) => return Err(ClusterPoliciesError::List { kind, source }),
         };
-        for object in &list.items {
+        let mut kept = 0;
+        for object in list.items.iter().filter(|object| keep(&object.metadata)) {
+            kept += 1;
             let shown = format!(
                 "the cluster's {kind} {}{}",
                 object
@@ -123,7 +124,7 @@ pub async fn read_selected(
             }
             found.policies.add(value, &shown, 0)?;
         }
-        found.read.push((kind, list.items.len()));
+        found.read.push((kind, kept));
     }
     Ok(found)
 }

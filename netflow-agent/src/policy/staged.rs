@@ -29,12 +29,23 @@ use crate::{
 /// Denials kept at most; past it the least recently seen go.
 pub const MAX_DENIALS: usize = 10_000;
 
-/// The label that marks a cluster's policy object as staged (`run
-/// --staged cluster`): judged, and, by the user's convention, not applied
-/// by their enforcement pipeline while it carries it.
+/// The label (or annotation) that marks a cluster's policy object as
+/// staged (`run --staged cluster`): judged, and, by the user's convention,
+/// not applied by their enforcement pipeline while it carries it.
 pub const STAGED_LABEL: &str = "netflow.io/staged";
-/// The selector of staged objects.
+/// How staged objects are marked, for people.
 pub const STAGED_SELECTOR: &str = "netflow.io/staged=true";
+
+/// Whether a cluster object is staged: [`STAGED_LABEL`] set to `true` as a
+/// label or as an annotation (for pipelines that own the labels).
+pub fn is_staged(meta: &kube::api::ObjectMeta) -> bool {
+    let marked = |map: &Option<BTreeMap<String, String>>| {
+        map.as_ref()
+            .and_then(|map| map.get(STAGED_LABEL))
+            .is_some_and(|value| value == "true")
+    };
+    marked(&meta.labels) || marked(&meta.annotations)
+}
 
 /// A staged policy set: files (read again when they change), or the
 /// cluster's objects labelled [`STAGED_LABEL`] (handed over as they are
@@ -90,7 +101,7 @@ impl StagedSet {
     pub fn source(&self) -> String {
         match &self.source {
             Some(path) => path.display().to_string(),
-            None => format!("the cluster's objects labelled {STAGED_SELECTOR}"),
+            None => format!("the cluster's objects labelled or annotated {STAGED_SELECTOR}"),
         }
     }
 
@@ -325,6 +336,30 @@ fn newest_change(source: &Path) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_object_is_marked_by_label_or_annotation() {
+        let meta = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| {
+            let map = |pairs: &[(&str, &str)]| {
+                Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            };
+            kube::api::ObjectMeta {
+                labels: map(labels),
+                annotations: map(annotations),
+                ..Default::default()
+            }
+        };
+        assert!(is_staged(&meta(&[(STAGED_LABEL, "true")], &[])));
+        assert!(is_staged(&meta(&[], &[(STAGED_LABEL, "true")])));
+        assert!(!is_staged(&meta(&[(STAGED_LABEL, "false")], &[])));
+        assert!(!is_staged(&meta(&[("netflow.io/other", "true")], &[])));
+        assert!(!is_staged(&kube::api::ObjectMeta::default()));
+    }
 
     fn blocked(edge: &str) -> WouldBlock {
         WouldBlock {
