@@ -19,6 +19,25 @@ pub const DNS_PAYLOAD_BYTES: usize = 512;
 /// DNS ring buffer size in bytes.
 pub const DNS_RING_BYTES: u32 = 256 * 1024;
 
+/// Name of the ring buffer that carries the heads of plaintext HTTP/1.x
+/// requests up to the agent, which reads method, path and Host from them.
+pub const HTTP_MAP: &str = "HTTP_EVENTS";
+/// Request bytes passed up per request: the request line and, when they
+/// fit, the headers up to Host.
+pub const HTTP_HEAD_BYTES: usize = 256;
+/// HTTP ring buffer size in bytes.
+pub const HTTP_RING_BYTES: u32 = 256 * 1024;
+/// Request heads passed up per connection and direction per fold interval;
+/// the rest are counted (`Drop::HttpUnsampled`), so a busy keep-alive
+/// connection costs a bounded number of events.
+pub const HTTP_HEADS_PER_INTERVAL: u16 = 8;
+/// A socket direction's HTTP state (`SocketCounts::http_state`): not yet
+/// seen a payload, its first payload began a request, or it did not (then
+/// its payloads are never looked at again).
+pub const HTTP_UNDECIDED: u8 = 0;
+pub const HTTP_REQUESTS: u8 = 1;
+pub const HTTP_NOT_REQUESTS: u8 = 2;
+
 /// Name of the per-CPU array of "could not record" counters, indexed by [`Drop`] reason.
 pub const DROPS_MAP: &str = "DROPS";
 /// Name of the egress program.
@@ -122,10 +141,15 @@ pub enum Drop {
     UpdateFailed = 6,
     /// A DNS response could not be passed up (ring full or unreadable).
     DnsLost = 7,
+    /// An HTTP request head could not be passed up (ring full or unreadable).
+    HttpLost = 8,
+    /// An HTTP request seen but not passed up: its connection had passed
+    /// [`HTTP_HEADS_PER_INTERVAL`] heads this interval already.
+    HttpUnsampled = 9,
 }
 
 impl Drop {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Drop; Drop::COUNT as usize] = [
         Drop::MapFull,
         Drop::RingFull,
@@ -135,6 +159,8 @@ impl Drop {
         Drop::ExtHeaderChain,
         Drop::UpdateFailed,
         Drop::DnsLost,
+        Drop::HttpLost,
+        Drop::HttpUnsampled,
     ];
 
     /// Stable name used in logs and metrics.
@@ -148,6 +174,8 @@ impl Drop {
             Drop::ExtHeaderChain => "ext_header_chain",
             Drop::UpdateFailed => "update_failed",
             Drop::DnsLost => "dns_lost",
+            Drop::HttpLost => "http_lost",
+            Drop::HttpUnsampled => "http_unsampled",
         }
     }
 }
@@ -218,13 +246,19 @@ pub struct SocketCounts {
     /// IPv6 extension headers stay the same for the life of a connection);
     /// 0 while the storage is being filled in.
     pub l4_offset: u16,
-    pub _gap_head: [u8; 70],
+    /// Per direction (egress first): whether its payloads begin HTTP
+    /// requests (`HTTP_UNDECIDED`, `HTTP_REQUESTS`, `HTTP_NOT_REQUESTS`).
+    pub http_state: [u8; 2],
+    /// Request heads passed up since the last fold, per direction.
+    pub http_sent: [u16; 2],
+    pub _gap_head: [u8; 64],
     pub egress: DirectionCounts,
     pub _gap_directions: [u8; 64],
     pub ingress: DirectionCounts,
 }
 const _: () = assert!(core::mem::size_of::<SocketCounts>() == 256);
 const _: () = assert!(core::mem::offset_of!(SocketCounts, egress) == 128);
+const _: () = assert!(core::mem::offset_of!(SocketCounts, http_state) == 58);
 const _: () = assert!(core::mem::offset_of!(SocketCounts, ingress) == 224);
 
 impl Default for SocketCounts {
@@ -233,7 +267,9 @@ impl Default for SocketCounts {
             key: FlowKey::default(),
             folded_jiffies: 0,
             l4_offset: 0,
-            _gap_head: [0; 70],
+            http_state: [HTTP_UNDECIDED; 2],
+            http_sent: [0; 2],
+            _gap_head: [0; 64],
             egress: DirectionCounts::default(),
             _gap_directions: [0; 64],
             ingress: DirectionCounts::default(),
@@ -293,6 +329,22 @@ pub struct DnsEvent {
 }
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 56 + DNS_PAYLOAD_BYTES);
 
+/// The head of an HTTP/1.x request a socket of the recorded cgroups sent
+/// (egress) or received (ingress): the TCP payload from the method on, cut
+/// at [`HTTP_HEAD_BYTES`], with the socket's connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpEvent {
+    pub key: FlowKey,
+    /// Bytes of `head` that hold data.
+    pub len: u32,
+    /// `DIR_EGRESS`: the local socket is the client; `DIR_INGRESS`: the server.
+    pub direction: u8,
+    pub _pad: [u8; 3],
+    pub head: [u8; HTTP_HEAD_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<HttpEvent>() == 56 + HTTP_HEAD_BYTES);
+
 /// Name of the table of cgroups made while the programs were loaded: cgroup
 /// id -> path, written when each is made (the `cgroup_mkdir` tracepoint),
 /// so the agent names the flows of a pod whose cgroup was gone before it
@@ -339,6 +391,8 @@ mod user {
     unsafe impl aya::Pod for DnsEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CgroupPath {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HttpEvent {}
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! 2. otherwise parse the headers (`parse`) and add to the connection's
 //!    table entry (`table`), creating it, or the overflow record when the
 //!    table is full; an established socket gets its storage here;
-//! 3. DNS messages are passed up to the agent (`dns`).
+//! 3. DNS messages are passed up to the agent (`dns`), and so are the heads
+//!    of plaintext HTTP requests (`http`; on the fast path too, sampled).
 //!
 //! Beside the packet path, `cgroups` remembers each cgroup's path as it is
 //! made, for naming pods that end before the agent polls.
@@ -28,6 +29,7 @@
 
 mod cgroups;
 mod dns;
+mod http;
 mod maps;
 mod parse;
 mod socket;
@@ -90,6 +92,13 @@ fn record(ctx: &SkBuffContext, direction: u8) {
             }
             if dns::is_dns(&packet, direction) {
                 dns::pass_up(ctx, &packet, direction);
+            } else if packet.key.protocol == PROTO_TCP
+                && ctx.len() > packet.payload_offset
+                && http::begins(ctx, packet.payload_offset) == http::Begins::Request
+            {
+                // A request before its socket has storage (a server's
+                // first): passed up whole, no sampling state yet.
+                http::pass_up(ctx, &packet.key, direction, packet.payload_offset);
             }
         }
         Err(reason) => count_drop(reason),

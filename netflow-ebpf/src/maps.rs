@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use netflow_common::{
-    DEFAULT_FLOW_ENTRIES, DNS_RING_BYTES, Drop, FlowKey, FlowStats, OVERFLOW_RING_BYTES,
-    SocketCounts,
+    DEFAULT_FLOW_ENTRIES, DNS_RING_BYTES, Drop, FlowKey, FlowStats, HTTP_RING_BYTES,
+    OVERFLOW_RING_BYTES, SocketCounts,
 };
 
 /// Connections, aggregated in place. Size is overridden by the agent at load time.
@@ -27,6 +27,10 @@ pub static OVERFLOW: RingBuf = RingBuf::with_byte_size(OVERFLOW_RING_BYTES, 0);
 /// DNS responses, for the agent to name external addresses.
 #[map]
 pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(DNS_RING_BYTES, 0);
+
+/// Heads of plaintext HTTP requests, for the agent to read the calls.
+#[map]
+pub static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(HTTP_RING_BYTES, 0);
 
 /// What could not be recorded, by `Drop` reason.
 #[map]

@@ -122,6 +122,10 @@ pub fn count_on_socket(ctx: &SkBuffContext, sk: *mut bpf_sock, direction: u8) ->
             fold(counts);
         }
     }
+    let payload_offset = l4_offset + header_len;
+    if ctx.len() as u64 > payload_offset {
+        crate::http::on_socket_payload(ctx, counts, direction, payload_offset as u32);
+    }
     true
 }
 
@@ -203,6 +207,8 @@ fn fold(counts: *mut SocketCounts) {
         let at = |jiffies: u64| now.saturating_sub(now_jiffies.saturating_sub(jiffies) * tick);
         let since = at((*counts).folded_jiffies);
         (*counts).folded_jiffies = now_jiffies;
+        // A new interval: each direction may pass up its requests' heads again.
+        (*counts).http_sent = [0; 2];
         let take = |counter: *mut u64| atomic_xchg::<u64, { AtomicOrdering::Relaxed }>(counter, 0);
         let take_flags =
             |flags: *mut u32| atomic_xchg::<u32, { AtomicOrdering::Relaxed }>(flags, 0);

@@ -341,6 +341,8 @@ mod tests {
             new: true,
             overflow: false,
             ended: false,
+            http: Vec::new(),
+            http_connection: false,
         }
     }
 

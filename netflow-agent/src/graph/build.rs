@@ -175,6 +175,11 @@ impl<'g, 'a> Builder<'g, 'a> {
             days_seen: Days::of_span(first as u64, last as u64),
             ..EdgeStats::default()
         };
+        let at = unix_seconds(&flow.ts).max(last) as u64;
+        for request in &flow.http {
+            stats.http.add_request(&request.method, &request.path, at);
+        }
+        stats.http.connections = u64::from(flow.http_connection);
         let key = |port| EdgeKey {
             protocol: flow.protocol,
             port,
@@ -309,6 +314,8 @@ mod tests {
             new,
             overflow: false,
             ended: false,
+            http: Vec::new(),
+            http_connection: false,
         }
     }
 

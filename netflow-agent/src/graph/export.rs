@@ -50,15 +50,26 @@ fn dot(graph: &CommGraph) -> String {
             quote(&client.id),
             quote(&server.id),
             quote(&format!(
-                "{}/{} ({} conn)",
+                "{}/{} ({} conn){}",
                 edge.key.protocol,
                 edge.key.port,
-                edge.stats.volume().connections
+                edge.stats.volume().connections,
+                http_lines(edge, "\n")
             ))
         );
     }
     out.push_str("}\n");
     out
+}
+
+/// An edge's HTTP calls, each after `separator` (empty without calls).
+fn http_lines(edge: &crate::graph::Edge, separator: &str) -> String {
+    edge.stats
+        .http
+        .records()
+        .iter()
+        .map(|call| format!("{separator}{} {}", call.method, call.path))
+        .collect()
 }
 
 fn mermaid(graph: &CommGraph) -> String {
@@ -81,10 +92,11 @@ fn mermaid(graph: &CommGraph) -> String {
     for (client, server, edge) in graph.edges() {
         let _ = writeln!(
             out,
-            "  n{} -->|\"{}/{}\"| n{}",
+            "  n{} -->|\"{}/{}{}\"| n{}",
             index_of(&client.id),
             edge.key.protocol,
             edge.key.port,
+            text(&http_lines(edge, "<br/>")),
             index_of(&server.id)
         );
     }
@@ -145,6 +157,13 @@ pub fn show(graph: &CommGraph) -> String {
             first,
             last,
         );
+        for call in edge.stats.http.records() {
+            let _ = writeln!(
+                out,
+                "      http {:<7} {:<60} {:>6} requests",
+                call.method, call.path, call.requests
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -180,7 +199,7 @@ mod tests {
     fn json_export_is_the_file_format() {
         let json = render(&sample(), Format::Json);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(value["version"], 1);
+        assert_eq!(value["version"], crate::graph::file::GRAPH_VERSION);
         assert_eq!(value["edges"].as_array().unwrap().len(), 1);
     }
 

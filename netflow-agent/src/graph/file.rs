@@ -17,11 +17,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommGraph, Days, EdgeKey, EdgeStats, Volume};
+use super::{
+    CommGraph, Days, EdgeKey, EdgeStats, Volume,
+    http_calls::{CallRecord, HttpCallsFile},
+};
 use crate::model::{Endpoint, Protocol, file_time};
 
 /// The layout version this build writes and the newest it reads.
-pub const GRAPH_VERSION: u32 = 1;
+/// Version 2 added the edges' `http` calls and `http_connections`.
+pub const GRAPH_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraphFileError {
@@ -81,6 +85,11 @@ pub struct EdgeRecord {
     /// The names the client resolved the (external) server by.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub dns_names: BTreeSet<String>,
+    /// Plaintext HTTP calls (version 2 on).
+    #[serde(default)]
+    pub http: Vec<CallRecord>,
+    #[serde(default)]
+    pub http_connections: u64,
 }
 
 /// The graph as its file's JSON, serialized straight from the graph: the
@@ -106,6 +115,14 @@ struct EdgeView<'a> {
     seen_by_server: &'a Volume,
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     dns_names: &'a BTreeSet<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    http: Vec<CallRecord>,
+    #[serde(skip_serializing_if = "is_zero")]
+    http_connections: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl Serialize for FileView<'_> {
@@ -137,6 +154,8 @@ impl Serialize for FileView<'_> {
                         seen_by_client: &edge.stats.seen_by_client,
                         seen_by_server: &edge.stats.seen_by_server,
                         dns_names: &edge.stats.dns_names,
+                        http: edge.stats.http.records(),
+                        http_connections: edge.stats.http.connections,
                     }
                 }))
             }
@@ -219,6 +238,11 @@ impl CommGraph {
                 })),
                 seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
                 dns_names: edge.dns_names,
+                http: HttpCallsFile {
+                    calls: edge.http,
+                    connections: edge.http_connections,
+                }
+                .into(),
             };
             if stats.first_seen > stats.last_seen {
                 return Err(invalid(format!(

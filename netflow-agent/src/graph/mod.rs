@@ -10,6 +10,7 @@ pub mod build;
 mod days;
 pub mod export;
 pub mod file;
+pub mod http_calls;
 pub mod pull;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use self::days::Days;
 
 use crate::model::{Endpoint, Protocol};
+pub use http_calls::HttpCalls;
 
 /// How much went over an edge, as one side of it counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +72,9 @@ pub struct EdgeStats {
     /// itself resolved it by (what its policy may name it by).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub dns_names: BTreeSet<String>,
+    /// Plaintext HTTP calls seen on the edge.
+    #[serde(default, skip_serializing_if = "HttpCalls::is_empty")]
+    pub http: HttpCalls,
 }
 
 impl EdgeStats {
@@ -87,6 +92,9 @@ impl EdgeStats {
             if !self.dns_names.contains(name) {
                 self.dns_names.insert(name.clone());
             }
+        }
+        if !other.http.is_empty() {
+            self.http.absorb(&other.http);
         }
     }
 
@@ -382,6 +390,7 @@ pub(crate) mod tests {
             },
             seen_by_server: Volume::default(),
             dns_names: BTreeSet::new(),
+            http: HttpCalls::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use aya::{
 };
 use netflow_common::{
     CGROUP_MKDIR_PROG, CGROUP_PATHS_MAP, CgroupPath, DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP,
-    FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats, INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
+    FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats, HTTP_MAP, INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
     SOCKETS_MAP, TICK_NS_GLOBAL,
 };
 
@@ -89,6 +89,8 @@ pub struct ProbeMaps {
     pub flows_fd: OwnedFd,
     pub overflow: RingBuf<MapData>,
     pub dns: RingBuf<MapData>,
+    /// Heads of plaintext HTTP requests.
+    pub http: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     /// Paths of cgroups made since the load (cgroup id -> path); filled
     /// only while the `cgroup_mkdir` tracepoint is attached.
@@ -320,6 +322,7 @@ impl Probe {
         };
         let overflow = self.take_map(OVERFLOW_MAP)?;
         let dns = self.take_map(DNS_MAP)?;
+        let http = self.take_map(HTTP_MAP)?;
         let drops = self.take_map(DROPS_MAP)?;
         let cgroup_paths = self
             .ebpf
@@ -337,6 +340,10 @@ impl Probe {
             })?,
             dns: RingBuf::try_from(dns).map_err(|source| LoadError::Map {
                 name: DNS_MAP,
+                source,
+            })?,
+            http: RingBuf::try_from(http).map_err(|source| LoadError::Map {
+                name: HTTP_MAP,
                 source,
             })?,
             drops: PerCpuArray::try_from(drops).map_err(|source| LoadError::Map {

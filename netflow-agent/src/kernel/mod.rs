@@ -17,6 +17,7 @@ pub mod cgroup_paths;
 pub mod clock;
 pub mod dns_wire;
 pub mod handshake;
+pub mod http_wire;
 pub mod initiator;
 pub mod loader;
 pub mod pins;

@@ -20,7 +20,8 @@ use std::{
 
 use aya::maps::MapError;
 use netflow_common::{
-    DIR_EGRESS, DIR_INGRESS, DnsEvent, Drop, FAMILY_IPV4, FlowKey, FlowStats, OverflowRecord,
+    DIR_EGRESS, DIR_INGRESS, DnsEvent, Drop, FAMILY_IPV4, FlowKey, FlowStats, HttpEvent,
+    OverflowRecord,
 };
 
 use super::{
@@ -30,11 +31,12 @@ use super::{
     clock::KernelClock,
     dns_wire,
     handshake::handshake,
-    initiator,
+    http_wire, initiator,
     loader::ProbeMaps,
 };
 use crate::model::{
-    Address, DnsAnswer, DnsName, FlowRecord, Handshake, IntervalStats, Protocol, rfc3339,
+    Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, HttpRequest, IntervalStats,
+    Protocol, Side, rfc3339,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +95,19 @@ pub struct FlowReader {
     /// Responses refused, by why (`unsolicited`: no query of that socket,
     /// id and question; `pending_full`: too many queries in flight).
     dns_refused: BTreeMap<String, u64>,
+    /// HTTP requests read since the last report, by connection, with the
+    /// direction they were seen in.
+    http_pending: StdHashMap<FlowKey, (u8, Vec<HttpRequest>)>,
+    /// Connections that carried an HTTP request (each counted once),
+    /// forgotten with their table entry.
+    http_connections: std::collections::HashSet<FlowKey>,
+    /// Heads the kernel passed up that were no well-formed request line.
+    http_unparsed: u64,
 }
+
+/// Connections followed as having carried HTTP, at most; past it a new one
+/// is not counted as such (its edge then keeps L4 rules).
+const HTTP_CONNECTIONS_MAX: usize = 262_144;
 
 /// Names remembered from DNS answers, at most: past it the tenth answered
 /// longest ago is forgotten, so a week of answers keeps memory bounded and
@@ -221,6 +235,9 @@ impl FlowReader {
             overflow_new: Default::default(),
             overflow_limit: OVERFLOW_CONNECTIONS_MAX,
             overflow_untracked: 0,
+            http_pending: StdHashMap::new(),
+            http_connections: std::collections::HashSet::new(),
+            http_unparsed: 0,
             idle_timeout,
             ephemeral: initiator::ephemeral_range(),
             batches: true,
@@ -371,10 +388,91 @@ impl FlowReader {
             .collect()
     }
 
+    /// Reads the heads of HTTP requests the kernel passed up.
+    pub fn drain_http(&mut self) -> usize {
+        let mut read = 0;
+        while read < DRAIN_MAX
+            && let Some(item) = self.maps.http.next()
+        {
+            read += 1;
+            if item.len() < size_of::<HttpEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole HttpEvent (length checked).
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<HttpEvent>()) };
+            let len = (event.len as usize).min(event.head.len());
+            let Some(request) = http_wire::parse(&event.head[..len]) else {
+                self.http_unparsed += 1;
+                continue;
+            };
+            let pending = self
+                .http_pending
+                .entry(event.key)
+                .or_insert_with(|| (event.direction, Vec::new()));
+            pending.1.push(request);
+        }
+        read
+    }
+
+    /// This interval's HTTP requests, on their connection's record, or on a
+    /// record of their own (no counts) when the connection has none this
+    /// interval: a request's packets may be folded into the table in the
+    /// next one.
+    fn attach_http(&mut self, flows: &mut Vec<FlowRecord>, keys: &[FlowKey], clock: &KernelClock) {
+        if self.http_pending.is_empty() {
+            return;
+        }
+        let mut pending: Vec<_> = self.http_pending.drain().collect();
+        pending.sort_by_key(|(key, _)| *key);
+        let by_key: StdHashMap<FlowKey, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| (*key, index))
+            .collect();
+        for (key, (direction, requests)) in pending {
+            let first = !self.http_connections.contains(&key)
+                && self.http_connections.len() < HTTP_CONNECTIONS_MAX;
+            if first {
+                self.http_connections.insert(key);
+            }
+            let index = match by_key.get(&key) {
+                Some(&index) => index,
+                None => {
+                    let now = self.clock_now_stats(clock);
+                    let mut record =
+                        self.record(&key, &FlowStats::default(), &now, clock, false, false);
+                    // Who sent the request is the client, whatever else.
+                    record.client = if direction == DIR_EGRESS {
+                        Side::Local
+                    } else {
+                        Side::Remote
+                    };
+                    record.client_basis = Basis::HttpRequest;
+                    record.handshake = Handshake::Established;
+                    flows.push(record);
+                    flows.len() - 1
+                }
+            };
+            flows[index].http.extend(requests);
+            flows[index].http_connection |= first;
+        }
+    }
+
+    /// Totals that say only "now", for a record with no counts.
+    fn clock_now_stats(&self, clock: &KernelClock) -> FlowStats {
+        let now = clock.kernel_now_ns();
+        FlowStats {
+            first_seen_ns: now,
+            last_seen_ns: now,
+            ..FlowStats::default()
+        }
+    }
+
     /// Reads the table and reports one interval.
     pub fn poll(&mut self) -> Result<Interval, ReadError> {
         self.drain_overflow();
         self.drain_dns();
+        self.drain_http();
         let clock = KernelClock::now();
         let idle_ns = self.idle_timeout.as_nanos() as u64;
 
@@ -382,6 +480,8 @@ impl FlowReader {
         entries.sort_by_key(|(key, _)| *key);
 
         let mut flows = Vec::new();
+        // The connection of each record, in step with `flows`.
+        let mut keys = Vec::new();
         let mut idle = Vec::new();
         let mut live = StdHashMap::with_capacity(entries.len());
         for (key, total) in &entries {
@@ -392,6 +492,7 @@ impl FlowReader {
                 record.newly_established = newly_established(key, total, previous.as_ref());
                 record.new = previous.is_none();
                 flows.push(record);
+                keys.push(*key);
             }
             if ended {
                 idle.push(*key);
@@ -400,6 +501,9 @@ impl FlowReader {
             }
         }
         self.remove_from_table(&idle);
+        for key in &idle {
+            self.http_connections.remove(key);
+        }
         self.reported = live;
 
         let mut overflow: Vec<_> = self.overflow_pending.drain().collect();
@@ -417,9 +521,11 @@ impl FlowReader {
                 known.established = true;
             }
             flows.push(record);
+            keys.push(*key);
         }
         self.overflow_known
             .retain(|key, known| !over(key, &known.totals, clock.kernel_now_ns(), idle_ns));
+        self.attach_http(&mut flows, &keys, &clock);
 
         let dns = self
             .dns_new
@@ -503,6 +609,7 @@ impl FlowReader {
             counters.insert(reason.name().to_string(), per_cpu.iter().sum());
         }
         counters.insert("overflow_untracked".to_string(), self.overflow_untracked);
+        counters.insert("http_unparsed".to_string(), self.http_unparsed);
         Ok(counters)
     }
 
@@ -552,6 +659,8 @@ impl FlowReader {
             new: false,
             overflow,
             ended,
+            http: Vec::new(),
+            http_connection: false,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Basis {
     WellKnownPort,
     FirstPacket,
     Undecided,
+    /// It sent an HTTP request.
+    HttpRequest,
 }
 
 /// How far a connection got, as the local socket saw it.
@@ -105,6 +107,24 @@ pub struct FlowRecord {
     /// The connection went idle and was removed from the kernel table.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
+    /// Plaintext HTTP requests seen on the connection since the last report
+    /// (their heads are sampled: see the `http_unsampled` drop counter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRequest>,
+    /// This report holds the connection's first HTTP request (counts it
+    /// once as a connection that carried HTTP).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_connection: bool,
+}
+
+/// One HTTP/1.x request as its head said it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    /// The path, without query string or fragment.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The kernel's counters and the table's state at the end of an interval.

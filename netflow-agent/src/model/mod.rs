@@ -9,6 +9,8 @@ mod protocol;
 mod time;
 
 pub use endpoint::{Endpoint, EndpointKind};
-pub use flow::{Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, IntervalStats, Side};
+pub use flow::{
+    Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, HttpRequest, IntervalStats, Side,
+};
 pub use protocol::{PROTO_SCTP, Protocol};
 pub use time::{file_time, rfc3339, utc_day};

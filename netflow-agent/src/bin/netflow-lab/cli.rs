@@ -20,6 +20,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the scenario's cluster, run its traffic while one
@@ -90,6 +92,8 @@ pub struct PeerArgs {
     pub action: PeerAction,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum PeerAction {
     /// Echo servers; prints `ready` once listening.
@@ -128,6 +132,10 @@ pub enum PeerAction {
         /// Payload bytes per TCP connection, or per UDP datagram.
         #[arg(long, default_value_t = 100)]
         bytes: usize,
+        /// TCP: each message carries these bytes (hex) instead of --bytes
+        /// of a letter pattern.
+        #[arg(long, value_parser = parse_hex)]
+        payload_hex: Option<HexBytes>,
         /// Datagrams per UDP socket.
         #[arg(long, default_value_t = 1)]
         datagrams: usize,
@@ -144,6 +152,16 @@ pub enum PeerAction {
         /// Connections (TCP) or sockets (UDP) to open, one after the other.
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// TCP: instead of the echo exchange, make these HTTP/1.1 requests
+        /// (`METHOD PATH`, repeatable) in turn on each connection.
+        #[arg(long, value_name = "METHOD PATH")]
+        http: Vec<crate::http_peer::Request>,
+        /// The requests' Host header (default: the address).
+        #[arg(long, requires = "http")]
+        http_host: Option<String>,
+        /// Send each request's first N bytes in a segment of their own.
+        #[arg(long, requires = "http")]
+        http_split_at: Option<usize>,
     },
     /// Try each destination once, as a scan does; one JSON line per
     /// destination, whether it connected or not.
@@ -175,6 +193,21 @@ pub enum PeerAction {
         #[arg(long)]
         ip: std::net::Ipv4Addr,
     },
+}
+
+/// Bytes given as hex digits.
+#[derive(Clone, Debug)]
+pub struct HexBytes(pub Vec<u8>);
+
+fn parse_hex(text: &str) -> Result<HexBytes, String> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return Err("an even number of hex digits".into());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|err| err.to_string()))
+        .collect::<Result<Vec<u8>, String>>()
+        .map(HexBytes)
 }
 
 #[cfg(test)]

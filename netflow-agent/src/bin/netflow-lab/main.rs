@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod http_peer;
 mod lab;
 mod peer;
 mod soak;
@@ -100,11 +101,15 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
             port,
             resolved_udp,
             bytes,
+            payload_hex,
             datagrams,
             messages,
             spacing,
             hold,
             count,
+            http,
+            http_host,
+            http_split_at,
         } => {
             let resolved = match (resolve, dns, port) {
                 (Some(name), Some(server), Some(port)) => Some(SocketAddr::new(
@@ -118,11 +123,24 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
                 Some(addr) => (Some(addr), None),
                 None => (*tcp, *udp),
             };
+            if let (Some(addr), false) = (tcp, http.is_empty()) {
+                let host = http_host.clone().unwrap_or_else(|| addr.to_string());
+                for _ in 0..*count {
+                    let statuses = http_peer::requests(addr, &host, http, *http_split_at)
+                        .with_context(|| format!("HTTP requests to {addr}"))?;
+                    println!(
+                        "{}",
+                        serde_json::json!({"protocol": "tcp", "remote": addr, "http_statuses": statuses})
+                    );
+                }
+                return Ok(());
+            }
             let reports = match (tcp, udp) {
                 (Some(addr), _) => peer::connect_tcp(
                     addr,
                     peer::TcpExchange {
                         bytes: *bytes,
+                        payload: payload_hex.as_ref().map(|hex| hex.0.clone()),
                         messages: *messages,
                         spacing: spacing.unwrap_or_default(),
                         hold: hold.unwrap_or_default(),

@@ -100,11 +100,24 @@ fn accept_loop(listener: TcpListener, echo: bool) {
 fn serve_stream(mut stream: TcpStream, echo: bool) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buffer = vec![0u8; 256 * 1024];
+    let mut first = true;
     loop {
         let read = stream.read(&mut buffer)?;
         if read == 0 {
             return Ok(());
         }
+        // A client speaking HTTP gets HTTP answers (the lab's HTTP steps);
+        // bytes that only begin like a request are echoed like any others.
+        if echo && first && crate::http_peer::begins_request(&buffer[..read]) {
+            let mut received = buffer[..read].to_vec();
+            if crate::http_peer::complete_request_line(&mut stream, &mut received)? {
+                return crate::http_peer::respond(stream, received);
+            }
+            stream.write_all(&received)?;
+            first = false;
+            continue;
+        }
+        first = false;
         if echo {
             stream.write_all(&buffer[..read])?;
         }
@@ -131,10 +144,12 @@ pub struct ConnectionReport {
 }
 
 /// What each TCP client connection does.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct TcpExchange {
     /// Payload bytes per message.
     pub bytes: usize,
+    /// What each message carries (a letter pattern when `None`).
+    pub payload: Option<Vec<u8>>,
     /// Messages sent one after the other, each echoed back before the next.
     pub messages: usize,
     /// Pause between two messages.
@@ -152,7 +167,10 @@ pub fn connect_tcp(
     count: usize,
 ) -> Result<Vec<ConnectionReport>, PeerError> {
     let socket_error = |what, source| PeerError::Socket { what, addr, source };
-    let payload = pattern(exchange.bytes);
+    let payload = exchange
+        .payload
+        .clone()
+        .unwrap_or_else(|| pattern(exchange.bytes));
     let mut reports = Vec::with_capacity(count);
     for _ in 0..count {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -163,7 +181,7 @@ pub fn connect_tcp(
         let local = stream
             .local_addr()
             .map_err(|err| socket_error("no local address for", err))?;
-        let mut echoed = vec![0; exchange.bytes];
+        let mut echoed = vec![0; payload.len()];
         let mut received = 0;
         for message in 0..exchange.messages {
             if message > 0 {
@@ -186,7 +204,7 @@ pub fn connect_tcp(
             .read_to_end(&mut rest)
             .map_err(|err| socket_error("cannot read echo from", err))?;
         received += rest.len();
-        let sent = exchange.bytes * exchange.messages;
+        let sent = payload.len() * exchange.messages;
         if received != sent {
             return Err(PeerError::ShortEcho {
                 addr,

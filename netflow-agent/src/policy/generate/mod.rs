@@ -734,6 +734,8 @@ pub(crate) mod tests {
             new: true,
             overflow: false,
             ended: false,
+            http: Vec::new(),
+            http_connection: false,
         }
     }
 
