@@ -1034,6 +1034,73 @@ fn the_attackers_path_is_replayed_and_judged() {
     std::fs::remove_dir_all(out).ok();
 }
 
+/// The L7 example: each edge carries exactly the calls its traffic made,
+/// each request counted once though both ends' agents saw it.
+#[test]
+fn lab_http_calls_are_exact_per_edge() {
+    if !common::privileged("lab_http_calls_are_exact_per_edge") {
+        return;
+    }
+    let out = run_lab("l7.yaml");
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("graph.json")).unwrap()).unwrap();
+    let calls = |from: &str, to: &str| -> BTreeSet<(String, String, u64)> {
+        let edge = graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .unwrap_or_else(|| panic!("no edge {from} -> {to}: {graph:#}"));
+        edge["http"]
+            .as_array()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| {
+                        (
+                            c["method"].as_str().unwrap().to_string(),
+                            c["path"].as_str().unwrap().to_string(),
+                            c["requests"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let call =
+        |method: &str, path: &str, requests| (method.to_string(), path.to_string(), requests);
+    let web = "workload:shop/Deployment/web";
+    let api = "workload:shop/Deployment/api";
+    assert_eq!(
+        calls(web, api),
+        BTreeSet::from([
+            call("GET", "/api/v1/users/[^/]+", 4),
+            call("GET", "/health", 2),
+            call("POST", "/api/v1/orders", 2),
+        ])
+    );
+    assert_eq!(
+        calls(api, "external:203.0.113.10"),
+        BTreeSet::from([call("POST", "/v1/charges", 1)])
+    );
+    assert!(calls(api, "workload:data/StatefulSet/postgres").is_empty());
+    let web_api = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == web && e["to"] == api)
+        .unwrap();
+    assert_eq!(
+        web_api["http_connections"]["seen_by_client"], 2,
+        "{web_api}"
+    );
+    assert_eq!(
+        web_api["http_connections"]["seen_by_server"], 2,
+        "{web_api}"
+    );
+    std::fs::remove_dir_all(out).ok();
+}
+
 #[test]
 fn a_forged_dns_answer_names_nothing() {
     if !common::privileged("a_forged_dns_answer_names_nothing") {

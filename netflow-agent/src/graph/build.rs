@@ -13,7 +13,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use petgraph::graph::NodeIndex;
 
-use super::{CommGraph, Days, EdgeKey, EdgeStats, Volume};
+use super::{CommGraph, Days, EdgeKey, EdgeStats, Volume, http_calls::SeenBy};
 use crate::{
     identity::{self, Identity, Named},
     inventory::WorkloadRef,
@@ -176,10 +176,18 @@ impl<'g, 'a> Builder<'g, 'a> {
             ..EdgeStats::default()
         };
         let at = unix_seconds(&flow.ts).max(last) as u64;
+        let seen_by = match flow.client {
+            Side::Remote => SeenBy::Server,
+            _ => SeenBy::Client,
+        };
         for request in &flow.http {
-            stats.http.add_request(&request.method, &request.path, at);
+            stats
+                .http
+                .add_request(&request.method, &request.path, at, seen_by);
         }
-        stats.http.connections = u64::from(flow.http_connection);
+        if flow.http_connection {
+            stats.http.add_connection(seen_by);
+        }
         let key = |port| EdgeKey {
             protocol: flow.protocol,
             port,

@@ -88,8 +88,16 @@ pub struct EdgeRecord {
     /// Plaintext HTTP calls (version 2 on).
     #[serde(default)]
     pub http: Vec<CallRecord>,
+    /// Connections that carried them, as each end saw them.
     #[serde(default)]
-    pub http_connections: u64,
+    pub http_connections: Option<HttpConnections>,
+}
+
+/// An edge's connections that carried HTTP, by the end that saw them.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct HttpConnections {
+    pub seen_by_client: u64,
+    pub seen_by_server: u64,
 }
 
 /// The graph as its file's JSON, serialized straight from the graph: the
@@ -117,12 +125,8 @@ struct EdgeView<'a> {
     dns_names: &'a BTreeSet<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     http: Vec<CallRecord>,
-    #[serde(skip_serializing_if = "is_zero")]
-    http_connections: u64,
-}
-
-fn is_zero(value: &u64) -> bool {
-    *value == 0
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_connections: Option<HttpConnections>,
 }
 
 impl Serialize for FileView<'_> {
@@ -155,7 +159,12 @@ impl Serialize for FileView<'_> {
                         seen_by_server: &edge.stats.seen_by_server,
                         dns_names: &edge.stats.dns_names,
                         http: edge.stats.http.records(),
-                        http_connections: edge.stats.http.connections,
+                        http_connections: (edge.stats.http.connections() > 0).then_some(
+                            HttpConnections {
+                                seen_by_client: edge.stats.http.connections_by_client,
+                                seen_by_server: edge.stats.http.connections_by_server,
+                            },
+                        ),
                     }
                 }))
             }
@@ -240,7 +249,8 @@ impl CommGraph {
                 dns_names: edge.dns_names,
                 http: HttpCallsFile {
                     calls: edge.http,
-                    connections: edge.http_connections,
+                    connections_by_client: edge.http_connections.unwrap_or_default().seen_by_client,
+                    connections_by_server: edge.http_connections.unwrap_or_default().seen_by_server,
                 }
                 .into(),
             };

@@ -18,18 +18,27 @@ pub const MAX_CALLS_PER_EDGE: usize = 32;
 /// What stands for one variable segment.
 pub const VARIABLE_SEGMENT: &str = "[^/]+";
 
-/// How often one call was seen, and when.
+/// How often one call was seen, and when. Each end's agent sees a request
+/// (the client's as it leaves, the server's as it arrives): the two
+/// counts are kept apart and the call's count is the larger, as an edge's
+/// volume is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallStats {
-    pub requests: u64,
+    pub seen_by_client: u64,
+    pub seen_by_server: u64,
     /// Unix seconds.
     pub first_seen: u64,
     pub last_seen: u64,
 }
 
 impl CallStats {
+    pub fn requests(&self) -> u64 {
+        self.seen_by_client.max(self.seen_by_server)
+    }
+
     fn absorb(&mut self, other: &CallStats) {
-        self.requests += other.requests;
+        self.seen_by_client += other.seen_by_client;
+        self.seen_by_server += other.seen_by_server;
         self.first_seen = match (self.first_seen, other.first_seen) {
             (0, theirs) => theirs,
             (ours, 0) => ours,
@@ -39,13 +48,27 @@ impl CallStats {
     }
 }
 
+/// Which end saw a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeenBy {
+    Client,
+    Server,
+}
+
 /// One call as the graph file lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub method: String,
     /// The path template (a regular expression).
     pub path: String,
+    /// The larger of the two ends' counts.
     pub requests: u64,
+    /// Each end's own count; absent in hand-written files (then
+    /// `requests` is taken as the client's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_by_client: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_by_server: Option<u64>,
     #[serde(default)]
     pub first_seen: u64,
     #[serde(default)]
@@ -58,35 +81,45 @@ pub struct CallRecord {
 pub struct HttpCalls {
     /// (method, path template) -> counts.
     pub calls: BTreeMap<(String, String), CallStats>,
-    /// Connections of the edge that carried HTTP requests.
-    pub connections: u64,
+    /// Connections of the edge that carried HTTP requests, as each end saw them.
+    pub connections_by_client: u64,
+    pub connections_by_server: u64,
     /// How far the templates were widened to stay in bounds (0: not; 1: to
     /// their first segment; 2: to `/.*`); every call added later is widened
     /// as far, so the result does not depend on the order calls came in.
     widened: u8,
 }
 
-/// [`HttpCalls`] as a list (JSON has no tuple keys).
+/// [`HttpCalls`] as lists (JSON has no tuple keys).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HttpCallsFile {
     #[serde(default)]
     pub calls: Vec<CallRecord>,
     #[serde(default)]
-    pub connections: u64,
+    pub connections_by_client: u64,
+    #[serde(default)]
+    pub connections_by_server: u64,
 }
 
 impl From<HttpCallsFile> for HttpCalls {
     fn from(file: HttpCallsFile) -> Self {
         let mut calls = HttpCalls {
-            connections: file.connections,
+            connections_by_client: file.connections_by_client,
+            connections_by_server: file.connections_by_server,
             ..HttpCalls::default()
         };
         for call in file.calls {
+            let (seen_by_client, seen_by_server) = match (call.seen_by_client, call.seen_by_server)
+            {
+                (None, None) => (call.requests, 0),
+                (client, server) => (client.unwrap_or(0), server.unwrap_or(0)),
+            };
             calls.add(
                 call.method,
                 call.path,
                 &CallStats {
-                    requests: call.requests,
+                    seen_by_client,
+                    seen_by_server,
                     first_seen: call.first_seen,
                     last_seen: call.last_seen,
                 },
@@ -100,7 +133,8 @@ impl From<HttpCalls> for HttpCallsFile {
     fn from(calls: HttpCalls) -> Self {
         HttpCallsFile {
             calls: calls.records(),
-            connections: calls.connections,
+            connections_by_client: calls.connections_by_client,
+            connections_by_server: calls.connections_by_server,
         }
     }
 }
@@ -113,28 +147,45 @@ impl HttpCalls {
             .map(|((method, path), stats)| CallRecord {
                 method: method.clone(),
                 path: path.clone(),
-                requests: stats.requests,
+                requests: stats.requests(),
+                seen_by_client: Some(stats.seen_by_client),
+                seen_by_server: Some(stats.seen_by_server),
                 first_seen: stats.first_seen,
                 last_seen: stats.last_seen,
             })
             .collect()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.connections == 0
+    /// Connections that carried HTTP: the larger of the two ends' counts.
+    pub fn connections(&self) -> u64 {
+        self.connections_by_client.max(self.connections_by_server)
     }
 
-    /// One request of `path` (a raw path: templated here), at `at`.
-    pub fn add_request(&mut self, method: &str, path: &str, at: u64) {
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.connections() == 0
+    }
+
+    /// One request of `path` (a raw path: templated here), seen by one end at `at`.
+    pub fn add_request(&mut self, method: &str, path: &str, at: u64, seen_by: SeenBy) {
+        let one = u64::from(seen_by == SeenBy::Client);
         self.add(
             method.to_string(),
             template(path),
             &CallStats {
-                requests: 1,
+                seen_by_client: one,
+                seen_by_server: 1 - one,
                 first_seen: at,
                 last_seen: at,
             },
         );
+    }
+
+    /// One more connection that carried HTTP, seen by one end.
+    pub fn add_connection(&mut self, seen_by: SeenBy) {
+        match seen_by {
+            SeenBy::Client => self.connections_by_client += 1,
+            SeenBy::Server => self.connections_by_server += 1,
+        }
     }
 
     /// A call whose path is a template already.
@@ -148,7 +199,8 @@ impl HttpCalls {
     }
 
     pub fn absorb(&mut self, other: &HttpCalls) {
-        self.connections += other.connections;
+        self.connections_by_client += other.connections_by_client;
+        self.connections_by_server += other.connections_by_server;
         for ((method, path), stats) in &other.calls {
             self.add(method.clone(), path.clone(), stats);
         }
@@ -272,6 +324,27 @@ fn escape_into(text: &str, out: &mut String) {
 mod tests {
     use super::*;
 
+    /// Both ends saw the same requests: counted once, not twice.
+    #[test]
+    fn both_ends_count_once() {
+        let mut client = HttpCalls::default();
+        let mut server = HttpCalls::default();
+        for id in 0..3 {
+            client.add_request("GET", &format!("/users/{id}"), 10, SeenBy::Client);
+            server.add_request("GET", &format!("/users/{id}"), 11, SeenBy::Server);
+        }
+        client.add_connection(SeenBy::Client);
+        server.add_connection(SeenBy::Server);
+        client.absorb(&server);
+        let records = client.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].requests, 3);
+        assert_eq!(client.connections(), 1);
+        // Through the file and back.
+        let file: HttpCallsFile = client.clone().into();
+        assert_eq!(HttpCalls::from(file), client);
+    }
+
     #[test]
     fn variable_segments_collapse() {
         for (path, expected) in [
@@ -322,16 +395,16 @@ mod tests {
         let mut forward = HttpCalls::default();
         let mut backward = HttpCalls::default();
         for (index, path) in names.iter().enumerate() {
-            forward.add_request("GET", path, index as u64 + 1);
+            forward.add_request("GET", path, index as u64 + 1, SeenBy::Client);
         }
         for (index, path) in names.iter().enumerate().rev() {
-            backward.add_request("GET", path, index as u64 + 1);
+            backward.add_request("GET", path, index as u64 + 1, SeenBy::Client);
         }
-        forward.add_request("POST", "/login", 50);
-        backward.add_request("POST", "/login", 50);
+        forward.add_request("POST", "/login", 50, SeenBy::Client);
+        backward.add_request("POST", "/login", 50, SeenBy::Client);
         assert_eq!(forward, backward);
         assert!(forward.calls.len() <= MAX_CALLS_PER_EDGE);
-        let requests: u64 = forward.calls.values().map(|c| c.requests).sum();
+        let requests: u64 = forward.calls.values().map(CallStats::requests).sum();
         assert_eq!(requests, 41);
         assert!(
             forward

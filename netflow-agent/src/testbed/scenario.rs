@@ -145,6 +145,10 @@ pub struct TrafficSpec {
     /// Instead of connecting: send `to` (a UDP port of a workload) a forged
     /// DNS answer from port 53, naming `forge_dns.name` as `forge_dns.ip`.
     pub forge_dns: Option<ForgedAnswer>,
+    /// Instead of the echo exchange: these HTTP/1.1 requests, in turn, on
+    /// each connection (TCP; the workload's pods answer HTTP).
+    #[serde(default)]
+    pub http: Vec<HttpStep>,
     /// What the connections must do: `connect` (the default), `refused`
     /// (TCP to a port nothing listens on: a scan, a broken client), which
     /// the agent must never allow, or `any` (an attacker's try, whatever
@@ -152,6 +156,18 @@ pub struct TrafficSpec {
     #[serde(default)]
     pub expect: Expect,
 }
+
+/// One HTTP request of a traffic step.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpStep {
+    pub method: String,
+    /// From `/`; a query string is sent, and not kept as part of the call.
+    pub path: String,
+}
+
+/// Methods a scenario's HTTP requests may use (those netflow reads).
+pub const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
 /// When a step runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -392,6 +408,35 @@ impl Scenario {
             }
             if traffic.expect == Expect::Refused && protocol_of(&traffic.protocol)? != "TCP" {
                 bail!("{what}: expect: refused is for TCP steps");
+            }
+            if !traffic.http.is_empty() {
+                if protocol_of(&traffic.protocol)? != "TCP"
+                    || traffic.forge_dns.is_some()
+                    || traffic.scan.is_some()
+                    || traffic.phase == Phase::Attack
+                    || traffic.expect != Expect::Connected
+                {
+                    bail!(
+                        "{what}: http requests are for audit TCP steps that connect (no scan, no forge_dns)"
+                    );
+                }
+                for step in &traffic.http {
+                    if !HTTP_METHODS.contains(&step.method.as_str()) {
+                        bail!(
+                            "{what}: http method {:?} is not one of {HTTP_METHODS:?}",
+                            step.method
+                        );
+                    }
+                    if !step.path.starts_with('/')
+                        || step.path.len() > 1024
+                        || !step.path.bytes().all(|byte| byte.is_ascii_graphic())
+                    {
+                        bail!(
+                            "{what}: http path {:?} must begin with / and be printable ASCII (at most 1024 bytes)",
+                            step.path
+                        );
+                    }
+                }
             }
             if traffic.phase == Phase::Attack && traffic.forge_dns.is_some() {
                 bail!("{what}: forge_dns is an audit step (an attack step tries connections)");
@@ -679,6 +724,24 @@ traffic:
             (
                 format!("{SHOP}  - {{from: shop/cart}}\n"),
                 "needs a to or a scan",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{from: shop/cart, to: \"svc:shop/cart:80\", http: [{{method: FETCH, path: /}}]}}\n"
+                ),
+                "http method \"FETCH\"",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{from: shop/cart, to: \"svc:shop/cart:80\", http: [{{method: GET, path: \"no-slash\"}}]}}\n"
+                ),
+                "must begin with /",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{from: shop/cart, to: \"svc:shop/cart:80\", protocol: UDP, http: [{{method: GET, path: /}}]}}\n"
+                ),
+                "http requests are for audit TCP steps",
             ),
         ];
         for (text, expected) in cases {

@@ -701,6 +701,17 @@ impl Lab {
                     "--ip".into(),
                     forged.ip.to_string(),
                 ];
+            } else if !traffic.http.is_empty() {
+                args.extend(["--count".into(), count]);
+                if let Some(host) = http_host(plan, &traffic.to) {
+                    args.extend(["--http-host".into(), host]);
+                }
+                for request in &traffic.http {
+                    args.extend([
+                        "--http".into(),
+                        format!("{} {}", request.method, request.path),
+                    ]);
+                }
             } else {
                 args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
             }
@@ -850,6 +861,27 @@ impl Lab {
             .replaces
             .is_none_or(|old| self.replaced_at.contains_key(&old));
         !replaced && started
+    }
+}
+
+/// The Host header a client names `to` by: a Service's or an external's
+/// DNS name, the name a `dns:` step resolved (else the address, the
+/// peer's default).
+fn http_host(plan: &LabPlan, to: &str) -> Option<String> {
+    match parse_destination(to).ok()? {
+        Destination::Service {
+            namespace, name, ..
+        } => Some(format!(
+            "{name}.{namespace}.svc.{}",
+            super::layout::CLUSTER_DOMAIN
+        )),
+        Destination::Dns { name, .. } => Some(name),
+        Destination::External { name, .. } => plan
+            .externals
+            .iter()
+            .find(|e| e.spec.name == name)
+            .and_then(|e| e.spec.dns.clone()),
+        _ => None,
     }
 }
 
