@@ -1098,6 +1098,35 @@ fn lab_http_calls_are_exact_per_edge() {
         web_api["http_connections"]["seen_by_server"], 2,
         "{web_api}"
     );
+
+    // Generate with L7 and verify: the calls made pass their rules.
+    let output = Command::new(common::agent())
+        .args([
+            "policy", "generate", "--flavor", "cilium", "--l7", "http", "--graph",
+        ])
+        .arg(out.join("graph.json"))
+        .arg("--inventory")
+        .arg(out.join("inventory.json"))
+        .arg("--out")
+        .arg(out.join("cilium-l7"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    verify_policies(&out, "cilium-l7");
+    let text = policy_text(&out.join("cilium-l7"));
+    for rule in [
+        "path: /api/v1/users/[^/]+",
+        "path: /api/v1/orders",
+        "path: /health",
+        "path: /v1/charges",
+        "matchName: api.payments.example",
+    ] {
+        assert!(text.contains(rule), "{rule}: {text}");
+    }
+    // Postgres is no HTTP: its port keeps an L4 rule.
+    let after_postgres = text.split("port: '5432'").nth(1).unwrap_or_default();
+    let postgres_rule = after_postgres.split("---").next().unwrap_or_default();
+    assert!(!postgres_rule.contains("http:"), "{text}");
     std::fs::remove_dir_all(out).ok();
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 pub use graph::{GraphCommand, PullArgs};
-pub use policy::{ClusterBaselineArg, Flavor, GenerateArgs, PolicyCommand};
+pub use policy::{ClusterBaselineArg, Flavor, GenerateArgs, L7Arg, PolicyCommand};
 pub use record::RecordArgs;
 
 use crate::telemetry::LogFormat;

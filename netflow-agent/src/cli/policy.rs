@@ -117,6 +117,17 @@ pub struct GenerateArgs {
     /// `none` (each namespace carries its own).
     #[arg(long, value_enum, default_value = "none")]
     pub cluster_baseline: ClusterBaselineArg,
+    /// `http`: on ports whose every connection was plaintext HTTP, allow
+    /// only the calls seen (Cilium's `toPorts[].rules.http`: method and
+    /// path template); other ports keep L4 rules. Needs --flavor cilium.
+    #[arg(long, value_enum, default_value = "none")]
+    pub l7: L7Arg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum L7Arg {
+    None,
+    Http,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

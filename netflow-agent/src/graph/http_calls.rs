@@ -22,13 +22,16 @@ pub const VARIABLE_SEGMENT: &str = "[^/]+";
 /// (the client's as it leaves, the server's as it arrives): the two
 /// counts are kept apart and the call's count is the larger, as an edge's
 /// volume is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallStats {
     pub seen_by_client: u64,
     pub seen_by_server: u64,
     /// Unix seconds.
     pub first_seen: u64,
     pub last_seen: u64,
+    /// One path the call was made with (the least, so it does not depend
+    /// on order): what `policy verify` asks L7 rules about.
+    pub example: String,
 }
 
 impl CallStats {
@@ -45,6 +48,9 @@ impl CallStats {
             (ours, theirs) => ours.min(theirs),
         };
         self.last_seen = self.last_seen.max(other.last_seen);
+        if self.example.is_empty() || (!other.example.is_empty() && other.example < self.example) {
+            self.example.clone_from(&other.example);
+        }
     }
 }
 
@@ -73,6 +79,9 @@ pub struct CallRecord {
     pub first_seen: u64,
     #[serde(default)]
     pub last_seen: u64,
+    /// A path the call was made with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub example: String,
 }
 
 /// The calls of one edge.
@@ -122,6 +131,7 @@ impl From<HttpCallsFile> for HttpCalls {
                     seen_by_server,
                     first_seen: call.first_seen,
                     last_seen: call.last_seen,
+                    example: call.example,
                 },
             );
         }
@@ -152,6 +162,7 @@ impl HttpCalls {
                 seen_by_server: Some(stats.seen_by_server),
                 first_seen: stats.first_seen,
                 last_seen: stats.last_seen,
+                example: stats.example.clone(),
             })
             .collect()
     }
@@ -176,6 +187,7 @@ impl HttpCalls {
                 seen_by_server: 1 - one,
                 first_seen: at,
                 last_seen: at,
+                example: path.to_string(),
             },
         );
     }

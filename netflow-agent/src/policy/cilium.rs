@@ -125,14 +125,34 @@ pub struct PortProtocol {
     pub end_port: Option<i32>,
 }
 
-/// L7 rules on a port. Only the DNS rule is modeled (netflow writes it so
-/// Cilium's proxy sees the answers `toFQDNs` needs); it does not change
-/// which connections are allowed.
+/// L7 rules on a port: DNS (netflow writes it so Cilium's proxy sees the
+/// answers `toFQDNs` needs; it does not change which connections are
+/// allowed) and HTTP (which requests are: the rest are answered 403).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L7Rules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<Vec<FqdnSelector>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Vec<HttpRule>>,
+}
+
+/// One allowed kind of HTTP request: each field set must match (method and
+/// path are extended regular expressions matched against the whole method
+/// and path; an unset field matches anything).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Headers the request must carry (`Name` or `Name: value`); netflow
+    /// does not see headers, so a rule with them matches no call it judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
 }
 
 /// `port: 53` and `port: '53'` both mean port 53.

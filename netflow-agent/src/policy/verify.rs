@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use super::{
-    evaluate::{End, Evaluator, IngressPeers, Policies, Verdict, cidr_contains, matches},
+    evaluate::{
+        End, Evaluator, HttpQuestion, IngressPeers, Policies, Verdict, cidr_contains, matches,
+    },
     generate::{never_allowed, proven},
 };
 use crate::{
@@ -153,6 +155,28 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
         }
         let refusal = refusal(&clients, &servers, |client_end, server_end| {
             checks.check(client_end, server_end, edge.key.port, &protocol)
+        })
+        .or_else(|| {
+            // Connected, and each call made on it passes the L7 rules too.
+            let calls = edge.stats.http.records();
+            calls
+                .iter()
+                .filter(|call| !call.example.is_empty())
+                .find_map(|call| {
+                    let request = HttpQuestion {
+                        method: &call.method,
+                        path: &call.example,
+                    };
+                    refusal(&clients, &servers, |client_end, server_end| {
+                        evaluator.check_request(
+                            client_end,
+                            server_end,
+                            edge.key.port,
+                            &protocol,
+                            Some(&request),
+                        )
+                    })
+                })
         });
         match refusal {
             Some(reason) => report.blocked.push(BlockedEdge { edge: name, reason }),

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 
 use crate::{
-    cli::{ClusterBaselineArg, Flavor, GenerateArgs},
+    cli::{ClusterBaselineArg, Flavor, GenerateArgs, L7Arg},
     graph::CommGraph,
     inventory::Inventory,
     policy::{
@@ -14,6 +14,11 @@ use crate::{
 };
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    if args.l7 == L7Arg::Http && !matches!(args.flavor, Flavor::Cilium) {
+        anyhow::bail!(
+            "--l7 http writes Cilium's L7 rules: use it with --flavor cilium (NetworkPolicy stops at ports)"
+        );
+    }
     let options = GenerateOptions {
         namespaces: args.namespaces.into_iter().collect(),
         include_system: args.include_system,
@@ -26,6 +31,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             ClusterBaselineArg::Cnp => ClusterBaseline::ClusterNetworkPolicy,
             ClusterBaselineArg::Anp => ClusterBaseline::AdminNetworkPolicy,
         },
+        l7_http: args.l7 == L7Arg::Http,
     };
     let (out, graph) = (args.out, CommGraph::load(&args.graph)?);
     let inventory = Inventory::load(&args.inventory)?;

@@ -10,7 +10,7 @@ use std::{
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::{Direction, End, kubernetes::cidr_contains, kubernetes::matches};
+use super::{Direction, End, HttpQuestion, kubernetes::cidr_contains, kubernetes::matches};
 use crate::{
     inventory::{Inventory, PodEntry},
     policy::cilium::{
@@ -94,6 +94,7 @@ pub(super) fn allows(
     peer: End<'_>,
     port: u16,
     protocol: &str,
+    request: Option<&HttpQuestion<'_>>,
 ) -> bool {
     let views: Vec<View<'_>> = match direction {
         Direction::Ingress => rule.ingress.iter().flatten().map(View::from).collect(),
@@ -101,7 +102,7 @@ pub(super) fn allows(
     };
     views
         .iter()
-        .any(|view| view_allows(view, context, peer, port, protocol))
+        .any(|view| view_allows(view, context, peer, port, protocol, request))
 }
 
 /// One rule: L3 peers (endpoints, CIDRs, entities, FQDNs) and L4 ports. A
@@ -112,6 +113,7 @@ fn view_allows(
     peer: End<'_>,
     port: u16,
     protocol: &str,
+    request: Option<&HttpQuestion<'_>>,
 ) -> bool {
     let mut has_l3 = false;
     let mut peer_ok = false;
@@ -167,10 +169,38 @@ fn view_allows(
     }
     view.ports.is_none_or(|rules| {
         rules.is_empty()
-            || rules
-                .iter()
-                .any(|rule| port_rule_allows(rule, port, protocol, context.port_owner))
+            || rules.iter().any(|rule| {
+                port_rule_allows(rule, port, protocol, context.port_owner)
+                    && request.is_none_or(|request| http_rules_allow(rule, request))
+            })
     })
+}
+
+/// Whether a port rule's HTTP rules let `request` through: none listed
+/// (an L4 allow) lets every request through.
+fn http_rules_allow(rule: &PortRule, request: &HttpQuestion<'_>) -> bool {
+    let Some(http) = rule.rules.as_ref().and_then(|rules| rules.http.as_deref()) else {
+        return true;
+    };
+    http.iter().any(|allowed| {
+        allowed.headers.as_ref().is_none_or(Vec::is_empty)
+            && allowed.host.is_none()
+            && allowed
+                .method
+                .as_deref()
+                .is_none_or(|method| whole_match(method, request.method))
+            && allowed
+                .path
+                .as_deref()
+                .is_none_or(|path| whole_match(path, request.path))
+    })
+}
+
+/// Whether `pattern` (an extended regular expression) matches all of
+/// `text`, as Cilium's proxy matches methods and paths; a pattern that does
+/// not compile matches nothing.
+fn whole_match(pattern: &str, text: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|regex| regex.is_match(text))
 }
 
 fn port_rule_allows(rule: &PortRule, port: u16, protocol: &str, owner: Option<&PodEntry>) -> bool {

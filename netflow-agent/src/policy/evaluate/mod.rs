@@ -102,6 +102,15 @@ struct Question<'a> {
     protocol: &'a str,
     /// The pod whose container ports name the port (the server).
     port_owner: Option<&'a PodEntry>,
+    /// An HTTP request on the connection, to judge by L7 rules too.
+    request: Option<&'a HttpQuestion<'a>>,
+}
+
+/// An HTTP request to judge: its method and path (an observed one).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpQuestion<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
 }
 
 impl Question<'_> {
@@ -115,12 +124,15 @@ impl Question<'_> {
         )
     }
 
-    /// `tcp/5432 from ns/pod`, for reasons.
+    /// `tcp/5432 from ns/pod` (`tcp/80 GET /x to ...`), for reasons.
     fn traffic(&self) -> String {
         format!(
-            "{}/{} {} {}",
+            "{}/{}{} {} {}",
             self.protocol.to_ascii_lowercase(),
             self.port,
+            self.request
+                .map(|request| format!(" {} {}", request.method, request.path))
+                .unwrap_or_default(),
             match self.direction {
                 Direction::Ingress => "from",
                 Direction::Egress => "to",
@@ -295,13 +307,30 @@ impl<'a> Evaluator<'a> {
 
     /// Whether `client` may open a connection to `server` on `port`/`protocol`.
     pub fn check(&self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> Verdict {
+        self.check_request(client, server, port, protocol, None)
+    }
+
+    /// As [`Evaluator::check`], and with `request`, whether that HTTP
+    /// request on the connection passes the L7 rules (Cilium's `http`):
+    /// where every rule that allows the port lists requests, it must be
+    /// one of them.
+    pub fn check_request(
+        &self,
+        client: End<'_>,
+        server: End<'_>,
+        port: u16,
+        protocol: &str,
+        request: Option<&HttpQuestion<'_>>,
+    ) -> Verdict {
         if let End::Pod(pod) = client
-            && let Some(reason) = self.refused(pod, Direction::Egress, server, port, protocol)
+            && let Some(reason) =
+                self.refused(pod, Direction::Egress, server, port, protocol, request)
         {
             return Verdict::Denied(reason);
         }
         if let End::Pod(pod) = server
-            && let Some(reason) = self.refused(pod, Direction::Ingress, client, port, protocol)
+            && let Some(reason) =
+                self.refused(pod, Direction::Ingress, client, port, protocol, request)
         {
             return Verdict::Denied(reason);
         }
@@ -325,6 +354,7 @@ impl<'a> Evaluator<'a> {
         peer: End<'_>,
         port: u16,
         protocol: &str,
+        request: Option<&HttpQuestion<'_>>,
     ) -> Option<String> {
         if direction == Direction::Ingress && self.reached_from_own_node(pod, peer) {
             // Every implementation lets a pod's node reach it (kubelet
@@ -346,6 +376,7 @@ impl<'a> Evaluator<'a> {
             port,
             protocol,
             port_owner,
+            request,
         };
         let tier = |tier| tiers::decide(self.cluster_wide, tier, self.inventory, &question);
         let denial = |by: &str| {
@@ -395,7 +426,7 @@ impl<'a> Evaluator<'a> {
                 namespace: policy.metadata.namespace.as_deref().unwrap_or("default"),
                 port_owner,
             };
-            cilium::allows(rule, &context, direction, peer, port, protocol)
+            cilium::allows(rule, &context, direction, peer, port, protocol, request)
         });
         if allowed_by_kubernetes || allowed_by_cilium {
             return None;

@@ -28,6 +28,7 @@ pub(super) fn decide(
         port,
         protocol,
         port_owner,
+        ..
     } = *question;
     let mut selecting: Vec<&TieredPolicy> = policies
         .iter()

@@ -22,7 +22,7 @@ use crate::{
     inventory::Inventory,
     model::{Endpoint, EndpointKind},
     policy::cilium::{
-        self as cnp, CiliumNetworkPolicy, EgressRule, FqdnSelector, IngressRule, L7Rules,
+        self as cnp, CiliumNetworkPolicy, EgressRule, FqdnSelector, HttpRule, IngressRule, L7Rules,
         NAMESPACE_LABEL, NODE_ENTITIES, PortProtocol, PortRule, match_labels,
     },
 };
@@ -126,6 +126,7 @@ impl Flavor for Cilium {
                 match_name: None,
                 match_pattern: Some("*".into()),
             }]),
+            http: None,
         });
         CiliumNetworkPolicy::new(
             policy_metadata("allow-dns", namespace, None),
@@ -228,19 +229,7 @@ fn split(rule: &Rule<CiliumPeer>, direction: Direction) -> Vec<Parts> {
             CiliumPeer::Node => node = true,
         }
     }
-    let ports = vec![PortRule {
-        ports: Some(
-            rule.ports
-                .iter()
-                .map(|(protocol, port)| PortProtocol {
-                    port: port.to_string(),
-                    protocol: Some(protocol.clone()),
-                    end_port: None,
-                })
-                .collect(),
-        ),
-        rules: None,
-    }];
+    let ports = port_rules(rule);
     let mut out = Vec::new();
     if !endpoints.is_empty() {
         out.push(Parts {
@@ -269,6 +258,48 @@ fn split(rule: &Rule<CiliumPeer>, direction: Direction) -> Vec<Parts> {
             fqdns: Some(fqdns),
             ports,
             ..Parts::default()
+        });
+    }
+    out
+}
+
+/// The rule's ports: those with calls (L7) each in a port rule of its own
+/// listing them, the rest together.
+fn port_rules(rule: &Rule<CiliumPeer>) -> Vec<PortRule> {
+    let port_protocol = |(protocol, port): &(String, u16)| PortProtocol {
+        port: port.to_string(),
+        protocol: Some(protocol.clone()),
+        end_port: None,
+    };
+    let mut out = Vec::new();
+    let l4: Vec<PortProtocol> = rule
+        .ports
+        .iter()
+        .filter(|port| !rule.http.contains_key(*port))
+        .map(port_protocol)
+        .collect();
+    if !l4.is_empty() {
+        out.push(PortRule {
+            ports: Some(l4),
+            rules: None,
+        });
+    }
+    for (port, calls) in &rule.http {
+        out.push(PortRule {
+            ports: Some(vec![port_protocol(port)]),
+            rules: Some(L7Rules {
+                dns: None,
+                http: Some(
+                    calls
+                        .iter()
+                        .map(|(method, path)| HttpRule {
+                            method: Some(method.clone()),
+                            path: Some(path.clone()),
+                            ..HttpRule::default()
+                        })
+                        .collect(),
+                ),
+            }),
         });
     }
     out

@@ -67,6 +67,9 @@ pub struct GenerateOptions {
     /// Put the default-deny and the DNS and metadata rules in the cluster
     /// admin's tiers instead of every namespace (`baseline`).
     pub cluster_baseline: ClusterBaseline,
+    /// Allow only the HTTP calls seen on ports whose every connection was
+    /// plaintext HTTP (Cilium's L7 rules; the Kubernetes flavor has none).
+    pub l7_http: bool,
 }
 
 /// A client whose attempts to this many (peer, port) pairs were never
@@ -228,6 +231,7 @@ pub fn generate_each<F: Flavor, E: From<GenerateError>>(
         dns,
         unselectable: unselectable(graph, inventory),
         allow_one_way_udp: options.allow_one_way_udp,
+        l7_http: options.l7_http,
     };
     let dns = &inputs.dns;
     let mut set = PolicySet::default();
@@ -389,6 +393,7 @@ struct Inputs<'g> {
     /// Workloads no selector names alone, with why (see [`unselectable`]).
     unselectable: BTreeMap<String, String>,
     allow_one_way_udp: bool,
+    l7_http: bool,
 }
 
 /// Clients in scope whose attempts to many (peer, port) pairs were never
@@ -464,6 +469,10 @@ pub enum Direction {
 pub struct Rule<P> {
     pub peers: Vec<P>,
     pub ports: BTreeSet<(String, u16)>,
+    /// With L7 (`GenerateOptions::l7_http`): the ports whose every
+    /// connection carried plaintext HTTP, with the calls (method, path
+    /// template) seen on them; a flavor that can allows only those.
+    pub http: BTreeMap<(String, u16), BTreeSet<(String, String)>>,
     pub evidence: Vec<String>,
 }
 
@@ -528,6 +537,7 @@ fn rules<P: PartialEq>(
         edges,
         by_server,
         by_client,
+        l7_http,
         dns,
         unselectable,
         allow_one_way_udp,
@@ -638,6 +648,7 @@ fn rules<P: PartialEq>(
         let entry = by_peer.entry(peer.id.clone()).or_insert_with(|| Rule {
             peers: Vec::new(),
             ports: BTreeSet::new(),
+            http: BTreeMap::new(),
             evidence: Vec::new(),
         });
         // One peer met on several edges (ports) may be named by more on
@@ -647,29 +658,69 @@ fn rules<P: PartialEq>(
                 entry.peers.push(selector);
             }
         }
-        entry.ports.insert((protocol.clone(), edge.key.port));
+        let port = (protocol.clone(), edge.key.port);
+        // A port keeps L7 rules while every edge on it was all HTTP; the
+        // first that was not (TLS, another protocol) makes it L4 for good.
+        let l7_so_far = !entry.ports.contains(&port) || entry.http.contains_key(&port);
+        if *l7_http && all_http(edge) && l7_so_far {
+            let calls = entry.http.entry(port.clone()).or_default();
+            calls.extend(edge.stats.http.calls.keys().cloned());
+        } else {
+            entry.http.remove(&port);
+        }
+        entry.ports.insert(port);
         entry.evidence.push(format!(
-            "{} {}/{} first {} last {} connections {}",
+            "{} {}/{} first {} last {} connections {}{}",
             peer.label(),
             protocol.to_ascii_lowercase(),
             edge.key.port,
             file_time(edge.stats.first_seen),
             file_time(edge.stats.last_seen),
-            edge.stats.volume().connections
+            edge.stats.volume().connections,
+            http_evidence(edge)
         ));
     }
-    // Peers with the same ports share one rule.
-    let mut by_ports: BTreeMap<BTreeSet<(String, u16)>, Rule<P>> = BTreeMap::new();
+    // Peers with the same ports (and the same calls on them) share one rule.
+    type RuleKey = (
+        BTreeSet<(String, u16)>,
+        BTreeMap<(String, u16), BTreeSet<(String, String)>>,
+    );
+    let mut by_ports: BTreeMap<RuleKey, Rule<P>> = BTreeMap::new();
     for (_, peer) in by_peer {
-        let rule = by_ports.entry(peer.ports.clone()).or_insert_with(|| Rule {
+        let key = (peer.ports.clone(), peer.http.clone());
+        let rule = by_ports.entry(key).or_insert_with(|| Rule {
             peers: Vec::new(),
             ports: peer.ports,
+            http: peer.http,
             evidence: Vec::new(),
         });
         rule.peers.extend(peer.peers);
         rule.evidence.extend(peer.evidence);
     }
     by_ports.into_values().collect()
+}
+
+/// Whether every answered connection of the edge carried plaintext HTTP
+/// requests (and some were seen): only then may its port be narrowed to
+/// calls.
+pub fn all_http(edge: &Edge) -> bool {
+    let http = &edge.stats.http;
+    !http.calls.is_empty() && http.connections() >= edge.stats.volume().established
+}
+
+/// The calls an edge carried, for the evidence annotation.
+fn http_evidence(edge: &Edge) -> String {
+    if edge.stats.http.calls.is_empty() {
+        return String::new();
+    }
+    let calls: Vec<String> = edge
+        .stats
+        .http
+        .records()
+        .iter()
+        .map(|call| format!("{} {} ({})", call.method, call.path, call.requests))
+        .collect();
+    format!(" http {}", calls.join(", "))
 }
 
 pub fn direction_name(direction: Direction) -> &'static str {
@@ -1351,5 +1402,105 @@ pub(crate) mod tests {
         let inventory = Inventory::parse(r#"{"items":[]}"#).unwrap();
         let err = generate(&CommGraph::new(), &inventory, &GenerateOptions::default()).unwrap_err();
         assert!(err.to_string().contains("no cluster DNS"));
+    }
+
+    /// A flow of web to db's port that carried `calls` (one connection).
+    fn http_flow(calls: &[(&str, &str)]) -> FlowRecord {
+        let mut flow = flow(WEB, "10.244.0.5", ("10.244.0.6", 5432), 6);
+        flow.http = calls
+            .iter()
+            .map(|(method, path)| crate::model::HttpRequest {
+                method: method.to_string(),
+                path: path.to_string(),
+                host: None,
+            })
+            .collect();
+        flow.http_connection = true;
+        flow
+    }
+
+    fn l7_policies(graph: &CommGraph, inventory: &Inventory) -> crate::policy::evaluate::Policies {
+        let options = GenerateOptions {
+            l7_http: true,
+            ..GenerateOptions::default()
+        };
+        let set = cilium::generate(graph, inventory, &options).unwrap();
+        crate::policy::evaluate::Policies {
+            cilium: set.by_namespace.into_values().flatten().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Cilium with L7: an all-HTTP port allows exactly its calls, as
+    /// templates; verify passes the calls made and blocks one never made.
+    #[test]
+    fn l7_rules_allow_exactly_the_calls_seen() {
+        let (graph, inventory) = graph_of(&[http_flow(&[
+            ("GET", "/users/42"),
+            ("GET", "/users/7"),
+            ("POST", "/orders"),
+        ])]);
+        let policies = l7_policies(&graph, &inventory);
+        let text = serde_json::to_string(&policies.cilium).unwrap();
+        assert!(
+            text.contains(r#""http":[{"method":"GET","path":"/users/[^/]+"},{"method":"POST","path":"/orders"}]"#),
+            "{text}"
+        );
+        let report = crate::policy::verify::verify(&graph, &policies, &inventory);
+        assert_eq!(
+            (report.allowed, report.blocked.len()),
+            (1, 0),
+            "{:#?}",
+            report.blocked
+        );
+
+        // The same policies, judged on a graph with one more call: blocked.
+        let (later, _) = graph_of(&[
+            http_flow(&[("GET", "/users/42")]),
+            http_flow(&[("DELETE", "/users/42")]),
+        ]);
+        let report = crate::policy::verify::verify(&later, &policies, &inventory);
+        assert_eq!(report.blocked.len(), 1, "{report:#?}");
+        assert!(
+            report.blocked[0].reason.contains("DELETE /users/42"),
+            "{}",
+            report.blocked[0].reason
+        );
+    }
+
+    /// A port one of whose connections was not HTTP (TLS, a binary
+    /// protocol) keeps its L4 rule; so does every port without --l7.
+    #[test]
+    fn a_port_not_all_http_keeps_l4_rules() {
+        let mut plain = flow(WEB, "10.244.0.5", ("10.244.0.6", 5432), 6);
+        plain.local.port = 40001;
+        let (graph, inventory) = graph_of(&[http_flow(&[("GET", "/users/42")]), plain]);
+        let text = serde_json::to_string(&l7_policies(&graph, &inventory).cilium).unwrap();
+        assert!(!text.contains(r#""http""#), "{text}");
+        let (graph, inventory) = graph_of(&[http_flow(&[("GET", "/users/42")])]);
+        let set = cilium::generate(&graph, &inventory, &GenerateOptions::default()).unwrap();
+        assert!(
+            !serde_json::to_string(&set.by_namespace)
+                .unwrap()
+                .contains(r#""http""#)
+        );
+    }
+
+    /// The Kubernetes flavor stays L3/L4 and names the calls it covers.
+    #[test]
+    fn networkpolicy_evidence_names_the_calls() {
+        let (graph, inventory) = graph_of(&[http_flow(&[("GET", "/users/42")])]);
+        let set = generate(
+            &graph,
+            &inventory,
+            &GenerateOptions {
+                l7_http: true,
+                ..GenerateOptions::default()
+            },
+        )
+        .unwrap();
+        let text = serde_json::to_string(&set.by_namespace).unwrap();
+        assert!(text.contains("http GET /users/[^/]+ (1)"), "{text}");
+        assert!(!text.contains(r#""http":["#), "{text}");
     }
 }
