@@ -25,7 +25,7 @@ use crate::{
     },
     graph::CommGraph,
     inventory::Inventory,
-    kernel::dns_wire,
+    kernel::{dns_wire, http_wire},
     policy::evaluate::Policies,
     testbed::scenario::Scenario,
 };
@@ -47,6 +47,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "flow_log",
         run: flow_log,
+    },
+    Target {
+        name: "http_head",
+        run: http_head,
     },
     Target {
         name: "graph_file",
@@ -83,6 +87,25 @@ pub fn dns_wire_message(data: &[u8]) {
     assert_eq!(
         answers.is_some(),
         parsed.as_ref().is_some_and(|message| message.response)
+    );
+}
+
+/// An HTTP request head the kernel passed up. What reads as a request has
+/// a known method and a path without query, and the path's template (what
+/// L7 rules allow) matches the path it came from.
+pub fn http_head(data: &[u8]) {
+    let Some(request) = http_wire::parse(data) else {
+        return;
+    };
+    assert!(http_wire::METHODS.contains(&request.method.as_str()));
+    assert!(!request.path.contains(['?', '#']), "{request:?}");
+    let template = crate::graph::http_calls::template(&request.path);
+    let regex = regex::Regex::new(&format!("^(?:{template})$"))
+        .unwrap_or_else(|err| panic!("template {template:?} of {:?}: {err}", request.path));
+    assert!(
+        regex.is_match(&request.path),
+        "{template:?} / {:?}",
+        request.path
     );
 }
 
