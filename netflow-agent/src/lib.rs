@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod kube;
 pub mod model;
 pub mod policy;
+pub mod report;
 pub mod telemetry;
 /// Test support for the integration tests and `netflow-lab`: namespaces,
 /// cgroups, peers, HTTP and DNS clients. Never in the DaemonSet's binary.

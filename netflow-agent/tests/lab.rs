@@ -1099,6 +1099,10 @@ fn lab_http_calls_are_exact_per_edge() {
         "{web_api}"
     );
 
+    // The report page carries the calls too.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("/api/v1/users/[^/]+") && page.contains("netflow-data"));
+
     // Generate with L7 and verify: the calls made pass their rules.
     let output = Command::new(common::agent())
         .args([

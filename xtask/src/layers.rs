@@ -36,6 +36,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         "policy",
         &["model", "kernel", "identity", "inventory", "graph", "kube"],
     ),
+    ("report", &["model", "graph", "inventory", "policy"]),
     (
         "daemon",
         &[
@@ -59,6 +60,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "inventory",
             "graph",
             "policy",
+            "report",
             "daemon",
             "kube",
             "cli",

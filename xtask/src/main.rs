@@ -109,6 +109,8 @@ const TEST_PACKAGES: &[&str] = &[
     "runc",
     "podman",
     "binutils",
+    // The report page, opened in a real browser (tests/report.rs).
+    "chromium",
 ];
 
 fn main() -> ExitCode {

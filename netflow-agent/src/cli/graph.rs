@@ -40,11 +40,21 @@ pub enum GraphCommand {
     Export {
         #[arg(long)]
         graph: PathBuf,
+        /// `html`: one self-contained page (the picture and the lists;
+        /// nothing fetched when opened).
         #[arg(long, value_enum, default_value = "json")]
-        format: crate::graph::export::Format,
+        format: ExportFormat,
         /// Write here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// html: replicas per workload, and with --policies the review.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// html: judge every edge against these policies (a directory or a
+        /// file): what allows it or why it is blocked, the blast radius and
+        /// the rollout plan. Needs --inventory.
+        #[arg(long, requires = "inventory")]
+        policies: Option<PathBuf>,
     },
     /// Print the edges as a table, by namespace, with rare edges marked.
     Show {
@@ -83,4 +93,13 @@ pub struct PullArgs {
     /// file; agents not in staged mode are skipped.
     #[arg(long)]
     pub denials: Option<PathBuf>,
+}
+
+/// `graph export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Json,
+    Dot,
+    Mermaid,
+    Html,
 }

@@ -7,7 +7,7 @@ mod record;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-pub use graph::{GraphCommand, PullArgs};
+pub use graph::{ExportFormat, GraphCommand, PullArgs};
 pub use policy::{ClusterBaselineArg, Flavor, GenerateArgs, L7Arg, PolicyCommand};
 pub use record::RecordArgs;
 

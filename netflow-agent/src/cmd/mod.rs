@@ -28,7 +28,15 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             graph,
             format,
             output,
-        }) => graph::export::run(&graph, format, output.as_deref()),
+            inventory,
+            policies,
+        }) => graph::export::run(
+            &graph,
+            format,
+            output.as_deref(),
+            inventory.as_deref(),
+            policies.as_deref(),
+        ),
         Command::Graph(GraphCommand::Show { graph }) => graph::show::run(&graph),
         Command::Policy(PolicyCommand::Generate(args)) => policy::generate::run(args),
         Command::Policy(PolicyCommand::Verify {

@@ -32,6 +32,21 @@ pub struct VerifyReport {
     /// Edges whose ends have no pod (or address) in the inventory to test.
     pub not_checkable: Vec<String>,
     pub blast_radius: BlastRadius,
+    /// Every edge's verdict, in the graph's edge order (for the report
+    /// page; the lists above say the same by kind).
+    #[serde(skip)]
+    pub verdicts: Vec<EdgeVerdict>,
+}
+
+/// One edge's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeVerdict {
+    pub edge: String,
+    /// `allowed`, `blocked`, `never-connected`, `metadata`, `link-local`
+    /// or `not-checkable`.
+    pub status: &'static str,
+    /// What allows it (each side's policy or rule), or why it is blocked.
+    pub why: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,15 +149,30 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             edge.key.port
         );
         if !proven(edge, false) {
+            report.verdicts.push(EdgeVerdict {
+                edge: name.clone(),
+                status: "never-connected",
+                why: "never answered: no policy allows it".into(),
+            });
             report.never_connected.push(name);
             continue;
         }
         match never_allowed(server).or_else(|| never_allowed(client)) {
             Some("metadata-service") => {
+                report.verdicts.push(EdgeVerdict {
+                    edge: name.clone(),
+                    status: "metadata",
+                    why: "the metadata service: never allowed".into(),
+                });
                 report.metadata_contacts.push(name);
                 continue;
             }
             Some(_) => {
+                report.verdicts.push(EdgeVerdict {
+                    edge: name.clone(),
+                    status: "link-local",
+                    why: "a link-local address: never allowed".into(),
+                });
                 report.link_local_contacts.push(name);
                 continue;
             }
@@ -150,6 +180,11 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
         }
         let (clients, servers) = (pods_of(inventory, client), pods_of(inventory, server));
         if clients.is_empty() || servers.is_empty() {
+            report.verdicts.push(EdgeVerdict {
+                edge: name.clone(),
+                status: "not-checkable",
+                why: "no pod or address of an end in the inventory".into(),
+            });
             report.not_checkable.push(name);
             continue;
         }
@@ -179,8 +214,28 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
                 })
         });
         match refusal {
-            Some(reason) => report.blocked.push(BlockedEdge { edge: name, reason }),
-            None => report.allowed += 1,
+            Some(reason) => {
+                report.verdicts.push(EdgeVerdict {
+                    edge: name.clone(),
+                    status: "blocked",
+                    why: reason.clone(),
+                });
+                report.blocked.push(BlockedEdge { edge: name, reason });
+            }
+            None => {
+                // What allows it, from one pair of its ends (they share
+                // the policies that allow them).
+                let why = evaluator
+                    .explain(clients[0], servers[0], edge.key.port, &protocol)
+                    .map(|by| by.join("; "))
+                    .unwrap_or_default();
+                report.verdicts.push(EdgeVerdict {
+                    edge: name.clone(),
+                    status: "allowed",
+                    why,
+                });
+                report.allowed += 1;
+            }
         }
         if let (Some(client), Some(server)) = (workload_of(client), workload_of(server)) {
             observed.insert((client, server, edge.key.port, protocol));

@@ -1,17 +1,41 @@
-//! `graph export`: the graph as JSON, DOT or Mermaid.
+//! `graph export`: the graph as JSON, DOT, Mermaid, or one HTML page (with
+//! policies, their review beside it).
 
 use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::graph::{
-    CommGraph,
-    export::{Format, render},
-    file::write_atomically,
+use crate::{
+    cli::ExportFormat,
+    graph::{
+        CommGraph,
+        export::{Format, render},
+        file::write_atomically,
+    },
+    inventory::Inventory,
+    policy::{
+        evaluate::load_policy_set,
+        rollout::{self, ClusterTiers},
+        verify::verify,
+        write::{ADMIN_TIER_FILE, BASELINE_TIER_FILE},
+    },
+    report::{self, PolicyReview, ReportInputs},
 };
 
-pub fn run(graph: &Path, format: Format, output: Option<&Path>) -> anyhow::Result<()> {
-    let rendered = render(&CommGraph::load(graph)?, format);
+pub fn run(
+    graph_path: &Path,
+    format: ExportFormat,
+    output: Option<&Path>,
+    inventory: Option<&Path>,
+    policies: Option<&Path>,
+) -> anyhow::Result<()> {
+    let graph = CommGraph::load(graph_path)?;
+    let rendered = match format {
+        ExportFormat::Json => render(&graph, Format::Json),
+        ExportFormat::Dot => render(&graph, Format::Dot),
+        ExportFormat::Mermaid => render(&graph, Format::Mermaid),
+        ExportFormat::Html => html(&graph, graph_path, inventory, policies)?,
+    };
     match output {
         Some(path) => write_atomically(path, rendered.as_bytes())
             .with_context(|| format!("cannot write {}", path.display())),
@@ -20,4 +44,41 @@ pub fn run(graph: &Path, format: Format, output: Option<&Path>) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// The report page: the graph, and with policies their review.
+pub fn html(
+    graph: &CommGraph,
+    graph_path: &Path,
+    inventory: Option<&Path>,
+    policies: Option<&Path>,
+) -> anyhow::Result<String> {
+    let inventory = inventory.map(Inventory::load).transpose()?;
+    let title = format!("netflow: {}", graph_path.display());
+    let review = match (policies, &inventory) {
+        (Some(dir), Some(inventory)) => {
+            let set = load_policy_set(dir)?;
+            let report = verify(graph, &set, inventory);
+            let tiers = ClusterTiers {
+                admin: dir.join(ADMIN_TIER_FILE).exists(),
+                baseline: dir.join(BASELINE_TIER_FILE).exists(),
+            };
+            let source = dir.display().to_string();
+            let plan = rollout::render(&rollout::plan(graph, tiers), &source);
+            Some((source, report, plan))
+        }
+        _ => None,
+    };
+    let page = report::render(&ReportInputs {
+        title: &title,
+        graph,
+        inventory: inventory.as_ref(),
+        review: review.as_ref().map(|(source, report, plan)| PolicyReview {
+            source,
+            report,
+            plan,
+        }),
+    })
+    .context("rendering the report")?;
+    Ok(page)
 }

@@ -356,10 +356,25 @@ impl<'a> Evaluator<'a> {
         protocol: &str,
         request: Option<&HttpQuestion<'_>>,
     ) -> Option<String> {
+        self.decide(pod, direction, peer, port, protocol, request)
+            .err()
+    }
+
+    /// What allows `peer` in `direction` at `pod` (`Ok`: the policy or
+    /// rule that does, for people), or why not (`Err`).
+    fn decide(
+        &self,
+        pod: &PodEntry,
+        direction: Direction,
+        peer: End<'_>,
+        port: u16,
+        protocol: &str,
+        request: Option<&HttpQuestion<'_>>,
+    ) -> Result<String, String> {
         if direction == Direction::Ingress && self.reached_from_own_node(pod, peer) {
             // Every implementation lets a pod's node reach it (kubelet
             // probes); policies cannot refuse it.
-            return None;
+            return Ok("the pod's own node (always allowed)".into());
         }
         // For ingress the port is the pod's own; for egress the peer's.
         let port_owner = match direction {
@@ -389,8 +404,8 @@ impl<'a> Evaluator<'a> {
         // The Admin tier first: its Accept and Deny are final; Pass (or no
         // matching rule) hands over to NetworkPolicy.
         match tier(Tier::Admin) {
-            Some((Action::Accept, _)) => return None,
-            Some((Action::Deny, by)) => return Some(denial(&by)),
+            Some((Action::Accept, by)) => return Ok(format!("{by} (Accept)")),
+            Some((Action::Deny, by)) => return Err(denial(&by)),
             Some((Action::Pass, _)) | None => {}
         }
         let selected = self.selected_for(pod);
@@ -403,11 +418,12 @@ impl<'a> Evaluator<'a> {
             // No namespaced policy isolates the pod: the Baseline tier
             // decides, and without a matching rule it is allowed.
             return match tier(Tier::Baseline) {
-                Some((Action::Deny, by)) => Some(denial(&by)),
-                _ => None,
+                Some((Action::Deny, by)) => Err(denial(&by)),
+                Some((action, by)) => Ok(format!("{by} ({action:?})")),
+                None => Ok(format!("no policy isolates its {}", direction.name())),
             };
         }
-        let allowed_by_kubernetes = selecting.iter().any(|policy| {
+        let allowed_by_kubernetes = selecting.iter().find(|policy| {
             kubernetes::allows(
                 policy,
                 self.inventory,
@@ -419,7 +435,7 @@ impl<'a> Evaluator<'a> {
                 port_owner,
             )
         });
-        let allowed_by_cilium = cilium_selecting.iter().any(|(policy, rule)| {
+        let allowed_by_cilium = cilium_selecting.iter().find(|(policy, rule)| {
             let context = cilium::Context {
                 inventory: self.inventory,
                 dns: self.dns,
@@ -428,8 +444,18 @@ impl<'a> Evaluator<'a> {
             };
             cilium::allows(rule, &context, direction, peer, port, protocol, request)
         });
-        if allowed_by_kubernetes || allowed_by_cilium {
-            return None;
+        let name = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or_default()
+            )
+        };
+        if let Some(policy) = allowed_by_kubernetes {
+            return Ok(format!("NetworkPolicy {}", name(&policy.metadata)));
+        }
+        if let Some((policy, _)) = allowed_by_cilium {
+            return Ok(format!("CiliumNetworkPolicy {}", name(&policy.metadata)));
         }
         let mut names: Vec<String> = selecting
             .iter()
@@ -441,12 +467,37 @@ impl<'a> Evaluator<'a> {
             )
             .collect();
         names.dedup();
-        Some(format!(
+        Err(format!(
             "{} is isolated by {} and no rule allows {}",
             question.side(),
             names.join(", "),
             question.traffic()
         ))
+    }
+
+    /// What lets `client` reach `server` (each side's allowing policy or
+    /// rule, egress first), or why it may not.
+    pub fn explain(
+        &self,
+        client: End<'_>,
+        server: End<'_>,
+        port: u16,
+        protocol: &str,
+    ) -> Result<Vec<String>, String> {
+        let mut by = Vec::new();
+        if let End::Pod(pod) = client {
+            by.push(format!(
+                "egress: {}",
+                self.decide(pod, Direction::Egress, server, port, protocol, None)?
+            ));
+        }
+        if let End::Pod(pod) = server {
+            by.push(format!(
+                "ingress: {}",
+                self.decide(pod, Direction::Ingress, client, port, protocol, None)?
+            ));
+        }
+        Ok(by)
     }
 }
 

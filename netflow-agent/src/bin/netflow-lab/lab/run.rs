@@ -131,6 +131,7 @@ pub fn run(
     let variants = variants::generate_all(&graph, &inventory, out)?;
     let assertions = variants::check_netassert(&graph, &inventory, &variants, out)?;
     write_json(&out.join("netassert-check.json"), &assertions)?;
+    write_report(&graph, &inventory, &variants[0], out)?;
     print!("{}", netflow_agent::graph::export::show(&graph));
 
     let attack_steps = plan
@@ -174,7 +175,7 @@ pub fn run(
         .collect();
     println!(
         "\nwrote {dir}/graph.json, {dir}/inventory.json, {dir}/flows.jsonl, {dir}/policies/ ({} namespaces, {} findings), \
-         {dir}/policies-cnp/, {dir}/policies-anp/, {dir}/policies-cilium/ and {dir}/netassert.yaml ({} assertions, each consistent with every set: {})\n\
+         {dir}/policies-cnp/, {dir}/policies-anp/, {dir}/policies-cilium/, {dir}/report.html and {dir}/netassert.yaml ({} assertions, each consistent with every set: {})\n\
          next: netflow-agent policy verify --graph {dir}/graph.json --policies {dir}/policies --inventory {dir}/inventory.json",
         variants[0]
             .policies
@@ -202,6 +203,36 @@ pub fn run(
         );
     }
     Ok(output)
+}
+
+/// `OUT/report.html`: the graph and the review of `OUT/policies`, as
+/// `graph export --format html --policies` writes it.
+fn write_report(
+    graph: &netflow_agent::graph::CommGraph,
+    inventory: &Inventory,
+    variant: &variants::Variant,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use netflow_agent::policy::rollout;
+    let report = netflow_agent::policy::verify::verify(graph, &variant.policies, inventory);
+    let source = out.join("policies").display().to_string();
+    let plan = rollout::render(
+        &rollout::plan(graph, rollout::ClusterTiers::default()),
+        &source,
+    );
+    let page = netflow_agent::report::render(&netflow_agent::report::ReportInputs {
+        title: &format!("netflow lab: {}", out.display()),
+        graph,
+        inventory: Some(inventory),
+        review: Some(netflow_agent::report::PolicyReview {
+            source: &source,
+            report: &report,
+            plan: &plan,
+        }),
+    })?;
+    let path = out.join("report.html");
+    netflow_agent::graph::file::write_atomically(&path, page.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Findings written beside the policies (0 when unreadable).
