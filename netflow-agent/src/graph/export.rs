@@ -103,13 +103,9 @@ fn mermaid(graph: &CommGraph) -> String {
     out
 }
 
-/// A table of edges grouped by the client's namespace; edges seen on a
-/// single day are marked `rare` (a nightly job looks like this), and edges
-/// that first appeared in the graph's last day `new`.
-pub fn show(graph: &CommGraph) -> String {
-    let mut out = String::new();
-    let mut current: Option<String> = None;
-    // "new": first seen in the last day of a graph that spans more than a day.
+/// Whether an edge is new: first seen in the last day of a graph that
+/// spans more than a day.
+pub fn new_edges(graph: &CommGraph) -> impl Fn(&crate::graph::Edge) -> bool + use<> {
     let edges = graph.edges();
     let latest = edges
         .iter()
@@ -122,6 +118,16 @@ pub fn show(graph: &CommGraph) -> String {
         .min()
         .unwrap_or(0);
     let last_day = latest.saturating_sub(86_400);
+    move |edge| earliest < last_day && edge.stats.first_seen >= last_day
+}
+
+/// A table of edges grouped by the client's namespace; edges seen on a
+/// single day are marked `rare` (a nightly job looks like this), and edges
+/// that first appeared in the graph's last day `new`.
+pub fn show(graph: &CommGraph) -> String {
+    let mut out = String::new();
+    let mut current: Option<String> = None;
+    let is_new = new_edges(graph);
     for (client, server, edge) in graph.edges_by_namespace() {
         let namespace = client
             .namespace
@@ -138,7 +144,7 @@ pub fn show(graph: &CommGraph) -> String {
         }
         let first = file_time(edge.stats.first_seen);
         let last = file_time(edge.stats.last_seen);
-        let new = earliest < last_day && edge.stats.first_seen >= last_day;
+        let new = is_new(edge);
         let rare = edge.stats.days_seen.len() <= 1;
         let note = match (new, rare) {
             (true, true) => "new, rare",

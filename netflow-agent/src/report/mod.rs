@@ -191,18 +191,7 @@ fn data<'a>(inputs: &'a ReportInputs<'a>) -> Data<'a> {
             }
         })
         .collect();
-    // "new": first seen in the last day of a graph that spans more than a day.
-    let latest = edges
-        .iter()
-        .map(|(_, _, e)| e.stats.last_seen)
-        .max()
-        .unwrap_or(0);
-    let earliest = edges
-        .iter()
-        .map(|(_, _, e)| e.stats.first_seen)
-        .min()
-        .unwrap_or(0);
-    let last_day = latest.saturating_sub(86_400);
+    let is_new = crate::graph::export::new_edges(graph);
     let verdicts: HashMap<&str, (&'static str, &str)> = inputs
         .review
         .iter()
@@ -233,7 +222,7 @@ fn data<'a>(inputs: &'a ReportInputs<'a>) -> Data<'a> {
                 first_seen: file_time(edge.stats.first_seen),
                 last_seen: file_time(edge.stats.last_seen),
                 days: edge.stats.days_seen.len(),
-                new: earliest < last_day && edge.stats.first_seen >= last_day,
+                new: is_new(edge),
                 rare: edge.stats.days_seen.len() <= 1,
                 calls: edge
                     .stats

@@ -77,12 +77,7 @@ pub fn respond(mut stream: TcpStream, mut received: Vec<u8>) -> io::Result<()> {
             continue;
         };
         let head = String::from_utf8_lossy(&received[..end]).into_owned();
-        let body_len = head
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-            .unwrap_or(0);
+        let body_len = content_length(&head);
         let mut rest = received.split_off(end + 4);
         while rest.len() < body_len {
             let read = stream.read(&mut buffer)?;
@@ -185,17 +180,11 @@ pub fn requests(
                     .nth(1)
                     .and_then(|code| code.parse().ok())
                     .unwrap_or(0);
-                let body_len = head
-                    .lines()
-                    .filter_map(|line| line.split_once(':'))
-                    .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
                 // A HEAD response says the length its GET would have.
                 let body_len = if request.method == "HEAD" {
                     0
                 } else {
-                    body_len
+                    content_length(&head)
                 };
                 break (status, body_len, end + 4);
             }
@@ -210,6 +199,15 @@ pub fn requests(
         statuses.push(status);
     }
     Ok(statuses)
+}
+
+/// A message head's Content-Length (0 without one).
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
