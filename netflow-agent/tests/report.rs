@@ -217,6 +217,15 @@ fn the_page_shows_the_graph_and_its_review_in_a_browser() {
         "{edge_list}"
     );
     assert!(all.contains("id=\"plan\""), "the rollout plan");
+    // The blast radius by namespace: shop's and data's pods as servers.
+    let radius = &all[all.find("id=\"radius\"").unwrap()..];
+    let radius = &radius[..radius.find("</table>").unwrap()];
+    for namespace in ["shop", "data"] {
+        assert!(
+            radius.contains(&format!("data-ns=\"{namespace}\"")),
+            "{radius}"
+        );
+    }
     // Replicas from the inventory.
     let node_list = &all[all.find("id=\"node-list\"").unwrap()..];
     assert!(node_list.contains("<td>1</td>"), "{node_list:.2000}");

@@ -63,6 +63,16 @@ pub struct BlastRadius {
     pub pairs_after: usize,
     /// Open after the policies though no edge of the graph stands for them.
     pub open_beyond_observed: Vec<String>,
+    /// The same two counts by the server's namespace: what each
+    /// namespace's pods could be reached on, before and after.
+    pub by_namespace: BTreeMap<String, NamespaceRadius>,
+}
+
+/// One namespace's part of the blast radius (its pods as servers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NamespaceRadius {
+    pub pairs_before: usize,
+    pub pairs_after: usize,
 }
 
 /// The name policies give the edge's protocol (`TCP`, `UDP`, `SCTP`); a
@@ -464,7 +474,13 @@ fn blast_radius_with(
     for (server_class, servers) in classes.iter().enumerate() {
         let server = servers[0];
         // Every server pod pairs with every other pod, on each declared port.
-        radius.pairs_before += servers.len() * (pods.len() - 1) * server.ports.len();
+        let before = servers.len() * (pods.len() - 1) * server.ports.len();
+        radius.pairs_before += before;
+        radius
+            .by_namespace
+            .entry(server.namespace.clone())
+            .or_default()
+            .pairs_before += before;
         let candidates = match prune
             .then(|| checks.evaluator.ingress_peers(server))
             .flatten()
@@ -493,6 +509,9 @@ fn blast_radius_with(
                     continue;
                 }
                 radius.pairs_after += pairs;
+                if let Some(namespace) = radius.by_namespace.get_mut(&server.namespace) {
+                    namespace.pairs_after += pairs;
+                }
                 for client in clients {
                     for server in servers {
                         if client.uid != server.uid {
@@ -671,9 +690,15 @@ fn blast_radius_per_pod(
             for declared in &server.ports {
                 let (port, protocol) = (declared.number, declared.protocol.as_str());
                 radius.pairs_before += 1;
+                let namespace = radius
+                    .by_namespace
+                    .entry(server.namespace.clone())
+                    .or_default();
+                namespace.pairs_before += 1;
                 if evaluator.check(End::Pod(client), End::Pod(server), port, protocol)
                     == Verdict::Allowed
                 {
+                    namespace.pairs_after += 1;
                     radius.pairs_after += 1;
                     note_beyond(&mut beyond, observed, client, server, port, protocol);
                 }
@@ -710,6 +735,7 @@ mod tests {
         assert_eq!(by_class.pairs_before, by_pod.pairs_before);
         assert_eq!(by_class.pairs_after, by_pod.pairs_after);
         assert_eq!(by_class.open_beyond_observed, by_pod.open_beyond_observed);
+        assert_eq!(by_class.by_namespace, by_pod.by_namespace);
         by_pod
     }
 

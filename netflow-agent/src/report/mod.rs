@@ -19,7 +19,7 @@ use crate::{
     policy::{
         generate::{SCAN_ATTEMPTS, proven},
         staged::edge_name,
-        verify::VerifyReport,
+        verify::{NamespaceRadius, VerifyReport},
     },
 };
 
@@ -110,6 +110,7 @@ struct ReviewView<'a> {
     radius_before: usize,
     radius_after: usize,
     open_beyond_observed: &'a [String],
+    by_namespace: &'a BTreeMap<String, NamespaceRadius>,
     plan: &'a str,
 }
 
@@ -258,6 +259,7 @@ fn data<'a>(inputs: &'a ReportInputs<'a>) -> Data<'a> {
             radius_before: review.report.blast_radius.pairs_before,
             radius_after: review.report.blast_radius.pairs_after,
             open_beyond_observed: &review.report.blast_radius.open_beyond_observed,
+            by_namespace: &review.report.blast_radius.by_namespace,
             plan: review.plan,
         }),
     }

@@ -146,6 +146,16 @@
       facts.append(el("dt", {}, term), el("dd", { "data-fact": term }, String(value)));
     }
     section.append(facts);
+    const radius = el("table", { id: "radius" });
+    radius.append(headRow(["namespace (its pods as servers)", "reachable without the policies", "with them"]));
+    const radiusBody = el("tbody");
+    for (const [namespace, counts] of Object.entries(review.by_namespace)) {
+      const row = el("tr", { "data-ns": namespace });
+      row.append(el("td", {}, namespace), el("td", {}, String(counts.pairs_before)), el("td", {}, String(counts.pairs_after)));
+      radiusBody.append(row);
+    }
+    radius.append(radiusBody);
+    section.append(el("h2", {}, "Blast radius by namespace ((pod, pod, port) triples)"), radius);
     if (review.open_beyond_observed.length) {
       const list = el("ul", { id: "open-beyond" });
       for (const line of review.open_beyond_observed.slice(0, 200)) list.append(el("li", {}, line));
