@@ -187,3 +187,41 @@ fn binary_that_begins_like_a_request_is_no_call() {
     assert!(requests(&flows, &testbed, Host::B).is_empty(), "{flows:#?}");
     assert!(reader.drop_counters().unwrap()["http_unparsed"] >= 1);
 }
+
+/// With the heads off (`--http-heads off`), no payload is looked at: the
+/// same requests leave no call and nothing counted.
+#[test]
+fn with_the_heads_off_no_call_is_read() {
+    if !common::privileged("with_the_heads_off_no_call_is_read") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfhtpo")).unwrap();
+    let mut probe = netflow_agent::kernel::loader::Probe::load_pinned(
+        1024,
+        Duration::from_millis(200),
+        None,
+        false,
+    )
+    .unwrap();
+    let maps = probe.take_maps().unwrap();
+    probe.attach(testbed.cgroup_parent()).unwrap();
+    let mut reader = netflow_agent::kernel::reader::FlowReader::new(maps, Duration::from_secs(600));
+    testbed
+        .start_server(&common::lab(), Host::B, &["--tcp", SERVER])
+        .unwrap();
+    client(&testbed, &["--http", "GET /a/1", "--http", "POST /b"]);
+    let flows = poll_settled(&mut reader);
+    // The connection was recorded, its calls were not.
+    let client_cgroup = testbed.cgroup_id(Host::A).unwrap();
+    assert!(
+        flows.iter().any(|flow| flow.cgroup_id == client_cgroup),
+        "{flows:#?}"
+    );
+    assert!(flows.iter().all(|flow| flow.http.is_empty()), "{flows:#?}");
+    let drops = reader.drop_counters().unwrap();
+    assert_eq!(
+        drops["http_unsampled"] + drops["http_unparsed"],
+        0,
+        "{drops:?}"
+    );
+}

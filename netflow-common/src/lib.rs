@@ -27,6 +27,10 @@ pub const HTTP_MAP: &str = "HTTP_EVENTS";
 pub const HTTP_HEAD_BYTES: usize = 256;
 /// HTTP ring buffer size in bytes.
 pub const HTTP_RING_BYTES: u32 = 256 * 1024;
+/// Name of the global that turns the passing up of HTTP request heads on
+/// (1, the default) or off (0: `--http-heads off`; the verifier then drops
+/// the code, so the packet path is as without it).
+pub const HTTP_HEADS_GLOBAL: &str = "HTTP_HEADS";
 /// Request heads passed up per connection and direction per fold interval;
 /// the rest are counted (`Drop::HttpUnsampled`), so a busy keep-alive
 /// connection costs a bounded number of events.

@@ -13,6 +13,8 @@
 //! looked at on each payload, and passes up at most
 //! `HTTP_HEADS_PER_INTERVAL` heads per fold interval; the rest are counted.
 
+use core::ptr;
+
 use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::SkBuffContext};
 use netflow_common::{
     DIR_EGRESS, Drop, FlowKey, HTTP_HEAD_BYTES, HTTP_HEADS_PER_INTERVAL, HTTP_NOT_REQUESTS,
@@ -20,6 +22,17 @@ use netflow_common::{
 };
 
 use crate::maps::{HTTP_EVENTS, count_drop};
+
+/// 1: pass request heads up; 0: never look at payloads (set by the agent
+/// at load time, read-only after: the verifier prunes what it turns off).
+#[unsafe(no_mangle)]
+static HTTP_HEADS: u8 = 1;
+
+/// Whether request heads are passed up at all.
+#[inline(always)]
+pub fn enabled() -> bool {
+    unsafe { ptr::read_volatile(&HTTP_HEADS) != 0 }
+}
 
 /// What a payload's first bytes say.
 #[derive(Clone, Copy, PartialEq, Eq)]

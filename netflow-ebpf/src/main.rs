@@ -92,7 +92,8 @@ fn record(ctx: &SkBuffContext, direction: u8) {
             }
             if dns::is_dns(&packet, direction) {
                 dns::pass_up(ctx, &packet, direction);
-            } else if packet.key.protocol == PROTO_TCP
+            } else if http::enabled()
+                && packet.key.protocol == PROTO_TCP
                 && ctx.len() > packet.payload_offset
                 && http::begins(ctx, packet.payload_offset) == http::Begins::Request
             {

@@ -123,7 +123,7 @@ pub fn count_on_socket(ctx: &SkBuffContext, sk: *mut bpf_sock, direction: u8) ->
         }
     }
     let payload_offset = l4_offset + header_len;
-    if ctx.len() as u64 > payload_offset {
+    if crate::http::enabled() && ctx.len() as u64 > payload_offset {
         crate::http::on_socket_payload(ctx, counts, direction, payload_offset as u32);
     }
     true

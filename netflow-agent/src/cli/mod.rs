@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 pub use graph::{ExportFormat, GraphCommand, PullArgs};
 pub use policy::{ClusterBaselineArg, Flavor, GenerateArgs, L7Arg, PolicyCommand};
-pub use record::RecordArgs;
+pub use record::{OnOff, RecordArgs};
 
 use crate::telemetry::LogFormat;
 

@@ -68,6 +68,11 @@ pub struct RecordArgs {
     /// A connection idle this long is reported as ended and removed from the table.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+    /// Read the method, path and Host of plaintext HTTP/1.x requests (the
+    /// calls on each edge, for L7 policies). `off` looks at no payload:
+    /// for clusters whose request paths carry what must not be recorded.
+    #[arg(long, value_enum, default_value = "on")]
+    pub http_heads: OnOff,
     /// Staged mode: judge every connection recorded against the policies in
     /// this directory (or file), or with `cluster` against the cluster's
     /// NetworkPolicies, CiliumNetworkPolicies and admin tiers labelled or
@@ -85,4 +90,11 @@ pub struct RecordArgs {
     /// and at most one interval is lost. The DaemonSet sets it.
     #[arg(long)]
     pub pin_maps: Option<PathBuf>,
+}
+
+/// A switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }

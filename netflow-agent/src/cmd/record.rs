@@ -34,6 +34,7 @@ fn options(args: RecordArgs) -> RecordOptions {
         },
         flow_entries: args.flow_entries,
         idle_timeout: args.idle_timeout,
+        http_heads: args.http_heads == crate::cli::OnOff::On,
         pin_maps: args.pin_maps,
         staged: args.staged.map(|source| {
             if source == std::path::Path::new("cluster") {

@@ -58,6 +58,8 @@ pub struct RecordOptions {
     pub output: Option<PathBuf>,
     pub flow_entries: u32,
     pub idle_timeout: Duration,
+    /// Read the heads of plaintext HTTP requests (the calls on edges).
+    pub http_heads: bool,
     /// Staged mode (needs `state`): judge live traffic against these
     /// policies.
     pub staged: Option<StagedSource>,
@@ -222,7 +224,12 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
             }
         }
     });
-    let mut probe = Probe::load_pinned(options.flow_entries, options.interval, pins.as_ref())?;
+    let mut probe = Probe::load_pinned(
+        options.flow_entries,
+        options.interval,
+        pins.as_ref(),
+        options.http_heads,
+    )?;
     let maps = probe.take_maps()?;
     probe.attach(&cgroup)?;
     if let Some(shared) = &shared {

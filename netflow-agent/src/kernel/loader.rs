@@ -19,8 +19,8 @@ use aya::{
 };
 use netflow_common::{
     CGROUP_MKDIR_PROG, CGROUP_PATHS_MAP, CgroupPath, DNS_MAP, DROPS_MAP, EGRESS_PROG, FLOWS_MAP,
-    FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats, HTTP_MAP, INGRESS_PROG, OVERFLOW_MAP, RELEASE_PROG,
-    SOCKETS_MAP, TICK_NS_GLOBAL,
+    FOLD_INTERVAL_GLOBAL, FlowKey, FlowStats, HTTP_HEADS_GLOBAL, HTTP_MAP, INGRESS_PROG,
+    OVERFLOW_MAP, RELEASE_PROG, SOCKETS_MAP, TICK_NS_GLOBAL,
 };
 
 use super::{
@@ -115,16 +115,18 @@ impl Probe {
     /// interval: what it reads is then exact to within one poll), and when
     /// they close.
     pub fn load(flow_entries: u32, fold_interval: Duration) -> Result<Self, LoadError> {
-        Self::load_pinned(flow_entries, fold_interval, None)
+        Self::load_pinned(flow_entries, fold_interval, None, true)
     }
 
     /// As [`Probe::load`], with the connection table, the sockets' counts
     /// and the drop counters pinned in `pins` (see [`super::pins`]): taken
     /// over from an earlier agent when it left them there, else made there.
+    /// Without `http_heads` no payload is looked at (no HTTP calls).
     pub fn load_pinned(
         flow_entries: u32,
         fold_interval: Duration,
         pins: Option<&PinDir>,
+        http_heads: bool,
     ) -> Result<Self, LoadError> {
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
@@ -147,11 +149,13 @@ impl Probe {
         let tick_ns = kernel_tick_ns();
         let fold_interval_jiffies =
             (u64::try_from(fold_interval.as_nanos()).unwrap_or(u64::MAX) / tick_ns).max(1);
+        let http_heads = u8::from(http_heads);
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(FLOWS_MAP, flow_entries)
             .override_global(FOLD_INTERVAL_GLOBAL, &fold_interval_jiffies, true)
-            .override_global(TICK_NS_GLOBAL, &tick_ns, true);
+            .override_global(TICK_NS_GLOBAL, &tick_ns, true)
+            .override_global(HTTP_HEADS_GLOBAL, &http_heads, true);
         let mut reused = false;
         if let Some(pins) = pins {
             for (name, shape) in pinned_shapes(flow_entries) {

@@ -44,6 +44,8 @@ enum Mode {
     /// An empty program attached in netflow's place.
     Floor,
     Netflow,
+    /// netflow with `--http-heads off` (the programs' cost rounds only).
+    NetflowWithoutHttp,
     Tcpdump,
 }
 
@@ -204,13 +206,12 @@ fn run_kernel(seconds: f64, rounds: usize) -> anyhow::Result<()> {
     let mut cost = CostRounds::default();
     match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
         Ok(stats_fd) => {
+            // The floor, netflow, and netflow without HTTP heads, in an
+            // order that rotates round by round.
+            let modes = [Mode::Floor, Mode::Netflow, Mode::NetflowWithoutHttp];
             for round in 0..rounds {
-                let order = if round % 2 == 0 {
-                    [Mode::Floor, Mode::Netflow]
-                } else {
-                    [Mode::Netflow, Mode::Floor]
-                };
-                for mode in order {
+                for step in 0..modes.len() {
+                    let mode = modes[(step + round) % modes.len()];
                     let guard = ModeGuard::start(mode, &testbed, &agent)?;
                     run_workload("rr")?;
                     cost.add(mode);
@@ -317,7 +318,8 @@ impl ModeGuard {
                 probe.attach_floor(testbed.cgroup_parent())?;
                 guard.floor = Some(probe);
             }
-            Mode::Netflow => {
+            Mode::Netflow | Mode::NetflowWithoutHttp => {
+                let http_heads = if mode == Mode::Netflow { "on" } else { "off" };
                 let mut child = Command::new(agent)
                     .arg("record")
                     .arg("--cgroup")
@@ -329,6 +331,8 @@ impl ModeGuard {
                         "2",
                         "--output",
                         "/dev/null",
+                        "--http-heads",
+                        http_heads,
                     ])
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
@@ -398,6 +402,9 @@ struct CostRounds {
     floor: Vec<f64>,
     egress: Vec<f64>,
     ingress: Vec<f64>,
+    /// The same build with HTTP heads off (`--http-heads off`).
+    egress_without_http: Vec<f64>,
+    ingress_without_http: Vec<f64>,
 }
 
 impl CostRounds {
@@ -420,6 +427,10 @@ impl CostRounds {
                 self.egress.extend(per_run(EGRESS_PROG));
                 self.ingress.extend(per_run(INGRESS_PROG));
             }
+            Mode::NetflowWithoutHttp => {
+                self.egress_without_http.extend(per_run(EGRESS_PROG));
+                self.ingress_without_http.extend(per_run(INGRESS_PROG));
+            }
             Mode::Baseline | Mode::Tcpdump => {}
         }
     }
@@ -430,7 +441,7 @@ impl CostRounds {
             return;
         }
         println!(
-            "program cost under request/response traffic, ns per run (kernel.bpf_stats, {} rounds, empty and netflow alternating): median [95% interval]",
+            "program cost under request/response traffic, ns per run (kernel.bpf_stats, {} rounds, empty, netflow and netflow with --http-heads off rotating): median [95% interval]",
             self.floor.len()
         );
         let show = |label: &str, values: &[f64]| {
@@ -457,6 +468,20 @@ impl CostRounds {
                 "  {label:<40} {:>7.1} [{low:.1}, {high:.1}]{note}",
                 median(&body)
             );
+        }
+        // What reading HTTP heads costs this traffic (not HTTP): paired by
+        // round, netflow minus the same build with the heads off.
+        for (label, with, without) in [
+            ("egress", &self.egress, &self.egress_without_http),
+            ("ingress", &self.ingress, &self.ingress_without_http),
+        ] {
+            if without.is_empty() {
+                continue;
+            }
+            let cost: Vec<f64> = with.iter().zip(without).map(|(w, o)| w - o).collect();
+            let (low, high) = median_interval(&cost);
+            let label = format!("HTTP heads' cost, {label}");
+            println!("  {label:<40} {:>7.1} [{low:.1}, {high:.1}]", median(&cost));
         }
     }
 }
