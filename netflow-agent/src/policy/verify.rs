@@ -45,7 +45,8 @@ pub struct EdgeVerdict {
     /// `allowed`, `blocked`, `never-connected`, `metadata`, `link-local`
     /// or `not-checkable`.
     pub status: &'static str,
-    /// What allows it (each side's policy or rule), or why it is blocked.
+    /// Why it is blocked; for an allowed edge, with
+    /// [`verify_explained`], what allows it (each side's policy or rule).
     pub why: String,
 }
 
@@ -142,6 +143,25 @@ pub fn pods_of<'a>(inventory: &'a Inventory, endpoint: &Endpoint) -> Vec<End<'a>
 }
 
 pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> VerifyReport {
+    verify_with(graph, policies, inventory, false)
+}
+
+/// As [`verify`], and each allowed edge's verdict says what allows it (a
+/// second evaluation per allowed edge: only the report page asks for it).
+pub fn verify_explained(
+    graph: &CommGraph,
+    policies: &Policies,
+    inventory: &Inventory,
+) -> VerifyReport {
+    verify_with(graph, policies, inventory, true)
+}
+
+fn verify_with(
+    graph: &CommGraph,
+    policies: &Policies,
+    inventory: &Inventory,
+    explain: bool,
+) -> VerifyReport {
     let dns = dns_names(graph);
     let evaluator = Evaluator::for_set(policies, inventory, &dns);
     let classes = pod_classes(policies, inventory);
@@ -235,10 +255,14 @@ pub fn verify(graph: &CommGraph, policies: &Policies, inventory: &Inventory) -> 
             None => {
                 // What allows it, from one pair of its ends (they share
                 // the policies that allow them).
-                let why = evaluator
-                    .explain(clients[0], servers[0], edge.key.port, &protocol)
-                    .map(|by| by.join("; "))
-                    .unwrap_or_default();
+                let why = if explain {
+                    evaluator
+                        .explain(clients[0], servers[0], edge.key.port, &protocol)
+                        .map(|by| by.join("; "))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 report.verdicts.push(EdgeVerdict {
                     edge: name.clone(),
                     status: "allowed",

@@ -16,7 +16,7 @@ use crate::{
     policy::{
         evaluate::load_policy_set,
         rollout::{self, ClusterTiers},
-        verify::verify,
+        verify::verify_explained,
         write::{ADMIN_TIER_FILE, BASELINE_TIER_FILE},
     },
     report::{self, PolicyReview, ReportInputs},
@@ -58,7 +58,7 @@ pub fn html(
     let review = match (policies, &inventory) {
         (Some(dir), Some(inventory)) => {
             let set = load_policy_set(dir)?;
-            let report = verify(graph, &set, inventory);
+            let report = verify_explained(graph, &set, inventory);
             let tiers = ClusterTiers {
                 admin: dir.join(ADMIN_TIER_FILE).exists(),
                 baseline: dir.join(BASELINE_TIER_FILE).exists(),

@@ -214,7 +214,8 @@ fn write_report(
     out: &Path,
 ) -> anyhow::Result<()> {
     use netflow_agent::policy::rollout;
-    let report = netflow_agent::policy::verify::verify(graph, &variant.policies, inventory);
+    let report =
+        netflow_agent::policy::verify::verify_explained(graph, &variant.policies, inventory);
     let source = out.join("policies").display().to_string();
     let plan = rollout::render(
         &rollout::plan(graph, rollout::ClusterTiers::default()),
