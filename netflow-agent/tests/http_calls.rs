@@ -14,13 +14,7 @@ use netflow_agent::{
 const SERVER: &str = "10.231.0.2:8080";
 
 fn start(name: &str, fold_interval: Duration) -> (Testbed, common::Recording) {
-    let mut testbed = Testbed::two_hosts(&common::unique_name(name)).unwrap();
-    let recording =
-        common::record_testbed_folding(&testbed, 1024, Duration::from_secs(600), fold_interval);
-    testbed
-        .start_server(&common::lab(), Host::B, &["--tcp", SERVER])
-        .unwrap();
-    (testbed, recording)
+    common::testbed_with_server(name, fold_interval, SERVER)
 }
 
 /// A client on host A running `peer connect --tcp SERVER ARGS...` to the end.

@@ -55,13 +55,7 @@ impl Sides {
 }
 
 fn start(name: &str, fold_interval: Duration) -> (Testbed, common::Recording) {
-    let mut testbed = Testbed::two_hosts(&common::unique_name(name)).unwrap();
-    let recording =
-        common::record_testbed_folding(&testbed, 1024, Duration::from_secs(600), fold_interval);
-    testbed
-        .start_server(&common::lab(), Host::B, &["--tcp", SERVER])
-        .unwrap();
-    (testbed, recording)
+    common::testbed_with_server(name, fold_interval, SERVER)
 }
 
 /// A client making `args`' exchange with `SERVER` in the background.

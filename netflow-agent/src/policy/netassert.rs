@@ -162,43 +162,37 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
                 continue;
             }
         };
-        if !super::generate::proven(edge, false) {
-            // Never answered: no policy allows it, and it must stay closed
-            // (a scan, a broken client). One-way UDP is allowed only on
-            // request (`--allow-one-way-udp`), so it is not asserted.
-            if protocol == "udp" {
-                skipped.0.push(format!(
-                    "{} -> {} udp/{port}: never answered; allowed only with --allow-one-way-udp",
-                    client.id, server.id
-                ));
-            } else {
-                cases.push(case(
-                    format!(
-                        "{}-to-{}-{protocol}-{port}-never-connected-denied",
-                        slug(client),
-                        slug(server)
-                    ),
-                    &protocol,
-                    port,
-                    1,
-                    src,
-                    dst,
-                ));
-            }
+        // Never answered: no policy allows it, and it must stay closed (a
+        // scan, a broken client). One-way UDP is allowed only on request
+        // (`--allow-one-way-udp`), so it is not asserted.
+        let connected = super::generate::proven(edge, false);
+        if !connected && protocol == "udp" {
+            skipped.0.push(format!(
+                "{} -> {} udp/{port}: never answered; allowed only with --allow-one-way-udp",
+                client.id, server.id
+            ));
             continue;
         }
+        let (outcome, exit_code) = if connected {
+            ("allowed", 0)
+        } else {
+            ("never-connected-denied", 1)
+        };
         cases.push(case(
             format!(
-                "{}-to-{}-{protocol}-{port}-allowed",
+                "{}-to-{}-{protocol}-{port}-{outcome}",
                 slug(client),
                 slug(server)
             ),
             &protocol,
             port,
-            0,
+            exit_code,
             src,
             dst,
         ));
+        if !connected {
+            continue;
+        }
         // The next port of the same server: policies allow ports, not servers.
         if resource(server).is_some() && protocol == "tcp" {
             let other = port.wrapping_add(1).max(1);

@@ -49,7 +49,7 @@ struct Data<'a> {
     title: &'a str,
     generated: String,
     nodes: Vec<NodeView<'a>>,
-    edges: Vec<EdgeView<'a>>,
+    edges: Vec<EdgeView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     review: Option<ReviewView<'a>>,
 }
@@ -72,7 +72,7 @@ struct NodeView<'a> {
 }
 
 #[derive(Serialize)]
-struct EdgeView<'a> {
+struct EdgeView {
     from: usize,
     to: usize,
     protocol: String,
@@ -90,8 +90,6 @@ struct EdgeView<'a> {
     status: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     why: String,
-    #[serde(skip)]
-    _graph: std::marker::PhantomData<&'a ()>,
 }
 
 #[derive(Serialize)]
@@ -238,7 +236,6 @@ fn data<'a>(inputs: &'a ReportInputs<'a>) -> Data<'a> {
                     .collect(),
                 status,
                 why,
-                _graph: std::marker::PhantomData,
             }
         })
         .collect();

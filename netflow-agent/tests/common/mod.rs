@@ -149,6 +149,27 @@ pub fn record_testbed_folding(
     )
 }
 
+/// A two-host testbed named `tag`, recorded in-process with `fold_interval`,
+/// and a TCP echo server (`peer serve`, which answers HTTP too) on host B
+/// at `server`.
+pub fn testbed_with_server(
+    tag: &str,
+    fold_interval: std::time::Duration,
+    server: &str,
+) -> (netflow_agent::testbed::Testbed, Recording) {
+    let mut testbed = netflow_agent::testbed::Testbed::two_hosts(&unique_name(tag)).unwrap();
+    let recording = record_testbed_folding(
+        &testbed,
+        1024,
+        std::time::Duration::from_secs(600),
+        fold_interval,
+    );
+    testbed
+        .start_server(&lab(), netflow_agent::testbed::Host::B, &["--tcp", server])
+        .unwrap();
+    (testbed, recording)
+}
+
 /// The client ports in a `peer connect` report (one JSON line per connection).
 pub fn client_ports(stdout: &[u8]) -> Vec<u16> {
     String::from_utf8_lossy(stdout)

@@ -234,13 +234,7 @@ pub fn connect_udp(
 ) -> Result<Vec<ConnectionReport>, PeerError> {
     let socket_error = |what, source| PeerError::Socket { what, addr, source };
     let payload = pattern(bytes);
-    let any: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("literal address");
+    let any = unspecified_like(&addr);
     let mut reports = Vec::with_capacity(count);
     for _ in 0..count {
         let socket = UdpSocket::bind(any).map_err(|err| socket_error("cannot bind for", err))?;
@@ -299,14 +293,7 @@ pub fn probe(tcp: &[SocketAddr], udp: &[SocketAddr], timeout: Duration) -> Vec<P
     });
     let tried_udp = udp.iter().map(|addr| {
         let outcome = (|| {
-            let any: SocketAddr = if addr.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            }
-            .parse()
-            .expect("literal address");
-            let socket = UdpSocket::bind(any)?;
+            let socket = UdpSocket::bind(unspecified_like(addr))?;
             socket.connect(addr)?;
             socket.set_read_timeout(Some(timeout))?;
             socket.send(&pattern(64))?;
@@ -325,6 +312,16 @@ fn report(protocol: &str, remote: SocketAddr, outcome: io::Result<()>) -> ProbeR
         connected: outcome.is_ok(),
         error: outcome.err().map(|err| err.to_string()),
     }
+}
+
+/// Any local address and port of `addr`'s family, to bind a client to.
+fn unspecified_like(addr: &SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    SocketAddr::new(ip, 0)
 }
 
 fn pattern(bytes: usize) -> Vec<u8> {
