@@ -480,6 +480,17 @@ fn lab_scenarios_give_exactly_their_edges() {
         ),
         "DNS for all"
     );
+    // The demo's report page (the demo runs this scenario), as the README
+    // shows it: a screenshot in target/tmp; with NETFLOW_UPDATE_DOCS=1 it
+    // replaces docs/report.png, to be committed when the page changed.
+    if let Some(chromium) = common::browser::chromium() {
+        let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-demo.png");
+        common::browser::screenshot(&chromium, &shop.join("report.html"), &png);
+        if std::env::var("NETFLOW_UPDATE_DOCS").as_deref() == Ok("1") {
+            let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/report.png");
+            std::fs::copy(&png, docs).unwrap();
+        }
+    }
     std::fs::remove_dir_all(shop).unwrap();
 
     let cross = run_lab("cross-namespace.yaml");

@@ -6,46 +6,13 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use serde_json::{Value, json};
 
-fn chromium() -> Option<PathBuf> {
-    let path = PathBuf::from("/usr/bin/chromium");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("chromium is not installed (cargo xtask setup installs it)");
-    }
-    eprintln!("skipping: chromium is not installed");
-    None
-}
-
-/// Chromium's flags for a machine without network or display.
-fn browser(chromium: &Path, profile: &Path) -> Command {
-    let mut command = Command::new(chromium);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()));
-    command
-}
-
 /// The DOM after the page's script ran, for `page#hash`.
 fn dom(chromium: &Path, dir: &Path, page: &Path, hash: &str) -> String {
-    let output = browser(chromium, &dir.join("profile"))
+    let output = common::browser::command(chromium, &dir.join("profile"))
         .args(["--virtual-time-budget=10000", "--dump-dom"])
         .arg(format!("file://{}#{hash}", page.display()))
         .output()
@@ -113,7 +80,7 @@ fn agent(args: &[&str], dir: &Path) {
 /// which they block.
 #[test]
 fn the_page_shows_the_graph_and_its_review_in_a_browser() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = common::browser::chromium() else {
         return;
     };
     let dir = std::env::temp_dir().join(common::unique_name("netflow-report-"));
@@ -240,20 +207,7 @@ fn the_page_shows_the_graph_and_its_review_in_a_browser() {
     assert_eq!(body_number(&findings, "visible-edges"), 1);
 
     // A picture of it, as a reviewer sees it.
-    let shot = dir.join("report.png");
-    let output = browser(&chromium, &dir.join("profile"))
-        .args(["--window-size=1400,1000", "--virtual-time-budget=10000"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let png = std::fs::read(&shot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{} bytes",
-        png.len()
-    );
+    common::browser::screenshot(&chromium, &page, &dir.join("report.png"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -261,7 +215,7 @@ fn the_page_shows_the_graph_and_its_review_in_a_browser() {
 /// drawn and listed within 3 s of navigation.
 #[test]
 fn a_large_page_loads_in_under_three_seconds() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = common::browser::chromium() else {
         return;
     };
     let dir = std::env::temp_dir().join(common::unique_name("netflow-report-big-"));

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent_process;
+pub mod browser;
 pub mod deploy;
 pub mod fake_api;
 
