@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{
     layout::{LabPlan, PodPlan},
-    scenario::{Destination, Expect, ScanTargets, TrafficSpec, parse_destination, protocol_of},
+    scenario::{Expect, ScanTargets, TrafficSpec, protocol_of},
     variants::Variant,
 };
 use crate::peer::ProbeReport;
@@ -78,48 +78,12 @@ pub fn attempts(
                 }
             }
         }
-        None => addresses.push(destination_address(plan, &traffic.to)?),
+        None => addresses.push(plan.destination(&traffic.to)?),
     }
     Ok(addresses
         .into_iter()
         .map(|address| classify(plan, address, protocol, &running))
         .collect())
-}
-
-/// The address `to` names (a DNS name as the lab's DNS answers it).
-fn destination_address(plan: &LabPlan, to: &str) -> anyhow::Result<SocketAddr> {
-    let address = match parse_destination(to).map_err(anyhow::Error::msg)? {
-        Destination::Service {
-            namespace,
-            name,
-            port,
-        } => plan
-            .services
-            .iter()
-            .find(|s| s.namespace == namespace && s.name == name)
-            .map(|s| SocketAddr::new(s.cluster_ip.into(), port)),
-        Destination::Workload {
-            namespace,
-            name,
-            port,
-        } => plan
-            .pods
-            .iter()
-            .find(|pod| plan.workload_of(pod) == Some((namespace.as_str(), name.as_str())))
-            .map(|pod| SocketAddr::new(pod.ip.into(), port)),
-        Destination::External { name, port } => plan
-            .externals
-            .iter()
-            .find(|e| e.spec.name == name)
-            .map(|e| SocketAddr::new(e.spec.ip, port)),
-        Destination::Dns { name, port } => plan
-            .dns_records()
-            .into_iter()
-            .find(|(record, _)| record.trim_end_matches('.') == name.trim_end_matches('.'))
-            .map(|(_, ip)| SocketAddr::new(ip, port)),
-        Destination::Address { ip, port } => Some(SocketAddr::new(ip, port)),
-    };
-    address.with_context(|| format!("{to}: the lab has no such destination"))
 }
 
 /// What `address` is in the lab, and which pods would judge a connection.

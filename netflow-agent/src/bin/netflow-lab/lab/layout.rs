@@ -5,13 +5,15 @@
 use std::{
     collections::BTreeMap,
     hash::{DefaultHasher, Hash, Hasher},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::scenario::{ExternalSpec, PortSpec, Scenario, ServicePortSpec, protocol_of};
+use super::scenario::{
+    Destination, ExternalSpec, PortSpec, Scenario, ServicePortSpec, parse_destination, protocol_of,
+};
 
 /// Where the lab's cgroups live, below the cgroup v2 mount. The agent
 /// attaches here, so it sees the lab's pods and nothing else.
@@ -319,6 +321,43 @@ impl LabPlan {
     }
 
     /// The pods a Service selects.
+    /// The address a traffic step's `to` names (a DNS name as the lab's
+    /// DNS answers it).
+    pub fn destination(&self, to: &str) -> anyhow::Result<SocketAddr> {
+        let address = match parse_destination(to).map_err(anyhow::Error::msg)? {
+            Destination::Service {
+                namespace,
+                name,
+                port,
+            } => self
+                .services
+                .iter()
+                .find(|s| s.namespace == namespace && s.name == name)
+                .map(|s| SocketAddr::new(s.cluster_ip.into(), port)),
+            Destination::Workload {
+                namespace,
+                name,
+                port,
+            } => self
+                .pods
+                .iter()
+                .find(|pod| self.workload_of(pod) == Some((namespace.as_str(), name.as_str())))
+                .map(|pod| SocketAddr::new(pod.ip.into(), port)),
+            Destination::External { name, port } => self
+                .externals
+                .iter()
+                .find(|e| e.spec.name == name)
+                .map(|e| SocketAddr::new(e.spec.ip, port)),
+            Destination::Dns { name, port } => self
+                .dns_records()
+                .into_iter()
+                .find(|(record, _)| record.trim_end_matches('.') == name.trim_end_matches('.'))
+                .map(|(_, ip)| SocketAddr::new(ip, port)),
+            Destination::Address { ip, port } => Some(SocketAddr::new(ip, port)),
+        };
+        address.with_context(|| format!("{to}: the lab has no such destination"))
+    }
+
     /// `(namespace, name)` of the pod's workload (`None` for the DNS pod).
     pub fn workload_of(&self, pod: &PodPlan) -> Option<(&str, &str)> {
         pod.workload

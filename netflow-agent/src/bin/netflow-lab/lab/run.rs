@@ -665,45 +665,8 @@ impl Lab {
             let count = traffic.connections.to_string();
             let mut args: Vec<String> = vec!["connect".into()];
             match parse_destination(&traffic.to).map_err(anyhow::Error::msg)? {
-                Destination::Service {
-                    namespace,
-                    name,
-                    port,
-                } => {
-                    let service = plan
-                        .services
-                        .iter()
-                        .find(|s| s.namespace == namespace && s.name == name)
-                        .context("traffic to an unknown service")?;
-                    args.extend([flag.into(), format!("{}:{port}", service.cluster_ip)]);
-                }
-                Destination::Workload {
-                    namespace,
-                    name,
-                    port,
-                } => {
-                    let target = plan
-                        .pods
-                        .iter()
-                        .find(|pod| {
-                            pod.workload
-                                .map(|w| &plan.scenario.workloads[w])
-                                .is_some_and(|w| w.namespace == namespace && w.name == name)
-                        })
-                        .context("traffic to an unknown workload")?;
-                    args.extend([flag.into(), format!("{}:{port}", target.ip)]);
-                }
-                Destination::External { name, port } => {
-                    let external = plan
-                        .externals
-                        .iter()
-                        .find(|e| e.spec.name == name)
-                        .context("unknown external")?;
-                    args.extend([flag.into(), format!("{}:{port}", external.spec.ip)]);
-                }
-                Destination::Address { ip, port } => {
-                    args.extend([flag.into(), std::net::SocketAddr::new(ip, port).to_string()]);
-                }
+                // The client resolves the name through the cluster DNS
+                // itself: the query is traffic too.
                 Destination::Dns { name, port } => {
                     args.extend([
                         "--resolve".into(),
@@ -716,6 +679,12 @@ impl Lab {
                     if udp {
                         args.push("--resolved-udp".into());
                     }
+                }
+                _ => {
+                    let address = plan
+                        .destination(&traffic.to)
+                        .with_context(|| format!("traffic[{index}]"))?;
+                    args.extend([flag.into(), address.to_string()]);
                 }
             }
             if let Some(forged) = &traffic.forge_dns {
