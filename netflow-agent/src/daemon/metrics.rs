@@ -53,6 +53,7 @@ pub struct Metrics {
     packets_not_recorded: Family<Reason, Counter>,
     unresolved: Family<End, Counter>,
     pub edges_evicted: Counter,
+    pub loopback_flow_records: Counter,
     pub edges_over_budget: Counter,
     pub inventory_synced: Gauge,
     inventory_watch_errors: Counter,
@@ -89,6 +90,7 @@ impl Default for Metrics {
             packets_not_recorded: Family::default(),
             unresolved: Family::default(),
             edges_evicted: Counter::default(),
+            loopback_flow_records: Counter::default(),
             edges_over_budget: Counter::default(),
             inventory_synced: Gauge::default(),
             inventory_watch_errors: Counter::default(),
@@ -148,6 +150,11 @@ impl Default for Metrics {
             "netflow_unresolved",
             "Flow records whose ends could not be named, by which end (remote_ip: an external address with no DNS name)",
             m.unresolved.clone(),
+        );
+        registry.register(
+            "netflow_loopback_flow_records",
+            "Flow records over loopback (a pod's processes among themselves, such as a mesh sidecar and its app): no edge",
+            m.loopback_flow_records.clone(),
         );
         registry.register(
             "netflow_graph_edges_evicted",

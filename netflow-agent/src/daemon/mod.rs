@@ -432,6 +432,7 @@ impl Sinks<'_> {
                 direction: report.undecided_direction,
                 remote_ip: report.unnamed_remote,
             });
+            metrics.loopback_flow_records.inc_by(report.loopback);
             metrics.edges_evicted.inc_by(added.evicted);
             metrics.edges_over_budget.inc_by(added.over_budget);
             metrics

@@ -33,6 +33,10 @@ pub struct BuildReport {
     /// Records whose remote address is no pod, node or Service and had no
     /// DNS name: an external host known only by its IP.
     pub unnamed_remote: u64,
+    /// Records over loopback (127.0.0.0/8, ::1): a process talking to
+    /// another of its own pod or node, such as a mesh sidecar's proxy and
+    /// its app. No policy sees them; they are no edge.
+    pub loopback: u64,
 }
 
 fn is_unnamed(endpoint: &super::Endpoint) -> bool {
@@ -154,6 +158,10 @@ impl<'g, 'a> Builder<'g, 'a> {
 
     pub fn add(&mut self, flow: &FlowRecord) {
         self.report.flow_records += 1;
+        if flow.remote.ip.is_loopback() || flow.local.ip.is_loopback() {
+            self.report.loopback += 1;
+            return;
+        }
         let first = unix_seconds(&flow.first_seen);
         let last = unix_seconds(&flow.last_seen).max(first);
         let local = self.local(flow);
@@ -519,5 +527,44 @@ mod tests {
             "{kinds:?}"
         );
         assert_eq!(graph.edge_count(), 6);
+    }
+
+    #[test]
+    fn traffic_inside_a_pod_over_loopback_is_no_edge() {
+        // A mesh sidecar's plumbing: the app's connection redirected to the
+        // proxy's 127.0.0.1:15001, and the proxy handing an inbound
+        // connection to the app from 127.0.0.6 (IPv6 alike). None of it
+        // crosses the network; none of it is an edge.
+        let inventory = inventory();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let mut graph = CommGraph::new();
+        let flows = [
+            flow(
+                UID_FRONTEND,
+                ("127.0.0.1", 41000),
+                ("127.0.0.1", 15001),
+                Side::Local,
+                true,
+            ),
+            flow(
+                UID_CART,
+                ("127.0.0.1", 9090),
+                ("127.0.0.6", 41001),
+                Side::Remote,
+                true,
+            ),
+            flow(UID_CART, ("::1", 9090), ("::1", 41002), Side::Remote, true),
+        ];
+        let report = add_flows(&mut graph, &identity, &flows);
+        assert_eq!(
+            report,
+            BuildReport {
+                flow_records: 3,
+                loopback: 3,
+                ..BuildReport::default()
+            }
+        );
+        assert_eq!(graph.edge_count(), 0);
     }
 }
