@@ -138,3 +138,74 @@ fn pods_that_live_200_ms_are_all_named() {
     drop(testbed);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An init container whose cgroup was made before the agent started (an
+/// agent restarted, or deployed, while the pod was starting) and removed
+/// before the agent's first poll: the kernel never saw it made, and a walk
+/// at the poll cannot find it. The agent walks the tree once when it starts.
+#[test]
+fn a_container_made_before_the_agent_started_is_named() {
+    if !common::privileged("a_container_made_before_the_agent_started_is_named") {
+        return;
+    }
+    let mut testbed = Testbed::two_hosts(&common::unique_name("nfinit")).unwrap();
+    let dir = std::env::temp_dir().join(common::unique_name("netflow-init-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inventory_path = dir.join("inventory.json");
+    std::fs::write(&inventory_path, inventory()).unwrap();
+    let state = dir.join("state");
+    testbed
+        .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
+        .unwrap();
+    let pod = testbed
+        .cgroup_parent()
+        .join(format!("kubepods/besteffort/pod{}", uid(7)));
+    let init_container = pod.join(format!("{:064x}", 7));
+    std::fs::create_dir_all(&init_container).unwrap();
+
+    let agent = AgentProcess::start(
+        "record",
+        testbed.cgroup_parent(),
+        [
+            "--interval".as_ref(),
+            "5".as_ref(),
+            "--inventory".as_ref(),
+            inventory_path.as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--output".as_ref(),
+            dir.join("flows.jsonl").as_os_str(),
+        ],
+    );
+    let output = Command::new(common::lab())
+        .arg("peer")
+        .arg("--cgroup")
+        .arg(&init_container)
+        .arg("--netns")
+        .arg(testbed.netns_path(Host::A))
+        .args(["connect", "--tcp", "10.231.0.2:8080", "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    remove_cgroup_tree(&init_container);
+    thread::sleep(Duration::from_secs(6));
+    let said = agent.stop(libc::SIGTERM);
+
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("graph.json")).unwrap()).unwrap();
+    let clients: Vec<&str> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|edge| edge["to"] == "node:host-b" && edge["port"] == 8080)
+        .map(|edge| edge["from"].as_str().unwrap())
+        .collect();
+    // (The server's side names the client by its address: host A's.)
+    assert!(
+        clients.contains(&"workload:jobs/Job/burst-7"),
+        "clients {clients:?}; the agent said {said:#?}"
+    );
+    remove_cgroup_tree(&pod);
+    drop(testbed);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -232,6 +232,9 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
     )?;
     let maps = probe.take_maps()?;
     probe.attach(&cgroup)?;
+    // Before saying it is attached: the reader's first walk of the cgroup
+    // tree names what was there before the kernel recorded cgroups made.
+    let reader = FlowReader::new(maps, options.idle_timeout).with_cgroup_mount(&mount);
     if let Some(shared) = &shared {
         shared.metrics.attached.set(1);
         shared.metrics.set_table(0, options.flow_entries);
@@ -251,7 +254,6 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         flow_entries = options.flow_entries,
         "attached: recording connections"
     );
-    let reader = FlowReader::new(maps, options.idle_timeout).with_cgroup_mount(&mount);
     // Pinned counters are totals since they were made: the metrics count
     // what moves from here on.
     let last_drops = reader.drop_counters().unwrap_or_default();

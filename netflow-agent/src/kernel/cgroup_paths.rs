@@ -38,6 +38,16 @@ impl CgroupIndex {
         }
     }
 
+    /// As [`CgroupIndex::new`], having walked the tree once: the kernel
+    /// records only cgroups made after the agent loaded, so one that
+    /// existed before and is gone by the first poll (an init container
+    /// that ran while the agent restarted) is known only from this walk.
+    pub fn walked(mount: &Path, grace: Duration) -> Self {
+        let mut index = Self::new(mount, grace);
+        index.refresh();
+        index
+    }
+
     /// The path of cgroup `id`, walking the tree again if it is not known yet.
     pub fn path_of(&mut self, id: u64) -> Option<String> {
         self.path_of_or_made(id, |_| None)

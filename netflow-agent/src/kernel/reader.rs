@@ -248,14 +248,14 @@ impl FlowReader {
             dns_refused: BTreeMap::new(),
             cgroups: cgroup_mount::cgroup2_mount()
                 .ok()
-                .map(|mount| CgroupIndex::new(&mount, idle_timeout + CGROUP_GRACE_BEYOND_IDLE)),
+                .map(|mount| CgroupIndex::walked(&mount, idle_timeout + CGROUP_GRACE_BEYOND_IDLE)),
         }
     }
 
     /// Names local ends by walking this cgroup v2 mount (in a container: the
     /// host's hierarchy, not the container's own view).
     pub fn with_cgroup_mount(mut self, mount: &std::path::Path) -> Self {
-        self.cgroups = Some(CgroupIndex::new(
+        self.cgroups = Some(CgroupIndex::walked(
             mount,
             self.idle_timeout + CGROUP_GRACE_BEYOND_IDLE,
         ));
