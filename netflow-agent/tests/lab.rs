@@ -1219,3 +1219,49 @@ fn the_lab_runs_its_agents_from_the_image_users_deploy() {
     std::fs::remove_dir_all(processes).ok();
     std::fs::remove_dir_all(image).ok();
 }
+
+/// A workload's graph id from `NS/KIND/NAME`.
+fn workload(id: &str) -> String {
+    format!("workload:{id}")
+}
+
+#[test]
+fn shape_every_container_of_a_pod_is_its_pod() {
+    if !common::privileged("shape_every_container_of_a_pod_is_its_pod") {
+        return;
+    }
+    let out = run_lab("containers.yaml");
+    let api = workload("app/Deployment/api");
+    assert_eq!(
+        edges(&out.join("graph.json")),
+        BTreeSet::from([
+            // The init container (gone before the agents polled) and the
+            // app container: one edge, their pod's workload.
+            edge(&api, &workload("app/StatefulSet/db"), "tcp", 5432),
+            // The log shipper beside the app.
+            edge(
+                &api,
+                &workload("observability/Deployment/collector"),
+                "tcp",
+                4317
+            ),
+            edge(&workload("app/Deployment/web"), &api, "tcp", 8080),
+        ])
+    );
+    // The flows came from three different containers of the api pods.
+    let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+    let containers: BTreeSet<String> = flows
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|flow| {
+            flow["client"] == "local"
+                && flow["remote"]["port"]
+                    .as_u64()
+                    .is_some_and(|port| [5432, 4317].contains(&port))
+        })
+        .filter_map(|flow| flow["cgroup"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(containers.len(), 3, "{containers:?}");
+    verify(&out);
+    std::fs::remove_dir_all(out).ok();
+}

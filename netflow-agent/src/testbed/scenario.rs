@@ -59,6 +59,14 @@ pub struct WorkloadSpec {
     pub host_network: bool,
     #[serde(default)]
     pub listen: Vec<PortSpec>,
+    /// The pod's containers, each in a cgroup of its own below the pod's
+    /// (default one, `main`); the first serves the `listen` ports.
+    #[serde(default)]
+    pub containers: Vec<String>,
+    /// Containers that run before the others: each exits (its cgroup
+    /// removed) after the last traffic step that runs in it.
+    #[serde(default)]
+    pub init_containers: Vec<String>,
     /// `NS/WORKLOAD`: this workload's pod is started by a `replace` step of
     /// the traffic, on the replaced workload's node and with its pod's IP
     /// (an IP reused by a new pod mid-recording).
@@ -138,6 +146,8 @@ pub struct TrafficSpec {
     pub replace: Option<String>,
     #[serde(default)]
     pub restart_agents: bool,
+    /// Which container of the `from` pod sends (default its first).
+    pub container: Option<String>,
     #[serde(default = "tcp")]
     pub protocol: String,
     #[serde(default = "one")]
@@ -319,6 +329,15 @@ impl Scenario {
             for port in &workload.listen {
                 protocol_of(&port.protocol).with_context(|| what.clone())?;
             }
+            let mut names = std::collections::BTreeSet::new();
+            for name in workload.containers.iter().chain(&workload.init_containers) {
+                if !is_dns_label(name) || !names.insert(name) {
+                    bail!("{what}: container {name:?} is not a DNS label, or is named twice");
+                }
+            }
+            if workload.containers.len() + workload.init_containers.len() > 8 {
+                bail!("{what}: the lab runs at most 8 containers a pod");
+            }
         }
         for service in &self.services {
             let what = format!("service {}/{}", service.namespace, service.name);
@@ -403,8 +422,13 @@ impl Scenario {
             protocol_of(&traffic.protocol).with_context(|| what.clone())?;
             let (namespace, name) = split_workload(&traffic.from)
                 .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD"))?;
-            if self.workload(namespace, name).is_none() {
+            let Some(source) = self.workload(namespace, name) else {
                 bail!("{what}: no workload {namespace}/{name}");
+            };
+            if let Some(container) = &traffic.container
+                && !source.container_names().any(|c| c == container)
+            {
+                bail!("{what}: {namespace}/{name} has no container {container:?}");
             }
             if traffic.expect == Expect::Refused && protocol_of(&traffic.protocol)? != "TCP" {
                 bail!("{what}: expect: refused is for TCP steps");
@@ -500,6 +524,34 @@ impl Scenario {
             .iter()
             .find(|w| w.namespace == namespace && w.name == name)
     }
+}
+
+impl WorkloadSpec {
+    /// Its app containers (`main` when the scenario names none).
+    pub fn app_containers(&self) -> Vec<&str> {
+        if self.containers.is_empty() {
+            vec!["main"]
+        } else {
+            self.containers.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// Every container it runs, app containers first.
+    pub fn container_names(&self) -> impl Iterator<Item = &str> {
+        self.app_containers()
+            .into_iter()
+            .chain(self.init_containers.iter().map(String::as_str))
+    }
+}
+
+/// A Kubernetes name: lowercase letters, digits and `-`, 1 to 63.
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// `TCP`/`UDP` (any case) to its canonical name.

@@ -12,7 +12,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::scenario::{
-    Destination, ExternalSpec, PortSpec, Scenario, ServicePortSpec, parse_destination, protocol_of,
+    Destination, ExternalSpec, PortSpec, Scenario, ServicePortSpec, WorkloadSpec,
+    parse_destination, protocol_of,
 };
 
 /// Where the lab's cgroups live, below the cgroup v2 mount. The agent
@@ -44,7 +45,6 @@ pub struct PodPlan {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    pub container_id: String,
     /// Index into `Scenario::workloads`, or `None` for the DNS pod.
     pub workload: Option<usize>,
     pub node: usize,
@@ -54,11 +54,25 @@ pub struct PodPlan {
     pub listen: Vec<PortSpec>,
     /// Namespace of the pod (its node's for hostNetwork pods).
     pub netns: String,
-    /// Cgroup below the cgroup v2 mount (kubelet's cgroupfs layout).
+    /// Cgroup of its first app container, below the cgroup v2 mount
+    /// (kubelet's cgroupfs layout).
     pub cgroup: String,
+    /// The pod's own cgroup, the parent of its containers'.
+    pub pod_cgroup: String,
+    /// Every container, app containers first, then init containers.
+    pub containers: Vec<ContainerPlan>,
     pub owner: Owner,
     /// The pod (index) whose place and IP this one takes mid-run.
     pub replaces: Option<usize>,
+}
+
+/// One container of a pod: its own cgroup below the pod's.
+#[derive(Clone, Debug)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub id: String,
+    pub cgroup: String,
+    pub init: bool,
 }
 
 /// The owner chain kubelet's pods carry.
@@ -209,6 +223,7 @@ impl LabPlan {
             &nodes,
             0,
             "Deployment",
+            &[("coredns", false)],
         ));
 
         for (index, workload) in scenario.workloads.iter().enumerate() {
@@ -238,6 +253,7 @@ impl LabPlan {
                     &nodes,
                     replica,
                     &workload.kind,
+                    &containers_of(workload),
                 ));
             }
         }
@@ -267,6 +283,7 @@ impl LabPlan {
                 &nodes,
                 0,
                 &workload.kind,
+                &containers_of(workload),
             );
             pod.replaces = Some(old);
             pods.push(pod);
@@ -487,6 +504,16 @@ impl LabPlan {
     }
 }
 
+/// A workload's containers as `(name, is init)`, app containers first.
+fn containers_of(workload: &WorkloadSpec) -> Vec<(&str, bool)> {
+    workload
+        .app_containers()
+        .into_iter()
+        .map(|name| (name, false))
+        .chain(workload.init_containers.iter().map(|n| (n.as_str(), true)))
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn pod_plan(
     namespace: &str,
@@ -500,6 +527,7 @@ fn pod_plan(
     nodes: &[NodePlan],
     replica: usize,
     kind: &str,
+    containers: &[(&str, bool)],
 ) -> PodPlan {
     let seed = format!("{namespace}/{workload}/{replica}");
     let hash = hex(&format!("{namespace}/{workload}"), 10);
@@ -557,7 +585,30 @@ fn pod_plan(
         _ => (workload.to_string(), Owner::None),
     };
     let uid = uid(&format!("pod/{namespace}/{name}"));
-    let container_id = hex(&format!("container/{uid}"), 64);
+    // Each node's pods under the node's own cgroup, which its agent
+    // attaches to (a real node's agent attaches to the node's root).
+    let pod_cgroup = format!(
+        "{LAB_CGROUP}/{}/kubepods/besteffort/pod{uid}",
+        nodes[node].name
+    );
+    let containers: Vec<ContainerPlan> = containers
+        .iter()
+        .enumerate()
+        .map(|(index, &(name, init))| {
+            // The first container keeps the id lab runs have always given it.
+            let id = if index == 0 {
+                hex(&format!("container/{uid}"), 64)
+            } else {
+                hex(&format!("container/{uid}/{name}"), 64)
+            };
+            ContainerPlan {
+                name: name.into(),
+                cgroup: format!("{pod_cgroup}/{id}"),
+                id,
+                init,
+            }
+        })
+        .collect();
     let netns = if host_network {
         nodes[node].netns.clone()
     } else {
@@ -567,14 +618,10 @@ fn pod_plan(
     PodPlan {
         namespace: namespace.into(),
         name,
-        // Each node's pods under the node's own cgroup, which its agent
-        // attaches to (a real node's agent attaches to the node's root).
-        cgroup: format!(
-            "{LAB_CGROUP}/{}/kubepods/besteffort/pod{uid}/{container_id}",
-            nodes[node].name
-        ),
+        cgroup: containers[0].cgroup.clone(),
+        pod_cgroup,
+        containers,
         uid,
-        container_id,
         workload: workload_index,
         node,
         ip,
@@ -690,12 +737,32 @@ fn pod_object(pod: &PodPlan, node: &str, start: &str) -> Value {
             value
         })
         .collect();
+    // The listen ports are the first container's (it runs the servers).
+    let spec = |container: &ContainerPlan, first: bool| {
+        let mut spec = json!({"name": container.name, "image": "netflow/peer"});
+        if first {
+            spec["ports"] = json!(ports);
+        }
+        spec
+    };
+    let status = |container: &ContainerPlan| {
+        let mut status = json!({"name": container.name,
+            "containerID": format!("containerd://{}", container.id), "ready": !container.init});
+        if container.init {
+            status["state"] = json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
+        }
+        status
+    };
+    let (init, app): (Vec<&ContainerPlan>, Vec<&ContainerPlan>) =
+        pod.containers.iter().partition(|c| c.init);
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
         "spec": {"nodeName": node, "hostNetwork": pod.host_network,
-            "containers": [{"name": "main", "image": "netflow/peer", "ports": ports}]},
+            "initContainers": init.iter().map(|c| spec(c, false)).collect::<Vec<_>>(),
+            "containers": app.iter().enumerate().map(|(i, c)| spec(c, i == 0)).collect::<Vec<_>>()},
         "status": {"phase": "Running", "podIP": pod.ip.to_string(), "podIPs": [{"ip": pod.ip.to_string()}],
             "hostIP": pod.ip.to_string(), "startTime": start,
-            "containerStatuses": [{"name": "main", "containerID": format!("containerd://{}", pod.container_id), "ready": true}]}})
+            "initContainerStatuses": init.iter().map(|c| status(c)).collect::<Vec<_>>(),
+            "containerStatuses": app.iter().map(|c| status(c)).collect::<Vec<_>>()}})
 }
 
 #[cfg(test)]

@@ -417,8 +417,10 @@ impl Lab {
     /// A pod's cgroup and (unless hostNetwork) its namespace on its node's bridge.
     fn create_pod(&self, plan: &LabPlan, index: usize) -> anyhow::Result<()> {
         let pod = &plan.pods[index];
-        fs::create_dir_all(self.mount.join(&pod.cgroup))
-            .with_context(|| format!("creating cgroup {}", pod.cgroup))?;
+        for container in &pod.containers {
+            fs::create_dir_all(self.mount.join(&container.cgroup))
+                .with_context(|| format!("creating cgroup {}", container.cgroup))?;
+        }
         if pod.host_network {
             return Ok(());
         }
@@ -459,7 +461,7 @@ impl Lab {
         }
         let old_pod = &plan.pods[old];
         ip(&["netns", "delete", &old_pod.netns])?;
-        remove_cgroup_tree(&self.mount.join(&old_pod.cgroup));
+        remove_cgroup_tree(&self.mount.join(&old_pod.pod_cgroup));
         self.create_pod(plan, new)?;
         // Neighbours still map the IP to the deleted pod's MAC address:
         // forget it everywhere, as a CNI's gratuitous ARP would make them.
@@ -716,9 +718,18 @@ impl Lab {
             } else {
                 args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
             }
+            let cgroup = match &traffic.container {
+                Some(name) => client
+                    .containers
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .map(|c| &c.cgroup)
+                    .with_context(|| format!("traffic[{index}]: no container {name}"))?,
+                None => &client.cgroup,
+            };
             let output = Command::new(lab_exe)
                 .args(["peer", "--cgroup"])
-                .arg(self.mount.join(&client.cgroup))
+                .arg(self.mount.join(cgroup))
                 .args(["--netns", &format!("/run/netns/{}", client.netns)])
                 .args(&args)
                 .output()
@@ -745,8 +756,34 @@ impl Lab {
                 ),
             }
             info!(from = %traffic.from, to = %traffic.to, connections = traffic.connections, expect = ?traffic.expect, "traffic sent");
+            self.complete_init_containers(plan, index);
         }
         Ok(())
+    }
+
+    /// Init containers whose last step was `index` exit: their cgroups go,
+    /// as kubelet removes them (what they sent must still name their pod).
+    fn complete_init_containers(&self, plan: &LabPlan, index: usize) {
+        let step = &plan.scenario.traffic[index];
+        let Some(name) = &step.container else {
+            return;
+        };
+        let later = plan.scenario.traffic[index + 1..]
+            .iter()
+            .any(|other| other.from == step.from && other.container.as_ref() == Some(name));
+        if later {
+            return;
+        }
+        let source = split_workload(&step.from);
+        for pod in plan
+            .pods
+            .iter()
+            .filter(|pod| plan.workload_of(pod) == source)
+        {
+            for container in pod.containers.iter().filter(|c| c.init && &c.name == name) {
+                remove_cgroup_tree(&self.mount.join(&container.cgroup));
+            }
+        }
     }
 }
 
