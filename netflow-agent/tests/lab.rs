@@ -1265,3 +1265,64 @@ fn shape_every_container_of_a_pod_is_its_pod() {
     verify(&out);
     std::fs::remove_dir_all(out).ok();
 }
+
+/// Addresses of the lab's Service CIDR (10.96.0.0/12) in a run's flow log.
+fn cluster_ips_on_the_wire(out: &Path) -> usize {
+    let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+    flows
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|flow| {
+            flow["remote"]["ip"]
+                .as_str()?
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+        })
+        .filter(|ip| ip.octets()[0] == 10 && (ip.octets()[1] & 0xf0) == 96)
+        .count()
+}
+
+#[test]
+fn shape_every_kube_proxy_mode_gives_the_same_graph() {
+    if !common::privileged("shape_every_kube_proxy_mode_gives_the_same_graph") {
+        return;
+    }
+    let mode = |mode: &str| run_lab_with("shop.yaml", &["--kube-proxy".as_ref(), mode.as_ref()]);
+    let iptables = mode("iptables");
+    let expected = edges(&iptables.join("graph.json"));
+    assert_eq!(expected.len(), 5, "{expected:?}");
+    // The pods sent to ClusterIPs, the nodes rewrote them.
+    assert!(cluster_ips_on_the_wire(&iptables) > 0);
+    for name in ["nftables", "socket"] {
+        let out = mode(name);
+        assert_eq!(
+            edges(&out.join("graph.json")),
+            expected,
+            "kubeProxy: {name}"
+        );
+        verify(&out);
+        if name == "socket" {
+            // Socket-level load balancing: connect() already names the
+            // backend, no ClusterIP is ever on the wire (DNS included).
+            assert_eq!(cluster_ips_on_the_wire(&out), 0);
+        } else {
+            assert!(cluster_ips_on_the_wire(&out) > 0);
+        }
+        std::fs::remove_dir_all(out).ok();
+    }
+    std::fs::remove_dir_all(iptables).ok();
+    // IPVS needs the kernel's IP Virtual Server, which the lab does not
+    // use: refused by name, nothing built.
+    let output = Command::new(common::lab())
+        .args(["run", "--kube-proxy", "ipvs", "--out"])
+        .arg(std::env::temp_dir().join(common::unique_name("netflow-lab-ipvs-")))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop.yaml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ipvs"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

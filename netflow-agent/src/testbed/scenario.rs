@@ -25,6 +25,26 @@ pub struct Scenario {
     pub externals: Vec<ExternalSpec>,
     #[serde(default)]
     pub traffic: Vec<TrafficSpec>,
+    /// How Services reach their pods on every node.
+    #[serde(default)]
+    pub kube_proxy: KubeProxy,
+}
+
+/// kube-proxy's mode, or its replacement's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeProxy {
+    /// DNAT rules per Service port and backend (`iptables -t nat`).
+    #[default]
+    Iptables,
+    /// The IP Virtual Server, ClusterIPs on a dummy interface.
+    Ipvs,
+    /// kube-proxy's nftables mode: one table, a verdict map per Service
+    /// port choosing a backend chain that DNATs.
+    Nftables,
+    /// Socket-level load balancing (a kube-proxy replacement): connect()
+    /// to a ClusterIP is given a backend's address; no ClusterIP on the wire.
+    Socket,
 }
 
 fn default_pod_cidr() -> String {

@@ -36,6 +36,9 @@ pub enum Command {
         /// security context, instead of as a process.
         #[arg(long)]
         agent_image: Option<PathBuf>,
+        /// Route Services in this mode instead of the scenario's `kubeProxy`.
+        #[arg(long, value_enum)]
+        kube_proxy: Option<netflow_agent::testbed::scenario::KubeProxy>,
     },
     /// Measure what recording costs traffic (run by `cargo xtask bench`).
     Bench {
@@ -88,6 +91,11 @@ pub struct PeerArgs {
     /// Then enter this network namespace (e.g. /run/netns/NAME).
     #[arg(long)]
     pub netns: Option<PathBuf>,
+    /// Connect to Services as socket-level load balancing does: each
+    /// ClusterIP address in this table (`socket-lb.json`, written by the
+    /// lab) is replaced by a backend's before the socket connects.
+    #[arg(long)]
+    pub socket_lb: Option<PathBuf>,
     #[command(subcommand)]
     pub action: PeerAction,
 }

@@ -9,6 +9,7 @@ mod http_peer;
 mod lab;
 mod peer;
 mod soak;
+mod socket_lb;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -30,7 +31,8 @@ fn main() -> ExitCode {
                     scenario,
                     out,
                     agent_image,
-                } => lab::run::run(&scenario, &out, agent_image.as_deref()).map(|_| ()),
+                    kube_proxy,
+                } => lab::run::run(&scenario, &out, agent_image.as_deref(), kube_proxy).map(|_| ()),
                 Command::Bench {
                     seconds,
                     rounds,
@@ -84,6 +86,10 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
 
 fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
     peer::enter(args.cgroup.as_deref(), args.netns.as_deref())?;
+    let lb = match &args.socket_lb {
+        Some(path) => socket_lb::SocketLb::load(path)?,
+        None => socket_lb::SocketLb::default(),
+    };
     match &args.action {
         PeerAction::Serve { tcp, udp, sink } => peer::serve(tcp, udp, sink)?,
         PeerAction::Exec { command } => {
@@ -113,7 +119,7 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
         } => {
             let resolved = match (resolve, dns, port) {
                 (Some(name), Some(server), Some(port)) => Some(SocketAddr::new(
-                    dns_client::resolve(name, *server)?.into(),
+                    dns_client::resolve(name, lb.translate(*server, true))?.into(),
                     *port,
                 )),
                 _ => None,
@@ -123,6 +129,8 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
                 Some(addr) => (Some(addr), None),
                 None => (*tcp, *udp),
             };
+            let tcp = tcp.map(|addr| lb.translate(addr, false));
+            let udp = udp.map(|addr| lb.translate(addr, true));
             if let (Some(addr), false) = (tcp, http.is_empty()) {
                 let host = http_host.clone().unwrap_or_else(|| addr.to_string());
                 for _ in 0..*count {
@@ -154,9 +162,12 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             }
         }
-        PeerAction::ForgeDns { to, name, ip } => peer::forge_dns(*to, name, *ip)?,
+        PeerAction::ForgeDns { to, name, ip } => {
+            peer::forge_dns(lb.translate(*to, true), name, *ip)?;
+        }
         PeerAction::Probe { tcp, udp, timeout } => {
-            for report in peer::probe(tcp, udp, *timeout) {
+            let route = |addr, udp| lb.translate(addr, udp);
+            for report in peer::probe(tcp, udp, *timeout, &route) {
                 println!("{}", serde_json::to_string(&report)?);
             }
         }

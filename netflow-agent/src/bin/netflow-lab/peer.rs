@@ -283,10 +283,17 @@ pub struct ProbeReport {
 
 /// Tries each destination once, as an attacker's scan does: a TCP
 /// handshake (then closed), or a UDP datagram and its answer, each given
-/// `timeout`. A try that fails is a result, not an error.
-pub fn probe(tcp: &[SocketAddr], udp: &[SocketAddr], timeout: Duration) -> Vec<ProbeReport> {
+/// `timeout`. A try that fails is a result, not an error. `route` gives
+/// the address a socket asking for a destination connects to (socket-level
+/// load balancing); reports name the destination asked for.
+pub fn probe(
+    tcp: &[SocketAddr],
+    udp: &[SocketAddr],
+    timeout: Duration,
+    route: &dyn Fn(SocketAddr, bool) -> SocketAddr,
+) -> Vec<ProbeReport> {
     let tried_tcp = tcp.iter().map(|addr| {
-        let outcome = TcpStream::connect_timeout(addr, timeout).map(|stream| {
+        let outcome = TcpStream::connect_timeout(&route(*addr, false), timeout).map(|stream| {
             let _ = stream.shutdown(Shutdown::Both);
         });
         report("tcp", *addr, outcome)
@@ -294,7 +301,7 @@ pub fn probe(tcp: &[SocketAddr], udp: &[SocketAddr], timeout: Duration) -> Vec<P
     let tried_udp = udp.iter().map(|addr| {
         let outcome = (|| {
             let socket = UdpSocket::bind(unspecified_like(addr))?;
-            socket.connect(addr)?;
+            socket.connect(route(*addr, true))?;
             socket.set_read_timeout(Some(timeout))?;
             socket.send(&pattern(64))?;
             let mut answer = [0u8; 512];

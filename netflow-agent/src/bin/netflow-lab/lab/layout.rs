@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::scenario::{
-    Destination, ExternalSpec, PortSpec, Scenario, ServicePortSpec, WorkloadSpec,
+    Destination, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec, WorkloadSpec,
     parse_destination, protocol_of,
 };
 
@@ -158,6 +158,14 @@ fn uid(seed: &str) -> String {
 
 impl LabPlan {
     pub fn new(scenario: &Scenario) -> anyhow::Result<Self> {
+        if scenario.kube_proxy == KubeProxy::Ipvs {
+            // Seen from a pod's hook IPVS is iptables' picture (the pod
+            // sends to the ClusterIP, the node rewrites it); the lab would
+            // need the kernel's IP_VS to build it, which it does not use.
+            bail!(
+                "kubeProxy: ipvs is not built by the lab (it needs the kernel's IP Virtual Server); use iptables, nftables or socket"
+            );
+        }
         let pod_base = cidr_base(&scenario.pod_cidr)?;
         let service_base = cidr_base(&scenario.service_cidr)?;
         let nodes: Vec<NodePlan> = scenario
@@ -412,6 +420,32 @@ impl LabPlan {
             },
             Some(_) => None,
         }
+    }
+
+    /// Each Service port's backends (pod IP and target port): what kube-proxy
+    /// (or its replacement) sends a ClusterIP's connections to.
+    pub fn service_ports(&self) -> Vec<crate::socket_lb::ServiceEntry> {
+        let mut entries = Vec::new();
+        for service in &self.services {
+            for port in &service.ports {
+                let backends = self
+                    .backends(service)
+                    .into_iter()
+                    .filter_map(|pod| {
+                        Some(SocketAddr::new(
+                            pod.ip.into(),
+                            Self::target_port(port, pod)?,
+                        ))
+                    })
+                    .collect();
+                entries.push(crate::socket_lb::ServiceEntry {
+                    service: SocketAddr::new(service.cluster_ip.into(), port.port),
+                    protocol: protocol_of(&port.protocol).unwrap_or("TCP").into(),
+                    backends,
+                });
+            }
+        }
+        entries
     }
 
     /// Names the lab's DNS answers: Services and the scenario's externals.

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod attack;
+pub mod kube_proxy;
 pub mod layout;
 pub mod run;
 pub mod variants;

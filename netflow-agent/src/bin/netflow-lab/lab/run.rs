@@ -24,11 +24,11 @@ use tracing::info;
 
 use super::{
     agents::{AgentSetup, Agents, Runner},
-    attack,
+    attack, kube_proxy,
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
     scenario::{
-        Destination, Expect, Phase, Scenario, TrafficSpec, parse_destination, protocol_of,
-        split_workload,
+        Destination, Expect, KubeProxy, Phase, Scenario, TrafficSpec, parse_destination,
+        protocol_of, split_workload,
     },
     variants,
 };
@@ -70,8 +70,12 @@ pub fn run(
     scenario_path: &Path,
     out: &Path,
     agent_image: Option<&Path>,
+    kube_proxy: Option<KubeProxy>,
 ) -> anyhow::Result<LabOutput> {
-    let scenario = Scenario::load(scenario_path)?;
+    let mut scenario = Scenario::load(scenario_path)?;
+    if let Some(mode) = kube_proxy {
+        scenario.kube_proxy = mode;
+    }
     let plan =
         LabPlan::new(&scenario).with_context(|| format!("scenario {}", scenario_path.display()))?;
     // Ctrl-C and SIGTERM stop the run between steps; the lab's Drop then
@@ -95,10 +99,16 @@ pub fn run(
         children: Vec::new(),
         pod_servers: std::collections::HashMap::new(),
         replaced_at: std::collections::BTreeMap::new(),
+        socket_lb: None,
     };
     lab.remove_all();
     let started = rfc3339(SystemTime::now() - Duration::from_secs(1));
     lab.build(&plan).context("building the lab")?;
+    if plan.scenario.kube_proxy == KubeProxy::Socket {
+        let table = out.join("socket-lb.json");
+        write_json(&table, &plan.service_ports())?;
+        lab.socket_lb = Some(table);
+    }
     check_interrupt()?;
 
     let output = LabOutput {
@@ -270,6 +280,8 @@ struct Lab {
     pod_servers: std::collections::HashMap<usize, Child>,
     /// Pods replaced mid-run, by index, with the time (RFC 3339, whole seconds).
     replaced_at: std::collections::BTreeMap<usize, String>,
+    /// With socket-level load balancing: the Service table clients connect by.
+    socket_lb: Option<PathBuf>,
 }
 
 impl Drop for Lab {
@@ -409,7 +421,7 @@ impl Lab {
             }
         }
         for node in &plan.nodes {
-            self.install_service_rules(plan, &node.netns)?;
+            kube_proxy::install(plan, &node.netns)?;
         }
         Ok(())
     }
@@ -502,59 +514,6 @@ impl Lab {
             &format!("servers of pod {}/{}", pod.namespace, pod.name),
         )?;
         self.pod_servers.insert(index, child);
-        Ok(())
-    }
-
-    /// kube-proxy's job: DNAT each ClusterIP:port to the backends' pod
-    /// IP:targetPort, for pod traffic (PREROUTING) and the node's own (OUTPUT).
-    fn install_service_rules(&self, plan: &LabPlan, netns: &str) -> anyhow::Result<()> {
-        for service in &plan.services {
-            for port in &service.ports {
-                let protocol = protocol_of(&port.protocol)
-                    .map_err(anyhow::Error::msg)?
-                    .to_ascii_lowercase();
-                let backends: Vec<(String, u16)> = plan
-                    .backends(service)
-                    .into_iter()
-                    .filter_map(|pod| Some((pod.ip.to_string(), LabPlan::target_port(port, pod)?)))
-                    .collect();
-                for chain in ["PREROUTING", "OUTPUT"] {
-                    for (index, (address, target)) in backends.iter().enumerate() {
-                        let remaining = backends.len() - index;
-                        let destination = format!("{address}:{target}");
-                        let cluster_ip = format!("{}/32", service.cluster_ip);
-                        let port_text = port.port.to_string();
-                        let probability = format!("{:.5}", 1.0 / remaining as f64);
-                        let mut rule = vec![
-                            "iptables",
-                            "-w",
-                            "-t",
-                            "nat",
-                            "-A",
-                            chain,
-                            "-d",
-                            &cluster_ip,
-                            "-p",
-                            &protocol,
-                            "--dport",
-                            &port_text,
-                        ];
-                        if remaining > 1 {
-                            rule.extend_from_slice(&[
-                                "-m",
-                                "statistic",
-                                "--mode",
-                                "random",
-                                "--probability",
-                                &probability,
-                            ]);
-                        }
-                        rule.extend_from_slice(&["-j", "DNAT", "--to-destination", &destination]);
-                        netns_exec(netns, &rule)?;
-                    }
-                }
-            }
-        }
         Ok(())
     }
 
@@ -727,10 +686,8 @@ impl Lab {
                     .with_context(|| format!("traffic[{index}]: no container {name}"))?,
                 None => &client.cgroup,
             };
-            let output = Command::new(lab_exe)
-                .args(["peer", "--cgroup"])
-                .arg(self.mount.join(cgroup))
-                .args(["--netns", &format!("/run/netns/{}", client.netns)])
+            let output = self
+                .client_command(lab_exe, client, cgroup)
                 .args(&args)
                 .output()
                 .context("running a lab client")?;
@@ -788,6 +745,20 @@ impl Lab {
 }
 
 impl Lab {
+    /// A `peer` in `pod`'s namespace and `cgroup` (one of its containers'),
+    /// connecting as the node's Service routing has clients connect.
+    fn client_command(&self, lab_exe: &Path, pod: &PodPlan, cgroup: &str) -> Command {
+        let mut command = Command::new(lab_exe);
+        command
+            .args(["peer", "--cgroup"])
+            .arg(self.mount.join(cgroup))
+            .args(["--netns", &format!("/run/netns/{}", pod.netns)]);
+        if let Some(table) = &self.socket_lb {
+            command.arg("--socket-lb").arg(table);
+        }
+        command
+    }
+
     /// The pod (index) that sends step `index`: the running pods of its
     /// `from` workload take turns, step by step.
     fn client_of(
@@ -826,11 +797,8 @@ impl Lab {
         let attempts = attack::attempts(plan, traffic, |pod| self.is_running(&plan.pods[pod], pod))
             .with_context(|| format!("traffic[{index}]"))?;
         let pod = &plan.pods[client];
-        let mut command = Command::new(lab_exe);
-        command
-            .args(["peer", "--cgroup"])
-            .arg(self.mount.join(&pod.cgroup))
-            .args(["--netns", &format!("/run/netns/{}", pod.netns), "probe"]);
+        let mut command = self.client_command(lab_exe, pod, &pod.cgroup);
+        command.arg("probe");
         for attempt in &attempts {
             let flag = if attempt.protocol == "UDP" {
                 "--udp"

@@ -1,0 +1,183 @@
+//! kube-proxy's job on each node: a connection to a Service's ClusterIP
+//! and port reaches one of its backend pods, in the mode the scenario names
+//! (`kubeProxy`). The rules go in the node's namespace, where pod traffic
+//! is routed (and bridged, with bridge netfilter on), as on a real node.
+//!
+//! - `iptables`: one DNAT rule per backend in `nat` PREROUTING (pods) and
+//!   OUTPUT (the node's own processes), chosen at random by `statistic`.
+//! - `nftables`: kube-proxy's nftables mode: a `service-ips` verdict map
+//!   from ClusterIP, protocol and port to a Service chain, which picks a
+//!   backend chain with `numgen`, which DNATs.
+//! - `socket`: no rule at all; clients connect to a backend themselves
+//!   (see `socket_lb`).
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{layout::LabPlan, scenario::KubeProxy};
+use crate::socket_lb::ServiceEntry;
+use netflow_agent::testbed::ip;
+
+/// Installs the scenario's Service routing in node namespace `netns`.
+pub fn install(plan: &LabPlan, netns: &str) -> anyhow::Result<()> {
+    let ports = plan.service_ports();
+    match plan.scenario.kube_proxy {
+        KubeProxy::Iptables => iptables(&ports, netns),
+        KubeProxy::Nftables => nftables(&ports, netns),
+        KubeProxy::Socket => Ok(()),
+        KubeProxy::Ipvs => bail!("kubeProxy: ipvs is not built by the lab"),
+    }
+}
+
+fn iptables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {
+    for entry in ports {
+        let protocol = entry.protocol.to_ascii_lowercase();
+        let cluster_ip = format!("{}/32", entry.service.ip());
+        let port = entry.service.port().to_string();
+        for chain in ["PREROUTING", "OUTPUT"] {
+            for (index, backend) in entry.backends.iter().enumerate() {
+                let remaining = entry.backends.len() - index;
+                let probability = format!("{:.5}", 1.0 / remaining as f64);
+                let destination = backend.to_string();
+                let mut rule = vec![
+                    "netns",
+                    "exec",
+                    netns,
+                    "iptables",
+                    "-w",
+                    "-t",
+                    "nat",
+                    "-A",
+                    chain,
+                    "-d",
+                    &cluster_ip,
+                    "-p",
+                    &protocol,
+                    "--dport",
+                    &port,
+                ];
+                if remaining > 1 {
+                    rule.extend_from_slice(&[
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &probability,
+                    ]);
+                }
+                rule.extend_from_slice(&["-j", "DNAT", "--to-destination", &destination]);
+                ip(&rule)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `kube-proxy` table as kube-proxy's nftables mode lays it out.
+fn nftables_script(ports: &[ServiceEntry]) -> String {
+    let mut elements = Vec::new();
+    let mut chains = String::new();
+    for (service, entry) in ports.iter().enumerate() {
+        if entry.backends.is_empty() {
+            continue;
+        }
+        let protocol = entry.protocol.to_ascii_lowercase();
+        elements.push(format!(
+            "{} . {protocol} . {} : goto svc-{service}",
+            entry.service.ip(),
+            entry.service.port()
+        ));
+        let picks: Vec<String> = (0..entry.backends.len())
+            .map(|backend| format!("{backend} : goto sep-{service}-{backend}"))
+            .collect();
+        let _ = writeln!(
+            chains,
+            "  chain svc-{service} {{\n    numgen random mod {} vmap {{ {} }}\n  }}",
+            entry.backends.len(),
+            picks.join(", ")
+        );
+        for (backend, address) in entry.backends.iter().enumerate() {
+            let _ = writeln!(
+                chains,
+                "  chain sep-{service}-{backend} {{\n    meta l4proto {protocol} dnat ip to {address}\n  }}"
+            );
+        }
+    }
+    let map_elements = if elements.is_empty() {
+        String::new()
+    } else {
+        format!("    elements = {{ {} }}\n", elements.join(", "))
+    };
+    format!(
+        "table ip kube-proxy {{\n\
+         \x20 map service-ips {{\n    type ipv4_addr . inet_proto . inet_service : verdict\n{map_elements}  }}\n\
+         \x20 chain services {{\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }}\n\
+         {chains}\
+         \x20 chain nat-prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }}\n\
+         \x20 chain nat-output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n\
+         }}\n"
+    )
+}
+
+fn nftables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {
+    let script = nftables_script(ports);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (is nftables installed? run `cargo xtask setup`)")?;
+    child
+        .stdin
+        .take()
+        .context("nft has no stdin")?
+        .write_all(script.as_bytes())
+        .context("writing the kube-proxy table to nft")?;
+    let output = child.wait_with_output().context("waiting for nft")?;
+    if !output.status.success() {
+        bail!(
+            "nft refused the kube-proxy table in {netns}: {}\n{script}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nftables_table_maps_each_service_port_to_its_backends() {
+        let script = nftables_script(&[
+            ServiceEntry {
+                service: "10.96.0.20:80".parse().unwrap(),
+                protocol: "TCP".into(),
+                backends: vec![
+                    "10.244.0.11:8080".parse().unwrap(),
+                    "10.244.1.10:8080".parse().unwrap(),
+                ],
+            },
+            ServiceEntry {
+                service: "10.96.0.21:53".parse().unwrap(),
+                protocol: "UDP".into(),
+                backends: vec![],
+            },
+        ]);
+        assert!(
+            script.contains("10.96.0.20 . tcp . 80 : goto svc-0"),
+            "{script}"
+        );
+        assert!(script.contains("numgen random mod 2 vmap { 0 : goto sep-0-0, 1 : goto sep-0-1 }"));
+        assert!(script.contains("meta l4proto tcp dnat ip to 10.244.1.10:8080"));
+        // A Service port with no backend has no entry: it goes nowhere.
+        assert!(!script.contains("10.96.0.21"), "{script}");
+    }
+}
