@@ -1266,20 +1266,25 @@ fn shape_every_container_of_a_pod_is_its_pod() {
     std::fs::remove_dir_all(out).ok();
 }
 
-/// Addresses of the lab's Service CIDR (10.96.0.0/12) in a run's flow log.
-fn cluster_ips_on_the_wire(out: &Path) -> usize {
+/// The ports of a run's flows to the lab's Service CIDR (10.96.0.0/12):
+/// ClusterIPs on the wire.
+fn cluster_ip_ports(out: &Path) -> Vec<u64> {
     let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
     flows
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|flow| {
+        .filter(|flow| {
             flow["remote"]["ip"]
-                .as_str()?
-                .parse::<std::net::Ipv4Addr>()
-                .ok()
+                .as_str()
+                .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+                .is_some_and(|ip| ip.octets()[0] == 10 && (ip.octets()[1] & 0xf0) == 96)
         })
-        .filter(|ip| ip.octets()[0] == 10 && (ip.octets()[1] & 0xf0) == 96)
-        .count()
+        .filter_map(|flow| flow["remote"]["port"].as_u64())
+        .collect()
+}
+
+fn cluster_ips_on_the_wire(out: &Path) -> usize {
+    cluster_ip_ports(out).len()
 }
 
 #[test]
@@ -1325,4 +1330,46 @@ fn shape_every_kube_proxy_mode_gives_the_same_graph() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn shape_headless_and_external_name_services() {
+    if !common::privileged("shape_headless_and_external_name_services") {
+        return;
+    }
+    let out = run_lab("service-kinds.yaml");
+    let api = workload("app/Deployment/api");
+    assert_eq!(
+        edges(&out.join("graph.json")),
+        BTreeSet::from([
+            edge(&api, DNS, "udp", 53),
+            // The headless Service's name, and a StatefulSet pod's own:
+            // the pods, on their port.
+            edge(&api, &workload("app/StatefulSet/db"), "tcp", 5432),
+            // The ExternalName Service's name: its host.
+            edge(&api, "external:203.0.113.10", "tcp", 443),
+        ])
+    );
+    // Only the DNS queries went to a ClusterIP (kube-dns).
+    let ports = cluster_ip_ports(&out);
+    assert!(
+        !ports.is_empty() && ports.iter().all(|port| *port == 53),
+        "{ports:?}"
+    );
+    // The external is named by both names it was reached by.
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("graph.json")).unwrap()).unwrap();
+    let payments = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "external:203.0.113.10")
+        .unwrap();
+    assert_eq!(
+        payments["dns_names"],
+        serde_json::json!(["api.payments.example", "payments.app.svc.cluster.local"])
+    );
+    verify(&out);
+    generate_and_verify_cilium(&out);
+    std::fs::remove_dir_all(out).ok();
 }

@@ -116,11 +116,28 @@ fn tcp() -> String {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
     pub name: String,
     pub namespace: String,
+    #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    #[serde(default)]
     pub ports: Vec<ServicePortSpec>,
+    /// `None`: a headless Service. The cluster DNS answers its name with
+    /// its pods' addresses (and a StatefulSet pod's own name with its own);
+    /// no ClusterIP, no load balancing.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    /// An ExternalName Service: its name is a CNAME for this host (an
+    /// external's `dns`), nothing more.
+    pub external_name: Option<String>,
+}
+
+impl ServiceSpec {
+    pub fn is_headless(&self) -> bool {
+        self.cluster_ip.as_deref() == Some("None")
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -361,6 +378,30 @@ impl Scenario {
         }
         for service in &self.services {
             let what = format!("service {}/{}", service.namespace, service.name);
+            if let Some(ip) = &service.cluster_ip
+                && ip != "None"
+            {
+                bail!("{what}: clusterIP is allocated by the lab; only None (headless) may be set");
+            }
+            if let Some(host) = &service.external_name {
+                if !service.selector.is_empty()
+                    || !service.ports.is_empty()
+                    || service.is_headless()
+                {
+                    bail!("{what}: an ExternalName Service has no selector, ports or clusterIP");
+                }
+                if !self
+                    .externals
+                    .iter()
+                    .any(|e| e.dns.as_deref() == Some(host.as_str()))
+                {
+                    bail!("{what}: externalName {host:?} is no external's dns name");
+                }
+                continue;
+            }
+            if service.selector.is_empty() {
+                bail!("{what}: needs a selector (or an externalName)");
+            }
             if service.ports.is_empty() {
                 bail!("{what}: needs ports");
             }
@@ -517,6 +558,11 @@ impl Scenario {
                         .iter()
                         .find(|s| s.namespace == namespace && s.name == name)
                         .ok_or_else(|| anyhow!("{what}: no service {namespace}/{name}"))?;
+                    if service.is_headless() || service.external_name.is_some() {
+                        bail!(
+                            "{what}: service {namespace}/{name} has no ClusterIP: reach it by dns:NAME:PORT"
+                        );
+                    }
                     if !service.ports.iter().any(|p| p.port == port) {
                         bail!("{what}: service {namespace}/{name} has no port {port}");
                     }

@@ -73,7 +73,8 @@ pub fn attempts(
                     ScanTargets::Services => addresses.extend(
                         plan.services
                             .iter()
-                            .map(|service| SocketAddr::new(service.cluster_ip.into(), *port)),
+                            .filter_map(|service| service.cluster_ip)
+                            .map(|cluster_ip| SocketAddr::new(cluster_ip.into(), *port)),
                     ),
                 }
             }
@@ -108,7 +109,7 @@ fn classify(
     if let Some(service) = plan
         .services
         .iter()
-        .find(|s| IpAddr::from(s.cluster_ip) == address.ip())
+        .find(|s| s.cluster_ip.map(IpAddr::from) == Some(address.ip()))
     {
         let name = format!("svc:{}/{}", service.namespace, service.name);
         // kube-proxy rewrites only the Service's own ports; on any other

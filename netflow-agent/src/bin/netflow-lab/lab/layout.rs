@@ -96,9 +96,19 @@ pub enum Owner {
 pub struct ServicePlan {
     pub namespace: String,
     pub name: String,
-    pub cluster_ip: Ipv4Addr,
+    /// `None` for headless and ExternalName Services.
+    pub cluster_ip: Option<Ipv4Addr>,
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<ServicePortSpec>,
+    /// An ExternalName Service's host.
+    pub external_name: Option<String>,
+}
+
+impl ServicePlan {
+    /// Its name in the cluster DNS.
+    pub fn dns_name(&self) -> String {
+        format!("{}.{}.svc.{CLUSTER_DOMAIN}", self.name, self.namespace)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -300,7 +310,8 @@ impl LabPlan {
         let mut services = vec![ServicePlan {
             namespace: DNS_NAMESPACE.into(),
             name: DNS_SERVICE.into(),
-            cluster_ip: offset(service_base, 10),
+            cluster_ip: Some(offset(service_base, 10)),
+            external_name: None,
             selector: dns_labels,
             ports: vec![
                 ServicePortSpec {
@@ -321,7 +332,10 @@ impl LabPlan {
             services.push(ServicePlan {
                 namespace: service.namespace.clone(),
                 name: service.name.clone(),
-                cluster_ip: offset(service_base, 20 + index as u32),
+                // Addresses stay those of the Service's place in the list.
+                cluster_ip: (!service.is_headless() && service.external_name.is_none())
+                    .then(|| offset(service_base, 20 + index as u32)),
+                external_name: service.external_name.clone(),
                 selector: service.selector.clone(),
                 ports: service.ports.clone(),
             });
@@ -358,7 +372,7 @@ impl LabPlan {
                 .services
                 .iter()
                 .find(|s| s.namespace == namespace && s.name == name)
-                .map(|s| SocketAddr::new(s.cluster_ip.into(), port)),
+                .and_then(|s| Some(SocketAddr::new(s.cluster_ip?.into(), port))),
             Destination::Workload {
                 namespace,
                 name,
@@ -373,11 +387,18 @@ impl LabPlan {
                 .iter()
                 .find(|e| e.spec.name == name)
                 .map(|e| SocketAddr::new(e.spec.ip, port)),
-            Destination::Dns { name, port } => self
-                .dns_records()
-                .into_iter()
-                .find(|(record, _)| record.trim_end_matches('.') == name.trim_end_matches('.'))
-                .map(|(_, ip)| SocketAddr::new(ip, port)),
+            Destination::Dns { name, port } => {
+                let name = name.trim_end_matches('.');
+                let name = self
+                    .dns_aliases()
+                    .into_iter()
+                    .find(|(alias, _)| alias == name)
+                    .map_or(name.to_string(), |(_, target)| target);
+                self.dns_records()
+                    .into_iter()
+                    .find(|(record, _)| *record == name)
+                    .map(|(_, ip)| SocketAddr::new(ip, port))
+            }
             Destination::Address { ip, port } => Some(SocketAddr::new(ip, port)),
         };
         address.with_context(|| format!("{to}: the lab has no such destination"))
@@ -427,6 +448,9 @@ impl LabPlan {
     pub fn service_ports(&self) -> Vec<crate::socket_lb::ServiceEntry> {
         let mut entries = Vec::new();
         for service in &self.services {
+            let Some(cluster_ip) = service.cluster_ip else {
+                continue;
+            };
             for port in &service.ports {
                 let backends = self
                     .backends(service)
@@ -439,7 +463,7 @@ impl LabPlan {
                     })
                     .collect();
                 entries.push(crate::socket_lb::ServiceEntry {
-                    service: SocketAddr::new(service.cluster_ip.into(), port.port),
+                    service: SocketAddr::new(cluster_ip.into(), port.port),
                     protocol: protocol_of(&port.protocol).unwrap_or("TCP").into(),
                     backends,
                 });
@@ -449,23 +473,46 @@ impl LabPlan {
     }
 
     /// Names the lab's DNS answers: Services and the scenario's externals.
+    /// A Service with a ClusterIP by it; a headless one by each of its
+    /// pods' addresses, and each StatefulSet pod's own name
+    /// (`POD.SERVICE.NS.svc...`) by its address.
     pub fn dns_records(&self) -> Vec<(String, IpAddr)> {
-        let mut records: Vec<(String, IpAddr)> = self
-            .services
-            .iter()
-            .map(|s| {
-                (
-                    format!("{}.{}.svc.{CLUSTER_DOMAIN}", s.name, s.namespace),
-                    IpAddr::V4(s.cluster_ip),
-                )
-            })
-            .collect();
+        let mut records: Vec<(String, IpAddr)> = Vec::new();
+        for service in &self.services {
+            if let Some(cluster_ip) = service.cluster_ip {
+                records.push((service.dns_name(), cluster_ip.into()));
+                continue;
+            }
+            if service.external_name.is_some() {
+                continue;
+            }
+            for pod in self.backends(service) {
+                if pod.replaces.is_some() {
+                    continue;
+                }
+                records.push((service.dns_name(), pod.ip.into()));
+                if matches!(pod.owner, Owner::StatefulSet(_)) {
+                    records.push((
+                        format!("{}.{}", pod.name, service.dns_name()),
+                        pod.ip.into(),
+                    ));
+                }
+            }
+        }
         records.extend(
             self.externals
                 .iter()
                 .filter_map(|e| Some((e.spec.dns.clone()?, e.spec.ip))),
         );
         records
+    }
+
+    /// ExternalName Services' names, each an alias (CNAME) of its host.
+    pub fn dns_aliases(&self) -> Vec<(String, String)> {
+        self.services
+            .iter()
+            .filter_map(|s| Some((s.dns_name(), s.external_name.clone()?)))
+            .collect()
     }
 
     /// The cluster as `kubectl get namespaces,nodes,pods,services,replicasets,
@@ -528,11 +575,17 @@ impl LabPlan {
                     value
                 })
                 .collect();
+            let spec = match (&service.external_name, service.cluster_ip) {
+                (Some(host), _) => json!({"type": "ExternalName", "externalName": host}),
+                (None, Some(ip)) => json!({"type": "ClusterIP", "clusterIP": ip.to_string(),
+                    "clusterIPs": [ip.to_string()], "selector": service.selector, "ports": ports}),
+                (None, None) => json!({"type": "ClusterIP", "clusterIP": "None",
+                    "clusterIPs": ["None"], "selector": service.selector, "ports": ports}),
+            };
             items.push(json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": service.name, "namespace": service.namespace,
                     "uid": uid(&format!("svc/{}/{}", service.namespace, service.name)), "creationTimestamp": CREATED},
-                "spec": {"type": "ClusterIP", "clusterIP": service.cluster_ip.to_string(),
-                    "clusterIPs": [service.cluster_ip.to_string()], "selector": service.selector, "ports": ports}}));
+                "spec": spec}));
         }
         json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
     }

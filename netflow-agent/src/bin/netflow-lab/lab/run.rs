@@ -541,8 +541,13 @@ impl Lab {
                 "--port=53",
             ])
             .arg(format!("--listen-address={}", dns_pod.ip));
+        // Records, not --address: a name may have several addresses (a
+        // headless Service), and a CNAME's target must be a record.
         for (name, address) in plan.dns_records() {
-            dnsmasq.arg(format!("--address=/{name}/{address}"));
+            dnsmasq.arg(format!("--host-record={name},{address}"));
+        }
+        for (alias, target) in plan.dns_aliases() {
+            dnsmasq.arg(format!("--cname={alias},{target}"));
         }
         let mut child = dnsmasq
             .stdout(Stdio::null())
