@@ -79,11 +79,22 @@ pub(super) fn first_host(cidr: &str) -> Option<IpAddr> {
 
 pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
     let spec = service.spec.as_ref()?;
+    // A load balancer's and an external IP reach the Service's pods from
+    // inside the cluster the way the ClusterIP does (kube-proxy rewrites
+    // them on every node): a pod connecting to one connects to the Service.
+    let load_balancer_ips = service
+        .status
+        .iter()
+        .filter_map(|status| status.load_balancer.as_ref())
+        .flat_map(|balancer| balancer.ingress.iter().flatten())
+        .filter_map(|ingress| ingress.ip.as_ref());
     let mut cluster_ips: Vec<IpAddr> = spec
         .cluster_ips
         .iter()
         .flatten()
         .chain(spec.cluster_ip.iter())
+        .chain(spec.external_ips.iter().flatten())
+        .chain(load_balancer_ips)
         .filter_map(|ip| ip.parse().ok())
         .collect();
     cluster_ips.sort();

@@ -367,7 +367,13 @@ mod tests {
       {"apiVersion":"v1","kind":"Pod","metadata":{"name":"agent-x","namespace":"shop","uid":"p4","labels":{"app":"agent"}},
        "spec":{"hostNetwork":true,"nodeName":"node-a","containers":[{"name":"a"}]},"status":{"podIP":"172.30.0.2"}},
       {"apiVersion":"v1","kind":"Service","metadata":{"name":"frontend","namespace":"shop"},
-       "spec":{"clusterIP":"10.96.0.10","selector":{"app":"frontend"},"ports":[{"port":80,"targetPort":"http","protocol":"TCP"}]}},
+       "spec":{"type":"LoadBalancer","clusterIP":"10.96.0.10","externalIPs":["192.0.2.7"],"selector":{"app":"frontend"},
+         "ports":[{"port":80,"targetPort":"http","protocol":"TCP","nodePort":30080}]},
+       "status":{"loadBalancer":{"ingress":[{"ip":"172.30.0.200"},{"hostname":"lb.example"}]}}},
+      {"apiVersion":"v1","kind":"Service","metadata":{"name":"db","namespace":"shop"},
+       "spec":{"clusterIP":"None","selector":{"app":"cart"},"ports":[{"port":7070}]}},
+      {"apiVersion":"v1","kind":"Service","metadata":{"name":"payments","namespace":"shop"},
+       "spec":{"type":"ExternalName","externalName":"api.payments.example"}},
       {"apiVersion":"v1","kind":"Service","metadata":{"name":"legacy","namespace":"shop"},
        "spec":{"clusterIP":"10.96.0.11","ports":[{"name":"web","port":80,"protocol":"TCP"}]}},
       {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","addressType":"IPv4",
@@ -408,6 +414,21 @@ mod tests {
             inventory.pod_by_uid("p4").unwrap().workload,
             workload("Pod", "agent-x")
         );
+    }
+
+    #[test]
+    fn a_services_every_address_leads_to_it_and_headless_ones_have_none() {
+        let inventory = shop();
+        // The ClusterIP, an external IP and the load balancer's address:
+        // kube-proxy sends a pod's connection to each to the Service's pods.
+        for ip in ["10.96.0.10", "192.0.2.7", "172.30.0.200"] {
+            let service = inventory.service_by_ip(ip.parse().unwrap()).unwrap();
+            assert_eq!(service.name, "frontend", "{ip}");
+        }
+        for name in ["db", "payments"] {
+            let service = inventory.services.iter().find(|s| s.name == name).unwrap();
+            assert!(service.cluster_ips.is_empty(), "{name}");
+        }
     }
 
     #[test]
