@@ -1298,6 +1298,14 @@ fn shape_every_kube_proxy_mode_gives_the_same_graph() {
     assert_eq!(expected.len(), 5, "{expected:?}");
     // The pods sent to ClusterIPs, the nodes rewrote them.
     assert!(cluster_ips_on_the_wire(&iptables) > 0);
+    // Traffic from outside (NodePort, a load balancer) and a proxy
+    // connecting on to a Service.
+    let ingress =
+        |mode: &str| run_lab_with("ingress.yaml", &["--kube-proxy".as_ref(), mode.as_ref()]);
+    let ingress_iptables = ingress("iptables");
+    let ingress_expected = edges(&ingress_iptables.join("graph.json"));
+    assert_eq!(ingress_expected.len(), 3, "{ingress_expected:?}");
+    std::fs::remove_dir_all(ingress_iptables).ok();
     for name in ["nftables", "socket"] {
         let out = mode(name);
         assert_eq!(
@@ -1305,6 +1313,13 @@ fn shape_every_kube_proxy_mode_gives_the_same_graph() {
             expected,
             "kubeProxy: {name}"
         );
+        let from_outside = ingress(name);
+        assert_eq!(
+            edges(&from_outside.join("graph.json")),
+            ingress_expected,
+            "kubeProxy: {name}"
+        );
+        std::fs::remove_dir_all(from_outside).ok();
         verify(&out);
         if name == "socket" {
             // Socket-level load balancing: connect() already names the
@@ -1370,6 +1385,45 @@ fn shape_headless_and_external_name_services() {
         serde_json::json!(["api.payments.example", "payments.app.svc.cluster.local"])
     );
     verify(&out);
+    generate_and_verify_cilium(&out);
+    std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
+fn shape_ingress_controller_node_port_and_load_balancer() {
+    if !common::privileged("shape_ingress_controller_node_port_and_load_balancer") {
+        return;
+    }
+    let out = run_lab("ingress.yaml");
+    let controller = workload("ingress-nginx/Deployment/ingress-nginx-controller");
+    assert_eq!(
+        edges(&out.join("graph.json")),
+        BTreeSet::from([
+            // externalTrafficPolicy: Local keeps the browser's address,
+            // through the load balancer's address and the NodePort alike.
+            edge("external:198.51.100.20", &controller, "tcp", 80),
+            // The controller proxies on: ingress -> backend, on the pod port.
+            edge(&controller, &workload("shop/Deployment/web"), "tcp", 8080),
+            // externalTrafficPolicy: Cluster: the node that took the
+            // connection is the client the pod sees.
+            edge("node:node-a", &workload("shop/Deployment/api"), "tcp", 9090),
+        ])
+    );
+    verify(&out);
+    let shop = std::fs::read_to_string(out.join("policies/shop.yaml")).unwrap();
+    let ingress = std::fs::read_to_string(out.join("policies/ingress-nginx.yaml")).unwrap();
+    // The browser by its address; the node by each of its addresses.
+    assert!(ingress.contains("cidr: 198.51.100.20/32"), "{ingress}");
+    assert!(shop.contains("cidr: 172.30.0.10/32"), "{shop}");
+    // web takes connections from the controller's pods only.
+    assert!(reachable(
+        &out,
+        "ingress-nginx/ingress-nginx-controller",
+        "shop/web",
+        8080,
+        "TCP"
+    ));
+    assert!(!reachable(&out, "shop/api", "shop/web", 8080, "TCP"));
     generate_and_verify_cilium(&out);
     std::fs::remove_dir_all(out).ok();
 }

@@ -79,6 +79,10 @@ pub struct WorkloadSpec {
     pub host_network: bool,
     #[serde(default)]
     pub listen: Vec<PortSpec>,
+    /// Relays its pods run (an ingress controller's routes): each listens
+    /// on `port` and connects every connection on to `to`.
+    #[serde(default)]
+    pub forward: Vec<ForwardSpec>,
     /// The pod's containers, each in a cgroup of its own below the pod's
     /// (default one, `main`); the first serves the `listen` ports.
     #[serde(default)]
@@ -91,6 +95,15 @@ pub struct WorkloadSpec {
     /// the traffic, on the replaced workload's node and with its pod's IP
     /// (an IP reused by a new pod mid-recording).
     pub replaces: Option<String>,
+}
+
+/// One relay of a workload's pods.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    pub port: u16,
+    /// A traffic destination (`svc:NS/NAME:PORT`, `NS/WORKLOAD:PORT`, ...).
+    pub to: String,
 }
 
 fn default_kind() -> String {
@@ -132,6 +145,32 @@ pub struct ServiceSpec {
     /// An ExternalName Service: its name is a CNAME for this host (an
     /// external's `dns`), nothing more.
     pub external_name: Option<String>,
+    /// `ClusterIP` (the default), `NodePort` (each port also on every
+    /// node's addresses, at its `nodePort`) or `LoadBalancer` (a NodePort
+    /// Service with an address of its own, announced by the first node).
+    #[serde(rename = "type", default)]
+    pub service_type: ServiceType,
+    /// NodePort and LoadBalancer: `Cluster` (the default: any node's pods,
+    /// the client's address replaced by the node's) or `Local` (the
+    /// receiving node's own pods only, the client's address kept).
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum TrafficPolicy {
+    #[default]
+    Cluster,
+    Local,
 }
 
 impl ServiceSpec {
@@ -149,6 +188,9 @@ pub struct ServicePortSpec {
     #[serde(default = "tcp")]
     pub protocol: String,
     pub name: Option<String>,
+    /// NodePort and LoadBalancer Services: the port on every node (default
+    /// allocated from 30000).
+    pub node_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -304,6 +346,14 @@ pub enum Destination {
     /// `IP:PORT` (`[IPv6]:PORT`): an address nothing in the scenario names,
     /// such as the cloud's metadata service.
     Address { ip: IpAddr, port: u16 },
+    /// `node:NODE:PORT`: a node's address (a NodePort from outside).
+    Node { name: String, port: u16 },
+    /// `lb:NS/NAME:PORT`: a LoadBalancer Service's own address.
+    LoadBalancer {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
 }
 
 pub const WORKLOAD_KINDS: &[&str] = &[
@@ -383,6 +433,29 @@ impl Scenario {
             {
                 bail!("{what}: clusterIP is allocated by the lab; only None (headless) may be set");
             }
+            if (service.service_type == ServiceType::ExternalName)
+                != service.external_name.is_some()
+            {
+                bail!("{what}: type ExternalName and externalName go together");
+            }
+            let exposed = matches!(
+                service.service_type,
+                ServiceType::NodePort | ServiceType::LoadBalancer
+            );
+            if exposed && service.is_headless() {
+                bail!(
+                    "{what}: a {:?} Service needs a ClusterIP",
+                    service.service_type
+                );
+            }
+            if !exposed
+                && (service.external_traffic_policy != TrafficPolicy::Cluster
+                    || service.ports.iter().any(|p| p.node_port.is_some()))
+            {
+                bail!(
+                    "{what}: nodePort and externalTrafficPolicy are for NodePort and LoadBalancer Services"
+                );
+            }
             if let Some(host) = &service.external_name {
                 if !service.selector.is_empty()
                     || !service.ports.is_empty()
@@ -407,6 +480,11 @@ impl Scenario {
             }
             for port in &service.ports {
                 protocol_of(&port.protocol).with_context(|| what.clone())?;
+                if let Some(node_port) = port.node_port
+                    && !(30000..=32767).contains(&node_port)
+                {
+                    bail!("{what}: nodePort {node_port} is not in 30000-32767");
+                }
                 match &port.target_port {
                     None
                     | Some(serde_norway::Value::Number(_))
@@ -415,6 +493,23 @@ impl Scenario {
                         bail!("{what}: targetPort {other:?} is neither a number nor a name");
                     }
                 }
+            }
+        }
+        let mut node_ports = std::collections::BTreeSet::new();
+        for port in self.services.iter().flat_map(|s| &s.ports) {
+            if let Some(node_port) = port.node_port
+                && !node_ports.insert(node_port)
+            {
+                bail!("nodePort {node_port} is given to two Service ports");
+            }
+        }
+        for workload in &self.workloads {
+            let what = format!("workload {}/{}", workload.namespace, workload.name);
+            for forward in &workload.forward {
+                if workload.listen.iter().any(|p| p.port == forward.port) {
+                    bail!("{what}: port {} both listens and forwards", forward.port);
+                }
+                self.check_destination(&what, &forward.to)?;
             }
         }
         for workload in &self.workloads {
@@ -481,8 +576,25 @@ impl Scenario {
                 traffic.target()
             );
             protocol_of(&traffic.protocol).with_context(|| what.clone())?;
+            if let Some(external) = traffic.from.strip_prefix("ext:") {
+                if !self.externals.iter().any(|e| e.name == external) {
+                    bail!("{what}: no external {external}");
+                }
+                if traffic.scan.is_some()
+                    || traffic.forge_dns.is_some()
+                    || traffic.container.is_some()
+                    || traffic.phase != Phase::Audit
+                    || traffic.to.starts_with("dns:")
+                {
+                    bail!(
+                        "{what}: an external client makes audit connections to a to (no scan, forge_dns, container or dns:)"
+                    );
+                }
+                self.check_destination(&what, &traffic.to)?;
+                continue;
+            }
             let (namespace, name) = split_workload(&traffic.from)
-                .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD"))?;
+                .ok_or_else(|| anyhow!("{what}: from must be NS/WORKLOAD or ext:NAME"))?;
             let Some(source) = self.workload(namespace, name) else {
                 bail!("{what}: no workload {namespace}/{name}");
             };
@@ -547,40 +659,67 @@ impl Scenario {
             if traffic.forge_dns.is_some() && traffic.to.starts_with("dns:") {
                 bail!("{what}: forge_dns goes to a workload's or an external's UDP port, not dns:");
             }
-            match parse_destination(&traffic.to).with_context(|| what.clone())? {
-                Destination::Service {
-                    namespace,
-                    name,
-                    port,
-                } => {
-                    let service = self
-                        .services
-                        .iter()
-                        .find(|s| s.namespace == namespace && s.name == name)
-                        .ok_or_else(|| anyhow!("{what}: no service {namespace}/{name}"))?;
-                    if service.is_headless() || service.external_name.is_some() {
-                        bail!(
-                            "{what}: service {namespace}/{name} has no ClusterIP: reach it by dns:NAME:PORT"
-                        );
-                    }
-                    if !service.ports.iter().any(|p| p.port == port) {
-                        bail!("{what}: service {namespace}/{name} has no port {port}");
-                    }
+            self.check_destination(&what, &traffic.to)?;
+        }
+        Ok(())
+    }
+
+    /// That `to` names something of the scenario (`what` names the step).
+    fn check_destination(&self, what: &str, to: &str) -> anyhow::Result<()> {
+        match parse_destination(to).with_context(|| what.to_string())? {
+            Destination::Service {
+                namespace,
+                name,
+                port,
+            } => {
+                let service = self
+                    .services
+                    .iter()
+                    .find(|s| s.namespace == namespace && s.name == name)
+                    .ok_or_else(|| anyhow!("{what}: no service {namespace}/{name}"))?;
+                if service.is_headless() || service.external_name.is_some() {
+                    bail!(
+                        "{what}: service {namespace}/{name} has no ClusterIP: reach it by dns:NAME:PORT"
+                    );
                 }
-                Destination::Workload {
-                    namespace, name, ..
-                } => {
-                    if self.workload(&namespace, &name).is_none() {
-                        bail!("{what}: no workload {namespace}/{name}");
-                    }
+                if !service.ports.iter().any(|p| p.port == port) {
+                    bail!("{what}: service {namespace}/{name} has no port {port}");
                 }
-                Destination::External { name, .. } => {
-                    if !self.externals.iter().any(|e| e.name == name) {
-                        bail!("{what}: no external {name}");
-                    }
-                }
-                Destination::Dns { .. } | Destination::Address { .. } => {}
             }
+            Destination::Workload {
+                namespace, name, ..
+            } => {
+                if self.workload(&namespace, &name).is_none() {
+                    bail!("{what}: no workload {namespace}/{name}");
+                }
+            }
+            Destination::External { name, .. } => {
+                if !self.externals.iter().any(|e| e.name == name) {
+                    bail!("{what}: no external {name}");
+                }
+            }
+            Destination::Node { name, .. } => {
+                if !self.nodes.contains(&name) {
+                    bail!("{what}: no node {name}");
+                }
+            }
+            Destination::LoadBalancer {
+                namespace,
+                name,
+                port,
+            } => {
+                let service = self
+                    .services
+                    .iter()
+                    .find(|s| s.namespace == namespace && s.name == name)
+                    .ok_or_else(|| anyhow!("{what}: no service {namespace}/{name}"))?;
+                if service.service_type != ServiceType::LoadBalancer
+                    || !service.ports.iter().any(|p| p.port == port)
+                {
+                    bail!("{what}: {namespace}/{name} is no LoadBalancer Service with port {port}");
+                }
+            }
+            Destination::Dns { .. } | Destination::Address { .. } => {}
         }
         Ok(())
     }
@@ -643,7 +782,7 @@ pub fn parse_destination(text: &str) -> anyhow::Result<Destination> {
         .map_err(|_| anyhow!("{text:?}: port {port:?} is not a number"))?;
     let invalid = || {
         anyhow!(
-            "{text:?} is not svc:NS/NAME:PORT, NS/WORKLOAD:PORT, ext:NAME:PORT, dns:NAME:PORT or IP:PORT"
+            "{text:?} is not svc:NS/NAME:PORT, NS/WORKLOAD:PORT, ext:NAME:PORT, dns:NAME:PORT, node:NODE:PORT, lb:NS/NAME:PORT or IP:PORT"
         )
     };
     let literal = target
@@ -663,6 +802,20 @@ pub fn parse_destination(text: &str) -> anyhow::Result<Destination> {
     }
     if let Some(name) = target.strip_prefix("ext:") {
         return Ok(Destination::External {
+            name: name.into(),
+            port,
+        });
+    }
+    if let Some(name) = target.strip_prefix("node:") {
+        return Ok(Destination::Node {
+            name: name.into(),
+            port,
+        });
+    }
+    if let Some(service) = target.strip_prefix("lb:") {
+        let (namespace, name) = split_workload(service).ok_or_else(invalid)?;
+        return Ok(Destination::LoadBalancer {
+            namespace: namespace.into(),
             name: name.into(),
             port,
         });

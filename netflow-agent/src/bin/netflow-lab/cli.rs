@@ -171,6 +171,18 @@ pub enum PeerAction {
         #[arg(long, requires = "http")]
         http_split_at: Option<usize>,
     },
+    /// TCP relays, as an ingress controller or a mesh sidecar runs them;
+    /// prints `ready` once listening.
+    Relay {
+        /// `LISTEN=TARGET`: TARGET is ADDR:PORT, `original` (where a
+        /// redirected connection was going) or `original-port@IP`.
+        #[arg(long = "forward", required = true)]
+        forwards: Vec<crate::relay::Forward>,
+        /// Mark the relay's own connections (SO_MARK), for redirect rules
+        /// to let them pass.
+        #[arg(long)]
+        mark: Option<u32>,
+    },
     /// Try each destination once, as a scan does; one JSON line per
     /// destination, whether it connected or not.
     Probe {

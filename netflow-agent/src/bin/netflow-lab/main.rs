@@ -8,6 +8,7 @@ mod cli;
 mod http_peer;
 mod lab;
 mod peer;
+mod relay;
 mod soak;
 mod socket_lb;
 
@@ -164,6 +165,20 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
         }
         PeerAction::ForgeDns { to, name, ip } => {
             peer::forge_dns(lb.translate(*to, true), name, *ip)?;
+        }
+        PeerAction::Relay { forwards, mark } => {
+            // A fixed target is connected to as any client connects.
+            let forwards: Vec<relay::Forward> = forwards
+                .iter()
+                .map(|forward| match forward.target {
+                    relay::Target::Fixed(address) => relay::Forward {
+                        listen: forward.listen,
+                        target: relay::Target::Fixed(lb.translate(address, false)),
+                    },
+                    _ => forward.clone(),
+                })
+                .collect();
+            relay::run(&forwards, *mark)?;
         }
         PeerAction::Probe { tcp, udp, timeout } => {
             let route = |addr, udp| lb.translate(addr, udp);

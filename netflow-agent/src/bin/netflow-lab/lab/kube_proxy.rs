@@ -19,19 +19,140 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{layout::LabPlan, scenario::KubeProxy};
+use super::{
+    layout::{LabPlan, NodePlan},
+    scenario::{KubeProxy, ServiceType, TrafficPolicy},
+};
 use crate::socket_lb::ServiceEntry;
 use netflow_agent::testbed::ip;
 
-/// Installs the scenario's Service routing in node namespace `netns`.
-pub fn install(plan: &LabPlan, netns: &str) -> anyhow::Result<()> {
+/// Installs the scenario's Service routing on `node`.
+pub fn install(plan: &LabPlan, node: &NodePlan) -> anyhow::Result<()> {
     let ports = plan.service_ports();
+    let netns = node.netns.as_str();
     match plan.scenario.kube_proxy {
-        KubeProxy::Iptables => iptables(&ports, netns),
-        KubeProxy::Nftables => nftables(&ports, netns),
-        KubeProxy::Socket => Ok(()),
+        KubeProxy::Iptables => iptables(&ports, netns)?,
+        KubeProxy::Nftables => nftables(&ports, netns)?,
+        KubeProxy::Socket => {}
         KubeProxy::Ipvs => bail!("kubeProxy: ipvs is not built by the lab"),
     }
+    exposed(plan, node)
+}
+
+/// Connections from outside marked for masquerading (kube-proxy's bit).
+const MASQUERADE_MARK: &str = "0x4000/0x4000";
+
+/// NodePort and LoadBalancer Services, in every mode with iptables rules
+/// (a kube-proxy replacement does the same in its own way; the pods see
+/// the same): a connection to any of the node's addresses at a nodePort,
+/// or to a load balancer address the node announces at the Service's
+/// port, is sent to a backend. With `externalTrafficPolicy: Cluster` any
+/// node's backend, the client's address replaced by the node's; with
+/// `Local` only this node's backends, the client's address kept.
+fn exposed(plan: &LabPlan, node: &NodePlan) -> anyhow::Result<()> {
+    let netns = node.netns.as_str();
+    let mut masquerade = false;
+    for service in &plan.services {
+        if !matches!(
+            service.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        ) {
+            continue;
+        }
+        let local = service.traffic_policy == TrafficPolicy::Local;
+        for port in &service.ports {
+            let Some(node_port) = port.node_port else {
+                continue;
+            };
+            let protocol = port.protocol.to_ascii_lowercase();
+            let backends: Vec<String> = plan
+                .backends(service)
+                .into_iter()
+                .filter(|pod| !local || pod.node == node.index)
+                .filter_map(|pod| Some(format!("{}:{}", pod.ip, LabPlan::target_port(port, pod)?)))
+                .collect();
+            let mut entries: Vec<Vec<String>> = vec![vec![
+                "-m".into(),
+                "addrtype".into(),
+                "--dst-type".into(),
+                "LOCAL".into(),
+                "--dport".into(),
+                node_port.to_string(),
+            ]];
+            if let (Some(ip), 0) = (service.load_balancer_ip, node.index) {
+                entries.push(vec![
+                    "-d".into(),
+                    format!("{ip}/32"),
+                    "--dport".into(),
+                    port.port.to_string(),
+                ]);
+            }
+            for entry in entries {
+                let rule = |tail: &[&str]| -> anyhow::Result<()> {
+                    let mut args = vec![
+                        "netns",
+                        "exec",
+                        netns,
+                        "iptables",
+                        "-w",
+                        "-t",
+                        "nat",
+                        "-A",
+                        "PREROUTING",
+                        "-p",
+                        &protocol,
+                    ];
+                    args.extend(entry.iter().map(String::as_str));
+                    args.extend_from_slice(tail);
+                    ip(&args)
+                };
+                if !local {
+                    rule(&["-j", "MARK", "--set-xmark", MASQUERADE_MARK])?;
+                    masquerade = true;
+                }
+                for (index, backend) in backends.iter().enumerate() {
+                    let remaining = backends.len() - index;
+                    let probability = format!("{:.5}", 1.0 / remaining as f64);
+                    if remaining > 1 {
+                        rule(&[
+                            "-m",
+                            "statistic",
+                            "--mode",
+                            "random",
+                            "--probability",
+                            &probability,
+                            "-j",
+                            "DNAT",
+                            "--to-destination",
+                            backend,
+                        ])?;
+                    } else {
+                        rule(&["-j", "DNAT", "--to-destination", backend])?;
+                    }
+                }
+            }
+        }
+    }
+    if masquerade {
+        ip(&[
+            "netns",
+            "exec",
+            netns,
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-m",
+            "mark",
+            "--mark",
+            MASQUERADE_MARK,
+            "-j",
+            "MASQUERADE",
+        ])?;
+    }
+    Ok(())
 }
 
 fn iptables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {

@@ -12,8 +12,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::scenario::{
-    Destination, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec, WorkloadSpec,
-    parse_destination, protocol_of,
+    Destination, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec, ServiceType,
+    TrafficPolicy, WorkloadSpec, parse_destination, protocol_of,
 };
 
 /// Where the lab's cgroups live, below the cgroup v2 mount. The agent
@@ -102,6 +102,10 @@ pub struct ServicePlan {
     pub ports: Vec<ServicePortSpec>,
     /// An ExternalName Service's host.
     pub external_name: Option<String>,
+    pub service_type: ServiceType,
+    pub traffic_policy: TrafficPolicy,
+    /// A LoadBalancer Service's own address.
+    pub load_balancer_ip: Option<Ipv4Addr>,
 }
 
 impl ServicePlan {
@@ -319,17 +323,49 @@ impl LabPlan {
                     target_port: None,
                     protocol: "UDP".into(),
                     name: Some("dns".into()),
+                    node_port: None,
                 },
                 ServicePortSpec {
                     port: 53,
                     target_port: None,
                     protocol: "TCP".into(),
                     name: Some("dns-tcp".into()),
+                    node_port: None,
                 },
             ],
+            service_type: ServiceType::ClusterIP,
+            traffic_policy: TrafficPolicy::Cluster,
+            load_balancer_ip: None,
         }];
+        let mut next_node_port = 30000u16;
+        let taken: Vec<u16> = scenario
+            .services
+            .iter()
+            .flat_map(|s| &s.ports)
+            .filter_map(|p| p.node_port)
+            .collect();
         for (index, service) in scenario.services.iter().enumerate() {
+            let exposed = matches!(
+                service.service_type,
+                ServiceType::NodePort | ServiceType::LoadBalancer
+            );
+            let mut ports = service.ports.clone();
+            for port in ports.iter_mut().filter(|_| exposed) {
+                if port.node_port.is_none() {
+                    while taken.contains(&next_node_port) {
+                        next_node_port += 1;
+                    }
+                    port.node_port = Some(next_node_port);
+                    next_node_port += 1;
+                }
+            }
             services.push(ServicePlan {
+                service_type: service.service_type,
+                traffic_policy: service.external_traffic_policy,
+                // On the node network, announced by the first node (as
+                // MetalLB's layer 2 mode does).
+                load_balancer_ip: (service.service_type == ServiceType::LoadBalancer)
+                    .then(|| Ipv4Addr::new(172, 30, 0, 200 + index as u8)),
                 namespace: service.namespace.clone(),
                 name: service.name.clone(),
                 // Addresses stay those of the Service's place in the list.
@@ -337,7 +373,7 @@ impl LabPlan {
                     .then(|| offset(service_base, 20 + index as u32)),
                 external_name: service.external_name.clone(),
                 selector: service.selector.clone(),
-                ports: service.ports.clone(),
+                ports,
             });
         }
         let externals = scenario
@@ -400,6 +436,20 @@ impl LabPlan {
                     .map(|(_, ip)| SocketAddr::new(ip, port))
             }
             Destination::Address { ip, port } => Some(SocketAddr::new(ip, port)),
+            Destination::Node { name, port } => self
+                .nodes
+                .iter()
+                .find(|node| node.name == name)
+                .map(|node| SocketAddr::new(node.ip.into(), port)),
+            Destination::LoadBalancer {
+                namespace,
+                name,
+                port,
+            } => self
+                .services
+                .iter()
+                .find(|s| s.namespace == namespace && s.name == name)
+                .and_then(|s| Some(SocketAddr::new(s.load_balancer_ip?.into(), port))),
         };
         address.with_context(|| format!("{to}: the lab has no such destination"))
     }
@@ -572,20 +622,35 @@ impl LabPlan {
                     if let Some(name) = &port.name {
                         value["name"] = json!(name);
                     }
+                    if let Some(node_port) = port.node_port {
+                        value["nodePort"] = json!(node_port);
+                    }
                     value
                 })
                 .collect();
             let spec = match (&service.external_name, service.cluster_ip) {
                 (Some(host), _) => json!({"type": "ExternalName", "externalName": host}),
-                (None, Some(ip)) => json!({"type": "ClusterIP", "clusterIP": ip.to_string(),
-                    "clusterIPs": [ip.to_string()], "selector": service.selector, "ports": ports}),
+                (None, Some(ip)) => {
+                    let mut spec = json!({"type": format!("{:?}", service.service_type),
+                        "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+                        "selector": service.selector, "ports": ports});
+                    if service.service_type != ServiceType::ClusterIP {
+                        spec["externalTrafficPolicy"] =
+                            json!(format!("{:?}", service.traffic_policy));
+                    }
+                    spec
+                }
                 (None, None) => json!({"type": "ClusterIP", "clusterIP": "None",
                     "clusterIPs": ["None"], "selector": service.selector, "ports": ports}),
             };
-            items.push(json!({"apiVersion": "v1", "kind": "Service",
+            let mut object = json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": service.name, "namespace": service.namespace,
                     "uid": uid(&format!("svc/{}/{}", service.namespace, service.name)), "creationTimestamp": CREATED},
-                "spec": spec}));
+                "spec": spec});
+            if let Some(ip) = service.load_balancer_ip {
+                object["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}});
+            }
+            items.push(object);
         }
         json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
     }

@@ -414,6 +414,19 @@ impl Lab {
             ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
             route_pod_subnets(ns, plan.nodes.iter())?;
         }
+        // Load balancer addresses, announced by the first node (MetalLB's
+        // layer 2 mode): on its node-network interface.
+        for address in plan.services.iter().filter_map(|s| s.load_balancer_ip) {
+            ip(&[
+                "-n",
+                &plan.nodes[0].netns,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "eth0",
+            ])?;
+        }
         for index in 0..plan.pods.len() {
             // Pods that replace another start mid-run, in its place.
             if plan.pods[index].replaces.is_none() {
@@ -421,7 +434,7 @@ impl Lab {
             }
         }
         for node in &plan.nodes {
-            kube_proxy::install(plan, &node.netns)?;
+            kube_proxy::install(plan, node)?;
         }
         Ok(())
     }
@@ -497,6 +510,24 @@ impl Lab {
         index: usize,
     ) -> anyhow::Result<()> {
         let pod = &plan.pods[index];
+        let forwards = pod
+            .workload
+            .map(|w| plan.scenario.workloads[w].forward.as_slice())
+            .unwrap_or_default();
+        if !forwards.is_empty() {
+            // The relays connect on as the pod's other clients do.
+            let mut command = self.client_command(lab_exe, pod, &pod.cgroup);
+            command.arg("relay");
+            for forward in forwards {
+                let to = plan.destination(&forward.to)?;
+                command.args(["--forward", &format!("0.0.0.0:{}={to}", forward.port)]);
+            }
+            let child = spawn_ready(
+                command,
+                &format!("relays of pod {}/{}", pod.namespace, pod.name),
+            )?;
+            self.children.push(child);
+        }
         if pod.listen.is_empty() {
             return Ok(());
         }
@@ -624,7 +655,6 @@ impl Lab {
                 write_inventory(plan, started, &self.replaced_at, inventory)?;
                 continue;
             }
-            let client = &plan.pods[self.client_of(plan, index, traffic)?];
             let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP"
                 || traffic.forge_dns.is_some();
             let flag = if udp { "--udp" } else { "--tcp" };
@@ -682,17 +712,34 @@ impl Lab {
             } else {
                 args.extend(["--count".into(), count, "--bytes".into(), "64".into()]);
             }
-            let cgroup = match &traffic.container {
-                Some(name) => client
-                    .containers
-                    .iter()
-                    .find(|c| &c.name == name)
-                    .map(|c| &c.cgroup)
-                    .with_context(|| format!("traffic[{index}]: no container {name}"))?,
-                None => &client.cgroup,
+            let mut command = match traffic.from.strip_prefix("ext:") {
+                // A host outside the cluster: in its namespace, recorded by
+                // no agent (only the cluster's side of its connections is).
+                Some(name) => {
+                    let external = plan
+                        .externals
+                        .iter()
+                        .find(|e| e.spec.name == name)
+                        .with_context(|| format!("traffic[{index}]: no external {name}"))?;
+                    let mut command = Command::new(lab_exe);
+                    command.args(["peer", "--netns", &format!("/run/netns/{}", external.netns)]);
+                    command
+                }
+                None => {
+                    let client = &plan.pods[self.client_of(plan, index, traffic)?];
+                    let cgroup = match &traffic.container {
+                        Some(name) => client
+                            .containers
+                            .iter()
+                            .find(|c| &c.name == name)
+                            .map(|c| &c.cgroup)
+                            .with_context(|| format!("traffic[{index}]: no container {name}"))?,
+                        None => &client.cgroup,
+                    };
+                    self.client_command(lab_exe, client, cgroup)
+                }
             };
-            let output = self
-                .client_command(lab_exe, client, cgroup)
+            let output = command
                 .args(&args)
                 .output()
                 .context("running a lab client")?;
