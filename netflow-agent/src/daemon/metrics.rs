@@ -54,6 +54,7 @@ pub struct Metrics {
     unresolved: Family<End, Counter>,
     pub edges_evicted: Counter,
     pub loopback_flow_records: Counter,
+    pub mesh_unattributed_flow_records: Counter,
     pub edges_over_budget: Counter,
     pub inventory_synced: Gauge,
     inventory_watch_errors: Counter,
@@ -91,6 +92,7 @@ impl Default for Metrics {
             unresolved: Family::default(),
             edges_evicted: Counter::default(),
             loopback_flow_records: Counter::default(),
+            mesh_unattributed_flow_records: Counter::default(),
             edges_over_budget: Counter::default(),
             inventory_synced: Gauge::default(),
             inventory_watch_errors: Counter::default(),
@@ -155,6 +157,11 @@ impl Default for Metrics {
             "netflow_loopback_flow_records",
             "Flow records over loopback (a pod's processes among themselves, such as a mesh sidecar and its app): no edge",
             m.loopback_flow_records.clone(),
+        );
+        registry.register(
+            "netflow_mesh_unattributed_flow_records",
+            "Server-side flow records on a mesh sidecar's capture port of a pod with several ports: the client's record names the port",
+            m.mesh_unattributed_flow_records.clone(),
         );
         registry.register(
             "netflow_graph_edges_evicted",

@@ -435,6 +435,9 @@ impl Sinks<'_> {
                 remote_ip: report.unnamed_remote,
             });
             metrics.loopback_flow_records.inc_by(report.loopback);
+            metrics
+                .mesh_unattributed_flow_records
+                .inc_by(report.mesh_unattributed);
             metrics.edges_evicted.inc_by(added.evicted);
             metrics.edges_over_budget.inc_by(added.over_budget);
             metrics

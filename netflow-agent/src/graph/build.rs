@@ -16,7 +16,7 @@ use petgraph::graph::NodeIndex;
 use super::{CommGraph, Days, EdgeKey, EdgeStats, Volume, http_calls::SeenBy};
 use crate::{
     identity::{self, Identity, Named},
-    inventory::WorkloadRef,
+    inventory::{MESH_PROXIES, WorkloadRef},
     model::{EndpointKind, FlowRecord, Handshake, Protocol, Side},
 };
 
@@ -37,6 +37,10 @@ pub struct BuildReport {
     /// another of its own pod or node, such as a mesh sidecar's proxy and
     /// its app. No policy sees them; they are no edge.
     pub loopback: u64,
+    /// Records of a meshed pod's inbound capture port whose pod declares
+    /// several ports (or none): which one the client asked for is the
+    /// client's record's to say. No edge from them.
+    pub mesh_unattributed: u64,
 }
 
 fn is_unnamed(endpoint: &super::Endpoint) -> bool {
@@ -156,6 +160,20 @@ impl<'g, 'a> Builder<'g, 'a> {
         servers
     }
 
+    /// The port a server-side record's client connected to: its local
+    /// port, unless a mesh sidecar's redirect put the connection on its
+    /// capture port (`None`: the pod cannot tell which of its ports).
+    fn server_port(&self, flow: &FlowRecord) -> Option<u16> {
+        let port = flow.local.port;
+        if !MESH_PROXIES.iter().any(|(_, capture)| *capture == port) {
+            return Some(port);
+        }
+        match self.identity.mesh_of(flow.cgroup.as_deref()) {
+            Some(mesh) => mesh.inbound_app_port(port),
+            None => Some(port),
+        }
+    }
+
     pub fn add(&mut self, flow: &FlowRecord) {
         self.report.flow_records += 1;
         if flow.remote.ip.is_loopback() || flow.local.ip.is_loopback() {
@@ -225,14 +243,17 @@ impl<'g, 'a> Builder<'g, 'a> {
                 }
             }
             Side::Remote => {
+                let Some(port) = self.server_port(flow) else {
+                    self.report.mesh_unattributed += 1;
+                    return;
+                };
                 stats.seen_by_server = volume;
                 let named = self.identity.remote_named(flow.remote.ip, first);
                 if let Named::Other(endpoint) = &named {
                     self.report.unnamed_remote += u64::from(is_unnamed(endpoint));
                 }
                 let client = self.node(named);
-                self.graph
-                    .observe(client, local, key(flow.local.port), &stats);
+                self.graph.observe(client, local, key(port), &stats);
             }
             Side::Unknown => self.report.undecided_direction += 1,
         }
@@ -566,5 +587,95 @@ mod tests {
             }
         );
         assert_eq!(graph.edge_count(), 0);
+    }
+
+    #[test]
+    fn a_mesh_sidecars_capture_port_is_the_port_the_client_asked_for() {
+        // cart and catalog run Istio's sidecar: every inbound connection is
+        // redirected to its port 15006, where the kernel sees it. cart's
+        // app declares one port (9090; the proxy's own 15090 is not the
+        // app's), catalog's two.
+        let pod = |name: &str, uid: &str, ip: &str, ports: &str| {
+            format!(
+                r#"{{"kind":"Pod","metadata":{{"name":"{name}","namespace":"shop","uid":"{uid}","labels":{{"app":"{name}"}}}},
+                  "spec":{{"containers":[{{"name":"app","ports":{ports}}},
+                    {{"name":"istio-proxy","ports":[{{"containerPort":15090,"name":"http-envoy-prom"}}]}}],
+                    "initContainers":[{{"name":"istio-init"}}]}},
+                  "status":{{"podIP":"{ip}","startTime":"2026-11-01T00:00:00Z"}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"kind":"List","items":[{},{},{},
+              {{"kind":"Service","metadata":{{"name":"cart","namespace":"shop"}},
+                "spec":{{"clusterIP":"10.96.0.20","selector":{{"app":"cart"}},"ports":[{{"port":7070,"targetPort":9090}}]}}}}]}}"#,
+            pod("frontend", UID_FRONTEND, "10.244.0.5", "[]"),
+            pod("cart", UID_CART, "10.244.0.6", r#"[{"containerPort":9090}]"#),
+            pod(
+                "catalog",
+                "33333333-3333-3333-3333-333333333333",
+                "10.244.0.7",
+                r#"[{"containerPort":8081},{"containerPort":9091}]"#
+            ),
+        );
+        let inventory = Inventory::parse(&text).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let mut graph = CommGraph::new();
+        let flows = [
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 41000),
+                ("10.96.0.20", 7070),
+                Side::Local,
+                true,
+            ),
+            flow(
+                UID_CART,
+                ("10.244.0.6", 15006),
+                ("10.244.0.5", 41000),
+                Side::Remote,
+                true,
+            ),
+            flow(
+                UID_FRONTEND,
+                ("10.244.0.5", 41001),
+                ("10.244.0.7", 8081),
+                Side::Local,
+                true,
+            ),
+            flow(
+                "33333333-3333-3333-3333-333333333333",
+                ("10.244.0.7", 15006),
+                ("10.244.0.5", 41001),
+                Side::Remote,
+                true,
+            ),
+        ];
+        let report = add_flows(&mut graph, &identity, &flows);
+        let found: Vec<(String, String, u16)> = graph
+            .edges()
+            .iter()
+            .map(|(client, server, edge)| (client.id.clone(), server.id.clone(), edge.key.port))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    "workload:shop/Pod/frontend".to_string(),
+                    "workload:shop/Pod/cart".to_string(),
+                    9090
+                ),
+                (
+                    "workload:shop/Pod/frontend".to_string(),
+                    "workload:shop/Pod/catalog".to_string(),
+                    8081
+                ),
+            ]
+        );
+        // Both ends saw cart's connection; catalog's own record could not
+        // say which of its ports it was for: counted, the client's stands.
+        let cart = graph.edges()[0].2.stats.clone();
+        assert_eq!(cart.seen_by_server.connections, 1);
+        assert_eq!(report.mesh_unattributed, 1);
     }
 }

@@ -229,6 +229,12 @@ impl<'a> Identity<'a> {
             .map(|node| Named::Other(node_endpoint(&node.name, &node.addresses)))
     }
 
+    /// The mesh sidecar of the pod that owns `cgroup`, if it runs one.
+    pub fn mesh_of(&self, cgroup: Option<&str>) -> Option<&'a crate::inventory::MeshSidecar> {
+        let pod = cgroup.and_then(pod_of_cgroup)?;
+        self.inventory.pod_by_uid(&pod.pod_uid)?.mesh.as_ref()
+    }
+
     /// The remote end as a server, reached at `port`: a Service expands to the
     /// workloads behind it on their pod port.
     pub fn remote_server(&self, ip: IpAddr, port: u16, protocol: &str, at: i64) -> Vec<Target> {

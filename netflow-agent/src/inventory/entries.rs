@@ -11,7 +11,10 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use super::{ContainerPort, PodEntry, ServiceEntry, ServicePortEntry, TargetPort, owners::Owners};
+use super::{
+    ContainerPort, MESH_PROXIES, MeshSidecar, PodEntry, ServiceEntry, ServicePortEntry, TargetPort,
+    owners::Owners,
+};
 
 pub(super) fn pod_entry(pod: &Pod, owners: &Owners) -> PodEntry {
     let spec = pod.spec.as_ref();
@@ -45,7 +48,9 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners) -> PodEntry {
         .and_then(|status| status.start_time.as_ref())
         .or(pod.metadata.creation_timestamp.as_ref())
         .map(|time| time.0.as_second());
+    let mesh = spec.and_then(mesh_sidecar);
     PodEntry {
+        mesh,
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
@@ -62,6 +67,32 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners) -> PodEntry {
             .as_ref()
             .map(|time| time.0.as_second()),
     }
+}
+
+/// The pod's mesh sidecar: a container (or a native sidecar, an init
+/// container that keeps running) named as a mesh names its proxy.
+fn mesh_sidecar(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<MeshSidecar> {
+    let init = spec.init_containers.iter().flatten();
+    let (proxy, inbound_port) = spec.containers.iter().chain(init).find_map(|container| {
+        MESH_PROXIES
+            .iter()
+            .find(|(name, _)| container.name == *name)
+            .map(|(name, port)| (*name, *port))
+    })?;
+    let mut app_ports: Vec<u16> = spec
+        .containers
+        .iter()
+        .filter(|container| container.name != proxy)
+        .flat_map(|container| container.ports.iter().flatten())
+        .filter(|port| port.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|port| u16::try_from(port.container_port).ok())
+        .collect();
+    app_ports.sort_unstable();
+    app_ports.dedup();
+    Some(MeshSidecar {
+        inbound_port,
+        app_ports,
+    })
 }
 
 /// The first host address of a CIDR (`10.244.1.0/24` -> `10.244.1.1`).

@@ -71,6 +71,40 @@ pub struct PodEntry {
     /// When the pod held its IPs: an IP names a pod only for that time.
     pub started: Option<i64>,
     pub ended: Option<i64>,
+    /// A service mesh's sidecar, when the pod runs one.
+    pub mesh: Option<MeshSidecar>,
+}
+
+/// A service mesh's proxy beside a pod's containers. Its redirect rules
+/// send every inbound TCP connection to the proxy's capture port, so the
+/// pod's socket (what the kernel records) is on that port, not on the one
+/// the client connected to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshSidecar {
+    /// The proxy's inbound capture port (Istio 15006, Linkerd 4143).
+    pub inbound_port: u16,
+    /// The TCP ports the pod's other containers declare: the ports inbound
+    /// connections were for.
+    pub app_ports: Vec<u16>,
+}
+
+/// Sidecar proxies by container name, with their inbound capture port.
+pub const MESH_PROXIES: [(&str, u16); 2] = [("istio-proxy", 15006), ("linkerd-proxy", 4143)];
+
+impl MeshSidecar {
+    /// The port an inbound connection that reached `port` was made to:
+    /// `port` itself unless it is the capture port; then the app's one TCP
+    /// port, or `None` when it declares several (or none) and the pod's
+    /// own record cannot tell which.
+    pub fn inbound_app_port(&self, port: u16) -> Option<u16> {
+        if port != self.inbound_port {
+            return Some(port);
+        }
+        match self.app_ports.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        }
+    }
 }
 
 /// A port a container declares. A name means a number *and* a protocol: a
