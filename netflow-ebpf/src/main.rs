@@ -74,10 +74,22 @@ pub fn netflow_floor(_ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// The kernel's `LOOPBACK_IFINDEX`: `lo` of every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 #[inline(always)]
 fn record(ctx: &SkBuffContext, direction: u8) {
     let socket = socket::established_socket(ctx);
     if !socket.is_null() && socket::count_on_socket(ctx, socket, direction) {
+        return;
+    }
+    // A pod's processes among themselves (a mesh sidecar and its app)
+    // cross no network and no policy. Their packets can carry no loopback
+    // address (a redirected connection's replies come from the address the
+    // app asked for), so the device says it: loopback is ifindex 1 in every
+    // namespace. Such sockets never get storage, so the fast path above
+    // never sees them.
+    if unsafe { (*ctx.skb.skb).ifindex } == LOOPBACK_IFINDEX {
         return;
     }
     match parse::parse(ctx, direction) {
