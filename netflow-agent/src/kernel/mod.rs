@@ -23,4 +23,5 @@ pub mod loader;
 pub mod pins;
 pub mod pseudo_fs;
 pub mod reader;
+pub mod redirect;
 pub mod tracefs;

@@ -33,6 +33,7 @@ use super::{
     handshake::handshake,
     http_wire, initiator,
     loader::ProbeMaps,
+    redirect,
 };
 use crate::model::{
     Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, HttpRequest, IntervalStats,
@@ -478,6 +479,9 @@ impl FlowReader {
 
         let mut entries = self.read_table()?;
         entries.sort_by_key(|(key, _)| *key);
+        // Inbound connections redirected in their pod: one connection, on
+        // the port the client asked for (the other half goes with it).
+        let folded = redirect::fold(&mut entries);
 
         let mut flows = Vec::new();
         // The connection of each record, in step with `flows`.
@@ -499,6 +503,15 @@ impl FlowReader {
             } else {
                 live.insert(*key, *total);
             }
+        }
+        if !folded.is_empty() {
+            let ended: std::collections::HashSet<FlowKey> = idle.iter().copied().collect();
+            idle.extend(
+                folded
+                    .iter()
+                    .filter(|(_, into)| ended.contains(into))
+                    .map(|(absorbed, _)| *absorbed),
+            );
         }
         self.remove_from_table(&idle);
         for key in &idle {
