@@ -1427,3 +1427,49 @@ fn shape_ingress_controller_node_port_and_load_balancer() {
     generate_and_verify_cilium(&out);
     std::fs::remove_dir_all(out).ok();
 }
+
+#[test]
+fn shape_a_service_mesh_shows_app_to_app_on_the_apps_ports() {
+    if !common::privileged("shape_a_service_mesh_shows_app_to_app_on_the_apps_ports") {
+        return;
+    }
+    let out = run_lab("mesh.yaml");
+    let shop = |name: &str| workload(&format!("shop/Deployment/{name}"));
+    let istiod = workload("istio-system/Deployment/istiod");
+    let found = edges(&out.join("graph.json"));
+    assert_eq!(
+        found,
+        BTreeSet::from([
+            // Meshed to meshed, to a pod of two ports, to and from a pod
+            // outside the mesh: the app's port every time.
+            edge(&shop("frontend"), &shop("cart"), "tcp", 7070),
+            edge(&shop("frontend"), &shop("catalog"), "tcp", 8081),
+            edge(&shop("frontend"), &shop("catalog"), "tcp", 9091),
+            edge(&shop("frontend"), &shop("legacy"), "tcp", 9000),
+            edge(&shop("legacy"), &shop("frontend"), "tcp", 8080),
+            // The proxies' own streams to the control plane.
+            edge(&shop("frontend"), &istiod, "tcp", 15012),
+            edge(&shop("cart"), &istiod, "tcp", 15012),
+            edge(&shop("catalog"), &istiod, "tcp", 15012),
+        ])
+    );
+    // Both ends saw every application connection, whole: the server's
+    // redirected halves were put together on the port the client asked for.
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("graph.json")).unwrap()).unwrap();
+    for edge in graph["edges"].as_array().unwrap() {
+        if edge["to"] == istiod.as_str() {
+            continue;
+        }
+        assert_eq!(edge["seen_by_client"], edge["seen_by_server"], "{edge}");
+        assert!(edge["established"].as_u64().unwrap() > 0, "{edge}");
+    }
+    // Nothing of the proxies' plumbing reached the flow log.
+    let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+    for plumbing in ["\"port\":15001", "\"port\":15006", "127.0.0."] {
+        assert!(!flows.contains(plumbing), "{plumbing} in the flow log");
+    }
+    verify(&out);
+    generate_and_verify_cilium(&out);
+    std::fs::remove_dir_all(out).ok();
+}

@@ -609,7 +609,12 @@ mod tests {
               {{"kind":"Service","metadata":{{"name":"cart","namespace":"shop"}},
                 "spec":{{"clusterIP":"10.96.0.20","selector":{{"app":"cart"}},"ports":[{{"port":7070,"targetPort":9090}}]}}}}]}}"#,
             pod("frontend", UID_FRONTEND, "10.244.0.5", "[]"),
-            pod("cart", UID_CART, "10.244.0.6", r#"[{"containerPort":9090}]"#),
+            pod(
+                "cart",
+                UID_CART,
+                "10.244.0.6",
+                r#"[{"containerPort":9090}]"#
+            ),
             pod(
                 "catalog",
                 "33333333-3333-3333-3333-333333333333",

@@ -79,6 +79,12 @@ pub struct WorkloadSpec {
     pub host_network: bool,
     #[serde(default)]
     pub listen: Vec<PortSpec>,
+    /// A service mesh's sidecar in each pod: `istio` adds the
+    /// `istio-proxy` container (and its `istio-init`), redirects the
+    /// pod's TCP to it with iptables (inbound to 15006, outbound to 15001)
+    /// and has it connect to `istiod` (istio-system) on 15012 when the
+    /// scenario runs one.
+    pub sidecar: Option<Sidecar>,
     /// Relays its pods run (an ingress controller's routes): each listens
     /// on `port` and connects every connection on to `to`.
     #[serde(default)]
@@ -95,6 +101,26 @@ pub struct WorkloadSpec {
     /// the traffic, on the replaced workload's node and with its pod's IP
     /// (an IP reused by a new pod mid-recording).
     pub replaces: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sidecar {
+    Istio,
+}
+
+/// Istio's names and ports, as its injector writes them.
+pub mod istio {
+    pub const PROXY: &str = "istio-proxy";
+    pub const INIT: &str = "istio-init";
+    pub const OUTBOUND: u16 = 15001;
+    pub const INBOUND: u16 = 15006;
+    /// The proxy's own metrics port (a port of the pod, not the app's).
+    pub const METRICS: u16 = 15090;
+    /// The proxy's connections carry this mark and are not redirected
+    /// (Istio lets its proxy's user id through; a mark is the same rule).
+    pub const PROXY_MARK: u32 = 1337;
+    pub const CONTROL_PLANE: (&str, &str, u16) = ("istio-system", "istiod", 15012);
 }
 
 /// One relay of a workload's pods.
@@ -416,8 +442,11 @@ impl Scenario {
             for port in &workload.listen {
                 protocol_of(&port.protocol).with_context(|| what.clone())?;
             }
+            if workload.sidecar.is_some() && workload.host_network {
+                bail!("{what}: a hostNetwork pod runs no mesh sidecar");
+            }
             let mut names = std::collections::BTreeSet::new();
-            for name in workload.containers.iter().chain(&workload.init_containers) {
+            for name in workload.container_names() {
                 if !is_dns_label(name) || !names.insert(name) {
                     bail!("{what}: container {name:?} is not a DNS label, or is named twice");
                 }
@@ -741,11 +770,29 @@ impl WorkloadSpec {
         }
     }
 
-    /// Every container it runs, app containers first.
-    pub fn container_names(&self) -> impl Iterator<Item = &str> {
-        self.app_containers()
+    /// Every container it runs as `(name, is init)`: app containers, the
+    /// mesh's proxy, then init containers (the mesh's first).
+    pub fn containers(&self) -> Vec<(&str, bool)> {
+        let mut containers: Vec<(&str, bool)> = self
+            .app_containers()
             .into_iter()
-            .chain(self.init_containers.iter().map(String::as_str))
+            .map(|name| (name, false))
+            .collect();
+        if self.sidecar == Some(Sidecar::Istio) {
+            containers.push((istio::PROXY, false));
+            containers.push((istio::INIT, true));
+        }
+        containers.extend(
+            self.init_containers
+                .iter()
+                .map(|name| (name.as_str(), true)),
+        );
+        containers
+    }
+
+    /// Every container's name.
+    pub fn container_names(&self) -> impl Iterator<Item = &str> {
+        self.containers().into_iter().map(|(name, _)| name)
     }
 }
 

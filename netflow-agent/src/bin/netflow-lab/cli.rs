@@ -182,6 +182,10 @@ pub enum PeerAction {
         /// to let them pass.
         #[arg(long)]
         mark: Option<u32>,
+        /// Connect to this address at start and hold the connection open
+        /// (a proxy's stream to its control plane); repeatable.
+        #[arg(long)]
+        hold: Vec<SocketAddr>,
     },
     /// Try each destination once, as a scan does; one JSON line per
     /// destination, whether it connected or not.

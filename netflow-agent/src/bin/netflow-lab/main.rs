@@ -166,7 +166,11 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
         PeerAction::ForgeDns { to, name, ip } => {
             peer::forge_dns(lb.translate(*to, true), name, *ip)?;
         }
-        PeerAction::Relay { forwards, mark } => {
+        PeerAction::Relay {
+            forwards,
+            mark,
+            hold,
+        } => {
             // A fixed target is connected to as any client connects.
             let forwards: Vec<relay::Forward> = forwards
                 .iter()
@@ -178,7 +182,8 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
                     _ => forward.clone(),
                 })
                 .collect();
-            relay::run(&forwards, *mark)?;
+            let hold: Vec<SocketAddr> = hold.iter().map(|a| lb.translate(*a, false)).collect();
+            relay::run(&forwards, &hold, *mark)?;
         }
         PeerAction::Probe { tcp, udp, timeout } => {
             let route = |addr, udp| lb.translate(addr, udp);

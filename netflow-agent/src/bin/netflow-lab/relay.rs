@@ -66,8 +66,21 @@ impl FromStr for Forward {
 /// Serves every forward until killed; prints `ready` once all listen.
 /// `mark`: the relay's own connections carry this socket mark, so the
 /// REDIRECT rules can let them through (Istio uses its proxy's user id).
-pub fn run(forwards: &[Forward], mark: Option<u32>) -> anyhow::Result<()> {
+/// `hold`: connections opened at start and held open (a proxy's stream to
+/// its control plane).
+pub fn run(forwards: &[Forward], hold: &[SocketAddr], mark: Option<u32>) -> anyhow::Result<()> {
     let mut workers = Vec::new();
+    for &address in hold {
+        workers.push(thread::spawn(move || {
+            match connect_marked(address, mark) {
+                // Held until the other side closes or the relay is killed.
+                Ok(mut stream) => {
+                    let _ = io::copy(&mut stream, &mut io::sink());
+                }
+                Err(err) => tracing::debug!(error = %err, %address, "hold"),
+            }
+        }));
+    }
     for forward in forwards {
         let listener = TcpListener::bind(forward.listen)
             .with_context(|| format!("cannot listen on {}", forward.listen))?;

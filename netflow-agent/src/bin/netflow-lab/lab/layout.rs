@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::scenario::{
     Destination, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec, ServiceType,
-    TrafficPolicy, WorkloadSpec, parse_destination, protocol_of,
+    TrafficPolicy, istio, parse_destination, protocol_of,
 };
 
 /// Where the lab's cgroups live, below the cgroup v2 mount. The agent
@@ -275,7 +275,7 @@ impl LabPlan {
                     &nodes,
                     replica,
                     &workload.kind,
-                    &containers_of(workload),
+                    &workload.containers(),
                 ));
             }
         }
@@ -305,7 +305,7 @@ impl LabPlan {
                 &nodes,
                 0,
                 &workload.kind,
-                &containers_of(workload),
+                &workload.containers(),
             );
             pod.replaces = Some(old);
             pods.push(pod);
@@ -656,16 +656,6 @@ impl LabPlan {
     }
 }
 
-/// A workload's containers as `(name, is init)`, app containers first.
-fn containers_of(workload: &WorkloadSpec) -> Vec<(&str, bool)> {
-    workload
-        .app_containers()
-        .into_iter()
-        .map(|name| (name, false))
-        .chain(workload.init_containers.iter().map(|n| (n.as_str(), true)))
-        .collect()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn pod_plan(
     namespace: &str,
@@ -894,6 +884,8 @@ fn pod_object(pod: &PodPlan, node: &str, start: &str) -> Value {
         let mut spec = json!({"name": container.name, "image": "netflow/peer"});
         if first {
             spec["ports"] = json!(ports);
+        } else if container.name == istio::PROXY {
+            spec["ports"] = json!([{"containerPort": istio::METRICS, "name": "http-envoy-prom", "protocol": "TCP"}]);
         }
         spec
     };

@@ -27,8 +27,8 @@ use super::{
     attack, kube_proxy,
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
     scenario::{
-        Destination, Expect, KubeProxy, Phase, Scenario, TrafficSpec, parse_destination,
-        protocol_of, split_workload,
+        Destination, Expect, KubeProxy, Phase, Scenario, Sidecar, TrafficSpec, istio,
+        parse_destination, protocol_of, split_workload,
     },
     variants,
 };
@@ -466,6 +466,12 @@ impl Lab {
             "via",
             &node.gateway.to_string(),
         ])?;
+        let sidecar = pod
+            .workload
+            .and_then(|w| plan.scenario.workloads[w].sidecar);
+        if sidecar == Some(Sidecar::Istio) {
+            redirect_to_istio_proxy(ns)?;
+        }
         Ok(())
     }
 
@@ -503,6 +509,42 @@ impl Lab {
         Ok(())
     }
 
+    /// The pod's Istio proxy, in its own container: outbound connections
+    /// on to where they were going, inbound ones to the app over loopback,
+    /// its own marked (not redirected); a stream to istiod held open.
+    fn start_istio_proxy(
+        &mut self,
+        lab_exe: &Path,
+        plan: &LabPlan,
+        pod: &PodPlan,
+    ) -> anyhow::Result<()> {
+        let proxy = pod
+            .containers
+            .iter()
+            .find(|c| c.name == istio::PROXY)
+            .context("a meshed pod without its proxy container")?;
+        let mut command = self.client_command(lab_exe, pod, &proxy.cgroup);
+        command.args([
+            "relay",
+            "--mark",
+            &istio::PROXY_MARK.to_string(),
+            "--forward",
+            &format!("0.0.0.0:{}=original", istio::OUTBOUND),
+            "--forward",
+            &format!("0.0.0.0:{}=original-port@127.0.0.1", istio::INBOUND),
+        ]);
+        let (namespace, name, port) = istio::CONTROL_PLANE;
+        if let Ok(istiod) = plan.destination(&format!("svc:{namespace}/{name}:{port}")) {
+            command.args(["--hold", &istiod.to_string()]);
+        }
+        let child = spawn_ready(
+            command,
+            &format!("the istio-proxy of pod {}/{}", pod.namespace, pod.name),
+        )?;
+        self.children.push(child);
+        Ok(())
+    }
+
     fn start_pod_servers(
         &mut self,
         lab_exe: &Path,
@@ -510,6 +552,12 @@ impl Lab {
         index: usize,
     ) -> anyhow::Result<()> {
         let pod = &plan.pods[index];
+        let sidecar = pod
+            .workload
+            .and_then(|w| plan.scenario.workloads[w].sidecar);
+        if sidecar == Some(Sidecar::Istio) {
+            self.start_istio_proxy(lab_exe, plan, pod)?;
+        }
         let forwards = pod
             .workload
             .map(|w| plan.scenario.workloads[w].forward.as_slice())
@@ -941,6 +989,45 @@ fn http_host(plan: &LabPlan, to: &str) -> Option<String> {
             .and_then(|e| e.spec.dns.clone()),
         _ => None,
     }
+}
+
+/// istio-init's rules in a pod's namespace: every inbound TCP connection
+/// to the proxy's inbound port, every outbound one (but the proxy's own,
+/// and loopback) to its outbound port.
+fn redirect_to_istio_proxy(netns: &str) -> anyhow::Result<()> {
+    let mark = istio::PROXY_MARK.to_string();
+    let inbound = istio::INBOUND.to_string();
+    let outbound = istio::OUTBOUND.to_string();
+    let rules: [&[&str]; 4] = [
+        &[
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &inbound,
+        ],
+        &[
+            "OUTPUT", "-p", "tcp", "-m", "mark", "--mark", &mark, "-j", "RETURN",
+        ],
+        &["OUTPUT", "-p", "tcp", "-d", "127.0.0.0/8", "-j", "RETURN"],
+        &[
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &outbound,
+        ],
+    ];
+    for rule in rules {
+        let mut args = vec!["iptables", "-w", "-t", "nat", "-A"];
+        args.extend_from_slice(rule);
+        netns_exec(netns, &args)?;
+    }
+    Ok(())
 }
 
 /// The network namespaces the lab made (this run's or a crashed run's).
