@@ -55,14 +55,22 @@ pub fn is_link_local(ip: IpAddr) -> bool {
 }
 
 /// NodeLocal DNSCache's address on every node.
-pub const NODE_LOCAL_DNS: &str = "169.254.20.10";
+pub const NODE_LOCAL_DNS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 20, 10));
+
+/// Names NodeLocal DNSCache's DaemonSet goes by (the upstream manifest's,
+/// kubespray's).
+pub const NODE_LOCAL_DNS_NAMES: [&str; 2] = ["node-local-dns", "nodelocaldns"];
+
+pub fn is_node_local_dns(ip: IpAddr) -> bool {
+    ip == NODE_LOCAL_DNS
+}
 
 /// The cluster's DNS servers: the kube-dns (or coredns) Services of
 /// kube-system (their ClusterIPs and the pods they select), NodeLocal
 /// DNSCache, and `extra` (what the user names).
 pub fn dns_servers(inventory: &Inventory, extra: &[IpAddr]) -> BTreeSet<IpAddr> {
     let mut servers: BTreeSet<IpAddr> = extra.iter().copied().collect();
-    servers.extend(NODE_LOCAL_DNS.parse::<IpAddr>());
+    servers.insert(NODE_LOCAL_DNS);
     for service in inventory.services.iter().filter(|service| {
         service.namespace == "kube-system"
             && matches!(service.name.as_str(), "kube-dns" | "coredns")
@@ -204,6 +212,11 @@ impl<'a> Identity<'a> {
 
     /// As [`Identity::local`], a workload left unbuilt (see [`Named`]).
     pub fn local_named(&self, cgroup: Option<&str>, local_ip: IpAddr) -> Option<Named<'a>> {
+        if is_node_local_dns(local_ip) {
+            // The DNS cache answering on its own address (hostNetwork):
+            // named as its clients name it, not as the node.
+            return Some(Named::Other(self.node_local_dns()));
+        }
         if let Some(pod) = cgroup.and_then(pod_of_cgroup) {
             let entry = self.inventory.pod_by_uid(&pod.pod_uid)?;
             if entry.host_network {
@@ -276,6 +289,9 @@ impl<'a> Identity<'a> {
 
     /// As [`Identity::remote`], a workload left unbuilt.
     pub fn remote_named(&self, ip: IpAddr, at: i64) -> Named<'a> {
+        if is_node_local_dns(ip) {
+            return Named::Other(self.node_local_dns());
+        }
         if is_metadata(ip) {
             return Named::Other(Endpoint {
                 kind: EndpointKind::Metadata,
@@ -307,6 +323,29 @@ impl<'a> Identity<'a> {
             dns_names: names,
             ..plain(format!("external:{ip}"), &name, ip)
         })
+    }
+
+    /// NodeLocal DNSCache: the same address on every node, each pod's
+    /// queries answered by its own node's cache (a hostNetwork DaemonSet,
+    /// named here when the inventory has it). One endpoint for all nodes: a
+    /// policy cannot tell them apart either.
+    fn node_local_dns(&self) -> Endpoint {
+        let host_workloads = self
+            .inventory
+            .pods_in("kube-system")
+            .filter(|pod| {
+                pod.workload.kind == "DaemonSet"
+                    && NODE_LOCAL_DNS_NAMES.contains(&pod.workload.name.as_str())
+            })
+            .map(|pod| format!("kube-system/DaemonSet/{}", pod.workload.name))
+            .collect();
+        Endpoint {
+            id: format!("node-local-dns:{NODE_LOCAL_DNS}"),
+            kind: EndpointKind::Node,
+            name: "node-local-dns".into(),
+            host_workloads,
+            ..plain(String::new(), "", NODE_LOCAL_DNS)
+        }
     }
 
     /// The endpoint `named` stands for.

@@ -140,8 +140,17 @@ struct Layer {
 }
 
 fn layer(options: &GenerateOptions, dns: &ClusterDns) -> Layer {
+    let node_local_dns = dns.node_local.then(|| LayerRule {
+        name: "allow-node-local-dns",
+        action: Action::Accept,
+        peer: Peer {
+            networks: Some(vec![super::node_local_dns_cidr()]),
+            ..Peer::default()
+        },
+        dns_ports: true,
+    });
     Layer {
-        admin_egress: vec![
+        admin_egress: [
             LayerRule {
                 name: "deny-metadata-service",
                 action: Action::Deny,
@@ -160,7 +169,10 @@ fn layer(options: &GenerateOptions, dns: &ClusterDns) -> Layer {
                 },
                 dns_ports: true,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(node_local_dns)
+        .collect(),
         baseline_ingress: vec![LayerRule {
             name: "default-deny-from-pods",
             action: Action::Deny,

@@ -132,11 +132,19 @@ impl Flavor for Cilium {
             policy_metadata("allow-dns", namespace, None),
             cnp::Rule {
                 endpoint_selector: LabelSelector::default(),
-                egress: Some(vec![EgressRule {
-                    to_endpoints: Some(vec![match_labels(&selector)]),
-                    to_ports: Some(vec![port]),
-                    ..EgressRule::default()
-                }]),
+                egress: Some(
+                    std::iter::once(EgressRule {
+                        to_endpoints: Some(vec![match_labels(&selector)]),
+                        to_ports: Some(vec![port.clone()]),
+                        ..EgressRule::default()
+                    })
+                    .chain(dns.node_local.then(|| EgressRule {
+                        to_cidr: Some(vec![super::node_local_dns_cidr()]),
+                        to_ports: Some(vec![port]),
+                        ..EgressRule::default()
+                    }))
+                    .collect(),
+                ),
                 ..cnp::Rule::default()
             },
         )

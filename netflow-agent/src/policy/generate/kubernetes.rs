@@ -107,11 +107,21 @@ impl Flavor for Kubernetes {
                 policy_types: Some(vec!["Egress".into()]),
                 ingress: None,
                 egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(namespace_selector(&dns.namespace)),
-                        pod_selector: Some(selector(&dns.labels)),
-                        ip_block: None,
-                    }]),
+                    to: Some(
+                        std::iter::once(NetworkPolicyPeer {
+                            namespace_selector: Some(namespace_selector(&dns.namespace)),
+                            pod_selector: Some(selector(&dns.labels)),
+                            ip_block: None,
+                        })
+                        .chain(dns.node_local.then(|| NetworkPolicyPeer {
+                            ip_block: Some(IPBlock {
+                                cidr: super::node_local_dns_cidr(),
+                                except: None,
+                            }),
+                            ..Default::default()
+                        }))
+                        .collect(),
+                    ),
                     ports: Some(dns_ports()),
                 }]),
             }),

@@ -153,6 +153,38 @@ pub struct ClusterDns {
     pub namespace: String,
     /// The DNS Service's selector: the DNS pods' labels.
     pub labels: BTreeMap<String, String>,
+    /// The inventory runs NodeLocal DNSCache (its DaemonSet in
+    /// kube-system): pods ask 169.254.20.10 on their node, and the DNS allow
+    /// names that address too, port 53 only: the one link-local address a
+    /// policy names, and only as the cluster's own DNS. Without the
+    /// DaemonSet, traffic to it is a link-local finding like any other.
+    pub node_local: bool,
+}
+
+impl ClusterDns {
+    /// Whether `peer` on `port` is the cluster DNS the DNS allow covers.
+    pub fn covers(&self, peer: &Endpoint, port: u16) -> bool {
+        port == 53
+            && ((peer.namespace.as_deref() == Some(self.namespace.as_str())
+                && peer.labels == self.labels)
+                || (self.node_local && is_node_local_dns_endpoint(peer)))
+    }
+}
+
+/// The endpoint the identity names NodeLocal DNSCache's address by.
+fn is_node_local_dns_endpoint(peer: &Endpoint) -> bool {
+    peer.kind == EndpointKind::Node
+        && peer.addresses.len() == 1
+        && peer.addresses.iter().all(|address| {
+            address
+                .parse()
+                .is_ok_and(crate::identity::is_node_local_dns)
+        })
+}
+
+/// `169.254.20.10/32`, as the DNS allow names NodeLocal DNSCache.
+pub fn node_local_dns_cidr() -> String {
+    format!("{}/32", crate::identity::NODE_LOCAL_DNS)
 }
 
 /// The cluster DNS: its namespace and pod labels, from the inventory.
@@ -165,6 +197,10 @@ pub fn cluster_dns(inventory: &Inventory) -> Option<ClusterDns> {
         .map(|service| ClusterDns {
             namespace: service.namespace.clone(),
             labels: service.selector.clone(),
+            node_local: inventory.pods_in("kube-system").any(|pod| {
+                pod.workload.kind == "DaemonSet"
+                    && crate::identity::NODE_LOCAL_DNS_NAMES.contains(&pod.workload.name.as_str())
+            }),
         })
 }
 
@@ -356,7 +392,9 @@ pub fn never_allowed(peer: &Endpoint) -> Option<&'static str> {
     if peer.kind == EndpointKind::Metadata {
         return Some("metadata-service");
     }
-    let link_local = peer.kind != EndpointKind::Node
+    // A node is named by its own addresses (link-local ones are left out
+    // of its rules); the NodeLocal DNS cache is its link-local address.
+    let link_local = (peer.kind != EndpointKind::Node || is_node_local_dns_endpoint(peer))
         && peer
             .addresses
             .iter()
@@ -570,6 +608,11 @@ fn rules<P: PartialEq>(
             });
             continue;
         };
+        // The DNS allow covers every workload's DNS traffic (NodeLocal
+        // DNSCache's link-local address too, when the cluster runs it).
+        if direction == Direction::Egress && dns.covers(peer, edge.key.port) {
+            continue;
+        }
         if let Some(kind) = never_allowed(peer) {
             findings.push(Finding {
                 kind: kind.into(),
@@ -607,14 +650,6 @@ fn rules<P: PartialEq>(
                     edge.stats.volume().connections
                 ),
             });
-            continue;
-        }
-        // The DNS allow covers every workload's DNS traffic.
-        if direction == Direction::Egress
-            && edge.key.port == 53
-            && peer.namespace.as_deref() == Some(dns.namespace.as_str())
-            && peer.labels == dns.labels
-        {
             continue;
         }
         if let Some(why) = unselectable.get(&peer.id) {
@@ -951,6 +986,55 @@ pub(crate) mod tests {
                 "{findings:#?}"
             );
         }
+    }
+
+    #[test]
+    fn the_node_local_dns_cache_is_allowed_on_53_only_where_the_cluster_runs_it() {
+        // The cluster runs NodeLocal DNSCache: its DaemonSet in kube-system.
+        let text = INVENTORY.replacen(
+            r#"{"kind":"Namespace","metadata":{"name":"shop"}},"#,
+            r#"{"kind":"Namespace","metadata":{"name":"shop"}},
+              {"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"node-local-dns","namespace":"kube-system","uid":"d1"}},
+              {"kind":"Pod","metadata":{"name":"node-local-dns-x","namespace":"kube-system","uid":"n1","labels":{"k8s-app":"node-local-dns"},
+                "ownerReferences":[{"apiVersion":"apps/v1","kind":"DaemonSet","name":"node-local-dns","uid":"d1","controller":true}]},
+                "spec":{"hostNetwork":true,"containers":[{"name":"node-cache"}]},"status":{"podIP":"172.30.0.2"}},"#,
+            1,
+        );
+        let inventory = Inventory::parse(&text).unwrap();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let web = "00000000-0000-0000-0000-000000000002";
+        let mut graph = CommGraph::new();
+        let flows = [
+            flow(web, "10.244.0.5", ("169.254.20.10", 53), 17),
+            // The same address on another port: still link-local.
+            flow(web, "10.244.0.5", ("169.254.20.10", 8080), 6),
+        ];
+        add_flows(&mut graph, &identity, &flows);
+        let options = GenerateOptions::default();
+        let kubernetes = generate(&graph, &inventory, &options).unwrap();
+        let cilium = cilium::generate(&graph, &inventory, &options).unwrap();
+        for (text, findings) in [
+            (
+                serde_json::to_string(&kubernetes.by_namespace).unwrap(),
+                &kubernetes.findings,
+            ),
+            (
+                serde_json::to_string(&cilium.by_namespace).unwrap(),
+                &cilium.findings,
+            ),
+        ] {
+            // Once, in the DNS allow (port 53), and nowhere else.
+            assert_eq!(text.matches("169.254.20.10/32").count(), 1, "{text}");
+            let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+            assert_eq!(kinds, vec!["link-local"], "{findings:#?}");
+            assert!(findings[0].detail.contains("tcp/8080"), "{findings:#?}");
+        }
+        let allow_dns = serde_json::to_value(policy(&kubernetes, "shop", "allow-dns")).unwrap();
+        assert_eq!(
+            allow_dns["spec"]["egress"][0]["to"][1],
+            serde_json::json!({"ipBlock": {"cidr": "169.254.20.10/32"}})
+        );
     }
 
     #[test]
