@@ -1473,3 +1473,59 @@ fn shape_a_service_mesh_shows_app_to_app_on_the_apps_ports() {
     generate_and_verify_cilium(&out);
     std::fs::remove_dir_all(out).ok();
 }
+
+#[test]
+fn shape_node_local_dns_cache() {
+    if !common::privileged("shape_node_local_dns_cache") {
+        return;
+    }
+    let out = run_lab("node-local-dns.yaml");
+    let web = workload("shop/Deployment/web");
+    let cache = "node-local-dns:169.254.20.10";
+    assert_eq!(
+        edges(&out.join("graph.json")),
+        BTreeSet::from([
+            // Pods on both nodes ask the cache on their node...
+            edge(&web, cache, "udp", 53),
+            // ...each node's cache (hostNetwork: the node) asks CoreDNS.
+            edge("node:node-a", DNS, "udp", 53),
+            edge("node:node-b", DNS, "udp", 53),
+            edge(&web, &workload("shop/Deployment/api"), "tcp", 8080),
+            // Named by the answer that came through the cache.
+            edge(&web, "external:203.0.113.10", "tcp", 443),
+        ])
+    );
+    let graph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("graph.json")).unwrap()).unwrap();
+    let to_cache = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == cache)
+        .unwrap();
+    // Both ends name it alike: the client by address, the cache by its own.
+    assert_eq!(
+        to_cache["seen_by_client"], to_cache["seen_by_server"],
+        "{to_cache}"
+    );
+    let payments = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "external:203.0.113.10")
+        .unwrap();
+    assert_eq!(payments["name"], "api.payments.example");
+    verify(&out);
+    generate_and_verify_cilium(&out);
+    generate_and_verify_baselines(&out);
+    // The cache's address is allowed in the DNS allow, on port 53 only.
+    let policies = std::fs::read_to_string(out.join("policies/shop.yaml")).unwrap();
+    assert_eq!(
+        policies.matches("169.254.20.10/32").count(),
+        1,
+        "{policies}"
+    );
+    assert!(reachable(&out, "shop/web", "169.254.20.10", 53, "UDP"));
+    assert!(!reachable(&out, "shop/web", "169.254.20.10", 80, "TCP"));
+    std::fs::remove_dir_all(out).ok();
+}

@@ -28,6 +28,20 @@ pub struct Scenario {
     /// How Services reach their pods on every node.
     #[serde(default)]
     pub kube_proxy: KubeProxy,
+    /// Where pods send their DNS queries.
+    #[serde(default)]
+    pub dns: DnsMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsMode {
+    /// To the kube-dns Service (CoreDNS).
+    #[default]
+    Coredns,
+    /// To NodeLocal DNSCache on their node (169.254.20.10, a hostNetwork
+    /// DaemonSet in kube-system), which asks kube-dns.
+    Nodelocal,
 }
 
 /// kube-proxy's mode, or its replacement's.

@@ -12,8 +12,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::scenario::{
-    Destination, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec, ServiceType,
-    TrafficPolicy, istio, parse_destination, protocol_of,
+    Destination, DnsMode, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec,
+    ServiceType, TrafficPolicy, istio, parse_destination, protocol_of,
 };
 
 /// Where the lab's cgroups live, below the cgroup v2 mount. The agent
@@ -25,6 +25,8 @@ pub const NETNS_PREFIX: &str = "nfl-";
 pub const DNS_NAMESPACE: &str = "kube-system";
 pub const DNS_NAME: &str = "coredns";
 pub const DNS_SERVICE: &str = "kube-dns";
+/// NodeLocal DNSCache's DaemonSet, as its upstream manifest names it.
+pub const NODE_LOCAL_DNS: &str = "node-local-dns";
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// A fixed start time for the lab's objects; pods get theirs at run time.
 const CREATED: &str = "2026-01-01T00:00:00Z";
@@ -131,6 +133,18 @@ pub struct LabPlan {
     pub dns_ip: Ipv4Addr,
 }
 
+/// A DNS server's container ports.
+fn dns_ports() -> Vec<PortSpec> {
+    ["UDP", "TCP"]
+        .into_iter()
+        .map(|protocol| PortSpec {
+            port: 53,
+            protocol: protocol.into(),
+            name: Some(if protocol == "UDP" { "dns" } else { "dns-tcp" }.into()),
+        })
+        .collect()
+}
+
 fn cidr_base(cidr: &str) -> anyhow::Result<Ipv4Addr> {
     let (address, _) = cidr
         .split_once('/')
@@ -230,18 +244,7 @@ impl LabPlan {
             ip,
             false,
             &dns_labels,
-            vec![
-                PortSpec {
-                    port: 53,
-                    protocol: "UDP".into(),
-                    name: Some("dns".into()),
-                },
-                PortSpec {
-                    port: 53,
-                    protocol: "TCP".into(),
-                    name: Some("dns-tcp".into()),
-                },
-            ],
+            dns_ports(),
             &nodes,
             0,
             "Deployment",
@@ -276,6 +279,27 @@ impl LabPlan {
                     replica,
                     &workload.kind,
                     &workload.containers(),
+                ));
+            }
+        }
+
+        if scenario.dns == DnsMode::Nodelocal {
+            // NodeLocal DNSCache: a hostNetwork DaemonSet, one pod a node.
+            let labels = BTreeMap::from([("k8s-app".to_string(), NODE_LOCAL_DNS.to_string())]);
+            for node in &nodes {
+                pods.push(pod_plan(
+                    DNS_NAMESPACE,
+                    NODE_LOCAL_DNS,
+                    None,
+                    node.index,
+                    node.ip,
+                    true,
+                    &labels,
+                    dns_ports(),
+                    &nodes,
+                    node.index,
+                    "DaemonSet",
+                    &[("node-cache", false)],
                 ));
             }
         }
@@ -395,7 +419,14 @@ impl LabPlan {
         })
     }
 
-    /// The pods a Service selects.
+    /// Where pods send their DNS queries: kube-dns, or their node's cache.
+    pub fn client_dns(&self) -> SocketAddr {
+        match self.scenario.dns {
+            DnsMode::Coredns => SocketAddr::new(self.dns_ip.into(), 53),
+            DnsMode::Nodelocal => SocketAddr::new(netflow_agent::identity::NODE_LOCAL_DNS, 53),
+        }
+    }
+
     /// The address a traffic step's `to` names (a DNS name as the lab's
     /// DNS answers it).
     pub fn destination(&self, to: &str) -> anyhow::Result<SocketAddr> {

@@ -25,7 +25,7 @@ use tracing::info;
 use super::{
     agents::{AgentSetup, Agents, Runner},
     attack, kube_proxy,
-    layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, PodPlan},
+    layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, NODE_LOCAL_DNS, PodPlan},
     scenario::{
         Destination, Expect, KubeProxy, Phase, Scenario, Sidecar, TrafficSpec, istio,
         parse_destination, protocol_of, split_workload,
@@ -391,6 +391,18 @@ impl Lab {
                 ns,
                 plan.nodes.iter().filter(|other| other.index != node.index),
             )?;
+            // The node's own processes (hostNetwork pods) reach ClusterIPs:
+            // a route lets their connect() out to the DNAT rules, as a
+            // node's default route does.
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                &plan.scenario.service_cidr,
+                "dev",
+                POD_BRIDGE,
+            ])?;
             for external in &plan.externals {
                 ip(&[
                     "-n",
@@ -509,6 +521,59 @@ impl Lab {
         Ok(())
     }
 
+    /// NodeLocal DNSCache on each node: dnsmasq in its hostNetwork pod's
+    /// cgroup, on 169.254.20.10 (on the node's loopback: pods reach it
+    /// through their gateway, as the cache's own dummy interface has it),
+    /// asking kube-dns (its pod, under socket-level load balancing).
+    fn start_node_local_dns(&mut self, lab_exe: &Path, plan: &LabPlan) -> anyhow::Result<()> {
+        let upstream = match plan.scenario.kube_proxy {
+            KubeProxy::Socket => plan.pods[0].ip,
+            _ => plan.dns_ip,
+        };
+        let address = netflow_agent::identity::NODE_LOCAL_DNS;
+        for pod in plan
+            .pods
+            .iter()
+            .filter(|pod| pod.name.starts_with(NODE_LOCAL_DNS) && pod.host_network)
+        {
+            let netns = &plan.nodes[pod.node].netns;
+            ip(&[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ])?;
+            let mut dnsmasq = Command::new(lab_exe);
+            dnsmasq
+                .args(["peer", "--cgroup"])
+                .arg(self.mount.join(&pod.cgroup))
+                .args(["--netns", &format!("/run/netns/{netns}"), "exec", "--"])
+                .args([
+                    "dnsmasq",
+                    "--keep-in-foreground",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--user=root",
+                    "--pid-file=",
+                    "--port=53",
+                ])
+                .arg(format!("--listen-address={address}"))
+                .arg(format!("--server={upstream}"));
+            let mut child = dnsmasq
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting NodeLocal DNSCache (dnsmasq)")?;
+            wait_for_port(&mut child, netns, 53)?;
+            self.children.push(child);
+        }
+        Ok(())
+    }
+
     /// The pod's Istio proxy, in its own container: outbound connections
     /// on to where they were going, inbound ones to the app over loopback,
     /// its own marked (not redirected); a stream to istiod held open.
@@ -552,6 +617,9 @@ impl Lab {
         index: usize,
     ) -> anyhow::Result<()> {
         let pod = &plan.pods[index];
+        if pod.workload.is_none() {
+            return Ok(()); // the cluster's DNS pods: dnsmasq serves them
+        }
         let sidecar = pod
             .workload
             .and_then(|w| plan.scenario.workloads[w].sidecar);
@@ -635,6 +703,7 @@ impl Lab {
             .context("starting dnsmasq")?;
         wait_for_port(&mut child, &dns_pod.netns, 53)?;
         self.children.push(child);
+        self.start_node_local_dns(lab_exe, plan)?;
 
         for index in 1..plan.pods.len() {
             // Pods that replace another start with their replace step.
@@ -716,7 +785,7 @@ impl Lab {
                         "--resolve".into(),
                         name,
                         "--dns".into(),
-                        format!("{}:53", plan.dns_ip),
+                        plan.client_dns().to_string(),
                         "--port".into(),
                         port.to_string(),
                     ]);
