@@ -1,9 +1,9 @@
-//! Just enough DNS for the lab's clients and the tests: an A query over UDP
-//! and the addresses in its answer (RFC 1035 wire format).
+//! Just enough DNS for the lab's clients and the tests: an A (or AAAA)
+//! query over UDP and the addresses in its answer (RFC 1035 wire format).
 
 use std::{
     io,
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
@@ -28,8 +28,17 @@ pub enum DnsError {
     },
 }
 
+/// Record types the client asks for.
+pub const TYPE_A: u16 = 1;
+pub const TYPE_AAAA: u16 = 28;
+
 /// A query for the A records of `name`, with message id `id`.
 pub fn a_query(name: &str, id: u16) -> Result<Vec<u8>, DnsError> {
+    query(name, id, TYPE_A)
+}
+
+/// A query for `name`'s records of type `kind`, with message id `id`.
+pub fn query(name: &str, id: u16, kind: u16) -> Result<Vec<u8>, DnsError> {
     let bad = || DnsError::BadName {
         name: name.to_string(),
     };
@@ -45,12 +54,29 @@ pub fn a_query(name: &str, id: u16) -> Result<Vec<u8>, DnsError> {
         message.extend_from_slice(label.as_bytes());
     }
     message.push(0);
-    message.extend_from_slice(&[0, 1, 0, 1]); // type A, class IN
+    message.extend_from_slice(&kind.to_be_bytes());
+    message.extend_from_slice(&[0, 1]); // class IN
     Ok(message)
 }
 
 /// The A addresses in a response to query `id`; `Err(rcode)` when none.
 pub fn a_answers(response: &[u8], id: u16) -> Option<Result<Vec<Ipv4Addr>, u8>> {
+    let found = answers(response, id)?;
+    Some(found.and_then(|all| {
+        let v4: Vec<Ipv4Addr> = all
+            .into_iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if v4.is_empty() { Err(0) } else { Ok(v4) }
+    }))
+}
+
+/// The A and AAAA addresses in a response to query `id`; `Err(rcode)`
+/// when none.
+pub fn answers(response: &[u8], id: u16) -> Option<Result<Vec<IpAddr>, u8>> {
     if response.len() < 12 || u16::from_be_bytes([response[0], response[1]]) != id {
         return None;
     }
@@ -68,8 +94,11 @@ pub fn a_answers(response: &[u8], id: u16) -> Option<Result<Vec<Ipv4Addr>, u8>> 
         let kind = u16::from_be_bytes([header[0], header[1]]);
         let length = u16::from_be_bytes([header[8], header[9]]) as usize;
         let data = response.get(at + 10..at + 10 + length)?;
-        if kind == 1 && length == 4 {
-            addresses.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
+        if kind == TYPE_A && length == 4 {
+            addresses.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]).into());
+        } else if kind == TYPE_AAAA && length == 16 {
+            let octets: [u8; 16] = data.try_into().ok()?;
+            addresses.push(Ipv6Addr::from(octets).into());
         }
         at += 10 + length;
     }
@@ -94,14 +123,39 @@ fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
 
 /// Resolves `name` through the DNS server at `server`.
 pub fn resolve(name: &str, server: SocketAddr) -> Result<Ipv4Addr, DnsError> {
+    match resolve_kind(name, server, TYPE_A)? {
+        IpAddr::V4(ip) => Ok(ip),
+        IpAddr::V6(_) => Err(DnsError::Malformed {
+            name: name.into(),
+            server,
+        }),
+    }
+}
+
+/// Resolves `name`'s IPv6 address (AAAA) through the DNS server at `server`.
+pub fn resolve_v6(name: &str, server: SocketAddr) -> Result<Ipv6Addr, DnsError> {
+    match resolve_kind(name, server, TYPE_AAAA)? {
+        IpAddr::V6(ip) => Ok(ip),
+        IpAddr::V4(_) => Err(DnsError::Malformed {
+            name: name.into(),
+            server,
+        }),
+    }
+}
+
+fn resolve_kind(name: &str, server: SocketAddr, kind: u16) -> Result<IpAddr, DnsError> {
     let io_error = |source| DnsError::Io {
         name: name.to_string(),
         server,
         source,
     };
     let id = (std::process::id() & 0xffff) as u16;
-    let query = a_query(name, id)?;
-    let any: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let query = query(name, id, kind)?;
+    let any: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
     let socket = UdpSocket::bind(any).map_err(io_error)?;
     socket.connect(server).map_err(io_error)?;
     socket
@@ -110,7 +164,10 @@ pub fn resolve(name: &str, server: SocketAddr) -> Result<Ipv4Addr, DnsError> {
     socket.send(&query).map_err(io_error)?;
     let mut buffer = [0u8; 1500];
     let length = socket.recv(&mut buffer).map_err(io_error)?;
-    match a_answers(&buffer[..length], id) {
+    let wanted = |ip: &IpAddr| ip.is_ipv4() == (kind == TYPE_A);
+    match answers(&buffer[..length], id)
+        .map(|found| found.map(|all| all.into_iter().filter(wanted).collect::<Vec<_>>()))
+    {
         None => Err(DnsError::Malformed {
             name: name.into(),
             server,
@@ -120,7 +177,11 @@ pub fn resolve(name: &str, server: SocketAddr) -> Result<Ipv4Addr, DnsError> {
             server,
             rcode,
         }),
-        Some(Ok(addresses)) => Ok(addresses[0]),
+        Some(Ok(addresses)) => addresses.first().copied().ok_or(DnsError::NoAnswer {
+            name: name.into(),
+            server,
+            rcode: 0,
+        }),
     }
 }
 

@@ -15,6 +15,15 @@ pub struct Scenario {
     pub pod_cidr: String,
     #[serde(default = "default_service_cidr", rename = "serviceCIDR")]
     pub service_cidr: String,
+    /// `[IPv4]` (the default) or dual-stack, `[IPv4, IPv6]`: pods, nodes
+    /// and Services (by their `ipFamilyPolicy`) get an address of each.
+    #[serde(default = "ipv4_only", rename = "ipFamilies")]
+    pub ip_families: Vec<IpFamily>,
+    /// Dual-stack: each node's pods get a /64 of this.
+    #[serde(default = "default_pod_cidr_v6", rename = "podCIDRv6")]
+    pub pod_cidr_v6: String,
+    #[serde(default = "default_service_cidr_v6", rename = "serviceCIDRv6")]
+    pub service_cidr_v6: String,
     #[serde(default)]
     pub namespaces: Vec<NamespaceSpec>,
     #[serde(default)]
@@ -67,6 +76,34 @@ fn default_pod_cidr() -> String {
 
 fn default_service_cidr() -> String {
     "10.96.0.0/12".into()
+}
+
+fn ipv4_only() -> Vec<IpFamily> {
+    vec![IpFamily::IPv4]
+}
+
+fn default_pod_cidr_v6() -> String {
+    "fd00:10:244::/56".into()
+}
+
+fn default_service_cidr_v6() -> String {
+    "fd00:10:96::/112".into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum IpFamily {
+    IPv4,
+    IPv6,
+}
+
+/// A Service's `ipFamilyPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum IpFamilyPolicy {
+    /// The cluster's first family (or the one `ipFamilies` names).
+    #[default]
+    SingleStack,
+    PreferDualStack,
+    RequireDualStack,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -195,6 +232,10 @@ pub struct ServiceSpec {
     /// receiving node's own pods only, the client's address kept).
     #[serde(default)]
     pub external_traffic_policy: TrafficPolicy,
+    #[serde(default)]
+    pub ip_family_policy: IpFamilyPolicy,
+    /// The Service's families, in order (default: by its policy).
+    pub ip_families: Option<Vec<IpFamily>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -267,6 +308,9 @@ pub struct TrafficSpec {
     pub restart_agents: bool,
     /// Which container of the `from` pod sends (default its first).
     pub container: Option<String>,
+    /// Dual-stack: the address family to connect over (default the
+    /// cluster's first); `dns:` steps then ask for AAAA records.
+    pub family: Option<IpFamily>,
     #[serde(default = "tcp")]
     pub protocol: String,
     #[serde(default = "one")]
@@ -421,9 +465,70 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// A Service's address families, in order.
+    pub fn service_families(&self, service: &ServiceSpec) -> Vec<IpFamily> {
+        if let Some(families) = &service.ip_families {
+            return families.clone();
+        }
+        match service.ip_family_policy {
+            IpFamilyPolicy::SingleStack => self.ip_families[..1].to_vec(),
+            _ => self.ip_families.clone(),
+        }
+    }
+
+    pub fn dual_stack(&self) -> bool {
+        self.ip_families.contains(&IpFamily::IPv6)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.nodes.len() > 8 {
             bail!("the lab runs at most 8 nodes");
+        }
+        let mut families = self.ip_families.clone();
+        families.sort();
+        families.dedup();
+        if families.len() != self.ip_families.len()
+            || self.ip_families.first() != Some(&IpFamily::IPv4)
+        {
+            bail!(
+                "ipFamilies {:?}: the lab runs [IPv4] or dual-stack [IPv4, IPv6] (IPv6-only clusters are not built)",
+                self.ip_families
+            );
+        }
+        for service in &self.services {
+            let what = format!("service {}/{}", service.namespace, service.name);
+            let wanted = self.service_families(service);
+            if wanted.is_empty()
+                || wanted
+                    .iter()
+                    .any(|family| !self.ip_families.contains(family))
+                || (service.ip_family_policy == IpFamilyPolicy::RequireDualStack
+                    && wanted.len() < 2)
+            {
+                bail!(
+                    "{what}: families {wanted:?} ({:?}) do not fit the cluster's {:?}",
+                    service.ip_family_policy,
+                    self.ip_families
+                );
+            }
+        }
+        for external in &self.externals {
+            if external.ip.is_ipv6() && !self.dual_stack() {
+                bail!(
+                    "external {}: an IPv6 address needs a dual-stack cluster (ipFamilies: [IPv4, IPv6])",
+                    external.name
+                );
+            }
+        }
+        for (index, step) in self.traffic.iter().enumerate() {
+            if let Some(family) = step.family
+                && !self.ip_families.contains(&family)
+            {
+                bail!(
+                    "traffic[{index}]: family {family:?} is not one of the cluster's {:?}",
+                    self.ip_families
+                );
+            }
         }
         let declared: Vec<&str> = self.namespaces.iter().map(|ns| ns.name.as_str()).collect();
         for workload in &self.workloads {

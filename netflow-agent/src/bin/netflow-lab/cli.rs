@@ -137,6 +137,9 @@ pub enum PeerAction {
         /// With --resolve: use UDP instead of TCP.
         #[arg(long)]
         resolved_udp: bool,
+        /// With --resolve: ask for the IPv6 address (AAAA).
+        #[arg(long)]
+        aaaa: bool,
         /// Payload bytes per TCP connection, or per UDP datagram.
         #[arg(long, default_value_t = 100)]
         bytes: usize,

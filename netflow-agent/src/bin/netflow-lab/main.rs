@@ -107,6 +107,7 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
             dns,
             port,
             resolved_udp,
+            aaaa,
             bytes,
             payload_hex,
             datagrams,
@@ -119,10 +120,15 @@ fn run_peer(args: &PeerArgs) -> anyhow::Result<()> {
             http_split_at,
         } => {
             let resolved = match (resolve, dns, port) {
-                (Some(name), Some(server), Some(port)) => Some(SocketAddr::new(
-                    dns_client::resolve(name, lb.translate(*server, true))?.into(),
-                    *port,
-                )),
+                (Some(name), Some(server), Some(port)) => {
+                    let server = lb.translate(*server, true);
+                    let ip: std::net::IpAddr = if *aaaa {
+                        dns_client::resolve_v6(name, server)?.into()
+                    } else {
+                        dns_client::resolve(name, server)?.into()
+                    };
+                    Some(SocketAddr::new(ip, *port))
+                }
                 _ => None,
             };
             let (tcp, udp) = match resolved {

@@ -158,7 +158,10 @@ fn exposed(plan: &LabPlan, node: &NodePlan) -> anyhow::Result<()> {
 fn iptables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {
     for entry in ports {
         let protocol = entry.protocol.to_ascii_lowercase();
-        let cluster_ip = format!("{}/32", entry.service.ip());
+        let (tables, cluster_ip) = match entry.service.ip() {
+            std::net::IpAddr::V4(ip) => ("iptables", format!("{ip}/32")),
+            std::net::IpAddr::V6(ip) => ("ip6tables", format!("{ip}/128")),
+        };
         let port = entry.service.port().to_string();
         for chain in ["PREROUTING", "OUTPUT"] {
             for (index, backend) in entry.backends.iter().enumerate() {
@@ -169,7 +172,7 @@ fn iptables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {
                     "netns",
                     "exec",
                     netns,
-                    "iptables",
+                    tables,
                     "-w",
                     "-t",
                     "nat",
@@ -200,8 +203,26 @@ fn iptables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `kube-proxy` table as kube-proxy's nftables mode lays it out.
+/// The `kube-proxy` tables as kube-proxy's nftables mode lays them out:
+/// one for IPv4 Services, one for IPv6 ones (dual-stack).
 fn nftables_script(ports: &[ServiceEntry]) -> String {
+    let (v6, v4): (Vec<ServiceEntry>, Vec<ServiceEntry>) = ports
+        .iter()
+        .cloned()
+        .partition(|entry| entry.service.is_ipv6());
+    let mut script = nftables_table(&v4, false);
+    if !v6.is_empty() {
+        script.push_str(&nftables_table(&v6, true));
+    }
+    script
+}
+
+fn nftables_table(ports: &[ServiceEntry], v6: bool) -> String {
+    let (family, address_type, daddr) = if v6 {
+        ("ip6", "ipv6_addr", "ip6 daddr")
+    } else {
+        ("ip", "ipv4_addr", "ip daddr")
+    };
     let mut elements = Vec::new();
     let mut chains = String::new();
     for (service, entry) in ports.iter().enumerate() {
@@ -226,7 +247,7 @@ fn nftables_script(ports: &[ServiceEntry]) -> String {
         for (backend, address) in entry.backends.iter().enumerate() {
             let _ = writeln!(
                 chains,
-                "  chain sep-{service}-{backend} {{\n    meta l4proto {protocol} dnat ip to {address}\n  }}"
+                "  chain sep-{service}-{backend} {{\n    meta l4proto {protocol} dnat {family} to {address}\n  }}"
             );
         }
     }
@@ -236,9 +257,9 @@ fn nftables_script(ports: &[ServiceEntry]) -> String {
         format!("    elements = {{ {} }}\n", elements.join(", "))
     };
     format!(
-        "table ip kube-proxy {{\n\
-         \x20 map service-ips {{\n    type ipv4_addr . inet_proto . inet_service : verdict\n{map_elements}  }}\n\
-         \x20 chain services {{\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }}\n\
+        "table {family} kube-proxy {{\n\
+         \x20 map service-ips {{\n    type {address_type} . inet_proto . inet_service : verdict\n{map_elements}  }}\n\
+         \x20 chain services {{\n    {daddr} . meta l4proto . th dport vmap @service-ips\n  }}\n\
          {chains}\
          \x20 chain nat-prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }}\n\
          \x20 chain nat-output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n\

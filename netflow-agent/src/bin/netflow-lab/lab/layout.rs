@@ -5,15 +5,15 @@
 use std::{
     collections::BTreeMap,
     hash::{DefaultHasher, Hash, Hasher},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::scenario::{
-    Destination, DnsMode, ExternalSpec, KubeProxy, PortSpec, Scenario, ServicePortSpec,
-    ServiceType, TrafficPolicy, istio, parse_destination, protocol_of,
+    Destination, DnsMode, ExternalSpec, IpFamily, IpFamilyPolicy, KubeProxy, PortSpec, Scenario,
+    ServicePortSpec, ServiceType, TrafficPolicy, istio, parse_destination, protocol_of,
 };
 
 /// Where the lab's cgroups live, below the cgroup v2 mount. The agent
@@ -39,6 +39,10 @@ pub struct NodePlan {
     pub ip: Ipv4Addr,
     pub pod_subnet: (Ipv4Addr, u8),
     pub gateway: Ipv4Addr,
+    /// Dual-stack: the node's IPv6 address, its pods' /64 and its gateway.
+    pub ipv6: Option<Ipv6Addr>,
+    pub pod_subnet_v6: Option<(Ipv6Addr, u8)>,
+    pub gateway_v6: Option<Ipv6Addr>,
     pub netns: String,
 }
 
@@ -51,6 +55,8 @@ pub struct PodPlan {
     pub workload: Option<usize>,
     pub node: usize,
     pub ip: Ipv4Addr,
+    /// Dual-stack: the pod's IPv6 address (its node's for hostNetwork).
+    pub ipv6: Option<Ipv6Addr>,
     pub host_network: bool,
     pub labels: BTreeMap<String, String>,
     pub listen: Vec<PortSpec>,
@@ -98,8 +104,12 @@ pub enum Owner {
 pub struct ServicePlan {
     pub namespace: String,
     pub name: String,
-    /// `None` for headless and ExternalName Services.
+    /// `None` for headless and ExternalName Services, and IPv6-only ones.
     pub cluster_ip: Option<Ipv4Addr>,
+    /// Dual-stack Services' (and IPv6-only ones') IPv6 ClusterIP.
+    pub cluster_ip_v6: Option<Ipv6Addr>,
+    pub families: Vec<IpFamily>,
+    pub family_policy: IpFamilyPolicy,
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<ServicePortSpec>,
     /// An ExternalName Service's host.
@@ -158,6 +168,19 @@ fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(base) + by)
 }
 
+fn cidr_base_v6(cidr: &str) -> anyhow::Result<Ipv6Addr> {
+    let (address, _) = cidr
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{cidr:?} is not a CIDR"))?;
+    address
+        .parse()
+        .map_err(|_| anyhow!("{cidr:?} is not an IPv6 CIDR"))
+}
+
+fn offset6(base: Ipv6Addr, by: u128) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(base) + by)
+}
+
 /// Stable pseudo-random hex, so the same scenario gives the same names.
 fn hex(seed: &str, digits: usize) -> String {
     let mut out = String::new();
@@ -196,6 +219,13 @@ impl LabPlan {
         }
         let pod_base = cidr_base(&scenario.pod_cidr)?;
         let service_base = cidr_base(&scenario.service_cidr)?;
+        let dual = scenario.dual_stack();
+        let pod_base_v6 = dual
+            .then(|| cidr_base_v6(&scenario.pod_cidr_v6))
+            .transpose()?;
+        let service_base_v6 = dual
+            .then(|| cidr_base_v6(&scenario.service_cidr_v6))
+            .transpose()?;
         let nodes: Vec<NodePlan> = scenario
             .nodes
             .iter()
@@ -208,6 +238,12 @@ impl LabPlan {
                     ip: Ipv4Addr::new(172, 30, 0, 10 + index as u8),
                     pod_subnet: (subnet, 24),
                     gateway: offset(subnet, 1),
+                    ipv6: dual.then(|| {
+                        Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 0x10 + index as u16)
+                    }),
+                    pod_subnet_v6: pod_base_v6
+                        .map(|base| (offset6(base, (index as u128) << 64), 64)),
+                    gateway_v6: pod_base_v6.map(|base| offset6(base, ((index as u128) << 64) + 1)),
                     netns: format!("{NETNS_PREFIX}n{index}"),
                 }
             })
@@ -335,10 +371,21 @@ impl LabPlan {
             pods.push(pod);
         }
 
+        for pod in &mut pods {
+            pod.ipv6 = match (pod.host_network, nodes[pod.node].pod_subnet_v6) {
+                (true, _) => nodes[pod.node].ipv6,
+                // The same host number as its IPv4 address in the node's /24.
+                (false, Some((base, _))) => Some(offset6(base, u128::from(pod.ip.octets()[3]))),
+                (false, None) => None,
+            };
+        }
         let mut services = vec![ServicePlan {
             namespace: DNS_NAMESPACE.into(),
             name: DNS_SERVICE.into(),
             cluster_ip: Some(offset(service_base, 10)),
+            cluster_ip_v6: None,
+            families: vec![IpFamily::IPv4],
+            family_policy: IpFamilyPolicy::SingleStack,
             external_name: None,
             selector: dns_labels,
             ports: vec![
@@ -373,6 +420,8 @@ impl LabPlan {
                 service.service_type,
                 ServiceType::NodePort | ServiceType::LoadBalancer
             );
+            let families = scenario.service_families(service);
+            let has_ip = !service.is_headless() && service.external_name.is_none();
             let mut ports = service.ports.clone();
             for port in ports.iter_mut().filter(|_| exposed) {
                 if port.node_port.is_none() {
@@ -393,8 +442,13 @@ impl LabPlan {
                 namespace: service.namespace.clone(),
                 name: service.name.clone(),
                 // Addresses stay those of the Service's place in the list.
-                cluster_ip: (!service.is_headless() && service.external_name.is_none())
+                cluster_ip: (has_ip && families.contains(&IpFamily::IPv4))
                     .then(|| offset(service_base, 20 + index as u32)),
+                cluster_ip_v6: service_base_v6
+                    .filter(|_| has_ip && families.contains(&IpFamily::IPv6))
+                    .map(|base| offset6(base, 20 + index as u128)),
+                families,
+                family_policy: service.ip_family_policy,
                 external_name: service.external_name.clone(),
                 selector: service.selector.clone(),
                 ports,
@@ -430,6 +484,21 @@ impl LabPlan {
     /// The address a traffic step's `to` names (a DNS name as the lab's
     /// DNS answers it).
     pub fn destination(&self, to: &str) -> anyhow::Result<SocketAddr> {
+        // IPv4 first; an IPv6-only Service has its IPv6 address only.
+        self.destination_in(to, IpFamily::IPv4)
+            .or_else(|_| self.destination_in(to, IpFamily::IPv6))
+    }
+
+    /// The address `to` names in address family `family`.
+    pub fn destination_in(&self, to: &str, family: IpFamily) -> anyhow::Result<SocketAddr> {
+        let v6 = family == IpFamily::IPv6;
+        let pick = |v4: Option<Ipv4Addr>, v6_address: Option<Ipv6Addr>| -> Option<IpAddr> {
+            if v6 {
+                v6_address.map(IpAddr::from)
+            } else {
+                v4.map(IpAddr::from)
+            }
+        };
         let address = match parse_destination(to).map_err(anyhow::Error::msg)? {
             Destination::Service {
                 namespace,
@@ -439,7 +508,7 @@ impl LabPlan {
                 .services
                 .iter()
                 .find(|s| s.namespace == namespace && s.name == name)
-                .and_then(|s| Some(SocketAddr::new(s.cluster_ip?.into(), port))),
+                .and_then(|s| Some(SocketAddr::new(pick(s.cluster_ip, s.cluster_ip_v6)?, port))),
             Destination::Workload {
                 namespace,
                 name,
@@ -448,11 +517,11 @@ impl LabPlan {
                 .pods
                 .iter()
                 .find(|pod| self.workload_of(pod) == Some((namespace.as_str(), name.as_str())))
-                .map(|pod| SocketAddr::new(pod.ip.into(), port)),
+                .and_then(|pod| Some(SocketAddr::new(pick(Some(pod.ip), pod.ipv6)?, port))),
             Destination::External { name, port } => self
                 .externals
                 .iter()
-                .find(|e| e.spec.name == name)
+                .find(|e| e.spec.name == name && e.spec.ip.is_ipv6() == v6)
                 .map(|e| SocketAddr::new(e.spec.ip, port)),
             Destination::Dns { name, port } => {
                 let name = name.trim_end_matches('.');
@@ -463,7 +532,7 @@ impl LabPlan {
                     .map_or(name.to_string(), |(_, target)| target);
                 self.dns_records()
                     .into_iter()
-                    .find(|(record, _)| *record == name)
+                    .find(|(record, ip)| *record == name && ip.is_ipv6() == v6)
                     .map(|(_, ip)| SocketAddr::new(ip, port))
             }
             Destination::Address { ip, port } => Some(SocketAddr::new(ip, port)),
@@ -471,7 +540,7 @@ impl LabPlan {
                 .nodes
                 .iter()
                 .find(|node| node.name == name)
-                .map(|node| SocketAddr::new(node.ip.into(), port)),
+                .and_then(|node| Some(SocketAddr::new(pick(Some(node.ip), node.ipv6)?, port))),
             Destination::LoadBalancer {
                 namespace,
                 name,
@@ -480,9 +549,9 @@ impl LabPlan {
                 .services
                 .iter()
                 .find(|s| s.namespace == namespace && s.name == name)
-                .and_then(|s| Some(SocketAddr::new(s.load_balancer_ip?.into(), port))),
+                .and_then(|s| Some(SocketAddr::new(pick(s.load_balancer_ip, None)?, port))),
         };
-        address.with_context(|| format!("{to}: the lab has no such destination"))
+        address.with_context(|| format!("{to}: the lab has no such destination over {family:?}"))
     }
 
     /// `(namespace, name)` of the pod's workload (`None` for the DNS pod).
@@ -529,25 +598,26 @@ impl LabPlan {
     pub fn service_ports(&self) -> Vec<crate::socket_lb::ServiceEntry> {
         let mut entries = Vec::new();
         for service in &self.services {
-            let Some(cluster_ip) = service.cluster_ip else {
-                continue;
-            };
-            for port in &service.ports {
-                let backends = self
-                    .backends(service)
-                    .into_iter()
-                    .filter_map(|pod| {
-                        Some(SocketAddr::new(
-                            pod.ip.into(),
-                            Self::target_port(port, pod)?,
-                        ))
-                    })
-                    .collect();
-                entries.push(crate::socket_lb::ServiceEntry {
-                    service: SocketAddr::new(cluster_ip.into(), port.port),
-                    protocol: protocol_of(&port.protocol).unwrap_or("TCP").into(),
-                    backends,
-                });
+            let addresses = [
+                service.cluster_ip.map(|ip| (IpAddr::from(ip), false)),
+                service.cluster_ip_v6.map(|ip| (IpAddr::from(ip), true)),
+            ];
+            for (cluster_ip, v6) in addresses.into_iter().flatten() {
+                for port in &service.ports {
+                    let backends = self
+                        .backends(service)
+                        .into_iter()
+                        .filter_map(|pod| {
+                            let ip: IpAddr = if v6 { pod.ipv6?.into() } else { pod.ip.into() };
+                            Some(SocketAddr::new(ip, Self::target_port(port, pod)?))
+                        })
+                        .collect();
+                    entries.push(crate::socket_lb::ServiceEntry {
+                        service: SocketAddr::new(cluster_ip, port.port),
+                        protocol: protocol_of(&port.protocol).unwrap_or("TCP").into(),
+                        backends,
+                    });
+                }
             }
         }
         entries
@@ -560,8 +630,13 @@ impl LabPlan {
     pub fn dns_records(&self) -> Vec<(String, IpAddr)> {
         let mut records: Vec<(String, IpAddr)> = Vec::new();
         for service in &self.services {
-            if let Some(cluster_ip) = service.cluster_ip {
-                records.push((service.dns_name(), cluster_ip.into()));
+            if service.cluster_ip.is_some() || service.cluster_ip_v6.is_some() {
+                records.extend(service.cluster_ip.map(|ip| (service.dns_name(), ip.into())));
+                records.extend(
+                    service
+                        .cluster_ip_v6
+                        .map(|ip| (service.dns_name(), ip.into())),
+                );
                 continue;
             }
             if service.external_name.is_some() {
@@ -571,12 +646,19 @@ impl LabPlan {
                 if pod.replaces.is_some() {
                     continue;
                 }
-                records.push((service.dns_name(), pod.ip.into()));
-                if matches!(pod.owner, Owner::StatefulSet(_)) {
-                    records.push((
-                        format!("{}.{}", pod.name, service.dns_name()),
-                        pod.ip.into(),
-                    ));
+                let addresses: Vec<IpAddr> = service
+                    .families
+                    .iter()
+                    .filter_map(|family| match family {
+                        IpFamily::IPv4 => Some(pod.ip.into()),
+                        IpFamily::IPv6 => pod.ipv6.map(IpAddr::from),
+                    })
+                    .collect();
+                for address in addresses {
+                    records.push((service.dns_name(), address));
+                    if matches!(pod.owner, Owner::StatefulSet(_)) {
+                        records.push((format!("{}.{}", pod.name, service.dns_name()), address));
+                    }
                 }
             }
         }
@@ -616,10 +698,22 @@ impl LabPlan {
                 "metadata": {"name": name, "uid": uid(&format!("ns/{name}")), "labels": labels, "creationTimestamp": CREATED}}));
         }
         for node in &self.nodes {
+            let pod_cidr = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
+            let mut pod_cidrs = vec![pod_cidr.clone()];
+            pod_cidrs.extend(
+                node.pod_subnet_v6
+                    .map(|(base, bits)| format!("{base}/{bits}")),
+            );
+            let mut addresses = vec![json!({"type": "InternalIP", "address": node.ip.to_string()})];
+            addresses.extend(
+                node.ipv6
+                    .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()})),
+            );
+            addresses.push(json!({"type": "Hostname", "address": node.name}));
             items.push(json!({"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": node.name, "uid": uid(&format!("node/{}", node.name)), "creationTimestamp": CREATED},
-                "spec": {"podCIDR": format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1)},
-                "status": {"addresses": [{"type": "InternalIP", "address": node.ip.to_string()}, {"type": "Hostname", "address": node.name}]}}));
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": pod_cidrs},
+                "status": {"addresses": addresses}}));
         }
         let mut owners_done = std::collections::BTreeSet::new();
         for (index, pod) in self.pods.iter().enumerate() {
@@ -661,9 +755,19 @@ impl LabPlan {
                 .collect();
             let spec = match (&service.external_name, service.cluster_ip) {
                 (Some(host), _) => json!({"type": "ExternalName", "externalName": host}),
-                (None, Some(ip)) => {
+                (None, _) if service.cluster_ip.is_some() || service.cluster_ip_v6.is_some() => {
+                    let cluster_ips: Vec<String> = service
+                        .families
+                        .iter()
+                        .filter_map(|family| match family {
+                            IpFamily::IPv4 => service.cluster_ip.map(|ip| ip.to_string()),
+                            IpFamily::IPv6 => service.cluster_ip_v6.map(|ip| ip.to_string()),
+                        })
+                        .collect();
                     let mut spec = json!({"type": format!("{:?}", service.service_type),
-                        "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+                        "clusterIP": cluster_ips[0], "clusterIPs": cluster_ips,
+                        "ipFamilies": service.families.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>(),
+                        "ipFamilyPolicy": format!("{:?}", service.family_policy),
                         "selector": service.selector, "ports": ports});
                     if service.service_type != ServiceType::ClusterIP {
                         spec["externalTrafficPolicy"] =
@@ -671,7 +775,7 @@ impl LabPlan {
                     }
                     spec
                 }
-                (None, None) => json!({"type": "ClusterIP", "clusterIP": "None",
+                (None, _) => json!({"type": "ClusterIP", "clusterIP": "None",
                     "clusterIPs": ["None"], "selector": service.selector, "ports": ports}),
             };
             let mut object = json!({"apiVersion": "v1", "kind": "Service",
@@ -798,6 +902,7 @@ fn pod_plan(
         workload: workload_index,
         node,
         ip,
+        ipv6: None,
         host_network,
         labels,
         listen,
@@ -934,7 +1039,9 @@ fn pod_object(pod: &PodPlan, node: &str, start: &str) -> Value {
         "spec": {"nodeName": node, "hostNetwork": pod.host_network,
             "initContainers": init.iter().map(|c| spec(c, false)).collect::<Vec<_>>(),
             "containers": app.iter().enumerate().map(|(i, c)| spec(c, i == 0)).collect::<Vec<_>>()},
-        "status": {"phase": "Running", "podIP": pod.ip.to_string(), "podIPs": [{"ip": pod.ip.to_string()}],
+        "status": {"phase": "Running", "podIP": pod.ip.to_string(),
+            "podIPs": std::iter::once(IpAddr::from(pod.ip)).chain(pod.ipv6.map(IpAddr::from))
+                .map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
             "hostIP": pod.ip.to_string(), "startTime": start,
             "initContainerStatuses": init.iter().map(|c| status(c)).collect::<Vec<_>>(),
             "containerStatuses": app.iter().map(|c| status(c)).collect::<Vec<_>>()}})

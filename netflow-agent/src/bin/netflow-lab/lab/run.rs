@@ -27,7 +27,7 @@ use super::{
     attack, kube_proxy,
     layout::{LAB_CGROUP, LabPlan, NETNS_PREFIX, NODE_LOCAL_DNS, PodPlan},
     scenario::{
-        Destination, Expect, KubeProxy, Phase, Scenario, Sidecar, TrafficSpec, istio,
+        Destination, Expect, IpFamily, KubeProxy, Phase, Scenario, Sidecar, TrafficSpec, istio,
         parse_destination, protocol_of, split_workload,
     },
     variants,
@@ -308,6 +308,74 @@ fn plug_namespace(
     ip(&["-n", ns, "link", "set", "eth0", "up"])
 }
 
+/// The node network's IPv6 prefix (dual-stack).
+const NODE_NETWORK_V6: &str = "fd00:172:30::/64";
+
+/// `ip/32`, or `ip/128` for IPv6.
+fn host_prefix(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(_) => format!("{ip}/32"),
+        std::net::IpAddr::V6(_) => format!("{ip}/128"),
+    }
+}
+
+/// A dual-stack node's IPv6 side: its address on the node network, its
+/// pods' gateway, forwarding, bridge netfilter for ip6tables, routes to the
+/// other nodes' pod /64s and to the IPv6 Service CIDR (see the IPv4 side).
+fn add_ipv6_to_node(plan: &LabPlan, node: &super::layout::NodePlan) -> anyhow::Result<()> {
+    let ns = node.netns.as_str();
+    let (Some(address), Some(gateway)) = (node.ipv6, node.gateway_v6) else {
+        return Ok(());
+    };
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{address}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{gateway}/64"),
+        "dev",
+        POD_BRIDGE,
+        "nodad",
+    ])?;
+    netns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    netns_exec(
+        ns,
+        &["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"],
+    )?;
+    for other in plan.nodes.iter().filter(|other| other.index != node.index) {
+        if let (Some((subnet, bits)), Some(via)) = (other.pod_subnet_v6, other.ipv6) {
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                &format!("{subnet}/{bits}"),
+                "via",
+                &via.to_string(),
+            ])?;
+        }
+    }
+    ip(&[
+        "-n",
+        ns,
+        "route",
+        "add",
+        &plan.scenario.service_cidr_v6,
+        "dev",
+        POD_BRIDGE,
+    ])
+}
+
 /// Routes in `ns` to each node's pod subnet through that node's address.
 fn route_pod_subnets<'a>(
     ns: &str,
@@ -409,10 +477,13 @@ impl Lab {
                     ns,
                     "route",
                     "add",
-                    &format!("{}/32", external.spec.ip),
+                    &host_prefix(external.spec.ip),
                     "dev",
                     "eth0",
                 ])?;
+            }
+            if plan.scenario.dual_stack() {
+                add_ipv6_to_node(plan, node)?;
             }
         }
         for (index, external) in plan.externals.iter().enumerate() {
@@ -421,8 +492,36 @@ impl Lab {
             plug_namespace(
                 ns,
                 (FABRIC, FABRIC_BRIDGE, &fabric_port),
-                &format!("{}/32", external.spec.ip),
+                &host_prefix(external.spec.ip),
             )?;
+            if external.spec.ip.is_ipv6() {
+                // nodad: the address is usable at once.
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "change",
+                    &host_prefix(external.spec.ip),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+                ip(&["-n", ns, "route", "add", NODE_NETWORK_V6, "dev", "eth0"])?;
+                for node in &plan.nodes {
+                    if let (Some((subnet, bits)), Some(via)) = (node.pod_subnet_v6, node.ipv6) {
+                        ip(&[
+                            "-n",
+                            ns,
+                            "route",
+                            "add",
+                            &format!("{subnet}/{bits}"),
+                            "via",
+                            &via.to_string(),
+                        ])?;
+                    }
+                }
+                continue;
+            }
             ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
             route_pod_subnets(ns, plan.nodes.iter())?;
         }
@@ -478,6 +577,28 @@ impl Lab {
             "via",
             &node.gateway.to_string(),
         ])?;
+        if let (Some(address), Some(gateway)) = (pod.ipv6, node.gateway_v6) {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{address}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway.to_string(),
+            ])?;
+        }
         let sidecar = pod
             .workload
             .and_then(|w| plan.scenario.workloads[w].sidecar);
@@ -655,6 +776,7 @@ impl Lab {
         add_listen_args(
             &mut command,
             pod.listen.iter().map(|p| (p.port, p.protocol.as_str())),
+            pod.ipv6.is_some(),
         );
         let child = spawn_ready(
             command,
@@ -721,6 +843,7 @@ impl Lab {
                     .listen
                     .iter()
                     .map(|p| (p.port, p.protocol.as_str())),
+                external.spec.ip.is_ipv6(),
             );
             let child = spawn_ready(
                 command,
@@ -775,6 +898,7 @@ impl Lab {
             let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP"
                 || traffic.forge_dns.is_some();
             let flag = if udp { "--udp" } else { "--tcp" };
+            let family = traffic.family.unwrap_or(IpFamily::IPv4);
             let count = traffic.connections.to_string();
             let mut args: Vec<String> = vec!["connect".into()];
             match parse_destination(&traffic.to).map_err(anyhow::Error::msg)? {
@@ -792,10 +916,13 @@ impl Lab {
                     if udp {
                         args.push("--resolved-udp".into());
                     }
+                    if family == IpFamily::IPv6 {
+                        args.push("--aaaa".into());
+                    }
                 }
                 _ => {
                     let address = plan
-                        .destination(&traffic.to)
+                        .destination_in(&traffic.to, family)
                         .with_context(|| format!("traffic[{index}]"))?;
                     args.extend([flag.into(), address.to_string()]);
                 }
@@ -1138,14 +1265,21 @@ fn rfc3339_seconds(unix_seconds: u64) -> String {
         .to_string()
 }
 
-fn add_listen_args<'a>(command: &mut Command, ports: impl Iterator<Item = (u16, &'a str)>) {
+/// Servers on every address: `0.0.0.0`, or `[::]` (IPv6 and, mapped, IPv4)
+/// where there is IPv6.
+fn add_listen_args<'a>(
+    command: &mut Command,
+    ports: impl Iterator<Item = (u16, &'a str)>,
+    ipv6: bool,
+) {
+    let any = if ipv6 { "[::]" } else { "0.0.0.0" };
     for (port, protocol) in ports {
         let flag = if protocol.eq_ignore_ascii_case("UDP") {
             "--udp"
         } else {
             "--tcp"
         };
-        command.args([flag, &format!("0.0.0.0:{port}")]);
+        command.args([flag, &format!("{any}:{port}")]);
     }
 }
 
