@@ -88,119 +88,92 @@ fn exposed(plan: &LabPlan, node: &NodePlan) -> anyhow::Result<()> {
                 ]);
             }
             for entry in entries {
-                let rule = |tail: &[&str]| -> anyhow::Result<()> {
-                    let mut args = vec![
-                        "netns",
-                        "exec",
+                let matches = [&["-p".to_string(), protocol.clone()][..], &entry].concat();
+                if !local {
+                    let mark = ["-j", "MARK", "--set-xmark", MASQUERADE_MARK].map(String::from);
+                    nat_rule(
                         netns,
                         "iptables",
-                        "-w",
-                        "-t",
-                        "nat",
-                        "-A",
                         "PREROUTING",
-                        "-p",
-                        &protocol,
-                    ];
-                    args.extend(entry.iter().map(String::as_str));
-                    args.extend_from_slice(tail);
-                    ip(&args)
-                };
-                if !local {
-                    rule(&["-j", "MARK", "--set-xmark", MASQUERADE_MARK])?;
+                        &[&matches[..], &mark].concat(),
+                    )?;
                     masquerade = true;
                 }
-                for (index, backend) in backends.iter().enumerate() {
-                    let remaining = backends.len() - index;
-                    let probability = format!("{:.5}", 1.0 / remaining as f64);
-                    if remaining > 1 {
-                        rule(&[
-                            "-m",
-                            "statistic",
-                            "--mode",
-                            "random",
-                            "--probability",
-                            &probability,
-                            "-j",
-                            "DNAT",
-                            "--to-destination",
-                            backend,
-                        ])?;
-                    } else {
-                        rule(&["-j", "DNAT", "--to-destination", backend])?;
-                    }
+                for pick in backend_picks(&backends) {
+                    nat_rule(
+                        netns,
+                        "iptables",
+                        "PREROUTING",
+                        &[&matches[..], &pick].concat(),
+                    )?;
                 }
             }
         }
     }
     if masquerade {
-        ip(&[
-            "netns",
-            "exec",
+        let masquerade = ["-m", "mark", "--mark", MASQUERADE_MARK, "-j", "MASQUERADE"];
+        nat_rule(
             netns,
             "iptables",
-            "-w",
-            "-t",
-            "nat",
-            "-A",
             "POSTROUTING",
-            "-m",
-            "mark",
-            "--mark",
-            MASQUERADE_MARK,
-            "-j",
-            "MASQUERADE",
-        ])?;
+            &masquerade.map(String::from),
+        )?;
     }
     Ok(())
 }
 
 fn iptables(ports: &[ServiceEntry], netns: &str) -> anyhow::Result<()> {
     for entry in ports {
-        let protocol = entry.protocol.to_ascii_lowercase();
         let (tables, cluster_ip) = match entry.service.ip() {
             std::net::IpAddr::V4(ip) => ("iptables", format!("{ip}/32")),
             std::net::IpAddr::V6(ip) => ("ip6tables", format!("{ip}/128")),
         };
-        let port = entry.service.port().to_string();
+        let matches = [
+            "-d".to_string(),
+            cluster_ip,
+            "-p".into(),
+            entry.protocol.to_ascii_lowercase(),
+            "--dport".into(),
+            entry.service.port().to_string(),
+        ];
         for chain in ["PREROUTING", "OUTPUT"] {
-            for (index, backend) in entry.backends.iter().enumerate() {
-                let remaining = entry.backends.len() - index;
-                let probability = format!("{:.5}", 1.0 / remaining as f64);
-                let destination = backend.to_string();
-                let mut rule = vec![
-                    "netns",
-                    "exec",
-                    netns,
-                    tables,
-                    "-w",
-                    "-t",
-                    "nat",
-                    "-A",
-                    chain,
-                    "-d",
-                    &cluster_ip,
-                    "-p",
-                    &protocol,
-                    "--dport",
-                    &port,
-                ];
-                if remaining > 1 {
-                    rule.extend_from_slice(&[
-                        "-m",
-                        "statistic",
-                        "--mode",
-                        "random",
-                        "--probability",
-                        &probability,
-                    ]);
-                }
-                rule.extend_from_slice(&["-j", "DNAT", "--to-destination", &destination]);
-                ip(&rule)?;
+            for pick in backend_picks(&entry.backends) {
+                nat_rule(netns, tables, chain, &[&matches[..], &pick].concat())?;
             }
         }
     }
     Ok(())
+}
+
+/// One rule tail per backend, kube-proxy's way: each later rule takes what
+/// the earlier ones left, so each backend gets an even share.
+fn backend_picks(backends: &[impl std::fmt::Display]) -> Vec<Vec<String>> {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(index, backend)| {
+            let remaining = backends.len() - index;
+            let mut tail: Vec<String> = Vec::new();
+            if remaining > 1 {
+                tail.extend(
+                    ["-m", "statistic", "--mode", "random", "--probability"].map(String::from),
+                );
+                tail.push(format!("{:.5}", 1.0 / remaining as f64));
+            }
+            tail.extend(["-j", "DNAT", "--to-destination"].map(String::from));
+            tail.push(backend.to_string());
+            tail
+        })
+        .collect()
+}
+
+/// Appends `args` to `chain` of the nat table in `netns`.
+fn nat_rule(netns: &str, tables: &str, chain: &str, args: &[String]) -> anyhow::Result<()> {
+    let mut command = vec![
+        "netns", "exec", netns, tables, "-w", "-t", "nat", "-A", chain,
+    ];
+    command.extend(args.iter().map(String::as_str));
+    ip(&command)
 }
 
 /// The `kube-proxy` tables as kube-proxy's nftables mode lays them out:

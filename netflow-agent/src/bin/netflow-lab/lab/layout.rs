@@ -155,26 +155,24 @@ fn dns_ports() -> Vec<PortSpec> {
         .collect()
 }
 
-fn cidr_base(cidr: &str) -> anyhow::Result<Ipv4Addr> {
+/// The first address of `cidr`, of the family `A` (`Ipv4Addr`, `Ipv6Addr`).
+fn cidr_base<A: std::str::FromStr>(cidr: &str) -> anyhow::Result<A> {
     let (address, _) = cidr
         .split_once('/')
         .ok_or_else(|| anyhow!("{cidr:?} is not a CIDR"))?;
-    address
-        .parse()
-        .map_err(|_| anyhow!("{cidr:?} is not an IPv4 CIDR (the lab runs IPv4)"))
+    address.parse().map_err(|_| {
+        anyhow!(
+            "{cidr:?} is not an {} CIDR",
+            std::any::type_name::<A>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("IP")
+        )
+    })
 }
 
 fn offset(base: Ipv4Addr, by: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(base) + by)
-}
-
-fn cidr_base_v6(cidr: &str) -> anyhow::Result<Ipv6Addr> {
-    let (address, _) = cidr
-        .split_once('/')
-        .ok_or_else(|| anyhow!("{cidr:?} is not a CIDR"))?;
-    address
-        .parse()
-        .map_err(|_| anyhow!("{cidr:?} is not an IPv6 CIDR"))
 }
 
 fn offset6(base: Ipv6Addr, by: u128) -> Ipv6Addr {
@@ -220,11 +218,9 @@ impl LabPlan {
         let pod_base = cidr_base(&scenario.pod_cidr)?;
         let service_base = cidr_base(&scenario.service_cidr)?;
         let dual = scenario.dual_stack();
-        let pod_base_v6 = dual
-            .then(|| cidr_base_v6(&scenario.pod_cidr_v6))
-            .transpose()?;
+        let pod_base_v6 = dual.then(|| cidr_base(&scenario.pod_cidr_v6)).transpose()?;
         let service_base_v6 = dual
-            .then(|| cidr_base_v6(&scenario.service_cidr_v6))
+            .then(|| cidr_base(&scenario.service_cidr_v6))
             .transpose()?;
         let nodes: Vec<NodePlan> = scenario
             .nodes
@@ -505,9 +501,7 @@ impl LabPlan {
                 name,
                 port,
             } => self
-                .services
-                .iter()
-                .find(|s| s.namespace == namespace && s.name == name)
+                .service(&namespace, &name)
                 .and_then(|s| Some(SocketAddr::new(pick(s.cluster_ip, s.cluster_ip_v6)?, port))),
             Destination::Workload {
                 namespace,
@@ -546,12 +540,16 @@ impl LabPlan {
                 name,
                 port,
             } => self
-                .services
-                .iter()
-                .find(|s| s.namespace == namespace && s.name == name)
+                .service(&namespace, &name)
                 .and_then(|s| Some(SocketAddr::new(pick(s.load_balancer_ip, None)?, port))),
         };
         address.with_context(|| format!("{to}: the lab has no such destination over {family:?}"))
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServicePlan> {
+        self.services
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
     }
 
     /// `(namespace, name)` of the pod's workload (`None` for the DNS pod).

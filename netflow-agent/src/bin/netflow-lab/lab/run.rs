@@ -308,6 +308,13 @@ fn plug_namespace(
     ip(&["-n", ns, "link", "set", "eth0", "up"])
 }
 
+/// Gives `device` in `netns` IPv6 `address` in a /64, usable at once (no
+/// duplicate address detection: the lab allocates every address).
+fn add_ipv6(netns: &str, address: std::net::Ipv6Addr, device: &str) -> anyhow::Result<()> {
+    let prefix = format!("{address}/64");
+    ip(&["-n", netns, "addr", "add", &prefix, "dev", device, "nodad"])
+}
+
 /// The node network's IPv6 prefix (dual-stack).
 const NODE_NETWORK_V6: &str = "fd00:172:30::/64";
 
@@ -327,44 +334,17 @@ fn add_ipv6_to_node(plan: &LabPlan, node: &super::layout::NodePlan) -> anyhow::R
     let (Some(address), Some(gateway)) = (node.ipv6, node.gateway_v6) else {
         return Ok(());
     };
-    ip(&[
-        "-n",
-        ns,
-        "addr",
-        "add",
-        &format!("{address}/64"),
-        "dev",
-        "eth0",
-        "nodad",
-    ])?;
-    ip(&[
-        "-n",
-        ns,
-        "addr",
-        "add",
-        &format!("{gateway}/64"),
-        "dev",
-        POD_BRIDGE,
-        "nodad",
-    ])?;
+    add_ipv6(ns, address, "eth0")?;
+    add_ipv6(ns, gateway, POD_BRIDGE)?;
     netns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
     netns_exec(
         ns,
         &["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"],
     )?;
-    for other in plan.nodes.iter().filter(|other| other.index != node.index) {
-        if let (Some((subnet, bits)), Some(via)) = (other.pod_subnet_v6, other.ipv6) {
-            ip(&[
-                "-n",
-                ns,
-                "route",
-                "add",
-                &format!("{subnet}/{bits}"),
-                "via",
-                &via.to_string(),
-            ])?;
-        }
-    }
+    route_pod_subnets_v6(
+        ns,
+        plan.nodes.iter().filter(|other| other.index != node.index),
+    )?;
     ip(&[
         "-n",
         ns,
@@ -374,6 +354,20 @@ fn add_ipv6_to_node(plan: &LabPlan, node: &super::layout::NodePlan) -> anyhow::R
         "dev",
         POD_BRIDGE,
     ])
+}
+
+/// Routes in `ns` to each dual-stack node's pod /64 through its IPv6 address.
+fn route_pod_subnets_v6<'a>(
+    ns: &str,
+    nodes: impl Iterator<Item = &'a super::layout::NodePlan>,
+) -> anyhow::Result<()> {
+    for node in nodes {
+        if let (Some((subnet, bits)), Some(via)) = (node.pod_subnet_v6, node.ipv6) {
+            let subnet = format!("{subnet}/{bits}");
+            ip(&["-n", ns, "route", "add", &subnet, "via", &via.to_string()])?;
+        }
+    }
+    Ok(())
 }
 
 /// Routes in `ns` to each node's pod subnet through that node's address.
@@ -507,19 +501,7 @@ impl Lab {
                     "nodad",
                 ])?;
                 ip(&["-n", ns, "route", "add", NODE_NETWORK_V6, "dev", "eth0"])?;
-                for node in &plan.nodes {
-                    if let (Some((subnet, bits)), Some(via)) = (node.pod_subnet_v6, node.ipv6) {
-                        ip(&[
-                            "-n",
-                            ns,
-                            "route",
-                            "add",
-                            &format!("{subnet}/{bits}"),
-                            "via",
-                            &via.to_string(),
-                        ])?;
-                    }
-                }
+                route_pod_subnets_v6(ns, plan.nodes.iter())?;
                 continue;
             }
             ip(&["-n", ns, "route", "add", "172.30.0.0/24", "dev", "eth0"])?;
@@ -578,16 +560,7 @@ impl Lab {
             &node.gateway.to_string(),
         ])?;
         if let (Some(address), Some(gateway)) = (pod.ipv6, node.gateway_v6) {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{address}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
+            add_ipv6(ns, address, "eth0")?;
             ip(&[
                 "-n",
                 ns,
