@@ -581,8 +581,15 @@ impl Scenario {
             {
                 bail!("{what}: clusterIP is allocated by the lab; only None (headless) may be set");
             }
-            if (service.service_type == ServiceType::ExternalName)
-                != service.external_name.is_some()
+            // `externalName` makes an ExternalName Service (its type may be
+            // left out); no other type has one.
+            let external_typed = matches!(
+                service.service_type,
+                ServiceType::ExternalName | ServiceType::ClusterIP
+            );
+            if (service.service_type == ServiceType::ExternalName
+                && service.external_name.is_none())
+                || (service.external_name.is_some() && !external_typed)
             {
                 bail!("{what}: type ExternalName and externalName go together");
             }
@@ -1088,6 +1095,20 @@ traffic:
     }
 
     #[test]
+    fn every_example_scenario_is_valid() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Scenario::load(&path).unwrap_or_else(|err| panic!("{err:#}"));
+                read += 1;
+            }
+        }
+        assert!(read >= 14, "{read} examples");
+    }
+
+    #[test]
     fn broken_scenarios_say_what_is_wrong() {
         let cases = [
             (
@@ -1179,6 +1200,77 @@ traffic:
                     "{SHOP}  - {{from: shop/cart, to: \"svc:shop/cart:80\", protocol: UDP, http: [{{method: GET, path: /}}]}}\n"
                 ),
                 "http requests are for audit TCP steps",
+            ),
+            // The cluster shapes' options.
+            (
+                SHOP.replace(
+                    "selector: {app: cart}",
+                    "type: NodePort, externalName: a.example, selector: {app: cart}",
+                ),
+                "type ExternalName and externalName go together",
+            ),
+            (
+                SHOP.replace(
+                    "selector: {app: cart}",
+                    "type: ExternalName, selector: {app: cart}",
+                ),
+                "type ExternalName and externalName go together",
+            ),
+            (
+                SHOP.replace(
+                    "ports: [{port: 80, targetPort: 7070}]",
+                    "ports: [{port: 80, nodePort: 30000}]",
+                ),
+                "nodePort and externalTrafficPolicy are for NodePort",
+            ),
+            (
+                SHOP.replace(
+                    "ports: [{port: 80, targetPort: 7070}]",
+                    "type: NodePort, ports: [{port: 80, nodePort: 80}]",
+                ),
+                "not in 30000-32767",
+            ),
+            (
+                format!("ipFamilies: [IPv6]\n{SHOP}"),
+                "IPv6-only clusters are not built",
+            ),
+            (
+                SHOP.replace(
+                    "selector: {app: cart}",
+                    "ipFamilyPolicy: RequireDualStack, selector: {app: cart}",
+                ),
+                "do not fit the cluster's",
+            ),
+            (
+                SHOP.replace("ip: 203.0.113.10", "ip: \"2001:db8::1\""),
+                "needs a dual-stack cluster",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart, to: \"svc:shop/cart:80\", family: IPv6}}\n"),
+                "family IPv6 is not one of the cluster's",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{from: shop/cart, to: \"svc:shop/cart:80\", container: sidecar}}\n"
+                ),
+                "has no container \"sidecar\"",
+            ),
+            (
+                format!(
+                    "{SHOP}  - {{from: \"ext:payments\", scan: {{ports: [1], targets: pods}}}}\n"
+                ),
+                "an external client makes audit connections",
+            ),
+            (
+                format!("{SHOP}  - {{from: shop/cart, to: \"lb:shop/cart:80\"}}\n"),
+                "is no LoadBalancer Service",
+            ),
+            (
+                SHOP.replace("- name: shop\n", "- name: shop\n").replace(
+                    "labels: {app: cart}",
+                    "labels: {app: cart}, hostNetwork: true, sidecar: istio",
+                ),
+                "runs no mesh sidecar",
             ),
         ];
         for (text, expected) in cases {
