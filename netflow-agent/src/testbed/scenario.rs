@@ -1266,7 +1266,7 @@ traffic:
                 "is no LoadBalancer Service",
             ),
             (
-                SHOP.replace("- name: shop\n", "- name: shop\n").replace(
+                SHOP.replace(
                     "labels: {app: cart}",
                     "labels: {app: cart}, hostNetwork: true, sidecar: istio",
                 ),
