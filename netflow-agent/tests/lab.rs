@@ -1593,3 +1593,43 @@ fn shape_dual_stack() {
     generate_and_verify_cilium(&out);
     std::fs::remove_dir_all(out).ok();
 }
+
+#[test]
+fn shape_ipv6_only() {
+    if !common::privileged("shape_ipv6_only") {
+        return;
+    }
+    let out = run_lab("ipv6-only.yaml");
+    let web = workload("shop/Deployment/web");
+    let api = workload("shop/Deployment/api");
+    let cache = workload("shop/Deployment/cache");
+    assert_eq!(
+        edges(&out.join("graph.json")),
+        BTreeSet::from([
+            edge(&web, DNS, "udp", 53),
+            edge(&api, DNS, "udp", 53),
+            edge(&web, &api, "tcp", 8080),
+            edge(&web, &cache, "tcp", 6379),
+            edge(&web, &cache, "udp", 9121),
+            edge(&api, "external:2001:db8::10", "tcp", 443),
+        ])
+    );
+    // Not one IPv4 address on the wire.
+    let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+    let families: BTreeSet<bool> = flows
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|flow| flow["type"] == "flow")
+        .flat_map(|flow| {
+            [&flow["local"]["ip"], &flow["remote"]["ip"]]
+                .map(|ip| ip.as_str().unwrap().contains(':'))
+        })
+        .collect();
+    assert_eq!(families, BTreeSet::from([true]));
+    verify(&out);
+    let policies = std::fs::read_to_string(out.join("policies/shop.yaml")).unwrap();
+    assert!(policies.contains("cidr: 2001:db8::10/128"), "{policies}");
+    generate_and_verify_cilium(&out);
+    generate_and_verify_baselines(&out);
+    std::fs::remove_dir_all(out).ok();
+}

@@ -476,8 +476,18 @@ impl Scenario {
         }
     }
 
-    pub fn dual_stack(&self) -> bool {
+    /// Whether nodes and pods get IPv6 addresses (dual-stack or IPv6-only).
+    pub fn has_ipv6(&self) -> bool {
         self.ip_families.contains(&IpFamily::IPv6)
+    }
+
+    pub fn has_ipv4(&self) -> bool {
+        self.ip_families.contains(&IpFamily::IPv4)
+    }
+
+    /// The cluster's first family: Services' by default, steps' by default.
+    pub fn primary_family(&self) -> IpFamily {
+        self.ip_families.first().copied().unwrap_or(IpFamily::IPv4)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -488,12 +498,53 @@ impl Scenario {
         families.sort();
         families.dedup();
         if families.len() != self.ip_families.len()
-            || self.ip_families.first() != Some(&IpFamily::IPv4)
+            || !matches!(
+                self.ip_families.as_slice(),
+                [IpFamily::IPv4] | [IpFamily::IPv4, IpFamily::IPv6] | [IpFamily::IPv6]
+            )
         {
             bail!(
-                "ipFamilies {:?}: the lab runs [IPv4] or dual-stack [IPv4, IPv6] (IPv6-only clusters are not built)",
+                "ipFamilies {:?}: the lab runs [IPv4], dual-stack [IPv4, IPv6] or IPv6-only [IPv6]",
                 self.ip_families
             );
+        }
+        if !self.has_ipv4() {
+            // What the lab builds over IPv4 only.
+            if self.dns == DnsMode::Nodelocal {
+                bail!("dns: nodelocal (169.254.20.10) needs IPv4 in ipFamilies");
+            }
+            if let Some(workload) = self
+                .workloads
+                .iter()
+                .find(|w| w.sidecar.is_some() || !w.forward.is_empty())
+            {
+                bail!(
+                    "workload {}/{}: sidecars and relays are built over IPv4 only",
+                    workload.namespace,
+                    workload.name
+                );
+            }
+            if let Some(service) = self.services.iter().find(|s| {
+                matches!(
+                    s.service_type,
+                    ServiceType::NodePort | ServiceType::LoadBalancer
+                )
+            }) {
+                bail!(
+                    "service {}/{}: NodePort and LoadBalancer Services are built over IPv4 only",
+                    service.namespace,
+                    service.name
+                );
+            }
+            if let Some(external) = self.externals.iter().find(|e| e.ip.is_ipv4()) {
+                bail!(
+                    "external {}: an IPv4 address in an IPv6-only cluster",
+                    external.name
+                );
+            }
+            if self.traffic.iter().any(|step| step.forge_dns.is_some()) {
+                bail!("forge_dns steps are built over IPv4 only");
+            }
         }
         for service in &self.services {
             let what = format!("service {}/{}", service.namespace, service.name);
@@ -513,7 +564,7 @@ impl Scenario {
             }
         }
         for external in &self.externals {
-            if external.ip.is_ipv6() && !self.dual_stack() {
+            if external.ip.is_ipv6() && !self.has_ipv6() {
                 bail!(
                     "external {}: an IPv6 address needs a dual-stack cluster (ipFamilies: [IPv4, IPv6])",
                     external.name
@@ -1231,8 +1282,12 @@ traffic:
                 "not in 30000-32767",
             ),
             (
+                format!("ipFamilies: [IPv6, IPv4]\n{SHOP}"),
+                "the lab runs [IPv4], dual-stack [IPv4, IPv6] or IPv6-only [IPv6]",
+            ),
+            (
                 format!("ipFamilies: [IPv6]\n{SHOP}"),
-                "IPv6-only clusters are not built",
+                "an IPv4 address in an IPv6-only cluster",
             ),
             (
                 SHOP.replace(

@@ -68,13 +68,19 @@ pub fn attempts(
                             .iter()
                             .enumerate()
                             .filter(|(index, pod)| running(*index) && !pod.host_network)
-                            .map(|(_, pod)| SocketAddr::new(pod.ip.into(), *port)),
+                            .filter_map(|(_, pod)| plan.pod_ips(pod).first().copied())
+                            .map(|ip| SocketAddr::new(ip, *port)),
                     ),
                     ScanTargets::Services => addresses.extend(
                         plan.services
                             .iter()
-                            .filter_map(|service| service.cluster_ip)
-                            .map(|cluster_ip| SocketAddr::new(cluster_ip.into(), *port)),
+                            .filter_map(|service| {
+                                service
+                                    .cluster_ip
+                                    .map(IpAddr::from)
+                                    .or(service.cluster_ip_v6.map(IpAddr::from))
+                            })
+                            .map(|cluster_ip| SocketAddr::new(cluster_ip, *port)),
                     ),
                 }
             }
@@ -102,15 +108,14 @@ fn classify(
     };
     let port = address.port();
     if let Some((index, pod)) = plan.pods.iter().enumerate().find(|(index, pod)| {
-        running(*index) && !pod.host_network && IpAddr::from(pod.ip) == address.ip()
+        running(*index) && !pod.host_network && plan.pod_ips(pod).contains(&address.ip())
     }) {
         return attempt(pod_name(plan, pod), Servers::Pods(vec![(index, port)]));
     }
-    if let Some(service) = plan
-        .services
-        .iter()
-        .find(|s| s.cluster_ip.map(IpAddr::from) == Some(address.ip()))
-    {
+    if let Some(service) = plan.services.iter().find(|s| {
+        s.cluster_ip.map(IpAddr::from) == Some(address.ip())
+            || s.cluster_ip_v6.map(IpAddr::from) == Some(address.ip())
+    }) {
         let name = format!("svc:{}/{}", service.namespace, service.name);
         // kube-proxy rewrites only the Service's own ports; on any other
         // the address leads nowhere, and only the client's egress judges.

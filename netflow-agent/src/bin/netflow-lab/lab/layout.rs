@@ -217,7 +217,7 @@ impl LabPlan {
         }
         let pod_base = cidr_base(&scenario.pod_cidr)?;
         let service_base = cidr_base(&scenario.service_cidr)?;
-        let dual = scenario.dual_stack();
+        let dual = scenario.has_ipv6();
         let pod_base_v6 = dual.then(|| cidr_base(&scenario.pod_cidr_v6)).transpose()?;
         let service_base_v6 = dual
             .then(|| cidr_base(&scenario.service_cidr_v6))
@@ -378,9 +378,13 @@ impl LabPlan {
         let mut services = vec![ServicePlan {
             namespace: DNS_NAMESPACE.into(),
             name: DNS_SERVICE.into(),
-            cluster_ip: Some(offset(service_base, 10)),
-            cluster_ip_v6: None,
-            families: vec![IpFamily::IPv4],
+            // SingleStack, the cluster's first family (kubeadm's way).
+            cluster_ip: (scenario.primary_family() == IpFamily::IPv4)
+                .then(|| offset(service_base, 10)),
+            cluster_ip_v6: service_base_v6
+                .filter(|_| scenario.primary_family() == IpFamily::IPv6)
+                .map(|base| offset6(base, 10)),
+            families: vec![scenario.primary_family()],
             family_policy: IpFamilyPolicy::SingleStack,
             external_name: None,
             selector: dns_labels,
@@ -472,7 +476,15 @@ impl LabPlan {
     /// Where pods send their DNS queries: kube-dns, or their node's cache.
     pub fn client_dns(&self) -> SocketAddr {
         match self.scenario.dns {
-            DnsMode::Coredns => SocketAddr::new(self.dns_ip.into(), 53),
+            DnsMode::Coredns => {
+                let kube_dns = &self.services[0];
+                let ip: IpAddr = match (kube_dns.cluster_ip, kube_dns.cluster_ip_v6) {
+                    (Some(ip), _) => ip.into(),
+                    (None, Some(ip)) => ip.into(),
+                    (None, None) => self.dns_ip.into(),
+                };
+                SocketAddr::new(ip, 53)
+            }
             DnsMode::Nodelocal => SocketAddr::new(netflow_agent::identity::NODE_LOCAL_DNS, 53),
         }
     }
@@ -480,9 +492,28 @@ impl LabPlan {
     /// The address a traffic step's `to` names (a DNS name as the lab's
     /// DNS answers it).
     pub fn destination(&self, to: &str) -> anyhow::Result<SocketAddr> {
-        // IPv4 first; an IPv6-only Service has its IPv6 address only.
-        self.destination_in(to, IpFamily::IPv4)
-            .or_else(|_| self.destination_in(to, IpFamily::IPv6))
+        // The cluster's first family first; a Service of the other family
+        // only has its address in that one.
+        let primary = self.scenario.primary_family();
+        let other = match primary {
+            IpFamily::IPv4 => IpFamily::IPv6,
+            IpFamily::IPv6 => IpFamily::IPv4,
+        };
+        self.destination_in(to, primary)
+            .or_else(|_| self.destination_in(to, other))
+    }
+
+    /// A pod's addresses, in the cluster's family order (a hostNetwork
+    /// pod's are its node's).
+    pub fn pod_ips(&self, pod: &PodPlan) -> Vec<IpAddr> {
+        self.scenario
+            .ip_families
+            .iter()
+            .filter_map(|family| match family {
+                IpFamily::IPv4 => Some(IpAddr::from(pod.ip)),
+                IpFamily::IPv6 => pod.ipv6.map(IpAddr::from),
+            })
+            .collect()
     }
 
     /// The address `to` names in address family `family`.
@@ -511,7 +542,10 @@ impl LabPlan {
                 .pods
                 .iter()
                 .find(|pod| self.workload_of(pod) == Some((namespace.as_str(), name.as_str())))
-                .and_then(|pod| Some(SocketAddr::new(pick(Some(pod.ip), pod.ipv6)?, port))),
+                .and_then(|pod| {
+                    let v4 = self.scenario.has_ipv4().then_some(pod.ip);
+                    Some(SocketAddr::new(pick(v4, pod.ipv6)?, port))
+                }),
             Destination::External { name, port } => self
                 .externals
                 .iter()
@@ -534,7 +568,10 @@ impl LabPlan {
                 .nodes
                 .iter()
                 .find(|node| node.name == name)
-                .and_then(|node| Some(SocketAddr::new(pick(Some(node.ip), node.ipv6)?, port))),
+                .and_then(|node| {
+                    let v4 = self.scenario.has_ipv4().then_some(node.ip);
+                    Some(SocketAddr::new(pick(v4, node.ipv6)?, port))
+                }),
             Destination::LoadBalancer {
                 namespace,
                 name,
@@ -696,13 +733,20 @@ impl LabPlan {
                 "metadata": {"name": name, "uid": uid(&format!("ns/{name}")), "labels": labels, "creationTimestamp": CREATED}}));
         }
         for node in &self.nodes {
-            let pod_cidr = format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1);
-            let mut pod_cidrs = vec![pod_cidr.clone()];
-            pod_cidrs.extend(
-                node.pod_subnet_v6
-                    .map(|(base, bits)| format!("{base}/{bits}")),
-            );
-            let mut addresses = vec![json!({"type": "InternalIP", "address": node.ip.to_string()})];
+            let v4 = self.scenario.has_ipv4();
+            let pod_cidrs: Vec<String> = v4
+                .then(|| format!("{}/{}", node.pod_subnet.0, node.pod_subnet.1))
+                .into_iter()
+                .chain(
+                    node.pod_subnet_v6
+                        .map(|(base, bits)| format!("{base}/{bits}")),
+                )
+                .collect();
+            let pod_cidr = pod_cidrs.first().cloned().unwrap_or_default();
+            let mut addresses: Vec<Value> = v4
+                .then(|| json!({"type": "InternalIP", "address": node.ip.to_string()}))
+                .into_iter()
+                .collect();
             addresses.extend(
                 node.ipv6
                     .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()})),
@@ -723,7 +767,7 @@ impl LabPlan {
                 None => pod_start,
             };
             items.extend(owner_objects(pod, &mut owners_done));
-            let mut object = pod_object(pod, &self.nodes[pod.node].name, start);
+            let mut object = pod_object(pod, &self.pod_ips(pod), &self.nodes[pod.node].name, start);
             if let Some(end) = replaced_at.get(&index) {
                 object["metadata"]["deletionTimestamp"] = json!(end);
             }
@@ -988,7 +1032,7 @@ fn owner_objects(pod: &PodPlan, done: &mut std::collections::BTreeSet<String>) -
     objects
 }
 
-fn pod_object(pod: &PodPlan, node: &str, start: &str) -> Value {
+fn pod_object(pod: &PodPlan, ips: &[IpAddr], node: &str, start: &str) -> Value {
     let mut metadata = json!({"name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
         "labels": pod.labels, "creationTimestamp": start});
     let owner = match &pod.owner {
@@ -1037,10 +1081,9 @@ fn pod_object(pod: &PodPlan, node: &str, start: &str) -> Value {
         "spec": {"nodeName": node, "hostNetwork": pod.host_network,
             "initContainers": init.iter().map(|c| spec(c, false)).collect::<Vec<_>>(),
             "containers": app.iter().enumerate().map(|(i, c)| spec(c, i == 0)).collect::<Vec<_>>()},
-        "status": {"phase": "Running", "podIP": pod.ip.to_string(),
-            "podIPs": std::iter::once(IpAddr::from(pod.ip)).chain(pod.ipv6.map(IpAddr::from))
-                .map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
-            "hostIP": pod.ip.to_string(), "startTime": start,
+        "status": {"phase": "Running", "podIP": ips.first().map(IpAddr::to_string),
+            "podIPs": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
+            "hostIP": ips.first().map(IpAddr::to_string), "startTime": start,
             "initContainerStatuses": init.iter().map(|c| status(c)).collect::<Vec<_>>(),
             "containerStatuses": app.iter().map(|c| status(c)).collect::<Vec<_>>()}})
 }

@@ -295,7 +295,7 @@ impl Drop for Lab {
 fn plug_namespace(
     ns: &str,
     (bridge_ns, bridge, port): (&str, &str, &str),
-    address: &str,
+    address: Option<&str>,
 ) -> anyhow::Result<()> {
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -304,7 +304,9 @@ fn plug_namespace(
         ns,
     ])?;
     ip(&["-n", bridge_ns, "link", "set", port, "master", bridge, "up"])?;
-    ip(&["-n", ns, "addr", "add", address, "dev", "eth0"])?;
+    if let Some(address) = address {
+        ip(&["-n", ns, "addr", "add", address, "dev", "eth0"])?;
+    }
     ip(&["-n", ns, "link", "set", "eth0", "up"])
 }
 
@@ -429,7 +431,7 @@ impl Lab {
             plug_namespace(
                 ns,
                 (FABRIC, FABRIC_BRIDGE, &fabric_port),
-                &format!("{}/24", node.ip),
+                Some(&format!("{}/24", node.ip)),
             )?;
             ip(&["-n", ns, "link", "add", POD_BRIDGE, "type", "bridge"])?;
             ip(&[
@@ -476,7 +478,7 @@ impl Lab {
                     "eth0",
                 ])?;
             }
-            if plan.scenario.dual_stack() {
+            if plan.scenario.has_ipv6() {
                 add_ipv6_to_node(plan, node)?;
             }
         }
@@ -486,7 +488,7 @@ impl Lab {
             plug_namespace(
                 ns,
                 (FABRIC, FABRIC_BRIDGE, &fabric_port),
-                &host_prefix(external.spec.ip),
+                Some(&host_prefix(external.spec.ip)),
             )?;
             if external.spec.ip.is_ipv6() {
                 // nodad: the address is usable at once.
@@ -545,20 +547,17 @@ impl Lab {
         let node = &plan.nodes[pod.node];
         let ns = pod.netns.as_str();
         let node_port = format!("vp{index}");
+        // An IPv6-only cluster's pods have no IPv4 address.
+        let v4 = plan.scenario.has_ipv4();
         plug_namespace(
             ns,
             (&node.netns, POD_BRIDGE, &node_port),
-            &format!("{}/24", pod.ip),
+            v4.then(|| format!("{}/24", pod.ip)).as_deref(),
         )?;
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &node.gateway.to_string(),
-        ])?;
+        if v4 {
+            let gateway = node.gateway.to_string();
+            ip(&["-n", ns, "route", "add", "default", "via", &gateway])?;
+        }
         if let (Some(address), Some(gateway)) = (pod.ipv6, node.gateway_v6) {
             add_ipv6(ns, address, "eth0")?;
             ip(&[
@@ -782,7 +781,11 @@ impl Lab {
                 "--pid-file=",
                 "--port=53",
             ])
-            .arg(format!("--listen-address={}", dns_pod.ip));
+            .args(
+                plan.pod_ips(dns_pod)
+                    .iter()
+                    .map(|ip| format!("--listen-address={ip}")),
+            );
         // Records, not --address: a name may have several addresses (a
         // headless Service), and a CNAME's target must be a record.
         for (name, address) in plan.dns_records() {
@@ -871,7 +874,9 @@ impl Lab {
             let udp = protocol_of(&traffic.protocol).map_err(anyhow::Error::msg)? == "UDP"
                 || traffic.forge_dns.is_some();
             let flag = if udp { "--udp" } else { "--tcp" };
-            let family = traffic.family.unwrap_or(IpFamily::IPv4);
+            let family = traffic
+                .family
+                .unwrap_or_else(|| plan.scenario.primary_family());
             let count = traffic.connections.to_string();
             let mut args: Vec<String> = vec!["connect".into()];
             match parse_destination(&traffic.to).map_err(anyhow::Error::msg)? {
