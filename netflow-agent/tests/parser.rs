@@ -6,7 +6,7 @@
 mod common;
 
 use aya::programs::{TestRun, TestRunOptions};
-use netflow_agent::testbed::packets::{DST4, SRC4, frame, ipv4, ipv6, tcp, udp};
+use netflow_agent::testbed::packets::{DST4, SRC4, frame, ipv4, ipv6, tcp, test_run_context, udp};
 use netflow_agent::{
     kernel::{
         loader::{DEFAULT_FOLD_INTERVAL, Probe},
@@ -15,9 +15,6 @@ use netflow_agent::{
     model::{FlowRecord, IntervalStats},
 };
 use netflow_common::{EGRESS_PROG, INGRESS_PROG};
-
-/// Offset of `gso_segs` in the UAPI `struct __sk_buff` (stable ABI).
-const SKB_GSO_SEGS_OFFSET: usize = 164;
 
 struct Harness {
     probe: Probe,
@@ -39,11 +36,10 @@ impl Harness {
     /// Runs the ingress (or egress) program on `ip_packet`; asserts it allowed it.
     fn run(&self, program: &'static str, ip_packet: &[u8], gso_segs: u32) {
         let frame = frame(ip_packet);
-        let mut ctx = vec![0u8; SKB_GSO_SEGS_OFFSET + 4];
-        ctx[SKB_GSO_SEGS_OFFSET..].copy_from_slice(&gso_segs.to_ne_bytes());
+        let ctx = test_run_context(gso_segs).expect("a test run's context");
         let options = TestRunOptions {
             data_in: Some(&frame),
-            ctx_in: (gso_segs > 0).then_some(ctx.as_slice()),
+            ctx_in: Some(ctx.as_slice()),
             repeat: 1,
             ..TestRunOptions::default()
         };
@@ -103,6 +99,37 @@ fn ipv4_tcp_syn_is_recorded_with_direction_and_initiator() {
     let egress = flows.iter().find(|f| f.packets_out == 1).unwrap();
     assert_eq!(egress.local.ip.to_string(), "10.1.0.1");
     assert_eq!(serde_json::to_value(egress.initiator).unwrap(), "unknown");
+}
+
+#[test]
+fn packets_on_the_loopback_device_are_not_recorded() {
+    if !common::privileged("packets_on_the_loopback_device") {
+        return;
+    }
+    // A test run without a device is given the loopback device: what a
+    // pod's processes send each other (a mesh sidecar and its app), which
+    // crosses no policy, whatever its addresses.
+    let mut harness = Harness::new();
+    let syn = ipv4(6, 0, &tcp(40000, 8080, 0x02, 0));
+    for program in [INGRESS_PROG, EGRESS_PROG] {
+        let result = harness
+            .probe
+            .program(program)
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(&frame(&syn)),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .expect("test run");
+        assert_eq!(result.return_value, 1, "the program must always allow");
+    }
+    let (flows, stats) = harness.poll();
+    assert!(flows.is_empty(), "{flows:?}");
+    assert_eq!(total_drops(&stats), 0);
+    // The same packet through a real device is recorded.
+    harness.ingress(&syn);
+    assert_eq!(harness.poll().0.len(), 1);
 }
 
 #[test]

@@ -24,6 +24,42 @@ pub fn frame(ip_packet: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Offsets in `struct __sk_buff`, the context BPF_PROG_TEST_RUN takes.
+const SKB_IFINDEX_OFFSET: usize = 40;
+const SKB_GSO_SEGS_OFFSET: usize = 164;
+
+/// The context for a test run of a cgroup/skb program: the packet as if it
+/// passed a real device of this namespace (without one the runner gives it
+/// the loopback device, and the programs leave loopback traffic alone),
+/// carrying `gso_segs` segments (0: not a GSO packet). Nothing is sent: the
+/// device only names where the packet would have been.
+pub fn test_run_context(gso_segs: u32) -> std::io::Result<Vec<u8>> {
+    let mut context = vec![0u8; SKB_GSO_SEGS_OFFSET + 4];
+    context[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4]
+        .copy_from_slice(&non_loopback_ifindex()?.to_ne_bytes());
+    context[SKB_GSO_SEGS_OFFSET..].copy_from_slice(&gso_segs.to_ne_bytes());
+    Ok(context)
+}
+
+/// The lowest interface index of this namespace's devices but loopback (1).
+fn non_loopback_ifindex() -> std::io::Result<u32> {
+    let mut lowest: Option<u32> = None;
+    for entry in std::fs::read_dir("/sys/class/net")?.flatten() {
+        let index = std::fs::read_to_string(entry.path().join("ifindex"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        if let Some(index) = index.filter(|index| *index > 1) {
+            lowest = Some(lowest.map_or(index, |lowest| lowest.min(index)));
+        }
+    }
+    lowest.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no network device but loopback in this namespace (/sys/class/net)",
+        )
+    })
+}
+
 /// An IPv4 packet from [`SRC4`] to [`DST4`] around `l4`.
 pub fn ipv4(protocol: u8, fragment: u16, l4: &[u8]) -> Vec<u8> {
     let total = (20 + l4.len()) as u16;

@@ -11,7 +11,7 @@
 use aya::programs::{TestRun, TestRunOptions};
 use netflow_agent::{
     kernel::loader::{DEFAULT_FOLD_INTERVAL, Probe},
-    testbed::packets::{frame, ipv4, ipv6, tcp, udp},
+    testbed::packets::{frame, ipv4, ipv6, tcp, test_run_context, udp},
 };
 use netflow_common::{EGRESS_PROG, FLOOR_PROG, INGRESS_PROG};
 
@@ -41,10 +41,12 @@ fn mean_ns(
     repeat: u32,
 ) -> anyhow::Result<f64> {
     let frame = frame(ip_packet);
+    let context = test_run_context(0).context("a test run's context")?;
     let result = probe
         .program(program)?
         .test_run(TestRunOptions {
             data_in: Some(&frame),
+            ctx_in: Some(&context),
             repeat,
             ..TestRunOptions::default()
         })
