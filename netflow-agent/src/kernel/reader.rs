@@ -249,12 +249,14 @@ impl FlowReader {
             dns_refused: BTreeMap::new(),
             cgroups: cgroup_mount::cgroup2_mount()
                 .ok()
-                .map(|mount| CgroupIndex::walked(&mount, idle_timeout + CGROUP_GRACE_BEYOND_IDLE)),
+                .map(|mount| CgroupIndex::new(&mount, idle_timeout + CGROUP_GRACE_BEYOND_IDLE)),
         }
     }
 
     /// Names local ends by walking this cgroup v2 mount (in a container: the
-    /// host's hierarchy, not the container's own view).
+    /// host's hierarchy, not the container's own view), walked once now (see
+    /// [`CgroupIndex::walked`]); the index [`FlowReader::new`] makes walks
+    /// only when it meets an id it does not know.
     pub fn with_cgroup_mount(mut self, mount: &std::path::Path) -> Self {
         self.cgroups = Some(CgroupIndex::walked(
             mount,
