@@ -168,6 +168,8 @@ pub struct Identity<'a> {
     /// The same names by the workload that resolved them; without it every
     /// client shares `dns`.
     by_client: Option<&'a ClientNames>,
+    /// NodeLocal DNSCache's endpoint (see [`Identity::node_local_dns`]).
+    node_local_dns: Endpoint,
 }
 
 /// One remote end as a server: the endpoint and the port traffic reaches it on.
@@ -179,6 +181,7 @@ impl<'a> Identity<'a> {
             inventory,
             dns,
             by_client: None,
+            node_local_dns: node_local_dns_endpoint(inventory),
         }
     }
 
@@ -330,22 +333,7 @@ impl<'a> Identity<'a> {
     /// named here when the inventory has it). One endpoint for all nodes: a
     /// policy cannot tell them apart either.
     fn node_local_dns(&self) -> Endpoint {
-        let host_workloads = self
-            .inventory
-            .pods_in("kube-system")
-            .filter(|pod| {
-                pod.workload.kind == "DaemonSet"
-                    && NODE_LOCAL_DNS_NAMES.contains(&pod.workload.name.as_str())
-            })
-            .map(|pod| format!("kube-system/DaemonSet/{}", pod.workload.name))
-            .collect();
-        Endpoint {
-            id: format!("node-local-dns:{NODE_LOCAL_DNS}"),
-            kind: EndpointKind::Node,
-            name: "node-local-dns".into(),
-            host_workloads,
-            ..plain(String::new(), "", NODE_LOCAL_DNS)
-        }
+        self.node_local_dns.clone()
     }
 
     /// The endpoint `named` stands for.
@@ -385,6 +373,26 @@ pub fn workload_id(workload: &WorkloadRef) -> String {
         "workload:{}/{}/{}",
         workload.namespace, workload.kind, workload.name
     )
+}
+
+/// The endpoint [`Identity::node_local_dns`] names, built once per identity:
+/// in a cluster that runs the cache it stands in a good part of all records.
+fn node_local_dns_endpoint(inventory: &Inventory) -> Endpoint {
+    let host_workloads = inventory
+        .pods_in("kube-system")
+        .filter(|pod| {
+            pod.workload.kind == "DaemonSet"
+                && NODE_LOCAL_DNS_NAMES.contains(&pod.workload.name.as_str())
+        })
+        .map(|pod| format!("kube-system/DaemonSet/{}", pod.workload.name))
+        .collect();
+    Endpoint {
+        id: format!("node-local-dns:{NODE_LOCAL_DNS}"),
+        kind: EndpointKind::Node,
+        name: "node-local-dns".into(),
+        host_workloads,
+        ..plain(String::new(), "", NODE_LOCAL_DNS)
+    }
 }
 
 fn node_endpoint(name: &str, addresses: &[IpAddr]) -> Endpoint {
