@@ -19,3 +19,4 @@ pub mod rollout;
 pub mod staged;
 pub mod verify;
 pub mod write;
+pub mod yaml_emit;

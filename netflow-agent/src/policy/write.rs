@@ -15,12 +15,15 @@ use std::{
 
 use serde::Serialize;
 
-use super::generate::PolicySet;
+use super::{
+    generate::PolicySet,
+    yaml_emit::{self, EmitError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("cannot render the policies")]
-    Render(#[from] serde_norway::Error),
+    Render(#[from] super::yaml_emit::EmitError),
     #[error("cannot render the findings")]
     Findings(#[from] serde_json::Error),
     #[error("cannot write {path}")]
@@ -32,11 +35,11 @@ pub enum WriteError {
 }
 
 /// Policies as one multi-document YAML text.
-pub fn to_yaml<T: Serialize>(policies: &[T]) -> Result<String, serde_norway::Error> {
+pub fn to_yaml<T: Serialize>(policies: &[T]) -> Result<String, EmitError> {
     let mut out = String::new();
     for policy in policies {
         out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(policy)?);
+        out.push_str(&yaml_emit::to_string(policy)?);
     }
     Ok(out)
 }
@@ -169,7 +172,7 @@ fn write_yaml<T: Serialize>(
 ) -> Result<(), WriteError> {
     for policy in policies {
         writer.write_all(b"---\n").map_err(io_error(path))?;
-        serde_norway::to_writer(&mut *writer, policy)?;
+        yaml_emit::to_writer(&mut *writer, policy)?;
     }
     Ok(())
 }
