@@ -274,9 +274,9 @@ fn split(rule: &Rule<CiliumPeer>, direction: Direction) -> Vec<Parts> {
 /// The rule's ports: those with calls (L7) each in a port rule of its own
 /// listing them, the rest together.
 fn port_rules(rule: &Rule<CiliumPeer>) -> Vec<PortRule> {
-    let port_protocol = |(protocol, port): &(String, u16)| PortProtocol {
+    let port_protocol = |(protocol, port): &(&str, u16)| PortProtocol {
         port: port.to_string(),
-        protocol: Some(protocol.clone()),
+        protocol: Some(protocol.to_string()),
         end_port: None,
     };
     let mut out = Vec::new();

@@ -221,7 +221,7 @@ fn ports(rule: &Rule<NetworkPolicyPeer>) -> Vec<NetworkPolicyPort> {
         .iter()
         .map(|(protocol, port)| NetworkPolicyPort {
             port: Some(IntOrString::Int(i32::from(*port))),
-            protocol: Some(protocol.clone()),
+            protocol: Some(protocol.to_string()),
             end_port: None,
         })
         .collect()

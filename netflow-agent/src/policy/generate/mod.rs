@@ -506,11 +506,12 @@ pub enum Direction {
 /// a flavor names a peer.
 pub struct Rule<P> {
     pub peers: Vec<P>,
-    pub ports: BTreeSet<(String, u16)>,
+    /// (protocol as policies name it, port).
+    pub ports: BTreeSet<(&'static str, u16)>,
     /// With L7 (`GenerateOptions::l7_http`): the ports whose every
     /// connection carried plaintext HTTP, with the calls (method, path
     /// template) seen on them; a flavor that can allows only those.
-    pub http: BTreeMap<(String, u16), BTreeSet<(String, String)>>,
+    pub http: BTreeMap<(&'static str, u16), BTreeSet<(String, String)>>,
     pub evidence: Vec<String>,
 }
 
@@ -523,22 +524,19 @@ pub struct WorkloadRules<P> {
 impl<P> WorkloadRules<P> {
     /// Which edges each rule stands for, for the evidence annotation.
     pub fn evidence(&self) -> String {
-        let mut lines = Vec::new();
-        for (index, rule) in self.ingress.iter().enumerate() {
-            lines.extend(
-                rule.evidence
-                    .iter()
-                    .map(|line| format!("ingress[{index}]: {line}")),
-            );
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for (direction, rules) in [("ingress", &self.ingress), ("egress", &self.egress)] {
+            for (index, rule) in rules.iter().enumerate() {
+                for line in &rule.evidence {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    let _ = write!(text, "{direction}[{index}]: {line}");
+                }
+            }
         }
-        for (index, rule) in self.egress.iter().enumerate() {
-            lines.extend(
-                rule.evidence
-                    .iter()
-                    .map(|line| format!("egress[{index}]: {line}")),
-            );
-        }
-        lines.join("\n")
+        text
     }
 }
 
@@ -569,8 +567,8 @@ fn rules<P: PartialEq>(
     findings: &mut Vec<Finding>,
     name_peer: impl Fn(&Endpoint, &Endpoint, &Edge) -> Option<Vec<P>>,
 ) -> Vec<Rule<P>> {
-    // Peer (by a stable key) -> ports and evidence.
-    let mut by_peer: BTreeMap<String, Rule<P>> = BTreeMap::new();
+    // Peer (by its endpoint id) -> ports and evidence.
+    let mut by_peer: BTreeMap<&str, Rule<P>> = BTreeMap::new();
     let Inputs {
         edges,
         by_server,
@@ -590,7 +588,7 @@ fn rules<P: PartialEq>(
             Direction::Ingress => *client,
             Direction::Egress => *server,
         };
-        let Some(protocol) = edge.key.protocol.policy_name().map(str::to_string) else {
+        let Some(protocol) = edge.key.protocol.policy_name() else {
             // ICMP and the like: no policy API has a port rule for them.
             findings.push(Finding {
                 kind: "unnamed-protocol".into(),
@@ -680,7 +678,7 @@ fn rules<P: PartialEq>(
             });
             continue;
         };
-        let entry = by_peer.entry(peer.id.clone()).or_insert_with(|| Rule {
+        let entry = by_peer.entry(peer.id.as_str()).or_insert_with(|| Rule {
             peers: Vec::new(),
             ports: BTreeSet::new(),
             http: BTreeMap::new(),
@@ -693,12 +691,12 @@ fn rules<P: PartialEq>(
                 entry.peers.push(selector);
             }
         }
-        let port = (protocol.clone(), edge.key.port);
+        let port = (protocol, edge.key.port);
         // A port keeps L7 rules while every edge on it was all HTTP; the
         // first that was not (TLS, another protocol) makes it L4 for good.
         let l7_so_far = !entry.ports.contains(&port) || entry.http.contains_key(&port);
         if *l7_http && all_http(edge) && l7_so_far {
-            let calls = entry.http.entry(port.clone()).or_default();
+            let calls = entry.http.entry(port).or_default();
             calls.extend(edge.stats.http.calls.keys().cloned());
         } else {
             entry.http.remove(&port);
@@ -717,22 +715,24 @@ fn rules<P: PartialEq>(
     }
     // Peers with the same ports (and the same calls on them) share one rule.
     type RuleKey = (
-        BTreeSet<(String, u16)>,
-        BTreeMap<(String, u16), BTreeSet<(String, String)>>,
+        BTreeSet<(&'static str, u16)>,
+        BTreeMap<(&'static str, u16), BTreeSet<(String, String)>>,
     );
-    let mut by_ports: BTreeMap<RuleKey, Rule<P>> = BTreeMap::new();
+    let mut by_ports: BTreeMap<RuleKey, (Vec<P>, Vec<String>)> = BTreeMap::new();
     for (_, peer) in by_peer {
-        let key = (peer.ports.clone(), peer.http.clone());
-        let rule = by_ports.entry(key).or_insert_with(|| Rule {
-            peers: Vec::new(),
-            ports: peer.ports,
-            http: peer.http,
-            evidence: Vec::new(),
-        });
-        rule.peers.extend(peer.peers);
-        rule.evidence.extend(peer.evidence);
+        let (peers, evidence) = by_ports.entry((peer.ports, peer.http)).or_default();
+        peers.extend(peer.peers);
+        evidence.extend(peer.evidence);
     }
-    by_ports.into_values().collect()
+    by_ports
+        .into_iter()
+        .map(|((ports, http), (peers, evidence))| Rule {
+            peers,
+            ports,
+            http,
+            evidence,
+        })
+        .collect()
 }
 
 /// Whether every answered connection of the edge carried plaintext HTTP
