@@ -181,7 +181,8 @@ fn the_live_inventory_follows_churn_ip_reuse_rollouts_and_broken_watches() {
         live.live
             .inventory()
             .selector_of(&live.live.inventory().pod_by_uid("p4").unwrap().workload)
-            .into_iter()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
             .collect::<Vec<_>>(),
         vec![("app".to_string(), "web".to_string())]
     );

@@ -351,7 +351,7 @@ impl<'a> Identity<'a> {
             namespace: Some(workload.namespace.clone()),
             name: workload.name.clone(),
             workload_kind: Some(workload.kind.clone()),
-            labels: self.inventory.selector_of(workload),
+            labels: BTreeMap::clone(&self.inventory.selector_of(workload)),
             addresses: BTreeSet::new(),
             dns_names: BTreeSet::new(),
             host_workloads: BTreeSet::new(),

@@ -11,6 +11,7 @@ use k8s_openapi::api::{
 use super::{
     Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
     entries::{add_endpoint_slices, first_host, pod_entry},
+    labels::{LabelSets, Labels},
 };
 
 /// The index, filled in steps: pods one at a time (a dump's pods are read
@@ -18,6 +19,7 @@ use super::{
 pub(crate) struct Builder {
     inventory: Inventory,
     owners: Owners,
+    label_sets: LabelSets,
 }
 
 impl Builder {
@@ -66,14 +68,19 @@ impl Builder {
                 addresses,
             });
         }
-        Self { inventory, owners }
+        Self {
+            inventory,
+            owners,
+            label_sets: LabelSets::default(),
+        }
     }
 
     pub(crate) fn add_pod(&mut self, pod: &Pod) {
         let inventory = &mut self.inventory;
-        let entry = pod_entry(pod, &self.owners);
+        let entry = pod_entry(pod, &self.owners, &mut self.label_sets);
         if !inventory.selectors.contains_key(&entry.workload) {
             let selector = self.owners.selector_of(&entry.workload, &entry.labels);
+            let selector = self.label_sets.intern(selector);
             inventory.selectors.insert(entry.workload.clone(), selector);
         }
         let index = inventory.pods.len();
@@ -102,7 +109,9 @@ impl Builder {
         endpoint_slices: &[EndpointSlice],
     ) -> Inventory {
         let mut inventory = self.inventory;
+        let mut label_sets = self.label_sets;
         for mut entry in services {
+            entry.selector = label_sets.intern(Labels::unwrap_or_clone(entry.selector));
             if entry.selector.is_empty() {
                 add_endpoint_slices(&mut entry, endpoint_slices);
             }

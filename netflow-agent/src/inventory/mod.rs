@@ -10,11 +10,13 @@
 mod builder;
 mod dump;
 mod entries;
+mod labels;
 mod owners;
 pub mod watch;
 
 use builder::Builder;
 pub use dump::{InventoryError, ParseError};
+pub use labels::Labels;
 pub(crate) use owners::{OwnerKind, Owners};
 
 use std::{
@@ -61,7 +63,7 @@ pub struct PodEntry {
     pub uid: String,
     pub namespace: String,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub workload: WorkloadRef,
     pub node: Option<String>,
     pub host_network: bool,
@@ -152,7 +154,7 @@ pub struct ServiceEntry {
     pub namespace: String,
     pub name: String,
     pub cluster_ips: Vec<IpAddr>,
-    pub selector: BTreeMap<String, String>,
+    pub selector: Labels,
     pub ports: Vec<ServicePortEntry>,
     /// For a Service without a selector: the pods its EndpointSlices name,
     /// and each slice port by name (`""` for an unnamed port).
@@ -177,7 +179,7 @@ pub struct Inventory {
     pub nodes: Vec<NodeEntry>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Selector labels per workload (per-pod labels removed).
-    pub selectors: BTreeMap<WorkloadRef, BTreeMap<String, String>>,
+    pub selectors: BTreeMap<WorkloadRef, Labels>,
     pods_by_uid: HashMap<String, usize>,
     pods_by_ip: HashMap<IpAddr, Vec<usize>>,
     /// Indexes into `pods` per namespace (Services select within theirs).
@@ -364,7 +366,7 @@ impl Inventory {
         backends
     }
 
-    pub fn selector_of(&self, workload: &WorkloadRef) -> BTreeMap<String, String> {
+    pub fn selector_of(&self, workload: &WorkloadRef) -> Labels {
         self.selectors.get(workload).cloned().unwrap_or_default()
     }
 }
@@ -468,7 +470,7 @@ mod tests {
     #[test]
     fn selectors_never_carry_per_pod_labels() {
         let inventory = shop();
-        let app = |name: &str| BTreeMap::from([("app".to_string(), name.to_string())]);
+        let app = |name: &str| Labels::new(BTreeMap::from([("app".to_string(), name.to_string())]));
         assert_eq!(
             inventory.selector_of(&workload("Deployment", "frontend")),
             app("frontend")
@@ -481,6 +483,36 @@ mod tests {
             inventory.selector_of(&workload("CronJob", "nightly")),
             app("report")
         );
+    }
+
+    #[test]
+    fn equal_label_sets_are_held_once() {
+        let inventory = shop();
+        // frontend's selector and the frontend Service's selector are the
+        // same labels: one map.
+        let selector = &inventory.selectors[&workload("Deployment", "frontend")];
+        let service = inventory
+            .service_by_ip("10.96.0.10".parse().unwrap())
+            .unwrap();
+        assert!(std::sync::Arc::ptr_eq(selector, &service.selector));
+        // Two replicas of one ReplicaSet carry one map.
+        let replica = |uid: &str, name: &str| {
+            let mut pod: serde_json::Value = serde_json::from_str(SHOP)
+                .map(|list: serde_json::Value| list["items"][4].clone())
+                .unwrap();
+            pod["metadata"]["uid"] = uid.into();
+            pod["metadata"]["name"] = name.into();
+            pod
+        };
+        let list = serde_json::json!({"kind": "List", "items": [
+            replica("a", "frontend-5d4f-a"), replica("b", "frontend-5d4f-b")]});
+        let inventory = Inventory::parse(&list.to_string()).unwrap();
+        let (a, b) = (
+            inventory.pod_by_uid("a").unwrap(),
+            inventory.pod_by_uid("b").unwrap(),
+        );
+        assert_eq!(a.labels.len(), 2);
+        assert!(std::sync::Arc::ptr_eq(&a.labels, &b.labels));
     }
 
     #[test]

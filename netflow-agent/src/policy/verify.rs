@@ -570,7 +570,7 @@ impl<'c, 'a> CandidateFinder<'c, 'a> {
         for (index, class) in classes.iter().enumerate() {
             let pod = class[0];
             by_namespace.entry(&pod.namespace).or_default().push(index);
-            for (key, value) in &pod.labels {
+            for (key, value) in pod.labels.iter() {
                 by_label
                     .entry((pod.namespace.as_str(), key.as_str(), value.as_str()))
                     .or_default()

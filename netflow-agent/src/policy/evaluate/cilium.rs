@@ -235,7 +235,7 @@ fn port_rule_allows(rule: &PortRule, port: u16, protocol: &str, owner: Option<&P
 
 /// A pod's labels as Cilium's selectors see them: its own, plus its namespace.
 fn endpoint_labels(pod: &PodEntry) -> BTreeMap<String, String> {
-    let mut labels = pod.labels.clone();
+    let mut labels = BTreeMap::clone(&pod.labels);
     labels.insert(POD_NAMESPACE_LABEL.into(), pod.namespace.clone());
     labels
 }

@@ -196,7 +196,7 @@ pub fn cluster_dns(inventory: &Inventory) -> Option<ClusterDns> {
         .find(|service| service.name == "kube-dns" || service.name == "coredns")
         .map(|service| ClusterDns {
             namespace: service.namespace.clone(),
-            labels: service.selector.clone(),
+            labels: BTreeMap::clone(&service.selector),
             node_local: inventory.pods_in("kube-system").any(|pod| {
                 pod.workload.kind == "DaemonSet"
                     && crate::identity::NODE_LOCAL_DNS_NAMES.contains(&pod.workload.name.as_str())
