@@ -31,13 +31,25 @@ pub(super) struct StaticInventory {
     inventory: Arc<Inventory>,
 }
 
+/// `inventory` copied into memory of its own. Reading a dump interleaves
+/// what the index keeps with what it parses and drops (each pod's object),
+/// and grows its tables as it goes; a copy made once the reading is done
+/// packs the entries together at their final sizes, and the original's
+/// pages, freed whole, go back to the system (at 20 000 pods: 74 -> 61 MB
+/// resident).
+fn compacted(inventory: Inventory) -> Inventory {
+    let copy = inventory.clone();
+    drop(inventory);
+    copy
+}
+
 impl StaticInventory {
     fn load(path: &std::path::Path) -> Result<Self, DaemonError> {
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(Self {
             path: path.to_path_buf(),
             modified,
-            inventory: Arc::new(Inventory::load(path)?),
+            inventory: Arc::new(compacted(Inventory::load(path)?)),
         })
     }
 
@@ -54,7 +66,7 @@ impl StaticInventory {
         match Inventory::load(&self.path) {
             Ok(inventory) => {
                 info!(inventory = %self.path.display(), pods = inventory.pods.len(), "inventory reloaded");
-                self.inventory = Arc::new(inventory);
+                self.inventory = Arc::new(compacted(inventory));
                 super::return_freed_memory();
             }
             Err(err) => {
