@@ -84,10 +84,16 @@ pub struct CallRecord {
     pub example: String,
 }
 
-/// The calls of one edge.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The calls of one edge. Most edges carry none (not HTTP, or not seen as
+/// such), and a graph holds a million edges: an edge without calls holds
+/// one null pointer here, not the calls' empty tables.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(from = "HttpCallsFile", into = "HttpCallsFile")]
-pub struct HttpCalls {
+pub struct HttpCalls(Option<Box<Calls>>);
+
+/// An edge's calls, when it has some; read through [`HttpCalls`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
     /// (method, path template) -> counts.
     pub calls: BTreeMap<(String, String), CallStats>,
     /// Connections of the edge that carried HTTP requests, as each end saw them.
@@ -110,13 +116,38 @@ pub struct HttpCallsFile {
     pub connections_by_server: u64,
 }
 
+/// What an edge without calls reads as.
+static NO_CALLS: Calls = Calls {
+    calls: BTreeMap::new(),
+    connections_by_client: 0,
+    connections_by_server: 0,
+    widened: 0,
+};
+
+impl std::ops::Deref for HttpCalls {
+    type Target = Calls;
+
+    fn deref(&self) -> &Calls {
+        self.0.as_deref().unwrap_or(&NO_CALLS)
+    }
+}
+
+impl PartialEq for HttpCalls {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for HttpCalls {}
+
 impl From<HttpCallsFile> for HttpCalls {
     fn from(file: HttpCallsFile) -> Self {
-        let mut calls = HttpCalls {
-            connections_by_client: file.connections_by_client,
-            connections_by_server: file.connections_by_server,
-            ..HttpCalls::default()
-        };
+        let mut calls = HttpCalls::default();
+        if file.connections_by_client > 0 || file.connections_by_server > 0 {
+            let held = calls.held();
+            held.connections_by_client = file.connections_by_client;
+            held.connections_by_server = file.connections_by_server;
+        }
         for call in file.calls {
             let (seen_by_client, seen_by_server) = match (call.seen_by_client, call.seen_by_server)
             {
@@ -150,6 +181,38 @@ impl From<HttpCalls> for HttpCallsFile {
 }
 
 impl HttpCalls {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Calls::is_empty)
+    }
+
+    /// The calls, made when the first is added.
+    fn held(&mut self) -> &mut Calls {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// One request of `path` (a raw path: templated here), seen by one end at `at`.
+    pub fn add_request(&mut self, method: &str, path: &str, at: u64, seen_by: SeenBy) {
+        self.held().add_request(method, path, at, seen_by);
+    }
+
+    /// One more connection that carried HTTP, seen by one end.
+    pub fn add_connection(&mut self, seen_by: SeenBy) {
+        self.held().add_connection(seen_by);
+    }
+
+    /// A call whose path is a template already.
+    pub fn add(&mut self, method: String, template: String, stats: &CallStats) {
+        self.held().add(method, template, stats);
+    }
+
+    pub fn absorb(&mut self, other: &HttpCalls) {
+        if !other.is_empty() {
+            self.held().absorb(other);
+        }
+    }
+}
+
+impl Calls {
     /// The calls as the graph file lists them, in order.
     pub fn records(&self) -> Vec<CallRecord> {
         self.calls
@@ -176,8 +239,7 @@ impl HttpCalls {
         self.calls.is_empty() && self.connections() == 0
     }
 
-    /// One request of `path` (a raw path: templated here), seen by one end at `at`.
-    pub fn add_request(&mut self, method: &str, path: &str, at: u64, seen_by: SeenBy) {
+    fn add_request(&mut self, method: &str, path: &str, at: u64, seen_by: SeenBy) {
         let one = u64::from(seen_by == SeenBy::Client);
         self.add(
             method.to_string(),
@@ -192,16 +254,14 @@ impl HttpCalls {
         );
     }
 
-    /// One more connection that carried HTTP, seen by one end.
-    pub fn add_connection(&mut self, seen_by: SeenBy) {
+    fn add_connection(&mut self, seen_by: SeenBy) {
         match seen_by {
             SeenBy::Client => self.connections_by_client += 1,
             SeenBy::Server => self.connections_by_server += 1,
         }
     }
 
-    /// A call whose path is a template already.
-    pub fn add(&mut self, method: String, template: String, stats: &CallStats) {
+    fn add(&mut self, method: String, template: String, stats: &CallStats) {
         let template = widen(&template, self.widened);
         self.calls
             .entry((method, template))
@@ -210,7 +270,7 @@ impl HttpCalls {
         self.bound();
     }
 
-    pub fn absorb(&mut self, other: &HttpCalls) {
+    fn absorb(&mut self, other: &Calls) {
         self.connections_by_client += other.connections_by_client;
         self.connections_by_server += other.connections_by_server;
         for ((method, path), stats) in &other.calls {
@@ -339,6 +399,23 @@ mod tests {
     use super::*;
 
     /// Both ends saw the same requests: counted once, not twice.
+    #[test]
+    fn an_edge_without_calls_holds_one_pointer() {
+        assert_eq!(size_of::<HttpCalls>(), size_of::<usize>());
+        let none = HttpCalls::from(HttpCallsFile::default());
+        assert!(none.0.is_none() && none.is_empty());
+        assert_eq!(none, HttpCalls::default());
+        let mut some = HttpCalls::default();
+        some.add_connection(SeenBy::Server);
+        assert!(!some.is_empty());
+        assert_eq!(some.connections(), 1);
+        let mut merged = HttpCalls::default();
+        merged.absorb(&none);
+        assert!(merged.0.is_none());
+        merged.absorb(&some);
+        assert_eq!(merged, some);
+    }
+
     #[test]
     fn both_ends_count_once() {
         let mut client = HttpCalls::default();
