@@ -378,10 +378,10 @@ impl<'e, W: Write> ser::Serializer for Node<'e, W> {
     type SerializeSeq = Collection<'e, W>;
     type SerializeTuple = Collection<'e, W>;
     type SerializeTupleStruct = Collection<'e, W>;
-    type SerializeTupleVariant = Collection<'e, W>;
+    type SerializeTupleVariant = ser::Impossible<(), EmitError>;
     type SerializeMap = MapWriter<'e, W>;
     type SerializeStruct = Collection<'e, W>;
-    type SerializeStructVariant = Collection<'e, W>;
+    type SerializeStructVariant = ser::Impossible<(), EmitError>;
 
     integer!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
         serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
@@ -497,7 +497,7 @@ impl<'e, W: Write> ser::Serializer for Node<'e, W> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> Result<Collection<'e, W>, EmitError> {
+    ) -> Result<Self::SerializeTupleVariant, EmitError> {
         Err(EmitError::Unsupported(
             "tuple variants are not written as YAML".into(),
         ))
@@ -524,83 +524,38 @@ impl<'e, W: Write> ser::Serializer for Node<'e, W> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> Result<Collection<'e, W>, EmitError> {
+    ) -> Result<Self::SerializeStructVariant, EmitError> {
         Err(EmitError::Unsupported(
             "struct variants are not written as YAML".into(),
         ))
     }
 }
 
-impl<W: Write> ser::SerializeSeq for Collection<'_, W> {
-    type Ok = ();
-    type Error = EmitError;
+/// Sequences, tuples and tuple structs are all `- item` lists.
+macro_rules! sequence {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl<W: Write> ser::$trait for Collection<'_, W> {
+            type Ok = ();
+            type Error = EmitError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
-        self.element(value)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<(), EmitError> {
-        self.finish()
-    }
+            fn end(self) -> Result<(), EmitError> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl<W: Write> ser::SerializeTuple for Collection<'_, W> {
-    type Ok = ();
-    type Error = EmitError;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EmitError> {
-        self.finish()
-    }
-}
-
-impl<W: Write> ser::SerializeTupleStruct for Collection<'_, W> {
-    type Ok = ();
-    type Error = EmitError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EmitError> {
-        self.finish()
-    }
-}
-
-impl<W: Write> ser::SerializeTupleVariant for Collection<'_, W> {
-    type Ok = ();
-    type Error = EmitError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EmitError> {
-        self.finish()
-    }
-}
+sequence!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 impl<W: Write> ser::SerializeStruct for Collection<'_, W> {
-    type Ok = ();
-    type Error = EmitError;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), EmitError> {
-        self.entry(key, value)
-    }
-
-    fn end(self) -> Result<(), EmitError> {
-        self.finish()
-    }
-}
-
-impl<W: Write> ser::SerializeStructVariant for Collection<'_, W> {
     type Ok = ();
     type Error = EmitError;
 
@@ -655,9 +610,18 @@ impl<W: Write> ser::SerializeMap for MapWriter<'_, W> {
     }
 }
 
-/// A mapping key as text: strings, and numbers or booleans as their text.
-/// (A number key would read back as a number; policies have none.)
+/// A mapping key as text: strings only (a number key would read back as a
+/// number; policies have none).
 struct KeyText;
+
+/// `KeyText`'s refusal of every scalar that is not a string.
+macro_rules! refuse_key {
+    ($($method:ident: $type:ty),*) => {$(
+        fn $method(self, _: $type) -> Result<String, EmitError> {
+            Err(not_a_string_key())
+        }
+    )*};
+}
 
 impl ser::Serializer for KeyText {
     type Ok = String;
@@ -695,52 +659,22 @@ impl ser::Serializer for KeyText {
         Ok(value.to_string())
     }
 
-    fn serialize_bool(self, _: bool) -> Result<String, EmitError> {
-        Err(not_a_string_key())
+    refuse_key! {
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_f32: f32, serialize_f64: f64,
+        serialize_bytes: &[u8], serialize_unit_struct: &'static str
     }
-    fn serialize_i8(self, _: i8) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_i16(self, _: i16) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_i32(self, _: i32) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_i64(self, _: i64) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_u8(self, _: u8) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_u16(self, _: u16) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_u32(self, _: u32) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_u64(self, _: u64) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_f32(self, _: f32) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_f64(self, _: f64) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
+
     fn serialize_none(self) -> Result<String, EmitError> {
         Err(not_a_string_key())
     }
+
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String, EmitError> {
         Err(not_a_string_key())
     }
+
     fn serialize_unit(self) -> Result<String, EmitError> {
-        Err(not_a_string_key())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String, EmitError> {
         Err(not_a_string_key())
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
