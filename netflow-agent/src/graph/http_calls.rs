@@ -398,7 +398,6 @@ fn escape_into(text: &str, out: &mut String) {
 mod tests {
     use super::*;
 
-    /// Both ends saw the same requests: counted once, not twice.
     #[test]
     fn an_edge_without_calls_holds_one_pointer() {
         assert_eq!(size_of::<HttpCalls>(), size_of::<usize>());
@@ -416,6 +415,7 @@ mod tests {
         assert_eq!(merged, some);
     }
 
+    /// Both ends saw the same requests: counted once, not twice.
     #[test]
     fn both_ends_count_once() {
         let mut client = HttpCalls::default();

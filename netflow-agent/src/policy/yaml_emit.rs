@@ -95,58 +95,49 @@ impl<W: Write> Emitter<W> {
         Ok(())
     }
 
-    /// Writes a scalar already rendered, at `at`.
-    fn scalar(&mut self, at: Position, text: &[u8]) -> Result<(), EmitError> {
+    /// After `key:`, a scalar starts one space on.
+    fn separate(&mut self, at: Position) -> Result<(), EmitError> {
         if let Position::AfterKey { .. } = at {
             self.out.write_all(b" ")?;
         }
+        Ok(())
+    }
+
+    /// Writes a scalar already rendered, at `at`.
+    fn scalar(&mut self, at: Position, text: &[u8]) -> Result<(), EmitError> {
+        self.separate(at)?;
         self.out.write_all(text)?;
         self.out.write_all(b"\n")?;
         Ok(())
     }
 
     fn string(&mut self, at: Position, text: &str) -> Result<(), EmitError> {
+        self.separate(at)?;
         match style(text) {
-            Style::Plain => self.scalar(at, text.as_bytes()),
-            Style::SingleQuoted => {
-                if let Position::AfterKey { .. } = at {
-                    self.out.write_all(b" ")?;
-                }
-                write_single_quoted(&mut self.out, text)?;
-                self.out.write_all(b"\n")?;
-                Ok(())
-            }
+            Style::Plain => self.out.write_all(text.as_bytes())?,
+            Style::SingleQuoted => write_single_quoted(&mut self.out, text)?,
+            Style::DoubleQuoted => write_double_quoted(&mut self.out, text)?,
             Style::Literal => {
-                if let Position::AfterKey { .. } = at {
-                    self.out.write_all(b" ")?;
-                }
                 // Content is indented one step beyond the node's own column.
                 let indent = at.mapping_indent().max(2);
                 let body = text.strip_suffix('\n');
                 // `|` keeps one final line break, `|-` none.
                 self.out
-                    .write_all(if body.is_some() { b"|\n" } else { b"|-\n" })?;
+                    .write_all(if body.is_some() { b"|" } else { b"|-" })?;
                 for line in body.unwrap_or(text).split('\n') {
+                    self.out.write_all(b"\n")?;
                     if !line.is_empty() {
                         self.spaces(indent)?;
                         self.out.write_all(line.as_bytes())?;
                     }
-                    self.out.write_all(b"\n")?;
                 }
-                Ok(())
-            }
-            Style::DoubleQuoted => {
-                if let Position::AfterKey { .. } = at {
-                    self.out.write_all(b" ")?;
-                }
-                write_double_quoted(&mut self.out, text)?;
-                self.out.write_all(b"\n")?;
-                Ok(())
             }
         }
+        self.out.write_all(b"\n")?;
+        Ok(())
     }
 
-    /// Writes a mapping key (a string) at column `indent`, up to its colon.
+    /// Writes a mapping key (a string), up to its colon.
     fn key(&mut self, text: &str) -> Result<(), EmitError> {
         match style(text) {
             Style::Plain => self.out.write_all(text.as_bytes())?,
