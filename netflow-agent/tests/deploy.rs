@@ -163,9 +163,9 @@ fn the_cluster_role_grants_exactly_what_the_live_inventory_asks() {
 fn only_the_monitoring_namespace_reaches_the_agents_and_only_their_metrics() {
     use netflow_agent::{
         inventory::Inventory,
-        policy::evaluate::{End, Evaluator, Verdict, load_policies},
+        policy::evaluate::{End, Evaluator, Verdict, load_policy_set},
     };
-    let policies = load_policies(&deploy_dir().join("networkpolicy.yaml")).unwrap();
+    let policies = load_policy_set(&deploy_dir().join("networkpolicy.yaml")).unwrap();
     let inventory = Inventory::parse(
         r#"{"kind":"List","items":[
       {"kind":"Namespace","metadata":{"name":"netflow"}},

@@ -18,7 +18,7 @@ use kube::{
 
 use super::{
     cluster_wide::{ClusterWideObject, Tier},
-    evaluate::{PolicyFileError, load_policy_set},
+    evaluate::{PolicyFileError, load_policy_objects},
 };
 
 /// The field manager netflow's applies carry.
@@ -131,8 +131,8 @@ fn cilium_network_policy() -> ApiResource {
 
 /// Reads and checks every policy under `dir` (nothing is applied yet).
 pub fn read(dir: &Path) -> Result<Vec<Object>, ApplyError> {
-    let set = load_policy_set(dir)?;
-    let kubernetes = set.kubernetes.into_iter().map(|policy| {
+    let set = load_policy_objects(dir)?;
+    let kubernetes = set.kubernetes_objects.into_iter().map(|policy| {
         serde_json::to_value(&policy)
             .map_err(ApplyError::from)
             .map(|body| (network_policy(), body, None))

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::{
     evaluate::{
-        End, Evaluator, HttpQuestion, IngressPeers, Policies, Verdict, cidr_contains, matches,
+        End, Evaluator, HttpQuestion, IngressPeers, Policies, Verdict, cidr_contains,
+        network_policy::Peer,
     },
     generate::{never_allowed, proven},
 };
@@ -328,20 +329,8 @@ fn named_ranges(policies: &Policies) -> Option<Vec<String>> {
     }
     let mut ranges = Vec::new();
     for policy in &policies.kubernetes {
-        let Some(spec) = &policy.spec else { continue };
-        let peers = spec
-            .ingress
-            .iter()
-            .flatten()
-            .flat_map(|rule| rule.from.iter().flatten())
-            .chain(
-                spec.egress
-                    .iter()
-                    .flatten()
-                    .flat_map(|rule| rule.to.iter().flatten()),
-            );
-        for peer in peers {
-            if let Some(block) = &peer.ip_block {
+        for peer in policy.peers() {
+            if let Peer::Addresses(block) = peer {
                 ranges.push(block.cidr.clone());
             }
         }
@@ -619,51 +608,49 @@ impl<'c, 'a> CandidateFinder<'c, 'a> {
         found
     }
 
-    fn add_peer(
-        &self,
-        peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer,
-        policy_namespace: &str,
-        found: &mut Vec<usize>,
-    ) {
-        if peer.ip_block.is_some() {
+    fn add_peer(&self, peer: &Peer, policy_namespace: &str, found: &mut Vec<usize>) {
+        let Peer::Pods {
+            namespaces: namespace_selector,
+            pods: selector,
+        } = peer
+        else {
             // Which pods a range covers is the check's to say.
             found.extend(self.addressed.iter().copied());
             return;
-        }
+        };
         let selected_namespace = |namespace: &&str| {
-            peer.namespace_selector.as_ref().is_none_or(|selector| {
+            namespace_selector.as_ref().is_none_or(|selector| {
                 self.namespace_labels
                     .get(namespace)
-                    .is_some_and(|labels| matches(selector, labels))
+                    .is_some_and(|labels| selector.matches(labels))
             })
         };
         // A selector naming the namespace by name (as generated policies
         // do) is looked up, not matched against every namespace.
-        let by_name = peer
-            .namespace_selector
+        let by_name = namespace_selector
             .as_ref()
-            .and_then(|selector| selector.match_labels.as_ref())
-            .and_then(|labels| labels.get(crate::inventory::NAMESPACE_NAME_LABEL));
-        let namespaces: Vec<&str> = match (&peer.namespace_selector, by_name) {
+            .and_then(|selector| selector.required(crate::inventory::NAMESPACE_NAME_LABEL));
+        let namespaces: Vec<&str> = match (namespace_selector, by_name) {
             (None, _) => vec![policy_namespace],
-            (Some(_), Some(name)) => vec![name.as_str()],
+            (Some(_), Some(name)) => vec![name],
             (Some(_), None) => self.by_namespace.keys().copied().collect(),
         };
         let namespaces = namespaces.into_iter().filter(selected_namespace);
-        let selector = peer.pod_selector.as_ref();
         let first_label = selector
-            .and_then(|selector| selector.match_labels.as_ref())
-            .and_then(|labels| labels.iter().next());
+            .as_ref()
+            .and_then(|selector| selector.match_labels().next());
         for namespace in namespaces {
             let in_namespace: &[usize] = match first_label {
                 Some((key, value)) => self
                     .by_label
-                    .get(&(namespace, key.as_str(), value.as_str()))
+                    .get(&(namespace, key, value))
                     .map_or(&[], Vec::as_slice),
                 None => self.by_namespace.get(namespace).map_or(&[], Vec::as_slice),
             };
             found.extend(in_namespace.iter().copied().filter(|&class| {
-                selector.is_none_or(|selector| matches(selector, &self.classes[class][0].labels))
+                selector
+                    .as_ref()
+                    .is_none_or(|selector| selector.matches(&self.classes[class][0].labels))
             }));
         }
     }

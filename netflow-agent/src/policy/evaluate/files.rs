@@ -9,6 +9,7 @@ use std::path::Path;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
+use super::{network_policy::CompiledNetworkPolicy, selector::SelectorInterner};
 use crate::policy::{
     cilium::{self, CiliumNetworkPolicy},
     cluster_wide::{ClusterWideObject, TieredPolicy, v1alpha1, v1alpha2},
@@ -45,15 +46,26 @@ pub enum PolicyFileError {
     },
 }
 
-/// Reads every NetworkPolicy in the `.yaml`/`.yml` files of `dir` (or the
-/// one file `dir` names, YAML or JSON). A `v1` `List` (what `kubectl get
-/// networkpolicies -A -o yaml` prints) is read item by item.
-pub fn load_policies(dir: &Path) -> Result<Vec<NetworkPolicy>, PolicyFileError> {
-    Ok(load_policy_set(dir)?.kubernetes)
+/// Reads every policy in the `.yaml`/`.yml` files of `dir` (or the one file
+/// `dir` names, YAML or JSON) to evaluate them. A `v1` `List` (what `kubectl
+/// get networkpolicies -A -o yaml` prints) is read item by item.
+pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
+    load(dir, Policies::default())
 }
 
-/// Like [`load_policies`], with CiliumNetworkPolicies (cilium.io/v2) too.
-pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
+/// Like [`load_policy_set`], keeping each NetworkPolicy as written too (in
+/// [`Policies::kubernetes_objects`]), to send it to a cluster.
+pub fn load_policy_objects(dir: &Path) -> Result<Policies, PolicyFileError> {
+    load(
+        dir,
+        Policies {
+            keep_objects: true,
+            ..Policies::default()
+        },
+    )
+}
+
+fn load(dir: &Path, mut set: Policies) -> Result<Policies, PolicyFileError> {
     let read_error = |source| PolicyFileError::Read {
         path: dir.display().to_string(),
         source,
@@ -73,7 +85,6 @@ pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
         files.push(dir.to_path_buf());
     }
     files.sort();
-    let mut set = Policies::default();
     for path in files {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
@@ -145,7 +156,7 @@ impl Policies {
             ("networking.k8s.io/v1", "NetworkPolicy") => {
                 let policy: NetworkPolicy = serde_norway::from_value(item)
                     .map_err(|err| invalid("NetworkPolicy", err.to_string()))?;
-                self.kubernetes.push(policy);
+                self.push_network_policy(policy);
             }
             (cilium::API_VERSION, cilium::KIND) => {
                 let policy: CiliumNetworkPolicy = serde_norway::from_value(item)
@@ -190,7 +201,15 @@ impl Policies {
 /// Every policy of a set of files, by flavor.
 #[derive(Debug, Default)]
 pub struct Policies {
-    pub kubernetes: Vec<NetworkPolicy>,
+    /// NetworkPolicies as the evaluator reads them...
+    pub kubernetes: Vec<CompiledNetworkPolicy>,
+    /// ... and as they were written, in the same order, when loaded to be
+    /// sent to a cluster ([`load_policy_objects`]); empty otherwise (a
+    /// million-peer set is a few GB as k8s-openapi objects).
+    pub kubernetes_objects: Vec<NetworkPolicy>,
+    keep_objects: bool,
+    /// Shares equal selectors between the compiled policies.
+    selectors: SelectorInterner,
     pub cilium: Vec<CiliumNetworkPolicy>,
     /// The Admin and Baseline tiers, of either API version, as the
     /// evaluator reads them...
@@ -200,6 +219,26 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// A set of these NetworkPolicies, kept as written too.
+    pub fn from_network_policies(policies: impl IntoIterator<Item = NetworkPolicy>) -> Self {
+        let mut set = Policies {
+            keep_objects: true,
+            ..Policies::default()
+        };
+        for policy in policies {
+            set.push_network_policy(policy);
+        }
+        set
+    }
+
+    fn push_network_policy(&mut self, policy: NetworkPolicy) {
+        self.kubernetes
+            .push(CompiledNetworkPolicy::compile(&policy, &mut self.selectors));
+        if self.keep_objects {
+            self.kubernetes_objects.push(policy);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.kubernetes.len() + self.cilium.len() + self.cluster_wide.len()
     }

@@ -29,6 +29,8 @@
 mod cilium;
 mod files;
 mod kubernetes;
+pub mod network_policy;
+pub mod selector;
 mod tiers;
 #[cfg(test)]
 mod truth_tables;
@@ -38,9 +40,9 @@ use std::{
     net::IpAddr,
 };
 
-pub use files::{Policies, PolicyFileError, load_policies, load_policy_set};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+pub use files::{Policies, PolicyFileError, load_policy_objects, load_policy_set};
 pub use kubernetes::{cidr_contains, matches};
+pub use network_policy::CompiledNetworkPolicy;
 
 use crate::{
     inventory::{Inventory, PodEntry},
@@ -149,6 +151,14 @@ enum Direction {
 }
 
 impl Direction {
+    /// The index of this direction in `[ingress, egress]` pairs.
+    fn side(self) -> usize {
+        match self {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
@@ -158,7 +168,7 @@ impl Direction {
 }
 
 pub struct Evaluator<'a> {
-    policies: &'a [NetworkPolicy],
+    policies: &'a [CompiledNetworkPolicy],
     cilium: &'a [CiliumNetworkPolicy],
     /// Admin and Baseline tier policies (network-policy-api).
     cluster_wide: &'a [TieredPolicy],
@@ -170,34 +180,29 @@ pub struct Evaluator<'a> {
     /// every pair of pods). Keyed by the entry's address in the inventory:
     /// two entries may share a name (a pod replaced under the same name).
     selected: HashMap<*const PodEntry, Selected<'a>>,
-    /// The NetworkPolicies' long peer lists, indexed by namespace.
-    peer_indexes: kubernetes::PeerIndexes<'a>,
 }
 
 /// One ingress rule's peers and its policy's namespace (see
 /// [`Evaluator::ingress_peers`]).
-pub type IngressPeers<'a> = (
-    Option<&'a [k8s_openapi::api::networking::v1::NetworkPolicyPeer]>,
-    &'a str,
-);
+pub type IngressPeers<'a> = (Option<&'a [network_policy::Peer]>, &'a str);
 
 /// What selects one pod, per direction (`[ingress, egress]`).
 #[derive(Clone)]
 struct Selected<'a> {
-    kubernetes: [Vec<&'a NetworkPolicy>; 2],
+    kubernetes: [Vec<&'a CompiledNetworkPolicy>; 2],
     cilium: [Vec<(&'a CiliumNetworkPolicy, &'a cilium_types::Rule)>; 2],
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(policies: &'a [NetworkPolicy], inventory: &'a Inventory) -> Self {
+    /// Every kind of a set, without DNS names for `toFQDNs`.
+    pub fn new(policies: &'a Policies, inventory: &'a Inventory) -> Self {
         Self::index(Self {
-            policies,
-            cilium: &[],
-            cluster_wide: &[],
+            policies: &policies.kubernetes,
+            cilium: &policies.cilium,
+            cluster_wide: &policies.cluster_wide,
             dns: None,
             inventory,
             selected: HashMap::new(),
-            peer_indexes: HashMap::new(),
         })
     }
 
@@ -214,18 +219,18 @@ impl<'a> Evaluator<'a> {
             dns: Some(dns),
             inventory,
             selected: HashMap::new(),
-            peer_indexes: HashMap::new(),
         })
     }
 
     fn index(mut self) -> Self {
-        self.peer_indexes = kubernetes::index_peers(self.policies);
         // Policies by namespace first: a pod is selected only by its own
         // namespace's, and a cluster has thousands of namespaces.
-        let mut kubernetes: HashMap<&str, Vec<&NetworkPolicy>> = HashMap::new();
+        let mut kubernetes: HashMap<&str, Vec<&CompiledNetworkPolicy>> = HashMap::new();
         for policy in self.policies {
-            let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
-            kubernetes.entry(namespace).or_default().push(policy);
+            kubernetes
+                .entry(&policy.namespace)
+                .or_default()
+                .push(policy);
         }
         let mut cilium: HashMap<&str, Vec<&CiliumNetworkPolicy>> = HashMap::new();
         for policy in self.cilium {
@@ -261,13 +266,13 @@ impl<'a> Evaluator<'a> {
 
     /// What selects a pod the index does not hold (not from the inventory).
     fn select(&self, pod: &PodEntry) -> Selected<'a> {
-        let kubernetes: Vec<&NetworkPolicy> = self.policies.iter().collect();
+        let kubernetes: Vec<&CompiledNetworkPolicy> = self.policies.iter().collect();
         let cilium: Vec<&CiliumNetworkPolicy> = self.cilium.iter().collect();
         Self::select_from((&kubernetes, &cilium), pod)
     }
 
     fn select_from(
-        (kubernetes, cilium): (&[&'a NetworkPolicy], &[&'a CiliumNetworkPolicy]),
+        (kubernetes, cilium): (&[&'a CompiledNetworkPolicy], &[&'a CiliumNetworkPolicy]),
         pod: &PodEntry,
     ) -> Selected<'a> {
         let directions = [Direction::Ingress, Direction::Egress];
@@ -292,14 +297,8 @@ impl<'a> Evaluator<'a> {
         }
         let mut peers = Vec::new();
         for policy in policies {
-            let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
-            for rule in policy
-                .spec
-                .iter()
-                .flat_map(|spec| spec.ingress.iter().flatten())
-            {
-                let from = rule.from.as_deref().filter(|from| !from.is_empty());
-                peers.push((from, namespace));
+            for rule in policy.rules(Direction::Ingress) {
+                peers.push((rule.peers.as_deref(), policy.namespace.as_str()));
             }
         }
         Some(peers)
@@ -409,10 +408,7 @@ impl<'a> Evaluator<'a> {
             Some((Action::Pass, _)) | None => {}
         }
         let selected = self.selected_for(pod);
-        let side = match direction {
-            Direction::Ingress => 0,
-            Direction::Egress => 1,
-        };
+        let side = direction.side();
         let (selecting, cilium_selecting) = (&selected.kubernetes[side], &selected.cilium[side]);
         if selecting.is_empty() && cilium_selecting.is_empty() {
             // No namespaced policy isolates the pod: the Baseline tier
@@ -427,7 +423,6 @@ impl<'a> Evaluator<'a> {
             kubernetes::allows(
                 policy,
                 self.inventory,
-                &self.peer_indexes,
                 direction,
                 peer,
                 port,
@@ -452,14 +447,17 @@ impl<'a> Evaluator<'a> {
             )
         };
         if let Some(policy) = allowed_by_kubernetes {
-            return Ok(format!("NetworkPolicy {}", name(&policy.metadata)));
+            return Ok(format!(
+                "NetworkPolicy {}/{}",
+                policy.namespace, policy.name
+            ));
         }
         if let Some((policy, _)) = allowed_by_cilium {
             return Ok(format!("CiliumNetworkPolicy {}", name(&policy.metadata)));
         }
         let mut names: Vec<String> = selecting
             .iter()
-            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .map(|p| p.name.clone())
             .chain(
                 cilium_selecting
                     .iter()
@@ -525,7 +523,7 @@ mod tests {
         Inventory::parse(INVENTORY).unwrap()
     }
 
-    fn policies(yaml: &str) -> Vec<NetworkPolicy> {
+    fn policies(yaml: &str) -> Policies {
         let dir = std::env::temp_dir().join(format!(
             "netflow-eval-{}-{}",
             std::process::id(),
@@ -533,13 +531,13 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("p.yaml"), yaml).unwrap();
-        let loaded = load_policies(&dir).unwrap();
+        let loaded = load_policy_set(&dir).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
         loaded
     }
 
     fn allowed(
-        policies: &[NetworkPolicy],
+        policies: &Policies,
         from: End<'_>,
         to: End<'_>,
         port: u16,
@@ -558,7 +556,7 @@ mod tests {
     fn no_policy_allows_everything_and_an_empty_selector_isolates_all() {
         let inv = inventory();
         assert!(allowed(
-            &[],
+            &Policies::default(),
             pod(&inv, "tool"),
             pod(&inv, "web"),
             8080,
@@ -970,7 +968,7 @@ mod tests {
         ] {
             let path = dir.join(name);
             std::fs::write(&path, text).unwrap();
-            let err = load_policies(&path).unwrap_err().to_string();
+            let err = load_policy_set(&path).unwrap_err().to_string();
             assert!(
                 err.contains(name) && err.contains(expected),
                 "{name}: {err}"
@@ -1025,9 +1023,15 @@ mod tests {
             );
             let set = policies(&yaml);
             let indexed = Evaluator::new(&set, &inv);
-            assert_eq!(indexed.peer_indexes.len(), 1, "{yaml}");
-            let mut scanned = Evaluator::new(&set, &inv);
-            scanned.peer_indexes.clear();
+            let indexes = set.kubernetes[0]
+                .rules(Direction::Ingress)
+                .iter()
+                .filter(|rule| rule.index.is_some())
+                .count();
+            assert_eq!(indexes, 1, "{yaml}");
+            let mut unindexed = policies(&yaml);
+            unindexed.kubernetes[0].unindexed();
+            let scanned = Evaluator::new(&unindexed, &inv);
             for client in clients {
                 let server = pod(&inv, "db");
                 assert_eq!(

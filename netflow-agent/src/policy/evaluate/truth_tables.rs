@@ -64,8 +64,8 @@ const fn row(
     }
 }
 
-fn policy_set(specs: &[&str]) -> Vec<NetworkPolicy> {
-    specs
+fn policy_set(specs: &[&str]) -> Policies {
+    let policies = specs
         .iter()
         .enumerate()
         .map(|(index, spec)| {
@@ -76,9 +76,11 @@ fn policy_set(specs: &[&str]) -> Vec<NetworkPolicy> {
             let yaml = format!(
                 "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{index}, namespace: {namespace}}}\nspec: {spec}\n"
             );
-            serde_norway::from_str(&yaml).unwrap_or_else(|err| panic!("{yaml}: {err}"))
-        })
-        .collect()
+            let policy: k8s_openapi::api::networking::v1::NetworkPolicy =
+                serde_norway::from_str(&yaml).unwrap_or_else(|err| panic!("{yaml}: {err}"));
+            policy
+        });
+    Policies::from_network_policies(policies)
 }
 
 fn end<'a>(inventory: &'a Inventory, name: &str) -> End<'a> {

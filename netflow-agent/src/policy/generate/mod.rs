@@ -1216,10 +1216,9 @@ pub(crate) mod tests {
             "{:#?}",
             set.findings
         );
-        let policies = crate::policy::evaluate::Policies {
-            kubernetes: set.by_namespace.into_values().flatten().collect(),
-            ..Default::default()
-        };
+        let policies = crate::policy::evaluate::Policies::from_network_policies(
+            set.by_namespace.into_values().flatten(),
+        );
         let report = crate::policy::verify::verify(&graph, &policies, &inventory);
         // The SCTP edge is checked and allowed; the ICMP one was not
         // allowed, and is reported blocked.
@@ -1509,10 +1508,9 @@ pub(crate) mod tests {
             ..GenerateOptions::default()
         };
         let set = cilium::generate(graph, inventory, &options).unwrap();
-        crate::policy::evaluate::Policies {
-            cilium: set.by_namespace.into_values().flatten().collect(),
-            ..Default::default()
-        }
+        let mut policies = crate::policy::evaluate::Policies::default();
+        policies.cilium = set.by_namespace.into_values().flatten().collect();
+        policies
     }
 
     /// Cilium with L7: an all-HTTP port allows exactly its calls, as

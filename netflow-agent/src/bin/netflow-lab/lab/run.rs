@@ -191,7 +191,7 @@ pub fn run(
             .policies
             .kubernetes
             .iter()
-            .filter_map(|p| p.metadata.namespace.as_deref())
+            .map(|p| p.namespace.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         findings_count(out),

@@ -1,0 +1,297 @@
+//! A NetworkPolicy as the evaluator reads it: its defaults resolved
+//! (`policyTypes`, the namespace, empty lists meaning "any"), its selectors
+//! shared ([`SelectorInterner`]), and long peer lists indexed by the one
+//! namespace each peer names. Made once when a policy is read; the typed
+//! object is kept only when something will write it out again (`apply`).
+
+use std::collections::HashMap;
+
+use k8s_openapi::{
+    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+
+use super::{
+    Direction,
+    selector::{Selector, SelectorInterner},
+};
+use crate::inventory::NAMESPACE_NAME_LABEL;
+
+#[derive(Debug)]
+pub struct CompiledNetworkPolicy {
+    pub namespace: String,
+    pub name: String,
+    /// `None`: every pod of the namespace (no `podSelector`).
+    pub pod_selector: Option<Selector>,
+    /// Whether it isolates its pods for `[ingress, egress]`.
+    isolates: [bool; 2],
+    /// The rules for `[ingress, egress]`.
+    rules: [Vec<Rule>; 2],
+}
+
+/// One `ingress` or `egress` rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// `None`: any peer (no or an empty `from`/`to`).
+    pub peers: Option<Vec<Peer>>,
+    /// `None`: any port (no or an empty `ports`).
+    pub ports: Option<Vec<Port>>,
+    /// For long peer lists: their peers by the one namespace they name.
+    pub index: Option<PeerIndex>,
+}
+
+#[derive(Debug)]
+pub enum Peer {
+    /// `ipBlock`.
+    Addresses(Box<AddressBlock>),
+    /// `namespaceSelector` and/or `podSelector`; `None` where omitted.
+    Pods {
+        namespaces: Option<Selector>,
+        pods: Option<Selector>,
+    },
+}
+
+#[derive(Debug)]
+pub struct AddressBlock {
+    pub cidr: String,
+    pub except: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Port {
+    /// Upper case, as written (default TCP).
+    pub protocol: Box<str>,
+    pub port: Option<PortRef>,
+    pub end_port: Option<i32>,
+}
+
+#[derive(Debug)]
+pub enum PortRef {
+    Number(i32),
+    /// A container port's name, looked up on the server.
+    Name(Box<str>),
+}
+
+/// A peer list's peers (positions in it) by the one namespace each can
+/// name. A generated policy for a busy server lists a peer per client
+/// workload, thousands of them: a check looks only at those of the
+/// client's namespace.
+#[derive(Debug)]
+pub struct PeerIndex {
+    /// Peers that name pods of one namespace only: without a
+    /// namespaceSelector (the policy's own) or with exactly
+    /// `kubernetes.io/metadata.name: NAME`.
+    pub by_namespace: HashMap<Box<str>, Vec<usize>>,
+    /// Every other peer (ipBlocks, other namespace selectors).
+    pub others: Vec<usize>,
+}
+
+/// Peer lists shorter than this are scanned as they are.
+const INDEXED_PEER_LISTS: usize = 8;
+
+impl CompiledNetworkPolicy {
+    pub fn compile(policy: &NetworkPolicy, selectors: &mut SelectorInterner) -> Self {
+        let namespace = policy
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let Some(spec) = &policy.spec else {
+            // Without a spec a policy selects nothing it could allow.
+            return Self {
+                namespace,
+                name,
+                pod_selector: None,
+                isolates: [false; 2],
+                rules: [Vec::new(), Vec::new()],
+            };
+        };
+        let ingress: Vec<Rule> = spec
+            .ingress
+            .iter()
+            .flatten()
+            .map(|rule| {
+                Rule::compile(
+                    rule.from.as_deref(),
+                    rule.ports.as_deref(),
+                    &namespace,
+                    selectors,
+                )
+            })
+            .collect();
+        let egress: Vec<Rule> = spec
+            .egress
+            .iter()
+            .flatten()
+            .map(|rule| {
+                Rule::compile(
+                    rule.to.as_deref(),
+                    rule.ports.as_deref(),
+                    &namespace,
+                    selectors,
+                )
+            })
+            .collect();
+        let isolates = match spec.policy_types.as_deref() {
+            Some(types) if !types.is_empty() => [
+                types.iter().any(|t| t == "Ingress"),
+                types.iter().any(|t| t == "Egress"),
+            ],
+            // The API server's default for an omitted or empty list: Ingress
+            // always, Egress when there is at least one egress rule
+            // (`egress: []` is none).
+            _ => [true, !egress.is_empty()],
+        };
+        Self {
+            pod_selector: spec
+                .pod_selector
+                .as_ref()
+                .map(|selector| selectors.intern(selector)),
+            namespace,
+            name,
+            isolates,
+            rules: [ingress, egress],
+        }
+    }
+
+    pub(super) fn isolates(&self, direction: Direction) -> bool {
+        self.isolates[direction.side()]
+    }
+
+    pub(super) fn rules(&self, direction: Direction) -> &[Rule] {
+        &self.rules[direction.side()]
+    }
+
+    /// Drops the peer indexes: every peer list is scanned (to hold the
+    /// indexes to the scan's verdicts).
+    #[cfg(test)]
+    pub(super) fn unindexed(&mut self) {
+        for rule in self.rules.iter_mut().flatten() {
+            rule.index = None;
+        }
+    }
+
+    /// Every peer of every rule.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.rules
+            .iter()
+            .flatten()
+            .flat_map(|rule| rule.peers.iter().flatten())
+    }
+}
+
+impl Rule {
+    fn compile(
+        peers: Option<&[NetworkPolicyPeer]>,
+        ports: Option<&[NetworkPolicyPort]>,
+        policy_namespace: &str,
+        selectors: &mut SelectorInterner,
+    ) -> Self {
+        let peers: Option<Vec<Peer>> = peers.filter(|peers| !peers.is_empty()).map(|peers| {
+            peers
+                .iter()
+                .map(|peer| Peer::compile(peer, selectors))
+                .collect()
+        });
+        let ports = ports.filter(|ports| !ports.is_empty()).map(|ports| {
+            ports
+                .iter()
+                .map(|port| Port {
+                    protocol: port.protocol.as_deref().unwrap_or("TCP").into(),
+                    port: port.port.as_ref().map(|port| match port {
+                        IntOrString::Int(number) => PortRef::Number(*number),
+                        IntOrString::String(name) => PortRef::Name(name.as_str().into()),
+                    }),
+                    end_port: port.end_port,
+                })
+                .collect()
+        });
+        let index = peers
+            .as_deref()
+            .filter(|peers| peers.len() >= INDEXED_PEER_LISTS)
+            .map(|peers| PeerIndex::new(peers, policy_namespace));
+        Self {
+            peers,
+            ports,
+            index,
+        }
+    }
+
+    /// Whether `matches` holds for one of the peers that may match a pod of
+    /// `namespace` (`None`: an address); no other peer can.
+    pub fn any_candidate(
+        &self,
+        namespace: Option<&str>,
+        matches: impl FnMut(&Peer) -> bool,
+    ) -> bool {
+        let peers = self.peers.as_deref().unwrap_or_default();
+        match &self.index {
+            None => peers.iter().any(matches),
+            Some(index) => namespace
+                .and_then(|namespace| index.by_namespace.get(namespace))
+                .into_iter()
+                .flatten()
+                .chain(index.others.iter())
+                .map(|&position| &peers[position])
+                .any(matches),
+        }
+    }
+}
+
+impl Peer {
+    fn compile(peer: &NetworkPolicyPeer, selectors: &mut SelectorInterner) -> Self {
+        match &peer.ip_block {
+            Some(block) => Peer::Addresses(Box::new(AddressBlock {
+                cidr: block.cidr.clone(),
+                except: block.except.clone().unwrap_or_default(),
+            })),
+            None => Peer::Pods {
+                namespaces: peer
+                    .namespace_selector
+                    .as_ref()
+                    .map(|selector| selectors.intern(selector)),
+                pods: peer
+                    .pod_selector
+                    .as_ref()
+                    .map(|selector| selectors.intern(selector)),
+            },
+        }
+    }
+
+    /// The only namespace whose pods it can name, when it is one by name.
+    pub fn one_namespace<'p>(&'p self, policy_namespace: &'p str) -> Option<&'p str> {
+        let Peer::Pods { namespaces, .. } = self else {
+            return None;
+        };
+        let Some(selector) = namespaces else {
+            return Some(policy_namespace);
+        };
+        if selector.has_expressions() || selector.match_labels().count() != 1 {
+            return None;
+        }
+        // Every namespace carries its name in this label (the inventory sees
+        // to it): a selector of that label alone names that namespace only.
+        selector.required(NAMESPACE_NAME_LABEL)
+    }
+}
+
+impl PeerIndex {
+    fn new(peers: &[Peer], policy_namespace: &str) -> Self {
+        let mut index = PeerIndex {
+            by_namespace: HashMap::new(),
+            others: Vec::new(),
+        };
+        for (position, peer) in peers.iter().enumerate() {
+            match peer.one_namespace(policy_namespace) {
+                Some(namespace) => index
+                    .by_namespace
+                    .entry(namespace.into())
+                    .or_default()
+                    .push(position),
+                None => index.others.push(position),
+            }
+        }
+        index
+    }
+}
