@@ -168,7 +168,7 @@ fn verify_with(
     let classes = pod_classes(policies, inventory);
     let mut checks = ClassChecks::new(&evaluator, classes.as_deref());
     let mut report = VerifyReport::default();
-    let mut observed: BTreeSet<(WorkloadRef, WorkloadRef, u16, String)> = BTreeSet::new();
+    let mut observed = Observed::new();
     for (client, server, edge) in graph.edges() {
         report.edges += 1;
         let protocol = protocol_name(&edge.key.protocol);
@@ -286,6 +286,10 @@ fn verify_with(
     report
 }
 
+/// Every observed edge by workload: client, server, port, protocol (upper
+/// case).
+type Observed = std::collections::HashSet<(WorkloadRef, WorkloadRef, u16, String)>;
+
 /// The DNS names the graph knows for external addresses (for `toFQDNs`).
 pub fn dns_names(graph: &CommGraph) -> BTreeMap<std::net::IpAddr, BTreeSet<String>> {
     let mut names: BTreeMap<std::net::IpAddr, BTreeSet<String>> = BTreeMap::new();
@@ -354,7 +358,7 @@ fn blast_radius(
     evaluator: &Evaluator<'_>,
     policies: &Policies,
     inventory: &Inventory,
-    observed: &BTreeSet<(WorkloadRef, WorkloadRef, u16, String)>,
+    observed: &Observed,
 ) -> BlastRadius {
     let classes = pod_classes(policies, inventory);
     let mut checks = ClassChecks::new(evaluator, classes.as_deref());
@@ -467,7 +471,7 @@ fn blast_radius_with(
     classes: Option<&[Vec<&PodEntry>]>,
     policies: &Policies,
     inventory: &Inventory,
-    observed: &BTreeSet<(WorkloadRef, WorkloadRef, u16, String)>,
+    observed: &Observed,
 ) -> BlastRadius {
     let pods: Vec<&PodEntry> = inventory
         .pods
@@ -525,9 +529,14 @@ fn blast_radius_with(
                 if let Some(namespace) = radius.by_namespace.get_mut(&server.namespace) {
                     namespace.pairs_after += pairs;
                 }
+                // A class's pods are mostly one workload's: each pair of
+                // workloads is looked up once.
+                let mut noted: Vec<(&WorkloadRef, &WorkloadRef)> = Vec::new();
                 for client in clients {
                     for server in servers {
-                        if client.uid != server.uid {
+                        let workloads = (&client.workload, &server.workload);
+                        if client.uid != server.uid && !noted.contains(&workloads) {
+                            noted.push(workloads);
                             note_beyond(&mut beyond, observed, client, server, port, protocol);
                         }
                     }
@@ -659,7 +668,7 @@ impl<'c, 'a> CandidateFinder<'c, 'a> {
 /// One pair left open that no observed edge stands for, by workload.
 fn note_beyond(
     beyond: &mut BTreeSet<String>,
-    observed: &BTreeSet<(WorkloadRef, WorkloadRef, u16, String)>,
+    observed: &Observed,
     client: &PodEntry,
     server: &PodEntry,
     port: u16,
@@ -689,7 +698,7 @@ fn note_beyond(
 fn blast_radius_per_pod(
     evaluator: &Evaluator<'_>,
     pods: &[&PodEntry],
-    observed: &BTreeSet<(WorkloadRef, WorkloadRef, u16, String)>,
+    observed: &Observed,
 ) -> BlastRadius {
     let mut radius = BlastRadius::default();
     let mut beyond: BTreeSet<String> = BTreeSet::new();
@@ -739,7 +748,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let dns = BTreeMap::new();
         let evaluator = Evaluator::for_set(&policies, inventory, &dns);
-        let observed = BTreeSet::new();
+        let observed = Observed::new();
         let pods: Vec<&PodEntry> = inventory.pods.iter().collect();
         let by_class = blast_radius(&evaluator, &policies, inventory, &observed);
         let by_pod = blast_radius_per_pod(&evaluator, &pods, &observed);

@@ -4,7 +4,13 @@
 //! YAML or JSON), each refused by name when it cannot be read, is of another
 //! kind, or does not fit its schema.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
@@ -50,22 +56,16 @@ pub enum PolicyFileError {
 /// `dir` names, YAML or JSON) to evaluate them. A `v1` `List` (what `kubectl
 /// get networkpolicies -A -o yaml` prints) is read item by item.
 pub fn load_policy_set(dir: &Path) -> Result<Policies, PolicyFileError> {
-    load(dir, Policies::default())
+    load(dir, false)
 }
 
 /// Like [`load_policy_set`], keeping each NetworkPolicy as written too (in
 /// [`Policies::kubernetes_objects`]), to send it to a cluster.
 pub fn load_policy_objects(dir: &Path) -> Result<Policies, PolicyFileError> {
-    load(
-        dir,
-        Policies {
-            keep_objects: true,
-            ..Policies::default()
-        },
-    )
+    load(dir, true)
 }
 
-fn load(dir: &Path, mut set: Policies) -> Result<Policies, PolicyFileError> {
+fn load(dir: &Path, keep_objects: bool) -> Result<Policies, PolicyFileError> {
     let read_error = |source| PolicyFileError::Read {
         path: dir.display().to_string(),
         source,
@@ -85,15 +85,72 @@ fn load(dir: &Path, mut set: Policies) -> Result<Policies, PolicyFileError> {
         files.push(dir.to_path_buf());
     }
     files.sort();
-    for path in files {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| PolicyFileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        set.add_text(&text, &shown)?;
+    // Reading YAML is most of a large set's load (a generated set is a file
+    // per namespace): files are read on every core, each worker sharing
+    // selectors across the files it reads, and put together in file order,
+    // so the set (and the first error) is the same however they were shared.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(files.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let mut read: Vec<Option<Result<Policies, PolicyFileError>>> = Vec::new();
+    read.resize_with(files.len(), || None);
+    let read = Mutex::new(read);
+    let interners: Vec<SelectorInterner> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut selectors = SelectorInterner::default();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(index) else {
+                            return selectors;
+                        };
+                        let mut part = Policies {
+                            keep_objects,
+                            selectors: std::mem::take(&mut selectors),
+                            ..Policies::default()
+                        };
+                        let result = read_file(path, &mut part).map(|()| {
+                            selectors = std::mem::take(&mut part.selectors);
+                            part
+                        });
+                        if let Ok(mut read) = read.lock() {
+                            read[index] = Some(result);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or_default())
+            .collect()
+    });
+    let mut set = Policies {
+        keep_objects,
+        selectors: interners.into_iter().next().unwrap_or_default(),
+        ..Policies::default()
+    };
+    let read = read.into_inner().unwrap_or_default();
+    for (path, part) in files.iter().zip(read) {
+        let part = part.ok_or_else(|| PolicyFileError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::other("not read (a reader stopped)"),
+        })??;
+        set.append(part);
     }
     Ok(set)
+}
+
+fn read_file(path: &Path, part: &mut Policies) -> Result<(), PolicyFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    part.add_text(&text, &shown)
 }
 
 impl Policies {
@@ -229,6 +286,17 @@ impl Policies {
             set.push_network_policy(policy);
         }
         set
+    }
+
+    /// Adds `other`'s policies after this set's.
+    fn append(&mut self, mut other: Policies) {
+        self.kubernetes.append(&mut other.kubernetes);
+        self.kubernetes_objects
+            .append(&mut other.kubernetes_objects);
+        self.cilium.append(&mut other.cilium);
+        self.cluster_wide.append(&mut other.cluster_wide);
+        self.cluster_wide_objects
+            .append(&mut other.cluster_wide_objects);
     }
 
     fn push_network_policy(&mut self, policy: NetworkPolicy) {

@@ -536,13 +536,7 @@ mod tests {
         loaded
     }
 
-    fn allowed(
-        policies: &Policies,
-        from: End<'_>,
-        to: End<'_>,
-        port: u16,
-        protocol: &str,
-    ) -> bool {
+    fn allowed(policies: &Policies, from: End<'_>, to: End<'_>, port: u16, protocol: &str) -> bool {
         Evaluator::new(policies, &inventory()).check(from, to, port, protocol) == Verdict::Allowed
     }
 
@@ -946,6 +940,37 @@ mod tests {
                 && err.contains("ingressDeny"),
             "{err}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Files are read in parallel: the set comes back in file order, and
+    /// of several bad files the first (in that order) is the one named.
+    #[test]
+    fn a_directory_reads_in_file_order_and_names_its_first_bad_file() {
+        let dir = std::env::temp_dir().join(format!("netflow-eval-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = |name: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{podSelector: {{matchLabels: {{app: web}}}}}}\n"
+            )
+        };
+        let names: Vec<String> = (0..40).map(|n| format!("p{n:02}")).collect();
+        for name in &names {
+            let text = format!("{}---\n{}", policy(name), policy(&format!("{name}b")));
+            std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+        }
+        let set = load_policy_set(&dir).unwrap();
+        let read: Vec<&str> = set.kubernetes.iter().map(|p| p.name.as_str()).collect();
+        let expected: Vec<String> = names
+            .iter()
+            .flat_map(|name| [name.clone(), format!("{name}b")])
+            .collect();
+        assert_eq!(read, expected);
+        for bad in ["p31", "p07", "p20"] {
+            std::fs::write(dir.join(format!("{bad}.yaml")), "kind: [\n").unwrap();
+        }
+        let err = load_policy_set(&dir).unwrap_err().to_string();
+        assert!(err.contains("p07.yaml"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
