@@ -6,7 +6,8 @@
 //! `verify` replays the graph against it, `staged` judges live traffic
 //! against a set not yet enforced;
 //! `rollout` orders the enforcement, `netassert` writes tests, `apply` sends
-//! a set to the cluster.
+//! a set to the cluster. Sets are read and written a file at a time on every
+//! core (`parallel`).
 
 pub mod apply;
 pub mod cilium;
@@ -15,6 +16,7 @@ pub mod evaluate;
 pub mod from_cluster;
 pub mod generate;
 pub mod netassert;
+mod parallel;
 pub mod rollout;
 pub mod staged;
 pub mod verify;

@@ -11,6 +11,7 @@ use std::{
     fs,
     io::Write as _,
     path::{Path, PathBuf},
+    sync::Mutex,
 };
 
 use serde::Serialize;
@@ -53,23 +54,23 @@ pub const BASELINE_TIER_FILE: &str = "_cluster-baseline.yaml";
 /// an earlier run that this set has no objects for is removed, so the
 /// directory always reads back as this set.
 pub fn write_dir<P: Serialize>(set: &PolicySet<P>, out: &Path) -> Result<(), WriteError> {
-    let mut dir = StagedDir::new(out);
+    let dir = StagedDir::new(out);
     for (namespace, policies) in &set.by_namespace {
         dir.stage_namespace(namespace, policies)?;
     }
     dir.commit(set)
 }
 
-/// A policy directory being written: files staged under temporary names,
-/// renamed into place together by [`StagedDir::commit`], removed if it is
-/// dropped before.
+/// A policy directory being written: files staged under temporary names
+/// (by any number of threads at once), renamed into place together by
+/// [`StagedDir::commit`], removed if it is dropped before.
 pub struct StagedDir {
     out: PathBuf,
     /// (temporary, final) names of the files written so far.
-    staged: Vec<(PathBuf, PathBuf)>,
+    staged: Mutex<Vec<(PathBuf, PathBuf)>>,
     /// The directory did not exist before: removed again if nothing is
     /// committed.
-    made: bool,
+    made: Mutex<bool>,
 }
 
 impl StagedDir {
@@ -77,15 +78,15 @@ impl StagedDir {
     pub fn new(out: &Path) -> Self {
         Self {
             out: out.to_path_buf(),
-            staged: Vec::new(),
-            made: false,
+            staged: Mutex::default(),
+            made: Mutex::default(),
         }
     }
 
     /// Writes one namespace's policies (multi-document YAML) under a
     /// temporary name.
     pub fn stage_namespace<T: Serialize>(
-        &mut self,
+        &self,
         namespace: &str,
         policies: &[T],
     ) -> Result<(), WriteError> {
@@ -95,18 +96,21 @@ impl StagedDir {
     }
 
     fn stage(
-        &mut self,
+        &self,
         name: &str,
         write: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> Result<(), WriteError>,
     ) -> Result<(), WriteError> {
-        if !self.made && !self.out.is_dir() {
-            fs::create_dir_all(&self.out).map_err(io_error(&self.out))?;
-            self.made = true;
+        {
+            let mut made = lock(&self.made);
+            if !*made && !self.out.is_dir() {
+                fs::create_dir_all(&self.out).map_err(io_error(&self.out))?;
+                *made = true;
+            }
         }
         let path = self.out.join(name);
         let temporary = self.out.join(format!(".{name}.tmp-{}", std::process::id()));
         // Registered first: dropped unfinished, it is removed too.
-        self.staged.push((temporary.clone(), path.clone()));
+        lock(&self.staged).push((temporary.clone(), path.clone()));
         let file = fs::File::create(&temporary).map_err(io_error(&path))?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
         write(&mut writer)?;
@@ -116,7 +120,7 @@ impl StagedDir {
 
     /// Stages the tier files and `findings.json`, then renames every staged
     /// file into place and removes tier files this set has no objects for.
-    pub fn commit<P>(mut self, set: &PolicySet<P>) -> Result<(), WriteError> {
+    pub fn commit<P>(self, set: &PolicySet<P>) -> Result<(), WriteError> {
         let mut stale = Vec::new();
         for (name, objects) in [
             (ADMIN_TIER_FILE, &set.admin_tier),
@@ -134,7 +138,8 @@ impl StagedDir {
             serde_json::to_writer_pretty(&mut *writer, &set.findings)?;
             writer.write_all(b"\n").map_err(io_error(&path))
         })?;
-        for (temporary, path) in std::mem::take(&mut self.staged) {
+        let staged = std::mem::take(&mut *lock(&self.staged));
+        for (temporary, path) in staged {
             fs::rename(&temporary, &path).map_err(io_error(&path))?;
         }
         for path in &stale {
@@ -145,7 +150,7 @@ impl StagedDir {
                 _ => {}
             }
         }
-        self.made = false;
+        *lock(&self.made) = false;
         // The renames are durable once the directory is synced.
         fs::File::open(&self.out)
             .and_then(|dir| dir.sync_all())
@@ -155,10 +160,10 @@ impl StagedDir {
 
 impl Drop for StagedDir {
     fn drop(&mut self) {
-        for (temporary, _) in &self.staged {
+        for (temporary, _) in lock(&self.staged).iter() {
             let _ = fs::remove_file(temporary);
         }
-        if self.made {
+        if *lock(&self.made) {
             let _ = fs::remove_dir(&self.out);
         }
     }
@@ -175,6 +180,13 @@ fn write_yaml<T: Serialize>(
         yaml_emit::to_writer(&mut *writer, policy)?;
     }
     Ok(())
+}
+
+/// A staged directory's lists stay consistent whatever a writer did.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError {
@@ -215,7 +227,7 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         let out = root.join("policies");
         // Given up half-way: no directory, no temporary file.
-        let mut dir = StagedDir::new(&out);
+        let dir = StagedDir::new(&out);
         dir.stage_namespace("shop", &["a policy"]).unwrap();
         assert_eq!(
             listing(&out),
@@ -232,7 +244,7 @@ mod tests {
         );
         // A second run given up keeps the first run's files as they were.
         let before = fs::read_to_string(out.join("findings.json")).unwrap();
-        let mut dir = StagedDir::new(&out);
+        let dir = StagedDir::new(&out);
         dir.stage_namespace("shop", &["another"]).unwrap();
         drop(dir);
         assert_eq!(listing(&out), ["findings.json", "shop.yaml"]);

@@ -37,7 +37,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let inventory = Inventory::load(&args.inventory)?;
     // Each namespace's file is written (under a temporary name) as soon as
     // its policies are; all are renamed into place at the end.
-    let mut dir = StagedDir::new(&out);
+    let dir = StagedDir::new(&out);
     let findings = match args.flavor {
         Flavor::Kubernetes => {
             let set = kubernetes::generate_each(&graph, &inventory, &options, |ns, policies| {

@@ -4,13 +4,7 @@
 //! YAML or JSON), each refused by name when it cannot be read, is of another
 //! kind, or does not fit its schema.
 
-use std::{
-    path::Path,
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::path::Path;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
@@ -19,6 +13,7 @@ use super::{network_policy::CompiledNetworkPolicy, selector::SelectorInterner};
 use crate::policy::{
     cilium::{self, CiliumNetworkPolicy},
     cluster_wide::{ClusterWideObject, TieredPolicy, v1alpha1, v1alpha2},
+    parallel::map_in_order,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -86,60 +81,26 @@ fn load(dir: &Path, keep_objects: bool) -> Result<Policies, PolicyFileError> {
     }
     files.sort();
     // Reading YAML is most of a large set's load (a generated set is a file
-    // per namespace): files are read on every core, each worker sharing
+    // per namespace): files are read on every core, each thread sharing
     // selectors across the files it reads, and put together in file order,
     // so the set (and the first error) is the same however they were shared.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(files.len())
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let mut read: Vec<Option<Result<Policies, PolicyFileError>>> = Vec::new();
-    read.resize_with(files.len(), || None);
-    let read = Mutex::new(read);
-    let interners: Vec<SelectorInterner> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut selectors = SelectorInterner::default();
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = files.get(index) else {
-                            return selectors;
-                        };
-                        let mut part = Policies {
-                            keep_objects,
-                            selectors: std::mem::take(&mut selectors),
-                            ..Policies::default()
-                        };
-                        let result = read_file(path, &mut part).map(|()| {
-                            selectors = std::mem::take(&mut part.selectors);
-                            part
-                        });
-                        if let Ok(mut read) = read.lock() {
-                            read[index] = Some(result);
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| worker.join().unwrap_or_default())
-            .collect()
+    let (parts, interners) = map_in_order(&files, SelectorInterner::default, |selectors, path| {
+        let mut part = Policies {
+            keep_objects,
+            selectors: std::mem::take(selectors),
+            ..Policies::default()
+        };
+        let read = read_file(path, &mut part);
+        *selectors = std::mem::take(&mut part.selectors);
+        read.map(|()| part)
     });
     let mut set = Policies {
         keep_objects,
         selectors: interners.into_iter().next().unwrap_or_default(),
         ..Policies::default()
     };
-    let read = read.into_inner().unwrap_or_default();
-    for (path, part) in files.iter().zip(read) {
-        let part = part.ok_or_else(|| PolicyFileError::Read {
-            path: path.display().to_string(),
-            source: std::io::Error::other("not read (a reader stopped)"),
-        })??;
-        set.append(part);
+    for part in parts {
+        set.append(part?);
     }
     Ok(set)
 }

@@ -41,11 +41,11 @@ pub fn generate(
 
 /// [`generate`], each namespace's policies handed to `sink` as they are
 /// written (see [`super::generate_each`]).
-pub fn generate_each<E: From<GenerateError>>(
+pub fn generate_each<E: From<GenerateError> + Send>(
     graph: &CommGraph,
     inventory: &Inventory,
     options: &GenerateOptions,
-    sink: impl FnMut(&str, Vec<CiliumNetworkPolicy>) -> Result<(), E>,
+    sink: impl Fn(&str, Vec<CiliumNetworkPolicy>) -> Result<(), E> + Sync,
 ) -> Result<PolicySet<CiliumNetworkPolicy>, E> {
     if options.cluster_baseline != super::ClusterBaseline::None {
         return Err(GenerateError::BaselineNeedsKubernetesFlavor.into());

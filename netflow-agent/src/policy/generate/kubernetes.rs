@@ -36,11 +36,11 @@ pub fn generate(
 
 /// [`generate`], each namespace's policies handed to `sink` as they are
 /// written (see [`super::generate_each`]).
-pub fn generate_each<E: From<GenerateError>>(
+pub fn generate_each<E: From<GenerateError> + Send>(
     graph: &CommGraph,
     inventory: &Inventory,
     options: &GenerateOptions,
-    sink: impl FnMut(&str, Vec<NetworkPolicy>) -> Result<(), E>,
+    sink: impl Fn(&str, Vec<NetworkPolicy>) -> Result<(), E> + Sync,
 ) -> Result<PolicySet<NetworkPolicy>, E> {
     super::generate_each(&Kubernetes, graph, inventory, options, sink)
 }

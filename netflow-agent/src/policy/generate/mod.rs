@@ -28,7 +28,7 @@ use crate::{
     identity::is_link_local,
     inventory::Inventory,
     model::{Endpoint, EndpointKind, file_time},
-    policy::cluster_wide::ClusterWideObject,
+    policy::{cluster_wide::ClusterWideObject, parallel::map_in_order},
 };
 
 /// Namespaces that get no policies unless asked: their clients (DNS above
@@ -205,8 +205,8 @@ pub fn cluster_dns(inventory: &Inventory) -> Option<ClusterDns> {
 }
 
 /// How one flavor writes each piece of the skeleton.
-pub trait Flavor {
-    type Policy;
+pub trait Flavor: Sync {
+    type Policy: Send;
     /// How a rule names one peer.
     type Peer: PartialEq;
     /// How a policy of `workload` names `peer`, met on `edge`; `None` when
@@ -233,24 +233,29 @@ pub fn generate_with<F: Flavor>(
     inventory: &Inventory,
     options: &GenerateOptions,
 ) -> Result<PolicySet<F::Policy>, GenerateError> {
-    let mut by_namespace = BTreeMap::new();
+    let by_namespace = std::sync::Mutex::new(BTreeMap::new());
     let mut set = generate_each(flavor, graph, inventory, options, |namespace, policies| {
-        by_namespace.insert(namespace.to_string(), policies);
+        by_namespace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(namespace.to_string(), policies);
         Ok::<_, GenerateError>(())
     })?;
-    set.by_namespace = by_namespace;
+    set.by_namespace = by_namespace
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     Ok(set)
 }
 
 /// The skeleton both flavors share: each namespace's policies go to `sink`
 /// as soon as they are written (a large cluster's are never all held at
 /// once); the set returned holds the rest (tiers, findings).
-pub fn generate_each<F: Flavor, E: From<GenerateError>>(
+pub fn generate_each<F: Flavor, E: From<GenerateError> + Send>(
     flavor: &F,
     graph: &CommGraph,
     inventory: &Inventory,
     options: &GenerateOptions,
-    mut sink: impl FnMut(&str, Vec<F::Policy>) -> Result<(), E>,
+    sink: impl Fn(&str, Vec<F::Policy>) -> Result<(), E> + Sync,
 ) -> Result<PolicySet<F::Policy>, E> {
     let dns = cluster_dns(inventory).ok_or(GenerateError::NoClusterDns)?;
     let (edges, workloads) = scope(graph, options);
@@ -290,50 +295,57 @@ pub fn generate_each<F: Flavor, E: From<GenerateError>>(
     let cluster_wide = options.cluster_baseline != ClusterBaseline::None;
     (set.admin_tier, set.baseline_tier) =
         baseline::cluster_wide(options.cluster_baseline, options, dns);
-    for (namespace, members) in &workloads {
-        // With the cluster-wide layer, egress default-deny and the DNS allow
-        // are the cluster admin's; ingress from outside the cluster is not
-        // something a Baseline rule can name, so it stays here.
-        let mut policies =
-            vec![flavor.default_deny(namespace, options.ingress_only || cluster_wide)];
-        if !options.ingress_only && !cluster_wide {
-            policies.push(flavor.dns_allow(namespace, dns));
-        }
-        if options.include_system && *namespace == dns.namespace {
-            policies.push(flavor.dns_open_to_all(namespace, dns));
-        }
-        for workload in members.values() {
-            if let Some(why) = inputs.unselectable.get(&workload.id) {
-                // Its policy would select other pods too: grant nothing.
-                set.findings.push(Finding {
-                    kind: "unselectable-workload".into(),
-                    workload: workload.label(),
-                    detail: format!(
-                        "{why}; no policy written for it: give its pods a label only they carry"
-                    ),
-                });
-                continue;
+    // Namespaces are independent: generated (and handed to `sink`) on every
+    // core, each thread with findings of its own (sorted below).
+    let namespaces: Vec<_> = workloads.iter().collect();
+    let (written, findings) =
+        map_in_order(&namespaces, Vec::new, |findings, (namespace, members)| {
+            // With the cluster-wide layer, egress default-deny and the DNS allow
+            // are the cluster admin's; ingress from outside the cluster is not
+            // something a Baseline rule can name, so it stays here.
+            let mut policies =
+                vec![flavor.default_deny(namespace, options.ingress_only || cluster_wide)];
+            if !options.ingress_only && !cluster_wide {
+                policies.push(flavor.dns_allow(namespace, dns));
             }
-            let name_peer =
-                |peer: &Endpoint, of: &Endpoint, edge: &Edge| flavor.peer(peer, of, edge);
-            if let Some(rules) =
-                workload_rules(&inputs, workload, options, &mut set.findings, name_peer)
-            {
-                let metadata = policy_metadata(
-                    &workload_policy_name(workload),
-                    namespace,
-                    Some(rules.evidence()),
-                );
-                policies.push(flavor.workload_policy(
-                    workload,
-                    metadata,
-                    rules,
-                    options.ingress_only,
-                ));
+            if options.include_system && **namespace == dns.namespace {
+                policies.push(flavor.dns_open_to_all(namespace, dns));
             }
-        }
-        sink(namespace, policies)?;
+            for workload in members.values() {
+                if let Some(why) = inputs.unselectable.get(&workload.id) {
+                    // Its policy would select other pods too: grant nothing.
+                    findings.push(Finding {
+                        kind: "unselectable-workload".into(),
+                        workload: workload.label(),
+                        detail: format!(
+                            "{why}; no policy written for it: give its pods a label only they carry"
+                        ),
+                    });
+                    continue;
+                }
+                let name_peer =
+                    |peer: &Endpoint, of: &Endpoint, edge: &Edge| flavor.peer(peer, of, edge);
+                if let Some(rules) = workload_rules(&inputs, workload, options, findings, name_peer)
+                {
+                    let metadata = policy_metadata(
+                        &workload_policy_name(workload),
+                        namespace,
+                        Some(rules.evidence()),
+                    );
+                    policies.push(flavor.workload_policy(
+                        workload,
+                        metadata,
+                        rules,
+                        options.ingress_only,
+                    ));
+                }
+            }
+            sink(namespace, policies)
+        });
+    for result in written {
+        result?;
     }
+    set.findings.extend(findings.into_iter().flatten());
     set.findings.sort();
     set.findings.dedup();
     Ok(set)
