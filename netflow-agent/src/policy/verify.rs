@@ -11,9 +11,10 @@ use super::{
         network_policy::Peer,
     },
     generate::{never_allowed, proven},
+    parallel::map_in_order,
 };
 use crate::{
-    graph::CommGraph,
+    graph::{CommGraph, Edge},
     inventory::{Inventory, PodEntry, WorkloadRef},
     model::{Endpoint, EndpointKind},
 };
@@ -166,10 +167,69 @@ fn verify_with(
     let dns = dns_names(graph);
     let evaluator = Evaluator::for_set(policies, inventory, &dns);
     let classes = pod_classes(policies, inventory);
+    // Edges are replayed on every core, a run of them at a time, each thread
+    // with its own verdict cache; the reports are put together in edge order.
+    let edges = graph.edges();
+    let runs: Vec<_> = edges.chunks(REPLAYED_AT_ONCE).collect();
+    let replay = Replay {
+        evaluator: &evaluator,
+        inventory,
+        explain,
+    };
+    let (parts, caches) = map_in_order(
+        &runs,
+        || ClassChecks::new(&evaluator, classes.as_deref()),
+        |checks, run| {
+            let mut part = (VerifyReport::default(), Vec::new());
+            for &(client, server, edge) in *run {
+                replay.edge(checks, &mut part, client, server, edge);
+            }
+            part
+        },
+    );
     let mut checks = ClassChecks::new(&evaluator, classes.as_deref());
+    for cache in caches {
+        checks.allowed.extend(cache.allowed);
+    }
     let mut report = VerifyReport::default();
     let mut observed = Observed::new();
-    for (client, server, edge) in graph.edges() {
+    for (part, observed_part) in parts {
+        report.append(part);
+        observed.extend(observed_part);
+    }
+    report.blast_radius = blast_radius_with(
+        &mut checks,
+        classes.as_deref(),
+        policies,
+        inventory,
+        &observed,
+    );
+    report
+}
+
+/// Edges replayed at once by one thread (a run's verdicts are one part of
+/// the report).
+const REPLAYED_AT_ONCE: usize = 4096;
+
+/// What replaying one edge needs besides its thread's cache.
+struct Replay<'r, 'a> {
+    evaluator: &'r Evaluator<'a>,
+    inventory: &'a Inventory,
+    explain: bool,
+}
+
+impl Replay<'_, '_> {
+    /// Replays one edge into `report`, noting it in `observed` when it was
+    /// checked.
+    fn edge(
+        &self,
+        checks: &mut ClassChecks<'_, '_>,
+        (report, observed): &mut (VerifyReport, Vec<ObservedEdge>),
+        client: &Endpoint,
+        server: &Endpoint,
+        edge: &Edge,
+    ) {
+        let (evaluator, inventory, explain) = (self.evaluator, self.inventory, self.explain);
         report.edges += 1;
         let protocol = protocol_name(&edge.key.protocol);
         let name = format!(
@@ -186,7 +246,7 @@ fn verify_with(
                 why: "never answered: no policy allows it".into(),
             });
             report.never_connected.push(name);
-            continue;
+            return;
         }
         match never_allowed(server).or_else(|| never_allowed(client)) {
             Some("metadata-service") => {
@@ -196,7 +256,7 @@ fn verify_with(
                     why: "the metadata service: never allowed".into(),
                 });
                 report.metadata_contacts.push(name);
-                continue;
+                return;
             }
             Some(_) => {
                 report.verdicts.push(EdgeVerdict {
@@ -205,7 +265,7 @@ fn verify_with(
                     why: "a link-local address: never allowed".into(),
                 });
                 report.link_local_contacts.push(name);
-                continue;
+                return;
             }
             None => {}
         }
@@ -217,7 +277,7 @@ fn verify_with(
                 why: "no pod or address of an end in the inventory".into(),
             });
             report.not_checkable.push(name);
-            continue;
+            return;
         }
         let refusal = refusal(&clients, &servers, |client_end, server_end| {
             checks.check(client_end, server_end, edge.key.port, &protocol)
@@ -273,22 +333,30 @@ fn verify_with(
             }
         }
         if let (Some(client), Some(server)) = (workload_of(client), workload_of(server)) {
-            observed.insert((client, server, edge.key.port, protocol));
+            observed.push((client, server, edge.key.port, protocol));
         }
     }
-    report.blast_radius = blast_radius_with(
-        &mut checks,
-        classes.as_deref(),
-        policies,
-        inventory,
-        &observed,
-    );
-    report
+}
+
+impl VerifyReport {
+    /// Adds `other`'s edges after this report's (the blast radius aside).
+    fn append(&mut self, mut other: VerifyReport) {
+        self.edges += other.edges;
+        self.allowed += other.allowed;
+        self.blocked.append(&mut other.blocked);
+        self.metadata_contacts.append(&mut other.metadata_contacts);
+        self.link_local_contacts
+            .append(&mut other.link_local_contacts);
+        self.never_connected.append(&mut other.never_connected);
+        self.not_checkable.append(&mut other.not_checkable);
+        self.verdicts.append(&mut other.verdicts);
+    }
 }
 
 /// Every observed edge by workload: client, server, port, protocol (upper
 /// case).
-type Observed = std::collections::HashSet<(WorkloadRef, WorkloadRef, u16, String)>;
+type Observed = std::collections::HashSet<ObservedEdge>;
+type ObservedEdge = (WorkloadRef, WorkloadRef, u16, String);
 
 /// The DNS names the graph knows for external addresses (for `toFQDNs`).
 pub fn dns_names(graph: &CommGraph) -> BTreeMap<std::net::IpAddr, BTreeSet<String>> {
@@ -413,7 +481,7 @@ fn pod_classes<'i>(
 struct ClassChecks<'e, 'a> {
     evaluator: &'e Evaluator<'a>,
     /// Each classified pod's class, by the entry's address.
-    class_of: HashMap<*const PodEntry, usize>,
+    class_of: HashMap<usize, usize>,
     allowed: HashMap<(usize, usize, u16, u8), bool>,
 }
 
@@ -422,7 +490,7 @@ impl<'e, 'a> ClassChecks<'e, 'a> {
         let mut class_of = HashMap::new();
         for (class, pods) in classes.into_iter().flatten().enumerate() {
             for pod in pods {
-                class_of.insert(std::ptr::from_ref(*pod), class);
+                class_of.insert(std::ptr::from_ref(*pod).addr(), class);
             }
         }
         Self {
@@ -442,7 +510,7 @@ impl<'e, 'a> ClassChecks<'e, 'a> {
 
     fn allows(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> bool {
         let class = |end: End<'_>| match end {
-            End::Pod(pod) => self.class_of.get(&std::ptr::from_ref(pod)).copied(),
+            End::Pod(pod) => self.class_of.get(&std::ptr::from_ref(pod).addr()).copied(),
             End::Address(_) => None,
         };
         // Protocols by a small code (no key allocation per check).

@@ -179,7 +179,7 @@ pub struct Evaluator<'a> {
     /// once: a check then looks only at them (the blast radius asks about
     /// every pair of pods). Keyed by the entry's address in the inventory:
     /// two entries may share a name (a pod replaced under the same name).
-    selected: HashMap<*const PodEntry, Selected<'a>>,
+    selected: HashMap<usize, Selected<'a>>,
 }
 
 /// One ingress rule's peers and its policy's namespace (see
@@ -250,7 +250,8 @@ impl<'a> Evaluator<'a> {
                     .as_slice(),
             );
             let selected = Self::select_from(of_namespace, pod);
-            self.selected.insert(std::ptr::from_ref(pod), selected);
+            self.selected
+                .insert(std::ptr::from_ref(pod).addr(), selected);
         }
         self
     }
@@ -258,7 +259,7 @@ impl<'a> Evaluator<'a> {
     /// What selects `pod`: from the index, or worked out for a pod the
     /// index does not hold (not from the inventory).
     fn selected_for(&self, pod: &PodEntry) -> std::borrow::Cow<'_, Selected<'a>> {
-        match self.selected.get(&std::ptr::from_ref(pod)) {
+        match self.selected.get(&std::ptr::from_ref(pod).addr()) {
             Some(selected) => std::borrow::Cow::Borrowed(selected),
             None => std::borrow::Cow::Owned(self.select(pod)),
         }
