@@ -221,12 +221,12 @@ struct Replay<'r, 'a> {
 impl Replay<'_, '_> {
     /// Replays one edge into `report`, noting it in `observed` when it was
     /// checked.
-    fn edge(
+    fn edge<'g>(
         &self,
         checks: &mut ClassChecks<'_, '_>,
-        (report, observed): &mut (VerifyReport, Vec<ObservedEdge>),
-        client: &Endpoint,
-        server: &Endpoint,
+        (report, observed): &mut (VerifyReport, Vec<ObservedEdge<'g>>),
+        client: &'g Endpoint,
+        server: &'g Endpoint,
         edge: &Edge,
     ) {
         let (evaluator, inventory, explain) = (self.evaluator, self.inventory, self.explain);
@@ -332,7 +332,7 @@ impl Replay<'_, '_> {
                 report.allowed += 1;
             }
         }
-        if let (Some(client), Some(server)) = (workload_of(client), workload_of(server)) {
+        if let (Some(client), Some(server)) = (workload_key(client), workload_key(server)) {
             observed.push((client, server, edge.key.port, protocol));
         }
     }
@@ -355,8 +355,11 @@ impl VerifyReport {
 
 /// Every observed edge by workload: client, server, port, protocol (upper
 /// case).
-type Observed = std::collections::HashSet<ObservedEdge>;
-type ObservedEdge = (WorkloadRef, WorkloadRef, u16, String);
+type Observed<'g> = std::collections::HashSet<ObservedEdge<'g>>;
+type ObservedEdge<'g> = (WorkloadKey<'g>, WorkloadKey<'g>, u16, String);
+/// A workload's namespace, kind and name, borrowed from where it is named
+/// (a million observed edges would otherwise hold six strings each).
+type WorkloadKey<'g> = (&'g str, &'g str, &'g str);
 
 /// The DNS names the graph knows for external addresses (for `toFQDNs`).
 pub fn dns_names(graph: &CommGraph) -> BTreeMap<std::net::IpAddr, BTreeSet<String>> {
@@ -372,12 +375,18 @@ pub fn dns_names(graph: &CommGraph) -> BTreeMap<std::net::IpAddr, BTreeSet<Strin
     names
 }
 
-fn workload_of(endpoint: &Endpoint) -> Option<WorkloadRef> {
-    (endpoint.kind == EndpointKind::Workload).then(|| WorkloadRef {
-        namespace: endpoint.namespace.clone().unwrap_or_default(),
-        kind: endpoint.workload_kind.clone().unwrap_or_default(),
-        name: endpoint.name.clone(),
+fn workload_key(endpoint: &Endpoint) -> Option<WorkloadKey<'_>> {
+    (endpoint.kind == EndpointKind::Workload).then(|| {
+        (
+            endpoint.namespace.as_deref().unwrap_or_default(),
+            endpoint.workload_kind.as_deref().unwrap_or_default(),
+            endpoint.name.as_str(),
+        )
     })
+}
+
+fn key_of(workload: &WorkloadRef) -> WorkloadKey<'_> {
+    (&workload.namespace, &workload.kind, &workload.name)
 }
 
 /// Pods that every check treats alike: same namespace, labels and declared
@@ -426,7 +435,7 @@ fn blast_radius(
     evaluator: &Evaluator<'_>,
     policies: &Policies,
     inventory: &Inventory,
-    observed: &Observed,
+    observed: &Observed<'_>,
 ) -> BlastRadius {
     let classes = pod_classes(policies, inventory);
     let mut checks = ClassChecks::new(evaluator, classes.as_deref());
@@ -539,7 +548,7 @@ fn blast_radius_with(
     classes: Option<&[Vec<&PodEntry>]>,
     policies: &Policies,
     inventory: &Inventory,
-    observed: &Observed,
+    observed: &Observed<'_>,
 ) -> BlastRadius {
     let pods: Vec<&PodEntry> = inventory
         .pods
@@ -736,15 +745,15 @@ impl<'c, 'a> CandidateFinder<'c, 'a> {
 /// One pair left open that no observed edge stands for, by workload.
 fn note_beyond(
     beyond: &mut BTreeSet<String>,
-    observed: &Observed,
+    observed: &Observed<'_>,
     client: &PodEntry,
     server: &PodEntry,
     port: u16,
     protocol: &str,
 ) {
     let key = (
-        client.workload.clone(),
-        server.workload.clone(),
+        key_of(&client.workload),
+        key_of(&server.workload),
         port,
         protocol.to_ascii_uppercase(),
     );
@@ -766,7 +775,7 @@ fn note_beyond(
 fn blast_radius_per_pod(
     evaluator: &Evaluator<'_>,
     pods: &[&PodEntry],
-    observed: &Observed,
+    observed: &Observed<'_>,
 ) -> BlastRadius {
     let mut radius = BlastRadius::default();
     let mut beyond: BTreeSet<String> = BTreeSet::new();
