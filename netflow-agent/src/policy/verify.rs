@@ -164,13 +164,24 @@ fn verify_with(
     inventory: &Inventory,
     explain: bool,
 ) -> VerifyReport {
+    verify_in_runs(graph, policies, inventory, explain, REPLAYED_AT_ONCE)
+}
+
+/// [`verify`], replaying `run` edges at a time per thread.
+pub(crate) fn verify_in_runs(
+    graph: &CommGraph,
+    policies: &Policies,
+    inventory: &Inventory,
+    explain: bool,
+    run: usize,
+) -> VerifyReport {
     let dns = dns_names(graph);
     let evaluator = Evaluator::for_set(policies, inventory, &dns);
     let classes = pod_classes(policies, inventory);
     // Edges are replayed on every core, a run of them at a time, each thread
     // with its own verdict cache; the reports are put together in edge order.
     let edges = graph.edges();
-    let runs: Vec<_> = edges.chunks(REPLAYED_AT_ONCE).collect();
+    let runs: Vec<_> = edges.chunks(run.max(1)).collect();
     let replay = Replay {
         evaluator: &evaluator,
         inventory,

@@ -872,6 +872,35 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no policy {namespace}/{name}"))
     }
 
+    /// Edges are replayed in runs on every core: a report made one edge per
+    /// run is the report made in one run, verdicts in the graph's order.
+    #[test]
+    fn verify_reports_the_same_whatever_the_runs() {
+        let (graph, inventory) = shop_graph();
+        let set = policies();
+        // Without data's workload policy, web -> db is blocked.
+        let kept = set
+            .by_namespace
+            .into_iter()
+            .flat_map(|(namespace, policies)| {
+                policies.into_iter().filter(move |policy| {
+                    namespace != "data" || policy.metadata.name.as_deref() == Some("default-deny")
+                })
+            });
+        let policies = crate::policy::evaluate::Policies::from_network_policies(kept);
+        let whole =
+            crate::policy::verify::verify_in_runs(&graph, &policies, &inventory, true, 4096);
+        let single = crate::policy::verify::verify_in_runs(&graph, &policies, &inventory, true, 1);
+        assert_eq!(whole.edges, 4);
+        assert_eq!(whole.blocked.len(), 1, "{whole:#?}");
+        assert_eq!(whole.metadata_contacts.len(), 1, "{whole:#?}");
+        assert_eq!(whole.verdicts, single.verdicts);
+        assert_eq!(
+            serde_json::to_string(&whole).unwrap(),
+            serde_json::to_string(&single).unwrap()
+        );
+    }
+
     #[test]
     fn every_namespace_gets_default_deny_and_dns() {
         let set = policies();
