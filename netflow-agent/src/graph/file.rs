@@ -285,8 +285,10 @@ impl CommGraph {
     /// Reads a graph from its JSON; `path` names where it came from (a file,
     /// or a node's agent) in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, GraphFileError> {
-        // Check the version before the layout, so a newer file gets the
-        // "upgrade" message rather than a confusing field error.
+        // The layout is read first (one pass over what may be hundreds of
+        // MB); only when it does not fit is the version looked at, so a
+        // newer file gets the "upgrade" message rather than a confusing
+        // field error.
         #[derive(Deserialize)]
         struct VersionOnly {
             version: Option<u32>,
@@ -295,20 +297,19 @@ impl CommGraph {
             path: path.to_path_buf(),
             message,
         };
-        let version: VersionOnly =
-            serde_json::from_str(text).map_err(|err| invalid(err.to_string()))?;
-        match version.version {
-            None => return Err(invalid("no \"version\" field".into())),
-            Some(found) if found > GRAPH_VERSION => {
-                return Err(GraphFileError::TooNew {
+        match serde_json::from_str::<GraphFile>(text) {
+            Ok(file) => Self::from_file(file, path),
+            Err(layout) => match serde_json::from_str::<VersionOnly>(text) {
+                Ok(VersionOnly { version: None }) => Err(invalid("no \"version\" field".into())),
+                Ok(VersionOnly {
+                    version: Some(found),
+                }) if found > GRAPH_VERSION => Err(GraphFileError::TooNew {
                     path: path.to_path_buf(),
                     found,
-                });
-            }
-            Some(_) => {}
+                }),
+                _ => Err(invalid(layout.to_string())),
+            },
         }
-        let file: GraphFile = serde_json::from_str(text).map_err(|err| invalid(err.to_string()))?;
-        Self::from_file(file, path)
     }
 
     /// Writes the graph atomically (temporary file, fsync, rename), readable

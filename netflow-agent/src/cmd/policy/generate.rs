@@ -5,7 +5,6 @@ use anyhow::Context as _;
 
 use crate::{
     cli::{ClusterBaselineArg, Flavor, GenerateArgs, L7Arg},
-    graph::CommGraph,
     inventory::Inventory,
     policy::{
         generate::{ClusterBaseline, Finding, GenerateOptions, cilium, kubernetes},
@@ -33,8 +32,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         },
         l7_http: args.l7 == L7Arg::Http,
     };
-    let (out, graph) = (args.out, CommGraph::load(&args.graph)?);
-    let inventory = Inventory::load(&args.inventory)?;
+    let out = args.out;
+    let (graph, inventory) = super::with_graph(&args.graph, || {
+        Inventory::load(&args.inventory).map_err(anyhow::Error::from)
+    })?;
     // Each namespace's file is written (under a temporary name) as soon as
     // its policies are; all are renamed into place at the end.
     let dir = StagedDir::new(&out);

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    graph::CommGraph,
     inventory::Inventory,
     policy::{
         evaluate::{Policies, load_policy_set},
@@ -24,12 +23,14 @@ pub enum Source {
 /// Replays the graph against the policies; fails when an observed edge
 /// would be blocked.
 pub fn run(graph: &Path, source: &Source, inventory: &Path, json: bool) -> anyhow::Result<()> {
-    let graph = CommGraph::load(graph)?;
-    let inventory = Inventory::load(inventory)?;
-    let policies = match source {
-        Source::Files(path) => load_policy_set(path)?,
-        Source::Cluster(kubeconfig) => cluster_policies(kubeconfig.as_deref())?,
-    };
+    let (graph, (inventory, policies)) = super::with_graph(graph, || {
+        let inventory = Inventory::load(inventory)?;
+        let policies = match source {
+            Source::Files(path) => load_policy_set(path)?,
+            Source::Cluster(kubeconfig) => cluster_policies(kubeconfig.as_deref())?,
+        };
+        Ok((inventory, policies))
+    })?;
     let report = verify(&graph, &policies, &inventory);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
