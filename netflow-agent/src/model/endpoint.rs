@@ -49,10 +49,24 @@ pub struct Endpoint {
 impl Endpoint {
     /// How the endpoint is named for people: `namespace/name` for workloads.
     pub fn label(&self) -> String {
-        match (&self.namespace, self.kind) {
-            (Some(namespace), EndpointKind::Workload) => format!("{namespace}/{}", self.name),
-            _ => self.name.clone(),
+        self.label_display().to_string()
+    }
+
+    /// [`Endpoint::label`], written where it is formatted.
+    pub fn label_display(&self) -> impl std::fmt::Display + '_ {
+        struct Label<'e>(&'e Endpoint);
+        impl std::fmt::Display for Label<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let endpoint = self.0;
+                match (&endpoint.namespace, endpoint.kind) {
+                    (Some(namespace), EndpointKind::Workload) => {
+                        write!(f, "{namespace}/{}", endpoint.name)
+                    }
+                    _ => f.write_str(&endpoint.name),
+                }
+            }
         }
+        Label(self)
     }
 
     /// Folds what another observation knows of the same endpoint into this one.

@@ -13,4 +13,4 @@ pub use flow::{
     Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, HttpRequest, IntervalStats, Side,
 };
 pub use protocol::{PROTO_SCTP, Protocol};
-pub use time::{file_time, rfc3339, utc_day};
+pub use time::{file_time, file_time_display, rfc3339, utc_day};

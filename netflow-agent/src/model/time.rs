@@ -9,7 +9,12 @@ pub fn rfc3339(time: SystemTime) -> String {
 
 /// RFC 3339 (UTC, seconds) of a Unix time, as graph files store times.
 pub fn file_time(unix_seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_seconds)).to_string()
+    file_time_display(unix_seconds).to_string()
+}
+
+/// [`file_time`], written where it is formatted (no string of its own).
+pub fn file_time_display(unix_seconds: u64) -> impl std::fmt::Display {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_seconds))
 }
 
 /// `YYYY-MM-DD` (UTC) of a Unix time.

@@ -27,7 +27,7 @@ use crate::{
     graph::{CommGraph, Edge},
     identity::is_link_local,
     inventory::Inventory,
-    model::{Endpoint, EndpointKind, file_time},
+    model::{Endpoint, EndpointKind, file_time, file_time_display},
     policy::{cluster_wide::ClusterWideObject, parallel::map_in_order},
 };
 
@@ -524,7 +524,9 @@ pub struct Rule<P> {
     /// connection carried plaintext HTTP, with the calls (method, path
     /// template) seen on them; a flavor that can allows only those.
     pub http: BTreeMap<(&'static str, u16), BTreeSet<(String, String)>>,
-    pub evidence: Vec<String>,
+    /// One line per edge the rule stands for, joined by newlines (written
+    /// in place: a million edges' lines are a million strings otherwise).
+    pub evidence: String,
 }
 
 /// A workload's ingress and egress allow rules.
@@ -540,7 +542,7 @@ impl<P> WorkloadRules<P> {
         let mut text = String::new();
         for (direction, rules) in [("ingress", &self.ingress), ("egress", &self.egress)] {
             for (index, rule) in rules.iter().enumerate() {
-                for line in &rule.evidence {
+                for line in rule.evidence.lines() {
                     if !text.is_empty() {
                         text.push('\n');
                     }
@@ -694,7 +696,7 @@ fn rules<P: PartialEq>(
             peers: Vec::new(),
             ports: BTreeSet::new(),
             http: BTreeMap::new(),
-            evidence: Vec::new(),
+            evidence: String::new(),
         });
         // One peer met on several edges (ports) may be named by more on
         // some (the names its client resolved): every name, once.
@@ -714,27 +716,24 @@ fn rules<P: PartialEq>(
             entry.http.remove(&port);
         }
         entry.ports.insert(port);
-        entry.evidence.push(format!(
-            "{} {}/{} first {} last {} connections {}{}",
-            peer.label(),
-            protocol.to_ascii_lowercase(),
-            edge.key.port,
-            file_time(edge.stats.first_seen),
-            file_time(edge.stats.last_seen),
-            edge.stats.volume().connections,
-            http_evidence(edge)
-        ));
+        if !entry.evidence.is_empty() {
+            entry.evidence.push('\n');
+        }
+        write_evidence(&mut entry.evidence, peer, protocol, edge);
     }
     // Peers with the same ports (and the same calls on them) share one rule.
     type RuleKey = (
         BTreeSet<(&'static str, u16)>,
         BTreeMap<(&'static str, u16), BTreeSet<(String, String)>>,
     );
-    let mut by_ports: BTreeMap<RuleKey, (Vec<P>, Vec<String>)> = BTreeMap::new();
+    let mut by_ports: BTreeMap<RuleKey, (Vec<P>, String)> = BTreeMap::new();
     for (_, peer) in by_peer {
         let (peers, evidence) = by_ports.entry((peer.ports, peer.http)).or_default();
         peers.extend(peer.peers);
-        evidence.extend(peer.evidence);
+        if !evidence.is_empty() {
+            evidence.push('\n');
+        }
+        evidence.push_str(&peer.evidence);
     }
     by_ports
         .into_iter()
@@ -755,19 +754,31 @@ pub fn all_http(edge: &Edge) -> bool {
     !http.calls.is_empty() && http.connections() >= edge.stats.volume().established
 }
 
-/// The calls an edge carried, for the evidence annotation.
-fn http_evidence(edge: &Edge) -> String {
+/// One edge's evidence line: the peer, the port, when it was seen, how
+/// often, and the HTTP calls it carried.
+fn write_evidence(text: &mut String, peer: &Endpoint, protocol: &str, edge: &Edge) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        text,
+        "{} {}/{} first {} last {} connections {}",
+        peer.label_display(),
+        protocol.to_ascii_lowercase(),
+        edge.key.port,
+        file_time_display(edge.stats.first_seen),
+        file_time_display(edge.stats.last_seen),
+        edge.stats.volume().connections,
+    );
     if edge.stats.http.calls.is_empty() {
-        return String::new();
+        return;
     }
-    let calls: Vec<String> = edge
-        .stats
-        .http
-        .records()
-        .iter()
-        .map(|call| format!("{} {} ({})", call.method, call.path, call.requests))
-        .collect();
-    format!(" http {}", calls.join(", "))
+    for (index, call) in edge.stats.http.records().iter().enumerate() {
+        let separator = if index == 0 { " http " } else { ", " };
+        let _ = write!(
+            text,
+            "{separator}{} {} ({})",
+            call.method, call.path, call.requests
+        );
+    }
 }
 
 pub fn direction_name(direction: Direction) -> &'static str {
