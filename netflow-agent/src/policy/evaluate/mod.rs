@@ -144,6 +144,40 @@ impl Question<'_> {
     }
 }
 
+/// What allows one direction of a connection; named for people only when
+/// displayed (a verify asks millions of questions and shows few answers).
+enum Allowance<'p> {
+    /// The pod's own node: policies cannot refuse it.
+    OwnNode,
+    /// A cluster-wide tier's rule (named), with its action.
+    Tier(String, Action),
+    /// No namespaced policy isolates the pod for the direction.
+    Unisolated(Direction),
+    NetworkPolicy(&'p CompiledNetworkPolicy),
+    Cilium(&'p CiliumNetworkPolicy),
+}
+
+impl std::fmt::Display for Allowance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allowance::OwnNode => f.write_str("the pod's own node (always allowed)"),
+            Allowance::Tier(by, action) => write!(f, "{by} ({action:?})"),
+            Allowance::Unisolated(direction) => {
+                write!(f, "no policy isolates its {}", direction.name())
+            }
+            Allowance::NetworkPolicy(policy) => {
+                write!(f, "NetworkPolicy {}/{}", policy.namespace, policy.name)
+            }
+            Allowance::Cilium(policy) => write!(
+                f,
+                "CiliumNetworkPolicy {}/{}",
+                policy.metadata.namespace.as_deref().unwrap_or("default"),
+                policy.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     Ingress,
@@ -361,7 +395,8 @@ impl<'a> Evaluator<'a> {
     }
 
     /// What allows `peer` in `direction` at `pod` (`Ok`: the policy or
-    /// rule that does, for people), or why not (`Err`).
+    /// rule that does, named for people when displayed), or why not
+    /// (`Err`).
     fn decide(
         &self,
         pod: &PodEntry,
@@ -370,11 +405,11 @@ impl<'a> Evaluator<'a> {
         port: u16,
         protocol: &str,
         request: Option<&HttpQuestion<'_>>,
-    ) -> Result<String, String> {
+    ) -> Result<Allowance<'a>, String> {
         if direction == Direction::Ingress && self.reached_from_own_node(pod, peer) {
             // Every implementation lets a pod's node reach it (kubelet
             // probes); policies cannot refuse it.
-            return Ok("the pod's own node (always allowed)".into());
+            return Ok(Allowance::OwnNode);
         }
         // For ingress the port is the pod's own; for egress the peer's.
         let port_owner = match direction {
@@ -404,7 +439,7 @@ impl<'a> Evaluator<'a> {
         // The Admin tier first: its Accept and Deny are final; Pass (or no
         // matching rule) hands over to NetworkPolicy.
         match tier(Tier::Admin) {
-            Some((Action::Accept, by)) => return Ok(format!("{by} (Accept)")),
+            Some((Action::Accept, by)) => return Ok(Allowance::Tier(by, Action::Accept)),
             Some((Action::Deny, by)) => return Err(denial(&by)),
             Some((Action::Pass, _)) | None => {}
         }
@@ -416,8 +451,8 @@ impl<'a> Evaluator<'a> {
             // decides, and without a matching rule it is allowed.
             return match tier(Tier::Baseline) {
                 Some((Action::Deny, by)) => Err(denial(&by)),
-                Some((action, by)) => Ok(format!("{by} ({action:?})")),
-                None => Ok(format!("no policy isolates its {}", direction.name())),
+                Some((action, by)) => Ok(Allowance::Tier(by, action)),
+                None => Ok(Allowance::Unisolated(direction)),
             };
         }
         let allowed_by_kubernetes = selecting.iter().find(|policy| {
@@ -440,21 +475,11 @@ impl<'a> Evaluator<'a> {
             };
             cilium::allows(rule, &context, direction, peer, port, protocol, request)
         });
-        let name = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            format!(
-                "{}/{}",
-                meta.namespace.as_deref().unwrap_or("default"),
-                meta.name.as_deref().unwrap_or_default()
-            )
-        };
         if let Some(policy) = allowed_by_kubernetes {
-            return Ok(format!(
-                "NetworkPolicy {}/{}",
-                policy.namespace, policy.name
-            ));
+            return Ok(Allowance::NetworkPolicy(policy));
         }
         if let Some((policy, _)) = allowed_by_cilium {
-            return Ok(format!("CiliumNetworkPolicy {}", name(&policy.metadata)));
+            return Ok(Allowance::Cilium(policy));
         }
         let mut names: Vec<String> = selecting
             .iter()
