@@ -198,7 +198,11 @@ pub(crate) fn verify_in_runs(
             part
         },
     );
-    let mut checks = ClassChecks::new(&evaluator, classes.as_deref());
+    // The threads' caches, joined, serve the blast radius.
+    let mut caches = caches.into_iter();
+    let mut checks = caches
+        .next()
+        .unwrap_or_else(|| ClassChecks::new(&evaluator, classes.as_deref()));
     for cache in caches {
         checks.allowed.extend(cache.allowed);
     }

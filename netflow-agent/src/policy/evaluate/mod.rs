@@ -230,14 +230,7 @@ struct Selected<'a> {
 impl<'a> Evaluator<'a> {
     /// Every kind of a set, without DNS names for `toFQDNs`.
     pub fn new(policies: &'a Policies, inventory: &'a Inventory) -> Self {
-        Self::index(Self {
-            policies: &policies.kubernetes,
-            cilium: &policies.cilium,
-            cluster_wide: &policies.cluster_wide,
-            dns: None,
-            inventory,
-            selected: HashMap::new(),
-        })
+        Self::index(policies, inventory, None)
     }
 
     /// Every kind of a set; `dns` names external addresses for `toFQDNs`.
@@ -246,33 +239,38 @@ impl<'a> Evaluator<'a> {
         inventory: &'a Inventory,
         dns: &'a BTreeMap<IpAddr, BTreeSet<String>>,
     ) -> Self {
-        Self::index(Self {
+        Self::index(policies, inventory, Some(dns))
+    }
+
+    fn index(
+        policies: &'a Policies,
+        inventory: &'a Inventory,
+        dns: Option<&'a BTreeMap<IpAddr, BTreeSet<String>>>,
+    ) -> Self {
+        let mut this = Self {
             policies: &policies.kubernetes,
             cilium: &policies.cilium,
             cluster_wide: &policies.cluster_wide,
-            dns: Some(dns),
+            dns,
             inventory,
             selected: HashMap::new(),
-        })
-    }
-
-    fn index(mut self) -> Self {
+        };
         // Policies by namespace first: a pod is selected only by its own
         // namespace's, and a cluster has thousands of namespaces.
         let mut kubernetes: HashMap<&str, Vec<&CompiledNetworkPolicy>> = HashMap::new();
-        for policy in self.policies {
+        for policy in this.policies {
             kubernetes
                 .entry(&policy.namespace)
                 .or_default()
                 .push(policy);
         }
         let mut cilium: HashMap<&str, Vec<&CiliumNetworkPolicy>> = HashMap::new();
-        for policy in self.cilium {
+        for policy in this.cilium {
             let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
             cilium.entry(namespace).or_default().push(policy);
         }
         let none = (Vec::new(), Vec::new());
-        for pod in &self.inventory.pods {
+        for pod in &this.inventory.pods {
             let of_namespace = (
                 kubernetes
                     .get(pod.namespace.as_str())
@@ -284,10 +282,10 @@ impl<'a> Evaluator<'a> {
                     .as_slice(),
             );
             let selected = Self::select_from(of_namespace, pod);
-            self.selected
+            this.selected
                 .insert(std::ptr::from_ref(pod).addr(), selected);
         }
-        self
+        this
     }
 
     /// What selects `pod`: from the index, or worked out for a pod the

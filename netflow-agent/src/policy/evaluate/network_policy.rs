@@ -107,32 +107,22 @@ impl CompiledNetworkPolicy {
                 rules: [Vec::new(), Vec::new()],
             };
         };
-        let ingress: Vec<Rule> = spec
-            .ingress
-            .iter()
-            .flatten()
-            .map(|rule| {
-                Rule::compile(
-                    rule.from.as_deref(),
-                    rule.ports.as_deref(),
-                    &namespace,
-                    selectors,
-                )
-            })
-            .collect();
-        let egress: Vec<Rule> = spec
-            .egress
-            .iter()
-            .flatten()
-            .map(|rule| {
-                Rule::compile(
-                    rule.to.as_deref(),
-                    rule.ports.as_deref(),
-                    &namespace,
-                    selectors,
-                )
-            })
-            .collect();
+        let ingress = Rule::compile_all(
+            spec.ingress
+                .iter()
+                .flatten()
+                .map(|rule| (rule.from.as_deref(), rule.ports.as_deref())),
+            &namespace,
+            selectors,
+        );
+        let egress = Rule::compile_all(
+            spec.egress
+                .iter()
+                .flatten()
+                .map(|rule| (rule.to.as_deref(), rule.ports.as_deref())),
+            &namespace,
+            selectors,
+        );
         let isolates = match spec.policy_types.as_deref() {
             Some(types) if !types.is_empty() => [
                 types.iter().any(|t| t == "Ingress"),
@@ -182,6 +172,22 @@ impl CompiledNetworkPolicy {
 }
 
 impl Rule {
+    /// One direction's rules, each as its peers (`from` or `to`) and ports.
+    fn compile_all<'r>(
+        rules: impl Iterator<
+            Item = (
+                Option<&'r [NetworkPolicyPeer]>,
+                Option<&'r [NetworkPolicyPort]>,
+            ),
+        >,
+        policy_namespace: &str,
+        selectors: &mut SelectorInterner,
+    ) -> Vec<Rule> {
+        rules
+            .map(|(peers, ports)| Rule::compile(peers, ports, policy_namespace, selectors))
+            .collect()
+    }
+
     fn compile(
         peers: Option<&[NetworkPolicyPeer]>,
         ports: Option<&[NetworkPolicyPort]>,
