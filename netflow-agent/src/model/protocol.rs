@@ -50,23 +50,46 @@ impl Serialize for Protocol {
 }
 
 impl<'de> Deserialize<'de> for Protocol {
+    /// A visitor rather than an untagged enum: every flow record holds a
+    /// protocol, and an untagged enum buffers the value before trying each
+    /// form.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Name(String),
-            Number(u8),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Number(number) => Ok(Protocol(number)),
-            Raw::Name(name) => match name.to_ascii_lowercase().as_str() {
-                "tcp" => Ok(Protocol(netflow_common::PROTO_TCP)),
-                "udp" => Ok(Protocol(netflow_common::PROTO_UDP)),
-                "sctp" => Ok(Protocol(PROTO_SCTP)),
-                other => Err(serde::de::Error::custom(format!(
-                    "unknown protocol {other:?} (expected tcp, udp, sctp or a number)"
-                ))),
-            },
+        deserializer.deserialize_any(ProtocolVisitor)
+    }
+}
+
+struct ProtocolVisitor;
+
+impl serde::de::Visitor<'_> for ProtocolVisitor {
+    type Value = Protocol;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tcp, udp, sctp or a protocol number")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Protocol, E> {
+        u8::try_from(number)
+            .map(Protocol)
+            .map_err(|_| E::custom(format!("protocol number {number} is above 255")))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Protocol, E> {
+        u64::try_from(number)
+            .map_err(|_| E::custom(format!("protocol number {number} is negative")))
+            .and_then(|number| self.visit_u64(number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Protocol, E> {
+        if name.eq_ignore_ascii_case("tcp") {
+            Ok(Protocol(netflow_common::PROTO_TCP))
+        } else if name.eq_ignore_ascii_case("udp") {
+            Ok(Protocol(netflow_common::PROTO_UDP))
+        } else if name.eq_ignore_ascii_case("sctp") {
+            Ok(Protocol(PROTO_SCTP))
+        } else {
+            Err(E::custom(format!(
+                "unknown protocol {name:?} (expected tcp, udp, sctp or a number)"
+            )))
         }
     }
 }
@@ -87,6 +110,23 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Protocol>("132").unwrap(),
             Protocol(132)
+        );
+        assert_eq!(
+            serde_json::from_str::<Protocol>("\"Udp\"").unwrap(),
+            Protocol(17)
+        );
+    }
+
+    #[test]
+    fn other_values_are_no_protocol() {
+        for bad in ["256", "-1", "\"icmp\"", "1.5", "true", "null", "[6]"] {
+            let err = serde_json::from_str::<Protocol>(bad).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
+        let err = serde_json::from_str::<Protocol>("\"gre\"").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown protocol \"gre\""),
+            "{err}"
         );
     }
 
