@@ -8,6 +8,7 @@ use std::{
     fs::File,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
+    sync::mpsc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,10 @@ pub enum FlowLogError {
         #[source]
         source: serde_json::Error,
     },
+    /// Never returned: the reader's own signal that its caller stopped
+    /// taking lines.
+    #[error("the flow log's reader was stopped")]
+    Stopped,
 }
 
 /// Reads a whole flow log; the error names the file and line.
@@ -112,24 +117,73 @@ pub fn for_each_line(
     for_each_line_of(path, |_| true, &mut each)
 }
 
+/// Log lines parsed ahead of the caller, in batches of this many: a week's
+/// log is millions of lines, and handing them over one by one would cost
+/// more than parsing them.
+const LINES_PER_BATCH: usize = 1024;
+/// Batches parsed ahead of the caller at most: memory stays flat however
+/// long the log is.
+const BATCHES_AHEAD: usize = 4;
+
 /// As [`for_each_line`], parsing only lines of the types `wanted` accepts
 /// (`"flow"`, `"dns"`, `"stats"`): lines written by this agent start with
-/// their type, so the others are skipped unparsed.
+/// their type, so the others are skipped unparsed. The file is read and
+/// parsed on a thread of its own while `each` works on the lines before.
 pub fn for_each_line_of(
     path: &Path,
-    wanted: impl Fn(&str) -> bool,
-    each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
+    wanted: impl Fn(&str) -> bool + Send,
+    mut each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
 ) -> Result<(), FlowLogError> {
     let file = File::open(path).map_err(|source| FlowLogError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    for_each_line_in(
-        io::BufReader::with_capacity(1 << 20, file),
-        path,
-        wanted,
-        each,
-    )
+    let (batches, parsed) = mpsc::sync_channel::<Vec<LogLine>>(BATCHES_AHEAD);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(LINES_PER_BATCH);
+            let mut caller_stopped = false;
+            let read = for_each_line_in(
+                io::BufReader::with_capacity(1 << 20, file),
+                path,
+                wanted,
+                |line| {
+                    batch.push(line);
+                    if batch.len() == LINES_PER_BATCH {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(LINES_PER_BATCH));
+                        if batches.send(full).is_err() {
+                            caller_stopped = true;
+                            return Err(FlowLogError::Stopped);
+                        }
+                    }
+                    Ok(())
+                },
+            );
+            if !batch.is_empty() {
+                // The lines before a bad one, as a reader in one thread
+                // would have handed them (unless the caller stopped).
+                let _ = batches.send(batch);
+            }
+            if caller_stopped { Ok(()) } else { read }
+        });
+        let mut handed = Ok(());
+        'batches: for batch in parsed.iter() {
+            for line in batch {
+                if let Err(err) = each(line) {
+                    handed = Err(err);
+                    break 'batches;
+                }
+            }
+        }
+        // Stops the reader at its next batch when `each` failed.
+        drop(parsed);
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // A read error comes first: `each` saw lines only up to it.
+        read.and(handed)
+    })
 }
 
 /// As [`for_each_line_of`], from any reader; `path` names it in errors.
