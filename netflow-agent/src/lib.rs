@@ -25,6 +25,7 @@ pub mod inventory;
 pub mod kernel;
 pub mod kube;
 pub mod model;
+pub mod parallel;
 pub mod policy;
 pub mod report;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! Work spread over every core: policy sets are a file (and a namespace) at
-//! a time, thousands of them, each independent of the others.
+//! a time, thousands of them, each independent of the others; a graph file
+//! is a million edges, each written on its own.
 
 use std::sync::{
     Mutex,

@@ -16,6 +16,7 @@ use std::{
 /// Each top-level module and the modules it may import.
 pub const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
+    ("parallel", &[]),
     ("telemetry", &[]),
     ("kube", &[]),
     ("kernel", &["model", "telemetry"]),
@@ -30,11 +31,20 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "inventory",
             "kube",
             "telemetry",
+            "parallel",
         ],
     ),
     (
         "policy",
-        &["model", "kernel", "identity", "inventory", "graph", "kube"],
+        &[
+            "model",
+            "kernel",
+            "identity",
+            "inventory",
+            "graph",
+            "kube",
+            "parallel",
+        ],
     ),
     ("report", &["model", "graph", "inventory", "policy"]),
     (

@@ -17,11 +17,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::Edge;
 use super::{
     CommGraph, Days, EdgeKey, EdgeStats, Volume,
     http_calls::{CallRecord, HttpCallsFile},
 };
-use crate::model::{Endpoint, Protocol, file_time};
+use crate::{
+    model::{Endpoint, Protocol, file_time},
+    parallel::map_in_order,
+};
 
 /// The layout version this build writes and the newest it reads.
 /// Version 2 added the edges' `http` calls and `http_connections`.
@@ -129,6 +133,85 @@ struct EdgeView<'a> {
     http_connections: Option<HttpConnections>,
 }
 
+impl<'a> EdgeView<'a> {
+    fn of(from: &'a Endpoint, to: &'a Endpoint, edge: &'a Edge) -> Self {
+        let volume = edge.stats.volume();
+        EdgeView {
+            from: &from.id,
+            to: &to.id,
+            protocol: edge.key.protocol,
+            port: edge.key.port,
+            first_seen: file_time(edge.stats.first_seen),
+            last_seen: file_time(edge.stats.last_seen),
+            days_seen: &edge.stats.days_seen,
+            connections: volume.connections,
+            established: volume.established,
+            packets: volume.packets,
+            bytes: volume.bytes,
+            seen_by_client: &edge.stats.seen_by_client,
+            seen_by_server: &edge.stats.seen_by_server,
+            dns_names: &edge.stats.dns_names,
+            http: edge.stats.http.records(),
+            http_connections: (edge.stats.http.connections() > 0).then_some(HttpConnections {
+                seen_by_client: edge.stats.http.connections_by_client,
+                seen_by_server: edge.stats.http.connections_by_server,
+            }),
+        }
+    }
+}
+
+/// Edges serialized together on one thread when a graph is saved: enough
+/// to outweigh handing them over, few enough that the pieces in flight
+/// stay a few MB.
+const EDGES_PER_PIECE: usize = 4096;
+
+impl FileView<'_> {
+    /// The JSON that `serde_json::to_writer` writes of this view, the
+    /// edges (nearly all of a large graph's bytes) serialized on every
+    /// core, a few pieces at a time so memory stays flat.
+    fn write_to(
+        &self,
+        out: &mut impl std::io::Write,
+        edges_per_piece: usize,
+    ) -> std::io::Result<()> {
+        let graph = self.0;
+        out.write_all(format!("{{\"version\":{GRAPH_VERSION},\"nodes\":").as_bytes())?;
+        serde_json::to_writer(&mut *out, &graph.endpoints())?;
+        out.write_all(b",\"edges\":[")?;
+        let edges = graph.edges();
+        let pieces: Vec<_> = edges.chunks(edges_per_piece.max(1)).collect();
+        let pieces_at_once =
+            4 * std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        for (window, at_once) in pieces.chunks(pieces_at_once).enumerate() {
+            let (written, _) = map_in_order(
+                at_once,
+                || (),
+                |_, piece| -> Result<Vec<u8>, serde_json::Error> {
+                    let mut bytes = Vec::with_capacity(piece.len() * 512);
+                    for (from, to, edge) in piece.iter() {
+                        bytes.push(b',');
+                        serde_json::to_writer(&mut bytes, &EdgeView::of(from, to, edge))?;
+                    }
+                    Ok(bytes)
+                },
+            );
+            for (index, bytes) in written.into_iter().enumerate() {
+                let bytes = bytes?;
+                // Every piece starts with a comma but the file's first.
+                let first = window == 0 && index == 0;
+                out.write_all(if first { &bytes[1..] } else { &bytes })?;
+            }
+        }
+        out.write_all(b"]")?;
+        let over_budget = graph.over_budget();
+        if !over_budget.is_empty() {
+            out.write_all(b",\"over_budget\":")?;
+            serde_json::to_writer(&mut *out, over_budget)?;
+        }
+        out.write_all(b"}")
+    }
+}
+
 impl Serialize for FileView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
@@ -141,32 +224,12 @@ impl Serialize for FileView<'_> {
         struct Edges<'a>(&'a CommGraph);
         impl Serialize for Edges<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.edges().into_iter().map(|(from, to, edge)| {
-                    let volume = edge.stats.volume();
-                    EdgeView {
-                        from: &from.id,
-                        to: &to.id,
-                        protocol: edge.key.protocol,
-                        port: edge.key.port,
-                        first_seen: file_time(edge.stats.first_seen),
-                        last_seen: file_time(edge.stats.last_seen),
-                        days_seen: &edge.stats.days_seen,
-                        connections: volume.connections,
-                        established: volume.established,
-                        packets: volume.packets,
-                        bytes: volume.bytes,
-                        seen_by_client: &edge.stats.seen_by_client,
-                        seen_by_server: &edge.stats.seen_by_server,
-                        dns_names: &edge.stats.dns_names,
-                        http: edge.stats.http.records(),
-                        http_connections: (edge.stats.http.connections() > 0).then_some(
-                            HttpConnections {
-                                seen_by_client: edge.stats.http.connections_by_client,
-                                seen_by_server: edge.stats.http.connections_by_server,
-                            },
-                        ),
-                    }
-                }))
+                serializer.collect_seq(
+                    self.0
+                        .edges()
+                        .into_iter()
+                        .map(|(from, to, edge)| EdgeView::of(from, to, edge)),
+                )
             }
         }
         let graph = self.0;
@@ -319,7 +382,7 @@ impl CommGraph {
     pub fn save(&self, path: &Path) -> Result<(), GraphFileError> {
         write_atomically_with(path, 0o600, |file| {
             let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
-            serde_json::to_writer(&mut writer, &self.file())?;
+            self.file().write_to(&mut writer, EDGES_PER_PIECE)?;
             writer.flush()
         })
         .map_err(|source| GraphFileError::Write {
@@ -407,6 +470,73 @@ mod tests {
         // Only the file itself is left, no temporary.
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Workloads added in an order unlike their ids' (a hash of the
+    /// position), each calling a few others on a few ports.
+    fn shuffled(workloads: u64) -> CommGraph {
+        use crate::graph::tests::{stats, workload};
+        let mut graph = CommGraph::new();
+        let name = |n: u64| format!("w{}", n.wrapping_mul(2_654_435_761) % 1_000_003);
+        let nodes: Vec<_> = (0..workloads)
+            .map(|n| graph.upsert_endpoint(workload("ns", &name(n))))
+            .collect();
+        for (n, &client) in nodes.iter().enumerate() {
+            for step in [7, 3, 1] {
+                let server = nodes[(n + step) % nodes.len()];
+                for port in [443u16, 80] {
+                    let key = EdgeKey {
+                        protocol: Protocol(6),
+                        port: port + step as u16,
+                    };
+                    graph.observe(
+                        client,
+                        server,
+                        key,
+                        &stats(1_764_000_000, 1_764_000_000 + n as u64, 1),
+                    );
+                }
+            }
+        }
+        graph
+    }
+
+    #[test]
+    fn edges_come_sorted_by_client_server_and_port() {
+        let graph = shuffled(50);
+        let edges = graph.edges();
+        assert_eq!(edges.len(), 300);
+        let order: Vec<_> = edges
+            .iter()
+            .map(|(from, to, edge)| (&from.id, &to.id, edge.key))
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted);
+    }
+
+    #[test]
+    fn a_saved_file_is_the_views_json_however_its_edges_are_cut() {
+        let mut graph = shuffled(40);
+        let whole = serde_json::to_vec(&graph.file()).unwrap();
+        for edges_per_piece in [1, 7, 240, 10_000] {
+            let mut written = Vec::new();
+            graph
+                .file()
+                .write_to(&mut written, edges_per_piece)
+                .unwrap();
+            assert!(written == whole, "{edges_per_piece} edges per piece");
+        }
+        graph.set_over_budget([("workload:ns/Deployment/w1".to_string(), 3)].into());
+        let empty = CommGraph::new();
+        for graph in [&graph, &empty] {
+            let mut written = Vec::new();
+            graph.file().write_to(&mut written, 5).unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&graph.file()).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! against a set not yet enforced;
 //! `rollout` orders the enforcement, `netassert` writes tests, `apply` sends
 //! a set to the cluster. Sets are read and written a file at a time on every
-//! core (`parallel`).
+//! core (`crate::parallel`).
 
 pub mod apply;
 pub mod cilium;
@@ -16,7 +16,6 @@ pub mod evaluate;
 pub mod from_cluster;
 pub mod generate;
 pub mod netassert;
-mod parallel;
 pub mod rollout;
 pub mod staged;
 pub mod verify;

@@ -11,12 +11,12 @@ use super::{
         network_policy::Peer,
     },
     generate::{never_allowed, proven},
-    parallel::map_in_order,
 };
 use crate::{
     graph::{CommGraph, Edge},
     inventory::{Inventory, PodEntry, WorkloadRef},
     model::{Endpoint, EndpointKind},
+    parallel::map_in_order,
 };
 
 #[derive(Debug, Default, Serialize)]

@@ -10,10 +10,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
 use super::{network_policy::CompiledNetworkPolicy, selector::SelectorInterner};
-use crate::policy::{
-    cilium::{self, CiliumNetworkPolicy},
-    cluster_wide::{ClusterWideObject, TieredPolicy, v1alpha1, v1alpha2},
+use crate::{
     parallel::map_in_order,
+    policy::{
+        cilium::{self, CiliumNetworkPolicy},
+        cluster_wide::{ClusterWideObject, TieredPolicy, v1alpha1, v1alpha2},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,8 @@ use crate::{
     identity::is_link_local,
     inventory::Inventory,
     model::{Endpoint, EndpointKind, file_time, file_time_display},
-    policy::{cluster_wide::ClusterWideObject, parallel::map_in_order},
+    parallel::map_in_order,
+    policy::cluster_wide::ClusterWideObject,
 };
 
 /// Namespaces that get no policies unless asked: their clients (DNS above
