@@ -4,12 +4,16 @@
 //! YAML or JSON), each refused by name when it cannot be read, is of another
 //! kind, or does not fit its schema.
 
-use std::path::Path;
+use std::{cell::Cell, path::Path};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde::Deserialize;
+use serde::de::DeserializeSeed as _;
 
-use super::{network_policy::CompiledNetworkPolicy, selector::SelectorInterner};
+use super::{
+    document::{Document, DocumentSeed},
+    network_policy::CompiledNetworkPolicy,
+    selector::SelectorInterner,
+};
 use crate::{
     parallel::map_in_order,
     policy::{
@@ -121,13 +125,30 @@ impl Policies {
     /// from `source` (a file's name, for errors); a `v1` `List` item by item.
     pub fn add_text(&mut self, text: &str, source: &str) -> Result<(), PolicyFileError> {
         for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
-            let value = serde_norway::Value::deserialize(document).map_err(|err| {
-                PolicyFileError::Yaml {
-                    path: source.to_string(),
-                    index,
-                    message: err.to_string(),
+            let typed = Cell::new(false);
+            let read = DocumentSeed { typed: &typed }.deserialize(document);
+            let value = match read {
+                Ok(Document::NetworkPolicy(policy)) => {
+                    self.push_network_policy(*policy);
+                    continue;
                 }
-            })?;
+                Ok(Document::Value(value)) => value,
+                Err(err) if typed.get() => {
+                    return Err(PolicyFileError::Invalid {
+                        path: source.to_string(),
+                        index,
+                        kind: "NetworkPolicy",
+                        message: err.to_string(),
+                    });
+                }
+                Err(err) => {
+                    return Err(PolicyFileError::Yaml {
+                        path: source.to_string(),
+                        index,
+                        message: err.to_string(),
+                    });
+                }
+            };
             if value.is_null() {
                 continue;
             }

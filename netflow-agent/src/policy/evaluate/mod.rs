@@ -27,6 +27,7 @@
 //! isolate; then the Baseline tier; then allow.
 
 mod cilium;
+mod document;
 mod files;
 mod kubernetes;
 pub mod network_policy;
@@ -1013,6 +1014,16 @@ mod tests {
                 "wrong.yaml",
                 "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec: {podSelector: 7}\n",
                 "not a valid NetworkPolicy",
+            ),
+            (
+                "kindlast.yaml",
+                "spec: {podSelector: 7}\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n",
+                "not a valid NetworkPolicy",
+            ),
+            (
+                "second.yaml",
+                "kind: List\nitems: []\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: [x]}\n",
+                "document 1 is not a valid NetworkPolicy",
             ),
         ] {
             let path = dir.join(name);
