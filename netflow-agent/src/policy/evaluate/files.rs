@@ -7,7 +7,7 @@
 use std::{cell::Cell, path::Path};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde::de::DeserializeSeed as _;
+use serde::{Deserialize as _, de::DeserializeSeed as _};
 
 use super::{
     document::{Document, DocumentSeed},
@@ -134,11 +134,24 @@ impl Policies {
                 }
                 Ok(Document::Value(value)) => value,
                 Err(err) if typed.get() => {
-                    return Err(PolicyFileError::Invalid {
-                        path: source.to_string(),
-                        index,
-                        kind: "NetworkPolicy",
-                        message: err.to_string(),
+                    // A typed read stops at the first field that does not
+                    // fit, before the document's end, where a YAML syntax
+                    // error is reported: that error comes first.
+                    let syntax = serde_norway::Deserializer::from_str(text)
+                        .nth(index)
+                        .and_then(|document| serde::de::IgnoredAny::deserialize(document).err());
+                    return Err(match syntax {
+                        Some(syntax) => PolicyFileError::Yaml {
+                            path: source.to_string(),
+                            index,
+                            message: syntax.to_string(),
+                        },
+                        None => PolicyFileError::Invalid {
+                            path: source.to_string(),
+                            index,
+                            kind: "NetworkPolicy",
+                            message: err.to_string(),
+                        },
                     });
                 }
                 Err(err) => {

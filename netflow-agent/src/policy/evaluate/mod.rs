@@ -1016,6 +1016,11 @@ mod tests {
                 "not a valid NetworkPolicy",
             ),
             (
+                "unclosed.yaml",
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec: [\n",
+                "is not valid YAML",
+            ),
+            (
                 "kindlast.yaml",
                 "spec: {podSelector: 7}\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n",
                 "not a valid NetworkPolicy",
