@@ -10,20 +10,8 @@ use crate::{
     model::DnsAnswer,
 };
 
-/// Builds a graph from flow logs over an inventory, extending `existing`.
-pub fn run(
-    flows: &[PathBuf],
-    inventory: &Path,
-    existing: Option<&Path>,
-    output: &Path,
-) -> anyhow::Result<()> {
-    let inventory = Inventory::load(inventory)?;
-    let mut graph = match existing {
-        Some(path) => CommGraph::load(path)?,
-        None => CommGraph::new(),
-    };
-    // Two passes over the logs, neither holding them: names first (a flow
-    // is named by every answer its client got, also later ones), then flows.
+/// The DNS answers of every log, in log order.
+fn dns_answers(flows: &[PathBuf]) -> anyhow::Result<Vec<DnsAnswer>> {
     let mut answers = Vec::new();
     for path in flows {
         for_each_line_of(
@@ -42,6 +30,30 @@ pub fn run(
             },
         )?;
     }
+    Ok(answers)
+}
+
+/// Builds a graph from flow logs over an inventory, extending `existing`.
+pub fn run(
+    flows: &[PathBuf],
+    inventory: &Path,
+    existing: Option<&Path>,
+    output: &Path,
+) -> anyhow::Result<()> {
+    // Two passes over the logs, neither holding them: names first (a flow
+    // is named by every answer its client got, also later ones), then flows.
+    // The names are read while the inventory and the graph are.
+    let (answers, inventory, mut graph) = std::thread::scope(|scope| {
+        let names = scope.spawn(|| dns_answers(flows));
+        let inventory = Inventory::load(inventory);
+        let graph = existing.map_or_else(|| Ok(CommGraph::new()), CommGraph::load);
+        let answers = names
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // The errors in the order the steps were once taken one by one.
+        let (inventory, graph) = (inventory?, graph?);
+        anyhow::Ok((answers?, inventory, graph))
+    })?;
     // Only the cluster's DNS names addresses, for the workload that asked.
     let servers = dns_servers(&inventory, &[]);
     let (dns, untrusted) = trusted_names(&answers, &servers);
