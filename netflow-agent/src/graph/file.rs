@@ -7,6 +7,7 @@
 //! old file or the new one, never half of one.
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, BTreeSet},
     fs,
     io::Write as _,
@@ -15,7 +16,7 @@ use std::{
     time::UNIX_EPOCH,
 };
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeSeed as _};
 
 use super::Edge;
 use super::{
@@ -254,10 +255,6 @@ impl CommGraph {
 
     /// Builds the graph a file describes; `path` is only for error messages.
     pub fn from_file(file: GraphFile, path: &Path) -> Result<Self, GraphFileError> {
-        let invalid = |message: String| GraphFileError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
         if file.version > GRAPH_VERSION {
             return Err(GraphFileError::TooNew {
                 path: path.to_path_buf(),
@@ -265,75 +262,92 @@ impl CommGraph {
             });
         }
         let mut graph = CommGraph::new();
-        for node in file.nodes {
-            if node.id.is_empty() {
-                return Err(invalid("a node has an empty id".into()));
-            }
-            if graph.endpoint(&node.id).is_some() {
-                return Err(invalid(format!("node {:?} appears twice", node.id)));
-            }
-            graph.upsert_endpoint(node);
-        }
+        graph.add_file_nodes(file.nodes, path)?;
         for (index, edge) in file.edges.into_iter().enumerate() {
-            let node = |id: &str| {
-                graph
-                    .by_id
-                    .get(id)
-                    .copied()
-                    .ok_or_else(|| invalid(format!("edge {index} names unknown node {id:?}")))
-            };
-            let (client, server) = (node(&edge.from)?, node(&edge.to)?);
-            let time = |text: &str, field: &str| {
-                parse_rfc3339(text).ok_or_else(|| {
-                    invalid(format!(
-                        "edge {index}: {field} {text:?} is not an RFC 3339 time"
-                    ))
-                })
-            };
-            // A file without handshake counts (an earlier version) took
-            // every connection as answered.
-            let legacy = |mut volume: Volume| {
-                if edge.established.is_none() {
-                    volume.established = volume.connections;
-                }
-                volume
-            };
-            let stats = EdgeStats {
-                first_seen: time(&edge.first_seen, "first_seen")?,
-                last_seen: time(&edge.last_seen, "last_seen")?,
-                days_seen: edge.days_seen,
-                seen_by_client: legacy(edge.seen_by_client.unwrap_or(Volume {
-                    connections: edge.connections,
-                    established: edge.established.unwrap_or(edge.connections),
-                    packets: edge.packets,
-                    bytes: edge.bytes,
-                })),
-                seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
-                dns_names: edge.dns_names,
-                http: HttpCallsFile {
-                    calls: edge.http,
-                    connections_by_client: edge.http_connections.unwrap_or_default().seen_by_client,
-                    connections_by_server: edge.http_connections.unwrap_or_default().seen_by_server,
-                }
-                .into(),
-            };
-            if stats.first_seen > stats.last_seen {
-                return Err(invalid(format!(
-                    "edge {index}: first_seen is after last_seen"
-                )));
-            }
-            graph.observe(
-                client,
-                server,
-                EdgeKey {
-                    protocol: edge.protocol,
-                    port: edge.port,
-                },
-                &stats,
-            );
+            graph.add_file_edge(index, edge, path)?;
         }
         graph.set_over_budget(file.over_budget);
         Ok(graph)
+    }
+
+    fn add_file_nodes(&mut self, nodes: Vec<Endpoint>, path: &Path) -> Result<(), GraphFileError> {
+        for node in nodes {
+            if node.id.is_empty() {
+                return Err(invalid(path, "a node has an empty id".into()));
+            }
+            if self.endpoint(&node.id).is_some() {
+                return Err(invalid(path, format!("node {:?} appears twice", node.id)));
+            }
+            self.upsert_endpoint(node);
+        }
+        Ok(())
+    }
+
+    /// Adds edge `index` of a file, whose nodes are in the graph.
+    fn add_file_edge(
+        &mut self,
+        index: usize,
+        edge: EdgeRecord,
+        path: &Path,
+    ) -> Result<(), GraphFileError> {
+        let node = |id: &str| {
+            self.by_id
+                .get(id)
+                .copied()
+                .ok_or_else(|| invalid(path, format!("edge {index} names unknown node {id:?}")))
+        };
+        let (client, server) = (node(&edge.from)?, node(&edge.to)?);
+        let time = |text: &str, field: &str| {
+            parse_rfc3339(text).ok_or_else(|| {
+                invalid(
+                    path,
+                    format!("edge {index}: {field} {text:?} is not an RFC 3339 time"),
+                )
+            })
+        };
+        // A file without handshake counts (an earlier version) took
+        // every connection as answered.
+        let legacy = |mut volume: Volume| {
+            if edge.established.is_none() {
+                volume.established = volume.connections;
+            }
+            volume
+        };
+        let stats = EdgeStats {
+            first_seen: time(&edge.first_seen, "first_seen")?,
+            last_seen: time(&edge.last_seen, "last_seen")?,
+            days_seen: edge.days_seen,
+            seen_by_client: legacy(edge.seen_by_client.unwrap_or(Volume {
+                connections: edge.connections,
+                established: edge.established.unwrap_or(edge.connections),
+                packets: edge.packets,
+                bytes: edge.bytes,
+            })),
+            seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
+            dns_names: edge.dns_names,
+            http: HttpCallsFile {
+                calls: edge.http,
+                connections_by_client: edge.http_connections.unwrap_or_default().seen_by_client,
+                connections_by_server: edge.http_connections.unwrap_or_default().seen_by_server,
+            }
+            .into(),
+        };
+        if stats.first_seen > stats.last_seen {
+            return Err(invalid(
+                path,
+                format!("edge {index}: first_seen is after last_seen"),
+            ));
+        }
+        self.observe(
+            client,
+            server,
+            EdgeKey {
+                protocol: edge.protocol,
+                port: edge.port,
+            },
+            &stats,
+        );
+        Ok(())
     }
 
     /// Reads a graph file; errors name the file.
@@ -348,29 +362,42 @@ impl CommGraph {
     /// Reads a graph from its JSON; `path` names where it came from (a file,
     /// or a node's agent) in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, GraphFileError> {
-        // The layout is read first (one pass over what may be hundreds of
-        // MB); only when it does not fit is the version looked at, so a
-        // newer file gets the "upgrade" message rather than a confusing
-        // field error.
+        // The file is read in one pass (it may be hundreds of MB), each
+        // edge added as it is read; only when the layout does not fit is
+        // the version looked at, so a newer file gets the "upgrade" message
+        // rather than a confusing field error.
         #[derive(Deserialize)]
         struct VersionOnly {
             version: Option<u32>,
         }
-        let invalid = |message: String| GraphFileError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        match serde_json::from_str::<GraphFile>(text) {
-            Ok(file) => Self::from_file(file, path),
-            Err(layout) => match serde_json::from_str::<VersionOnly>(text) {
-                Ok(VersionOnly { version: None }) => Err(invalid("no \"version\" field".into())),
-                Ok(VersionOnly {
-                    version: Some(found),
-                }) if found > GRAPH_VERSION => Err(GraphFileError::TooNew {
-                    path: path.to_path_buf(),
-                    found,
-                }),
-                _ => Err(invalid(layout.to_string())),
+        let found = RefCell::new(None);
+        let mut json = serde_json::Deserializer::from_str(text);
+        let read = FileSeed {
+            path,
+            found: &found,
+        }
+        .deserialize(&mut json)
+        .and_then(|graph| {
+            // Only whitespace may follow, as `from_str` would require.
+            json.end()?;
+            Ok(graph)
+        });
+        match read {
+            Ok(graph) => Ok(graph),
+            Err(layout) => match found.into_inner() {
+                Some(found) => Err(found),
+                None => match serde_json::from_str::<VersionOnly>(text) {
+                    Ok(VersionOnly { version: None }) => {
+                        Err(invalid(path, "no \"version\" field".into()))
+                    }
+                    Ok(VersionOnly {
+                        version: Some(found),
+                    }) if found > GRAPH_VERSION => Err(GraphFileError::TooNew {
+                        path: path.to_path_buf(),
+                        found,
+                    }),
+                    _ => Err(invalid(path, layout.to_string())),
+                },
             },
         }
     }
@@ -445,6 +472,151 @@ fn parse_rfc3339(text: &str) -> Option<u64> {
         .map(|duration| duration.as_secs())
 }
 
+fn invalid(path: &Path, message: String) -> GraphFileError {
+    GraphFileError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Reads a graph file's JSON straight into a graph, each edge added as it
+/// is read: a million-edge file is never held as a million records. What
+/// the file says that cannot be (a dangling edge, a newer version) is left
+/// in `found` and the read stopped.
+struct FileSeed<'a> {
+    path: &'a Path,
+    found: &'a RefCell<Option<GraphFileError>>,
+}
+
+impl FileSeed<'_> {
+    /// Keeps `found` and stops the read.
+    fn stop<E: serde::de::Error>(&self, found: GraphFileError) -> E {
+        let message = found.to_string();
+        *self.found.borrow_mut() = Some(found);
+        E::custom(message)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FileSeed<'_> {
+    type Value = CommGraph;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<CommGraph, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FileSeed<'_> {
+    type Value = CommGraph;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a graph file (an object with version, nodes and edges)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CommGraph, A::Error> {
+        use serde::de::Error as _;
+        let mut graph = CommGraph::new();
+        let (mut version, mut nodes_read, mut edges_read) = (None, false, false);
+        // Edges written before the nodes (by hand) wait for them.
+        let mut early_edges: Option<Vec<EdgeRecord>> = None;
+        let mut over_budget = BTreeMap::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "version" => {
+                    let found: u32 = map.next_value()?;
+                    if found > GRAPH_VERSION {
+                        return Err(self.stop(GraphFileError::TooNew {
+                            path: self.path.to_path_buf(),
+                            found,
+                        }));
+                    }
+                    version = Some(found);
+                }
+                "nodes" if !nodes_read => {
+                    let nodes: Vec<Endpoint> = map.next_value()?;
+                    graph
+                        .add_file_nodes(nodes, self.path)
+                        .map_err(|found| self.stop(found))?;
+                    nodes_read = true;
+                }
+                "edges" if !edges_read && nodes_read => {
+                    map.next_value_seed(EdgesSeed {
+                        graph: &mut graph,
+                        file: &self,
+                    })?;
+                    edges_read = true;
+                }
+                "edges" if !edges_read => {
+                    early_edges = Some(map.next_value()?);
+                    edges_read = true;
+                }
+                "nodes" | "edges" => {
+                    return Err(A::Error::duplicate_field(if &*key == "nodes" {
+                        "nodes"
+                    } else {
+                        "edges"
+                    }));
+                }
+                "over_budget" => over_budget = map.next_value()?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        if version.is_none() {
+            return Err(A::Error::missing_field("version"));
+        }
+        if !nodes_read {
+            return Err(A::Error::missing_field("nodes"));
+        }
+        if !edges_read {
+            return Err(A::Error::missing_field("edges"));
+        }
+        for (index, edge) in early_edges.into_iter().flatten().enumerate() {
+            graph
+                .add_file_edge(index, edge, self.path)
+                .map_err(|found| self.stop(found))?;
+        }
+        graph.set_over_budget(over_budget);
+        Ok(graph)
+    }
+}
+
+/// A graph file's `edges`, each added to the graph as it is read.
+struct EdgesSeed<'g, 'f> {
+    graph: &'g mut CommGraph,
+    file: &'f FileSeed<'f>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EdgesSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EdgesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of edges")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut edges: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(edge) = edges.next_element::<EdgeRecord>()? {
+            self.graph
+                .add_file_edge(index, edge, self.file.path)
+                .map_err(|found| self.file.stop(found))?;
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +671,26 @@ mod tests {
             }
         }
         graph
+    }
+
+    #[test]
+    fn a_file_reads_the_same_whatever_its_fields_order() {
+        let mut graph = shuffled(20);
+        graph.set_over_budget([("workload:ns/Deployment/w1".to_string(), 3)].into());
+        let value = serde_json::to_value(graph.file()).unwrap();
+        let written = serde_json::to_string(&value).unwrap();
+        let field = |name: &str| format!("\"{name}\":{}", value[name]);
+        let backwards = format!(
+            "{{{},{},{},{}}}",
+            field("over_budget"),
+            field("edges"),
+            field("nodes"),
+            field("version")
+        );
+        for text in [written.as_str(), backwards.as_str()] {
+            let read = CommGraph::parse(text, Path::new("g.json")).unwrap();
+            assert_eq!(serde_json::to_value(read.file()).unwrap(), value);
+        }
     }
 
     #[test]
@@ -583,6 +775,41 @@ mod tests {
                 "dangling.json",
                 "{\"version\": 1, \"nodes\": [], \"edges\": [{\"from\": \"a\", \"to\": \"b\", \"protocol\": \"tcp\", \"port\": 1, \"first_seen\": \"2026-01-01T00:00:00Z\", \"last_seen\": \"2026-01-01T00:00:00Z\", \"connections\": 1, \"bytes\": 1}]}",
                 "unknown node \"a\"",
+            ),
+            (
+                "newer-layout.json",
+                "{\"version\": 99, \"nodes\": {\"a\": 1}, \"edges\": 7}",
+                "newer than this netflow-agent reads",
+            ),
+            (
+                "version-last.json",
+                "{\"nodes\": {\"a\": 1}, \"edges\": 7, \"version\": 99}",
+                "newer than this netflow-agent reads",
+            ),
+            (
+                "noedges.json",
+                "{\"version\": 2, \"nodes\": []}",
+                "missing field `edges`",
+            ),
+            (
+                "twice.json",
+                "{\"version\": 2, \"nodes\": [], \"edges\": [], \"nodes\": []}",
+                "duplicate field `nodes`",
+            ),
+            (
+                "trailing.json",
+                "{\"version\": 2, \"nodes\": [], \"edges\": []} {}",
+                "trailing characters",
+            ),
+            (
+                "late-dangling.json",
+                "{\"version\": 1, \"edges\": [{\"from\": \"a\", \"to\": \"b\", \"protocol\": \"tcp\", \"port\": 1, \"first_seen\": \"2026-01-01T00:00:00Z\", \"last_seen\": \"2026-01-01T00:00:00Z\", \"connections\": 1, \"bytes\": 1}], \"nodes\": []}",
+                "edge 0 names unknown node \"a\"",
+            ),
+            (
+                "backwards.json",
+                "{\"version\": 2, \"nodes\": [{\"id\": \"a\", \"kind\": \"external\", \"name\": \"a\"}], \"edges\": [{\"from\": \"a\", \"to\": \"a\", \"protocol\": \"tcp\", \"port\": 1, \"first_seen\": \"2026-01-02T00:00:00Z\", \"last_seen\": \"2026-01-01T00:00:00Z\", \"connections\": 1, \"bytes\": 1}]}",
+                "edge 0: first_seen is after last_seen",
             ),
         ];
         for (name, text, expected) in cases {
