@@ -220,7 +220,7 @@ impl GraphState {
         }
         // A failed save (a full disk) loses nothing yet: the graph is in
         // memory and the next interval saves it again.
-        if let Err(err) = self.graph.save(&self.path) {
+        if let Err(err) = self.graph.save_one_thread(&self.path) {
             self.save_failures += 1;
             let err = crate::telemetry::error_chain(&err);
             warn!(%err, failures = self.save_failures, "cannot save the graph; retrying next interval");

@@ -404,12 +404,31 @@ impl CommGraph {
 
     /// Writes the graph atomically (temporary file, fsync, rename), readable
     /// by its owner only: a map of who talks to whom is worth protecting.
-    /// Compact JSON, written as it is serialized (`graph show` and `graph
-    /// export --format json` print it for reading).
+    /// Compact JSON, its edges serialized on every core (`graph show` and
+    /// `graph export --format json` print it for reading).
     pub fn save(&self, path: &Path) -> Result<(), GraphFileError> {
+        self.save_with(path, |graph, writer| {
+            graph.file().write_to(writer, EDGES_PER_PIECE)
+        })
+    }
+
+    /// [`CommGraph::save`] on the calling thread, written as it is
+    /// serialized: the daemon saves its state every interval, where a few
+    /// MB of pieces in flight would be resident memory kept for nothing.
+    pub fn save_one_thread(&self, path: &Path) -> Result<(), GraphFileError> {
+        self.save_with(path, |graph, writer| {
+            serde_json::to_writer(writer, &graph.file()).map_err(std::io::Error::from)
+        })
+    }
+
+    fn save_with(
+        &self,
+        path: &Path,
+        write: impl FnOnce(&Self, &mut std::io::BufWriter<&mut fs::File>) -> std::io::Result<()>,
+    ) -> Result<(), GraphFileError> {
         write_atomically_with(path, 0o600, |file| {
             let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
-            self.file().write_to(&mut writer, EDGES_PER_PIECE)?;
+            write(self, &mut writer)?;
             writer.flush()
         })
         .map_err(|source| GraphFileError::Write {
@@ -639,6 +658,10 @@ mod tests {
             serde_json::to_string(&loaded.file()).unwrap(),
             serde_json::to_string(&graph.file()).unwrap()
         );
+        // Both ways of saving write the same bytes.
+        let saved = fs::read(&path).unwrap();
+        graph.save_one_thread(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), saved);
         // Only the file itself is left, no temporary.
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         fs::remove_dir_all(dir).unwrap();
