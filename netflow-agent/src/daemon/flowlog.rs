@@ -238,3 +238,101 @@ fn parse_line(line: &str) -> Result<LogLine, serde_json::Error> {
     }
     serde_json::from_str(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log of `lines` DNS lines, line `bad` (1-based) not JSON.
+    fn log(name: &str, lines: usize, bad: Option<usize>) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("netflow-flowlog-{}-{name}", std::process::id()));
+        let mut text = String::new();
+        for number in 1..=lines {
+            if Some(number) == bad {
+                text.push_str("{\"type\":\"dns\",\"name\":\n");
+            } else {
+                text.push_str(&format!(
+                    "{{\"type\":\"dns\",\"ts\":\"2026-11-20T10:00:00Z\",\"name\":\"n{number}.example\",\"ip\":\"192.0.2.1\"}}\n"
+                ));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn every_line_comes_in_order_across_batches() {
+        let path = log("order", 3 * LINES_PER_BATCH + 5, None);
+        let mut names = Vec::new();
+        for_each_line_of(
+            &path,
+            |_| true,
+            |line| {
+                let LogLine::Dns(name) = line else {
+                    panic!("not a DNS line")
+                };
+                names.push(name.name);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let expected: Vec<String> = (1..=3 * LINES_PER_BATCH + 5)
+            .map(|number| format!("n{number}.example"))
+            .collect();
+        assert_eq!(names, expected);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_bad_line_is_named_after_every_line_before_it() {
+        let bad = 2 * LINES_PER_BATCH + 7;
+        let path = log("bad", 3 * LINES_PER_BATCH, Some(bad));
+        let mut handed = 0;
+        let err = for_each_line_of(
+            &path,
+            |_| true,
+            |_| {
+                handed += 1;
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(handed, bad - 1);
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{}:{bad}:", path.display())),
+            "{message}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_callers_error_stops_the_read_and_is_returned() {
+        let path = log("stop", 3 * LINES_PER_BATCH, None);
+        let mut handed = 0;
+        let err = for_each_line_of(
+            &path,
+            |_| true,
+            |_| {
+                handed += 1;
+                if handed == LINES_PER_BATCH + 3 {
+                    return Err(FlowLogError::Read {
+                        path: "the caller's".into(),
+                        source: io::Error::other("caller stopped"),
+                    });
+                }
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(handed, LINES_PER_BATCH + 3);
+        assert!(err.to_string().contains("the caller's"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let missing = for_each_line_of(&path, |_| true, |_| Ok(())).unwrap_err();
+        assert!(
+            missing.to_string().contains(&path.display().to_string()),
+            "{missing}"
+        );
+    }
+}
