@@ -181,8 +181,10 @@ pub fn for_each_line_of(
         let read = reader
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        // A read error comes first: `each` saw lines only up to it.
-        read.and(handed)
+        // Whichever came first in the log: `each` failed on a line before
+        // any the reader could not read (read in one thread, the reader
+        // would not have reached it).
+        handed.and(read)
     })
 }
 
@@ -327,6 +329,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(handed, LINES_PER_BATCH + 3);
+        assert!(err.to_string().contains("the caller's"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        // Before a bad line further on (read, and its error met, before the
+        // caller is handed the first line), the caller's error is the one.
+        let path = log("stop-before-bad", 3 * LINES_PER_BATCH, Some(10));
+        let err = for_each_line_of(
+            &path,
+            |_| true,
+            |_| {
+                Err(FlowLogError::Read {
+                    path: "the caller's".into(),
+                    source: io::Error::other("caller stopped"),
+                })
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("the caller's"), "{err}");
         std::fs::remove_file(&path).unwrap();
         let missing = for_each_line_of(&path, |_| true, |_| Ok(())).unwrap_err();
