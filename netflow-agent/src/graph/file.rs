@@ -540,10 +540,10 @@ impl<'de> serde::de::Visitor<'de> for FileSeed<'_> {
         let (mut version, mut nodes_read, mut edges_read) = (None, false, false);
         // Edges written before the nodes (by hand) wait for them.
         let mut early_edges: Option<Vec<EdgeRecord>> = None;
-        let mut over_budget = BTreeMap::new();
+        let mut over_budget = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match &*key {
-                "version" => {
+                "version" if version.is_none() => {
                     let found: u32 = map.next_value()?;
                     if found > GRAPH_VERSION {
                         return Err(self.stop(GraphFileError::TooNew {
@@ -571,14 +571,14 @@ impl<'de> serde::de::Visitor<'de> for FileSeed<'_> {
                     early_edges = Some(map.next_value()?);
                     edges_read = true;
                 }
-                "nodes" | "edges" => {
-                    return Err(A::Error::duplicate_field(if &*key == "nodes" {
-                        "nodes"
-                    } else {
-                        "edges"
-                    }));
+                "over_budget" if over_budget.is_none() => over_budget = Some(map.next_value()?),
+                "version" | "nodes" | "edges" | "over_budget" => {
+                    let field = ["version", "nodes", "edges", "over_budget"]
+                        .into_iter()
+                        .find(|field| *field == &*key)
+                        .unwrap_or_default();
+                    return Err(A::Error::duplicate_field(field));
                 }
-                "over_budget" => over_budget = map.next_value()?,
                 _ => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -598,7 +598,7 @@ impl<'de> serde::de::Visitor<'de> for FileSeed<'_> {
                 .add_file_edge(index, edge, self.path)
                 .map_err(|found| self.stop(found))?;
         }
-        graph.set_over_budget(over_budget);
+        graph.set_over_budget(over_budget.unwrap_or_default());
         Ok(graph)
     }
 }
@@ -818,6 +818,11 @@ mod tests {
                 "twice.json",
                 "{\"version\": 2, \"nodes\": [], \"edges\": [], \"nodes\": []}",
                 "duplicate field `nodes`",
+            ),
+            (
+                "twice-version.json",
+                "{\"version\": 2, \"nodes\": [], \"edges\": [], \"version\": 1}",
+                "duplicate field `version`",
             ),
             (
                 "trailing.json",
