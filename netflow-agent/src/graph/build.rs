@@ -60,6 +60,18 @@ pub fn add_flows(
     builder.report
 }
 
+/// The caches' hashing: every record looks up its local end (a cgroup path
+/// of ~80 bytes) and often a Service, and SipHash was a tenth of a build.
+/// Seeded at random per process; the keys are the inventory's and the
+/// log's own ends, and each cache lives for one build (or one interval).
+type Hashing = foldhash::fast::RandomState;
+
+/// A Service's address, port and protocol.
+type ServicePort = (IpAddr, u16, Protocol);
+
+/// The nodes behind a Service port, each with the port it is reached on.
+type Backends = Vec<(NodeIndex, u16)>;
+
 /// Flow records into a graph, one at a time (logs are streamed through it,
 /// never held whole). It keeps the graph node of every end it has named: a
 /// week's log names the same few thousand ends millions of times, and
@@ -68,12 +80,12 @@ pub struct Builder<'g, 'a> {
     graph: &'g mut CommGraph,
     identity: &'g Identity<'a>,
     pub report: BuildReport,
-    workloads: HashMap<&'a WorkloadRef, NodeIndex>,
+    workloads: HashMap<&'a WorkloadRef, NodeIndex, Hashing>,
     /// Local ends by address, then cgroup path (`""` for none): the node and
     /// whether the inventory named it.
-    locals: HashMap<IpAddr, HashMap<String, (NodeIndex, bool)>>,
+    locals: HashMap<IpAddr, HashMap<String, (NodeIndex, bool), Hashing>, Hashing>,
     /// A Service's backends on a port: they do not change with time.
-    services: HashMap<(IpAddr, u16, Protocol), Vec<(NodeIndex, u16)>>,
+    services: HashMap<ServicePort, Backends, Hashing>,
 }
 
 impl<'g, 'a> Builder<'g, 'a> {
@@ -82,9 +94,9 @@ impl<'g, 'a> Builder<'g, 'a> {
             graph,
             identity,
             report: BuildReport::default(),
-            workloads: HashMap::new(),
-            locals: HashMap::new(),
-            services: HashMap::new(),
+            workloads: HashMap::default(),
+            locals: HashMap::default(),
+            services: HashMap::default(),
         }
     }
 
