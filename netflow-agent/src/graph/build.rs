@@ -62,8 +62,10 @@ pub fn add_flows(
 
 /// The caches' hashing: every record looks up its local end (a cgroup path
 /// of ~80 bytes) and often a Service, and SipHash was a tenth of a build.
-/// Seeded at random per process; the keys are the inventory's and the
-/// log's own ends, and each cache lives for one build (or one interval).
+/// Seeded at random per process. The keys are ends the inventory or the
+/// kernel names (a pod's own address and cgroup, a Service's address); only
+/// a Service port is a client's choice, at most 65 536 per Service, and each
+/// cache lives for one build (or one interval of the daemon).
 type Hashing = foldhash::fast::RandomState;
 
 /// A Service's address, port and protocol.
