@@ -286,22 +286,34 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// Reads `path`, the caller failing on line `fail_at`: how many lines
+    /// it was handed, and the outcome.
+    fn hand_over(path: &Path, fail_at: Option<usize>) -> (usize, Result<(), FlowLogError>) {
+        let mut handed = 0;
+        let read = for_each_line_of(
+            path,
+            |_| true,
+            |_| {
+                handed += 1;
+                if Some(handed) == fail_at {
+                    return Err(FlowLogError::Read {
+                        path: "the caller's".into(),
+                        source: io::Error::other("caller stopped"),
+                    });
+                }
+                Ok(())
+            },
+        );
+        (handed, read)
+    }
+
     #[test]
     fn a_bad_line_is_named_after_every_line_before_it() {
         let bad = 2 * LINES_PER_BATCH + 7;
         let path = log("bad", 3 * LINES_PER_BATCH, Some(bad));
-        let mut handed = 0;
-        let err = for_each_line_of(
-            &path,
-            |_| true,
-            |_| {
-                handed += 1;
-                Ok(())
-            },
-        )
-        .unwrap_err();
+        let (handed, read) = hand_over(&path, None);
         assert_eq!(handed, bad - 1);
-        let message = err.to_string();
+        let message = read.unwrap_err().to_string();
         assert!(
             message.contains(&format!("{}:{bad}:", path.display())),
             "{message}"
@@ -312,39 +324,16 @@ mod tests {
     #[test]
     fn the_callers_error_stops_the_read_and_is_returned() {
         let path = log("stop", 3 * LINES_PER_BATCH, None);
-        let mut handed = 0;
-        let err = for_each_line_of(
-            &path,
-            |_| true,
-            |_| {
-                handed += 1;
-                if handed == LINES_PER_BATCH + 3 {
-                    return Err(FlowLogError::Read {
-                        path: "the caller's".into(),
-                        source: io::Error::other("caller stopped"),
-                    });
-                }
-                Ok(())
-            },
-        )
-        .unwrap_err();
+        let (handed, read) = hand_over(&path, Some(LINES_PER_BATCH + 3));
         assert_eq!(handed, LINES_PER_BATCH + 3);
+        let err = read.unwrap_err();
         assert!(err.to_string().contains("the caller's"), "{err}");
         std::fs::remove_file(&path).unwrap();
         // Before a bad line further on (read, and its error met, before the
         // caller is handed the first line), the caller's error is the one.
         let path = log("stop-before-bad", 3 * LINES_PER_BATCH, Some(10));
-        let err = for_each_line_of(
-            &path,
-            |_| true,
-            |_| {
-                Err(FlowLogError::Read {
-                    path: "the caller's".into(),
-                    source: io::Error::other("caller stopped"),
-                })
-            },
-        )
-        .unwrap_err();
+        let (_, read) = hand_over(&path, Some(1));
+        let err = read.unwrap_err();
         assert!(err.to_string().contains("the caller's"), "{err}");
         std::fs::remove_file(&path).unwrap();
         let missing = for_each_line_of(&path, |_| true, |_| Ok(())).unwrap_err();
