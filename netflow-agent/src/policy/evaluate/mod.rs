@@ -1055,7 +1055,8 @@ mod tests {
             "{namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [other]}]}}",
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: other}}}",
             "{ipBlock: {cidr: 10.0.0.0/24}}",
-            // Indexed by the first label a pod selector requires:
+            // Pod selectors of several labels, with expressions, or of a
+            // label no pod has:
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: web, zone: a}}}",
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: api}, matchExpressions: [{key: app, operator: NotIn, values: [web]}]}}",
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchExpressions: [{key: app, operator: In, values: [web, db]}]}}",
