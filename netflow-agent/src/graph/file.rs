@@ -8,7 +8,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     fs,
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
@@ -18,9 +18,8 @@ use std::{
 
 use serde::{Deserialize, Serialize, de::DeserializeSeed as _};
 
-use super::Edge;
 use super::{
-    CommGraph, Days, EdgeKey, EdgeStats, Volume,
+    CommGraph, Days, Edge, EdgeKey, EdgeStats, Volume,
     http_calls::{CallRecord, HttpCallsFile},
 };
 use crate::{
@@ -52,16 +51,8 @@ pub enum GraphFileError {
     },
 }
 
-#[derive(Debug, Deserialize)]
-pub struct GraphFile {
-    pub version: u32,
-    pub nodes: Vec<Endpoint>,
-    pub edges: Vec<EdgeRecord>,
-    /// Client id -> edges dropped over its edge budget.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub over_budget: BTreeMap<String, u64>,
-}
-
+/// One edge as a graph file holds it (the file's top level, `version`,
+/// `nodes`, `edges` and `over_budget`, is read by `FileSeed`).
 #[derive(Debug, Deserialize)]
 pub struct EdgeRecord {
     pub from: String,
@@ -251,23 +242,6 @@ impl CommGraph {
     /// The graph in its file's layout, ready to serialize.
     pub fn file(&self) -> FileView<'_> {
         FileView(self)
-    }
-
-    /// Builds the graph a file describes; `path` is only for error messages.
-    pub fn from_file(file: GraphFile, path: &Path) -> Result<Self, GraphFileError> {
-        if file.version > GRAPH_VERSION {
-            return Err(GraphFileError::TooNew {
-                path: path.to_path_buf(),
-                found: file.version,
-            });
-        }
-        let mut graph = CommGraph::new();
-        graph.add_file_nodes(file.nodes, path)?;
-        for (index, edge) in file.edges.into_iter().enumerate() {
-            graph.add_file_edge(index, edge, path)?;
-        }
-        graph.set_over_budget(file.over_budget);
-        Ok(graph)
     }
 
     fn add_file_nodes(&mut self, nodes: Vec<Endpoint>, path: &Path) -> Result<(), GraphFileError> {

@@ -4,7 +4,7 @@
 //! metadata service); edges are client -> server on one protocol and server
 //! port, with when they were first and last seen, the days they were seen on,
 //! and how much went over them. The graph is a petgraph `DiGraph` in memory
-//! and a versioned JSON file on disk ([`file::GraphFile`]), saved atomically.
+//! and a versioned JSON file on disk ([`file`](mod@file)), saved atomically.
 
 pub mod build;
 mod days;
