@@ -79,18 +79,25 @@ impl serde::de::Visitor<'_> for ProtocolVisitor {
             .and_then(|number| self.visit_u64(number))
     }
 
+    /// The names `short_name` writes, in any case.
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Protocol, E> {
-        if name.eq_ignore_ascii_case("tcp") {
-            Ok(Protocol(netflow_common::PROTO_TCP))
-        } else if name.eq_ignore_ascii_case("udp") {
-            Ok(Protocol(netflow_common::PROTO_UDP))
-        } else if name.eq_ignore_ascii_case("sctp") {
-            Ok(Protocol(PROTO_SCTP))
-        } else {
-            Err(E::custom(format!(
+        [
+            netflow_common::PROTO_TCP,
+            netflow_common::PROTO_UDP,
+            PROTO_SCTP,
+        ]
+        .map(Protocol)
+        .into_iter()
+        .find(|protocol| {
+            protocol
+                .short_name()
+                .is_some_and(|short| short.eq_ignore_ascii_case(name))
+        })
+        .ok_or_else(|| {
+            E::custom(format!(
                 "unknown protocol {name:?} (expected tcp, udp, sctp or a number)"
-            )))
-        }
+            ))
+        })
     }
 }
 
