@@ -9,6 +9,19 @@ use anyhow::Context as _;
 
 use crate::cli::{Command, GraphCommand, PolicyCommand};
 
+/// `beside` run on a thread of its own while `here` runs on this one: a
+/// large file is read and parsed on one core, and the others would wait.
+fn alongside<A: Send, B>(beside: impl FnOnce() -> A + Send, here: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let beside = scope.spawn(beside);
+        let here = here();
+        let beside = beside
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (beside, here)
+    })
+}
+
 /// Runs one command of the agent's command line.
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {

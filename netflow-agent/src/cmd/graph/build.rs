@@ -43,17 +43,17 @@ pub fn run(
     // Two passes over the logs, neither holding them: names first (a flow
     // is named by every answer its client got, also later ones), then flows.
     // The names are read while the inventory and the graph are.
-    let (answers, inventory, mut graph) = std::thread::scope(|scope| {
-        let names = scope.spawn(|| dns_answers(flows));
-        let inventory = Inventory::load(inventory);
-        let graph = existing.map_or_else(|| Ok(CommGraph::new()), CommGraph::load);
-        let answers = names
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        // The errors in the order the steps were once taken one by one.
-        let (inventory, graph) = (inventory?, graph?);
-        anyhow::Ok((answers?, inventory, graph))
-    })?;
+    let (answers, (inventory, graph)) = crate::cmd::alongside(
+        || dns_answers(flows),
+        || {
+            let inventory = Inventory::load(inventory);
+            let graph = existing.map_or_else(|| Ok(CommGraph::new()), CommGraph::load);
+            (inventory, graph)
+        },
+    );
+    // The errors in the order the steps were once taken one by one.
+    let (inventory, mut graph) = (inventory?, graph?);
+    let answers = answers?;
     // Only the cluster's DNS names addresses, for the workload that asked.
     let servers = dns_servers(&inventory, &[]);
     let (dns, untrusted) = trusted_names(&answers, &servers);
