@@ -1,7 +1,11 @@
 //! `policy verify`: replay every observed edge against a set of policies over
 //! the inventory's pods, and measure what stays open.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    ops::Range,
+};
 
 use serde::Serialize;
 
@@ -84,6 +88,15 @@ pub fn protocol_name(edge_protocol: &crate::model::Protocol) -> String {
     edge_protocol
         .policy_name()
         .map_or_else(|| edge_protocol.to_string(), str::to_string)
+}
+
+/// A protocol's name as the observed edges are keyed by it: upper case,
+/// borrowed for the names policies use (no allocation per lookup).
+fn protocol_key(name: &str) -> Cow<'static, str> {
+    ["TCP", "UDP", "SCTP"]
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .map_or_else(|| Cow::Owned(name.to_ascii_uppercase()), Cow::Borrowed)
 }
 
 /// Why an edge between these ends would be refused (`check` answers for
@@ -175,9 +188,12 @@ pub(crate) fn verify_in_runs(
     explain: bool,
     run: usize,
 ) -> VerifyReport {
+    let started = std::time::Instant::now();
     let dns = dns_names(graph);
     let evaluator = Evaluator::for_set(policies, inventory, &dns);
     let classes = pod_classes(policies, inventory);
+    let mut shared = SharedChecks::new(&evaluator, classes.as_deref());
+    tracing::debug!(elapsed = ?started.elapsed(), "verify: evaluator and pod classes ready");
     // Edges are replayed on every core, a run of them at a time, each thread
     // with its own verdict cache; the reports are put together in edge order.
     let edges = graph.edges();
@@ -189,7 +205,7 @@ pub(crate) fn verify_in_runs(
     };
     let (parts, caches) = map_in_order(
         &runs,
-        || ClassChecks::new(&evaluator, classes.as_deref()),
+        || shared.checks(),
         |checks, run| {
             let mut part = (VerifyReport::default(), Vec::new());
             for &(client, server, edge) in *run {
@@ -198,33 +214,38 @@ pub(crate) fn verify_in_runs(
             part
         },
     );
-    // The threads' caches, joined, serve the blast radius.
-    let mut caches = caches.into_iter();
-    let mut checks = caches
-        .next()
-        .unwrap_or_else(|| ClassChecks::new(&evaluator, classes.as_deref()));
-    for cache in caches {
-        checks.allowed.extend(cache.allowed);
-    }
+    // What the threads found serves the blast radius, read where it lies
+    // (joining a million verdicts into one map costs more than a second look).
+    let replayed: Vec<ClassVerdicts> = caches.into_iter().map(|checks| checks.found).collect();
+    shared.known = replayed;
     let mut report = VerifyReport::default();
-    let mut observed = Observed::new();
+    let observed_count = parts.iter().map(|(_, observed)| observed.len()).sum();
+    let mut observed = Observed::with_capacity_and_hasher(observed_count, Default::default());
     for (part, observed_part) in parts {
         report.append(part);
         observed.extend(observed_part);
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "verify: edges replayed");
     report.blast_radius = blast_radius_with(
-        &mut checks,
+        &shared,
         classes.as_deref(),
         policies,
         inventory,
         &observed,
+        run.min(SERVER_CLASSES_AT_ONCE),
     );
+    tracing::debug!(elapsed = ?started.elapsed(), "verify: blast radius counted");
     report
 }
 
 /// Edges replayed at once by one thread (a run's verdicts are one part of
 /// the report).
 const REPLAYED_AT_ONCE: usize = 4096;
+
+/// Server classes one thread counts the blast radius of at once: a class
+/// may have thousands of candidate clients, so runs are short, to keep the
+/// threads evenly loaded.
+const SERVER_CLASSES_AT_ONCE: usize = 64;
 
 /// What replaying one edge needs besides its thread's cache.
 struct Replay<'r, 'a> {
@@ -348,7 +369,7 @@ impl Replay<'_, '_> {
             }
         }
         if let (Some(client), Some(server)) = (workload_key(client), workload_key(server)) {
-            observed.push((client, server, edge.key.port, protocol));
+            observed.push((client, server, edge.key.port, protocol_key(&protocol)));
         }
     }
 }
@@ -369,9 +390,11 @@ impl VerifyReport {
 }
 
 /// Every observed edge by workload: client, server, port, protocol (upper
-/// case).
-type Observed<'g> = std::collections::HashSet<ObservedEdge<'g>>;
-type ObservedEdge<'g> = (WorkloadKey<'g>, WorkloadKey<'g>, u16, String);
+/// case). Hashed with foldhash (seeded per process): the keys are names the
+/// cluster's API gave, a million of them, each looked up for every open
+/// pair of the blast radius.
+type Observed<'g> = HashSet<ObservedEdge<'g>, foldhash::fast::RandomState>;
+type ObservedEdge<'g> = (WorkloadKey<'g>, WorkloadKey<'g>, u16, Cow<'static, str>);
 /// A workload's namespace, kind and name, borrowed from where it is named
 /// (a million observed edges would otherwise hold six strings each).
 type WorkloadKey<'g> = (&'g str, &'g str, &'g str);
@@ -453,13 +476,14 @@ fn blast_radius(
     observed: &Observed<'_>,
 ) -> BlastRadius {
     let classes = pod_classes(policies, inventory);
-    let mut checks = ClassChecks::new(evaluator, classes.as_deref());
+    let shared = SharedChecks::new(evaluator, classes.as_deref());
     blast_radius_with(
-        &mut checks,
+        &shared,
         classes.as_deref(),
         policies,
         inventory,
         observed,
+        1,
     )
 }
 
@@ -497,21 +521,22 @@ fn pod_classes<'i>(
     Some(classes)
 }
 
-/// Checks whose verdicts pods of one class share: each (client class,
-/// server class, port, protocol) is evaluated once, for the edge replay and
-/// the blast radius alike. Only whether it was allowed is kept (a refusal's
-/// reason, wanted for the few blocked edges, is worked out again): the
-/// blast radius of a large cluster asks millions of questions.
-struct ClassChecks<'e, 'a> {
+/// Whether each (client class, server class, port, protocol code) was
+/// allowed. Keys are small numbers made here: foldhash, not SipHash.
+type ClassVerdicts = HashMap<(usize, usize, u16, u8), bool, foldhash::fast::RandomState>;
+
+/// What every thread's [`ClassChecks`] reads: the evaluator, each
+/// classified pod's class (by the entry's address), and the verdicts
+/// earlier threads found.
+struct SharedChecks<'e, 'a> {
     evaluator: &'e Evaluator<'a>,
-    /// Each classified pod's class, by the entry's address.
-    class_of: HashMap<usize, usize>,
-    allowed: HashMap<(usize, usize, u16, u8), bool>,
+    class_of: HashMap<usize, usize, foldhash::fast::RandomState>,
+    known: Vec<ClassVerdicts>,
 }
 
-impl<'e, 'a> ClassChecks<'e, 'a> {
+impl<'e, 'a> SharedChecks<'e, 'a> {
     fn new(evaluator: &'e Evaluator<'a>, classes: Option<&[Vec<&PodEntry>]>) -> Self {
-        let mut class_of = HashMap::new();
+        let mut class_of = HashMap::default();
         for (class, pods) in classes.into_iter().flatten().enumerate() {
             for pod in pods {
                 class_of.insert(std::ptr::from_ref(*pod).addr(), class);
@@ -520,21 +545,46 @@ impl<'e, 'a> ClassChecks<'e, 'a> {
         Self {
             evaluator,
             class_of,
-            allowed: HashMap::new(),
+            known: Vec::new(),
         }
     }
 
+    /// A thread's checks, with a cache of its own.
+    fn checks(&self) -> ClassChecks<'_, 'a> {
+        ClassChecks {
+            shared: self,
+            found: ClassVerdicts::default(),
+        }
+    }
+}
+
+/// Checks whose verdicts pods of one class share: each (client class,
+/// server class, port, protocol) is evaluated once per thread, for the edge
+/// replay and the blast radius alike. Only whether it was allowed is kept
+/// (a refusal's reason, wanted for the few blocked edges, is worked out
+/// again): the blast radius of a large cluster asks millions of questions.
+struct ClassChecks<'s, 'a> {
+    shared: &'s SharedChecks<'s, 'a>,
+    /// Verdicts this thread found.
+    found: ClassVerdicts,
+}
+
+impl ClassChecks<'_, '_> {
     fn check(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> Verdict {
         if self.allows(client, server, port, protocol) {
             Verdict::Allowed
         } else {
-            self.evaluator.check(client, server, port, protocol)
+            self.shared.evaluator.check(client, server, port, protocol)
         }
     }
 
     fn allows(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> bool {
+        let shared = self.shared;
         let class = |end: End<'_>| match end {
-            End::Pod(pod) => self.class_of.get(&std::ptr::from_ref(pod).addr()).copied(),
+            End::Pod(pod) => shared
+                .class_of
+                .get(&std::ptr::from_ref(pod).addr())
+                .copied(),
             End::Address(_) => None,
         };
         // Protocols by a small code (no key allocation per check).
@@ -544,58 +594,123 @@ impl<'e, 'a> ClassChecks<'e, 'a> {
         let (Some(client_class), Some(server_class), Some(code)) =
             (class(client), class(server), code)
         else {
-            return self.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
+            return shared.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
         };
         let key = (client_class, server_class, port, code as u8);
-        if let Some(&allowed) = self.allowed.get(&key) {
+        let known = shared.known.iter().chain([&self.found]);
+        if let Some(&allowed) = known.filter_map(|verdicts| verdicts.get(&key)).next() {
             return allowed;
         }
-        let allowed = self.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
-        self.allowed.insert(key, allowed);
+        let allowed = shared.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
+        self.found.insert(key, allowed);
         allowed
     }
 }
 
 /// Reachable (client pod, server pod, port) triples, counted class by
-/// class, or pod by pod when there are no classes.
+/// class, or pod by pod when there are no classes. Server classes are
+/// counted on every core, `at_once` of them at a time.
 fn blast_radius_with(
-    checks: &mut ClassChecks<'_, '_>,
+    shared: &SharedChecks<'_, '_>,
     classes: Option<&[Vec<&PodEntry>]>,
     policies: &Policies,
     inventory: &Inventory,
     observed: &Observed<'_>,
+    at_once: usize,
 ) -> BlastRadius {
-    let pods: Vec<&PodEntry> = inventory
+    let pods = inventory
         .pods
         .iter()
         .filter(|pod| !pod.host_network)
-        .collect();
+        .count();
     let Some(classes) = classes else {
-        return blast_radius_per_pod(checks.evaluator, &pods, observed);
+        let pods: Vec<&PodEntry> = inventory
+            .pods
+            .iter()
+            .filter(|pod| !pod.host_network)
+            .collect();
+        return blast_radius_per_pod(shared.evaluator, &pods, observed);
     };
+    let counting = RadiusCount {
+        classes,
+        // With NetworkPolicies alone, a server's ingress rules name the
+        // only clients that may reach it: the others are counted, not
+        // checked.
+        prune: policies.cilium.is_empty() && policies.cluster_wide.is_empty(),
+        finder: CandidateFinder::new(classes, inventory),
+        other_pods: pods.saturating_sub(1),
+        observed,
+    };
+    let at_once = at_once.max(1);
+    let runs: Vec<Range<usize>> = (0..classes.len())
+        .step_by(at_once)
+        .map(|first| first..(first + at_once).min(classes.len()))
+        .collect();
+    let (parts, _) = map_in_order(
+        &runs,
+        || shared.checks(),
+        |checks, run| {
+            let mut part = (BlastRadius::default(), BTreeSet::new());
+            for server_class in run.clone() {
+                counting.server_class(checks, &mut part, server_class);
+            }
+            part
+        },
+    );
     let mut radius = BlastRadius::default();
-    let mut beyond: BTreeSet<String> = BTreeSet::new();
-    // With NetworkPolicies alone, a server's ingress rules name the only
-    // clients that may reach it: the others are counted, not checked.
-    let prune = policies.cilium.is_empty() && policies.cluster_wide.is_empty();
-    let finder = CandidateFinder::new(classes, inventory);
-    let all_classes: Vec<usize> = (0..classes.len()).collect();
-    for (server_class, servers) in classes.iter().enumerate() {
+    let mut beyond = BTreeSet::new();
+    for (part, mut part_beyond) in parts {
+        radius.pairs_before += part.pairs_before;
+        radius.pairs_after += part.pairs_after;
+        for (namespace, counts) in part.by_namespace {
+            let total = radius.by_namespace.entry(namespace).or_default();
+            total.pairs_before += counts.pairs_before;
+            total.pairs_after += counts.pairs_after;
+        }
+        beyond.append(&mut part_beyond);
+    }
+    radius.open_beyond_observed = beyond.into_iter().collect();
+    radius
+}
+
+/// What counting one server class's blast radius reads.
+struct RadiusCount<'c, 'a, 'o, 'g> {
+    classes: &'c [Vec<&'a PodEntry>],
+    prune: bool,
+    finder: CandidateFinder<'c, 'a>,
+    /// Every pod (host-network ones aside) but one: each server pod's
+    /// possible clients.
+    other_pods: usize,
+    observed: &'o Observed<'g>,
+}
+
+impl RadiusCount<'_, '_, '_, '_> {
+    /// Adds what `server_class`'s pods could be reached by into `radius`,
+    /// and the open pairs no observed edge stands for into `beyond`.
+    fn server_class(
+        &self,
+        checks: &mut ClassChecks<'_, '_>,
+        (radius, beyond): &mut (BlastRadius, BTreeSet<String>),
+        server_class: usize,
+    ) {
+        let classes = self.classes;
+        let servers = &classes[server_class];
         let server = servers[0];
         // Every server pod pairs with every other pod, on each declared port.
-        let before = servers.len() * (pods.len() - 1) * server.ports.len();
+        let before = servers.len() * self.other_pods * server.ports.len();
         radius.pairs_before += before;
-        radius
+        let namespace = radius
             .by_namespace
             .entry(server.namespace.clone())
-            .or_default()
-            .pairs_before += before;
-        let candidates = match prune
-            .then(|| checks.evaluator.ingress_peers(server))
+            .or_default();
+        namespace.pairs_before += before;
+        let candidates = match self
+            .prune
+            .then(|| checks.shared.evaluator.ingress_peers(server))
             .flatten()
         {
-            Some(rules) => finder.candidates(&rules),
-            None => all_classes.clone(),
+            Some(rules) => self.finder.candidates(&rules),
+            None => (0..classes.len()).collect(),
         };
         for client_class in candidates {
             let clients = &classes[client_class];
@@ -618,9 +733,7 @@ fn blast_radius_with(
                     continue;
                 }
                 radius.pairs_after += pairs;
-                if let Some(namespace) = radius.by_namespace.get_mut(&server.namespace) {
-                    namespace.pairs_after += pairs;
-                }
+                namespace.pairs_after += pairs;
                 // A class's pods are mostly one workload's: each pair of
                 // workloads is looked up once.
                 let mut noted: Vec<(&WorkloadRef, &WorkloadRef)> = Vec::new();
@@ -629,15 +742,13 @@ fn blast_radius_with(
                         let workloads = (&client.workload, &server.workload);
                         if client.uid != server.uid && !noted.contains(&workloads) {
                             noted.push(workloads);
-                            note_beyond(&mut beyond, observed, client, server, port, protocol);
+                            note_beyond(beyond, self.observed, client, server, port, protocol);
                         }
                     }
                 }
             }
         }
     }
-    radius.open_beyond_observed = beyond.into_iter().collect();
-    radius
 }
 
 /// Which pod classes a list of NetworkPolicy peers may name, from indexes
@@ -770,7 +881,7 @@ fn note_beyond(
         key_of(&client.workload),
         key_of(&server.workload),
         port,
-        protocol.to_ascii_uppercase(),
+        protocol_key(protocol),
     );
     if !observed.contains(&key) {
         beyond.insert(format!(
@@ -840,7 +951,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let dns = BTreeMap::new();
         let evaluator = Evaluator::for_set(&policies, inventory, &dns);
-        let observed = Observed::new();
+        let observed = Observed::default();
         let pods: Vec<&PodEntry> = inventory.pods.iter().collect();
         let by_class = blast_radius(&evaluator, &policies, inventory, &observed);
         let by_pod = blast_radius_per_pod(&evaluator, &pods, &observed);

@@ -23,14 +23,18 @@ pub enum Source {
 /// Replays the graph against the policies; fails when an observed edge
 /// would be blocked.
 pub fn run(graph: &Path, source: &Source, inventory: &Path, json: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let (graph, (inventory, policies)) = super::with_graph(graph, || {
         let inventory = Inventory::load(inventory)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "inventory read");
         let policies = match source {
             Source::Files(path) => load_policy_set(path)?,
             Source::Cluster(kubeconfig) => cluster_policies(kubeconfig.as_deref())?,
         };
+        tracing::debug!(elapsed = ?started.elapsed(), "policies read");
         Ok((inventory, policies))
     })?;
+    tracing::debug!(elapsed = ?started.elapsed(), "graph read");
     let report = verify(&graph, &policies, &inventory);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
