@@ -47,17 +47,19 @@ pub(super) fn allows(
         End::Pod(pod) => Some(pod.namespace.as_str()),
         End::Address(_) => None,
     };
+    // Ports first: they are a few numbers to compare, and a generated
+    // policy has a rule per port, each naming many peers.
     policy.rules(direction).iter().any(|rule| {
-        let peer_ok = rule.peers.is_none()
-            || rule.any_candidate(peer_namespace, |candidate| {
-                peer_matches(candidate, inventory, &policy.namespace, peer)
-            });
         let port_ok = rule.ports.as_deref().is_none_or(|ports| {
             ports
                 .iter()
                 .any(|p| port_matches(p, port, protocol, port_owner))
         });
-        peer_ok && port_ok
+        port_ok
+            && (rule.peers.is_none()
+                || rule.any_candidate(peer_namespace, |candidate| {
+                    peer_matches(candidate, inventory, &policy.namespace, peer)
+                }))
     })
 }
 
