@@ -40,6 +40,7 @@ pub fn run(
     existing: Option<&Path>,
     output: &Path,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     // Two passes over the logs, neither holding them: names first (a flow
     // is named by every answer its client got, also later ones), then flows.
     // The names are read while the inventory and the graph are.
@@ -54,6 +55,7 @@ pub fn run(
     // The errors in the order the steps were once taken one by one.
     let (inventory, mut graph) = (inventory?, graph?);
     let answers = answers?;
+    tracing::debug!(elapsed = ?started.elapsed(), "DNS answers, inventory and graph read");
     // Only the cluster's DNS names addresses, for the workload that asked.
     let servers = dns_servers(&inventory, &[]);
     let (dns, untrusted) = trusted_names(&answers, &servers);
@@ -78,7 +80,9 @@ pub fn run(
         )?;
     }
     let report = builder.report;
+    tracing::debug!(elapsed = ?started.elapsed(), "flows added");
     graph.save(output)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "graph saved");
     eprintln!(
         "{}: {} endpoints, {} edges from {} flow records ({} without a decided client, {} with an unnamed local end, {} to a Service port without backends)",
         output.display(),

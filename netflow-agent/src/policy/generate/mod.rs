@@ -39,6 +39,12 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 
 const EVIDENCE_ANNOTATION: &str = "netflow.io/evidence";
 
+/// The most an evidence annotation holds. Kubernetes refuses an object whose
+/// annotations pass 256 KiB, and `kubectl apply` (client side) copies the
+/// whole object, evidence included, into an annotation of its own: a quarter
+/// leaves room for both and for the spec.
+const EVIDENCE_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error(
@@ -537,19 +543,42 @@ pub struct WorkloadRules<P> {
 }
 
 impl<P> WorkloadRules<P> {
-    /// Which edges each rule stands for, for the evidence annotation.
+    /// Which edges each rule stands for, for the evidence annotation: whole
+    /// lines up to [`EVIDENCE_BYTES`], then how many edges did not fit.
     pub fn evidence(&self) -> String {
         use std::fmt::Write as _;
+        // Room for the closing line, whatever the count.
+        const CLOSING_BYTES: usize = 128;
         let mut text = String::new();
+        let mut left_out = 0usize;
         for (direction, rules) in [("ingress", &self.ingress), ("egress", &self.egress)] {
             for (index, rule) in rules.iter().enumerate() {
                 for line in rule.evidence.lines() {
+                    if left_out > 0 {
+                        left_out += 1;
+                        continue;
+                    }
+                    let kept = text.len();
                     if !text.is_empty() {
                         text.push('\n');
                     }
                     let _ = write!(text, "{direction}[{index}]: {line}");
+                    if text.len() > EVIDENCE_BYTES - CLOSING_BYTES {
+                        text.truncate(kept);
+                        left_out = 1;
+                    }
                 }
             }
+        }
+        if left_out > 0 {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            let _ = write!(
+                text,
+                "... and {left_out} more edges (the annotation stays under {} KiB; the graph holds them all)",
+                EVIDENCE_BYTES / 1024
+            );
         }
         text
     }
@@ -1637,5 +1666,50 @@ pub(crate) mod tests {
         let text = serde_json::to_string(&set.by_namespace).unwrap();
         assert!(text.contains("http GET /users/[^/]+ (1)"), "{text}");
         assert!(!text.contains(r#""http":["#), "{text}");
+    }
+
+    /// Kubernetes refuses an object whose annotations pass 256 KiB: a hub
+    /// with thousands of clients must still get a policy it accepts, its
+    /// evidence cut at a whole line and saying how many edges it leaves out.
+    #[test]
+    fn evidence_of_a_busy_workload_stays_within_an_annotation() {
+        let line = |client: usize| {
+            format!(
+                "ns/client-{client} tcp/5432 first 2026-11-20T09:59:58Z last 2026-11-20T09:59:59Z connections 1"
+            )
+        };
+        let rule = |lines: std::ops::Range<usize>| Rule::<()> {
+            peers: Vec::new(),
+            ports: BTreeSet::new(),
+            http: BTreeMap::new(),
+            evidence: lines.map(line).collect::<Vec<_>>().join("\n"),
+        };
+        let rules = WorkloadRules {
+            ingress: vec![rule(0..4000)],
+            egress: vec![rule(4000..4010)],
+        };
+        let text = rules.evidence();
+        assert!(text.len() <= EVIDENCE_BYTES, "{} bytes", text.len());
+        let lines: Vec<&str> = text.lines().collect();
+        let (last, kept) = lines.split_last().unwrap();
+        assert!(kept.len() > 100);
+        for (index, kept) in kept.iter().enumerate() {
+            assert_eq!(*kept, format!("ingress[0]: {}", line(index)));
+        }
+        assert_eq!(
+            *last,
+            format!(
+                "... and {} more edges (the annotation stays under {} KiB; the graph holds them all)",
+                4010 - kept.len(),
+                EVIDENCE_BYTES / 1024
+            )
+        );
+        // A workload with a few edges keeps them all.
+        let few = WorkloadRules {
+            ingress: vec![rule(0..3)],
+            egress: vec![rule(3..4)],
+        };
+        assert_eq!(few.evidence().lines().count(), 4);
+        assert!(few.evidence().ends_with(&format!("egress[0]: {}", line(3))));
     }
 }
