@@ -704,32 +704,38 @@ impl RadiusCount<'_, '_, '_, '_> {
             .entry(server.namespace.clone())
             .or_default();
         namespace.pairs_before += before;
-        let candidates = match self
-            .prune
-            .then(|| checks.shared.evaluator.ingress_peers(server))
-            .flatten()
-        {
-            Some(rules) => self.finder.candidates(&rules),
-            None => (0..classes.len()).collect(),
-        };
-        for client_class in candidates {
-            let clients = &classes[client_class];
-            // Pairs of two different pods (a pod is not its own peer).
-            let pairs = if client_class == server_class {
-                clients
-                    .iter()
-                    .map(|client| servers.iter().filter(|s| s.uid != client.uid).count())
-                    .sum()
-            } else {
-                clients.len() * servers.len()
+        // Port by port: a generated policy names each port's clients in a
+        // rule of its own, so a client is checked only on the ports some
+        // rule could admit it on.
+        for declared in &server.ports {
+            let (port, protocol) = (declared.number, declared.protocol.as_str());
+            let candidates = match self
+                .prune
+                .then(|| {
+                    checks
+                        .shared
+                        .evaluator
+                        .ingress_peers(server, port, protocol)
+                })
+                .flatten()
+            {
+                Some(rules) => self.finder.candidates(&rules),
+                None => (0..classes.len()).collect(),
             };
-            if pairs == 0 {
-                continue;
-            }
-            let client = clients[0];
-            for declared in &server.ports {
-                let (port, protocol) = (declared.number, declared.protocol.as_str());
-                if !checks.allows(End::Pod(client), End::Pod(server), port, protocol) {
+            for client_class in candidates {
+                let clients = &classes[client_class];
+                // Pairs of two different pods (a pod is not its own peer).
+                let pairs = if client_class == server_class {
+                    clients
+                        .iter()
+                        .map(|client| servers.iter().filter(|s| s.uid != client.uid).count())
+                        .sum()
+                } else {
+                    clients.len() * servers.len()
+                };
+                if pairs == 0
+                    || !checks.allows(End::Pod(clients[0]), End::Pod(server), port, protocol)
+                {
                     continue;
                 }
                 radius.pairs_after += pairs;

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{
     Direction, End,
-    network_policy::{CompiledNetworkPolicy, Peer, Port, PortRef},
+    network_policy::{CompiledNetworkPolicy, Peer, Port, PortRef, Rule},
 };
 use crate::inventory::{Inventory, NAMESPACE_NAME_LABEL, PodEntry};
 
@@ -50,16 +50,26 @@ pub(super) fn allows(
     // Ports first: they are a few numbers to compare, and a generated
     // policy has a rule per port, each naming many peers.
     policy.rules(direction).iter().any(|rule| {
-        let port_ok = rule.ports.as_deref().is_none_or(|ports| {
-            ports
-                .iter()
-                .any(|p| port_matches(p, port, protocol, port_owner))
-        });
-        port_ok
+        rule_admits_port(rule, port, protocol, port_owner)
             && (rule.peers.is_none()
                 || rule.any_candidate(peer_namespace, |candidate| {
                     peer_matches(candidate, inventory, &policy.namespace, peer)
                 }))
+    })
+}
+
+/// Whether `rule` admits `port`/`protocol` (of `port_owner`, whose named
+/// ports name it), whatever the peer.
+pub(super) fn rule_admits_port(
+    rule: &Rule,
+    port: u16,
+    protocol: &str,
+    port_owner: Option<&PodEntry>,
+) -> bool {
+    rule.ports.as_deref().is_none_or(|ports| {
+        ports
+            .iter()
+            .any(|p| port_matches(p, port, protocol, port_owner))
     })
 }
 

@@ -316,14 +316,20 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The peer lists (`from`) of the NetworkPolicy ingress rules that could
-    /// admit a client to `pod`, each with its policy's namespace (`None` for
-    /// a rule without `from`: any source); `None` when no NetworkPolicy
-    /// isolates `pod` for ingress. A client no list names is refused by the
-    /// namespaced policies, whatever the port: counting the blast radius
-    /// checks only the clients some list names. Meaningful for sets of
-    /// NetworkPolicies alone (no Cilium policy, no tier).
-    pub fn ingress_peers(&self, pod: &PodEntry) -> Option<Vec<IngressPeers<'a>>> {
+    /// The peer lists (`from`) of the NetworkPolicy ingress rules that
+    /// could admit a client to `pod` on `port`/`protocol`, each with its
+    /// policy's namespace (`None` for a rule without `from`: any source);
+    /// `None` when no NetworkPolicy isolates `pod` for ingress. A client no
+    /// list names is refused by the namespaced policies on that port:
+    /// counting the blast radius checks only the clients some list names.
+    /// Meaningful for sets of NetworkPolicies alone (no Cilium policy, no
+    /// tier).
+    pub fn ingress_peers(
+        &self,
+        pod: &PodEntry,
+        port: u16,
+        protocol: &str,
+    ) -> Option<Vec<IngressPeers<'a>>> {
         let selected = self.selected_for(pod);
         let policies = &selected.kubernetes[0];
         if policies.is_empty() {
@@ -332,7 +338,9 @@ impl<'a> Evaluator<'a> {
         let mut peers = Vec::new();
         for policy in policies {
             for rule in policy.rules(Direction::Ingress) {
-                peers.push((rule.peers.as_deref(), policy.namespace.as_str()));
+                if kubernetes::rule_admits_port(rule, port, protocol, Some(pod)) {
+                    peers.push((rule.peers.as_deref(), policy.namespace.as_str()));
+                }
             }
         }
         Some(peers)
