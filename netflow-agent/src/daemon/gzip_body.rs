@@ -31,13 +31,21 @@ impl GzipJson {
     }
 }
 
+/// JSON handed to the compressor at once. serde_json writes a token at a
+/// time, and flate2 zeroes its whole 32 KiB output buffer on every write it
+/// is given: unbuffered, that was 85% of the agent's CPU at 100 000 edges.
+const JSON_BUFFER_BYTES: usize = 256 * 1024;
+
 /// `value` as gzip-compressed JSON (fast compression: rendered every interval).
 pub fn gzip_json(value: &impl Serialize) -> std::io::Result<GzipJson> {
     let mut counted = Counted {
         inner: GzEncoder::new(Vec::new(), Compression::fast()),
         bytes: 0,
     };
-    serde_json::to_writer(&mut counted, value)?;
+    let mut buffered = std::io::BufWriter::with_capacity(JSON_BUFFER_BYTES, &mut counted);
+    serde_json::to_writer(&mut buffered, value)?;
+    std::io::Write::flush(&mut buffered)?;
+    drop(buffered);
     Ok(GzipJson {
         gzip: Bytes::from(counted.inner.finish()?),
         json_bytes: counted.bytes,
