@@ -94,6 +94,9 @@ pub struct ScaleRow {
     /// The daemon's resident memory once it serves this graph as its state
     /// with this inventory (`None` when it could not be measured here).
     pub daemon_rss_bytes: Option<u64>,
+    /// The share of one core the daemon used meanwhile, at 1 s intervals
+    /// (each saves the state and renders `/graph`).
+    pub daemon_cpu_share: Option<f64>,
 }
 
 /// Hubs: the first tenth of the workloads.
@@ -413,11 +416,11 @@ pub fn measure_size(
         true,
     )?;
     let graph_bytes = fs::metadata(&graph)?.len();
-    let daemon_rss_bytes = match daemon_rss(agent, dir, &graph, &inventory) {
-        Ok(rss) => Some(rss),
+    let (daemon_rss_bytes, daemon_cpu_share) = match daemon_costs(agent, dir, &graph, &inventory) {
+        Ok(costs) => (Some(costs.rss_bytes), Some(costs.cpu_share)),
         Err(err) => {
-            eprintln!("daemon memory not measured: {err:#}");
-            None
+            eprintln!("daemon memory and CPU not measured: {err:#}");
+            (None, None)
         }
     };
     Ok(ScaleRow {
@@ -428,13 +431,47 @@ pub fn measure_size(
         verify,
         graph_bytes,
         daemon_rss_bytes,
+        daemon_cpu_share,
     })
 }
 
 /// Starts `run` with `graph` as its state and `inventory` as its static
 /// inventory, attached to an empty cgroup of its own, and reads its resident
 /// memory once it is ready (and a few polls later).
-fn daemon_rss(agent: &Path, dir: &Path, graph: &Path, inventory: &Path) -> anyhow::Result<u64> {
+/// What the daemon costs while it runs on a graph.
+struct DaemonCosts {
+    rss_bytes: u64,
+    cpu_share: f64,
+}
+
+/// User and system CPU seconds `pid` has used.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name (in parentheses, which may hold spaces):
+    // state is field 3, utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(index - 3)
+            .context("/proc/PID/stat is too short")?
+            .parse::<f64>()?)
+    };
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((ticks(14)? + ticks(15)?) / per_second)
+}
+
+fn daemon_costs(
+    agent: &Path,
+    dir: &Path,
+    graph: &Path,
+    inventory: &Path,
+) -> anyhow::Result<DaemonCosts> {
     let state = dir.join("state");
     let _ = fs::remove_dir_all(&state);
     fs::create_dir_all(&state)?;
@@ -469,7 +506,7 @@ fn daemon_rss(agent: &Path, dir: &Path, graph: &Path, inventory: &Path) -> anyho
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot run {}", agent.display()))?;
-    let result = (|| -> anyhow::Result<u64> {
+    let result = (|| -> anyhow::Result<DaemonCosts> {
         let started = Instant::now();
         loop {
             if let Ok((200, _)) = netflow_agent::testbed::http_client::http_get(listen, "/readyz") {
@@ -480,8 +517,11 @@ fn daemon_rss(agent: &Path, dir: &Path, graph: &Path, inventory: &Path) -> anyho
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        // A few polls and a save: memory as it runs, not as it starts.
+        // A few polls and saves: memory and CPU as it runs, not as it starts.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let (cpu_before, measuring) = (cpu_seconds(child.id())?, Instant::now());
         std::thread::sleep(std::time::Duration::from_secs(5));
+        let cpu_share = (cpu_seconds(child.id())? - cpu_before) / measuring.elapsed().as_secs_f64();
         let status = fs::read_to_string(format!("/proc/{}/status", child.id()))?;
         let kilobytes = status
             .lines()
@@ -495,7 +535,10 @@ fn daemon_rss(agent: &Path, dir: &Path, graph: &Path, inventory: &Path) -> anyho
                     .ok()
             })
             .context("no VmRSS in /proc/PID/status")?;
-        Ok(kilobytes * 1024)
+        Ok(DaemonCosts {
+            rss_bytes: kilobytes * 1024,
+            cpu_share,
+        })
     })();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -510,13 +553,13 @@ pub fn print(rows: &[ScaleRow]) {
     println!("Userspace at scale (synthetic clusters, 2 pods per workload, hub services):");
     println!();
     println!(
-        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge | daemon RSS |"
+        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge | daemon RSS | daemon CPU (1 s intervals) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
         let rate = row.records as f64 / row.build.seconds.max(f64::EPSILON);
         println!(
-            "| {}, {} | {} ({} records) | {:.0} | {} | {} | {:.0} B | {} |",
+            "| {}, {} | {} ({} records) | {:.0} | {} | {} | {:.0} B | {} | {} |",
             row.size.workloads,
             row.size.edges,
             row.build,
@@ -527,6 +570,10 @@ pub fn print(rows: &[ScaleRow]) {
             row.graph_bytes as f64 / row.size.edges as f64,
             row.daemon_rss_bytes
                 .map_or_else(|| "-".to_string(), |rss| format!("{:.0} MB", mb(rss))),
+            row.daemon_cpu_share.map_or_else(
+                || "-".to_string(),
+                |share| format!("{:.0}% of a core", share * 100.0)
+            ),
         );
     }
     // The daemon's cost of one more edge, between two sizes of one inventory.
