@@ -763,17 +763,17 @@ impl RadiusCount<'_, '_, '_, '_> {
 struct CandidateFinder<'c, 'a> {
     classes: &'c [Vec<&'a PodEntry>],
     /// Labels of each namespace that has classes, as selectors see them.
-    namespace_labels: HashMap<&'a str, BTreeMap<String, String>>,
-    by_namespace: HashMap<&'a str, Vec<usize>>,
-    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    namespace_labels: HashMap<&'a str, BTreeMap<String, String>, foldhash::fast::RandomState>,
+    by_namespace: HashMap<&'a str, Vec<usize>, foldhash::fast::RandomState>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>, foldhash::fast::RandomState>,
     /// Classes whose pods an address range may name.
     addressed: Vec<usize>,
 }
 
 impl<'c, 'a> CandidateFinder<'c, 'a> {
     fn new(classes: &'c [Vec<&'a PodEntry>], inventory: &'a Inventory) -> Self {
-        let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        let mut by_namespace: HashMap<&str, Vec<usize>, _> = HashMap::default();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>, _> = HashMap::default();
         for (index, class) in classes.iter().enumerate() {
             let pod = class[0];
             by_namespace.entry(&pod.namespace).or_default().push(index);

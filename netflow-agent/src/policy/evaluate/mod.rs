@@ -214,7 +214,7 @@ pub struct Evaluator<'a> {
     /// once: a check then looks only at them (the blast radius asks about
     /// every pair of pods). Keyed by the entry's address in the inventory:
     /// two entries may share a name (a pod replaced under the same name).
-    selected: HashMap<usize, Selected<'a>>,
+    selected: HashMap<usize, Selected<'a>, foldhash::fast::RandomState>,
 }
 
 /// One ingress rule's peers and its policy's namespace (see
@@ -254,7 +254,7 @@ impl<'a> Evaluator<'a> {
             cluster_wide: &policies.cluster_wide,
             dns,
             inventory,
-            selected: HashMap::new(),
+            selected: HashMap::default(),
         };
         // Policies by namespace first: a pod is selected only by its own
         // namespace's, and a cluster has thousands of namespaces.

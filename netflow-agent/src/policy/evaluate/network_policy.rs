@@ -81,7 +81,7 @@ pub struct PeerIndex {
     /// Peers that name pods of one namespace only: without a
     /// namespaceSelector (the policy's own) or with exactly
     /// `kubernetes.io/metadata.name: NAME`.
-    pub by_namespace: HashMap<Box<str>, Vec<usize>>,
+    pub by_namespace: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
     /// Every other peer (ipBlocks, other namespace selectors).
     pub others: Vec<usize>,
 }
@@ -285,7 +285,7 @@ impl Peer {
 impl PeerIndex {
     fn new(peers: &[Peer], policy_namespace: &str) -> Self {
         let mut index = PeerIndex {
-            by_namespace: HashMap::new(),
+            by_namespace: HashMap::default(),
             others: Vec::new(),
         };
         for (position, peer) in peers.iter().enumerate() {
