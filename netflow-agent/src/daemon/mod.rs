@@ -444,7 +444,9 @@ impl Sinks<'_> {
             metrics
                 .graph_edges
                 .set(gauge_value(state.graph.edge_count()));
-            graph_gzip = Some(self::graph_gzip(&state.graph));
+            if added.changed {
+                graph_gzip = Some(self::graph_gzip(&state.graph));
+            }
         }
         let denials = self.staged.as_ref().map(staged::StagedMode::denials_json);
         shared.update(|snapshot| {

@@ -54,6 +54,10 @@ pub(super) struct GraphState {
     /// Saves that failed (each retried at the next interval).
     pub(super) save_failures: u64,
     pub(super) graph: CommGraph,
+    /// Whether the graph differs from its file: it is saved (and `/graph`
+    /// rendered again) only then. True at start, so the first interval
+    /// writes and renders what was loaded.
+    unsaved: bool,
     pub(super) inventory: InventorySource,
     /// Flows read before the inventory was synced.
     pub(super) pending: Vec<FlowRecord>,
@@ -77,6 +81,9 @@ pub(super) struct Added {
     pub evicted: u64,
     /// Edges dropped because their client went over its budget.
     pub over_budget: u64,
+    /// Whether the graph changed (or was not yet saved): what is served
+    /// from it must be rendered again.
+    pub changed: bool,
 }
 
 impl GraphState {
@@ -118,6 +125,7 @@ impl GraphState {
             files_set_aside,
             save_failures: 0,
             graph,
+            unsaved: true,
             inventory,
             pending: Vec::new(),
             pending_dropped: 0,
@@ -132,7 +140,7 @@ impl GraphState {
 
     /// Names the interval's flows into the graph (or holds them while the
     /// inventory is not synced), applies the window and the size bound, and
-    /// saves the graph.
+    /// saves the graph when any of that changed it.
     /// `answers`: the DNS answers the recorded sockets received to their
     /// queries; only the cluster DNS's name external addresses.
     pub(super) fn add(
@@ -152,6 +160,7 @@ impl GraphState {
                 report: BuildReport::default(),
                 evicted: 0,
                 over_budget: 0,
+                changed: false,
             });
         };
         let servers = dns_servers(&inventory, &self.dns_servers);
@@ -184,8 +193,10 @@ impl GraphState {
         self.dns_over_cap = over_cap;
         let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
         let report = if self.pending.is_empty() {
+            self.unsaved |= !interval.flows.is_empty();
             add_flows(&mut self.graph, &identity, &interval.flows)
         } else {
+            self.unsaved = true;
             let mut flows = std::mem::take(&mut self.pending);
             flows.extend(interval.flows.iter().cloned());
             info!(
@@ -201,7 +212,7 @@ impl GraphState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let cutoff = now.saturating_sub(self.window.as_secs());
-        self.graph.remove_edges_seen_before(cutoff);
+        let aged_out = self.graph.remove_edges_seen_before(cutoff);
         let over_budget = self.graph.cap_per_client(self.max_edges_per_client);
         if over_budget > 0 {
             warn!(
@@ -218,17 +229,25 @@ impl GraphState {
                 "graph full: the least recently seen edges were dropped"
             );
         }
+        self.unsaved |= aged_out > 0 || over_budget > 0 || evicted > 0;
+        let changed = self.unsaved;
         // A failed save (a full disk) loses nothing yet: the graph is in
         // memory and the next interval saves it again.
-        if let Err(err) = self.graph.save_one_thread(&self.path) {
-            self.save_failures += 1;
-            let err = crate::telemetry::error_chain(&err);
-            warn!(%err, failures = self.save_failures, "cannot save the graph; retrying next interval");
+        if self.unsaved {
+            match self.graph.save_one_thread(&self.path) {
+                Ok(()) => self.unsaved = false,
+                Err(err) => {
+                    self.save_failures += 1;
+                    let err = crate::telemetry::error_chain(&err);
+                    warn!(%err, failures = self.save_failures, "cannot save the graph; retrying next interval");
+                }
+            }
         }
         Ok(Added {
             report,
             evicted,
             over_budget,
+            changed,
         })
     }
 }
@@ -400,6 +419,32 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![490]
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An interval that changed nothing writes nothing: on a quiet node a
+    /// large graph was written out whole (and /graph compressed again)
+    /// every few seconds for nothing.
+    #[test]
+    fn only_a_changed_graph_is_saved() {
+        let dir = scratch("unchanged");
+        let options = options(&dir);
+        let mut state = open(&options).unwrap();
+        let graph = options.dir.join("graph.json");
+        let dns: Vec<DnsAnswer> = Vec::new();
+        // The first interval writes what was loaded (here: a new graph).
+        assert!(state.add(&Interval::default(), &dns).unwrap().changed);
+        assert!(graph.exists());
+        std::fs::remove_file(&graph).unwrap();
+        assert!(!state.add(&Interval::default(), &dns).unwrap().changed);
+        assert!(!graph.exists(), "a quiet interval wrote the graph again");
+        let now = crate::model::rfc3339(std::time::SystemTime::now());
+        let busy = Interval {
+            flows: vec![flow_from("/busy", "203.0.113.9", &now)],
+            ..Interval::default()
+        };
+        assert!(state.add(&busy, &dns).unwrap().changed);
+        assert!(graph.exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

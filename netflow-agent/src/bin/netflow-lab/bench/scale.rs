@@ -95,7 +95,8 @@ pub struct ScaleRow {
     /// with this inventory (`None` when it could not be measured here).
     pub daemon_rss_bytes: Option<u64>,
     /// The share of one core the daemon used meanwhile, at 1 s intervals
-    /// (each saves the state and renders `/graph`).
+    /// without traffic (an interval that changed the graph also saves it
+    /// and renders `/graph`).
     pub daemon_cpu_share: Option<f64>,
 }
 
@@ -553,7 +554,7 @@ pub fn print(rows: &[ScaleRow]) {
     println!("Userspace at scale (synthetic clusters, 2 pods per workload, hub services):");
     println!();
     println!(
-        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge | daemon RSS | daemon CPU (1 s intervals) |"
+        "| workloads, edges | graph build | records/s | generate | verify | graph.json per edge | daemon RSS | daemon CPU, idle (1 s intervals) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
