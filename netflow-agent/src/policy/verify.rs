@@ -38,8 +38,9 @@ pub struct VerifyReport {
     /// Edges whose ends have no pod (or address) in the inventory to test.
     pub not_checkable: Vec<String>,
     pub blast_radius: BlastRadius,
-    /// Every edge's verdict, in the graph's edge order (for the report
-    /// page; the lists above say the same by kind).
+    /// Every edge's verdict, in the graph's edge order, from
+    /// [`verify_explained`] (for the report page; the lists above say the
+    /// same by kind); empty from [`verify`].
     #[serde(skip)]
     pub verdicts: Vec<EdgeVerdict>,
 }
@@ -268,38 +269,46 @@ impl Replay<'_, '_> {
         let (evaluator, inventory, explain) = (self.evaluator, self.inventory, self.explain);
         report.edges += 1;
         let protocol = protocol_name(&edge.key.protocol);
-        let name = format!(
-            "{} -> {} {}/{}",
-            client.label(),
-            server.label(),
-            protocol.to_ascii_lowercase(),
-            edge.key.port
-        );
+        // Named for the lists of edges not allowed and for the verdicts
+        // (which only the report page asks for): a million allowed edges
+        // are not named otherwise.
+        let name = || {
+            format!(
+                "{} -> {} {}/{}",
+                client.label(),
+                server.label(),
+                protocol.to_ascii_lowercase(),
+                edge.key.port
+            )
+        };
+        let verdict = |report: &mut VerifyReport, name: &str, status, why: String| {
+            if explain {
+                report.verdicts.push(EdgeVerdict {
+                    edge: name.to_string(),
+                    status,
+                    why,
+                });
+            }
+        };
         if !proven(edge, false) {
-            report.verdicts.push(EdgeVerdict {
-                edge: name.clone(),
-                status: "never-connected",
-                why: "never answered: no policy allows it".into(),
-            });
+            let name = name();
+            let why = "never answered: no policy allows it".into();
+            verdict(report, &name, "never-connected", why);
             report.never_connected.push(name);
             return;
         }
         match never_allowed(server).or_else(|| never_allowed(client)) {
             Some("metadata-service") => {
-                report.verdicts.push(EdgeVerdict {
-                    edge: name.clone(),
-                    status: "metadata",
-                    why: "the metadata service: never allowed".into(),
-                });
+                let name = name();
+                let why = "the metadata service: never allowed".into();
+                verdict(report, &name, "metadata", why);
                 report.metadata_contacts.push(name);
                 return;
             }
             Some(_) => {
-                report.verdicts.push(EdgeVerdict {
-                    edge: name.clone(),
-                    status: "link-local",
-                    why: "a link-local address: never allowed".into(),
-                });
+                let name = name();
+                let why = "a link-local address: never allowed".into();
+                verdict(report, &name, "link-local", why);
                 report.link_local_contacts.push(name);
                 return;
             }
@@ -307,11 +316,9 @@ impl Replay<'_, '_> {
         }
         let (clients, servers) = (pods_of(inventory, client), pods_of(inventory, server));
         if clients.is_empty() || servers.is_empty() {
-            report.verdicts.push(EdgeVerdict {
-                edge: name.clone(),
-                status: "not-checkable",
-                why: "no pod or address of an end in the inventory".into(),
-            });
+            let name = name();
+            let why = "no pod or address of an end in the inventory".into();
+            verdict(report, &name, "not-checkable", why);
             report.not_checkable.push(name);
             return;
         }
@@ -342,29 +349,20 @@ impl Replay<'_, '_> {
         });
         match refusal {
             Some(reason) => {
-                report.verdicts.push(EdgeVerdict {
-                    edge: name.clone(),
-                    status: "blocked",
-                    why: reason.clone(),
-                });
+                let name = name();
+                verdict(report, &name, "blocked", reason.clone());
                 report.blocked.push(BlockedEdge { edge: name, reason });
             }
             None => {
-                // What allows it, from one pair of its ends (they share
-                // the policies that allow them).
-                let why = if explain {
-                    evaluator
+                if explain {
+                    // What allows it, from one pair of its ends (they
+                    // share the policies that allow them).
+                    let why = evaluator
                         .explain(clients[0], servers[0], edge.key.port, &protocol)
                         .map(|by| by.join("; "))
-                        .unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                report.verdicts.push(EdgeVerdict {
-                    edge: name.clone(),
-                    status: "allowed",
-                    why,
-                });
+                        .unwrap_or_default();
+                    verdict(report, &name(), "allowed", why);
+                }
                 report.allowed += 1;
             }
         }
