@@ -8,6 +8,7 @@ mod cli;
 mod http_peer;
 mod lab;
 mod peer;
+mod proc_usage;
 mod relay;
 mod soak;
 mod socket_lb;

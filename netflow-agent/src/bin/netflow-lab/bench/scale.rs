@@ -23,6 +23,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
+use crate::proc_usage::{cpu_ticks, rss_kb, ticks_per_second};
+
 /// One size to measure: workloads and distinct edges.
 #[derive(Clone, Copy, Debug)]
 pub struct Size {
@@ -436,37 +438,15 @@ pub fn measure_size(
     })
 }
 
-/// Starts `run` with `graph` as its state and `inventory` as its static
-/// inventory, attached to an empty cgroup of its own, and reads its resident
-/// memory once it is ready (and a few polls later).
 /// What the daemon costs while it runs on a graph.
 struct DaemonCosts {
     rss_bytes: u64,
     cpu_share: f64,
 }
 
-/// User and system CPU seconds `pid` has used.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // After the command name (in parentheses, which may hold spaces):
-    // state is field 3, utime and stime fields 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("no command name in /proc/PID/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |index: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(index - 3)
-            .context("/proc/PID/stat is too short")?
-            .parse::<f64>()?)
-    };
-    // SAFETY: sysconf only reads a system constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok((ticks(14)? + ticks(15)?) / per_second)
-}
-
+/// Starts `run` with `graph` as its state and `inventory` as its static
+/// inventory, attached to an empty cgroup of its own, and reads its CPU over
+/// a few polls once it is ready, and its resident memory after them.
 fn daemon_costs(
     agent: &Path,
     dir: &Path,
@@ -520,24 +500,12 @@ fn daemon_costs(
         }
         // A few polls and saves: memory and CPU as it runs, not as it starts.
         std::thread::sleep(std::time::Duration::from_secs(1));
-        let (cpu_before, measuring) = (cpu_seconds(child.id())?, Instant::now());
+        let (cpu_before, measuring) = (cpu_ticks(child.id())?, Instant::now());
         std::thread::sleep(std::time::Duration::from_secs(5));
-        let cpu_share = (cpu_seconds(child.id())? - cpu_before) / measuring.elapsed().as_secs_f64();
-        let status = fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-        let kilobytes = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .context("no VmRSS in /proc/PID/status")?;
+        let cpu_seconds = (cpu_ticks(child.id())? - cpu_before) as f64 / ticks_per_second();
+        let cpu_share = cpu_seconds / measuring.elapsed().as_secs_f64();
         Ok(DaemonCosts {
-            rss_bytes: kilobytes * 1024,
+            rss_bytes: rss_kb(child.id())? * 1024,
             cpu_share,
         })
     })();
