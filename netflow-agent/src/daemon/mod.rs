@@ -468,22 +468,11 @@ pub fn graph_gzip(graph: &crate::graph::CommGraph) -> gzip_body::GzipJson {
 }
 
 /// Sets the agent up to hold only what it uses, for weeks on every node:
-/// no transparent huge pages (a 2 MiB page stays resident while any of it
-/// is in use, and the agent's heap is many small objects kept among many
-/// dropped), and freed pages handed back at once rather than after a delay.
-/// Measured at 20 000 pods and 100 000 edges: 91-92 MB resident instead of
-/// 114-122 MB (docs/performance.md). The commands that run once keep the
-/// defaults: huge pages make their large parses faster.
+/// freed pages go back to the system at once rather than after a delay
+/// (with huge pages off for every command, see `main.rs`: 114-122 MB ->
+/// 86-94 MB resident at 20 000 pods and 100 000 edges, docs/performance.md).
+/// The commands that run once keep the delay: they end soon anyway.
 fn hold_little_memory() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes no pointers; it only
-    // changes how this process's later page faults are served.
-    let disabled = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if disabled != 0 {
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "transparent huge pages stay on"
-        );
-    }
     // mimalloc.h's `mi_option_purge_delay` (the same in mimalloc 2 and 3),
     // which libmimalloc-sys does not name.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
