@@ -193,10 +193,8 @@ impl GraphState {
         self.dns_over_cap = over_cap;
         let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
         let report = if self.pending.is_empty() {
-            self.unsaved |= !interval.flows.is_empty();
             add_flows(&mut self.graph, &identity, &interval.flows)
         } else {
-            self.unsaved = true;
             let mut flows = std::mem::take(&mut self.pending);
             flows.extend(interval.flows.iter().cloned());
             info!(
@@ -229,7 +227,7 @@ impl GraphState {
                 "graph full: the least recently seen edges were dropped"
             );
         }
-        self.unsaved |= aged_out > 0 || over_budget > 0 || evicted > 0;
+        self.unsaved |= report.flow_records > 0 || aged_out > 0 || over_budget > 0 || evicted > 0;
         let changed = self.unsaved;
         // A failed save (a full disk) loses nothing yet: the graph is in
         // memory and the next interval saves it again.

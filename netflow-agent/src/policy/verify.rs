@@ -91,13 +91,25 @@ pub fn protocol_name(edge_protocol: &crate::model::Protocol) -> String {
         .map_or_else(|| edge_protocol.to_string(), str::to_string)
 }
 
+/// The protocols policies name, each by its position here where a small
+/// code serves (verdict and observed-edge keys).
+const POLICY_PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
+
+/// `name`'s position in [`POLICY_PROTOCOLS`], whatever its case.
+fn protocol_code(name: &str) -> Option<u8> {
+    POLICY_PROTOCOLS
+        .iter()
+        .position(|known| known.eq_ignore_ascii_case(name))
+        .and_then(|code| u8::try_from(code).ok())
+}
+
 /// A protocol's name as the observed edges are keyed by it: upper case,
 /// borrowed for the names policies use (no allocation per lookup).
 fn protocol_key(name: &str) -> Cow<'static, str> {
-    ["TCP", "UDP", "SCTP"]
-        .into_iter()
-        .find(|known| known.eq_ignore_ascii_case(name))
-        .map_or_else(|| Cow::Owned(name.to_ascii_uppercase()), Cow::Borrowed)
+    protocol_code(name).map_or_else(
+        || Cow::Owned(name.to_ascii_uppercase()),
+        |code| Cow::Borrowed(POLICY_PROTOCOLS[usize::from(code)]),
+    )
 }
 
 /// Why an edge between these ends would be refused (`check` answers for
@@ -586,15 +598,12 @@ impl ClassChecks<'_, '_> {
             End::Address(_) => None,
         };
         // Protocols by a small code (no key allocation per check).
-        let code = ["TCP", "UDP", "SCTP"]
-            .iter()
-            .position(|name| name.eq_ignore_ascii_case(protocol));
         let (Some(client_class), Some(server_class), Some(code)) =
-            (class(client), class(server), code)
+            (class(client), class(server), protocol_code(protocol))
         else {
             return shared.evaluator.check(client, server, port, protocol) == Verdict::Allowed;
         };
-        let key = (client_class, server_class, port, code as u8);
+        let key = (client_class, server_class, port, code);
         let known = shared.known.iter().chain([&self.found]);
         if let Some(&allowed) = known.filter_map(|verdicts| verdicts.get(&key)).next() {
             return allowed;
@@ -616,17 +625,12 @@ fn blast_radius_with(
     observed: &Observed<'_>,
     at_once: usize,
 ) -> BlastRadius {
-    let pods = inventory
+    let pods: Vec<&PodEntry> = inventory
         .pods
         .iter()
         .filter(|pod| !pod.host_network)
-        .count();
+        .collect();
     let Some(classes) = classes else {
-        let pods: Vec<&PodEntry> = inventory
-            .pods
-            .iter()
-            .filter(|pod| !pod.host_network)
-            .collect();
         return blast_radius_per_pod(shared.evaluator, &pods, observed);
     };
     let counting = RadiusCount {
@@ -636,7 +640,7 @@ fn blast_radius_with(
         // checked.
         prune: policies.cilium.is_empty() && policies.cluster_wide.is_empty(),
         finder: CandidateFinder::new(classes, inventory),
-        other_pods: pods.saturating_sub(1),
+        other_pods: pods.len().saturating_sub(1),
         observed,
     };
     let at_once = at_once.max(1);
