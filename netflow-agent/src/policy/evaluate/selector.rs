@@ -5,7 +5,7 @@
 //! held per peer was most of `policy verify`'s memory.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
 };
 
@@ -82,25 +82,44 @@ impl Selector {
 }
 
 /// Keeps each distinct selector once.
+///
+/// A selector is looked up by its terms written out flat (length-prefixed
+/// strings in one buffer, reused): a generated set reads millions of peers
+/// naming a few thousand selectors, and building each one's terms only to
+/// find an equal one held and drop them was most of interning.
 #[derive(Debug, Default)]
 pub struct SelectorInterner {
-    held: HashSet<Selector>,
+    held: HashMap<Box<[u8]>, Selector, foldhash::fast::RandomState>,
+    flat: Vec<u8>,
 }
 
 impl SelectorInterner {
     /// `selector` as held: an equal one read before, or this one.
     pub fn intern(&mut self, selector: &LabelSelector) -> Selector {
+        let labels = selector.match_labels.iter().flatten();
+        let expressions = selector.match_expressions.iter().flatten();
+        self.flat.clear();
+        // `matchLabels` is a BTreeMap: its pairs come in key order, so
+        // equal maps write equal bytes.
+        for (key, value) in labels.clone() {
+            write_flat(&mut self.flat, b'L', key);
+            write_flat(&mut self.flat, b'=', value);
+        }
+        for requirement in expressions.clone() {
+            write_flat(&mut self.flat, b'E', &requirement.key);
+            write_flat(&mut self.flat, b'O', &requirement.operator);
+            for value in requirement.values.iter().flatten() {
+                write_flat(&mut self.flat, b'V', value);
+            }
+        }
+        if let Some(held) = self.held.get(self.flat.as_slice()) {
+            return held.clone();
+        }
         let terms = Terms {
-            labels: selector
-                .match_labels
-                .iter()
-                .flatten()
+            labels: labels
                 .map(|(key, value)| (key.as_str().into(), value.as_str().into()))
                 .collect(),
-            expressions: selector
-                .match_expressions
-                .iter()
-                .flatten()
+            expressions: expressions
                 .map(|requirement| Requirement {
                     key: requirement.key.as_str().into(),
                     operator: match requirement.operator.as_str() {
@@ -120,14 +139,18 @@ impl SelectorInterner {
                 .collect(),
         };
         let selector = Selector(Arc::new(terms));
-        match self.held.get(&selector) {
-            Some(held) => held.clone(),
-            None => {
-                self.held.insert(selector.clone());
-                selector
-            }
-        }
+        self.held
+            .insert(self.flat.as_slice().into(), selector.clone());
+        selector
     }
+}
+
+/// Appends one string, tagged with what it is and prefixed with its
+/// length, so that no two different selectors write the same bytes.
+fn write_flat(flat: &mut Vec<u8>, tag: u8, text: &str) {
+    flat.push(tag);
+    flat.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    flat.extend_from_slice(text.as_bytes());
 }
 
 #[cfg(test)]
@@ -146,6 +169,37 @@ mod tests {
         let c = interner.intern(&selector("{matchLabels: {app: api}}"));
         assert!(Arc::ptr_eq(&a.0, &b.0));
         assert!(!Arc::ptr_eq(&a.0, &c.0));
+    }
+
+    /// Selectors whose strings, put end to end, are the same are still
+    /// different selectors.
+    #[test]
+    fn different_selectors_are_not_shared() {
+        let forms = [
+            "{}",
+            "{matchLabels: {a: bc}}",
+            "{matchLabels: {ab: c}}",
+            "{matchLabels: {a: b, c: d}}",
+            "{matchLabels: {a: 'b', c: 'd'}, matchExpressions: [{key: x, operator: Exists}]}",
+            "{matchExpressions: [{key: a, operator: In, values: [b, c]}]}",
+            "{matchExpressions: [{key: a, operator: In, values: [bc]}]}",
+            "{matchExpressions: [{key: a, operator: In, values: [b]}, {key: c, operator: Exists}]}",
+            "{matchExpressions: [{key: c, operator: Exists}, {key: a, operator: In, values: [b]}]}",
+            "{matchExpressions: [{key: a, operator: NotIn, values: [b]}]}",
+        ];
+        let mut interner = SelectorInterner::default();
+        let held: Vec<Selector> = forms
+            .iter()
+            .map(|yaml| interner.intern(&selector(yaml)))
+            .collect();
+        for (i, a) in held.iter().enumerate() {
+            for (j, b) in held.iter().enumerate() {
+                assert_eq!(a == b, i == j, "{} and {}", forms[i], forms[j]);
+                assert_eq!(Arc::ptr_eq(&a.0, &b.0), i == j);
+            }
+        }
+        let again = interner.intern(&selector(forms[5]));
+        assert!(Arc::ptr_eq(&again.0, &held[5].0));
     }
 
     /// Every operator, as the API defines it, against the typed selector's
