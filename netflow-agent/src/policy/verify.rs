@@ -211,9 +211,10 @@ pub(crate) fn verify_in_runs(
     // with its own verdict cache; the reports are put together in edge order.
     let edges = graph.edges();
     let runs: Vec<_> = edges.chunks(run.max(1)).collect();
+    let ends = EndsByEndpoint::new(graph, inventory);
     let replay = Replay {
         evaluator: &evaluator,
-        inventory,
+        ends: &ends,
         explain,
     };
     let (parts, caches) = map_in_order(
@@ -263,8 +264,39 @@ const SERVER_CLASSES_AT_ONCE: usize = 64;
 /// What replaying one edge needs besides its thread's cache.
 struct Replay<'r, 'a> {
     evaluator: &'r Evaluator<'a>,
-    inventory: &'a Inventory,
+    ends: &'r EndsByEndpoint<'a>,
     explain: bool,
+}
+
+/// Every endpoint's ends ([`pods_of`]), found once: an endpoint is an end
+/// of many edges, and finding its pods again for each (a workload's key
+/// built, looked up, its pods collected) was a fifth of the replay.
+/// Keyed by where the graph holds the endpoint, which stays put while the
+/// graph is borrowed.
+struct EndsByEndpoint<'a> {
+    ends: HashMap<usize, Vec<End<'a>>, foldhash::fast::RandomState>,
+}
+
+impl<'a> EndsByEndpoint<'a> {
+    fn new(graph: &CommGraph, inventory: &'a Inventory) -> Self {
+        let ends = graph
+            .endpoints()
+            .into_iter()
+            .map(|endpoint| (Self::key(endpoint), pods_of(inventory, endpoint)))
+            .collect();
+        Self { ends }
+    }
+
+    fn key(endpoint: &Endpoint) -> usize {
+        std::ptr::from_ref(endpoint) as usize
+    }
+
+    /// The ends of `endpoint`, one of the graph's.
+    fn of(&self, endpoint: &Endpoint) -> &[End<'a>] {
+        self.ends
+            .get(&Self::key(endpoint))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 impl Replay<'_, '_> {
@@ -278,7 +310,7 @@ impl Replay<'_, '_> {
         server: &'g Endpoint,
         edge: &Edge,
     ) {
-        let (evaluator, inventory, explain) = (self.evaluator, self.inventory, self.explain);
+        let (evaluator, explain) = (self.evaluator, self.explain);
         report.edges += 1;
         let protocol = protocol_name(&edge.key.protocol);
         // Named for the lists of edges not allowed and for the verdicts
@@ -326,7 +358,7 @@ impl Replay<'_, '_> {
             }
             None => {}
         }
-        let (clients, servers) = (pods_of(inventory, client), pods_of(inventory, server));
+        let (clients, servers) = (self.ends.of(client), self.ends.of(server));
         if clients.is_empty() || servers.is_empty() {
             let name = name();
             let why = "no pod or address of an end in the inventory".into();
@@ -334,7 +366,7 @@ impl Replay<'_, '_> {
             report.not_checkable.push(name);
             return;
         }
-        let refusal = refusal(&clients, &servers, |client_end, server_end| {
+        let refusal = refusal(clients, servers, |client_end, server_end| {
             checks.check(client_end, server_end, edge.key.port, &protocol)
         })
         .or_else(|| {
@@ -348,7 +380,7 @@ impl Replay<'_, '_> {
                         method: &call.method,
                         path: &call.example,
                     };
-                    refusal(&clients, &servers, |client_end, server_end| {
+                    refusal(clients, servers, |client_end, server_end| {
                         evaluator.check_request(
                             client_end,
                             server_end,
