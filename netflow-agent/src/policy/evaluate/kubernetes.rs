@@ -43,8 +43,8 @@ pub(super) fn allows(
     protocol: &str,
     port_owner: Option<&PodEntry>,
 ) -> bool {
-    let peer_namespace = match peer {
-        End::Pod(pod) => Some(pod.namespace.as_str()),
+    let peer_pod = match peer {
+        End::Pod(pod) => Some(pod),
         End::Address(_) => None,
     };
     // Ports first: they are a few numbers to compare, and a generated
@@ -52,7 +52,7 @@ pub(super) fn allows(
     policy.rules(direction).iter().any(|rule| {
         rule_admits_port(rule, port, protocol, port_owner)
             && (rule.peers.is_none()
-                || rule.any_candidate(peer_namespace, |candidate| {
+                || rule.any_candidate(peer_pod, |candidate| {
                     peer_matches(candidate, inventory, &policy.namespace, peer)
                 }))
     })

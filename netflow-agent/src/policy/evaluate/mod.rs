@@ -1052,7 +1052,14 @@ mod tests {
 
     #[test]
     fn long_peer_lists_decide_as_a_scan_would() {
-        let inv = inventory();
+        // A pod of two labels, besides the inventory's pods of one.
+        let two_labels = r#"{"kind":"Pod","metadata":{"name":"web2","namespace":"shop","uid":"5","labels":{"app":"web","zone":"a"}},"spec":{"containers":[{"name":"c"}]},"status":{"podIP":"10.0.0.5"}},"#;
+        let inv = Inventory::parse(&INVENTORY.replacen(
+            r#"{"kind":"Pod","#,
+            &format!("{two_labels}{{\"kind\":\"Pod\","),
+            1,
+        ))
+        .unwrap();
         let forms = [
             "{podSelector: {matchLabels: {app: db}}}",
             "{podSelector: {}}",
@@ -1069,6 +1076,9 @@ mod tests {
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: api}, matchExpressions: [{key: app, operator: NotIn, values: [web]}]}}",
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchExpressions: [{key: app, operator: In, values: [web, db]}]}}",
             "{podSelector: {matchLabels: {build: x}}}",
+            "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {zone: a}}}",
+            "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: web, zone: b}}}",
+            "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, podSelector: {matchLabels: {app: api, zone: a}}}",
             "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: other}}, podSelector: {matchLabels: {app: tool}}}",
         ];
         let fillers: Vec<String> = (0..8)
@@ -1085,6 +1095,7 @@ mod tests {
             .collect();
         let clients = [
             pod(&inv, "web"),
+            pod(&inv, "web2"),
             pod(&inv, "api"),
             pod(&inv, "tool"),
             pod(&inv, "db"),

@@ -4,7 +4,7 @@
 //! namespace each peer names. Made once when a policy is read; the typed
 //! object is kept only when something will write it out again (`apply`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
@@ -15,7 +15,7 @@ use super::{
     Direction,
     selector::{Selector, SelectorInterner},
 };
-use crate::inventory::NAMESPACE_NAME_LABEL;
+use crate::inventory::{NAMESPACE_NAME_LABEL, PodEntry};
 
 #[derive(Debug)]
 pub struct CompiledNetworkPolicy {
@@ -73,17 +73,70 @@ pub enum PortRef {
 }
 
 /// A peer list's peers (positions in it) by the one namespace each can
-/// name. A generated policy for a busy server lists a peer per client
-/// workload, thousands of them: a check looks only at those of the
-/// client's namespace.
+/// name, then by a label each requires. A generated policy for a busy
+/// server lists a peer per client workload, thousands of them: a check
+/// looks only at those that could select the client.
 #[derive(Debug)]
 pub struct PeerIndex {
     /// Peers that name pods of one namespace only: without a
     /// namespaceSelector (the policy's own) or with exactly
     /// `kubernetes.io/metadata.name: NAME`.
-    pub by_namespace: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
+    pub by_namespace: HashMap<Box<str>, NamespacePeers, foldhash::fast::RandomState>,
     /// Every other peer (ipBlocks, other namespace selectors).
     pub others: Vec<usize>,
+}
+
+/// The peers that name pods of one namespace: first those whose pod
+/// selector requires no label (none, `{}`, or `matchExpressions` only),
+/// then the others in the order of the first label each requires (the
+/// first of its `matchLabels`), so that only those requiring a label a pod
+/// has are looked at.
+#[derive(Debug, Default)]
+pub struct NamespacePeers {
+    positions: Vec<usize>,
+    unlabeled: usize,
+}
+
+/// The first label `peer`'s pod selector requires.
+fn first_label(peer: &Peer) -> Option<(&str, &str)> {
+    match peer {
+        Peer::Pods {
+            pods: Some(selector),
+            ..
+        } => selector.match_labels().next(),
+        _ => None,
+    }
+}
+
+impl NamespacePeers {
+    /// Puts the positions in their order (once every peer is in).
+    fn sort(&mut self, peers: &[Peer]) {
+        self.positions
+            .sort_by_key(|&position| first_label(&peers[position]));
+        self.unlabeled = self
+            .positions
+            .partition_point(|&position| first_label(&peers[position]).is_none());
+    }
+
+    /// Whether one of `peers` that could select a pod with `labels` does
+    /// (`matches`, given a position).
+    fn any(
+        &self,
+        peers: &[Peer],
+        labels: &BTreeMap<String, String>,
+        matches: &mut impl FnMut(usize) -> bool,
+    ) -> bool {
+        let (unlabeled, labeled) = self.positions.split_at(self.unlabeled);
+        unlabeled.iter().any(|&position| matches(position))
+            || labels.iter().any(|(key, value)| {
+                let wanted = Some((key.as_str(), value.as_str()));
+                let start = labeled.partition_point(|&p| first_label(&peers[p]) < wanted);
+                labeled[start..]
+                    .iter()
+                    .take_while(|&&p| first_label(&peers[p]) == wanted)
+                    .any(|&position| matches(position))
+            })
+    }
 }
 
 /// Peer lists shorter than this are scanned as they are.
@@ -224,23 +277,25 @@ impl Rule {
         }
     }
 
-    /// Whether `matches` holds for one of the peers that may match a pod of
-    /// `namespace` (`None`: an address); no other peer can.
+    /// Whether `matches` holds for one of the peers that may select `pod`
+    /// (`None`: an address); no other peer can.
     pub fn any_candidate(
         &self,
-        namespace: Option<&str>,
-        matches: impl FnMut(&Peer) -> bool,
+        pod: Option<&PodEntry>,
+        mut matches: impl FnMut(&Peer) -> bool,
     ) -> bool {
         let peers = self.peers.as_deref().unwrap_or_default();
         match &self.index {
             None => peers.iter().any(matches),
-            Some(index) => namespace
-                .and_then(|namespace| index.by_namespace.get(namespace))
-                .into_iter()
-                .flatten()
-                .chain(index.others.iter())
-                .map(|&position| &peers[position])
-                .any(matches),
+            Some(index) => {
+                let mut at = |position: usize| matches(&peers[position]);
+                pod.and_then(|pod| {
+                    let namespace = index.by_namespace.get(pod.namespace.as_str())?;
+                    Some(namespace.any(peers, &pod.labels, &mut at))
+                })
+                .unwrap_or(false)
+                    || index.others.iter().any(|&position| at(position))
+            }
         }
     }
 }
@@ -294,9 +349,13 @@ impl PeerIndex {
                     .by_namespace
                     .entry(namespace.into())
                     .or_default()
+                    .positions
                     .push(position),
                 None => index.others.push(position),
             }
+        }
+        for namespace in index.by_namespace.values_mut() {
+            namespace.sort(peers);
         }
         index
     }
