@@ -8,7 +8,7 @@
 //! kind, a `List`, a policy whose kind comes last) is read as a YAML value
 //! and judged as before.
 
-use std::cell::Cell;
+use std::{cell::Cell, marker::PhantomData};
 
 use k8s_openapi::{
     api::networking::v1::{NetworkPolicy, NetworkPolicySpec},
@@ -17,32 +17,47 @@ use k8s_openapi::{
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_norway::{Mapping, Value};
 
+use super::{
+    network_policy::{CompiledNetworkPolicy, SpecParts},
+    selector::{OptionSeed, SelectorInterner},
+    spec_reader::SpecSeed,
+};
+
 const API_VERSION: &str = "networking.k8s.io/v1";
 const KIND: &str = "NetworkPolicy";
 
 /// A document as read.
 pub enum Document {
     NetworkPolicy(Box<NetworkPolicy>),
+    /// A NetworkPolicy read straight into what the evaluator holds (when
+    /// its typed object is not kept, and its spec came after its kind).
+    Compiled(Box<CompiledNetworkPolicy>),
     Value(Value),
 }
 
 /// Reads a [`Document`]. `typed` is set while a NetworkPolicy's own fields
 /// are being read, so that an error then is the policy's (its schema),
-/// not the file's.
+/// not the file's. With `compile`, a NetworkPolicy's spec is read straight
+/// into its compiled parts, its selectors interned there.
 pub struct DocumentSeed<'s> {
     pub typed: &'s Cell<bool>,
+    pub compile: Option<&'s mut SelectorInterner>,
 }
 
 impl<'de> DeserializeSeed<'de> for DocumentSeed<'_> {
     type Value = Document;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Document, D::Error> {
-        deserializer.deserialize_any(DocumentVisitor { typed: self.typed })
+        deserializer.deserialize_any(DocumentVisitor {
+            typed: self.typed,
+            compile: self.compile,
+        })
     }
 }
 
 struct DocumentVisitor<'s> {
     typed: &'s Cell<bool>,
+    compile: Option<&'s mut SelectorInterner>,
 }
 
 fn is_network_policy(entries: &Mapping) -> bool {
@@ -50,32 +65,31 @@ fn is_network_policy(entries: &Mapping) -> bool {
         && entries.get("kind").and_then(Value::as_str) == Some(KIND)
 }
 
-impl DocumentVisitor<'_> {
-    /// A typed field's value, with `typed` set while it is read.
-    fn typed_value<'de, T: de::Deserialize<'de>, A: MapAccess<'de>>(
-        &self,
-        map: &mut A,
-    ) -> Result<T, A::Error> {
-        self.typed.set(true);
-        let value = map.next_value()?;
-        self.typed.set(false);
-        Ok(value)
-    }
+/// A typed field's value, read by `seed`, with `typed` set while it is read.
+fn typed_value<'de, S: DeserializeSeed<'de>, A: MapAccess<'de>>(
+    typed: &Cell<bool>,
+    map: &mut A,
+    seed: S,
+) -> Result<S::Value, A::Error> {
+    typed.set(true);
+    let value = map.next_value_seed(seed)?;
+    typed.set(false);
+    Ok(value)
+}
 
-    /// A field of the policy that came before its kind, converted now.
-    fn converted_entry<T: serde::de::DeserializeOwned, E: de::Error>(
-        &self,
-        entries: &mut Mapping,
-        field: &str,
-    ) -> Result<Option<T>, E> {
-        match entries.remove(field) {
-            None => Ok(None),
-            Some(value) => {
-                self.typed.set(true);
-                let converted = serde_norway::from_value(value).map_err(E::custom)?;
-                self.typed.set(false);
-                Ok(converted)
-            }
+/// A field of the policy that came before its kind, converted now.
+fn converted_entry<T: serde::de::DeserializeOwned, E: de::Error>(
+    typed: &Cell<bool>,
+    entries: &mut Mapping,
+    field: &str,
+) -> Result<Option<T>, E> {
+    match entries.remove(field) {
+        None => Ok(None),
+        Some(value) => {
+            typed.set(true);
+            let converted = serde_norway::from_value(value).map_err(E::custom)?;
+            typed.set(false);
+            Ok(converted)
         }
     }
 }
@@ -88,37 +102,50 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let DocumentVisitor { typed, mut compile } = self;
         let mut entries = Mapping::new();
         let mut metadata: Option<Option<ObjectMeta>> = None;
         let mut spec: Option<Option<NetworkPolicySpec>> = None;
+        let mut spec_parts: Option<Option<SpecParts>> = None;
         while let Some(key) = map.next_key::<Value>()? {
             let typed_field = match key.as_str() {
                 Some("metadata") if metadata.is_none() => is_network_policy(&entries),
-                Some("spec") if spec.is_none() => is_network_policy(&entries),
+                Some("spec") if spec.is_none() && spec_parts.is_none() => {
+                    is_network_policy(&entries)
+                }
                 _ => false,
             };
             if !typed_field {
                 let value = map.next_value::<Value>()?;
                 entries.insert(key, value);
             } else if key.as_str() == Some("metadata") {
-                metadata = Some(self.typed_value(&mut map)?);
+                metadata = Some(typed_value(typed, &mut map, PhantomData)?);
+            } else if let Some(selectors) = compile.as_deref_mut() {
+                let seed = OptionSeed(SpecSeed { selectors });
+                spec_parts = Some(typed_value(typed, &mut map, seed)?);
             } else {
-                spec = Some(self.typed_value(&mut map)?);
+                spec = Some(typed_value(typed, &mut map, PhantomData)?);
             }
         }
-        if metadata.is_none() && spec.is_none() {
+        if metadata.is_none() && spec.is_none() && spec_parts.is_none() {
             return Ok(Document::Value(Value::Mapping(entries)));
         }
-        let metadata = match metadata {
+        let metadata: ObjectMeta = match metadata {
             Some(metadata) => metadata,
-            None => self.converted_entry(&mut entries, "metadata")?,
-        };
+            None => converted_entry(typed, &mut entries, "metadata")?,
+        }
+        .unwrap_or_default();
+        if let Some(parts) = spec_parts {
+            return Ok(Document::Compiled(Box::new(
+                CompiledNetworkPolicy::from_parts(metadata.namespace, metadata.name, parts),
+            )));
+        }
         let spec = match spec {
             Some(spec) => spec,
-            None => self.converted_entry(&mut entries, "spec")?,
+            None => converted_entry(typed, &mut entries, "spec")?,
         };
         Ok(Document::NetworkPolicy(Box::new(NetworkPolicy {
-            metadata: metadata.unwrap_or_default(),
+            metadata,
             spec,
         })))
     }
@@ -171,9 +198,104 @@ mod tests {
     fn read(text: &str) -> Result<Document, (bool, String)> {
         let document = serde_norway::Deserializer::from_str(text).next().unwrap();
         let typed = Cell::new(false);
-        DocumentSeed { typed: &typed }
-            .deserialize(document)
-            .map_err(|err| (typed.get(), err.to_string()))
+        DocumentSeed {
+            typed: &typed,
+            compile: None,
+        }
+        .deserialize(document)
+        .map_err(|err| (typed.get(), err.to_string()))
+    }
+
+    /// The policy of `text` read straight into its compiled form, or the
+    /// error and whether it was the policy's own.
+    fn compiled(text: &str) -> Result<CompiledNetworkPolicy, (bool, String)> {
+        let document = serde_norway::Deserializer::from_str(text).next().unwrap();
+        let typed = Cell::new(false);
+        let mut selectors = SelectorInterner::default();
+        let read = DocumentSeed {
+            typed: &typed,
+            compile: Some(&mut selectors),
+        }
+        .deserialize(document);
+        match read {
+            Ok(Document::Compiled(policy)) => Ok(*policy),
+            Ok(_) => panic!("not read straight into a compiled policy:\n{text}"),
+            Err(err) => Err((typed.get(), err.to_string())),
+        }
+    }
+
+    /// What the evaluator holds, shown whole (peer indexes aside: their
+    /// maps show in no fixed order).
+    fn shown(mut policy: CompiledNetworkPolicy) -> String {
+        policy.unindexed();
+        format!("{policy:?}")
+    }
+
+    /// Read straight or through the typed object, a spec compiles to the
+    /// same policy; what the typed object refuses is refused.
+    #[test]
+    fn a_spec_read_straight_is_the_typed_spec_compiled() {
+        let many: Vec<String> = (0..10)
+            .map(|n| format!("{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: ns{n}}}}}, podSelector: {{matchLabels: {{app: a{n}, tier: t}}}}}}"))
+            .collect();
+        let many = format!(
+            "{{podSelector: {{}}, ingress: [{{from: [{}], ports: [{{port: 80}}]}}]}}",
+            many.join(", ")
+        );
+        let specs = [
+            "{podSelector: {matchLabels: {app: web}}, ingress: [{from: [{podSelector: {}}]}]}",
+            "{podSelector: {matchLabels: {tier: front, app: web}, matchExpressions: [{key: zone, operator: In, values: [a, b]}, {key: x, operator: Exists}]}, policyTypes: [Ingress, Egress], ingress: [{from: [{namespaceSelector: {matchLabels: {team: a}}, podSelector: {matchLabels: {app: api}}}, {ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}], ports: [{port: 80}, {port: http, protocol: TCP}, {port: 5000, endPort: 5010, protocol: UDP}, {protocol: SCTP}]}], egress: [{to: [{namespaceSelector: {}}], ports: [{port: 53, protocol: UDP}]}, {}]}",
+            "{podSelector: {matchLabels: {b: '1', a: '2'}}}",
+            "{podSelector: {matchLabels: {a: '1', b: '2', a: '3'}}}",
+            "{podSelector: {matchLabels: {app: 123, on: true, version: 1.5}}}",
+            "{podSelector: {matchLabels: {app: ~}}}",
+            "{podSelector: {matchLabels: {app: web}}, ingress: [], egress: []}",
+            "{podSelector: {}, ingress: [{from: [], ports: []}], egress: [{to: null, ports: null}]}",
+            "{podSelector: null, ingress: null, egress: null, policyTypes: null}",
+            "{podSelector: {matchLabels: null, matchExpressions: null}}",
+            "{podSelector: {}, policyTypes: []}",
+            "{podSelector: {}, extra: 1, ingress: [{from: [{podSelector: {}, extra: [1]}], to: [{podSelector: {matchLabels: {a: b}}}]}], egress: [{from: [{podSelector: {}}]}]}",
+            "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/24}, podSelector: {matchLabels: {app: x}}}]}]}",
+            "{podSelector: {matchLabels: {app: web}, matchLabels: {app: api}}}",
+            "{podSelector: {matchExpressions: [{key: a, operator: Gt, values: ['1']}]}}",
+            &many,
+            // What the typed object refuses:
+            "{podSelector: 7}",
+            "{podSelector: [a]}",
+            "{podSelector: {}, ingress: {a: 1}}",
+            "{podSelector: {}, ingress: [{from: [7]}]}",
+            "{podSelector: {}, ingress: [7]}",
+            "{podSelector: {matchLabels: [a]}}",
+            "{podSelector: {matchLabels: {a: [1]}}}",
+            "{podSelector: {matchLabels: {a: {b: c}}}}",
+            "{podSelector: {}, ingress: [{ports: [{port: [1]}]}]}",
+            "{podSelector: {}, ingress: [{from: [{ipBlock: {}}]}]}",
+            "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: [1]}}]}]}",
+            "{podSelector: {}, policyTypes: 7}",
+            "{podSelector: {matchExpressions: [{key: a}]}}",
+            "{podSelector: {matchExpressions: [{operator: Exists}]}}",
+        ];
+        for spec in specs {
+            for metadata in ["metadata: {name: p, namespace: shop}\n", ""] {
+                let text = format!(
+                    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n{metadata}spec: {spec}\n"
+                );
+                let typed_read: Result<NetworkPolicy, _> = serde_norway::from_str(&text);
+                match (typed_read, compiled(&text)) {
+                    (Ok(policy), Ok(straight)) => {
+                        let mut selectors = SelectorInterner::default();
+                        let through_typed = CompiledNetworkPolicy::compile(&policy, &mut selectors);
+                        assert_eq!(shown(straight), shown(through_typed), "{text}");
+                    }
+                    (Err(_), Err((typed, _))) => assert!(typed, "{text}"),
+                    (typed, straight) => panic!(
+                        "{text}: the typed object read {:?}, straight {:?}",
+                        typed.map(|_| ()),
+                        straight.map(|_| ())
+                    ),
+                }
+            }
+        }
     }
 
     /// The policy as the typed object reads the same text.

@@ -126,10 +126,20 @@ impl Policies {
     pub fn add_text(&mut self, text: &str, source: &str) -> Result<(), PolicyFileError> {
         for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
             let typed = Cell::new(false);
-            let read = DocumentSeed { typed: &typed }.deserialize(document);
+            // The typed object is built only to be kept.
+            let compile = (!self.keep_objects).then_some(&mut self.selectors);
+            let read = DocumentSeed {
+                typed: &typed,
+                compile,
+            }
+            .deserialize(document);
             let value = match read {
                 Ok(Document::NetworkPolicy(policy)) => {
                     self.push_network_policy(*policy);
+                    continue;
+                }
+                Ok(Document::Compiled(policy)) => {
+                    self.kubernetes.push(*policy);
                     continue;
                 }
                 Ok(Document::Value(value)) => value,

@@ -32,6 +32,7 @@ mod files;
 mod kubernetes;
 pub mod network_policy;
 pub mod selector;
+mod spec_reader;
 mod tiers;
 #[cfg(test)]
 mod truth_tables;

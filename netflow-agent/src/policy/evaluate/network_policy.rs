@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::{
-    api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
@@ -142,15 +142,67 @@ impl NamespacePeers {
 /// Peer lists shorter than this are scanned as they are.
 const INDEXED_PEER_LISTS: usize = 8;
 
+/// A NetworkPolicy's `spec` as read, its selectors interned: the policy's
+/// namespace (which indexes its peers) may come after it.
+#[derive(Debug, Default)]
+pub struct SpecParts {
+    pub pod_selector: Option<Selector>,
+    pub policy_types: Option<Vec<String>>,
+    /// The `[ingress, egress]` rules.
+    pub rules: [Vec<RuleParts>; 2],
+}
+
+/// One rule as read: its `from`/`to` and its `ports`.
+#[derive(Debug, Default)]
+pub struct RuleParts {
+    pub peers: Option<Vec<Peer>>,
+    pub ports: Option<Vec<Port>>,
+}
+
 impl CompiledNetworkPolicy {
     pub fn compile(policy: &NetworkPolicy, selectors: &mut SelectorInterner) -> Self {
-        let namespace = policy
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = policy.metadata.name.clone().unwrap_or_default();
-        let Some(spec) = &policy.spec else {
+        let spec = policy.spec.as_ref().map(|spec| {
+            let ingress = spec
+                .ingress
+                .iter()
+                .flatten()
+                .map(|rule| {
+                    RuleParts::compile(rule.from.as_deref(), rule.ports.as_deref(), selectors)
+                })
+                .collect();
+            let egress = spec
+                .egress
+                .iter()
+                .flatten()
+                .map(|rule| {
+                    RuleParts::compile(rule.to.as_deref(), rule.ports.as_deref(), selectors)
+                })
+                .collect();
+            SpecParts {
+                pod_selector: spec
+                    .pod_selector
+                    .as_ref()
+                    .map(|selector| selectors.intern(selector)),
+                policy_types: spec.policy_types.clone(),
+                rules: [ingress, egress],
+            }
+        });
+        Self::from_parts(
+            policy.metadata.namespace.clone(),
+            policy.metadata.name.clone(),
+            spec,
+        )
+    }
+
+    /// The policy of these parts, its defaults resolved.
+    pub fn from_parts(
+        namespace: Option<String>,
+        name: Option<String>,
+        spec: Option<SpecParts>,
+    ) -> Self {
+        let namespace = namespace.unwrap_or_else(|| "default".into());
+        let name = name.unwrap_or_default();
+        let Some(spec) = spec else {
             // Without a spec a policy selects nothing it could allow.
             return Self {
                 namespace,
@@ -160,22 +212,12 @@ impl CompiledNetworkPolicy {
                 rules: [Vec::new(), Vec::new()],
             };
         };
-        let ingress = Rule::compile_all(
-            spec.ingress
-                .iter()
-                .flatten()
-                .map(|rule| (rule.from.as_deref(), rule.ports.as_deref())),
-            &namespace,
-            selectors,
-        );
-        let egress = Rule::compile_all(
-            spec.egress
-                .iter()
-                .flatten()
-                .map(|rule| (rule.to.as_deref(), rule.ports.as_deref())),
-            &namespace,
-            selectors,
-        );
+        let [ingress, egress] = spec.rules.map(|rules| {
+            rules
+                .into_iter()
+                .map(|rule| Rule::new(rule, &namespace))
+                .collect::<Vec<_>>()
+        });
         let isolates = match spec.policy_types.as_deref() {
             Some(types) if !types.is_empty() => [
                 types.iter().any(|t| t == "Ingress"),
@@ -187,10 +229,7 @@ impl CompiledNetworkPolicy {
             _ => [true, !egress.is_empty()],
         };
         Self {
-            pod_selector: spec
-                .pod_selector
-                .as_ref()
-                .map(|selector| selectors.intern(selector)),
+            pod_selector: spec.pod_selector,
             namespace,
             name,
             isolates,
@@ -224,48 +263,29 @@ impl CompiledNetworkPolicy {
     }
 }
 
-impl Rule {
-    /// One direction's rules, each as its peers (`from` or `to`) and ports.
-    fn compile_all<'r>(
-        rules: impl Iterator<
-            Item = (
-                Option<&'r [NetworkPolicyPeer]>,
-                Option<&'r [NetworkPolicyPort]>,
-            ),
-        >,
-        policy_namespace: &str,
-        selectors: &mut SelectorInterner,
-    ) -> Vec<Rule> {
-        rules
-            .map(|(peers, ports)| Rule::compile(peers, ports, policy_namespace, selectors))
-            .collect()
-    }
-
+impl RuleParts {
     fn compile(
         peers: Option<&[NetworkPolicyPeer]>,
         ports: Option<&[NetworkPolicyPort]>,
-        policy_namespace: &str,
         selectors: &mut SelectorInterner,
     ) -> Self {
-        let peers: Option<Vec<Peer>> = peers.filter(|peers| !peers.is_empty()).map(|peers| {
-            peers
-                .iter()
-                .map(|peer| Peer::compile(peer, selectors))
-                .collect()
-        });
-        let ports = ports.filter(|ports| !ports.is_empty()).map(|ports| {
-            ports
-                .iter()
-                .map(|port| Port {
-                    protocol: port.protocol.as_deref().unwrap_or("TCP").into(),
-                    port: port.port.as_ref().map(|port| match port {
-                        IntOrString::Int(number) => PortRef::Number(*number),
-                        IntOrString::String(name) => PortRef::Name(name.as_str().into()),
-                    }),
-                    end_port: port.end_port,
-                })
-                .collect()
-        });
+        RuleParts {
+            peers: peers.map(|peers| {
+                peers
+                    .iter()
+                    .map(|peer| Peer::compile(peer, selectors))
+                    .collect()
+            }),
+            ports: ports.map(|ports| ports.iter().map(Port::compile).collect()),
+        }
+    }
+}
+
+impl Rule {
+    fn new(parts: RuleParts, policy_namespace: &str) -> Self {
+        // Empty lists mean "any", as omitted ones do.
+        let peers = parts.peers.filter(|peers| !peers.is_empty());
+        let ports = parts.ports.filter(|ports| !ports.is_empty());
         let index = peers
             .as_deref()
             .filter(|peers| peers.len() >= INDEXED_PEER_LISTS)
@@ -300,13 +320,23 @@ impl Rule {
     }
 }
 
+impl Port {
+    pub(super) fn compile(port: &NetworkPolicyPort) -> Self {
+        Port {
+            protocol: port.protocol.as_deref().unwrap_or("TCP").into(),
+            port: port.port.as_ref().map(|port| match port {
+                IntOrString::Int(number) => PortRef::Number(*number),
+                IntOrString::String(name) => PortRef::Name(name.as_str().into()),
+            }),
+            end_port: port.end_port,
+        }
+    }
+}
+
 impl Peer {
     fn compile(peer: &NetworkPolicyPeer, selectors: &mut SelectorInterner) -> Self {
         match &peer.ip_block {
-            Some(block) => Peer::Addresses(Box::new(AddressBlock {
-                cidr: block.cidr.clone(),
-                except: block.except.clone().unwrap_or_default(),
-            })),
+            Some(block) => Peer::addresses(block.clone()),
             None => Peer::Pods {
                 namespaces: peer
                     .namespace_selector
@@ -318,6 +348,14 @@ impl Peer {
                     .map(|selector| selectors.intern(selector)),
             },
         }
+    }
+
+    /// An `ipBlock`.
+    pub(super) fn addresses(block: IPBlock) -> Self {
+        Peer::Addresses(Box::new(AddressBlock {
+            cidr: block.cidr,
+            except: block.except.unwrap_or_default(),
+        }))
     }
 
     /// The only namespace whose pods it can name, when it is one by name.

@@ -6,10 +6,15 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ops::Range,
     sync::Arc,
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
+};
 
 /// One label selector; clones share it. An empty selector matches
 /// everything.
@@ -91,59 +96,54 @@ impl Selector {
 pub struct SelectorInterner {
     held: HashMap<Box<[u8]>, Selector, foldhash::fast::RandomState>,
     flat: Vec<u8>,
+    /// `matchLabels` as read by [`SelectorSeed`]: the strings, end to end,
+    /// and each pair's place in them.
+    read_text: Vec<u8>,
+    read_pairs: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl SelectorInterner {
     /// `selector` as held: an equal one read before, or this one.
     pub fn intern(&mut self, selector: &LabelSelector) -> Selector {
-        let labels = selector.match_labels.iter().flatten();
-        let expressions = selector.match_expressions.iter().flatten();
         self.flat.clear();
         // `matchLabels` is a BTreeMap: its pairs come in key order, so
         // equal maps write equal bytes.
-        for (key, value) in labels.clone() {
-            write_flat(&mut self.flat, b'L', key);
-            write_flat(&mut self.flat, b'=', value);
+        for (key, value) in selector.match_labels.iter().flatten() {
+            write_flat(&mut self.flat, LABEL_KEY, key);
+            write_flat(&mut self.flat, LABEL_VALUE, value);
         }
-        for requirement in expressions.clone() {
-            write_flat(&mut self.flat, b'E', &requirement.key);
-            write_flat(&mut self.flat, b'O', &requirement.operator);
+        self.write_expressions(selector.match_expressions.as_deref());
+        self.intern_flat()
+    }
+
+    fn write_expressions(&mut self, expressions: Option<&[LabelSelectorRequirement]>) {
+        for requirement in expressions.into_iter().flatten() {
+            write_flat(&mut self.flat, EXPRESSION_KEY, &requirement.key);
+            write_flat(&mut self.flat, OPERATOR, &requirement.operator);
             for value in requirement.values.iter().flatten() {
-                write_flat(&mut self.flat, b'V', value);
+                write_flat(&mut self.flat, VALUE, value);
             }
         }
+    }
+
+    /// The selector written in `flat`, as held.
+    fn intern_flat(&mut self) -> Selector {
         if let Some(held) = self.held.get(self.flat.as_slice()) {
             return held.clone();
         }
-        let terms = Terms {
-            labels: labels
-                .map(|(key, value)| (key.as_str().into(), value.as_str().into()))
-                .collect(),
-            expressions: expressions
-                .map(|requirement| Requirement {
-                    key: requirement.key.as_str().into(),
-                    operator: match requirement.operator.as_str() {
-                        "In" => Operator::In,
-                        "NotIn" => Operator::NotIn,
-                        "Exists" => Operator::Exists,
-                        "DoesNotExist" => Operator::DoesNotExist,
-                        _ => Operator::Unknown,
-                    },
-                    values: requirement
-                        .values
-                        .iter()
-                        .flatten()
-                        .map(|value| value.as_str().into())
-                        .collect(),
-                })
-                .collect(),
-        };
-        let selector = Selector(Arc::new(terms));
+        let selector = Selector(Arc::new(Terms::from_flat(&self.flat)));
         self.held
             .insert(self.flat.as_slice().into(), selector.clone());
         selector
     }
 }
+
+// What each string of a selector written flat is.
+const LABEL_KEY: u8 = b'L';
+const LABEL_VALUE: u8 = b'=';
+const EXPRESSION_KEY: u8 = b'E';
+const OPERATOR: u8 = b'O';
+const VALUE: u8 = b'V';
 
 /// Appends one string, tagged with what it is and prefixed with its
 /// length, so that no two different selectors write the same bytes.
@@ -151,6 +151,243 @@ fn write_flat(flat: &mut Vec<u8>, tag: u8, text: &str) {
     flat.push(tag);
     flat.extend_from_slice(&(text.len() as u64).to_le_bytes());
     flat.extend_from_slice(text.as_bytes());
+}
+
+impl Terms {
+    /// The terms [`write_flat`] wrote, in their order.
+    fn from_flat(mut flat: &[u8]) -> Self {
+        let mut labels: Vec<(Box<str>, Box<str>)> = Vec::new();
+        let mut expressions: Vec<Requirement> = Vec::new();
+        while let Some((&tag, rest)) = flat.split_first() {
+            let (length, rest) = rest.split_at(8);
+            let length = u64::from_le_bytes(length.try_into().unwrap_or_default()) as usize;
+            let (text, rest) = rest.split_at(length);
+            flat = rest;
+            // Written from strings: never lossy.
+            let text: Box<str> = String::from_utf8_lossy(text).into();
+            match tag {
+                LABEL_KEY => labels.push((text, Box::default())),
+                LABEL_VALUE => {
+                    if let Some(pair) = labels.last_mut() {
+                        pair.1 = text;
+                    }
+                }
+                EXPRESSION_KEY => expressions.push(Requirement {
+                    key: text,
+                    operator: Operator::Unknown,
+                    values: Box::default(),
+                }),
+                OPERATOR => {
+                    if let Some(requirement) = expressions.last_mut() {
+                        requirement.operator = match &*text {
+                            "In" => Operator::In,
+                            "NotIn" => Operator::NotIn,
+                            "Exists" => Operator::Exists,
+                            "DoesNotExist" => Operator::DoesNotExist,
+                            _ => Operator::Unknown,
+                        };
+                    }
+                }
+                _ => {
+                    if let Some(requirement) = expressions.last_mut() {
+                        let mut values = std::mem::take(&mut requirement.values).into_vec();
+                        values.push(text);
+                        requirement.values = values.into();
+                    }
+                }
+            }
+        }
+        Terms {
+            labels: labels.into(),
+            expressions: expressions.into(),
+        }
+    }
+}
+
+/// Reads a `LabelSelector` straight into the selector held for it, without
+/// building the typed object: a generated set has millions.
+pub struct SelectorSeed<'i> {
+    pub selectors: &'i mut SelectorInterner,
+}
+
+impl<'de> DeserializeSeed<'de> for SelectorSeed<'_> {
+    type Value = Selector;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Selector, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SelectorSeed<'_> {
+    type Value = Selector;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a LabelSelector")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Selector, A::Error> {
+        let selectors = self.selectors;
+        selectors.read_text.clear();
+        selectors.read_pairs.clear();
+        let mut expressions: Option<Vec<LabelSelectorRequirement>> = None;
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::MatchLabels => {
+                    // A field given twice counts once, as its last value.
+                    selectors.read_text.clear();
+                    selectors.read_pairs.clear();
+                    map.next_value_seed(OptionSeed(LabelsSeed {
+                        text: &mut selectors.read_text,
+                        pairs: &mut selectors.read_pairs,
+                    }))?;
+                }
+                Field::MatchExpressions => expressions = map.next_value()?,
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        // As a BTreeMap holds them: in key order, a key given twice with
+        // its last value.
+        let text = &selectors.read_text;
+        let pairs = &mut selectors.read_pairs;
+        pairs.sort_by(|a, b| text[a.0.clone()].cmp(&text[b.0.clone()]));
+        selectors.flat.clear();
+        for (index, (key, value)) in pairs.iter().enumerate() {
+            let next_key = pairs.get(index + 1).map(|next| &text[next.0.clone()]);
+            if next_key == Some(&text[key.clone()]) {
+                continue;
+            }
+            write_flat_bytes(&mut selectors.flat, LABEL_KEY, &text[key.clone()]);
+            write_flat_bytes(&mut selectors.flat, LABEL_VALUE, &text[value.clone()]);
+        }
+        selectors.write_expressions(expressions.as_deref());
+        Ok(selectors.intern_flat())
+    }
+}
+
+/// [`write_flat`] of a string's bytes.
+fn write_flat_bytes(flat: &mut Vec<u8>, tag: u8, text: &[u8]) {
+    flat.push(tag);
+    flat.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    flat.extend_from_slice(text);
+}
+
+/// A `LabelSelector`'s fields.
+enum Field {
+    MatchLabels,
+    MatchExpressions,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                Ok(match name {
+                    "matchLabels" => Field::MatchLabels,
+                    "matchExpressions" => Field::MatchExpressions,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// `matchLabels`: each key and value appended to `text`, their places to
+/// `pairs`.
+struct LabelsSeed<'t> {
+    text: &'t mut Vec<u8>,
+    pairs: &'t mut Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl<'de> DeserializeSeed<'de> for LabelsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LabelsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of labels")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(AppendSeed(self.text))? {
+            let value = map.next_value_seed(AppendSeed(self.text))?;
+            self.pairs.push((key, value));
+        }
+        Ok(())
+    }
+}
+
+/// A string, appended to the buffer; its place in it.
+struct AppendSeed<'t>(&'t mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for AppendSeed<'_> {
+    type Value = Range<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Range<usize>, D::Error> {
+        // As a `String` asks for it.
+        deserializer.deserialize_string(self)
+    }
+}
+
+impl Visitor<'_> for AppendSeed<'_> {
+    type Value = Range<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Range<usize>, E> {
+        let start = self.0.len();
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(start..self.0.len())
+    }
+}
+
+/// An optional value read by `S`; `null` is none.
+pub struct OptionSeed<S>(pub S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an optional value")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(deserializer).map(Some)
+    }
 }
 
 #[cfg(test)]
