@@ -211,7 +211,8 @@ pub(crate) fn verify_in_runs(
     // with its own verdict cache; the reports are put together in edge order.
     let edges = graph.edges();
     let runs: Vec<_> = edges.chunks(run.max(1)).collect();
-    let ends = EndsByEndpoint::new(graph, inventory);
+    let mut observed = Observed::new(inventory);
+    let ends = EndsByEndpoint::new(graph, inventory, &observed.numbers);
     let replay = Replay {
         evaluator: &evaluator,
         ends: &ends,
@@ -234,10 +235,10 @@ pub(crate) fn verify_in_runs(
     shared.known = replayed;
     let mut report = VerifyReport::default();
     let observed_count = parts.iter().map(|(_, observed)| observed.len()).sum();
-    let mut observed = Observed::with_capacity_and_hasher(observed_count, Default::default());
+    observed.edges.reserve(observed_count);
     for (part, observed_part) in parts {
         report.append(part);
-        observed.extend(observed_part);
+        observed.edges.extend(observed_part);
     }
     tracing::debug!(elapsed = ?started.elapsed(), "verify: edges replayed");
     report.blast_radius = blast_radius_with(
@@ -274,15 +275,18 @@ struct Replay<'r, 'a> {
 /// Keyed by where the graph holds the endpoint, which stays put while the
 /// graph is borrowed.
 struct EndsByEndpoint<'a> {
-    ends: HashMap<usize, Vec<End<'a>>, foldhash::fast::RandomState>,
+    ends: HashMap<usize, (Vec<End<'a>>, Option<u32>), foldhash::fast::RandomState>,
 }
 
 impl<'a> EndsByEndpoint<'a> {
-    fn new(graph: &CommGraph, inventory: &'a Inventory) -> Self {
+    fn new(graph: &CommGraph, inventory: &'a Inventory, numbers: &WorkloadNumbers<'_>) -> Self {
         let ends = graph
             .endpoints()
             .into_iter()
-            .map(|endpoint| (Self::key(endpoint), pods_of(inventory, endpoint)))
+            .map(|endpoint| {
+                let ends = (pods_of(inventory, endpoint), numbers.of_endpoint(endpoint));
+                (Self::key(endpoint), ends)
+            })
             .collect();
         Self { ends }
     }
@@ -295,7 +299,12 @@ impl<'a> EndsByEndpoint<'a> {
     fn of(&self, endpoint: &Endpoint) -> &[End<'a>] {
         self.ends
             .get(&Self::key(endpoint))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], |(ends, _)| ends.as_slice())
+    }
+
+    /// The number of `endpoint`'s workload, when it has pods.
+    fn workload(&self, endpoint: &Endpoint) -> Option<u32> {
+        self.ends.get(&Self::key(endpoint))?.1
     }
 }
 
@@ -305,7 +314,7 @@ impl Replay<'_, '_> {
     fn edge<'g>(
         &self,
         checks: &mut ClassChecks<'_, '_>,
-        (report, observed): &mut (VerifyReport, Vec<ObservedEdge<'g>>),
+        (report, observed): &mut (VerifyReport, Vec<ObservedEdge>),
         client: &'g Endpoint,
         server: &'g Endpoint,
         edge: &Edge,
@@ -410,7 +419,9 @@ impl Replay<'_, '_> {
                 report.allowed += 1;
             }
         }
-        if let (Some(client), Some(server)) = (workload_key(client), workload_key(server)) {
+        if let (Some(client), Some(server)) =
+            (self.ends.workload(client), self.ends.workload(server))
+        {
             observed.push((client, server, edge.key.port, protocol_key(&protocol)));
         }
     }
@@ -431,15 +442,73 @@ impl VerifyReport {
     }
 }
 
-/// Every observed edge by workload: client, server, port, protocol (upper
-/// case). Hashed with foldhash (seeded per process): the keys are names the
-/// cluster's API gave, a million of them, each looked up for every open
-/// pair of the blast radius.
-type Observed<'g> = HashSet<ObservedEdge<'g>, foldhash::fast::RandomState>;
-type ObservedEdge<'g> = (WorkloadKey<'g>, WorkloadKey<'g>, u16, Cow<'static, str>);
-/// A workload's namespace, kind and name, borrowed from where it is named
-/// (a million observed edges would otherwise hold six strings each).
+/// Every observed edge by workload: client, server (their
+/// [`WorkloadNumbers`]), port, protocol (upper case). A million of them,
+/// each looked up for every open pair of the blast radius: as numbers they
+/// hash and compare without reaching for six names.
+struct Observed<'i> {
+    numbers: WorkloadNumbers<'i>,
+    edges: HashSet<ObservedEdge, foldhash::fast::RandomState>,
+}
+type ObservedEdge = (u32, u32, u16, Cow<'static, str>);
+
+impl<'i> Observed<'i> {
+    /// None yet, over the inventory's workloads.
+    fn new(inventory: &'i Inventory) -> Self {
+        Observed {
+            numbers: WorkloadNumbers::new(inventory),
+            edges: HashSet::default(),
+        }
+    }
+
+    /// Whether an edge was observed between these pods' workloads.
+    fn between(&self, client: &PodEntry, server: &PodEntry, port: u16, protocol: &str) -> bool {
+        let numbers = &self.numbers;
+        let (Some(client), Some(server)) = (numbers.of_pod(client), numbers.of_pod(server)) else {
+            return false;
+        };
+        self.edges
+            .contains(&(client, server, port, protocol_key(protocol)))
+    }
+}
+/// A workload's namespace, kind and name, borrowed from where it is named.
 type WorkloadKey<'g> = (&'g str, &'g str, &'g str);
+
+/// The inventory's workloads, numbered; and each pod's workload's number.
+/// An observed edge between workloads without pods can stand for no pod
+/// pair, and is not kept.
+struct WorkloadNumbers<'i> {
+    by_key: HashMap<WorkloadKey<'i>, u32, foldhash::fast::RandomState>,
+    /// By where the inventory holds the pod.
+    by_pod: HashMap<usize, u32, foldhash::fast::RandomState>,
+}
+
+impl<'i> WorkloadNumbers<'i> {
+    fn new(inventory: &'i Inventory) -> Self {
+        let mut numbers = WorkloadNumbers {
+            by_key: HashMap::default(),
+            by_pod: HashMap::default(),
+        };
+        for pod in &inventory.pods {
+            let next = u32::try_from(numbers.by_key.len()).unwrap_or(u32::MAX);
+            let number = *numbers.by_key.entry(key_of(&pod.workload)).or_insert(next);
+            numbers.by_pod.insert(pod_address(pod), number);
+        }
+        numbers
+    }
+
+    fn of_endpoint(&self, endpoint: &Endpoint) -> Option<u32> {
+        self.by_key.get(&workload_key(endpoint)?).copied()
+    }
+
+    fn of_pod(&self, pod: &PodEntry) -> Option<u32> {
+        self.by_pod.get(&pod_address(pod)).copied()
+    }
+}
+
+fn pod_address(pod: &PodEntry) -> usize {
+    std::ptr::from_ref(pod) as usize
+}
 
 /// The DNS names the graph knows for external addresses (for `toFQDNs`).
 pub fn dns_names(graph: &CommGraph) -> BTreeMap<std::net::IpAddr, BTreeSet<String>> {
@@ -917,13 +986,7 @@ fn note_beyond(
     port: u16,
     protocol: &str,
 ) {
-    let key = (
-        key_of(&client.workload),
-        key_of(&server.workload),
-        port,
-        protocol_key(protocol),
-    );
-    if !observed.contains(&key) {
+    if !observed.between(client, server, port, protocol) {
         beyond.insert(format!(
             "{}/{} -> {}/{} {}/{}",
             client.namespace,
@@ -991,7 +1054,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let dns = BTreeMap::new();
         let evaluator = Evaluator::for_set(&policies, inventory, &dns);
-        let observed = Observed::default();
+        let observed = Observed::new(inventory);
         let pods: Vec<&PodEntry> = inventory.pods.iter().collect();
         let by_class = blast_radius(&evaluator, &policies, inventory, &observed);
         let by_pod = blast_radius_per_pod(&evaluator, &pods, &observed);
@@ -1000,6 +1063,52 @@ mod tests {
         assert_eq!(by_class.open_beyond_observed, by_pod.open_beyond_observed);
         assert_eq!(by_class.by_namespace, by_pod.by_namespace);
         by_pod
+    }
+
+    /// An open pair is listed beyond the observed edges unless an edge was
+    /// observed between its two workloads on its port and protocol.
+    #[test]
+    fn only_unobserved_open_pairs_are_listed_beyond() {
+        let inventory = Inventory::parse(r#"{"kind":"List","items":[
+          {"kind":"Pod","metadata":{"name":"web-1","namespace":"a","uid":"1","labels":{"app":"web"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":80}]}]},"status":{"podIP":"10.0.0.1"}},
+          {"kind":"Pod","metadata":{"name":"api-1","namespace":"b","uid":"4","labels":{"app":"api"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":8080},{"containerPort":8080,"protocol":"UDP"}]}]},"status":{"podIP":"10.0.1.4"}},
+          {"kind":"Pod","metadata":{"name":"api-2","namespace":"b","uid":"5","labels":{"app":"api"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":8080}]}]},"status":{"podIP":"10.0.1.5"}}
+        ]}"#).unwrap();
+        let endpoint = |pod: &str| {
+            let pod = inventory.pods.iter().find(|p| p.name == pod).unwrap();
+            let mut endpoint = crate::graph::tests::workload(&pod.namespace, &pod.workload.name);
+            endpoint.id = format!("workload:{}/{}", pod.namespace, pod.workload.name);
+            endpoint.workload_kind = Some(pod.workload.kind.clone());
+            endpoint
+        };
+        let mut graph = CommGraph::new();
+        let web = graph.upsert_endpoint(endpoint("web-1"));
+        let api = graph.upsert_endpoint(endpoint("api-1"));
+        let tcp = crate::graph::EdgeKey {
+            protocol: crate::model::Protocol(6),
+            port: 8080,
+        };
+        graph.observe(web, api, tcp, &crate::graph::tests::stats(1, 2, 1));
+        let report = verify(&graph, &Policies::default(), &inventory);
+        assert_eq!(report.allowed, 1);
+        let beyond = &report.blast_radius.open_beyond_observed;
+        for open in [
+            "a/web-1 -> b/api-1 udp/8080",
+            "a/web-1 -> b/api-2 tcp/8080",
+            "b/api-1 -> b/api-2 tcp/8080",
+            "b/api-1 -> a/web-1 tcp/80",
+        ] {
+            assert!(
+                beyond.iter().any(|pair| pair == open),
+                "{open}: {beyond:#?}"
+            );
+        }
+        assert!(
+            !beyond
+                .iter()
+                .any(|pair| pair == "a/web-1 -> b/api-1 tcp/8080"),
+            "{beyond:#?}"
+        );
     }
 
     /// Pods of one class (same namespace, labels, ports) counted once must
