@@ -72,6 +72,7 @@ pub fn run(graph: &Path, source: &Source, inventory: &Path, json: bool) -> anyho
             println!("  open: {pair}");
         }
     }
+    crate::cmd::keep_until_exit(policies);
     if !report.blocked.is_empty() {
         anyhow::bail!("{} observed edges would be blocked", report.blocked.len());
     }
