@@ -22,7 +22,8 @@ pub struct RecordArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Keep the communication graph of the audit window in DIR/graph.json,
-    /// saved every interval that changed it and reloaded at start. Workloads are named from
+    /// saved when an interval changed it (a large graph at most a twentieth of the
+    /// time, and at exit) and reloaded at start. Workloads are named from
     /// the cluster's API (in-cluster, or --kubeconfig) unless --inventory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,

@@ -17,6 +17,7 @@ mod inventory_source;
 pub mod metrics;
 mod staged;
 mod state;
+mod work_budget;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -266,6 +267,8 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
         staged,
         shared: shared.clone(),
         poll_seconds: 0.0,
+        graph_stale: std::cell::Cell::new(false),
+        render_budget: work_budget::WorkBudget::default(),
     };
     let result = runtime.block_on(poll_loop(reader, &mut sinks, options, signals));
 
@@ -290,6 +293,10 @@ struct Sinks<'a> {
     shared: Option<Shared>,
     /// How long the last poll took.
     poll_seconds: f64,
+    /// Whether the graph changed since `/graph` was last rendered.
+    graph_stale: std::cell::Cell<bool>,
+    /// Rendering a large graph waits its turn (see [`work_budget::WorkBudget`]).
+    render_budget: work_budget::WorkBudget,
 }
 
 /// The signals that stop recording.
@@ -357,6 +364,10 @@ async fn poll_loop(
     }
     let interval = reader.poll()?;
     sinks.report(&interval, &reader)?;
+    // What waited for its turn is saved now, whatever it costs.
+    if let Some(state) = sinks.state.as_mut() {
+        state.save_unsaved();
+    }
     info!(
         overflowed_connections = interval.stats.overflowed_connections,
         drops = ?interval.stats.drops,
@@ -445,7 +456,13 @@ impl Sinks<'_> {
                 .graph_edges
                 .set(gauge_value(state.graph.edge_count()));
             if added.changed {
-                graph_gzip = Some(self::graph_gzip(&state.graph));
+                self.graph_stale.set(true);
+            }
+            // A large graph is rendered at most a twentieth of the time;
+            // `/graph` serves the last rendering until its turn.
+            if self.graph_stale.get() && self.render_budget.allows(std::time::Instant::now()) {
+                graph_gzip = Some(self.render_budget.run(|| self::graph_gzip(&state.graph)));
+                self.graph_stale.set(false);
             }
         }
         let denials = self.staged.as_ref().map(staged::StagedMode::denials_json);
@@ -462,7 +479,8 @@ impl Sinks<'_> {
 }
 
 /// The graph as `/graph` serves it: rendered and compressed once per
-/// interval, shared by every request.
+/// interval that changed it (a large graph less often, see `WorkBudget`),
+/// shared by every request.
 pub fn graph_gzip(graph: &crate::graph::CommGraph) -> gzip_body::GzipJson {
     gzip_body::gzip_json(&graph.file()).unwrap_or_default()
 }

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::{
     DaemonError,
     inventory_source::{InventoryOption, InventorySource},
+    work_budget::WorkBudget,
 };
 use crate::{
     graph::{
@@ -54,10 +55,14 @@ pub(super) struct GraphState {
     /// Saves that failed (each retried at the next interval).
     pub(super) save_failures: u64,
     pub(super) graph: CommGraph,
-    /// Whether the graph differs from its file: it is saved (and `/graph`
-    /// rendered again) only then. True at start, so the first interval
-    /// writes and renders what was loaded.
+    /// Whether the graph differs from its file: it is saved only then.
+    /// True at start, so the first interval writes what was loaded.
     unsaved: bool,
+    /// Whether no interval has been added yet (the first one renders what
+    /// was loaded).
+    first_interval: bool,
+    /// Saves of a large graph wait their turn (see [`WorkBudget`]).
+    save_budget: WorkBudget,
     pub(super) inventory: InventorySource,
     /// Flows read before the inventory was synced.
     pub(super) pending: Vec<FlowRecord>,
@@ -81,8 +86,8 @@ pub(super) struct Added {
     pub evicted: u64,
     /// Edges dropped because their client went over its budget.
     pub over_budget: u64,
-    /// Whether the graph changed (or was not yet saved): what is served
-    /// from it must be rendered again.
+    /// Whether the graph changed (or this was the first interval): what is
+    /// served from it must be rendered again.
     pub changed: bool,
 }
 
@@ -126,6 +131,8 @@ impl GraphState {
             save_failures: 0,
             graph,
             unsaved: true,
+            first_interval: true,
+            save_budget: WorkBudget::default(),
             inventory,
             pending: Vec::new(),
             pending_dropped: 0,
@@ -227,19 +234,13 @@ impl GraphState {
                 "graph full: the least recently seen edges were dropped"
             );
         }
-        self.unsaved |= report.flow_records > 0 || aged_out > 0 || over_budget > 0 || evicted > 0;
-        let changed = self.unsaved;
-        // A failed save (a full disk) loses nothing yet: the graph is in
-        // memory and the next interval saves it again.
-        if self.unsaved {
-            match self.graph.save_one_thread(&self.path) {
-                Ok(()) => self.unsaved = false,
-                Err(err) => {
-                    self.save_failures += 1;
-                    let err = crate::telemetry::error_chain(&err);
-                    warn!(%err, failures = self.save_failures, "cannot save the graph; retrying next interval");
-                }
-            }
+        let changed_now = report.flow_records > 0 || aged_out > 0 || over_budget > 0 || evicted > 0;
+        self.unsaved |= changed_now;
+        let changed = changed_now || std::mem::take(&mut self.first_interval);
+        // A large graph is saved at most a twentieth of the time; what is
+        // not saved yet is saved at a later interval, and at exit.
+        if self.unsaved && self.save_budget.allows(std::time::Instant::now()) {
+            self.save();
         }
         Ok(Added {
             report,
@@ -247,6 +248,29 @@ impl GraphState {
             over_budget,
             changed,
         })
+    }
+}
+
+impl GraphState {
+    /// Writes the graph file. A failed save (a full disk) loses nothing
+    /// yet: the graph is in memory, and it is saved again later.
+    fn save(&mut self) {
+        let (graph, path) = (&self.graph, &self.path);
+        match self.save_budget.run(|| graph.save_one_thread(path)) {
+            Ok(()) => self.unsaved = false,
+            Err(err) => {
+                self.save_failures += 1;
+                let err = crate::telemetry::error_chain(&err);
+                warn!(%err, failures = self.save_failures, "cannot save the graph; retrying at a later interval");
+            }
+        }
+    }
+
+    /// Saves what is not saved yet, whatever the budget (at exit).
+    pub(super) fn save_unsaved(&mut self) {
+        if self.unsaved {
+            self.save();
+        }
     }
 }
 
@@ -443,6 +467,35 @@ mod tests {
         };
         assert!(state.add(&busy, &dns).unwrap().changed);
         assert!(graph.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// After a long save the next waits its turn, the graph still marked
+    /// unsaved; at exit it is saved whatever the budget.
+    #[test]
+    fn a_long_save_makes_the_next_wait_and_exit_saves_what_waited() {
+        let dir = scratch("budget");
+        let options = options(&dir);
+        let mut state = open(&options).unwrap();
+        let graph = options.dir.join("graph.json");
+        let dns: Vec<DnsAnswer> = Vec::new();
+        state.add(&Interval::default(), &dns).unwrap();
+        std::fs::remove_file(&graph).unwrap();
+        // As if that save had taken two seconds.
+        let now = std::time::Instant::now();
+        state
+            .save_budget
+            .spent(now, now + std::time::Duration::from_secs(2));
+        let stamp = crate::model::rfc3339(std::time::SystemTime::now());
+        let busy = Interval {
+            flows: vec![flow_from("/busy", "203.0.113.9", &stamp)],
+            ..Interval::default()
+        };
+        assert!(state.add(&busy, &dns).unwrap().changed);
+        assert!(!graph.exists(), "saved before its turn");
+        state.save_unsaved();
+        assert!(graph.exists());
+        assert_eq!(CommGraph::load(&graph).unwrap().edge_count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
