@@ -12,9 +12,11 @@ use std::{
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use serde::{
-    Deserialize, Deserializer,
+    Deserializer,
     de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
 };
+
+use super::spec_reader::Field;
 
 /// One label selector; clones share it. An empty selector matches
 /// everything.
@@ -242,7 +244,7 @@ impl<'de> Visitor<'de> for SelectorSeed<'_> {
                     }))?;
                 }
                 Field::MatchExpressions => expressions = map.next_value()?,
-                Field::Other => {
+                _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -271,35 +273,6 @@ fn write_flat_bytes(flat: &mut Vec<u8>, tag: u8, text: &[u8]) {
     flat.push(tag);
     flat.extend_from_slice(&(text.len() as u64).to_le_bytes());
     flat.extend_from_slice(text);
-}
-
-/// A `LabelSelector`'s fields.
-enum Field {
-    MatchLabels,
-    MatchExpressions,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldVisitor;
-        impl Visitor<'_> for FieldVisitor {
-            type Value = Field;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
-                Ok(match name {
-                    "matchLabels" => Field::MatchLabels,
-                    "matchExpressions" => Field::MatchExpressions,
-                    _ => Field::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(FieldVisitor)
-    }
 }
 
 /// `matchLabels`: each key and value appended to `text`, their places to

@@ -214,9 +214,9 @@ impl<'de> Visitor<'de> for PeerSeed<'_> {
     }
 }
 
-/// The fields of a spec, its rules and their peers.
+/// The fields of a spec, its rules, their peers and label selectors.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub(super) enum Field {
     PodSelector,
     NamespaceSelector,
     IpBlock,
@@ -226,6 +226,8 @@ enum Field {
     From,
     To,
     Ports,
+    MatchLabels,
+    MatchExpressions,
     Other,
 }
 
@@ -250,6 +252,8 @@ impl<'de> Deserialize<'de> for Field {
                     "from" => Field::From,
                     "to" => Field::To,
                     "ports" => Field::Ports,
+                    "matchLabels" => Field::MatchLabels,
+                    "matchExpressions" => Field::MatchExpressions,
                     _ => Field::Other,
                 })
             }
