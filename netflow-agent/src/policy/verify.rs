@@ -285,26 +285,22 @@ impl<'a> EndsByEndpoint<'a> {
             .into_iter()
             .map(|endpoint| {
                 let ends = (pods_of(inventory, endpoint), numbers.of_endpoint(endpoint));
-                (Self::key(endpoint), ends)
+                (address(endpoint), ends)
             })
             .collect();
         Self { ends }
     }
 
-    fn key(endpoint: &Endpoint) -> usize {
-        std::ptr::from_ref(endpoint) as usize
-    }
-
     /// The ends of `endpoint`, one of the graph's.
     fn of(&self, endpoint: &Endpoint) -> &[End<'a>] {
         self.ends
-            .get(&Self::key(endpoint))
+            .get(&address(endpoint))
             .map_or(&[], |(ends, _)| ends.as_slice())
     }
 
     /// The number of `endpoint`'s workload, when it has pods.
     fn workload(&self, endpoint: &Endpoint) -> Option<u32> {
-        self.ends.get(&Self::key(endpoint))?.1
+        self.ends.get(&address(endpoint))?.1
     }
 }
 
@@ -492,7 +488,7 @@ impl<'i> WorkloadNumbers<'i> {
         for pod in &inventory.pods {
             let next = u32::try_from(numbers.by_key.len()).unwrap_or(u32::MAX);
             let number = *numbers.by_key.entry(key_of(&pod.workload)).or_insert(next);
-            numbers.by_pod.insert(pod_address(pod), number);
+            numbers.by_pod.insert(address(pod), number);
         }
         numbers
     }
@@ -502,12 +498,15 @@ impl<'i> WorkloadNumbers<'i> {
     }
 
     fn of_pod(&self, pod: &PodEntry) -> Option<u32> {
-        self.by_pod.get(&pod_address(pod)).copied()
+        self.by_pod.get(&address(pod)).copied()
     }
 }
 
-fn pod_address(pod: &PodEntry) -> usize {
-    std::ptr::from_ref(pod) as usize
+/// Where `item` is held: a key for things that stay put while borrowed
+/// (the graph's endpoints, the inventory's pods), cheaper to hash than
+/// their names.
+fn address<T>(item: &T) -> usize {
+    std::ptr::from_ref(item).addr()
 }
 
 /// The DNS names the graph knows for external addresses (for `toFQDNs`).
@@ -650,7 +649,7 @@ impl<'e, 'a> SharedChecks<'e, 'a> {
         let mut class_of = HashMap::default();
         for (class, pods) in classes.into_iter().flatten().enumerate() {
             for pod in pods {
-                class_of.insert(std::ptr::from_ref(*pod).addr(), class);
+                class_of.insert(address(*pod), class);
             }
         }
         Self {
@@ -692,10 +691,7 @@ impl ClassChecks<'_, '_> {
     fn allows(&mut self, client: End<'_>, server: End<'_>, port: u16, protocol: &str) -> bool {
         let shared = self.shared;
         let class = |end: End<'_>| match end {
-            End::Pod(pod) => shared
-                .class_of
-                .get(&std::ptr::from_ref(pod).addr())
-                .copied(),
+            End::Pod(pod) => shared.class_of.get(&address(pod)).copied(),
             End::Address(_) => None,
         };
         // Protocols by a small code (no key allocation per check).

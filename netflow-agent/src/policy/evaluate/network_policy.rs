@@ -1,7 +1,7 @@
 //! A NetworkPolicy as the evaluator reads it: its defaults resolved
 //! (`policyTypes`, the namespace, empty lists meaning "any"), its selectors
 //! shared ([`SelectorInterner`]), and long peer lists indexed by the one
-//! namespace each peer names. Made once when a policy is read; the typed
+//! namespace each peer names, then by the first label it requires. Made once when a policy is read; the typed
 //! object is kept only when something will write it out again (`apply`).
 
 use std::collections::{BTreeMap, HashMap};

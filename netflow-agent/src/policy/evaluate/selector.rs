@@ -150,9 +150,7 @@ const VALUE: u8 = b'V';
 /// Appends one string, tagged with what it is and prefixed with its
 /// length, so that no two different selectors write the same bytes.
 fn write_flat(flat: &mut Vec<u8>, tag: u8, text: &str) {
-    flat.push(tag);
-    flat.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    flat.extend_from_slice(text.as_bytes());
+    write_flat_bytes(flat, tag, text.as_bytes());
 }
 
 impl Terms {
