@@ -203,19 +203,40 @@ fn run_kernel(seconds: f64, rounds: usize) -> anyhow::Result<()> {
     // statistics time every run, which would slow the measured passes): the
     // request/response traffic with the empty program, then with netflow,
     // alternating round by round.
-    let mut cost = CostRounds::default();
+    //
+    // Each round runs the client on the server's CPU and on another one: a
+    // socket's two directions are counted on the CPUs its two processes run
+    // on, so where the client lands decides whether the socket's storage
+    // moves between CPUs on every packet. Left to the scheduler, that choice
+    // changed from run to run and moved the egress body by 2x.
+    let placements: Vec<(Placement, usize)> = if cpus > 1 {
+        vec![
+            (Placement::ServerCpu, server_cpu),
+            (Placement::OtherCpu, client_cpu),
+        ]
+    } else {
+        vec![(Placement::ServerCpu, server_cpu)]
+    };
+    let mut cost: Vec<(Placement, CostRounds)> = placements
+        .iter()
+        .map(|&(placement, _)| (placement, CostRounds::default()))
+        .collect();
     match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
         Ok(stats_fd) => {
             // The floor, netflow, and netflow without HTTP heads, in an
             // order that rotates round by round.
             let modes = [Mode::Floor, Mode::Netflow, Mode::NetflowWithoutHttp];
             for round in 0..rounds {
-                for step in 0..modes.len() {
-                    let mode = modes[(step + round) % modes.len()];
-                    let guard = ModeGuard::start(mode, &testbed, &agent)?;
-                    run_workload("rr")?;
-                    cost.add(mode);
-                    drop(guard);
+                for (placement_index, &(_, cpu)) in placements.iter().enumerate() {
+                    for step in 0..modes.len() {
+                        let mode = modes[(step + round) % modes.len()];
+                        let guard = ModeGuard::start(mode, &testbed, &agent)?;
+                        pin_to(&[cpu]);
+                        run_workload("rr")?;
+                        pin_to(&all_cpus);
+                        cost[placement_index].1.add(mode);
+                        drop(guard);
+                    }
                 }
             }
             drop::<OwnedFd>(stats_fd);
@@ -271,7 +292,9 @@ fn run_kernel(seconds: f64, rounds: usize) -> anyhow::Result<()> {
         println!("  {label:<62} {}", cells.join("  "));
     }
     println!("  (columns: no program, empty program, netflow, tcpdump)");
-    cost.report();
+    for (placement, rounds) in &cost {
+        rounds.report(*placement);
+    }
     println!("per run through BPF_PROG_TEST_RUN (no network; mean of the kernel's timing):");
     let floor = per_run.first().map_or(0.0, |case| case.ns_per_run);
     for case in &per_run {
@@ -396,6 +419,26 @@ impl Drop for ModeGuard {
     }
 }
 
+/// Where the request/response client runs during the programs' cost rounds
+/// (the server is pinned to the last CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Both processes on one CPU: every packet of a socket is handled there.
+    ServerCpu,
+    /// The client on another CPU: a socket's egress is counted on its own
+    /// process's CPU, its ingress on the peer's.
+    OtherCpu,
+}
+
+impl Placement {
+    fn describe(self) -> &'static str {
+        match self {
+            Placement::ServerCpu => "client and server on one CPU",
+            Placement::OtherCpu => "client and server on two CPUs",
+        }
+    }
+}
+
 /// Ns per run of each program, one value per round.
 #[derive(Default)]
 struct CostRounds {
@@ -435,13 +478,14 @@ impl CostRounds {
         }
     }
 
-    fn report(&self) {
+    fn report(&self, placement: Placement) {
         if self.floor.is_empty() || self.egress.is_empty() {
             println!("program cost: the kernel's BPF statistics were not available");
             return;
         }
         println!(
-            "program cost under request/response traffic, ns per run (kernel.bpf_stats, {} rounds, empty, netflow and netflow with --http-heads off rotating): median [95% interval]",
+            "program cost under request/response traffic, {}, ns per run (kernel.bpf_stats, {} rounds, empty, netflow and netflow with --http-heads off rotating): median [95% interval]",
+            placement.describe(),
             self.floor.len()
         );
         let show = |label: &str, values: &[f64]| {
