@@ -121,12 +121,17 @@ pub struct Edge {
     pub stats: EdgeStats,
 }
 
+/// The graph's indexes' hashing: every flow record a build or the daemon
+/// adds looks up its edge, and SipHash was a fifth of that. Seeded at random
+/// per process; the keys are node indexes, a protocol and a port.
+type Hashing = foldhash::fast::RandomState;
+
 /// The graph in memory.
 #[derive(Clone, Debug, Default)]
 pub struct CommGraph {
     graph: DiGraph<Endpoint, Edge>,
-    by_id: HashMap<String, NodeIndex>,
-    by_edge: HashMap<(NodeIndex, NodeIndex, EdgeKey), petgraph::graph::EdgeIndex>,
+    by_id: HashMap<String, NodeIndex, Hashing>,
+    by_edge: HashMap<(NodeIndex, NodeIndex, EdgeKey), petgraph::graph::EdgeIndex, Hashing>,
     /// Client id -> edges dropped because that client went over its edge
     /// budget (a scan, a client spraying connections): kept so the policy
     /// review can name it.
