@@ -145,7 +145,7 @@ pub struct IntervalStats {
 }
 
 /// An answer a recorded socket received to a query it sent.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DnsAnswer {
     pub name: String,
     pub ip: IpAddr,
