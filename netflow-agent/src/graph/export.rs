@@ -74,9 +74,14 @@ fn http_lines(edge: &crate::graph::Edge, separator: &str) -> String {
 
 fn mermaid(graph: &CommGraph) -> String {
     let mut out = String::from("flowchart LR\n");
-    // Mermaid ids must be plain: number the endpoints in id order.
+    // Mermaid ids must be plain: number the endpoints in id order (sorted,
+    // so an edge's ends are found by binary search, not by a scan per edge).
     let endpoints = graph.endpoints();
-    let index_of = |id: &str| endpoints.iter().position(|e| e.id == id).unwrap_or(0);
+    let index_of = |id: &str| {
+        endpoints
+            .binary_search_by(|endpoint| endpoint.id.as_str().cmp(id))
+            .unwrap_or(0)
+    };
     let text = |text: &str| text.replace('"', "#quot;");
     for (index, endpoint) in endpoints.iter().enumerate() {
         let name = text(&endpoint.label());
@@ -199,6 +204,51 @@ mod tests {
             mermaid,
             "flowchart LR\n  n0[\"shop/cart\"]\n  n1[\"shop/frontend\"]\n  n1 -->|\"tcp/7070\"| n0\n"
         );
+    }
+
+    #[test]
+    fn mermaid_edges_join_the_numbers_of_their_ends() {
+        use crate::graph::{
+            EdgeKey,
+            tests::{stats, workload},
+        };
+        let mut graph = CommGraph::new();
+        let names: Vec<String> = (0..40).map(|n| format!("w{n}")).collect();
+        let nodes: Vec<_> = names
+            .iter()
+            .map(|name| graph.upsert_endpoint(workload("shop", name)))
+            .collect();
+        let key = EdgeKey {
+            protocol: crate::model::Protocol(6),
+            port: 80,
+        };
+        let mut expected = std::collections::BTreeSet::new();
+        for client in 0..names.len() {
+            let server = (client * 7 + 3) % names.len();
+            graph.observe(nodes[client], nodes[server], key, &stats(1, 2, 1));
+            expected.insert((
+                format!("shop/{}", names[client]),
+                format!("shop/{}", names[server]),
+            ));
+        }
+        let mermaid = render(&graph, Format::Mermaid);
+        // n<number>["label"] lines, then n<a> -->|"..."| n<b> lines.
+        let mut labels: std::collections::BTreeMap<String, String> = Default::default();
+        let mut found = std::collections::BTreeSet::new();
+        for line in mermaid.lines().skip(1).map(str::trim) {
+            if let Some((client, rest)) = line.split_once(" -->|") {
+                let server = rest.rsplit_once("| ").unwrap().1;
+                found.insert((labels[client].clone(), labels[server].clone()));
+            } else {
+                let (number, label) = line.split_once("[\"").unwrap();
+                labels.insert(
+                    number.to_string(),
+                    label.trim_end_matches("\"]").to_string(),
+                );
+            }
+        }
+        assert_eq!(labels.len(), names.len());
+        assert_eq!(found, expected, "{mermaid}");
     }
 
     #[test]
