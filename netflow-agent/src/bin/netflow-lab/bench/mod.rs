@@ -292,8 +292,8 @@ fn run_kernel(seconds: f64, rounds: usize) -> anyhow::Result<()> {
         println!("  {label:<62} {}", cells.join("  "));
     }
     println!("  (columns: no program, empty program, netflow, tcpdump)");
-    for (placement, rounds) in &cost {
-        rounds.report(*placement);
+    for (placement, costs) in &cost {
+        costs.report(*placement);
     }
     println!("per run through BPF_PROG_TEST_RUN (no network; mean of the kernel's timing):");
     let floor = per_run.first().map_or(0.0, |case| case.ns_per_run);
