@@ -146,6 +146,49 @@ fn bad_graphs_are_named_and_leave_no_output() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn export_to_a_file_writes_what_stdout_shows_or_nothing() {
+    let dir = scratch();
+    let input = dir.join("graph.json");
+    fs::write(
+        &input,
+        graph(2, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+    )
+    .unwrap();
+    for format in ["json", "dot", "mermaid"] {
+        let export = |extra: &[&str]| {
+            let mut args = vec![
+                "graph",
+                "export",
+                "--graph",
+                input.to_str().unwrap(),
+                "--format",
+                format,
+            ];
+            args.extend_from_slice(extra);
+            agent(&args)
+        };
+        let (code, shown, stderr) = export(&[]);
+        assert_eq!(code, 0, "{format}: {stderr}");
+        let out = dir.join(format!("out.{format}"));
+        let (code, _, stderr) = export(&["-o", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{format}: {stderr}");
+        assert_eq!(fs::read_to_string(&out).unwrap(), shown, "{format}");
+        // A directory that does not exist: named, and nothing written.
+        let unwritable = dir.join("missing").join(format!("out.{format}"));
+        let (code, _, stderr) = export(&["-o", unwritable.to_str().unwrap()]);
+        assert_eq!(code, 1, "{format}: {stderr}");
+        assert!(stderr.contains("missing/out."), "{format}: {stderr}");
+        assert!(!dir.join("missing").exists(), "{format}");
+    }
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 4, "no temporary file left: {names:?}");
+    fs::remove_dir_all(dir).unwrap();
+}
+
 const INVENTORY: &str = r#"{"apiVersion":"v1","kind":"List","items":[
   {"kind":"Pod","metadata":{"name":"web-1","namespace":"shop","uid":"aaaaaaaa-0000-0000-0000-000000000001","labels":{"app":"web"}},
    "spec":{"containers":[{"name":"web"}]},"status":{"podIP":"10.244.0.5"}},

@@ -14,14 +14,27 @@ pub enum Format {
 }
 
 pub fn render(graph: &CommGraph, format: Format) -> String {
+    let mut out = Vec::new();
+    // Writing to memory fails only if serializing does, which the graph's
+    // own types never do.
+    let _ = write(graph, format, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`render`] into `out`. JSON is written as it is serialized: at 1 M edges
+/// the pretty text is ~640 MB, which a string would hold beside the graph.
+pub fn write(
+    graph: &CommGraph,
+    format: Format,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     match format {
         Format::Json => {
-            let mut json = serde_json::to_string_pretty(&graph.file()).unwrap_or_default();
-            json.push('\n');
-            json
+            serde_json::to_writer_pretty(&mut *out, &graph.file())?;
+            out.write_all(b"\n")
         }
-        Format::Dot => dot(graph),
-        Format::Mermaid => mermaid(graph),
+        Format::Dot => out.write_all(dot(graph).as_bytes()),
+        Format::Mermaid => out.write_all(mermaid(graph).as_bytes()),
     }
 }
 

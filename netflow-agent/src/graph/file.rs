@@ -423,6 +423,19 @@ pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::
     write_atomically_with(path, mode, |file| file.write_all(bytes))
 }
 
+/// [`write_atomically`], the content written by `write` as it is produced
+/// (a large export is never held whole).
+pub fn write_atomically_streamed(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write_atomically_with(path, 0o644, |file| {
+        let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
+        write(&mut writer)?;
+        writer.flush()
+    })
+}
+
 /// [`write_atomically_with_mode`], the content written by `write`.
 fn write_atomically_with(
     path: &Path,

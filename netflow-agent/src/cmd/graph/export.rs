@@ -1,7 +1,7 @@
 //! `graph export`: the graph as JSON, DOT, Mermaid, or one HTML page (with
 //! policies, their review beside it).
 
-use std::path::Path;
+use std::{io::Write, path::Path};
 
 use anyhow::Context as _;
 
@@ -9,8 +9,8 @@ use crate::{
     cli::ExportFormat,
     graph::{
         CommGraph,
-        export::{Format, render},
-        file::write_atomically,
+        export::{Format, write},
+        file::write_atomically_streamed,
     },
     inventory::Inventory,
     policy::{
@@ -30,18 +30,31 @@ pub fn run(
     policies: Option<&Path>,
 ) -> anyhow::Result<()> {
     let graph = CommGraph::load(graph_path)?;
-    let rendered = match format {
-        ExportFormat::Json => render(&graph, Format::Json),
-        ExportFormat::Dot => render(&graph, Format::Dot),
-        ExportFormat::Mermaid => render(&graph, Format::Mermaid),
-        ExportFormat::Html => html(&graph, graph_path, inventory, policies)?,
+    let format = match format {
+        ExportFormat::Json => Format::Json,
+        ExportFormat::Dot => Format::Dot,
+        ExportFormat::Mermaid => Format::Mermaid,
+        ExportFormat::Html => {
+            let page = html(&graph, graph_path, inventory, policies)?;
+            return emit(output, |out| out.write_all(page.as_bytes()));
+        }
     };
+    emit(output, |out| write(&graph, format, out))
+}
+
+/// Writes an export to `output` (whole or not at all) or to stdout.
+fn emit(
+    output: Option<&Path>,
+    content: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     match output {
-        Some(path) => write_atomically(path, rendered.as_bytes())
+        Some(path) => write_atomically_streamed(path, content)
             .with_context(|| format!("cannot write {}", path.display())),
         None => {
-            print!("{rendered}");
-            Ok(())
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            content(&mut stdout)
+                .and_then(|()| stdout.flush())
+                .context("cannot write to stdout")
         }
     }
 }
