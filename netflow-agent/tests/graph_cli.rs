@@ -189,6 +189,63 @@ fn export_to_a_file_writes_what_stdout_shows_or_nothing() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let dir = scratch();
+    let (input, inventory, policies) = (
+        dir.join("graph.json"),
+        dir.join("inventory.json"),
+        dir.join("policies"),
+    );
+    fs::write(
+        &input,
+        graph(2, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+    )
+    .unwrap();
+    fs::write(&inventory, INVENTORY).unwrap();
+    fs::create_dir(&policies).unwrap();
+    let (input, inventory, policies) = (
+        input.to_str().unwrap(),
+        inventory.to_str().unwrap(),
+        policies.to_str().unwrap(),
+    );
+    let commands: [&[&str]; 5] = [
+        &["graph", "show", "--graph", input],
+        &["graph", "export", "--graph", input, "--format", "json"],
+        &["graph", "export", "--graph", input, "--format", "mermaid"],
+        &["policy", "plan", "--graph", input, "--policies", policies],
+        &[
+            "policy",
+            "verify",
+            "--graph",
+            input,
+            "--policies",
+            policies,
+            "--inventory",
+            inventory,
+        ],
+    ];
+    for args in commands {
+        // A full disk, as a closed pipe (`| head`) would be.
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let output = Command::new(common::agent())
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to stdout") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+    fs::remove_dir_all(dir).unwrap();
+}
+
 const INVENTORY: &str = r#"{"apiVersion":"v1","kind":"List","items":[
   {"kind":"Pod","metadata":{"name":"web-1","namespace":"shop","uid":"aaaaaaaa-0000-0000-0000-000000000001","labels":{"app":"web"}},
    "spec":{"containers":[{"name":"web"}]},"status":{"podIP":"10.244.0.5"}},

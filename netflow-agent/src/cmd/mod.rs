@@ -17,6 +17,19 @@ fn keep_until_exit<T>(data: T) {
     std::mem::forget(data);
 }
 
+/// Writes a command's result to stdout, buffered. A write that fails (a
+/// closed pipe, as `| head` leaves; a full disk) is an error naming stdout,
+/// where `print!` would panic.
+fn to_stdout(
+    content: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    content(&mut stdout)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
+}
+
 /// `beside` run on a thread of its own while `here` runs on this one: a
 /// large file is read and parsed on one core, and the others would wait.
 fn alongside<A: Send, B>(beside: impl FnOnce() -> A + Send, here: impl FnOnce() -> B) -> (A, B) {

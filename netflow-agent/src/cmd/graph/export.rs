@@ -50,12 +50,7 @@ fn emit(
     match output {
         Some(path) => write_atomically_streamed(path, content)
             .with_context(|| format!("cannot write {}", path.display())),
-        None => {
-            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            content(&mut stdout)
-                .and_then(|()| stdout.flush())
-                .context("cannot write to stdout")
-        }
+        None => crate::cmd::to_stdout(content),
     }
 }
 

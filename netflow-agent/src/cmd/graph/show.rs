@@ -5,6 +5,6 @@ use std::path::Path;
 use crate::graph::{CommGraph, export::show};
 
 pub fn run(graph: &Path) -> anyhow::Result<()> {
-    print!("{}", show(&CommGraph::load(graph)?));
-    Ok(())
+    let table = show(&CommGraph::load(graph)?);
+    crate::cmd::to_stdout(|out| out.write_all(table.as_bytes()))
 }

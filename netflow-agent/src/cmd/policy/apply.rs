@@ -41,7 +41,7 @@ pub fn run(
         }
         if dry_run {
             for object in &objects {
-                println!("applied {} (dry run)", object.shown());
+                progress(&format!("applied {} (dry run)", object.shown()));
             }
             eprintln!(
                 "{} policies checked by the server (dry run), field manager {FIELD_MANAGER}",
@@ -135,7 +135,7 @@ async fn apply_each<'a>(
         let shown = object.shown();
         match apply(client, object, &params).await {
             Ok(()) if dry_run => {}
-            Ok(()) => println!("applied {shown}"),
+            Ok(()) => progress(&format!("applied {shown}")),
             Err(err) => {
                 eprintln!(
                     "netflow-agent: cannot apply {shown}{}: {}",
@@ -147,4 +147,12 @@ async fn apply_each<'a>(
         }
     }
     failed
+}
+
+/// One line of progress on stdout. Not being able to write it (a closed
+/// pipe) must not stop an apply halfway, as `println!`'s panic would: the
+/// summary and every failure go to stderr.
+fn progress(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

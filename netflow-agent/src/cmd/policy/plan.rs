@@ -31,9 +31,7 @@ pub fn run(graph: &Path, policies: &str, denials: Option<&Path>) -> anyhow::Resu
         admin: Path::new(policies).join(ADMIN_TIER_FILE).exists(),
         baseline: Path::new(policies).join(BASELINE_TIER_FILE).exists(),
     };
-    print!(
-        "{}",
-        rollout::render_with_denials(&rollout::plan(&graph, tiers), policies, denials.as_ref())
-    );
-    Ok(())
+    let plan =
+        rollout::render_with_denials(&rollout::plan(&graph, tiers), policies, denials.as_ref());
+    crate::cmd::to_stdout(|out| out.write_all(plan.as_bytes()))
 }

@@ -36,42 +36,50 @@ pub fn run(graph: &Path, source: &Source, inventory: &Path, json: bool) -> anyho
     })?;
     tracing::debug!(elapsed = ?started.elapsed(), "graph read");
     let report = verify(&graph, &policies, &inventory);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
+    crate::cmd::to_stdout(|out| {
+        if json {
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            return writeln!(out);
+        }
+        writeln!(
+            out,
             "{} policies, {} observed edges: {} allowed, {} blocked",
             policies.len(),
             report.edges,
             report.allowed,
             report.blocked.len()
-        );
+        )?;
         for blocked in &report.blocked {
-            println!("  BLOCKED {}: {}", blocked.edge, blocked.reason);
+            writeln!(out, "  BLOCKED {}: {}", blocked.edge, blocked.reason)?;
         }
         for contact in &report.metadata_contacts {
-            println!("  metadata service (never allowed): {contact}");
+            writeln!(out, "  metadata service (never allowed): {contact}")?;
         }
         for contact in &report.link_local_contacts {
-            println!("  link-local address (never allowed): {contact}");
+            writeln!(out, "  link-local address (never allowed): {contact}")?;
         }
         for edge in &report.never_connected {
-            println!("  never answered (never allowed, not checked): {edge}");
+            writeln!(out, "  never answered (never allowed, not checked): {edge}")?;
         }
         for edge in &report.not_checkable {
-            println!("  not checkable (no pod or address in the inventory): {edge}");
+            writeln!(
+                out,
+                "  not checkable (no pod or address in the inventory): {edge}"
+            )?;
         }
         let radius = &report.blast_radius;
-        println!(
+        writeln!(
+            out,
             "blast radius: {} (pod, pod, port) pairs reachable without policies, {} with them; {} open beyond the observed edges",
             radius.pairs_before,
             radius.pairs_after,
             radius.open_beyond_observed.len()
-        );
+        )?;
         for pair in &radius.open_beyond_observed {
-            println!("  open: {pair}");
+            writeln!(out, "  open: {pair}")?;
         }
-    }
+        Ok(())
+    })?;
     crate::cmd::keep_until_exit(policies);
     if !report.blocked.is_empty() {
         anyhow::bail!("{} observed edges would be blocked", report.blocked.len());
