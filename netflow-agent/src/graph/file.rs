@@ -400,14 +400,11 @@ impl CommGraph {
         path: &Path,
         write: impl FnOnce(&Self, &mut std::io::BufWriter<&mut fs::File>) -> std::io::Result<()>,
     ) -> Result<(), GraphFileError> {
-        write_atomically_with(path, 0o600, |file| {
-            let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
-            write(self, &mut writer)?;
-            writer.flush()
-        })
-        .map_err(|source| GraphFileError::Write {
-            path: path.to_path_buf(),
-            source,
+        write_atomically_buffered(path, 0o600, |writer| write(self, writer)).map_err(|source| {
+            GraphFileError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 }
@@ -423,13 +420,14 @@ pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::
     write_atomically_with(path, mode, |file| file.write_all(bytes))
 }
 
-/// [`write_atomically`], the content written by `write` as it is produced
-/// (a large export is never held whole).
-pub fn write_atomically_streamed(
+/// [`write_atomically_with_mode`], the content written by `write` through a
+/// buffer as it is produced (a large graph or export is never held whole).
+pub fn write_atomically_buffered(
     path: &Path,
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    mode: u32,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    write_atomically_with(path, 0o644, |file| {
+    write_atomically_with(path, mode, |file| {
         let mut writer = std::io::BufWriter::with_capacity(1 << 16, file);
         write(&mut writer)?;
         writer.flush()

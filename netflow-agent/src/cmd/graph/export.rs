@@ -10,7 +10,7 @@ use crate::{
     graph::{
         CommGraph,
         export::{Format, write},
-        file::write_atomically_streamed,
+        file::write_atomically_buffered,
     },
     inventory::Inventory,
     policy::{
@@ -48,7 +48,7 @@ fn emit(
     content: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> anyhow::Result<()> {
     match output {
-        Some(path) => write_atomically_streamed(path, content)
+        Some(path) => write_atomically_buffered(path, 0o644, |writer| content(writer))
             .with_context(|| format!("cannot write {}", path.display())),
         None => crate::cmd::to_stdout(content),
     }
