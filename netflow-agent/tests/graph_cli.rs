@@ -2,7 +2,11 @@
 
 mod common;
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 const NODE_A: &str = r#"{"id":"workload:shop/Deployment/frontend","kind":"workload","namespace":"shop","name":"frontend"}"#;
 const NODE_B: &str =
@@ -13,6 +17,15 @@ fn graph(connections: u64, first: &str, last: &str) -> String {
         r#"{{"version":1,"nodes":[{NODE_A},{NODE_B}],"edges":[{{"from":"workload:shop/Deployment/frontend","to":"workload:shop/Deployment/cart","protocol":"tcp","port":7070,"first_seen":"{first}","last_seen":"{last}","days_seen":["{}"],"connections":{connections},"bytes":100}}]}}"#,
         &first[..10]
     )
+}
+
+/// A graph of one edge seen for an hour on 2026-11-18, at `path`.
+fn write_graph(path: &Path, connections: u64) {
+    fs::write(
+        path,
+        graph(connections, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
+    )
+    .unwrap();
 }
 
 fn scratch() -> PathBuf {
@@ -94,11 +107,7 @@ fn merge_adds_up_weeks_and_export_shows_the_edge() {
 fn bad_graphs_are_named_and_leave_no_output() {
     let dir = scratch();
     let good = dir.join("good.json");
-    fs::write(
-        &good,
-        graph(1, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
-    )
-    .unwrap();
+    write_graph(&good, 1);
     let cases = [
         (
             "broken.json",
@@ -150,11 +159,7 @@ fn bad_graphs_are_named_and_leave_no_output() {
 fn export_to_a_file_writes_what_stdout_shows_or_nothing() {
     let dir = scratch();
     let input = dir.join("graph.json");
-    fs::write(
-        &input,
-        graph(2, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
-    )
-    .unwrap();
+    write_graph(&input, 2);
     for format in ["json", "dot", "mermaid"] {
         let export = |extra: &[&str]| {
             let mut args = vec![
@@ -197,11 +202,7 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         dir.join("inventory.json"),
         dir.join("policies"),
     );
-    fs::write(
-        &input,
-        graph(2, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
-    )
-    .unwrap();
+    write_graph(&input, 2);
     fs::write(&inventory, INVENTORY).unwrap();
     fs::create_dir(&policies).unwrap();
     let (input, inventory, policies) = (
@@ -340,11 +341,7 @@ fn policy_commands_refuse_bad_inputs_by_name() {
     assert!(!out.exists(), "nothing written for a refused graph");
 
     // An inventory without a cluster DNS: nothing is guessed.
-    fs::write(
-        &graph_file,
-        graph(1, "2026-11-18T10:00:00Z", "2026-11-18T11:00:00Z"),
-    )
-    .unwrap();
+    write_graph(&graph_file, 1);
     let (code, _, stderr) = agent(&[
         "policy",
         "generate",
