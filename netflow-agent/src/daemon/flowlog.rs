@@ -199,15 +199,18 @@ pub fn for_each_line_in(
         path: path.to_path_buf(),
         source,
     };
-    let mut line = String::new();
+    // Bytes, not a String: the lines skipped unparsed (a pass that wants
+    // only DNS answers skips nearly all) are never checked as UTF-8 or
+    // copied twice; the JSON parser checks the strings of the lines it reads.
+    let mut line = Vec::new();
     let mut number = 0;
     loop {
         line.clear();
-        if reader.read_line(&mut line).map_err(read_error)? == 0 {
+        if reader.read_until(b'\n', &mut line).map_err(read_error)? == 0 {
             return Ok(());
         }
         number += 1;
-        let text = line.trim();
+        let text = line.trim_ascii();
         if text.is_empty() {
             continue;
         }
@@ -226,19 +229,20 @@ pub fn for_each_line_in(
 }
 
 /// The type of a line that starts with it, as this agent writes them.
-fn leading_type(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix(r#"{"type":""#)?;
-    rest.split_once('"').map(|(kind, _)| kind)
+fn leading_type(line: &[u8]) -> Option<&str> {
+    let rest = line.strip_prefix(br#"{"type":""#)?;
+    let end = rest.iter().position(|&byte| byte == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// One line. A flow line (nearly all of a log) that starts with its type is
 /// read straight into a `FlowRecord` (which ignores the `type` field): the
 /// tagged-enum path buffers every field first and is several times slower.
-fn parse_line(line: &str) -> Result<LogLine, serde_json::Error> {
+fn parse_line(line: &[u8]) -> Result<LogLine, serde_json::Error> {
     if leading_type(line) == Some("flow") {
-        return serde_json::from_str(line).map(LogLine::Flow);
+        return serde_json::from_slice(line).map(LogLine::Flow);
     }
-    serde_json::from_str(line)
+    serde_json::from_slice(line)
 }
 
 #[cfg(test)]
@@ -319,6 +323,37 @@ mod tests {
             "{message}"
         );
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_named_where_it_is_read() {
+        let good =
+            r#"{"type":"dns","ts":"2026-11-20T10:00:00Z","name":"a.example","ip":"192.0.2.1"}"#;
+        let mut text = format!("{good}\n").into_bytes();
+        text.extend_from_slice(b"{\"type\":\"dns\",\"ts\":\"2026-11-20T10:00:00Z\",\"name\":\"b\xff\",\"ip\":\"192.0.2.1\"}\n");
+        // A pass that does not want DNS lines skips it unread.
+        let unwanted = for_each_line_in(
+            &text[..],
+            Path::new("f.jsonl"),
+            |kind| kind == "flow",
+            |_| panic!("no line is wanted"),
+        );
+        assert!(unwanted.is_ok(), "{unwanted:?}");
+        let mut names = Vec::new();
+        let read = for_each_line_in(
+            &text[..],
+            Path::new("f.jsonl"),
+            |_| true,
+            |line| {
+                if let LogLine::Dns(name) = line {
+                    names.push(name.name);
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(names, ["a.example"]);
+        let message = read.unwrap_err().to_string();
+        assert!(message.starts_with("f.jsonl:2: "), "{message}");
     }
 
     #[test]
