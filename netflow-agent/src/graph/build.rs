@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, ops::Range};
 
 use petgraph::graph::NodeIndex;
 
@@ -71,8 +71,19 @@ type Hashing = foldhash::fast::RandomState;
 /// A Service's address, port and protocol.
 type ServicePort = (IpAddr, u16, Protocol);
 
-/// The nodes behind a Service port, each with the port it is reached on.
-type Backends = Vec<(NodeIndex, u16)>;
+/// A server a client's flow reached.
+#[derive(Clone, Copy)]
+struct Server {
+    node: NodeIndex,
+    /// The port it is reached on.
+    port: u16,
+    /// Kept here, not read from the node per record: an external server's
+    /// edge carries the names its client resolved for it.
+    external: bool,
+}
+
+/// The servers behind a Service port.
+type Backends = Vec<Server>;
 
 /// Flow records into a graph, one at a time (logs are streamed through it,
 /// never held whole). It keeps the graph node of every end it has named: a
@@ -88,6 +99,18 @@ pub struct Builder<'g, 'a> {
     locals: HashMap<IpAddr, HashMap<String, (NodeIndex, bool), Hashing>, Hashing>,
     /// A Service's backends on a port: they do not change with time.
     services: HashMap<ServicePort, Backends, Hashing>,
+    /// Remote ends that are no Service by address: what a pod address
+    /// names changes only when a pod holding it starts or ends.
+    remotes: HashMap<IpAddr, RemoteEnd, Hashing>,
+}
+
+/// A remote end's node and the times over which its address names it.
+struct RemoteEnd {
+    steady: Range<i64>,
+    node: NodeIndex,
+    /// An external host known only by its address (see
+    /// [`BuildReport::unnamed_remote`]).
+    unnamed: bool,
 }
 
 impl<'g, 'a> Builder<'g, 'a> {
@@ -99,6 +122,7 @@ impl<'g, 'a> Builder<'g, 'a> {
             workloads: HashMap::default(),
             locals: HashMap::default(),
             services: HashMap::default(),
+            remotes: HashMap::default(),
         }
     }
 
@@ -154,24 +178,64 @@ impl<'g, 'a> Builder<'g, 'a> {
     }
 
     /// The servers a client's flow reached, with the port each is reached on.
-    fn servers(&mut self, flow: &FlowRecord, protocol: &str, at: i64) -> Vec<(NodeIndex, u16)> {
+    fn servers(&mut self, flow: &FlowRecord, protocol: &str, at: i64) -> Backends {
         let (ip, port) = (flow.remote.ip, flow.remote.port);
         let service_key = (ip, port, flow.protocol);
         if let Some(known) = self.services.get(&service_key) {
             return known.clone();
         }
-        let is_service = self.identity.is_service(ip);
-        let mut servers = Vec::new();
-        for (named, target) in self.identity.remote_server_named(ip, port, protocol, at) {
-            if let Named::Other(endpoint) = &named {
-                self.report.unnamed_remote += u64::from(is_unnamed(endpoint));
+        if !self.identity.is_service(ip) {
+            let node = self.remote(ip, at);
+            return vec![self.server(node, port)];
+        }
+        let backends: Backends = self
+            .identity
+            .remote_server_named(ip, port, protocol, at)
+            .into_iter()
+            .map(|(named, port)| {
+                let node = self.node(named);
+                self.server(node, port)
+            })
+            .collect();
+        self.services.insert(service_key, backends.clone());
+        backends
+    }
+
+    fn server(&self, node: NodeIndex, port: u16) -> Server {
+        Server {
+            node,
+            port,
+            external: self.graph.node(node).kind == EndpointKind::External,
+        }
+    }
+
+    /// The node of a remote end that is no Service (a client, or a server
+    /// reached directly), counted when it is unnamed.
+    fn remote(&mut self, ip: IpAddr, at: i64) -> NodeIndex {
+        let known = self
+            .remotes
+            .get(&ip)
+            .filter(|end| end.steady.contains(&at))
+            .map(|end| (end.node, end.unnamed));
+        let (node, unnamed) = match known {
+            Some(known) => known,
+            None => {
+                let (named, steady) = self.identity.remote_named_steady(ip, at);
+                let unnamed = matches!(&named, Named::Other(endpoint) if is_unnamed(endpoint));
+                let node = self.node(named);
+                self.remotes.insert(
+                    ip,
+                    RemoteEnd {
+                        steady,
+                        node,
+                        unnamed,
+                    },
+                );
+                (node, unnamed)
             }
-            servers.push((self.node(named), target));
-        }
-        if is_service {
-            self.services.insert(service_key, servers.clone());
-        }
-        servers
+        };
+        self.report.unnamed_remote += u64::from(unnamed);
+        node
     }
 
     /// The port a server-side record's client connected to: its local
@@ -244,8 +308,13 @@ impl<'g, 'a> Builder<'g, 'a> {
                     self.graph
                         .observe(local, server, key(flow.remote.port), &stats);
                 }
-                for (server, port) in servers {
-                    if self.graph.node(server).kind == EndpointKind::External {
+                for Server {
+                    node: server,
+                    port,
+                    external,
+                } in servers
+                {
+                    if external {
                         let mut stats = stats.clone();
                         let client_id = &self.graph.node(local).id;
                         stats.dns_names =
@@ -262,11 +331,7 @@ impl<'g, 'a> Builder<'g, 'a> {
                     return;
                 };
                 stats.seen_by_server = volume;
-                let named = self.identity.remote_named(flow.remote.ip, first);
-                if let Named::Other(endpoint) = &named {
-                    self.report.unnamed_remote += u64::from(is_unnamed(endpoint));
-                }
-                let client = self.node(named);
+                let client = self.remote(flow.remote.ip, first);
                 self.graph.observe(client, local, key(port), &stats);
             }
             Side::Unknown => self.report.undecided_direction += 1,
@@ -441,35 +506,59 @@ mod tests {
         let inventory = Inventory::parse(text).unwrap();
         let dns = BTreeMap::new();
         let identity = Identity::new(&inventory, &dns);
-        let at = |time: &str| FlowRecord {
+        let at = |time: &str, client: Side| FlowRecord {
             first_seen: time.into(),
             last_seen: time.into(),
             ..flow(
                 UID_FRONTEND,
                 ("10.244.0.5", 40000),
                 ("10.244.0.7", 8080),
-                Side::Local,
+                client,
                 true,
             )
         };
-        let mut graph = CommGraph::new();
-        add_flows(
-            &mut graph,
-            &identity,
-            &[at("2026-11-20T10:00:00Z"), at("2026-11-20T12:00:00Z")],
-        );
-        let servers: Vec<&str> = graph
-            .edges()
-            .iter()
-            .map(|(_, server, _)| server.id.as_str())
-            .collect();
-        assert_eq!(
-            servers,
-            vec![
-                "workload:shop/Pod/cart-old",
-                "workload:shop/Pod/payments-new"
-            ]
-        );
+        // The logs of several nodes are not in time order: the builder
+        // keeps each address's end only while the same pods hold it.
+        let times = [
+            "2026-11-20T10:00:00Z",
+            "2026-11-20T12:00:00Z",
+            "2026-11-20T10:15:00Z",
+            "2026-11-20T10:45:00Z",
+            "2026-11-20T10:29:59Z",
+            "2026-11-20T11:00:00Z",
+        ];
+        let seconds = |time: &str| super::unix_seconds(time) as u64;
+        // Each end that held the address, the first and last record it names.
+        let expected = [
+            ("external:10.244.0.7", times[3], times[3]),
+            ("workload:shop/Pod/cart-old", times[0], times[4]),
+            ("workload:shop/Pod/payments-new", times[5], times[1]),
+        ]
+        .map(|(id, first, last)| (id, seconds(first), seconds(last)));
+        for side in [Side::Local, Side::Remote] {
+            let mut graph = CommGraph::new();
+            let mut builder = Builder::new(&mut graph, &identity);
+            let mut unnamed = Vec::new();
+            for time in times {
+                builder.add(&at(time, side));
+                unnamed.push(builder.report.unnamed_remote);
+            }
+            assert_eq!(unnamed, [0, 0, 0, 1, 1, 1], "{side}: between the pods");
+            let mut ends: Vec<(&str, u64, u64)> = graph
+                .edges()
+                .iter()
+                .map(|(client, server, edge)| {
+                    let other = if side == Side::Local { server } else { client };
+                    (
+                        other.id.as_str(),
+                        edge.stats.first_seen,
+                        edge.stats.last_seen,
+                    )
+                })
+                .collect();
+            ends.sort();
+            assert_eq!(ends, expected, "{side}");
+        }
     }
 
     #[test]

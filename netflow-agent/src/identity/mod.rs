@@ -11,7 +11,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Range,
 };
 
 pub mod kubelet_cgroups;
@@ -28,20 +29,24 @@ use crate::{
 /// (GKE's metadata server, port 988), 169.254.170.2 and 169.254.170.23
 /// (ECS task credentials, EKS Pod Identity), fd00:ec2::254 and fd00:ec2::23
 /// (AWS over IPv6), 100.100.100.200 (Alibaba Cloud).
-pub const METADATA_ADDRESSES: [&str; 7] = [
-    "169.254.169.254",
-    "169.254.169.252",
-    "169.254.170.2",
-    "169.254.170.23",
-    "fd00:ec2::254",
-    "fd00:ec2::23",
-    "100.100.100.200",
+pub const METADATA_ADDRESSES: [IpAddr; 7] = [
+    v4(169, 254, 169, 254),
+    v4(169, 254, 169, 252),
+    v4(169, 254, 170, 2),
+    v4(169, 254, 170, 23),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23)),
+    v4(100, 100, 100, 200),
 ];
 
+const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// Asked for the remote end of nearly every record a build reads: a
+/// comparison, not a parse.
 pub fn is_metadata(ip: IpAddr) -> bool {
-    METADATA_ADDRESSES
-        .iter()
-        .any(|address| address.parse() == Ok(ip))
+    METADATA_ADDRESSES.contains(&ip)
 }
 
 /// 169.254.0.0/16 and fe80::/10: addresses that mean "this link", never a
@@ -55,7 +60,7 @@ pub fn is_link_local(ip: IpAddr) -> bool {
 }
 
 /// NodeLocal DNSCache's address on every node.
-pub const NODE_LOCAL_DNS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 20, 10));
+pub const NODE_LOCAL_DNS: IpAddr = v4(169, 254, 20, 10);
 
 /// Names NodeLocal DNSCache's DaemonSet goes by (the upstream manifest's,
 /// kubespray's).
@@ -326,6 +331,15 @@ impl<'a> Identity<'a> {
             dns_names: names,
             ..plain(format!("external:{ip}"), &name, ip)
         })
+    }
+
+    /// As [`Identity::remote_named`], with the times around `at` over which
+    /// `ip` names the same end (only a pod's start or end changes it).
+    pub fn remote_named_steady(&self, ip: IpAddr, at: i64) -> (Named<'a>, Range<i64>) {
+        (
+            self.remote_named(ip, at),
+            self.inventory.ip_holders_steady(ip, at),
+        )
     }
 
     /// NodeLocal DNSCache: the same address on every node, each pod's

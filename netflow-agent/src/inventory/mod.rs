@@ -22,6 +22,7 @@ pub(crate) use owners::{OwnerKind, Owners};
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
+    ops::Range,
 };
 
 use k8s_openapi::api::{
@@ -233,6 +234,24 @@ impl Inventory {
             })
             // Several candidates (a dump without times): the latest started.
             .max_by_key(|pod| pod.started.unwrap_or(i64::MIN))
+    }
+
+    /// The times around `unix_seconds` in which the same pods hold `ip`
+    /// (none before, none after, as may be): over them [`Self::pod_by_ip`]
+    /// answers as it does at `unix_seconds`, so a caller may keep its answer.
+    pub fn ip_holders_steady(&self, ip: IpAddr, unix_seconds: i64) -> Range<i64> {
+        let mut steady = i64::MIN..i64::MAX;
+        let holders = self.pods_by_ip.get(&ip).into_iter().flatten();
+        for pod in holders.map(|&index| &self.pods[index]) {
+            for change in [pod.started, pod.ended].into_iter().flatten() {
+                if change <= unix_seconds {
+                    steady.start = steady.start.max(change);
+                } else {
+                    steady.end = steady.end.min(change);
+                }
+            }
+        }
+        steady
     }
 
     pub fn node_by_ip(&self, ip: IpAddr) -> Option<&NodeEntry> {

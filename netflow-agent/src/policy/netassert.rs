@@ -246,7 +246,7 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
                 80,
                 1,
                 src.clone(),
-                Target::host(address),
+                Target::host(&address.to_string()),
             ));
         }
         let known = talks.get(&client.id).cloned().unwrap_or_default();

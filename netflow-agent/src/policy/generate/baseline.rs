@@ -16,7 +16,7 @@
 //! default-deny NetworkPolicy; egress default-deny and the DNS allow move
 //! here.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -95,12 +95,9 @@ fn metadata(name: &str) -> ObjectMeta {
 fn metadata_networks() -> Vec<String> {
     METADATA_ADDRESSES
         .iter()
-        .map(|address| {
-            if address.contains(':') {
-                format!("{address}/128")
-            } else {
-                format!("{address}/32")
-            }
+        .map(|address| match address {
+            IpAddr::V4(_) => format!("{address}/32"),
+            IpAddr::V6(_) => format!("{address}/128"),
         })
         .collect()
 }
