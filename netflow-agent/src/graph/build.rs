@@ -108,6 +108,7 @@ pub struct Builder<'g, 'a> {
 struct RemoteEnd {
     steady: Range<i64>,
     node: NodeIndex,
+    external: bool,
     /// An external host known only by its address (see
     /// [`BuildReport::unnamed_remote`]).
     unnamed: bool,
@@ -185,8 +186,12 @@ impl<'g, 'a> Builder<'g, 'a> {
             return known.clone();
         }
         if !self.identity.is_service(ip) {
-            let node = self.remote(ip, at);
-            return vec![self.server(node, port)];
+            let (node, external) = self.remote(ip, at);
+            return vec![Server {
+                node,
+                port,
+                external,
+            }];
         }
         let backends: Backends = self
             .identity
@@ -194,48 +199,51 @@ impl<'g, 'a> Builder<'g, 'a> {
             .into_iter()
             .map(|(named, port)| {
                 let node = self.node(named);
-                self.server(node, port)
+                Server {
+                    node,
+                    port,
+                    external: self.is_external(node),
+                }
             })
             .collect();
         self.services.insert(service_key, backends.clone());
         backends
     }
 
-    fn server(&self, node: NodeIndex, port: u16) -> Server {
-        Server {
-            node,
-            port,
-            external: self.graph.node(node).kind == EndpointKind::External,
-        }
+    fn is_external(&self, node: NodeIndex) -> bool {
+        self.graph.node(node).kind == EndpointKind::External
     }
 
     /// The node of a remote end that is no Service (a client, or a server
-    /// reached directly), counted when it is unnamed.
-    fn remote(&mut self, ip: IpAddr, at: i64) -> NodeIndex {
+    /// reached directly) and whether it is external; counted when it is
+    /// unnamed.
+    fn remote(&mut self, ip: IpAddr, at: i64) -> (NodeIndex, bool) {
         let known = self
             .remotes
             .get(&ip)
             .filter(|end| end.steady.contains(&at))
-            .map(|end| (end.node, end.unnamed));
-        let (node, unnamed) = match known {
+            .map(|end| (end.node, end.external, end.unnamed));
+        let (node, external, unnamed) = match known {
             Some(known) => known,
             None => {
                 let (named, steady) = self.identity.remote_named_steady(ip, at);
                 let unnamed = matches!(&named, Named::Other(endpoint) if is_unnamed(endpoint));
                 let node = self.node(named);
+                let external = self.is_external(node);
                 self.remotes.insert(
                     ip,
                     RemoteEnd {
                         steady,
                         node,
+                        external,
                         unnamed,
                     },
                 );
-                (node, unnamed)
+                (node, external, unnamed)
             }
         };
         self.report.unnamed_remote += u64::from(unnamed);
-        node
+        (node, external)
     }
 
     /// The port a server-side record's client connected to: its local
@@ -331,7 +339,7 @@ impl<'g, 'a> Builder<'g, 'a> {
                     return;
                 };
                 stats.seen_by_server = volume;
-                let client = self.remote(flow.remote.ip, first);
+                let (client, _) = self.remote(flow.remote.ip, first);
                 self.graph.observe(client, local, key(port), &stats);
             }
             Side::Unknown => self.report.undecided_direction += 1,
