@@ -91,6 +91,12 @@ pub enum FlowLogError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}:{line}: a line longer than {limit} bytes is no flow log line")]
+    LineTooLong {
+        path: PathBuf,
+        line: usize,
+        limit: usize,
+    },
     /// Never returned: the reader's own signal that its caller stopped
     /// taking lines.
     #[error("the flow log's reader was stopped")]
@@ -116,6 +122,11 @@ pub fn for_each_line(
 ) -> Result<(), FlowLogError> {
     for_each_line_of(path, |_| true, &mut each)
 }
+
+/// The longest line read: the agent writes lines of a few hundred bytes
+/// (a flow's HTTP requests, each head capped, make the longest); a file
+/// without line ends is not read into memory whole.
+const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Log lines parsed ahead of the caller, in batches of this many: a week's
 /// log is millions of lines, and handing them over one by one would cost
@@ -199,32 +210,64 @@ pub fn for_each_line_in(
         path: path.to_path_buf(),
         source,
     };
-    // Bytes, not a String: the lines skipped unparsed (a pass that wants
-    // only DNS answers skips nearly all) are never checked as UTF-8 or
-    // copied twice; the JSON parser checks the strings of the lines it reads.
-    let mut line = Vec::new();
     let mut number = 0;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(read_error)? == 0 {
-            return Ok(());
-        }
+    let mut take = |line: &[u8]| -> Result<(), FlowLogError> {
         number += 1;
         let text = line.trim_ascii();
         if text.is_empty() {
-            continue;
+            return Ok(());
         }
         if let Some(kind) = leading_type(text)
             && !wanted(kind)
         {
-            continue;
+            return Ok(());
         }
         let parsed = parse_line(text).map_err(|source| FlowLogError::Line {
             path: path.to_path_buf(),
             line: number,
             source,
         })?;
-        each(parsed)?;
+        each(parsed)
+    };
+    // Lines are taken where the reader's buffer holds them: a week's log is
+    // gigabytes, and the lines a pass skips (a pass that wants only DNS
+    // answers skips nearly all) are never copied. Only a line split across
+    // two fills of the buffer is put together here.
+    let mut split_line = Vec::new();
+    loop {
+        let buffer = match reader.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(read_error(err)),
+        };
+        if buffer.is_empty() {
+            // The last line, without a line end.
+            return match split_line.is_empty() {
+                true => Ok(()),
+                false => take(&split_line),
+            };
+        }
+        let Some(end) = memchr::memchr(b'\n', buffer) else {
+            if split_line.len() + buffer.len() > MAX_LINE_BYTES {
+                return Err(FlowLogError::LineTooLong {
+                    path: path.to_path_buf(),
+                    line: number + 1,
+                    limit: MAX_LINE_BYTES,
+                });
+            }
+            split_line.extend_from_slice(buffer);
+            let length = buffer.len();
+            reader.consume(length);
+            continue;
+        };
+        if split_line.is_empty() {
+            take(&buffer[..end])?;
+        } else {
+            split_line.extend_from_slice(&buffer[..end]);
+            take(&split_line)?;
+            split_line.clear();
+        }
+        reader.consume(end + 1);
     }
 }
 
@@ -330,6 +373,60 @@ mod tests {
             "{message}"
         );
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn lines_split_across_reads_come_whole_and_an_endless_one_is_refused() {
+        let line = |number: usize| {
+            format!(
+                r#"{{"type":"dns","ts":"2026-11-20T10:00:00Z","name":"n{number}.example","ip":"192.0.2.1"}}"#
+            )
+        };
+        // Blank lines, CRLF line ends, the last line without one.
+        let text = format!("{}\n\n{}\r\n{}\n{}", line(1), line(2), line(3), line(4));
+        for capacity in [1, 7, 64, text.len(), 1 << 20] {
+            let mut names = Vec::new();
+            for_each_line_in(
+                io::BufReader::with_capacity(capacity, text.as_bytes()),
+                Path::new("f.jsonl"),
+                |_| true,
+                |line| {
+                    if let LogLine::Dns(name) = line {
+                        names.push(name.name);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                names,
+                ["n1.example", "n2.example", "n3.example", "n4.example"],
+                "read {capacity} bytes at a time"
+            );
+        }
+        // A line error names the line across reads too.
+        let bad = format!("{}\n{}\n{{\"type\":\"dns\"\n", line(1), line(2));
+        let read = for_each_line_in(
+            io::BufReader::with_capacity(5, bad.as_bytes()),
+            Path::new("f.jsonl"),
+            |_| true,
+            |_| Ok(()),
+        );
+        let message = read.unwrap_err().to_string();
+        assert!(message.starts_with("f.jsonl:3: "), "{message}");
+        // A file without line ends is not held whole.
+        let endless = io::Read::take(io::repeat(b' '), MAX_LINE_BYTES as u64 + 1);
+        let read = for_each_line_in(
+            io::BufReader::new(endless),
+            Path::new("f.jsonl"),
+            |_| true,
+            |_| Ok(()),
+        );
+        let message = read.unwrap_err().to_string();
+        assert!(
+            message.starts_with("f.jsonl:1: a line longer than"),
+            "{message}"
+        );
     }
 
     #[test]
