@@ -107,7 +107,7 @@ pub enum FlowLogError {
 pub fn read_flow_log(path: &Path) -> Result<Vec<LogLine>, FlowLogError> {
     let mut lines = Vec::new();
     for_each_line(path, |line| {
-        lines.push(line);
+        lines.push(line.clone());
         Ok(())
     })?;
     Ok(lines)
@@ -118,7 +118,7 @@ pub fn read_flow_log(path: &Path) -> Result<Vec<LogLine>, FlowLogError> {
 /// file and line.
 pub fn for_each_line(
     path: &Path,
-    mut each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
+    mut each: impl FnMut(&LogLine) -> Result<(), FlowLogError>,
 ) -> Result<(), FlowLogError> {
     for_each_line_of(path, |_| true, &mut each)
 }
@@ -143,16 +143,27 @@ const BATCHES_AHEAD: usize = 4;
 pub fn for_each_line_of(
     path: &Path,
     wanted: impl Fn(&str) -> bool + Send,
-    mut each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
+    mut each: impl FnMut(&LogLine) -> Result<(), FlowLogError>,
 ) -> Result<(), FlowLogError> {
     let file = File::open(path).map_err(|source| FlowLogError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let (batches, parsed) = mpsc::sync_channel::<Vec<LogLine>>(BATCHES_AHEAD);
+    // Batches go back to the reader once `each` has seen them: their lines
+    // are dropped on the thread that made them (freed on another core, a
+    // line's strings cost both cores), and their room is filled again.
+    let (read_batches, handed_back) = mpsc::sync_channel::<Vec<LogLine>>(BATCHES_AHEAD + 1);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            let mut batch = Vec::with_capacity(LINES_PER_BATCH);
+            let empty_batch = || match handed_back.try_recv() {
+                Ok(mut batch) => {
+                    batch.clear();
+                    batch
+                }
+                Err(_) => Vec::with_capacity(LINES_PER_BATCH),
+            };
+            let mut batch = empty_batch();
             let mut caller_stopped = false;
             let read = for_each_line_in(
                 io::BufReader::with_capacity(1 << 20, file),
@@ -161,8 +172,7 @@ pub fn for_each_line_of(
                 |line| {
                     batch.push(line);
                     if batch.len() == LINES_PER_BATCH {
-                        let full =
-                            std::mem::replace(&mut batch, Vec::with_capacity(LINES_PER_BATCH));
+                        let full = std::mem::replace(&mut batch, empty_batch());
                         if batches.send(full).is_err() {
                             caller_stopped = true;
                             return Err(FlowLogError::Stopped);
@@ -180,12 +190,14 @@ pub fn for_each_line_of(
         });
         let mut handed = Ok(());
         'batches: for batch in parsed.iter() {
-            for line in batch {
+            for line in &batch {
                 if let Err(err) = each(line) {
                     handed = Err(err);
                     break 'batches;
                 }
             }
+            // Dropped here when the reader has enough in hand.
+            let _ = read_batches.try_send(batch);
         }
         // Stops the reader at its next batch when `each` failed.
         drop(parsed);
@@ -328,7 +340,7 @@ mod tests {
                 let LogLine::Dns(name) = line else {
                     panic!("not a DNS line")
                 };
-                names.push(name.name);
+                names.push(name.name.clone());
                 Ok(())
             },
         )

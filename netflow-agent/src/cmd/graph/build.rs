@@ -51,10 +51,10 @@ fn dns_answers(flows: &[PathBuf]) -> anyhow::Result<Answers> {
             |line| {
                 if let LogLine::Dns(name) = line {
                     let answer = DnsAnswer {
-                        name: name.name,
+                        name: name.name.clone(),
                         ip: name.ip,
                         server: name.server,
-                        client: name.cgroup,
+                        client: name.cgroup.clone(),
                     };
                     let order = seen.len();
                     seen.entry(answer).or_insert((order, 0)).1 += 1;
@@ -113,7 +113,7 @@ pub fn run(
             |kind| kind == "flow",
             |line| {
                 if let LogLine::Flow(flow) = line {
-                    builder.add(&flow);
+                    builder.add(flow);
                 }
                 Ok(())
             },
