@@ -254,10 +254,10 @@ pub fn for_each_line_in(
         };
         if buffer.is_empty() {
             // The last line, without a line end.
-            return match split_line.is_empty() {
-                true => Ok(()),
-                false => take(&split_line),
-            };
+            if split_line.is_empty() {
+                return Ok(());
+            }
+            return take(&split_line);
         }
         let Some(end) = memchr::memchr(b'\n', buffer) else {
             if split_line.len() + buffer.len() > MAX_LINE_BYTES {
