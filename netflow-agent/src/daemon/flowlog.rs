@@ -387,6 +387,24 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// Reads `f.jsonl` from `reader`: the names of the DNS lines handed
+    /// over, and the outcome.
+    fn dns_names_in(reader: impl io::BufRead) -> (Vec<String>, Result<(), FlowLogError>) {
+        let mut names = Vec::new();
+        let read = for_each_line_in(
+            reader,
+            Path::new("f.jsonl"),
+            |_| true,
+            |line| {
+                if let LogLine::Dns(name) = line {
+                    names.push(name.name);
+                }
+                Ok(())
+            },
+        );
+        (names, read)
+    }
+
     #[test]
     fn lines_split_across_reads_come_whole_and_an_endless_one_is_refused() {
         let line = |number: usize| {
@@ -397,19 +415,9 @@ mod tests {
         // Blank lines, CRLF line ends, the last line without one.
         let text = format!("{}\n\n{}\r\n{}\n{}", line(1), line(2), line(3), line(4));
         for capacity in [1, 7, 64, text.len(), 1 << 20] {
-            let mut names = Vec::new();
-            for_each_line_in(
-                io::BufReader::with_capacity(capacity, text.as_bytes()),
-                Path::new("f.jsonl"),
-                |_| true,
-                |line| {
-                    if let LogLine::Dns(name) = line {
-                        names.push(name.name);
-                    }
-                    Ok(())
-                },
-            )
-            .unwrap();
+            let (names, read) =
+                dns_names_in(io::BufReader::with_capacity(capacity, text.as_bytes()));
+            read.unwrap();
             assert_eq!(
                 names,
                 ["n1.example", "n2.example", "n3.example", "n4.example"],
@@ -418,22 +426,13 @@ mod tests {
         }
         // A line error names the line across reads too.
         let bad = format!("{}\n{}\n{{\"type\":\"dns\"\n", line(1), line(2));
-        let read = for_each_line_in(
-            io::BufReader::with_capacity(5, bad.as_bytes()),
-            Path::new("f.jsonl"),
-            |_| true,
-            |_| Ok(()),
-        );
+        let (names, read) = dns_names_in(io::BufReader::with_capacity(5, bad.as_bytes()));
+        assert_eq!(names.len(), 2);
         let message = read.unwrap_err().to_string();
         assert!(message.starts_with("f.jsonl:3: "), "{message}");
         // A file without line ends is not held whole.
         let endless = io::Read::take(io::repeat(b' '), MAX_LINE_BYTES as u64 + 1);
-        let read = for_each_line_in(
-            io::BufReader::new(endless),
-            Path::new("f.jsonl"),
-            |_| true,
-            |_| Ok(()),
-        );
+        let (_, read) = dns_names_in(io::BufReader::new(endless));
         let message = read.unwrap_err().to_string();
         assert!(
             message.starts_with("f.jsonl:1: a line longer than"),
@@ -455,18 +454,7 @@ mod tests {
             |_| panic!("no line is wanted"),
         );
         assert!(unwanted.is_ok(), "{unwanted:?}");
-        let mut names = Vec::new();
-        let read = for_each_line_in(
-            &text[..],
-            Path::new("f.jsonl"),
-            |_| true,
-            |line| {
-                if let LogLine::Dns(name) = line {
-                    names.push(name.name);
-                }
-                Ok(())
-            },
-        );
+        let (names, read) = dns_names_in(&text[..]);
         assert_eq!(names, ["a.example"]);
         let message = read.unwrap_err().to_string();
         assert!(message.starts_with("f.jsonl:2: "), "{message}");
