@@ -90,6 +90,13 @@ pub fn dns_servers(inventory: &Inventory, extra: &[IpAddr]) -> BTreeSet<IpAddr> 
     servers
 }
 
+/// Whether `answer` is believed: it came from one of the cluster's DNS
+/// `servers`, or from a flow log of an earlier version, which did not
+/// record the server (taken as before).
+pub fn is_believed(answer: &DnsAnswer, servers: &BTreeSet<IpAddr>) -> bool {
+    answer.server.is_none_or(|server| servers.contains(&server))
+}
+
 /// The names DNS answers give for addresses, from the cluster's DNS only
 /// (an answer a socket asked for, but from another server, may be a pod
 /// playing DNS); and how many answers were not believed. Answers without a
@@ -101,7 +108,7 @@ pub fn trusted_names(
     let mut names: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
     let mut untrusted = 0;
     for answer in answers {
-        if answer.server.is_none_or(|server| servers.contains(&server)) {
+        if is_believed(answer, servers) {
             names
                 .entry(answer.ip)
                 .or_default()
@@ -137,10 +144,7 @@ pub fn names_by_client(
     let mut held: BTreeMap<String, usize> = BTreeMap::new();
     let mut over_cap = 0;
     for answer in answers {
-        if answer
-            .server
-            .is_some_and(|server| !servers.contains(&server))
-        {
+        if !is_believed(answer, servers) {
             continue;
         }
         let client = match &answer.client {

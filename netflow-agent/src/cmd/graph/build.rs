@@ -9,7 +9,7 @@ use std::{
 use crate::{
     daemon::flowlog::{LogLine, for_each_line_of},
     graph::{CommGraph, build::Builder},
-    identity::{Identity, dns_servers, names_by_client, trusted_names},
+    identity::{Identity, dns_servers, is_believed, names_by_client, trusted_names},
     inventory::Inventory,
     model::DnsAnswer,
 };
@@ -30,11 +30,7 @@ impl Answers {
         self.distinct
             .iter()
             .zip(&self.times)
-            .filter(|(answer, _)| {
-                answer
-                    .server
-                    .is_some_and(|server| !trusted.contains(&server))
-            })
+            .filter(|(answer, _)| !is_believed(answer, trusted))
             .map(|(_, times)| times)
             .sum()
     }
