@@ -111,8 +111,10 @@ fn the_live_inventory_follows_churn_ip_reuse_rollouts_and_broken_watches() {
         .unwrap();
     assert_eq!(inventory.service_backends(service, 80, "TCP").len(), 1);
     assert_eq!(
-        inventory.namespaces["shop"]["kubernetes.io/metadata.name"],
-        "shop"
+        inventory.namespaces["shop"]
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("shop")
     );
 
     // Churn over the watch: a second pod, then the first one deleted and its

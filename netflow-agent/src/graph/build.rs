@@ -361,7 +361,7 @@ mod tests {
     use super::*;
     use crate::{
         inventory::Inventory,
-        model::{Address, Basis, Protocol},
+        model::{Address, Basis, LabelMap, Protocol},
     };
 
     const UID_FRONTEND: &str = "11111111-1111-1111-1111-111111111111";
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(edge.stats.volume().connections, 1);
         assert_eq!(
             server.labels,
-            BTreeMap::from([("app".to_string(), "cart".to_string())])
+            LabelMap::from_iter([("app".to_string(), "cart".to_string())])
         );
     }
 

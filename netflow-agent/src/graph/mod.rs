@@ -390,10 +390,9 @@ impl CommGraph {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::{EndpointKind, utc_day};
+    use crate::model::{EndpointKind, LabelMap, utc_day};
 
     pub fn workload(namespace: &str, name: &str) -> Endpoint {
         Endpoint {
@@ -402,7 +401,7 @@ pub(crate) mod tests {
             namespace: Some(namespace.to_string()),
             name: name.to_string(),
             workload_kind: Some("Deployment".to_string()),
-            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            labels: LabelMap::from_iter([("app".to_string(), name.to_string())]),
             addresses: BTreeSet::new(),
             dns_names: BTreeSet::new(),
             host_workloads: BTreeSet::new(),

@@ -21,7 +21,7 @@ use kubelet_cgroups::pod_of_cgroup;
 
 use crate::{
     inventory::{Inventory, WorkloadRef},
-    model::{DnsAnswer, Endpoint, EndpointKind},
+    model::{DnsAnswer, Endpoint, EndpointKind, LabelMap},
 };
 
 /// Cloud metadata and credential services: never to be allowed, always to
@@ -369,7 +369,7 @@ impl<'a> Identity<'a> {
             namespace: Some(workload.namespace.clone()),
             name: workload.name.clone(),
             workload_kind: Some(workload.kind.clone()),
-            labels: BTreeMap::clone(&self.inventory.selector_of(workload)),
+            labels: LabelMap::clone(&self.inventory.selector_of(workload)),
             addresses: BTreeSet::new(),
             dns_names: BTreeSet::new(),
             host_workloads: BTreeSet::new(),
@@ -420,7 +420,7 @@ fn node_endpoint(name: &str, addresses: &[IpAddr]) -> Endpoint {
         namespace: None,
         name: name.to_string(),
         workload_kind: None,
-        labels: BTreeMap::new(),
+        labels: LabelMap::new(),
         addresses: addresses.iter().map(IpAddr::to_string).collect(),
         dns_names: BTreeSet::new(),
         host_workloads: BTreeSet::new(),
@@ -434,7 +434,7 @@ fn plain(id: String, name: &str, ip: IpAddr) -> Endpoint {
         namespace: None,
         name: name.to_string(),
         workload_kind: None,
-        labels: BTreeMap::new(),
+        labels: LabelMap::new(),
         addresses: BTreeSet::from([ip.to_string()]),
         dns_names: BTreeSet::new(),
         host_workloads: BTreeSet::new(),

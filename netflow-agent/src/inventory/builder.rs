@@ -11,7 +11,7 @@ use k8s_openapi::api::{
 use super::{
     Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
     entries::{add_endpoint_slices, first_host, pod_entry},
-    labels::{LabelSets, Labels},
+    labels::{LabelSets, Labels, label_map},
 };
 
 /// The index, filled in steps: pods one at a time (a dump's pods are read
@@ -27,7 +27,7 @@ impl Builder {
         let mut inventory = Inventory::default();
         for namespace in namespaces {
             let name = namespace.metadata.name.clone().unwrap_or_default();
-            let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+            let mut labels = label_map(namespace.metadata.labels.as_ref());
             // Kubernetes sets this label itself; dumps of old clusters may lack it.
             labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             inventory.namespaces.insert(name, labels);

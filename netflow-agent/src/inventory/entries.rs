@@ -13,7 +13,7 @@ use k8s_openapi::{
 
 use super::{
     ContainerPort, MESH_PROXIES, MeshSidecar, PodEntry, ServiceEntry, ServicePortEntry, TargetPort,
-    labels::{LabelSets, Labels},
+    labels::{LabelSets, Labels, label_map},
     owners::Owners,
 };
 
@@ -55,7 +55,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: label_sets.intern(pod.metadata.labels.clone().unwrap_or_default()),
+        labels: label_sets.intern(label_map(pod.metadata.labels.as_ref())),
         workload: owners.workload_of(pod),
         node: spec.and_then(|spec| spec.node_name.clone()),
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
@@ -158,7 +158,7 @@ pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
         namespace: service.metadata.namespace.clone().unwrap_or_default(),
         name: service.metadata.name.clone().unwrap_or_default(),
         cluster_ips,
-        selector: Labels::new(spec.selector.clone().unwrap_or_default()),
+        selector: Labels::new(label_map(spec.selector.as_ref())),
         ports,
         endpoint_pods: Vec::new(),
         endpoint_ports: BTreeMap::new(),

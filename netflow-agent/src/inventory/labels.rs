@@ -2,17 +2,29 @@
 //!
 //! A cluster's pods carry few distinct label sets: the replicas of one
 //! workload carry the same, and a Service's selector is usually its
-//! workload's selector. A `BTreeMap` node is ~540 bytes even for one label,
-//! and at 20 000 pods the inventory's label maps were most of the daemon's
-//! memory; each distinct set is now held once and shared.
+//! workload's selector. At 20 000 pods the inventory's label maps were most
+//! of the daemon's memory; each distinct set is held once and shared (and as
+//! a sorted list, see `model::LabelMap`).
 
 use std::{
     collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
+use crate::model::LabelMap;
+
 /// A label map (pod labels, a selector's `matchLabels`), shared.
-pub type Labels = Arc<BTreeMap<String, String>>;
+pub type Labels = Arc<LabelMap>;
+
+/// A Kubernetes object's label map (`metadata.labels`, a `matchLabels`, a
+/// Service's selector), as netflow holds it.
+pub(crate) fn label_map(labels: Option<&BTreeMap<String, String>>) -> LabelMap {
+    labels
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
 
 /// The distinct label sets met while an index is built.
 #[derive(Default)]
@@ -20,7 +32,7 @@ pub(crate) struct LabelSets(HashSet<Labels>);
 
 impl LabelSets {
     /// The shared copy of `labels`: the one met before, else this one.
-    pub(crate) fn intern(&mut self, labels: BTreeMap<String, String>) -> Labels {
+    pub(crate) fn intern(&mut self, labels: LabelMap) -> Labels {
         if let Some(existing) = self.0.get(&labels) {
             return existing.clone();
         }

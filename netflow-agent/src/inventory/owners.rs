@@ -1,14 +1,15 @@
 //! Who owns a pod, as users name it: ReplicaSet -> Deployment, Job ->
 //! CronJob, StatefulSet, DaemonSet, or the bare pod.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use k8s_openapi::{
     api::core::v1::Pod,
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
-use super::{PER_POD_LABELS, WorkloadRef};
+use super::{PER_POD_LABELS, WorkloadRef, labels::label_map};
+use crate::model::LabelMap;
 
 /// The kinds that own pods (directly or through another owner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,7 +41,7 @@ impl OwnerKind {
 struct OwnerRecord {
     /// Kind and name of each of its owner references.
     owned_by: Vec<(String, String)>,
-    match_labels: Option<BTreeMap<String, String>>,
+    match_labels: Option<LabelMap>,
 }
 
 /// Owner chains: ReplicaSet -> Deployment, Job -> CronJob, indexed by kind,
@@ -78,7 +79,9 @@ impl Owners {
             .flatten()
             .map(|owner| (owner.kind.clone(), owner.name.clone()))
             .collect();
-        let match_labels = selector.and_then(|selector| selector.match_labels.clone());
+        let match_labels = selector
+            .and_then(|selector| selector.match_labels.as_ref())
+            .map(|labels| label_map(Some(labels)));
         by_name.insert(
             name.to_string(),
             OwnerRecord {
@@ -160,11 +163,7 @@ impl Owners {
     }
 
     /// Labels that select the workload's pods, and no single pod or revision.
-    pub(super) fn selector_of(
-        &self,
-        workload: &WorkloadRef,
-        pod_labels: &BTreeMap<String, String>,
-    ) -> BTreeMap<String, String> {
+    pub(super) fn selector_of(&self, workload: &WorkloadRef, pod_labels: &LabelMap) -> LabelMap {
         let (namespace, name) = (workload.namespace.as_str(), workload.name.as_str());
         // Job selectors name one run (controller-uid): the pod template's
         // own labels select every run of the workload.

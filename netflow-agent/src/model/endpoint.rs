@@ -1,9 +1,11 @@
 //! The ends of a graph edge: workloads, nodes, externals, the metadata
 //! service, and what could not be named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+
+use super::LabelMap;
 
 /// What kind of endpoint a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -33,8 +35,8 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_kind: Option<String>,
     /// The workload's selector labels (never per-pod labels).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LabelMap::is_empty")]
+    pub labels: LabelMap,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub addresses: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

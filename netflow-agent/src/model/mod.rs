@@ -5,6 +5,7 @@
 
 mod endpoint;
 mod flow;
+mod labels;
 mod protocol;
 mod time;
 
@@ -12,5 +13,6 @@ pub use endpoint::{Endpoint, EndpointKind};
 pub use flow::{
     Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, HttpRequest, IntervalStats, Side,
 };
+pub use labels::LabelMap;
 pub use protocol::{PROTO_SCTP, Protocol};
 pub use time::{file_time, file_time_display, rfc3339, utc_day};

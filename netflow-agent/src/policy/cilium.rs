@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::model::LabelMap;
+
 pub const API_VERSION: &str = "cilium.io/v2";
 pub const KIND: &str = "CiliumNetworkPolicy";
 
@@ -169,10 +171,18 @@ fn number_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String
     })
 }
 
+/// Labels as Kubernetes' types hold them.
+pub fn btree_labels(labels: &LabelMap) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
 /// A selector of exactly these labels.
-pub fn match_labels(labels: &BTreeMap<String, String>) -> LabelSelector {
+pub fn match_labels(labels: &LabelMap) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(labels.clone()),
+        match_labels: Some(btree_labels(labels)),
         match_expressions: None,
     }
 }

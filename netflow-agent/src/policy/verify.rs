@@ -19,7 +19,7 @@ use super::{
 use crate::{
     graph::{CommGraph, Edge},
     inventory::{Inventory, PodEntry, WorkloadRef},
-    model::{Endpoint, EndpointKind},
+    model::{Endpoint, EndpointKind, LabelMap},
     parallel::map_in_order,
 };
 
@@ -543,7 +543,7 @@ fn key_of(workload: &WorkloadRef) -> WorkloadKey<'_> {
 #[derive(PartialEq, Eq, Hash)]
 struct PodClass<'a> {
     namespace: &'a str,
-    labels: &'a BTreeMap<String, String>,
+    labels: &'a LabelMap,
     ports: Vec<(u16, &'a str, Option<&'a str>)>,
     /// The pod's IPs when an ipBlock or network rule covers one.
     ips: Option<&'a [std::net::IpAddr]>,
@@ -862,7 +862,7 @@ impl RadiusCount<'_, '_, '_, '_> {
 struct CandidateFinder<'c, 'a> {
     classes: &'c [Vec<&'a PodEntry>],
     /// Labels of each namespace that has classes, as selectors see them.
-    namespace_labels: HashMap<&'a str, BTreeMap<String, String>, foldhash::fast::RandomState>,
+    namespace_labels: HashMap<&'a str, LabelMap, foldhash::fast::RandomState>,
     by_namespace: HashMap<&'a str, Vec<usize>, foldhash::fast::RandomState>,
     by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>, foldhash::fast::RandomState>,
     /// Classes whose pods an address range may name.
@@ -891,7 +891,7 @@ impl<'c, 'a> CandidateFinder<'c, 'a> {
                     .get(*namespace)
                     .cloned()
                     .unwrap_or_else(|| {
-                        BTreeMap::from([(
+                        LabelMap::from_iter([(
                             crate::inventory::NAMESPACE_NAME_LABEL.to_string(),
                             namespace.to_string(),
                         )])

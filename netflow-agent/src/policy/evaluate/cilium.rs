@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use super::{Direction, End, HttpQuestion, kubernetes::cidr_contains, kubernetes::matches};
 use crate::{
     inventory::{Inventory, PodEntry},
+    model::LabelMap,
     policy::cilium::{
         CiliumNetworkPolicy, EgressRule, FqdnSelector, IngressRule, NAMESPACE_LABEL, PortRule, Rule,
     },
@@ -234,15 +235,15 @@ fn port_rule_allows(rule: &PortRule, port: u16, protocol: &str, owner: Option<&P
 }
 
 /// A pod's labels as Cilium's selectors see them: its own, plus its namespace.
-fn endpoint_labels(pod: &PodEntry) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::clone(&pod.labels);
+fn endpoint_labels(pod: &PodEntry) -> LabelMap {
+    let mut labels = LabelMap::clone(&pod.labels);
     labels.insert(POD_NAMESPACE_LABEL.into(), pod.namespace.clone());
     labels
 }
 
 /// A Cilium selector against pod labels, with the `k8s:` source prefix of
 /// its keys dropped (Cilium reads `k8s:app` and `app` alike for pods).
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+fn selects(selector: &LabelSelector, labels: &LabelMap) -> bool {
     let strip = |key: &str| key.strip_prefix("k8s:").unwrap_or(key).to_string();
     let plain = LabelSelector {
         match_labels: selector.match_labels.as_ref().map(|labels| {

@@ -1,7 +1,7 @@
 //! NetworkPolicy semantics: which policies isolate a pod, and whether one of
 //! their rules allows a peer on a port.
 
-use std::{borrow::Cow, collections::BTreeMap, net::IpAddr};
+use std::{borrow::Cow, net::IpAddr};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -9,7 +9,10 @@ use super::{
     Direction, End,
     network_policy::{CompiledNetworkPolicy, Peer, Port, PortRef, Rule},
 };
-use crate::inventory::{Inventory, NAMESPACE_NAME_LABEL, PodEntry};
+use crate::{
+    inventory::{Inventory, NAMESPACE_NAME_LABEL, PodEntry},
+    model::LabelMap,
+};
 
 /// The policies of `pod`'s namespace that select it for `direction`, out of
 /// `policies` (the evaluator hands in those of the pod's namespace).
@@ -100,13 +103,10 @@ fn peer_matches(peer: &Peer, inventory: &Inventory, policy_namespace: &str, end:
 /// A namespace's labels as selectors see them: the API server gives every
 /// namespace `kubernetes.io/metadata.name` (the inventory adds it to every
 /// namespace it has), also to one the inventory has no object for.
-pub(super) fn namespace_labels<'i>(
-    inventory: &'i Inventory,
-    namespace: &str,
-) -> Cow<'i, BTreeMap<String, String>> {
+pub(super) fn namespace_labels<'i>(inventory: &'i Inventory, namespace: &str) -> Cow<'i, LabelMap> {
     match inventory.namespaces.get(namespace) {
         Some(labels) => Cow::Borrowed(labels),
-        None => Cow::Owned(BTreeMap::from([(
+        None => Cow::Owned(LabelMap::from_iter([(
             NAMESPACE_NAME_LABEL.to_string(),
             namespace.to_string(),
         )])),
@@ -114,7 +114,7 @@ pub(super) fn namespace_labels<'i>(
 }
 
 /// Label selector semantics; an empty selector matches everything.
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub fn matches(selector: &LabelSelector, labels: &LabelMap) -> bool {
     let labels_ok = selector
         .match_labels
         .iter()

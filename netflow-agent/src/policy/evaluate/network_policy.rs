@@ -4,7 +4,7 @@
 //! namespace each peer names, then by the first label it requires. Made once when a policy is read; the typed
 //! object is kept only when something will write it out again (`apply`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use k8s_openapi::{
     api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
@@ -15,7 +15,10 @@ use super::{
     Direction,
     selector::{Selector, SelectorInterner},
 };
-use crate::inventory::{NAMESPACE_NAME_LABEL, PodEntry};
+use crate::{
+    inventory::{NAMESPACE_NAME_LABEL, PodEntry},
+    model::LabelMap,
+};
 
 #[derive(Debug)]
 pub struct CompiledNetworkPolicy {
@@ -123,7 +126,7 @@ impl NamespacePeers {
     fn any(
         &self,
         peers: &[Peer],
-        labels: &BTreeMap<String, String>,
+        labels: &LabelMap,
         matches: &mut impl FnMut(usize) -> bool,
     ) -> bool {
         let (unlabeled, labeled) = self.positions.split_at(self.unlabeled);

@@ -4,11 +4,7 @@
 //! `LabelSelector` (a `BTreeMap` per selector, ~550 bytes for one label)
 //! held per peer was most of `policy verify`'s memory.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    ops::Range,
-    sync::Arc,
-};
+use std::{collections::HashMap, ops::Range, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use serde::{
@@ -17,6 +13,7 @@ use serde::{
 };
 
 use super::spec_reader::Field;
+use crate::model::LabelMap;
 
 /// One label selector; clones share it. An empty selector matches
 /// everything.
@@ -51,7 +48,7 @@ enum Operator {
 
 impl Selector {
     /// Whether `labels` satisfy every term.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &LabelMap) -> bool {
         let terms = &self.0;
         terms
             .labels
@@ -425,7 +422,7 @@ mod tests {
             "{matchExpressions: [{key: tier, operator: Gt, values: ['1']}]}",
             "{matchLabels: {app: web}, matchExpressions: [{key: tier, operator: In, values: [front]}]}",
         ];
-        let label_sets: Vec<BTreeMap<String, String>> = [
+        let label_sets: Vec<LabelMap> = [
             vec![],
             vec![("app", "web")],
             vec![("app", "api")],

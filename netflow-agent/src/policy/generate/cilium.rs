@@ -9,8 +9,6 @@
 //!   `host` and `remote-node` entities, externals as `toFQDNs` when their DNS
 //!   name is known, else as a /32 (/128) CIDR.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::{
@@ -20,7 +18,7 @@ use super::{
 use crate::{
     graph::{CommGraph, Edge},
     inventory::Inventory,
-    model::{Endpoint, EndpointKind},
+    model::{Endpoint, EndpointKind, LabelMap},
     policy::cilium::{
         self as cnp, CiliumNetworkPolicy, EgressRule, FqdnSelector, HttpRule, IngressRule, L7Rules,
         NAMESPACE_LABEL, NODE_ENTITIES, PortProtocol, PortRule, match_labels,
@@ -56,7 +54,7 @@ pub fn generate_each<E: From<GenerateError> + Send>(
 /// How a Cilium rule names one peer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CiliumPeer {
-    Endpoints(BTreeMap<String, String>),
+    Endpoints(LabelMap),
     Cidr(String),
     /// A node: the `host` and `remote-node` entities.
     Node,

@@ -2,8 +2,6 @@
 //! namespaces through `kubernetes.io/metadata.name`; nodes and externals as
 //! /32 (/128) ipBlocks.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{
     api::networking::v1::{
         IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
@@ -22,7 +20,7 @@ use super::{
 use crate::{
     graph::{CommGraph, Edge},
     inventory::{Inventory, NAMESPACE_NAME_LABEL},
-    model::{Endpoint, EndpointKind},
+    model::{Endpoint, EndpointKind, LabelMap},
 };
 
 /// NetworkPolicies for the graph.
@@ -191,15 +189,12 @@ fn policy_types(ingress_only: bool) -> Vec<String> {
     types.iter().map(|t| t.to_string()).collect()
 }
 
-fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels.clone()),
-        match_expressions: None,
-    }
+fn selector(labels: &LabelMap) -> LabelSelector {
+    crate::policy::cilium::match_labels(labels)
 }
 
 fn namespace_selector(namespace: &str) -> LabelSelector {
-    selector(&BTreeMap::from([(
+    selector(&LabelMap::from_iter([(
         NAMESPACE_NAME_LABEL.to_string(),
         namespace.to_string(),
     )]))

@@ -27,7 +27,7 @@ use crate::{
     graph::{CommGraph, Edge},
     identity::is_link_local,
     inventory::Inventory,
-    model::{Endpoint, EndpointKind, file_time, file_time_display},
+    model::{Endpoint, EndpointKind, LabelMap, file_time, file_time_display},
     parallel::map_in_order,
     policy::cluster_wide::ClusterWideObject,
 };
@@ -159,7 +159,7 @@ fn scope<'g>(graph: &'g CommGraph, options: &GenerateOptions) -> Scope<'g> {
 pub struct ClusterDns {
     pub namespace: String,
     /// The DNS Service's selector: the DNS pods' labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: LabelMap,
     /// The inventory runs NodeLocal DNSCache (its DaemonSet in
     /// kube-system): pods ask 169.254.20.10 on their node, and the DNS allow
     /// names that address too, port 53 only: the one link-local address a
@@ -203,7 +203,7 @@ pub fn cluster_dns(inventory: &Inventory) -> Option<ClusterDns> {
         .find(|service| service.name == "kube-dns" || service.name == "coredns")
         .map(|service| ClusterDns {
             namespace: service.namespace.clone(),
-            labels: BTreeMap::clone(&service.selector),
+            labels: LabelMap::clone(&service.selector),
             node_local: inventory.pods_in("kube-system").any(|pod| {
                 pod.workload.kind == "DaemonSet"
                     && crate::identity::NODE_LOCAL_DNS_NAMES.contains(&pod.workload.name.as_str())
