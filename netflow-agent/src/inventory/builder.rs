@@ -77,7 +77,11 @@ impl Builder {
 
     pub(crate) fn add_pod(&mut self, pod: &Pod) {
         let inventory = &mut self.inventory;
-        let entry = pod_entry(pod, &self.owners, &mut self.label_sets);
+        let mut entry = pod_entry(pod, &self.owners, &mut self.label_sets);
+        // One workload for all its pods and the indexes that name it.
+        if let Some((shared, _)) = inventory.pods_by_workload.get_key_value(&*entry.workload) {
+            entry.workload = shared.clone();
+        }
         if !inventory.selectors.contains_key(&entry.workload) {
             let selector = self.owners.selector_of(&entry.workload, &entry.labels);
             let selector = self.label_sets.intern(selector);

@@ -1,7 +1,7 @@
 //! Kubernetes objects to the index's entries: pods with their workload and
 //! ports, Services with their ports and backends.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -56,7 +56,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         labels: label_sets.intern(label_map(pod.metadata.labels.as_ref())),
-        workload: owners.workload_of(pod),
+        workload: Arc::new(owners.workload_of(pod)),
         node: spec.and_then(|spec| spec.node_name.clone()),
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
         ips,

@@ -23,6 +23,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     ops::Range,
+    sync::Arc,
 };
 
 use k8s_openapi::api::{
@@ -67,7 +68,8 @@ pub struct PodEntry {
     pub namespace: String,
     pub name: String,
     pub labels: Labels,
-    pub workload: WorkloadRef,
+    /// Shared by the workload's pods and the indexes that name it.
+    pub workload: Arc<WorkloadRef>,
     pub node: Option<String>,
     pub host_network: bool,
     pub ips: Vec<IpAddr>,
@@ -182,12 +184,12 @@ pub struct Inventory {
     pub nodes: Vec<NodeEntry>,
     pub namespaces: BTreeMap<String, LabelMap>,
     /// Selector labels per workload (per-pod labels removed).
-    pub selectors: BTreeMap<WorkloadRef, Labels>,
+    pub selectors: BTreeMap<Arc<WorkloadRef>, Labels>,
     pods_by_uid: HashMap<String, usize>,
     pods_by_ip: HashMap<IpAddr, Vec<usize>>,
     /// Indexes into `pods` per namespace (Services select within theirs).
     pods_by_namespace: HashMap<String, Vec<usize>>,
-    pods_by_workload: HashMap<WorkloadRef, Vec<usize>>,
+    pods_by_workload: HashMap<Arc<WorkloadRef>, Vec<usize>>,
     services_by_ip: HashMap<IpAddr, usize>,
     nodes_by_ip: HashMap<IpAddr, usize>,
 }
@@ -355,7 +357,7 @@ impl Inventory {
                     TargetPort::Number(number) => *number,
                     TargetPort::Name(name) => pod.named_port(name, Some(&service_port.protocol))?,
                 };
-                Some((&pod.workload, target))
+                Some((&*pod.workload, target))
             })
             .collect();
         backends.sort();
@@ -380,7 +382,7 @@ impl Inventory {
                 self.pods_in(&service.namespace)
                     .find(|pod| &pod.name == pod_name)
             })
-            .map(|pod| (&pod.workload, target))
+            .map(|pod| (&*pod.workload, target))
             .collect();
         backends.sort();
         backends.dedup();
@@ -453,22 +455,49 @@ mod tests {
     }
 
     #[test]
+    fn a_workloads_pods_share_one_workload() {
+        let second_pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"frontend-5d4f-fghij","namespace":"shop","uid":"p5",
+       "labels":{"app":"frontend","pod-template-hash":"5d4f"},
+       "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"frontend-5d4f","uid":"r1","controller":true}]},
+       "spec":{"nodeName":"node-a"},"status":{"podIP":"10.244.1.6"}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"cart-0""#;
+        let text = SHOP.replacen(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"cart-0""#,
+            second_pod,
+            1,
+        );
+        let inventory = Inventory::parse(&text).unwrap();
+        let (first, second) = (
+            inventory.pod_by_uid("p1").unwrap(),
+            inventory.pod_by_uid("p5").unwrap(),
+        );
+        assert_eq!(*second.workload, workload("Deployment", "frontend"));
+        assert!(Arc::ptr_eq(&first.workload, &second.workload));
+        let (key, _) = inventory.selectors.get_key_value(&*first.workload).unwrap();
+        assert!(Arc::ptr_eq(key, &first.workload), "the selectors' key too");
+        assert!(
+            Arc::ptr_eq(&first.labels, &second.labels),
+            "and one label map"
+        );
+    }
+
+    #[test]
     fn pods_are_grouped_by_their_owning_workload() {
         let inventory = shop();
         assert_eq!(
-            inventory.pod_by_uid("p1").unwrap().workload,
+            *inventory.pod_by_uid("p1").unwrap().workload,
             workload("Deployment", "frontend")
         );
         assert_eq!(
-            inventory.pod_by_uid("p2").unwrap().workload,
+            *inventory.pod_by_uid("p2").unwrap().workload,
             workload("StatefulSet", "cart")
         );
         assert_eq!(
-            inventory.pod_by_uid("p3").unwrap().workload,
+            *inventory.pod_by_uid("p3").unwrap().workload,
             workload("CronJob", "nightly")
         );
         assert_eq!(
-            inventory.pod_by_uid("p4").unwrap().workload,
+            *inventory.pod_by_uid("p4").unwrap().workload,
             workload("Pod", "agent-x")
         );
     }

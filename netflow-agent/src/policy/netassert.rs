@@ -231,7 +231,7 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
             && !is_dns(pod)
         {
             servers
-                .entry(pod.workload.clone())
+                .entry(WorkloadRef::clone(&pod.workload))
                 .or_insert((port.number, port.protocol.to_ascii_lowercase()));
         }
     }

@@ -844,7 +844,7 @@ impl RadiusCount<'_, '_, '_, '_> {
                 let mut noted: Vec<(&WorkloadRef, &WorkloadRef)> = Vec::new();
                 for client in clients {
                     for server in servers {
-                        let workloads = (&client.workload, &server.workload);
+                        let workloads = (&*client.workload, &*server.workload);
                         if client.uid != server.uid && !noted.contains(&workloads) {
                             noted.push(workloads);
                             note_beyond(beyond, self.observed, client, server, port, protocol);

@@ -1120,7 +1120,7 @@ services:
         let mut workloads: Vec<WorkloadRef> = inventory
             .pods
             .iter()
-            .map(|pod| pod.workload.clone())
+            .map(|pod| WorkloadRef::clone(&pod.workload))
             .collect();
         workloads.sort();
         workloads.dedup();
