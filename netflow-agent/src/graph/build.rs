@@ -325,8 +325,10 @@ impl<'g, 'a> Builder<'g, 'a> {
                     if external {
                         let mut stats = stats.clone();
                         let client_id = &self.graph.node(local).id;
-                        stats.dns_names =
-                            self.identity.names_resolved_by(client_id, flow.remote.ip);
+                        stats.dns_names = self
+                            .identity
+                            .names_resolved_by(client_id, flow.remote.ip)
+                            .into();
                         self.graph.observe(local, server, key(port), &stats);
                     } else {
                         self.graph.observe(local, server, key(port), &stats);

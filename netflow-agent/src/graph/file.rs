@@ -19,7 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeSeed as _};
 
 use super::{
-    CommGraph, Days, Edge, EdgeKey, EdgeStats, Volume,
+    CommGraph, Days, Edge, EdgeKey, EdgeNames, EdgeStats, Volume,
     http_calls::{CallRecord, HttpCallsFile},
 };
 use crate::{
@@ -117,8 +117,8 @@ struct EdgeView<'a> {
     bytes: u64,
     seen_by_client: &'a Volume,
     seen_by_server: &'a Volume,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    dns_names: &'a BTreeSet<String>,
+    #[serde(skip_serializing_if = "EdgeNames::is_empty")]
+    dns_names: &'a EdgeNames,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     http: Vec<CallRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -298,7 +298,7 @@ impl CommGraph {
                 bytes: edge.bytes,
             })),
             seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
-            dns_names: edge.dns_names,
+            dns_names: edge.dns_names.into(),
             http: HttpCallsFile {
                 calls: edge.http,
                 connections_by_client: edge.http_connections.unwrap_or_default().seen_by_client,

@@ -8,12 +8,13 @@
 
 pub mod build;
 mod days;
+mod edge_names;
 pub mod export;
 pub mod file;
 pub mod http_calls;
 pub mod pull;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use petgraph::{
     graph::{DiGraph, EdgeIndex, NodeIndex},
@@ -21,7 +22,7 @@ use petgraph::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use self::days::Days;
+pub use self::{days::Days, edge_names::EdgeNames};
 
 use crate::model::{Endpoint, Protocol};
 pub use http_calls::HttpCalls;
@@ -73,8 +74,8 @@ pub struct EdgeStats {
     pub seen_by_server: Volume,
     /// For an edge to an external address: the names the client workload
     /// itself resolved it by (what its policy may name it by).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub dns_names: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "EdgeNames::is_empty")]
+    pub dns_names: EdgeNames,
     /// Plaintext HTTP calls seen on the edge.
     #[serde(default, skip_serializing_if = "HttpCalls::is_empty")]
     pub http: HttpCalls,
@@ -91,11 +92,7 @@ impl EdgeStats {
         self.days_seen.extend(&other.days_seen);
         self.seen_by_client.add(&other.seen_by_client);
         self.seen_by_server.add(&other.seen_by_server);
-        for name in &other.dns_names {
-            if !self.dns_names.contains(name) {
-                self.dns_names.insert(name.clone());
-            }
-        }
+        self.dns_names.absorb(&other.dns_names);
         if !other.http.is_empty() {
             self.http.absorb(&other.http);
         }
@@ -391,6 +388,8 @@ impl CommGraph {
 #[cfg(test)]
 pub(crate) mod tests {
 
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::model::{EndpointKind, LabelMap, utc_day};
 
@@ -420,7 +419,7 @@ pub(crate) mod tests {
                 bytes: connections * 1000,
             },
             seen_by_server: Volume::default(),
-            dns_names: BTreeSet::new(),
+            dns_names: EdgeNames::default(),
             http: HttpCalls::default(),
         }
     }
