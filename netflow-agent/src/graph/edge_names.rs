@@ -9,6 +9,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+// The box is the point: 8 bytes in every edge, the set's 24 only in the few
+// edges that have names.
+#[allow(clippy::box_collection)]
 pub struct EdgeNames(Option<Box<BTreeSet<String>>>);
 
 impl EdgeNames {
