@@ -40,7 +40,8 @@ enum Task {
         #[arg(long)]
         build_only: bool,
     },
-    /// Build the agent (with its eBPF object) and the lab in release mode.
+    /// Build the agent (with its eBPF object) and the lab with the release
+    /// profile, linked as one unit (`target/dist`).
     Build,
     /// The main job: the lab on examples/shop.yaml (simulated cluster, the agents from the image, recording, graph).
     Demo,
@@ -172,7 +173,8 @@ fn run(task: Task) -> anyhow::Result<()> {
                 "cargo",
                 &[
                     "build",
-                    "--release",
+                    "--profile",
+                    DIST_PROFILE,
                     "--locked",
                     "--package",
                     "netflow-agent",
@@ -404,9 +406,14 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The profile users' binaries are built with (Cargo.toml's `dist`: the
+/// release profile, linked as one unit).
+const DIST_PROFILE: &str = "dist";
+
 fn release_binary(name: &str) -> String {
     workspace_root()
-        .join("target/release")
+        .join("target")
+        .join(DIST_PROFILE)
         .join(name)
         .display()
         .to_string()
@@ -419,7 +426,8 @@ fn build_release() -> anyhow::Result<()> {
         "cargo",
         &[
             "build",
-            "--release",
+            "--profile",
+            DIST_PROFILE,
             "--package",
             "netflow-agent",
             "--features",
