@@ -52,7 +52,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
     let mesh = spec.and_then(mesh_sidecar);
     PodEntry {
         mesh,
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         labels: label_sets.intern(label_map(pod.metadata.labels.as_ref())),

@@ -31,6 +31,7 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::model::LabelMap;
 
@@ -52,6 +53,11 @@ pub const PER_POD_LABELS: &[&str] = &[
     "batch.kubernetes.io/job-completion-index",
 ];
 
+/// Indexes into an inventory's pods under one key: an address is mostly one
+/// pod's, a workload's replicas are mostly one or two, and a list of its own
+/// per key (32 bytes at least) was as much again as the index.
+type PodIndexes = SmallVec<[usize; 2]>;
+
 /// A workload: what owns pods, as users name it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WorkloadRef {
@@ -64,7 +70,8 @@ pub struct WorkloadRef {
 
 #[derive(Clone, Debug)]
 pub struct PodEntry {
-    pub uid: String,
+    /// Shared with the index by uid.
+    pub uid: Arc<str>,
     pub namespace: String,
     pub name: String,
     pub labels: Labels,
@@ -185,11 +192,12 @@ pub struct Inventory {
     pub namespaces: BTreeMap<String, LabelMap>,
     /// Selector labels per workload (per-pod labels removed).
     pub selectors: BTreeMap<Arc<WorkloadRef>, Labels>,
-    pods_by_uid: HashMap<String, usize>,
-    pods_by_ip: HashMap<IpAddr, Vec<usize>>,
+    /// Keyed by the pod's own `uid` (shared).
+    pods_by_uid: HashMap<Arc<str>, usize>,
+    pods_by_ip: HashMap<IpAddr, PodIndexes>,
     /// Indexes into `pods` per namespace (Services select within theirs).
     pods_by_namespace: HashMap<String, Vec<usize>>,
-    pods_by_workload: HashMap<Arc<WorkloadRef>, Vec<usize>>,
+    pods_by_workload: HashMap<Arc<WorkloadRef>, PodIndexes>,
     services_by_ip: HashMap<IpAddr, usize>,
     nodes_by_ip: HashMap<IpAddr, usize>,
 }
