@@ -257,7 +257,7 @@ impl<'a> Identity<'a> {
     /// The mesh sidecar of the pod that owns `cgroup`, if it runs one.
     pub fn mesh_of(&self, cgroup: Option<&str>) -> Option<&'a crate::inventory::MeshSidecar> {
         let pod = cgroup.and_then(pod_of_cgroup)?;
-        self.inventory.pod_by_uid(&pod.pod_uid)?.mesh.as_ref()
+        self.inventory.pod_by_uid(&pod.pod_uid)?.mesh.as_deref()
     }
 
     /// The remote end as a server, reached at `port`: a Service expands to the

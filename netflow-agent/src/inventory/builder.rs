@@ -1,7 +1,7 @@
 //! The index built from objects: namespaces and nodes first, then pods one
 //! at a time, then Services (which select among the pods).
 
-use std::net::IpAddr;
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod},
@@ -20,6 +20,7 @@ pub(crate) struct Builder {
     inventory: Inventory,
     owners: Owners,
     label_sets: LabelSets,
+    node_names: HashSet<Arc<str>>,
 }
 
 impl Builder {
@@ -72,12 +73,22 @@ impl Builder {
             inventory,
             owners,
             label_sets: LabelSets::default(),
+            node_names: HashSet::new(),
         }
     }
 
     pub(crate) fn add_pod(&mut self, pod: &Pod) {
         let inventory = &mut self.inventory;
         let mut entry = pod_entry(pod, &self.owners, &mut self.label_sets);
+        // One node name for all its pods.
+        if let Some(node) = &mut entry.node {
+            match self.node_names.get(node) {
+                Some(shared) => *node = shared.clone(),
+                None => {
+                    self.node_names.insert(node.clone());
+                }
+            }
+        }
         // One workload for all its pods and the indexes that name it.
         if let Some((shared, _)) = inventory.pods_by_workload.get_key_value(&*entry.workload) {
             entry.workload = shared.clone();

@@ -49,7 +49,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         .and_then(|status| status.start_time.as_ref())
         .or(pod.metadata.creation_timestamp.as_ref())
         .map(|time| time.0.as_second());
-    let mesh = spec.and_then(mesh_sidecar);
+    let mesh = spec.and_then(mesh_sidecar).map(Box::new);
     PodEntry {
         mesh,
         uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
@@ -57,7 +57,9 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         name: pod.metadata.name.clone().unwrap_or_default(),
         labels: label_sets.intern(label_map(pod.metadata.labels.as_ref())),
         workload: Arc::new(owners.workload_of(pod)),
-        node: spec.and_then(|spec| spec.node_name.clone()),
+        node: spec
+            .and_then(|spec| spec.node_name.as_deref())
+            .map(Arc::from),
         host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
         ips,
         ports,

@@ -77,7 +77,8 @@ pub struct PodEntry {
     pub labels: Labels,
     /// Shared by the workload's pods and the indexes that name it.
     pub workload: Arc<WorkloadRef>,
-    pub node: Option<String>,
+    /// Shared by the node's pods.
+    pub node: Option<Arc<str>>,
     pub host_network: bool,
     pub ips: Vec<IpAddr>,
     /// Every declared container port: number, protocol and name.
@@ -85,8 +86,9 @@ pub struct PodEntry {
     /// When the pod held its IPs: an IP names a pod only for that time.
     pub started: Option<i64>,
     pub ended: Option<i64>,
-    /// A service mesh's sidecar, when the pod runs one.
-    pub mesh: Option<MeshSidecar>,
+    /// A service mesh's sidecar, when the pod runs one (boxed: most pods
+    /// run none, and every pod would hold its room).
+    pub mesh: Option<Box<MeshSidecar>>,
 }
 
 /// A service mesh's proxy beside a pod's containers. Its redirect rules
