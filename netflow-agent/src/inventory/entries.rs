@@ -164,7 +164,7 @@ pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
         ports,
         endpoint_pods: Vec::new(),
         endpoint_ports: BTreeMap::new(),
-        selected: Vec::new(),
+        selected: Default::default(),
     })
 }
 

@@ -54,9 +54,10 @@ pub const PER_POD_LABELS: &[&str] = &[
 ];
 
 /// Indexes into an inventory's pods under one key: an address is mostly one
-/// pod's, a workload's replicas are mostly one or two, and a list of its own
-/// per key (32 bytes at least) was as much again as the index.
-type PodIndexes = SmallVec<[usize; 2]>;
+/// pod's, a workload's replicas (and a Service's pods) are mostly one or
+/// two, and a list of its own per key (32 bytes at least) was as much again
+/// as the index.
+pub(crate) type PodIndexes = SmallVec<[usize; 2]>;
 
 /// A workload: what owns pods, as users name it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -177,7 +178,7 @@ pub struct ServiceEntry {
     /// Indexes into the inventory's pods that the selector selects, worked
     /// out once when the inventory is built (every flow to the Service
     /// would otherwise compare labels across its namespace).
-    pub(crate) selected: Vec<usize>,
+    pub(crate) selected: PodIndexes,
 }
 
 #[derive(Clone, Debug)]
@@ -301,9 +302,9 @@ impl Inventory {
 
     /// Indexes of the pods of `namespace` that `selector` selects (none for
     /// an empty selector: a Service without one selects no pod).
-    fn selecting(&self, namespace: &str, selector: &LabelMap) -> Vec<usize> {
+    fn selecting(&self, namespace: &str, selector: &LabelMap) -> PodIndexes {
         if selector.is_empty() {
-            return Vec::new();
+            return PodIndexes::new();
         }
         self.pods_by_namespace
             .get(namespace)
