@@ -90,7 +90,7 @@ fn reachable_with(
         inventory
             .pods
             .iter()
-            .find(|p| p.namespace == namespace && p.workload.name == workload)
+            .find(|p| &*p.namespace == namespace && p.workload.name == workload)
             .unwrap_or_else(|| panic!("no pod of {name}"))
     };
     let server = match to.parse() {

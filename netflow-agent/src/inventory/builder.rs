@@ -80,7 +80,10 @@ impl Builder {
     pub(crate) fn add_pod(&mut self, pod: &Pod) {
         let inventory = &mut self.inventory;
         let mut entry = pod_entry(pod, &self.owners, &mut self.label_sets);
-        // One node name for all its pods.
+        // One namespace name and one node name for all their pods.
+        if let Some((shared, _)) = inventory.pods_by_namespace.get_key_value(&*entry.namespace) {
+            entry.namespace = shared.clone();
+        }
         if let Some(node) = &mut entry.node {
             match self.node_names.get(node) {
                 Some(shared) => *node = shared.clone(),

@@ -53,7 +53,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
     PodEntry {
         mesh,
         uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.as_deref().unwrap_or_default().into(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         labels: label_sets.intern(label_map(pod.metadata.labels.as_ref())),
         workload: Arc::new(owners.workload_of(pod)),

@@ -73,7 +73,8 @@ pub struct WorkloadRef {
 pub struct PodEntry {
     /// Shared with the index by uid.
     pub uid: Arc<str>,
-    pub namespace: String,
+    /// Shared by the namespace's pods.
+    pub namespace: Arc<str>,
     pub name: String,
     pub labels: Labels,
     /// Shared by the workload's pods and the indexes that name it.
@@ -199,7 +200,7 @@ pub struct Inventory {
     pods_by_uid: HashMap<Arc<str>, usize>,
     pods_by_ip: HashMap<IpAddr, PodIndexes>,
     /// Indexes into `pods` per namespace (Services select within theirs).
-    pods_by_namespace: HashMap<String, Vec<usize>>,
+    pods_by_namespace: HashMap<Arc<str>, Vec<usize>>,
     pods_by_workload: HashMap<Arc<WorkloadRef>, PodIndexes>,
     services_by_ip: HashMap<IpAddr, usize>,
     nodes_by_ip: HashMap<IpAddr, usize>,
@@ -466,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_workloads_pods_share_one_workload() {
+    fn a_workloads_pods_share_one_workload_namespace_and_node() {
         let second_pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"frontend-5d4f-fghij","namespace":"shop","uid":"p5",
        "labels":{"app":"frontend","pod-template-hash":"5d4f"},
        "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"frontend-5d4f","uid":"r1","controller":true}]},
@@ -489,6 +490,13 @@ mod tests {
         assert!(
             Arc::ptr_eq(&first.labels, &second.labels),
             "and one label map"
+        );
+        assert!(Arc::ptr_eq(&first.namespace, &second.namespace));
+        let (first_node, second_node) = (first.node.as_ref(), second.node.as_ref());
+        assert!(
+            first_node
+                .zip(second_node)
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b))
         );
     }
 

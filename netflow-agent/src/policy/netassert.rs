@@ -219,7 +219,7 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
     let dns = super::generate::cluster_dns(inventory);
     let is_dns = |pod: &crate::inventory::PodEntry| {
         dns.as_ref().is_some_and(|dns| {
-            pod.namespace == dns.namespace
+            *pod.namespace == *dns.namespace
                 && dns.labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
         })
     };

@@ -800,7 +800,7 @@ impl RadiusCount<'_, '_, '_, '_> {
         radius.pairs_before += before;
         let namespace = radius
             .by_namespace
-            .entry(server.namespace.clone())
+            .entry(server.namespace.to_string())
             .or_default();
         namespace.pairs_before += before;
         // Port by port: a generated policy names each port's clients in a
@@ -878,7 +878,7 @@ impl<'c, 'a> CandidateFinder<'c, 'a> {
             by_namespace.entry(&pod.namespace).or_default().push(index);
             for (key, value) in pod.labels.iter() {
                 by_label
-                    .entry((pod.namespace.as_str(), key.as_str(), value.as_str()))
+                    .entry((&*pod.namespace, key.as_str(), value.as_str()))
                     .or_default()
                     .push(index);
             }
@@ -1014,7 +1014,7 @@ fn blast_radius_per_pod(
                 radius.pairs_before += 1;
                 let namespace = radius
                     .by_namespace
-                    .entry(server.namespace.clone())
+                    .entry(server.namespace.to_string())
                     .or_default();
                 namespace.pairs_before += 1;
                 if evaluator.check(End::Pod(client), End::Pod(server), port, protocol)

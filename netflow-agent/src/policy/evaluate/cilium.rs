@@ -33,7 +33,9 @@ pub(super) fn selecting<'p>(
     policies
         .iter()
         .copied()
-        .filter(|policy| policy.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace)
+        .filter(|policy| {
+            policy.metadata.namespace.as_deref().unwrap_or("default") == &*pod.namespace
+        })
         .flat_map(|policy| policy.rules().map(move |rule| (policy, rule)))
         .filter(|(_, rule)| match direction {
             Direction::Ingress => rule.ingress.is_some(),
@@ -128,7 +130,7 @@ fn view_allows(
                     .as_ref()
                     .and_then(|labels| labels.get(NAMESPACE_LABEL))
                     .map_or(context.namespace, String::as_str);
-                pod.namespace == wanted_namespace && selects(selector, &endpoint_labels(pod))
+                &*pod.namespace == wanted_namespace && selects(selector, &endpoint_labels(pod))
             }
             End::Address(_) => false,
         });
@@ -237,7 +239,7 @@ fn port_rule_allows(rule: &PortRule, port: u16, protocol: &str, owner: Option<&P
 /// A pod's labels as Cilium's selectors see them: its own, plus its namespace.
 fn endpoint_labels(pod: &PodEntry) -> LabelMap {
     let mut labels = LabelMap::clone(&pod.labels);
-    labels.insert(POD_NAMESPACE_LABEL.into(), pod.namespace.clone());
+    labels.insert(POD_NAMESPACE_LABEL.into(), pod.namespace.to_string());
     labels
 }
 

@@ -24,7 +24,7 @@ pub(super) fn selecting<'p>(
     policies
         .iter()
         .copied()
-        .filter(|policy| policy.namespace == pod.namespace)
+        .filter(|policy| policy.namespace == *pod.namespace)
         .filter(|policy| policy.isolates(direction))
         .filter(|policy| {
             policy
@@ -89,7 +89,7 @@ fn peer_matches(peer: &Peer, inventory: &Inventory, policy_namespace: &str, end:
                 return false;
             };
             let namespace_ok = match namespaces {
-                None => pod.namespace == policy_namespace,
+                None => &*pod.namespace == policy_namespace,
                 Some(selector) => selector.matches(&namespace_labels(inventory, &pod.namespace)),
             };
             namespace_ok

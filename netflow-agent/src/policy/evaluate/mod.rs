@@ -275,13 +275,10 @@ impl<'a> Evaluator<'a> {
         for pod in &this.inventory.pods {
             let of_namespace = (
                 kubernetes
-                    .get(pod.namespace.as_str())
+                    .get(&*pod.namespace)
                     .unwrap_or(&none.0)
                     .as_slice(),
-                cilium
-                    .get(pod.namespace.as_str())
-                    .unwrap_or(&none.1)
-                    .as_slice(),
+                cilium.get(&*pod.namespace).unwrap_or(&none.1).as_slice(),
             );
             let selected = Self::select_from(of_namespace, pod);
             this.selected

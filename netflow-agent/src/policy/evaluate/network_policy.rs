@@ -313,7 +313,7 @@ impl Rule {
             Some(index) => {
                 let mut at = |position: usize| matches(&peers[position]);
                 pod.and_then(|pod| {
-                    let namespace = index.by_namespace.get(pod.namespace.as_str())?;
+                    let namespace = index.by_namespace.get(&*pod.namespace)?;
                     Some(namespace.any(peers, &pod.labels, &mut at))
                 })
                 .unwrap_or(false)
