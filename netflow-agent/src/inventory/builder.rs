@@ -11,8 +11,9 @@ use k8s_openapi::api::{
 use super::{
     Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
     entries::{add_endpoint_slices, first_host, pod_entry},
-    labels::{LabelSets, Labels, label_map},
+    labels::{LabelSets, Labels},
 };
+use crate::model::labels_from_kubernetes;
 
 /// The index, filled in steps: pods one at a time (a dump's pods are read
 /// and indexed one by one, never all held as Kubernetes objects at once).
@@ -28,7 +29,7 @@ impl Builder {
         let mut inventory = Inventory::default();
         for namespace in namespaces {
             let name = namespace.metadata.name.clone().unwrap_or_default();
-            let mut labels = label_map(namespace.metadata.labels.as_ref());
+            let mut labels = labels_from_kubernetes(namespace.metadata.labels.as_ref());
             // Kubernetes sets this label itself; dumps of old clusters may lack it.
             labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
             inventory.namespaces.insert(name, labels);

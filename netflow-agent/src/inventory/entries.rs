@@ -13,9 +13,10 @@ use k8s_openapi::{
 
 use super::{
     ContainerPort, MESH_PROXIES, MeshSidecar, PodEntry, ServiceEntry, ServicePortEntry, TargetPort,
-    labels::{LabelSets, Labels, label_map},
+    labels::{LabelSets, Labels},
     owners::Owners,
 };
+use crate::model::labels_from_kubernetes;
 
 pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) -> PodEntry {
     let spec = pod.spec.as_ref();
@@ -55,7 +56,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
         namespace: pod.metadata.namespace.as_deref().unwrap_or_default().into(),
         name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: label_sets.intern(label_map(pod.metadata.labels.as_ref())),
+        labels: label_sets.intern(labels_from_kubernetes(pod.metadata.labels.as_ref())),
         workload: Arc::new(owners.workload_of(pod)),
         node: spec
             .and_then(|spec| spec.node_name.as_deref())
@@ -160,7 +161,7 @@ pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
         namespace: service.metadata.namespace.clone().unwrap_or_default(),
         name: service.metadata.name.clone().unwrap_or_default(),
         cluster_ips,
-        selector: Labels::new(label_map(spec.selector.as_ref())),
+        selector: Labels::new(labels_from_kubernetes(spec.selector.as_ref())),
         ports,
         endpoint_pods: Vec::new(),
         endpoint_ports: BTreeMap::new(),

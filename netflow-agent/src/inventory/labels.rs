@@ -6,25 +6,12 @@
 //! of the daemon's memory; each distinct set is held once and shared (and as
 //! a sorted list, see `model::LabelMap`).
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use crate::model::LabelMap;
 
 /// A label map (pod labels, a selector's `matchLabels`), shared.
 pub type Labels = Arc<LabelMap>;
-
-/// A Kubernetes object's label map (`metadata.labels`, a `matchLabels`, a
-/// Service's selector), as netflow holds it.
-pub(crate) fn label_map(labels: Option<&BTreeMap<String, String>>) -> LabelMap {
-    labels
-        .into_iter()
-        .flatten()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
-}
 
 /// The distinct label sets met while an index is built.
 #[derive(Default)]

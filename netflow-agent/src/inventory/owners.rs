@@ -8,8 +8,8 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
-use super::{PER_POD_LABELS, WorkloadRef, labels::label_map};
-use crate::model::LabelMap;
+use super::{PER_POD_LABELS, WorkloadRef};
+use crate::model::{LabelMap, labels_from_kubernetes};
 
 /// The kinds that own pods (directly or through another owner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,7 +81,7 @@ impl Owners {
             .collect();
         let match_labels = selector
             .and_then(|selector| selector.match_labels.as_ref())
-            .map(|labels| label_map(Some(labels)));
+            .map(|labels| labels_from_kubernetes(Some(labels)));
         by_name.insert(
             name.to_string(),
             OwnerRecord {

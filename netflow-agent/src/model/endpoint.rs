@@ -35,7 +35,11 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_kind: Option<String>,
     /// The workload's selector labels (never per-pod labels).
-    #[serde(default, skip_serializing_if = "LabelMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "LabelMap::is_empty",
+        deserialize_with = "super::deserialize_labels"
+    )]
     pub labels: LabelMap,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub addresses: BTreeSet<String>,

@@ -7,8 +7,38 @@
 //! third of the daemon's memory (docs/performance.md). Iteration is in key
 //! order, as with a `BTreeMap`, so files and policies come out the same.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
 /// A label map, in key order.
 pub type LabelMap = litemap::LiteMap<String, String>;
+
+/// A Kubernetes object's label map (`metadata.labels`, a `matchLabels`, a
+/// Service's selector), as netflow holds it.
+pub fn labels_from_kubernetes(labels: Option<&BTreeMap<String, String>>) -> LabelMap {
+    labels
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// Labels as Kubernetes' types hold them.
+pub fn labels_to_kubernetes(labels: &LabelMap) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// Reads labels from a map only, as a `BTreeMap` field did: litemap's own
+/// reader also takes a list of pairs, which no file netflow reads holds.
+pub fn deserialize_labels<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<LabelMap, D::Error> {
+    BTreeMap::<String, String>::deserialize(deserializer).map(|labels| labels.into_iter().collect())
+}
 
 #[cfg(test)]
 mod tests {
@@ -38,5 +68,20 @@ mod tests {
             ("b".to_string(), "1".to_string()),
         ]);
         assert_eq!(built, same);
+    }
+
+    #[test]
+    fn an_endpoints_labels_are_a_map_and_nothing_else() {
+        let endpoint = |labels: &str| {
+            serde_json::from_str::<crate::model::Endpoint>(&format!(
+                r#"{{"id":"shop/Deployment/web","kind":"workload","name":"web","labels":{labels}}}"#
+            ))
+        };
+        let read = endpoint(r#"{"app":"web"}"#).unwrap();
+        assert_eq!(read.labels.get("app").map(String::as_str), Some("web"));
+        assert!(
+            endpoint(r#"[["app","web"]]"#).is_err(),
+            "a list of pairs is no label map"
+        );
     }
 }

@@ -5,12 +5,10 @@
 //! `enableDefaultDeny`, ...) is refused when read: its meaning would be
 //! guessed, and a guess could report traffic as allowed that is not.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::model::LabelMap;
+use crate::model::{LabelMap, labels_to_kubernetes};
 
 pub const API_VERSION: &str = "cilium.io/v2";
 pub const KIND: &str = "CiliumNetworkPolicy";
@@ -171,18 +169,10 @@ fn number_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String
     })
 }
 
-/// Labels as Kubernetes' types hold them.
-pub fn btree_labels(labels: &LabelMap) -> BTreeMap<String, String> {
-    labels
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
-}
-
 /// A selector of exactly these labels.
 pub fn match_labels(labels: &LabelMap) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(btree_labels(labels)),
+        match_labels: Some(labels_to_kubernetes(labels)),
         match_expressions: None,
     }
 }

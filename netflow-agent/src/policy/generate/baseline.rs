@@ -111,10 +111,7 @@ fn dns_pods(dns: &ClusterDns) -> NamespacedPod {
             )])),
             match_expressions: None,
         },
-        pod_selector: LabelSelector {
-            match_labels: Some(crate::policy::cilium::btree_labels(&dns.labels)),
-            match_expressions: None,
-        },
+        pod_selector: crate::policy::cilium::match_labels(&dns.labels),
     }
 }
 
