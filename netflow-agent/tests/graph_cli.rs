@@ -1,4 +1,5 @@
-//! `netflow-agent graph merge|export|show` on graph files alone.
+//! `netflow-agent graph build|merge|export|show` and `flows convert` on
+//! files alone.
 
 mod common;
 
@@ -309,6 +310,108 @@ fn build_turns_a_flow_log_into_workload_edges() {
         "{stderr}"
     );
     assert!(!dir.join("other.json").exists());
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_binary_flow_log_holds_the_same_records_and_builds_the_same_graph() {
+    let dir = scratch();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    fs::write(path("inventory.json"), INVENTORY).unwrap();
+    fs::write(path("flows.jsonl"), FLOWS).unwrap();
+    let run = |args: &[&str]| {
+        let (code, stdout, stderr) = agent(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        stdout
+    };
+    run(&[
+        "flows",
+        "convert",
+        &path("flows.jsonl"),
+        "--to",
+        "binary",
+        "-o",
+        &path("flows.bin"),
+    ]);
+    let binary = fs::read(path("flows.bin")).unwrap();
+    assert!(binary.starts_with(b"NETFLOW\x01"));
+    assert!(binary.len() < FLOWS.len() / 2, "{} bytes", binary.len());
+    // Back as JSON lines: the same records, line for line, as the JSON
+    // log's own (fields at their defaults written out).
+    let convert = |inputs: &[&str]| {
+        let mut args = vec!["flows".to_string(), "convert".to_string()];
+        args.extend(inputs.iter().map(|name| path(name)));
+        args.extend(["--to", "json", "-o", "-"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = run(&args);
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    let from_json = convert(&["flows.jsonl"]);
+    assert_eq!(from_json.len(), 2);
+    assert_eq!(from_json[0]["bytes_out"], 500);
+    assert_eq!(convert(&["flows.bin"]), from_json);
+    // Both logs at once, in order, whatever their formats.
+    assert_eq!(
+        convert(&["flows.jsonl", "flows.bin"]),
+        [from_json.clone(), from_json].concat()
+    );
+    for (log, graph) in [
+        ("flows.jsonl", "from-json.json"),
+        ("flows.bin", "from-binary.json"),
+    ] {
+        run(&[
+            "graph",
+            "build",
+            "--flows",
+            &path(log),
+            "--inventory",
+            &path("inventory.json"),
+            "-o",
+            &path(graph),
+        ]);
+    }
+    assert_eq!(
+        fs::read(path("from-json.json")).unwrap(),
+        fs::read(path("from-binary.json")).unwrap()
+    );
+
+    // A log cut inside a record (a crash mid-write) is named, record and
+    // byte, and nothing is written: neither a graph nor a conversion.
+    fs::write(path("cut.bin"), &binary[..binary.len() - 3]).unwrap();
+    let (code, _, stderr) = agent(&[
+        "graph",
+        "build",
+        "--flows",
+        &path("cut.bin"),
+        "--inventory",
+        &path("inventory.json"),
+        "-o",
+        &path("cut-graph.json"),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cut.bin: record 2 (at byte") && stderr.contains("the file ends inside it"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = agent(&[
+        "flows",
+        "convert",
+        &path("cut.bin"),
+        "--to",
+        "json",
+        "-o",
+        &path("cut.jsonl"),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cut.bin: record 2"), "{stderr}");
+    let left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("cut") || name.starts_with('.'))
+        .collect();
+    assert_eq!(left, ["cut.bin"], "no output, no temporary file");
     fs::remove_dir_all(dir).unwrap();
 }
 

@@ -21,71 +21,85 @@ fn record_writes_the_flow_log_and_detaches_on_sigint() {
         return;
     }
     let mut testbed = Testbed::two_hosts(&common::unique_name("nfrec")).unwrap();
-    let log_dir = tempdir();
-    let log = log_dir.join("flows.jsonl");
-    let agent = start_record(
-        &testbed,
-        &[
-            "--interval".as_ref(),
-            "0.3".as_ref(),
-            "--output".as_ref(),
-            log.as_os_str(),
-        ],
-    );
-    assert_eq!(
-        common::netflow_hooks_attached(testbed.cgroup_parent()),
-        [1; 3]
-    );
-
     testbed
         .start_server(&common::lab(), Host::B, &["--tcp", "10.231.0.2:8080"])
         .unwrap();
-    let output = testbed
-        .run_peer(
-            &common::lab(),
-            Host::A,
-            &["connect", "--tcp", "10.231.0.2:8080", "--bytes", "700"],
-        )
-        .unwrap();
-    let client_port = common::client_ports(&output.stdout)[0];
-    thread::sleep(Duration::from_millis(800));
+    let log_dir = tempdir();
+    // The same connection is in either format's log (the reader tells them
+    // apart by their first bytes).
+    for (format, first_bytes) in [("json", &b"{\"type\":"[..]), ("binary", b"NETFLOW\x01")] {
+        let log = log_dir.join(format!("flows.{format}"));
+        let agent = start_record(
+            &testbed,
+            &[
+                "--interval".as_ref(),
+                "0.3".as_ref(),
+                "--flow-log-format".as_ref(),
+                format.as_ref(),
+                "--output".as_ref(),
+                log.as_os_str(),
+            ],
+        );
+        assert_eq!(
+            common::netflow_hooks_attached(testbed.cgroup_parent()),
+            [1; 3]
+        );
+        let output = testbed
+            .run_peer(
+                &common::lab(),
+                Host::A,
+                &["connect", "--tcp", "10.231.0.2:8080", "--bytes", "700"],
+            )
+            .unwrap();
+        let client_port = common::client_ports(&output.stdout)[0];
+        thread::sleep(Duration::from_millis(800));
 
-    let stderr_lines = agent.stop(libc::SIGINT);
-    assert!(
-        stderr_lines.iter().any(|line| line.contains("detached")),
-        "{stderr_lines:#?}"
-    );
+        let stderr_lines = agent.stop(libc::SIGINT);
+        assert!(
+            stderr_lines.iter().any(|line| line.contains("detached")),
+            "{stderr_lines:#?}"
+        );
 
-    // The kernel agrees that nothing is left attached.
-    assert_eq!(
-        common::netflow_hooks_attached(testbed.cgroup_parent()),
-        [0; 3]
-    );
+        // The kernel agrees that nothing is left attached.
+        assert_eq!(
+            common::netflow_hooks_attached(testbed.cgroup_parent()),
+            [0; 3]
+        );
 
-    let lines = read_flow_log(&log).unwrap();
-    let flows: Vec<_> = lines
-        .iter()
-        .filter_map(|line| match line {
-            LogLine::Flow(flow) => Some(flow),
-            _ => None,
-        })
-        .collect();
-    assert!(lines.iter().any(|line| matches!(line, LogLine::Stats(_))));
-    let client_cgroup = testbed.cgroup_id(Host::A).unwrap();
-    let client: Vec<_> = flows
-        .iter()
-        .filter(|flow| flow.cgroup_id == client_cgroup && flow.local.port == client_port)
-        .collect();
-    assert!(!client.is_empty(), "{flows:#?}");
-    let sent: u64 = client.iter().map(|flow| flow.bytes_out).sum();
-    let packets: u64 = client.iter().map(|flow| flow.packets_out).sum();
-    assert!(
-        sent >= 700 + packets * 40 && sent <= 700 + packets * 80,
-        "{client:#?}"
-    );
-    assert_eq!(client[0].remote.port, 8080);
-    assert_eq!(client[0].protocol.to_string(), "tcp");
-    assert_eq!(flows.len(), 2, "one client and one server side: {flows:#?}");
+        assert!(
+            std::fs::read(&log).unwrap().starts_with(first_bytes),
+            "{format}"
+        );
+        let lines = read_flow_log(&log).unwrap();
+        let flows: Vec<_> = lines
+            .iter()
+            .filter_map(|line| match line {
+                LogLine::Flow(flow) => Some(flow),
+                _ => None,
+            })
+            .collect();
+        assert!(lines.iter().any(|line| matches!(line, LogLine::Stats(_))));
+        let client_cgroup = testbed.cgroup_id(Host::A).unwrap();
+        let client: Vec<_> = flows
+            .iter()
+            .filter(|flow| flow.cgroup_id == client_cgroup && flow.local.port == client_port)
+            .collect();
+        assert!(!client.is_empty(), "{format}: {flows:#?}");
+        let sent: u64 = client.iter().map(|flow| flow.bytes_out).sum();
+        let packets: u64 = client.iter().map(|flow| flow.packets_out).sum();
+        assert!(
+            sent >= 700 + packets * 40 && sent <= 700 + packets * 80,
+            "{format}: {client:#?}"
+        );
+        assert_eq!(client[0].remote.port, 8080);
+        assert_eq!(client[0].protocol.to_string(), "tcp");
+        assert!(client[0].new && client[0].first_seen <= client[0].last_seen);
+        assert_eq!(
+            flows.len(),
+            2,
+            "{format}: one client and one server side: {flows:#?}"
+        );
+    }
     std::fs::remove_dir_all(&log_dir).unwrap();
 }
 

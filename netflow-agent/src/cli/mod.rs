@@ -1,5 +1,6 @@
 //! The agent's command line: clap types only. `cmd` runs each command.
 
+mod flows;
 mod graph;
 mod policy;
 mod record;
@@ -7,6 +8,7 @@ mod record;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+pub use flows::FlowsCommand;
 pub use graph::{ExportFormat, GraphCommand, PullArgs};
 pub use policy::{ClusterBaselineArg, Flavor, GenerateArgs, L7Arg, PolicyCommand};
 pub use record::{OnOff, RecordArgs};
@@ -36,12 +38,15 @@ pub struct LoggingArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach to a cgroup and write a flow log (JSON lines) of every connection.
+    /// Attach to a cgroup and write a flow log (JSON lines or binary) of every connection.
     Record(RecordArgs),
     /// The audit daemon: record into --state-dir, naming workloads from the
     /// cluster (in-cluster or --kubeconfig) or a static --inventory; serve on
     /// --listen (default 0.0.0.0:9090), until SIGTERM.
     Run(RecordArgs),
+    /// Work with flow logs: convert between JSON lines and binary.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
     /// Work with communication graph files: merge, export, show.
     #[command(subcommand)]
     Graph(GraphCommand),

@@ -21,6 +21,11 @@ pub struct RecordArgs {
     /// Flow log path, `-` for stdout. Default: stdout, or none with --state-dir.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// The flow log's format: JSON lines, or binary (the same records,
+    /// several times cheaper for `graph build` to read; `flows convert`
+    /// turns either into the other).
+    #[arg(long, value_enum, default_value = "json")]
+    pub flow_log_format: crate::model::FlowLogFormat,
     /// Keep the communication graph of the audit window in DIR/graph.json,
     /// saved when an interval changed it (a large graph at most a twentieth of the
     /// time, and at exit) and reloaded at start. Workloads are named from

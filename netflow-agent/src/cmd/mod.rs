@@ -1,13 +1,14 @@
 //! One small file per subcommand: each parses nothing (clap did), calls the
 //! library and reports. `anyhow` lives here and in `main.rs` only.
 
+mod flows;
 mod graph;
 mod policy;
 mod record;
 
 use anyhow::Context as _;
 
-use crate::cli::{Command, GraphCommand, PolicyCommand};
+use crate::cli::{Command, FlowsCommand, GraphCommand, PolicyCommand};
 
 /// Leaves `data` for the process's exit to take back, instead of freeing
 /// it piece by piece: a one-shot command ends right after, and freeing a
@@ -48,6 +49,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Record(args) => record::record(args),
         Command::Run(args) => record::run(args),
+        Command::Flows(FlowsCommand::Convert { inputs, to, output }) => {
+            flows::convert(&inputs, to, &output)
+        }
         Command::Graph(GraphCommand::Build {
             flows,
             inventory,

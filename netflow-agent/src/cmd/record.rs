@@ -32,6 +32,7 @@ fn options(args: RecordArgs) -> RecordOptions {
             (None, Some(_)) => None,
             (None, None) => Some("-".into()),
         },
+        flow_log_format: args.flow_log_format,
         flow_entries: args.flow_entries,
         idle_timeout: args.idle_timeout,
         http_heads: args.http_heads == crate::cli::OnOff::On,

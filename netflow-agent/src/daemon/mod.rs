@@ -57,6 +57,7 @@ pub struct RecordOptions {
     pub interval: Duration,
     /// Flow log (`-` for stdout); none when `None`.
     pub output: Option<PathBuf>,
+    pub flow_log_format: crate::model::FlowLogFormat,
     pub flow_entries: u32,
     pub idle_timeout: Duration,
     /// Read the heads of plaintext HTTP requests (the calls on edges).
@@ -153,14 +154,14 @@ pub fn run(options: &RecordOptions) -> Result<(), DaemonError> {
     }
     let (mount, cgroup) = cgroup_mount::locate(options.cgroup.as_deref())?;
     let mut writer = match &options.output {
-        Some(path) => {
-            Some(
-                FlowLogWriter::create(path).map_err(|source| DaemonError::CreateFlowLog {
+        Some(path) => Some(
+            FlowLogWriter::create(path, options.flow_log_format).map_err(|source| {
+                DaemonError::CreateFlowLog {
                     path: path.clone(),
                     source,
-                })?,
-            )
-        }
+                }
+            })?,
+        ),
         None => None,
     };
     // One thread is enough: the kernel work is synchronous, the runtime

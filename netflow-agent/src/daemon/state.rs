@@ -355,7 +355,7 @@ mod tests {
     fn flow_from(cgroup: &str, remote: &str, last_seen: &str) -> crate::model::FlowRecord {
         use crate::model::{Address, Basis, FlowRecord, Protocol, Side};
         FlowRecord {
-            ts: last_seen.into(),
+            ts: last_seen.parse().unwrap(),
             cgroup_id: 1,
             cgroup: Some(cgroup.into()),
             protocol: Protocol(6),
@@ -374,8 +374,8 @@ mod tests {
             packets_out: 1,
             bytes_in: 60,
             bytes_out: 60,
-            first_seen: last_seen.into(),
-            last_seen: last_seen.into(),
+            first_seen: last_seen.parse().unwrap(),
+            last_seen: last_seen.parse().unwrap(),
             tcp_flags: "SYN|ACK".into(),
             handshake: crate::model::Handshake::Established,
             newly_established: true,

@@ -5,8 +5,6 @@
 //! in the report (and unnamed ends appear as `unresolved` nodes), never
 //! dropped silently.
 
-use std::time::UNIX_EPOCH;
-
 use serde::Serialize;
 
 use std::{collections::HashMap, net::IpAddr, ops::Range};
@@ -266,8 +264,9 @@ impl<'g, 'a> Builder<'g, 'a> {
             self.report.loopback += 1;
             return;
         }
-        let first = unix_seconds(&flow.first_seen);
-        let last = unix_seconds(&flow.last_seen).max(first);
+        // Within i64: seconds of a time before the year 10000.
+        let first = flow.first_seen.unix_seconds() as i64;
+        let last = (flow.last_seen.unix_seconds() as i64).max(first);
         let local = self.local(flow);
         let protocol = flow.protocol.policy_name().unwrap_or_default();
         let volume = Volume {
@@ -287,7 +286,7 @@ impl<'g, 'a> Builder<'g, 'a> {
             days_seen: Days::of_span(first as u64, last as u64),
             ..EdgeStats::default()
         };
-        let at = unix_seconds(&flow.ts).max(last) as u64;
+        let at = (flow.ts.unix_seconds() as i64).max(last) as u64;
         let seen_by = match flow.client {
             Side::Remote => SeenBy::Server,
             _ => SeenBy::Client,
@@ -349,13 +348,6 @@ impl<'g, 'a> Builder<'g, 'a> {
     }
 }
 
-fn unix_seconds(rfc3339: &str) -> i64 {
-    humantime::parse_rfc3339_weak(rfc3339)
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |duration| duration.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -411,7 +403,7 @@ mod tests {
         new: bool,
     ) -> FlowRecord {
         FlowRecord {
-            ts: "2026-11-20T10:00:05Z".into(),
+            ts: "2026-11-20T10:00:05Z".parse().unwrap(),
             cgroup_id: 1,
             cgroup: Some(format!(
                 "/kubepods/besteffort/pod{uid}/0123456789abcdef0123"
@@ -432,8 +424,8 @@ mod tests {
             packets_out: 6,
             bytes_in: 400,
             bytes_out: 600,
-            first_seen: "2026-11-20T10:00:00Z".into(),
-            last_seen: "2026-11-20T10:00:01Z".into(),
+            first_seen: "2026-11-20T10:00:00Z".parse().unwrap(),
+            last_seen: "2026-11-20T10:00:01Z".parse().unwrap(),
             tcp_flags: String::new(),
             handshake: crate::model::Handshake::Established,
             newly_established: new,
@@ -517,8 +509,8 @@ mod tests {
         let dns = BTreeMap::new();
         let identity = Identity::new(&inventory, &dns);
         let at = |time: &str, client: Side| FlowRecord {
-            first_seen: time.into(),
-            last_seen: time.into(),
+            first_seen: time.parse().unwrap(),
+            last_seen: time.parse().unwrap(),
             ..flow(
                 UID_FRONTEND,
                 ("10.244.0.5", 40000),
@@ -537,7 +529,11 @@ mod tests {
             "2026-11-20T10:29:59Z",
             "2026-11-20T11:00:00Z",
         ];
-        let seconds = |time: &str| super::unix_seconds(time) as u64;
+        let seconds = |time: &str| {
+            time.parse::<crate::model::Timestamp>()
+                .unwrap()
+                .unix_seconds()
+        };
         // Each end that held the address, the first and last record it names.
         let expected = [
             ("external:10.244.0.7", times[3], times[3]),

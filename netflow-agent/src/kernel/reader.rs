@@ -647,7 +647,7 @@ impl FlowReader {
         );
         let cgroup = self.cgroup_path(key.cgroup_id);
         FlowRecord {
-            ts: rfc3339(clock.wall_now()),
+            ts: clock.wall_now().into(),
             cgroup_id: key.cgroup_id,
             cgroup,
             protocol: Protocol(key.protocol),
@@ -666,8 +666,8 @@ impl FlowReader {
             packets_out: delta.packets_out,
             bytes_in: delta.bytes_in,
             bytes_out: delta.bytes_out,
-            first_seen: rfc3339(clock.to_wall(total.first_seen_ns)),
-            last_seen: rfc3339(clock.to_wall(total.last_seen_ns)),
+            first_seen: clock.to_wall(total.first_seen_ns).into(),
+            last_seen: clock.to_wall(total.last_seen_ns).into(),
             tcp_flags: tcp_flag_names((total.tcp_flags | total.tcp_flags >> 8) & 0xff),
             handshake: handshake_of(key, total),
             newly_established: false,

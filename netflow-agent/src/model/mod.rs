@@ -11,8 +11,9 @@ mod time;
 
 pub use endpoint::{Endpoint, EndpointKind};
 pub use flow::{
-    Address, Basis, DnsAnswer, DnsName, FlowRecord, Handshake, HttpRequest, IntervalStats, Side,
+    Address, Basis, DnsAnswer, DnsName, FlowLogFormat, FlowRecord, Handshake, HttpRequest,
+    IntervalStats, Side,
 };
 pub use labels::{LabelMap, deserialize_labels, labels_from_kubernetes, labels_to_kubernetes};
 pub use protocol::{PROTO_SCTP, Protocol};
-pub use time::{file_time, file_time_display, rfc3339, utc_day};
+pub use time::{NotATime, Timestamp, file_time, file_time_display, rfc3339, utc_day};

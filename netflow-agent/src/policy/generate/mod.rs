@@ -846,7 +846,7 @@ pub(crate) mod tests {
 
     pub(crate) fn flow(uid: &str, local: &str, remote: (&str, u16), protocol: u8) -> FlowRecord {
         FlowRecord {
-            ts: "2026-11-20T10:00:05Z".into(),
+            ts: "2026-11-20T10:00:05Z".parse().unwrap(),
             cgroup_id: 1,
             cgroup: Some(format!("/kubepods/pod{uid}/0123456789abcdef")),
             protocol: Protocol(protocol),
@@ -865,8 +865,8 @@ pub(crate) mod tests {
             packets_out: 1,
             bytes_in: 100,
             bytes_out: 100,
-            first_seen: "2026-11-20T10:00:00Z".into(),
-            last_seen: "2026-11-20T10:00:00Z".into(),
+            first_seen: "2026-11-20T10:00:00Z".parse().unwrap(),
+            last_seen: "2026-11-20T10:00:00Z".parse().unwrap(),
             tcp_flags: String::new(),
             handshake: crate::model::Handshake::Established,
             newly_established: true,
@@ -1458,8 +1458,8 @@ pub(crate) mod tests {
         let web = "00000000-0000-0000-0000-000000000002";
         let mut graph = CommGraph::new();
         let mut rare = flow(web, "10.244.0.5", ("203.0.113.10", 443), 6);
-        rare.first_seen = "2026-11-01T00:00:00Z".into();
-        rare.last_seen = "2026-11-01T00:00:00Z".into();
+        rare.first_seen = "2026-11-01T00:00:00Z".parse().unwrap();
+        rare.last_seen = "2026-11-01T00:00:00Z".parse().unwrap();
         add_flows(
             &mut graph,
             &identity,

@@ -1,8 +1,15 @@
-//! The flow log: one JSON object per line.
+//! The flow log: every connection that moved, interval by interval.
 //!
-//! Each poll interval writes one `"type":"flow"` line per connection that
-//! moved during the interval (counters are that interval's deltas), then one
-//! `"type":"stats"` line with the kernel's "could not record" counters.
+//! Each poll interval writes one `flow` record per connection that moved
+//! during the interval (counters are that interval's deltas), one `dns`
+//! record per name answered, then one `stats` record with the kernel's
+//! "could not record" counters. A log is JSON lines (`lines.rs`: one object
+//! per line, its `type` first) or binary (`binary.rs`: the same records,
+//! several times cheaper to read); readers tell them apart by the first
+//! bytes and hand on the same records.
+
+mod binary;
+mod lines;
 
 use std::{
     fs::File,
@@ -13,32 +20,94 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DnsName, FlowRecord, IntervalStats};
+pub use self::binary::{MAX_RECORD_BYTES, RecordError};
+pub use self::lines::MAX_LINE_BYTES;
+use crate::model::{DnsName, FlowLogFormat, FlowRecord, IntervalStats};
 
-#[derive(Serialize)]
+/// A record to write, borrowed.
+#[derive(Clone, Copy, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Line<'a> {
+pub enum LogLineRef<'a> {
     Flow(&'a FlowRecord),
     Dns(&'a DnsName),
     Stats(&'a IntervalStats),
 }
 
-/// Writes flow log lines to stdout (`-`) or a file.
+impl<'a> From<&'a LogLine> for LogLineRef<'a> {
+    fn from(line: &'a LogLine) -> Self {
+        match line {
+            LogLine::Flow(flow) => Self::Flow(flow),
+            LogLine::Dns(name) => Self::Dns(name),
+            LogLine::Stats(stats) => Self::Stats(stats),
+        }
+    }
+}
+
+/// Writes records in one format to any writer: the file's opening, then
+/// record by record.
+#[derive(Debug)]
+pub struct FlowLogEncoder {
+    format: FlowLogFormat,
+    /// A binary record's frame, built before it is written.
+    frame: Vec<u8>,
+}
+
+impl FlowLogEncoder {
+    pub fn new(format: FlowLogFormat) -> Self {
+        Self {
+            format,
+            frame: Vec::new(),
+        }
+    }
+
+    /// What a log of this format opens with (binary: its magic bytes).
+    pub fn start(&self, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
+        match self.format {
+            FlowLogFormat::Json => Ok(()),
+            FlowLogFormat::Binary => out.write_all(binary::MAGIC),
+        }
+    }
+
+    pub fn write(
+        &mut self,
+        out: &mut (impl Write + ?Sized),
+        line: LogLineRef<'_>,
+    ) -> io::Result<()> {
+        match self.format {
+            FlowLogFormat::Json => {
+                serde_json::to_writer(&mut *out, &line)?;
+                out.write_all(b"\n")
+            }
+            FlowLogFormat::Binary => {
+                self.frame.clear();
+                binary::encode(line, &mut self.frame)?;
+                out.write_all(&self.frame)
+            }
+        }
+    }
+}
+
+/// Writes a flow log to stdout (`-`) or a file, interval by interval.
 pub struct FlowLogWriter {
     out: Box<dyn Write + Send>,
     path: PathBuf,
+    encoder: FlowLogEncoder,
 }
 
 impl FlowLogWriter {
-    pub fn create(path: &Path) -> io::Result<Self> {
-        let out: Box<dyn Write + Send> = if path == Path::new("-") {
+    pub fn create(path: &Path, format: FlowLogFormat) -> io::Result<Self> {
+        let mut out: Box<dyn Write + Send> = if path == Path::new("-") {
             Box::new(BufWriter::new(io::stdout()))
         } else {
             Box::new(BufWriter::new(File::create(path)?))
         };
+        let encoder = FlowLogEncoder::new(format);
+        encoder.start(&mut out)?;
+        out.flush()?;
         Ok(Self {
             out,
             path: path.to_path_buf(),
+            encoder,
         })
     }
 
@@ -53,15 +122,13 @@ impl FlowLogWriter {
         stats: &IntervalStats,
     ) -> io::Result<()> {
         for flow in flows {
-            serde_json::to_writer(&mut self.out, &Line::Flow(flow))?;
-            self.out.write_all(b"\n")?;
+            self.encoder.write(&mut self.out, LogLineRef::Flow(flow))?;
         }
         for name in dns {
-            serde_json::to_writer(&mut self.out, &Line::Dns(name))?;
-            self.out.write_all(b"\n")?;
+            self.encoder.write(&mut self.out, LogLineRef::Dns(name))?;
         }
-        serde_json::to_writer(&mut self.out, &Line::Stats(stats))?;
-        self.out.write_all(b"\n")?;
+        self.encoder
+            .write(&mut self.out, LogLineRef::Stats(stats))?;
         // A reader tailing the log sees whole intervals.
         self.out.flush()
     }
@@ -91,6 +158,20 @@ pub enum FlowLogError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}: record {record} (at byte {offset}) is not a flow log record")]
+    Record {
+        path: PathBuf,
+        record: usize,
+        offset: u64,
+        #[source]
+        reason: RecordError,
+    },
+    #[error("{path} starts as a binary flow log does, but is none")]
+    NotAFlowLog { path: PathBuf },
+    #[error(
+        "{path} is a binary flow log of version {version}, which this agent cannot read (it reads version 1)"
+    )]
+    NewerVersion { path: PathBuf, version: u8 },
     #[error("{path}:{line}: a line longer than {limit} bytes is no flow log line")]
     LineTooLong {
         path: PathBuf,
@@ -122,11 +203,6 @@ pub fn for_each_line(
 ) -> Result<(), FlowLogError> {
     for_each_line_of(path, |_| true, &mut each)
 }
-
-/// The longest line read: the agent writes lines of a few hundred bytes
-/// (a flow's HTTP requests, each head capped, make the longest); a file
-/// without line ends is not read into memory whole.
-const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Log lines parsed ahead of the caller, in batches of this many: a week's
 /// log is millions of lines, and handing them over one by one would cost
@@ -211,100 +287,45 @@ pub fn for_each_line_of(
     })
 }
 
-/// As [`for_each_line_of`], from any reader; `path` names it in errors.
+/// As [`for_each_line_of`], from any reader, in either format (told by
+/// its first bytes); `path` names it in errors.
 pub fn for_each_line_in(
     mut reader: impl io::BufRead,
     path: &Path,
     wanted: impl Fn(&str) -> bool,
-    mut each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
+    each: impl FnMut(LogLine) -> Result<(), FlowLogError>,
 ) -> Result<(), FlowLogError> {
     let read_error = |source| FlowLogError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut number = 0;
-    let mut take = |line: &[u8]| -> Result<(), FlowLogError> {
-        number += 1;
-        let text = line.trim_ascii();
-        if text.is_empty() {
-            return Ok(());
-        }
-        if let Some(kind) = leading_type(text)
-            && !wanted(kind)
-        {
-            return Ok(());
-        }
-        let parsed = parse_line(text).map_err(|source| FlowLogError::Line {
-            path: path.to_path_buf(),
-            line: number,
-            source,
+    let head = reader.fill_buf().map_err(read_error)?;
+    let peeked = head.len().min(binary::NAME.len());
+    if peeked == 0 || head[..peeked] != binary::NAME[..peeked] {
+        return lines::for_each_line_in(reader, path, wanted, each);
+    }
+    // A binary log (no JSON line starts with its name's first letter).
+    let mut magic = [0; binary::MAGIC.len()];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::UnexpectedEof => FlowLogError::NotAFlowLog {
+                path: path.to_path_buf(),
+            },
+            _ => read_error(err),
         })?;
-        each(parsed)
-    };
-    // Lines are taken where the reader's buffer holds them: a week's log is
-    // gigabytes, and the lines a pass skips (a pass that wants only DNS
-    // answers skips nearly all) are never copied. Only a line split across
-    // two fills of the buffer is put together here.
-    let mut split_line = Vec::new();
-    loop {
-        let buffer = match reader.fill_buf() {
-            Ok(buffer) => buffer,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(read_error(err)),
-        };
-        if buffer.is_empty() {
-            // The last line, without a line end.
-            if split_line.is_empty() {
-                return Ok(());
-            }
-            return take(&split_line);
-        }
-        let Some(end) = memchr::memchr(b'\n', buffer) else {
-            if split_line.len() + buffer.len() > MAX_LINE_BYTES {
-                return Err(FlowLogError::LineTooLong {
-                    path: path.to_path_buf(),
-                    line: number + 1,
-                    limit: MAX_LINE_BYTES,
-                });
-            }
-            split_line.extend_from_slice(buffer);
-            let length = buffer.len();
-            reader.consume(length);
-            continue;
-        };
-        if split_line.is_empty() {
-            take(&buffer[..end])?;
-        } else {
-            split_line.extend_from_slice(&buffer[..end]);
-            take(&split_line)?;
-            split_line.clear();
-        }
-        reader.consume(end + 1);
+    if magic[..binary::NAME.len()] != binary::NAME[..] {
+        return Err(FlowLogError::NotAFlowLog {
+            path: path.to_path_buf(),
+        });
     }
-}
-
-/// The type of a line that starts with it, as this agent writes them.
-fn leading_type(line: &[u8]) -> Option<&str> {
-    let rest = line.strip_prefix(br#"{"type":""#)?;
-    let end = rest.iter().position(|&byte| byte == b'"')?;
-    std::str::from_utf8(&rest[..end]).ok()
-}
-
-/// One line. A flow line (nearly all of a log) that starts with its type is
-/// read straight into a `FlowRecord` (which ignores the `type` field): the
-/// tagged-enum path buffers every field first and is several times slower.
-///
-/// The line is checked as UTF-8 whole, once: read as bytes, the parser
-/// would check each of its ~40 strings (keys too) one call at a time. A line
-/// that is not UTF-8 is left to the parser, whose error says where.
-fn parse_line(line: &[u8]) -> Result<LogLine, serde_json::Error> {
-    let Ok(text) = std::str::from_utf8(line) else {
-        return serde_json::from_slice(line);
-    };
-    if leading_type(line) == Some("flow") {
-        return serde_json::from_str(text).map(LogLine::Flow);
+    if magic != *binary::MAGIC {
+        return Err(FlowLogError::NewerVersion {
+            path: path.to_path_buf(),
+            version: magic[binary::NAME.len()],
+        });
     }
-    serde_json::from_str(text)
+    binary::for_each_record_in(reader, path, wanted, each)
 }
 
 #[cfg(test)]
