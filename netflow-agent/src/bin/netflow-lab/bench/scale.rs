@@ -8,7 +8,9 @@
 //! that receive half of the edges (as databases and shared APIs do). The flow
 //! log holds one record per edge, half through the server's Service and half
 //! to a pod directly, repeated up to at least `records` records, so `graph
-//! build` rebuilds exactly the intended edges.
+//! build` rebuilds exactly the intended edges. It is written as JSON lines and
+//! converted to the binary format (`flows convert`); `graph build` reads each,
+//! and must build the same graph from both.
 
 use std::{
     collections::HashSet,
@@ -75,11 +77,11 @@ pub struct Measured {
 
 impl std::fmt::Display for Measured {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mb = self.max_rss_bytes as f64 / (1024.0 * 1024.0);
+        let mib = self.max_rss_bytes as f64 / (1024.0 * 1024.0);
         if self.killed {
-            write!(f, "> {:.0} s (stopped), {mb:.0} MB", self.seconds)
+            write!(f, "> {:.0} s (stopped), {mib:.0} MiB", self.seconds)
         } else {
-            write!(f, "{:.2} s, {mb:.0} MB", self.seconds)
+            write!(f, "{:.2} s, {mib:.0} MiB", self.seconds)
         }
     }
 }
@@ -92,7 +94,11 @@ const TIME_LIMIT_SECONDS: f64 = 600.0;
 pub struct ScaleRow {
     pub size: Size,
     pub records: usize,
+    /// `graph build` from the flow log as JSON lines, and as binary.
     pub build: Measured,
+    pub build_binary: Measured,
+    /// The flow log's size as JSON lines, and as binary.
+    pub flow_log_bytes: (u64, u64),
     pub generate: Measured,
     pub verify: Measured,
     pub graph_bytes: u64,
@@ -394,6 +400,47 @@ pub fn measure_size(
         ],
         true,
     )?;
+    let binary_flows = path("flows.bin");
+    measure(
+        agent,
+        &[
+            "flows",
+            "convert",
+            &text(&flows),
+            "--to",
+            "binary",
+            "-o",
+            &text(&binary_flows),
+        ],
+        true,
+    )?;
+    let graph_from_binary = path("graph-from-binary.json");
+    let build_binary = measure(
+        agent,
+        &[
+            "graph",
+            "build",
+            "--flows",
+            &text(&binary_flows),
+            "--inventory",
+            &text(&inventory),
+            "-o",
+            &text(&graph_from_binary),
+        ],
+        true,
+    )?;
+    if fs::read(&graph)? != fs::read(&graph_from_binary)? {
+        bail!(
+            "graph build made {} from the binary log, unlike {} from its JSON lines",
+            graph_from_binary.display(),
+            graph.display()
+        );
+    }
+    fs::remove_file(&graph_from_binary)?;
+    let flow_log_bytes = (
+        fs::metadata(&flows)?.len(),
+        fs::metadata(&binary_flows)?.len(),
+    );
     let generate = measure(
         agent,
         &[
@@ -438,6 +485,8 @@ pub fn measure_size(
         size,
         records,
         build,
+        build_binary,
+        flow_log_bytes,
         generate,
         verify,
         graph_bytes,
@@ -525,31 +574,36 @@ fn daemon_costs(
 }
 
 pub fn print(rows: &[ScaleRow]) {
-    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!();
     println!("Userspace at scale (synthetic clusters, 2 pods per workload, hub services):");
     println!();
     println!(
-        "| workloads, edges | graph build | records/s | records per CPU second | generate | verify | graph.json per edge | daemon RSS | daemon CPU, idle (1 s intervals) |"
+        "| workloads, edges | graph build, JSON lines log | records per CPU second | graph build, binary log | records per CPU second | generate | verify | graph.json per edge | daemon RSS | daemon CPU, idle (1 s intervals) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    // Per core: the build reads, parses and adds on threads of its own.
+    let per_core =
+        |row: &ScaleRow, build: &Measured| row.records as f64 / build.cpu_seconds.max(f64::EPSILON);
     for row in rows {
-        let rate = row.records as f64 / row.build.seconds.max(f64::EPSILON);
-        // Per core: the build reads, parses and adds on threads of its own.
-        let rate_per_core = row.records as f64 / row.build.cpu_seconds.max(f64::EPSILON);
+        let (json_bytes, binary_bytes) = row.flow_log_bytes;
+        let per_record = |bytes: u64| bytes as f64 / row.records.max(1) as f64;
         println!(
-            "| {}, {} | {} ({} records) | {:.0} | {:.0} | {} | {} | {:.0} B | {} | {} |",
+            "| {}, {} | {} ({} records, {:.0} B each) | {:.0} | {} ({:.0} B each) | {:.0} | {} | {} | {:.0} B | {} | {} |",
             row.size.workloads,
             row.size.edges,
             row.build,
             row.records,
-            rate,
-            rate_per_core,
+            per_record(json_bytes),
+            per_core(row, &row.build),
+            row.build_binary,
+            per_record(binary_bytes),
+            per_core(row, &row.build_binary),
             row.generate,
             row.verify,
             row.graph_bytes as f64 / row.size.edges as f64,
             row.daemon_rss_bytes
-                .map_or_else(|| "-".to_string(), |rss| format!("{:.0} MB", mb(rss))),
+                .map_or_else(|| "-".to_string(), |rss| format!("{:.0} MiB", mib(rss))),
             row.daemon_cpu_share.map_or_else(
                 || "-".to_string(),
                 |share| format!("{:.0}% of a core", share * 100.0)
