@@ -10,7 +10,7 @@ use super::parse_duration;
 pub enum GraphCommand {
     /// Build (or extend) a graph from flow logs and an inventory.
     Build {
-        /// Flow logs written by `record`.
+        /// Flow logs written by `record` (JSON lines or binary).
         #[arg(long = "flows", required = true)]
         flows: Vec<PathBuf>,
         /// The cluster inventory (`kubectl get ... -A -o json`).

@@ -80,8 +80,10 @@ struct Server {
     external: bool,
 }
 
-/// The servers behind a Service port.
-type Backends = Vec<Server>;
+/// The servers behind a Service port: inline for a few, since half of a
+/// log's records are a client's and each takes a copy (a list of its own
+/// was an allocation per record).
+type Backends = smallvec::SmallVec<[Server; 4]>;
 
 /// Flow records into a graph, one at a time (logs are streamed through it,
 /// never held whole). It keeps the graph node of every end it has named: a
@@ -185,7 +187,7 @@ impl<'g, 'a> Builder<'g, 'a> {
         }
         if !self.identity.is_service(ip) {
             let (node, external) = self.remote(ip, at);
-            return vec![Server {
+            return smallvec::smallvec![Server {
                 node,
                 port,
                 external,
