@@ -13,7 +13,6 @@ use std::{
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
-    time::UNIX_EPOCH,
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeSeed as _};
@@ -23,7 +22,7 @@ use super::{
     http_calls::{CallRecord, HttpCallsFile},
 };
 use crate::{
-    model::{Endpoint, Protocol, file_time},
+    model::{Endpoint, Protocol, Timestamp, file_time},
     parallel::map_in_order,
 };
 
@@ -272,7 +271,7 @@ impl CommGraph {
         };
         let (client, server) = (node(&edge.from)?, node(&edge.to)?);
         let time = |text: &str, field: &str| {
-            parse_rfc3339(text).ok_or_else(|| {
+            text.parse().map(Timestamp::unix_seconds).map_err(|_| {
                 invalid(
                     path,
                     format!("edge {index}: {field} {text:?} is not an RFC 3339 time"),
@@ -466,14 +465,6 @@ fn write_atomically_with(
         let _ = fs::remove_file(&temporary);
     }
     result
-}
-
-fn parse_rfc3339(text: &str) -> Option<u64> {
-    humantime::parse_rfc3339_weak(text)
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|duration| duration.as_secs())
 }
 
 fn invalid(path: &Path, message: String) -> GraphFileError {

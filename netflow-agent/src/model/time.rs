@@ -2,9 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// RFC 3339 with milliseconds, UTC (flow records).
+/// RFC 3339 with milliseconds, UTC, as flow records write their times.
 pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+    Timestamp::from(time).to_string()
 }
 
 /// RFC 3339 (UTC, seconds) of a Unix time, as graph files store times.

@@ -107,8 +107,7 @@ pub fn encode(line: LogLineRef<'_>, out: &mut Vec<u8>) -> io::Result<()> {
     out.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
     let kind = match line {
         LogLineRef::Flow(flow) => {
-            let body = std::mem::take(out);
-            *out = postcard::to_extend(&wire(flow), body).map_err(io::Error::other)?;
+            postcard::to_io(&wire(flow), &mut *out).map_err(io::Error::other)?;
             KIND_FLOW
         }
         LogLineRef::Dns(name) => {

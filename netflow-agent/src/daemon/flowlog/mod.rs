@@ -20,8 +20,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use self::binary::{MAX_RECORD_BYTES, RecordError};
-pub use self::lines::MAX_LINE_BYTES;
+pub use self::binary::RecordError;
 use crate::model::{DnsName, FlowLogFormat, FlowRecord, IntervalStats};
 
 /// A record to write, borrowed.
@@ -178,8 +177,9 @@ pub enum FlowLogError {
         line: usize,
         limit: usize,
     },
-    /// Never returned: the reader's own signal that its caller stopped
-    /// taking lines.
+    /// Never returned to a user: the reader's signal that its caller
+    /// stopped taking lines, and a caller's `each` may return it to stop
+    /// the read for a reason of its own (which it then reports).
     #[error("the flow log's reader was stopped")]
     Stopped,
 }
@@ -330,7 +330,7 @@ pub fn for_each_line_in(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{lines::MAX_LINE_BYTES, *};
 
     /// A log of `lines` DNS lines, line `bad` (1-based) not JSON.
     fn log(name: &str, lines: usize, bad: Option<usize>) -> PathBuf {
