@@ -114,20 +114,22 @@ pub fn flow_log(data: &[u8]) {
     let _ = flowlog::for_each_line_in(data, Path::new("fuzz.jsonl"), |_| true, |_| Ok(()));
 }
 
-/// A graph file (the daemon's state, `graph pull`'s answer from each node).
+/// A graph file, JSON or binary (the daemon's state, `graph pull`'s answer
+/// from each node, `graph build --format binary`).
 pub fn graph_file(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
+    let path = Path::new("fuzz-graph");
+    let Ok(graph) = CommGraph::parse_bytes(data.to_vec(), path) else {
         return;
     };
-    let path = Path::new("fuzz-graph.json");
-    let Ok(graph) = CommGraph::parse(text, path) else {
-        return;
-    };
-    // What loads can be saved and loads again, whole.
+    // What loads can be saved, in either layout, and loads again, whole.
     let saved = serde_json::to_string(&graph.file()).expect("a loaded graph serializes");
-    let again = CommGraph::parse(&saved, path).expect("a saved graph loads");
-    assert_eq!(again.edge_count(), graph.edge_count());
-    assert_eq!(again.node_count(), graph.node_count());
+    let mut binary = Vec::new();
+    crate::graph::file::binary::write(&graph, &mut binary).expect("a loaded graph encodes");
+    for again in [saved.into_bytes(), binary] {
+        let again = CommGraph::parse_bytes(again, path).expect("a saved graph loads");
+        assert_eq!(again.edge_count(), graph.edge_count());
+        assert_eq!(again.node_count(), graph.node_count());
+    }
 }
 
 /// A `kubectl get -o json` dump (`--inventory`).

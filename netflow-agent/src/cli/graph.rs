@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Subcommand};
 
 use super::parse_duration;
+use crate::graph::file::GraphFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum GraphCommand {
@@ -22,6 +23,10 @@ pub enum GraphCommand {
         /// Output graph file (written atomically).
         #[arg(long, short)]
         output: PathBuf,
+        /// How to store the output graph: `binary` is compact and fast to
+        /// read and write (`graph export --format json` prints it as JSON).
+        #[arg(long, value_enum, default_value = "json")]
+        format: GraphFormat,
     },
     /// Fetch every node's graph from its agent (through the API server's
     /// port-forward to the agent's loopback) and merge them into one cluster
@@ -35,6 +40,10 @@ pub enum GraphCommand {
         /// Output graph file (written atomically).
         #[arg(long, short)]
         output: PathBuf,
+        /// How to store the output graph: `binary` is compact and fast to
+        /// read and write (`graph export --format json` prints it as JSON).
+        #[arg(long, value_enum, default_value = "json")]
+        format: GraphFormat,
     },
     /// Print a graph as JSON, Graphviz DOT or Mermaid.
     Export {
@@ -82,6 +91,9 @@ pub struct PullArgs {
     /// Output graph file (written atomically).
     #[arg(long, short)]
     pub output: PathBuf,
+    /// How to store the output graph (see `graph build --format`).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: GraphFormat,
     /// Write the graph of the nodes that answered even when some did not.
     #[arg(long)]
     pub allow_missing: bool,

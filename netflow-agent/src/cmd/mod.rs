@@ -57,11 +57,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             inventory,
             graph,
             output,
-        }) => graph::build::run(&flows, &inventory, graph.as_deref(), &output),
+            format,
+        }) => graph::build::run(&flows, &inventory, graph.as_deref(), &output, format),
         Command::Graph(GraphCommand::Pull(args)) => graph::pull::run(&args),
-        Command::Graph(GraphCommand::Merge { inputs, output }) => {
-            graph::merge::run(&inputs, &output)
-        }
+        Command::Graph(GraphCommand::Merge {
+            inputs,
+            output,
+            format,
+        }) => graph::merge::run(&inputs, &output, format),
         Command::Graph(GraphCommand::Export {
             graph,
             format,

@@ -12,6 +12,8 @@ use smallvec::SmallVec;
 use crate::model::utc_day;
 
 const SECONDS_PER_DAY: u64 = 86_400;
+/// 9999-12-31, the last day RFC 3339 can write.
+const LAST_DAY: u32 = 2_932_896;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Days(SmallVec<[u32; 4]>);
@@ -45,6 +47,24 @@ impl Days {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The day numbers (days since the Unix epoch), earliest first.
+    pub(super) fn numbers(&self) -> &[u32] {
+        &self.0
+    }
+
+    /// The days numbered `days` (in any order, repeats once); `None` if one
+    /// is past the year 9999, which no date can write.
+    pub(super) fn from_numbers(numbers: impl IntoIterator<Item = u32>) -> Option<Self> {
+        let mut days = Days::default();
+        for day in numbers {
+            if day > LAST_DAY {
+                return None;
+            }
+            days.insert(day);
+        }
+        Some(days)
     }
 
     /// The days as `YYYY-MM-DD`, earliest first.

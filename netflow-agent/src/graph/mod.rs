@@ -176,6 +176,13 @@ impl CommGraph {
         }
     }
 
+    /// Room for `edges` more edges, so a graph read from a file does not
+    /// copy its edges as they outgrow their storage.
+    pub fn reserve_edges(&mut self, edges: usize) {
+        self.graph.reserve_edges(edges);
+        self.by_edge.reserve(edges);
+    }
+
     /// Adds every node and edge of `other` (graphs of several nodes or weeks).
     pub fn merge(&mut self, other: &CommGraph) {
         for edge in other.graph.edge_indices() {

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     daemon::flowlog::{LogLine, for_each_line_of},
-    graph::{CommGraph, build::Builder},
+    graph::{CommGraph, build::Builder, file::GraphFormat},
     identity::{Identity, dns_servers, is_believed, names_by_client, trusted_names},
     inventory::Inventory,
     model::DnsAnswer,
@@ -74,6 +74,7 @@ pub fn run(
     inventory: &Path,
     existing: Option<&Path>,
     output: &Path,
+    format: GraphFormat,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // Two passes over the logs, neither holding them: names first (a flow
@@ -117,7 +118,7 @@ pub fn run(
     }
     let report = builder.report;
     tracing::debug!(elapsed = ?started.elapsed(), "flows added");
-    graph.save(output)?;
+    graph.save_as(output, format)?;
     tracing::debug!(elapsed = ?started.elapsed(), "graph saved");
     eprintln!(
         "{}: {} endpoints, {} edges from {} flow records ({} without a decided client, {} with an unnamed local end, {} to a Service port without backends)",

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use crate::graph::CommGraph;
+use crate::graph::{CommGraph, file::GraphFormat};
 
-pub fn run(inputs: &[PathBuf], output: &Path) -> anyhow::Result<()> {
+pub fn run(inputs: &[PathBuf], output: &Path, format: GraphFormat) -> anyhow::Result<()> {
     if inputs.is_empty() {
         bail!("graph merge needs at least one input graph");
     }
@@ -14,7 +14,7 @@ pub fn run(inputs: &[PathBuf], output: &Path) -> anyhow::Result<()> {
     for input in inputs {
         merged.merge(&CommGraph::load(input)?);
     }
-    merged.save(output)?;
+    merged.save_as(output, format)?;
     eprintln!(
         "merged {} graphs into {}: {} endpoints, {} edges",
         inputs.len(),

@@ -77,7 +77,7 @@ async fn pull(args: &PullArgs) -> anyhow::Result<()> {
     if answered.is_empty() {
         bail!("no node answered; nothing written");
     }
-    merged.save(&args.output)?;
+    merged.save_as(&args.output, args.format)?;
     if let Some(path) = &args.denials {
         let denials = pull_denials(&client, args, &answered_pods).await?;
         let text = serde_json::to_vec_pretty(&denials)?;

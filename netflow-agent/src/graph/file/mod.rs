@@ -2,9 +2,12 @@
 //!
 //! Top level: `version`, `nodes` (`id`, `kind`, `namespace`, `name`, ...) and
 //! `edges` (`from`, `to`, `protocol`, `port`, `first_seen`, `last_seen`,
-//! `days_seen`, `connections`, `packets`, `bytes`), times in RFC 3339. Files
-//! are written to a temporary name, synced and renamed, so a crash leaves the
-//! old file or the new one, never half of one.
+//! `days_seen`, `connections`, `packets`, `bytes`), times in RFC 3339. The
+//! same graph may be stored in a compact binary layout ([`binary`]); reading
+//! tells the two apart. Files are written to a temporary name, synced and
+//! renamed, so a crash leaves the old file or the new one, never half of one.
+
+pub mod binary;
 
 use std::{
     cell::RefCell,
@@ -48,6 +51,16 @@ pub enum GraphFileError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// How a graph file is stored: JSON (the layout people and tools read), or
+/// binary (the same graph in a tenth of the bytes, several times cheaper to
+/// write and read; `graph export --format json` prints it as JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    #[default]
+    Json,
+    Binary,
 }
 
 /// One edge as a graph file holds it (the file's top level, `version`,
@@ -323,11 +336,26 @@ impl CommGraph {
         Ok(())
     }
 
-    /// Reads a graph file; errors name the file.
+    /// Reads a graph file, JSON or binary; errors name the file.
     pub fn load(path: &Path) -> Result<Self, GraphFileError> {
-        let text = fs::read_to_string(path).map_err(|source| GraphFileError::Read {
+        let bytes = fs::read(path).map_err(|source| GraphFileError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        Self::parse_bytes(bytes, path)
+    }
+
+    /// Reads a graph from a file's bytes, JSON or binary; `path` names
+    /// where they came from in errors.
+    pub fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self, GraphFileError> {
+        if bytes.starts_with(binary::NAME) {
+            return binary::parse(&bytes, path);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            invalid(
+                path,
+                "neither JSON (not UTF-8) nor a binary graph file".into(),
+            )
         })?;
         Self::parse(&text, path)
     }
@@ -392,6 +420,16 @@ impl CommGraph {
         self.save_with(path, |graph, writer| {
             serde_json::to_writer(writer, &graph.file()).map_err(std::io::Error::from)
         })
+    }
+
+    /// [`CommGraph::save`] in `format`.
+    pub fn save_as(&self, path: &Path, format: GraphFormat) -> Result<(), GraphFileError> {
+        match format {
+            GraphFormat::Json => self.save(path),
+            GraphFormat::Binary => {
+                self.save_with(path, |graph, writer| binary::write(graph, writer))
+            }
+        }
     }
 
     fn save_with(
