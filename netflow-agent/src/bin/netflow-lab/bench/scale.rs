@@ -10,7 +10,9 @@
 //! to a pod directly, repeated up to at least `records` records, so `graph
 //! build` rebuilds exactly the intended edges. It is written as JSON lines and
 //! converted to the binary format (`flows convert`); `graph build` reads each,
-//! and must build the same graph from both.
+//! and must build the same graph from both. It builds once more from the
+//! binary log to a binary graph, which saved as JSON again must be the
+//! same bytes.
 
 use std::{
     collections::HashSet,
@@ -94,14 +96,17 @@ const TIME_LIMIT_SECONDS: f64 = 600.0;
 pub struct ScaleRow {
     pub size: Size,
     pub records: usize,
-    /// `graph build` from the flow log as JSON lines, and as binary.
+    /// `graph build` from the flow log as JSON lines, and as binary, each
+    /// writing a JSON graph; and from the binary log to a binary graph.
     pub build: Measured,
     pub build_binary: Measured,
+    pub build_binary_graph: Measured,
     /// The flow log's size as JSON lines, and as binary.
     pub flow_log_bytes: (u64, u64),
     pub generate: Measured,
     pub verify: Measured,
-    pub graph_bytes: u64,
+    /// The graph file as JSON, and as binary.
+    pub graph_bytes: (u64, u64),
     /// The daemon's resident memory once it serves this graph as its state
     /// with this inventory (`None` when it could not be measured here).
     pub daemon_rss_bytes: Option<u64>,
@@ -437,6 +442,46 @@ pub fn measure_size(
         );
     }
     fs::remove_file(&graph_from_binary)?;
+    let binary_graph = path("graph.bin");
+    let build_binary_graph = measure(
+        agent,
+        &[
+            "graph",
+            "build",
+            "--flows",
+            &text(&binary_flows),
+            "--inventory",
+            &text(&inventory),
+            "-o",
+            &text(&binary_graph),
+            "--format",
+            "binary",
+        ],
+        true,
+    )?;
+    // Saved as JSON again (a merge of one graph), the binary graph must be
+    // the JSON build's, byte for byte.
+    let graph_again = path("graph-from-binary-graph.json");
+    measure(
+        agent,
+        &[
+            "graph",
+            "merge",
+            &text(&binary_graph),
+            "-o",
+            &text(&graph_again),
+        ],
+        true,
+    )?;
+    if fs::read(&graph)? != fs::read(&graph_again)? {
+        bail!(
+            "the binary graph {} saved as JSON ({}) is not the JSON build's {}",
+            binary_graph.display(),
+            graph_again.display(),
+            graph.display()
+        );
+    }
+    fs::remove_file(&graph_again)?;
     let flow_log_bytes = (
         fs::metadata(&flows)?.len(),
         fs::metadata(&binary_flows)?.len(),
@@ -473,7 +518,10 @@ pub fn measure_size(
         ],
         true,
     )?;
-    let graph_bytes = fs::metadata(&graph)?.len();
+    let graph_bytes = (
+        fs::metadata(&graph)?.len(),
+        fs::metadata(&binary_graph)?.len(),
+    );
     let (daemon_rss_bytes, daemon_cpu_share) = match daemon_costs(agent, dir, &graph, &inventory) {
         Ok(costs) => (Some(costs.rss_bytes), Some(costs.cpu_share)),
         Err(err) => {
@@ -486,6 +534,7 @@ pub fn measure_size(
         records,
         build,
         build_binary,
+        build_binary_graph,
         flow_log_bytes,
         generate,
         verify,
@@ -579,9 +628,9 @@ pub fn print(rows: &[ScaleRow]) {
     println!("Userspace at scale (synthetic clusters, 2 pods per workload, hub services):");
     println!();
     println!(
-        "| workloads, edges | graph build, JSON lines log | records per CPU second | graph build, binary log | records per CPU second | generate | verify | graph.json per edge | daemon RSS | daemon CPU, idle (1 s intervals) |"
+        "| workloads, edges | graph build, JSON lines log | records per CPU second | graph build, binary log | records per CPU second | graph build, binary log and graph | records per CPU second | generate | verify | graph per edge, JSON / binary | daemon RSS | daemon CPU, idle (1 s intervals) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // Per core: the build reads, parses and adds on threads of its own.
     let per_core =
         |row: &ScaleRow, build: &Measured| row.records as f64 / build.cpu_seconds.max(f64::EPSILON);
@@ -589,7 +638,7 @@ pub fn print(rows: &[ScaleRow]) {
         let (json_bytes, binary_bytes) = row.flow_log_bytes;
         let per_record = |bytes: u64| bytes as f64 / row.records.max(1) as f64;
         println!(
-            "| {}, {} | {} ({} records, {:.0} B each) | {:.0} | {} ({:.0} B each) | {:.0} | {} | {} | {:.0} B | {} | {} |",
+            "| {}, {} | {} ({} records, {:.0} B each) | {:.0} | {} ({:.0} B each) | {:.0} | {} | {:.0} | {} | {} | {:.0} B / {:.0} B | {} | {} |",
             row.size.workloads,
             row.size.edges,
             row.build,
@@ -599,9 +648,12 @@ pub fn print(rows: &[ScaleRow]) {
             row.build_binary,
             per_record(binary_bytes),
             per_core(row, &row.build_binary),
+            row.build_binary_graph,
+            per_core(row, &row.build_binary_graph),
             row.generate,
             row.verify,
-            row.graph_bytes as f64 / row.size.edges as f64,
+            row.graph_bytes.0 as f64 / row.size.edges as f64,
+            row.graph_bytes.1 as f64 / row.size.edges as f64,
             row.daemon_rss_bytes
                 .map_or_else(|| "-".to_string(), |rss| format!("{:.0} MiB", mib(rss))),
             row.daemon_cpu_share.map_or_else(
