@@ -94,14 +94,23 @@ pub struct Builder<'g, 'a> {
     identity: &'g Identity<'a>,
     pub report: BuildReport,
     workloads: HashMap<&'a WorkloadRef, NodeIndex, Hashing>,
-    /// Local ends by address, then cgroup path (`""` for none): the node and
-    /// whether the inventory named it.
-    locals: HashMap<IpAddr, HashMap<String, (NodeIndex, bool), Hashing>, Hashing>,
+    /// Local ends by address and cgroup id: the cgroup path (`""` for
+    /// none), the node and whether the inventory named it. One probe per
+    /// record, the path compared to make sure (ids of two nodes' logs may
+    /// meet); a second path under one key is looked up, not kept.
+    locals: HashMap<(IpAddr, u64), LocalEnd, Hashing>,
     /// A Service's backends on a port: they do not change with time.
     services: HashMap<ServicePort, Backends, Hashing>,
     /// Remote ends that are no Service by address: what a pod address
     /// names changes only when a pod holding it starts or ends.
     remotes: HashMap<IpAddr, RemoteEnd, Hashing>,
+}
+
+/// A local end's node, under its cgroup path.
+struct LocalEnd {
+    cgroup: Box<str>,
+    node: NodeIndex,
+    named: bool,
 }
 
 /// A remote end's node and the times over which its address names it.
@@ -146,36 +155,41 @@ impl<'g, 'a> Builder<'g, 'a> {
     /// The local end's node; counted when the inventory does not name it.
     fn local(&mut self, flow: &FlowRecord) -> NodeIndex {
         let cgroup = flow.cgroup.as_deref().unwrap_or_default();
-        let known = self
-            .locals
-            .get(&flow.local.ip)
-            .and_then(|by_cgroup| by_cgroup.get(cgroup))
-            .copied();
-        let (index, named) = match known {
-            Some(known) => known,
-            None => {
-                let named = self
-                    .identity
-                    .local_named(flow.cgroup.as_deref(), flow.local.ip);
-                let known = match named {
-                    Some(named) => (self.node(named), true),
-                    None => {
-                        let endpoint =
-                            identity::unresolved_local(flow.cgroup.as_deref(), flow.local.ip);
-                        (self.graph.upsert_endpoint(endpoint), false)
-                    }
-                };
-                self.locals
-                    .entry(flow.local.ip)
-                    .or_default()
-                    .insert(cgroup.to_string(), known);
-                known
+        let key = (flow.local.ip, flow.cgroup_id);
+        let (node, named) = match self.locals.get(&key) {
+            Some(known) if *known.cgroup == *cgroup => (known.node, known.named),
+            known => {
+                let first = known.is_none();
+                let (node, named) = self.name_local(flow);
+                if first {
+                    let end = LocalEnd {
+                        cgroup: cgroup.into(),
+                        node,
+                        named,
+                    };
+                    self.locals.insert(key, end);
+                }
+                (node, named)
             }
         };
         if !named {
             self.report.unresolved_local += 1;
         }
-        index
+        node
+    }
+
+    /// The local end's node and whether the inventory named it, found anew.
+    fn name_local(&mut self, flow: &FlowRecord) -> (NodeIndex, bool) {
+        match self
+            .identity
+            .local_named(flow.cgroup.as_deref(), flow.local.ip)
+        {
+            Some(named) => (self.node(named), true),
+            None => {
+                let endpoint = identity::unresolved_local(flow.cgroup.as_deref(), flow.local.ip);
+                (self.graph.upsert_endpoint(endpoint), false)
+            }
+        }
     }
 
     /// The servers a client's flow reached, with the port each is reached on.
@@ -492,6 +506,50 @@ mod tests {
         assert_eq!(
             server.labels,
             LabelMap::from_iter([("app".to_string(), "cart".to_string())])
+        );
+    }
+
+    #[test]
+    fn ends_are_named_by_their_own_cgroup_when_ids_meet() {
+        // Two nodes' logs: the same address and cgroup id, two pods' cgroups
+        // (ids are per node). Each record is named by its own path, also
+        // after the other was cached.
+        let inventory = inventory();
+        let dns = BTreeMap::new();
+        let identity = Identity::new(&inventory, &dns);
+        let mut graph = CommGraph::new();
+        let from = |uid: &str| {
+            flow(
+                uid,
+                ("10.244.0.5", 41234),
+                ("203.0.113.9", 443),
+                Side::Local,
+                true,
+            )
+        };
+        let report = add_flows(
+            &mut graph,
+            &identity,
+            &[
+                from(UID_FRONTEND),
+                from(UID_CART),
+                from(UID_FRONTEND),
+                from(UID_CART),
+            ],
+        );
+        assert_eq!(report.unresolved_local, 0);
+        let mut clients: Vec<(String, u64)> = graph
+            .edges()
+            .iter()
+            .map(|(client, _, edge)| (client.id.clone(), edge.stats.volume().connections))
+            .collect();
+        clients.sort();
+        assert_eq!(
+            clients,
+            [
+                ("workload:shop/Deployment/cart".to_string(), 2),
+                ("workload:shop/Deployment/frontend".to_string(), 2)
+            ]
         );
     }
 

@@ -14,7 +14,7 @@ pub mod file;
 pub mod http_calls;
 pub mod pull;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use petgraph::{
     graph::{DiGraph, EdgeIndex, NodeIndex},
@@ -160,9 +160,11 @@ impl CommGraph {
         key: EdgeKey,
         stats: &EdgeStats,
     ) {
-        match self.by_edge.get(&(client, server, key)) {
-            Some(&edge) => self.graph[edge].stats.absorb(stats),
-            None => {
+        // One probe of the index whether the edge is new or not: a week's
+        // log of a large cluster adds a million edges.
+        match self.by_edge.entry((client, server, key)) {
+            Entry::Occupied(known) => self.graph[*known.get()].stats.absorb(stats),
+            Entry::Vacant(new) => {
                 let edge = self.graph.add_edge(
                     client,
                     server,
@@ -171,7 +173,7 @@ impl CommGraph {
                         stats: stats.clone(),
                     },
                 );
-                self.by_edge.insert((client, server, key), edge);
+                new.insert(edge);
             }
         }
     }
