@@ -112,13 +112,13 @@ struct Extras {
 /// Writes `graph` in the binary layout, as it is encoded.
 pub fn write(graph: &CommGraph, out: &mut impl io::Write) -> io::Result<()> {
     out.write_all(&MAGIC)?;
-    let mut encoded = Vec::with_capacity(256);
+    let mut encoded = Vec::with_capacity(WRITE_BYTES);
     // A `Graph` numbers its nodes 0..count: a node's index is its position.
     let nodes: Vec<&Endpoint> = graph.graph.node_weights().collect();
     let nodes = serde_json::to_string(&nodes)?;
-    put(&nodes, &mut encoded, out)?;
-    put(graph.over_budget(), &mut encoded, out)?;
-    put(&(graph.graph.edge_count() as u64), &mut encoded, out)?;
+    append(&nodes, &mut encoded)?;
+    append(graph.over_budget(), &mut encoded)?;
+    append(&(graph.graph.edge_count() as u64), &mut encoded)?;
     let mut extras_json = String::new();
     for edge in graph.graph.edge_references() {
         let stats = &edge.weight().stats;
@@ -147,21 +147,23 @@ pub fn write(graph: &CommGraph, out: &mut impl io::Write) -> io::Result<()> {
             seen_by_server: (&stats.seen_by_server).into(),
             extras: has_extras.then_some(extras_json.as_str()),
         };
-        put(&wire, &mut encoded, out)?;
+        append(&wire, &mut encoded)?;
+        if encoded.len() >= WRITE_BYTES {
+            out.write_all(&encoded)?;
+            encoded.clear();
+        }
     }
-    Ok(())
+    out.write_all(&encoded)
 }
 
-/// Writes `value` in postcard to `out`, encoded in `buffer` first:
-/// postcard's own writer flushes after every value, a system call per edge.
-fn put<T: Serialize + ?Sized>(
-    value: &T,
-    buffer: &mut Vec<u8>,
-    out: &mut impl io::Write,
-) -> io::Result<()> {
-    buffer.clear();
+/// Edges are encoded into a buffer this large, then written: one copy of
+/// each edge's few dozen bytes rather than one more per edge.
+const WRITE_BYTES: usize = 64 << 10;
+
+/// Appends `value` in postcard to `buffer`.
+fn append<T: Serialize + ?Sized>(value: &T, buffer: &mut Vec<u8>) -> io::Result<()> {
     *buffer = postcard::to_extend(value, std::mem::take(buffer)).map_err(io::Error::other)?;
-    out.write_all(buffer)
+    Ok(())
 }
 
 /// Reads a binary graph file's bytes (they open with [`NAME`]); `path`
@@ -490,11 +492,10 @@ mod tests {
     /// A graph of one edge, its stats and ends as given.
     fn one_edge(from: u32, first: u64, last: u64, days: &[u32]) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
-        let mut buffer = Vec::new();
         let nodes = serde_json::to_string(&[workload("n", "a")]).unwrap();
-        put(&nodes, &mut buffer, &mut bytes).unwrap();
-        put(&BTreeMap::<String, u64>::new(), &mut buffer, &mut bytes).unwrap();
-        put(&1u64, &mut buffer, &mut bytes).unwrap();
+        append(&nodes, &mut bytes).unwrap();
+        append(&BTreeMap::<String, u64>::new(), &mut bytes).unwrap();
+        append(&1u64, &mut bytes).unwrap();
         let volume = VolumeWire {
             connections: 1,
             established: 1,
@@ -513,7 +514,7 @@ mod tests {
             seen_by_server: volume,
             extras: None,
         };
-        put(&edge, &mut buffer, &mut bytes).unwrap();
+        append(&edge, &mut bytes).unwrap();
         bytes
     }
 
