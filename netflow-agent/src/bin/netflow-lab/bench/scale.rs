@@ -420,20 +420,26 @@ pub fn measure_size(
     let edges = edges(size);
     let records = write_flow_log(&flows, &edges, records)?;
     drop(edges);
-    let build = measure(
-        agent,
-        &[
-            "graph",
-            "build",
-            "--flows",
-            &text(&flows),
-            "--inventory",
-            &text(&inventory),
-            "-o",
-            &text(&graph),
-        ],
-        true,
-    )?;
+    // `graph build` from a log to a graph file in a format.
+    let graph_build = |log: &PathBuf, output: &PathBuf, format: &str| {
+        measure(
+            agent,
+            &[
+                "graph",
+                "build",
+                "--flows",
+                &text(log),
+                "--inventory",
+                &text(&inventory),
+                "-o",
+                &text(output),
+                "--format",
+                format,
+            ],
+            true,
+        )
+    };
+    let build = graph_build(&flows, &graph, "json")?;
     let binary_flows = path("flows.bin");
     measure(
         agent,
@@ -449,20 +455,7 @@ pub fn measure_size(
         true,
     )?;
     let graph_from_binary = path("graph-from-binary.json");
-    let build_binary = measure(
-        agent,
-        &[
-            "graph",
-            "build",
-            "--flows",
-            &text(&binary_flows),
-            "--inventory",
-            &text(&inventory),
-            "-o",
-            &text(&graph_from_binary),
-        ],
-        true,
-    )?;
+    let build_binary = graph_build(&binary_flows, &graph_from_binary, "json")?;
     if !same_bytes(&graph, &graph_from_binary)? {
         bail!(
             "graph build made {} from the binary log, unlike {} from its JSON lines",
@@ -472,22 +465,7 @@ pub fn measure_size(
     }
     fs::remove_file(&graph_from_binary)?;
     let binary_graph = path("graph.bin");
-    let build_binary_graph = measure(
-        agent,
-        &[
-            "graph",
-            "build",
-            "--flows",
-            &text(&binary_flows),
-            "--inventory",
-            &text(&inventory),
-            "-o",
-            &text(&binary_graph),
-            "--format",
-            "binary",
-        ],
-        true,
-    )?;
+    let build_binary_graph = graph_build(&binary_flows, &binary_graph, "binary")?;
     // Saved as JSON again (a merge of one graph), the binary graph must be
     // the JSON build's, byte for byte.
     let graph_again = path("graph-from-binary-graph.json");
