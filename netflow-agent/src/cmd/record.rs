@@ -58,6 +58,7 @@ fn options(args: RecordArgs) -> RecordOptions {
             max_edges: usize::try_from(args.max_edges).unwrap_or(usize::MAX),
             max_edges_per_client: usize::try_from(args.max_edges_per_client).unwrap_or(usize::MAX),
             dns_servers: args.dns_servers,
+            format: args.state_format,
         }),
         listen: args.listen,
         graph_listen: args.graph_listen,

@@ -19,7 +19,7 @@ use crate::{
     graph::{
         CommGraph,
         build::{BuildReport, add_flows},
-        file::GraphFileError,
+        file::{GraphFileError, GraphFormat},
     },
     identity::{Identity, dns_servers, names_by_client, trusted_names},
     kernel::reader::Interval,
@@ -45,10 +45,24 @@ pub struct StateOptions {
     /// DNS servers trusted besides the cluster's own (see
     /// [`crate::identity::dns_servers`]).
     pub dns_servers: Vec<IpAddr>,
+    /// How the graph file is stored.
+    pub format: GraphFormat,
+}
+
+/// The state file of each format, in the state directory.
+fn state_file(dir: &Path, format: GraphFormat) -> PathBuf {
+    dir.join(match format {
+        GraphFormat::Json => "graph.json",
+        GraphFormat::Binary => "graph.bin",
+    })
 }
 
 pub(super) struct GraphState {
     path: PathBuf,
+    format: GraphFormat,
+    /// A state file of the other format, read at start: removed once the
+    /// graph is saved in this one, so a later start cannot read it again.
+    replaced: Option<PathBuf>,
     /// Graph files found unreadable (corrupt, or of a newer layout) and
     /// moved aside at start.
     pub(super) files_set_aside: u64,
@@ -98,17 +112,29 @@ impl GraphState {
             path: options.dir.clone(),
             source,
         })?;
-        let path = options.dir.join("graph.json");
+        let path = state_file(&options.dir, options.format);
+        let other_format = match options.format {
+            GraphFormat::Json => GraphFormat::Binary,
+            GraphFormat::Binary => GraphFormat::Json,
+        };
+        let other = state_file(&options.dir, other_format);
+        // The format was changed since the last start: its graph goes on.
+        let (found, replaced) = if !path.exists() && other.exists() {
+            info!(from = %other.display(), to = %path.display(), "the graph's state changes format");
+            (other.clone(), Some(other))
+        } else {
+            (path.clone(), None)
+        };
         let mut files_set_aside = 0;
-        let graph = if path.exists() {
-            match CommGraph::load(&path) {
+        let graph = if found.exists() {
+            match CommGraph::load(&found) {
                 Ok(graph) => graph,
                 // A graph this agent cannot read (corrupt, or written by a
                 // newer version) is kept beside, never overwritten, and
                 // recording goes on: a node unrecorded is worse than a
                 // fresh start.
                 Err(err @ (GraphFileError::Invalid { .. } | GraphFileError::TooNew { .. })) => {
-                    let aside = set_aside(&path)?;
+                    let aside = set_aside(&found)?;
                     let err = crate::telemetry::error_chain(&err);
                     warn!(%err, aside = %aside.display(), "graph file set aside; starting an empty graph");
                     files_set_aside += 1;
@@ -120,13 +146,15 @@ impl GraphState {
             CommGraph::new()
         };
         info!(
-            graph = %path.display(),
+            graph = %found.display(),
             edges = graph.edge_count(),
             "communication graph loaded"
         );
         super::return_freed_memory();
         Ok(Self {
             path,
+            format: options.format,
+            replaced,
             files_set_aside,
             save_failures: 0,
             graph,
@@ -255,9 +283,22 @@ impl GraphState {
     /// Writes the graph file. A failed save (a full disk) loses nothing
     /// yet: the graph is in memory, and it is saved again later.
     fn save(&mut self) {
-        let (graph, path) = (&self.graph, &self.path);
-        match self.save_budget.run(|| graph.save_one_thread(path)) {
-            Ok(()) => self.unsaved = false,
+        let (graph, path, format) = (&self.graph, &self.path, self.format);
+        let saved = self.save_budget.run(|| match format {
+            GraphFormat::Json => graph.save_one_thread(path),
+            GraphFormat::Binary => graph.save_as(path, format),
+        });
+        match saved {
+            Ok(()) => {
+                self.unsaved = false;
+                // (Gone already when it was set aside as unreadable.)
+                if let Some(replaced) = self.replaced.take()
+                    && let Err(err) = std::fs::remove_file(&replaced)
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!(%err, file = %replaced.display(), "cannot remove the state file of the former format");
+                }
+            }
             Err(err) => {
                 self.save_failures += 1;
                 let err = crate::telemetry::error_chain(&err);
@@ -281,13 +322,14 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Moves an unreadable graph file to `graph.json.unreadable-<unix seconds>`
+/// Moves an unreadable graph file to `<name>.unreadable-<unix seconds>`
 /// beside it, and says where.
 fn set_aside(path: &Path) -> Result<PathBuf, DaemonError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    let aside = path.with_file_name(format!("graph.json.unreadable-{now}"));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let aside = path.with_file_name(format!("{name}.unreadable-{now}"));
     std::fs::rename(path, &aside).map_err(|source| DaemonError::SetAside {
         path: path.to_path_buf(),
         source,
@@ -311,6 +353,7 @@ mod tests {
             max_edges: 100,
             max_edges_per_client: 10,
             dns_servers: Vec::new(),
+            format: GraphFormat::Json,
         }
     }
 
@@ -441,6 +484,56 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![490]
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A state kept as JSON goes on as binary and back, nothing lost, one
+    /// state file left each time.
+    #[test]
+    fn the_state_changes_format_and_keeps_the_graph() {
+        let dir = scratch("format");
+        let mut options = options(&dir);
+        let dns: Vec<DnsAnswer> = Vec::new();
+        let now = crate::model::rfc3339(std::time::SystemTime::now());
+        let busy = Interval {
+            flows: vec![flow_from("/busy", "203.0.113.9", &now)],
+            ..Interval::default()
+        };
+        let mut state = open(&options).unwrap();
+        state.add(&busy, &dns).unwrap();
+        let files = || {
+            let mut names: Vec<String> = std::fs::read_dir(&options.dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(files(), ["graph.json"]);
+        let json = state.graph.file();
+        let json = serde_json::to_string(&json).unwrap();
+        drop(state);
+        for (format, file, former) in [
+            (GraphFormat::Binary, "graph.bin", "graph.json"),
+            (GraphFormat::Json, "graph.json", "graph.bin"),
+        ] {
+            options.format = format;
+            let mut state = open(&options).unwrap();
+            assert_eq!(
+                serde_json::to_string(&state.graph.file()).unwrap(),
+                json,
+                "{format:?}"
+            );
+            // The former file stays until the graph is saved in the new format.
+            assert_eq!(files(), [former], "{format:?}");
+            state.add(&Interval::default(), &dns).unwrap();
+            assert_eq!(files(), [file], "{format:?}");
+            assert_eq!(
+                serde_json::to_string(&CommGraph::load(&options.dir.join(file)).unwrap().file())
+                    .unwrap(),
+                json
+            );
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
