@@ -28,19 +28,12 @@ use crate::{
     model::{Endpoint, Protocol, Timestamp},
 };
 
+/// The first bytes of a binary graph file: the name, then the version.
+pub const MAGIC: &[u8; 8] = b"NFGRAPH\x02";
 /// [`MAGIC`] without its version byte.
 pub const NAME: &[u8; 7] = b"NFGRAPH";
-/// The first bytes of a binary graph file: the name, then the version.
-pub const MAGIC: [u8; 8] = {
-    let mut magic = [0; 8];
-    let mut at = 0;
-    while at < NAME.len() {
-        magic[at] = NAME[at];
-        at += 1;
-    }
-    magic[7] = GRAPH_VERSION as u8;
-    magic
-};
+// The layout's version is the JSON's: a change to either is a new one.
+const _: () = assert!(MAGIC[7] as u32 == GRAPH_VERSION);
 
 /// The fewest bytes an edge takes (ends, protocol, port, times, days,
 /// volumes, no extras): bounds what a file's edge count may reserve.
@@ -111,7 +104,7 @@ struct Extras {
 
 /// Writes `graph` in the binary layout, as it is encoded.
 pub fn write(graph: &CommGraph, out: &mut impl io::Write) -> io::Result<()> {
-    out.write_all(&MAGIC)?;
+    out.write_all(MAGIC)?;
     let mut encoded = Vec::with_capacity(WRITE_BYTES);
     // A `Graph` numbers its nodes 0..count: a node's index is its position.
     let nodes: Vec<&Endpoint> = graph.graph.node_weights().collect();
@@ -210,16 +203,13 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<CommGraph, GraphFileError> {
         let edge: EdgeWire = reader.take_named(what)?;
         let (stats, key) =
             edge_stats(&edge).map_err(|why| invalid(path, format!("{}: {why}", what())))?;
-        let node = |position: u32| {
-            (position as usize)
-                .lt(&node_count)
-                .then(|| NodeIndex::new(position as usize))
-                .ok_or_else(|| {
-                    invalid(
-                        path,
-                        format!("{}: names node {position} of {node_count}", what()),
-                    )
-                })
+        // The nodes were added in the file's order: a position is an index.
+        let node = |position: u32| match position as usize {
+            index if index < node_count => Ok(NodeIndex::new(index)),
+            _ => Err(invalid(
+                path,
+                format!("{}: names node {position} of {node_count}", what()),
+            )),
         };
         let (client, server) = (node(edge.from)?, node(edge.to)?);
         graph.observe(client, server, key, &stats);
@@ -413,7 +403,7 @@ mod tests {
             "the sample keeps a client over budget"
         );
         let bytes = encoded(&graph);
-        assert!(bytes.starts_with(&MAGIC));
+        assert!(bytes.starts_with(MAGIC));
         let read = parse(&bytes, Path::new("g.bin")).unwrap();
         assert_eq!(json(&read), json(&graph));
         // The graph read from its JSON (nodes in another order) too.
