@@ -19,12 +19,9 @@ use std::{borrow::Cow, collections::BTreeMap, io, path::Path};
 use petgraph::{graph::NodeIndex, visit::EdgeRef as _};
 use serde::{Deserialize, Serialize};
 
-use super::{GRAPH_VERSION, GraphFileError, HttpConnections, invalid};
+use super::{GRAPH_VERSION, GraphFileError, HttpConnections, http_calls, invalid};
 use crate::{
-    graph::{
-        CommGraph, Days, EdgeKey, EdgeStats, Volume,
-        http_calls::{CallRecord, HttpCallsFile},
-    },
+    graph::{CommGraph, Days, EdgeKey, EdgeStats, Volume, http_calls::CallRecord},
     model::{Endpoint, Protocol, Timestamp},
 };
 
@@ -121,10 +118,7 @@ pub fn write(graph: &CommGraph, out: &mut impl io::Write) -> io::Result<()> {
             let extras = Extras {
                 dns_names: stats.dns_names.iter().cloned().collect(),
                 http: stats.http.records(),
-                http_connections: (stats.http.connections() > 0).then_some(HttpConnections {
-                    seen_by_client: stats.http.connections_by_client,
-                    seen_by_server: stats.http.connections_by_server,
-                }),
+                http_connections: HttpConnections::of(&stats.http),
             };
             extras_json = serde_json::to_string(&extras)?;
         }
@@ -250,7 +244,6 @@ fn edge_stats(edge: &EdgeWire) -> Result<(EdgeStats, EdgeKey), String> {
         Some(json) => serde_json::from_str(json).map_err(|error| format!("extras: {error}"))?,
         None => Extras::default(),
     };
-    let connections = extras.http_connections.unwrap_or_default();
     let stats = EdgeStats {
         first_seen,
         last_seen,
@@ -262,12 +255,7 @@ fn edge_stats(edge: &EdgeWire) -> Result<(EdgeStats, EdgeKey), String> {
             .into_iter()
             .collect::<std::collections::BTreeSet<_>>()
             .into(),
-        http: HttpCallsFile {
-            calls: extras.http,
-            connections_by_client: connections.seen_by_client,
-            connections_by_server: connections.seen_by_server,
-        }
-        .into(),
+        http: http_calls(extras.http, extras.http_connections),
     };
     let key = EdgeKey {
         protocol: Protocol(edge.protocol),

@@ -21,7 +21,7 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeSeed as _};
 
 use super::{
-    CommGraph, Days, Edge, EdgeKey, EdgeNames, EdgeStats, Volume,
+    CommGraph, Days, Edge, EdgeKey, EdgeNames, EdgeStats, HttpCalls, Volume,
     http_calls::{CallRecord, HttpCallsFile},
 };
 use crate::{
@@ -108,6 +108,28 @@ pub struct HttpConnections {
     pub seen_by_server: u64,
 }
 
+impl HttpConnections {
+    /// What a graph file lists of `calls`' connections: nothing when none
+    /// carried HTTP.
+    fn of(calls: &HttpCalls) -> Option<Self> {
+        (calls.connections() > 0).then_some(HttpConnections {
+            seen_by_client: calls.connections_by_client,
+            seen_by_server: calls.connections_by_server,
+        })
+    }
+}
+
+/// An edge's HTTP calls from what a graph file lists (either layout).
+fn http_calls(calls: Vec<CallRecord>, connections: Option<HttpConnections>) -> HttpCalls {
+    let connections = connections.unwrap_or_default();
+    HttpCallsFile {
+        calls,
+        connections_by_client: connections.seen_by_client,
+        connections_by_server: connections.seen_by_server,
+    }
+    .into()
+}
+
 /// The graph as its file's JSON, serialized straight from the graph: the
 /// daemon writes its state and renders `/graph` every interval, and a copy of
 /// every id and stat per write would double its memory.
@@ -156,10 +178,7 @@ impl<'a> EdgeView<'a> {
             seen_by_server: &edge.stats.seen_by_server,
             dns_names: &edge.stats.dns_names,
             http: edge.stats.http.records(),
-            http_connections: (edge.stats.http.connections() > 0).then_some(HttpConnections {
-                seen_by_client: edge.stats.http.connections_by_client,
-                seen_by_server: edge.stats.http.connections_by_server,
-            }),
+            http_connections: HttpConnections::of(&edge.stats.http),
         }
     }
 }
@@ -311,12 +330,7 @@ impl CommGraph {
             })),
             seen_by_server: legacy(edge.seen_by_server.unwrap_or_default()),
             dns_names: edge.dns_names.into(),
-            http: HttpCallsFile {
-                calls: edge.http,
-                connections_by_client: edge.http_connections.unwrap_or_default().seen_by_client,
-                connections_by_server: edge.http_connections.unwrap_or_default().seen_by_server,
-            }
-            .into(),
+            http: http_calls(edge.http, edge.http_connections),
         };
         if stats.first_seen > stats.last_seen {
             return Err(invalid(
