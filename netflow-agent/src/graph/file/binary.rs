@@ -122,6 +122,7 @@ pub fn write(graph: &CommGraph, out: &mut impl io::Write) -> io::Result<()> {
             };
             extras_json = serde_json::to_string(&extras)?;
         }
+        let days_seen = stats.days_seen.numbers();
         let wire = EdgeWire {
             from: edge.source().index() as u32,
             to: edge.target().index() as u32,
@@ -129,7 +130,7 @@ pub fn write(graph: &CommGraph, out: &mut impl io::Write) -> io::Result<()> {
             port: edge.weight().key.port,
             first_seen: stats.first_seen,
             last_seen: stats.last_seen,
-            days_seen: Cow::Borrowed(stats.days_seen.numbers()),
+            days_seen: Cow::Borrowed(&days_seen),
             seen_by_client: (&stats.seen_by_client).into(),
             seen_by_server: (&stats.seen_by_server).into(),
             extras: has_extras.then_some(extras_json.as_str()),
