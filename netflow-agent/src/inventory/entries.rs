@@ -16,7 +16,7 @@ use super::{
     labels::{LabelSets, Labels},
     owners::Owners,
 };
-use crate::model::labels_from_kubernetes;
+use crate::model::{Protocol, labels_from_kubernetes};
 
 pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) -> PodEntry {
     let spec = pod.spec.as_ref();
@@ -41,8 +41,9 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         .filter_map(|port| {
             Some(ContainerPort {
                 number: u16::try_from(port.container_port).ok()?,
-                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                name: port.name.clone(),
+                // Another name is no protocol a cluster admits: no port.
+                protocol: Protocol::from_policy_name(port.protocol.as_deref().unwrap_or("TCP"))?,
+                name: port.name.as_deref().map(Box::from),
             })
         })
         .collect();

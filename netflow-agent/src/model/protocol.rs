@@ -21,6 +21,17 @@ impl Protocol {
         }
     }
 
+    /// The protocol the Kubernetes and Cilium APIs name `name` (`TCP`,
+    /// `UDP`, `SCTP`, as they spell them).
+    pub fn from_policy_name(name: &str) -> Option<Protocol> {
+        match name {
+            "TCP" => Some(Protocol(netflow_common::PROTO_TCP)),
+            "UDP" => Some(Protocol(netflow_common::PROTO_UDP)),
+            "SCTP" => Some(Protocol(PROTO_SCTP)),
+            _ => None,
+        }
+    }
+
     fn short_name(self) -> Option<&'static str> {
         match self.0 {
             netflow_common::PROTO_TCP => Some("tcp"),

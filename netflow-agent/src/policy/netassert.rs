@@ -232,7 +232,7 @@ pub fn test_cases(graph: &CommGraph, inventory: &Inventory) -> (Vec<TestCase>, S
         {
             servers
                 .entry(WorkloadRef::clone(&pod.workload))
-                .or_insert((port.number, port.protocol.to_ascii_lowercase()));
+                .or_insert((port.number, port.protocol.to_string()));
         }
     }
     for client in clients.values() {

@@ -618,7 +618,7 @@ fn pod_classes<'i>(
             ports: pod
                 .ports
                 .iter()
-                .map(|port| (port.number, port.protocol.as_str(), port.name.as_deref()))
+                .map(|port| (port.number, port.protocol_name(), port.name.as_deref()))
                 .collect(),
             ips: ip_named.then_some(pod.ips.as_slice()),
         };
@@ -807,7 +807,7 @@ impl RadiusCount<'_, '_, '_, '_> {
         // rule of its own, so a client is checked only on the ports some
         // rule could admit it on.
         for declared in &server.ports {
-            let (port, protocol) = (declared.number, declared.protocol.as_str());
+            let (port, protocol) = (declared.number, declared.protocol_name());
             let candidates = match self
                 .prune
                 .then(|| {
@@ -1010,7 +1010,7 @@ fn blast_radius_per_pod(
                 continue;
             }
             for declared in &server.ports {
-                let (port, protocol) = (declared.number, declared.protocol.as_str());
+                let (port, protocol) = (declared.number, declared.protocol_name());
                 radius.pairs_before += 1;
                 let namespace = radius
                     .by_namespace
