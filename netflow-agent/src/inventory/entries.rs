@@ -1,7 +1,7 @@
 //! Kubernetes objects to the index's entries: pods with their workload and
 //! ports, Services with their ports and backends.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -12,7 +12,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    ContainerPort, MESH_PROXIES, MeshSidecar, PodEntry, ServiceEntry, ServicePortEntry, TargetPort,
+    ContainerPort, MESH_PROXIES, MeshSidecar, PodEntry, ServiceEntry, ServicePortEntry,
+    SliceBackends, TargetPort,
     labels::{LabelSets, Labels},
     owners::Owners,
 };
@@ -145,15 +146,16 @@ pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
                 Some(IntOrString::Int(target)) => TargetPort::Number(u16::try_from(*target).ok()?),
                 Some(IntOrString::String(name)) => match name.parse::<u16>() {
                     Ok(target) => TargetPort::Number(target),
-                    Err(_) => TargetPort::Name(name.clone()),
+                    Err(_) => TargetPort::Name(name.as_str().into()),
                 },
                 // No targetPort: the same as port.
                 None => TargetPort::Number(number),
             };
             Some(ServicePortEntry {
-                name: port.name.clone().unwrap_or_default(),
+                name: port.name.as_deref().unwrap_or_default().into(),
                 port: number,
-                protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                // Another name is no protocol a cluster admits: no port.
+                protocol: Protocol::from_policy_name(port.protocol.as_deref().unwrap_or("TCP"))?,
                 target,
             })
         })
@@ -164,8 +166,7 @@ pub(super) fn service_entry(service: &Service) -> Option<ServiceEntry> {
         cluster_ips,
         selector: Labels::new(labels_from_kubernetes(spec.selector.as_ref())),
         ports,
-        endpoint_pods: Vec::new(),
-        endpoint_ports: BTreeMap::new(),
+        endpoint_slices: None,
         selected: Default::default(),
     })
 }
@@ -182,11 +183,12 @@ pub(super) fn add_endpoint_slices(entry: &mut ServiceEntry, slices: &[EndpointSl
                 .and_then(|labels| labels.get("kubernetes.io/service-name"))
                 == Some(&entry.name)
     });
+    let mut backends = SliceBackends::default();
     for slice in of_service {
         for port in slice.ports.iter().flatten() {
             if let Some(number) = port.port.and_then(|number| u16::try_from(number).ok()) {
-                entry
-                    .endpoint_ports
+                backends
+                    .ports
                     .insert(port.name.clone().unwrap_or_default(), number);
             }
         }
@@ -196,8 +198,11 @@ pub(super) fn add_endpoint_slices(entry: &mut ServiceEntry, slices: &[EndpointSl
             .filter_map(|endpoint| endpoint.target_ref.as_ref())
             .filter(|target| target.kind.as_deref() == Some("Pod"))
             .filter_map(|target| target.name.clone());
-        entry.endpoint_pods.extend(pods);
+        backends.pods.extend(pods);
     }
-    entry.endpoint_pods.sort();
-    entry.endpoint_pods.dedup();
+    backends.pods.sort();
+    backends.pods.dedup();
+    if !backends.pods.is_empty() || !backends.ports.is_empty() {
+        entry.endpoint_slices = Some(Box::new(backends));
+    }
 }

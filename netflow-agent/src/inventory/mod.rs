@@ -162,16 +162,24 @@ impl PodEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetPort {
     Number(u16),
-    Name(String),
+    Name(Box<str>),
 }
 
 #[derive(Clone, Debug)]
 pub struct ServicePortEntry {
     /// The port's name (`""` when unnamed): EndpointSlices match on it.
-    pub name: String,
+    pub name: Box<str>,
     pub port: u16,
-    pub protocol: String,
+    /// TCP (the API's default), UDP or SCTP: the only ones the API admits.
+    pub protocol: Protocol,
     pub target: TargetPort,
+}
+
+impl ServicePortEntry {
+    /// The protocol as the policy APIs name it (`TCP`, `UDP`, `SCTP`).
+    pub fn protocol_name(&self) -> &'static str {
+        self.protocol.policy_name().unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -181,14 +189,23 @@ pub struct ServiceEntry {
     pub cluster_ips: Vec<IpAddr>,
     pub selector: Labels,
     pub ports: Vec<ServicePortEntry>,
-    /// For a Service without a selector: the pods its EndpointSlices name,
-    /// and each slice port by name (`""` for an unnamed port).
-    pub endpoint_pods: Vec<String>,
-    pub endpoint_ports: BTreeMap<String, u16>,
+    /// For a Service without a selector, what its EndpointSlices name
+    /// (boxed: most Services select their pods, and every Service would
+    /// hold the room of two empty collections).
+    pub endpoint_slices: Option<Box<SliceBackends>>,
     /// Indexes into the inventory's pods that the selector selects, worked
     /// out once when the inventory is built (every flow to the Service
     /// would otherwise compare labels across its namespace).
     pub(crate) selected: PodIndexes,
+}
+
+/// The backends a selector-less Service's EndpointSlices name.
+#[derive(Clone, Debug, Default)]
+pub struct SliceBackends {
+    /// The pods, by name.
+    pub pods: Vec<String>,
+    /// Each slice port by name (`""` for an unnamed port).
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -362,7 +379,7 @@ impl Inventory {
         let Some(service_port) = service
             .ports
             .iter()
-            .find(|p| p.port == port && p.protocol.eq_ignore_ascii_case(protocol))
+            .find(|p| p.port == port && p.protocol_name().eq_ignore_ascii_case(protocol))
         else {
             return Vec::new();
         };
@@ -376,7 +393,9 @@ impl Inventory {
             .filter_map(|pod| {
                 let target = match &service_port.target {
                     TargetPort::Number(number) => *number,
-                    TargetPort::Name(name) => pod.named_port(name, Some(&service_port.protocol))?,
+                    TargetPort::Name(name) => {
+                        pod.named_port(name, Some(service_port.protocol_name()))?
+                    }
                 };
                 Some((&*pod.workload, target))
             })
@@ -393,11 +412,14 @@ impl Inventory {
         service: &ServiceEntry,
         service_port: &ServicePortEntry,
     ) -> Vec<(&'a WorkloadRef, u16)> {
-        let Some(&target) = service.endpoint_ports.get(&service_port.name) else {
+        let Some(slices) = service.endpoint_slices.as_deref() else {
             return Vec::new();
         };
-        let mut backends: Vec<(&WorkloadRef, u16)> = service
-            .endpoint_pods
+        let Some(&target) = slices.ports.get(&*service_port.name) else {
+            return Vec::new();
+        };
+        let mut backends: Vec<(&WorkloadRef, u16)> = slices
+            .pods
             .iter()
             .filter_map(|pod_name| {
                 self.pods_in(&service.namespace)
