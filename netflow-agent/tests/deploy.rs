@@ -180,7 +180,7 @@ fn only_the_monitoring_namespace_reaches_the_agents_and_only_their_metrics() {
     ]}"#,
     )
     .unwrap();
-    let pod = |name: &str| End::Pod(inventory.pods.iter().find(|p| p.name == name).unwrap());
+    let pod = |name: &str| End::Pod(inventory.pods.iter().find(|p| &*p.name == name).unwrap());
     let allowed = |from: &str, port: u16| {
         Evaluator::new(&policies, &inventory).check(pod(from), pod("netflow-agent-x"), port, "TCP")
             == Verdict::Allowed

@@ -78,7 +78,7 @@ fn now() -> i64 {
 
 fn name_at(inventory: &Inventory, ip: &str, at: i64) -> Option<String> {
     let ip: IpAddr = ip.parse().unwrap();
-    inventory.pod_by_ip(ip, at).map(|pod| pod.name.clone())
+    inventory.pod_by_ip(ip, at).map(|pod| pod.name.to_string())
 }
 
 fn workload_of(inventory: &Inventory, uid: &str) -> Option<String> {

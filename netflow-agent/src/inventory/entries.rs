@@ -3,6 +3,8 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use smallvec::SmallVec;
+
 use k8s_openapi::{
     api::{
         core::v1::{Pod, Service},
@@ -22,7 +24,7 @@ use crate::model::{Protocol, labels_from_kubernetes};
 pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) -> PodEntry {
     let spec = pod.spec.as_ref();
     let status = pod.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
+    let mut ips: SmallVec<[IpAddr; 1]> = status
         .and_then(|status| status.pod_ips.as_ref())
         .into_iter()
         .flatten()
@@ -57,7 +59,7 @@ pub(super) fn pod_entry(pod: &Pod, owners: &Owners, label_sets: &mut LabelSets) 
         mesh,
         uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
         namespace: pod.metadata.namespace.as_deref().unwrap_or_default().into(),
-        name: pod.metadata.name.clone().unwrap_or_default(),
+        name: pod.metadata.name.as_deref().unwrap_or_default().into(),
         labels: label_sets.intern(labels_from_kubernetes(pod.metadata.labels.as_ref())),
         workload: Arc::new(owners.workload_of(pod)),
         node: spec

@@ -75,16 +75,17 @@ pub struct PodEntry {
     pub uid: Arc<str>,
     /// Shared by the namespace's pods.
     pub namespace: Arc<str>,
-    pub name: String,
+    pub name: Box<str>,
     pub labels: Labels,
     /// Shared by the workload's pods and the indexes that name it.
     pub workload: Arc<WorkloadRef>,
     /// Shared by the node's pods.
     pub node: Option<Arc<str>>,
     pub host_network: bool,
-    pub ips: Vec<IpAddr>,
+    /// Mostly one: held inline, without an allocation of its own.
+    pub ips: SmallVec<[IpAddr; 1]>,
     /// Every declared container port: number, protocol and name.
-    pub ports: Vec<ContainerPort>,
+    pub ports: Box<[ContainerPort]>,
     /// When the pod held its IPs: an IP names a pod only for that time.
     pub started: Option<i64>,
     pub ended: Option<i64>,
@@ -423,7 +424,7 @@ impl Inventory {
             .iter()
             .filter_map(|pod_name| {
                 self.pods_in(&service.namespace)
-                    .find(|pod| &pod.name == pod_name)
+                    .find(|pod| *pod.name == **pod_name)
             })
             .map(|pod| (&*pod.workload, target))
             .collect();
@@ -636,7 +637,7 @@ mod tests {
                 .pod_by_ip(ip, at("2026-11-19T00:00:00Z"))
                 .unwrap()
                 .name,
-            "cart-0"
+            "cart-0".into()
         );
         // cart-0 is gone at 09:00, frontend starts at 10:00: nobody in between.
         assert!(
@@ -649,7 +650,7 @@ mod tests {
                 .pod_by_ip(ip, at("2026-11-21T00:00:00Z"))
                 .unwrap()
                 .name,
-            "frontend-5d4f-abcde"
+            "frontend-5d4f-abcde".into()
         );
     }
 

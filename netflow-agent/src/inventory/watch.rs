@@ -518,7 +518,7 @@ mod tests {
         assert_eq!(name_at("2026-11-25T10:05:30Z"), None);
         assert_eq!(name_at("2026-11-25T10:06:05Z").as_deref(), Some("new"));
         // The old pod's cgroup still names it.
-        assert_eq!(inventory.pod_by_uid("a").unwrap().name, "old");
+        assert_eq!(&*inventory.pod_by_uid("a").unwrap().name, "old");
         // After the retention it is gone.
         let later = state.inventory(second("2026-11-25T11:00:00Z"));
         assert!(later.pod_by_uid("a").is_none());

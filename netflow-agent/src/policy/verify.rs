@@ -1071,7 +1071,7 @@ mod tests {
           {"kind":"Pod","metadata":{"name":"api-2","namespace":"b","uid":"5","labels":{"app":"api"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":8080}]}]},"status":{"podIP":"10.0.1.5"}}
         ]}"#).unwrap();
         let endpoint = |pod: &str| {
-            let pod = inventory.pods.iter().find(|p| p.name == pod).unwrap();
+            let pod = inventory.pods.iter().find(|p| &*p.name == pod).unwrap();
             let mut endpoint = crate::graph::tests::workload(&pod.namespace, &pod.workload.name);
             endpoint.id = format!("workload:{}/{}", pod.namespace, pod.workload.name);
             endpoint.workload_kind = Some(pod.workload.kind.clone());

@@ -572,7 +572,7 @@ mod tests {
     }
 
     fn pod<'a>(inventory: &'a Inventory, name: &str) -> End<'a> {
-        End::Pod(inventory.pods.iter().find(|p| p.name == name).unwrap())
+        End::Pod(inventory.pods.iter().find(|p| &*p.name == name).unwrap())
     }
 
     const HEAD: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n";

@@ -90,7 +90,7 @@ fn end<'a>(inventory: &'a Inventory, name: &str) -> End<'a> {
             inventory
                 .pods
                 .iter()
-                .find(|pod| pod.name == name)
+                .find(|pod| &*pod.name == name)
                 .unwrap_or_else(|| panic!("no pod {name}")),
         ),
     }
