@@ -150,8 +150,35 @@ const WRITE_BYTES: usize = 64 << 10;
 
 /// Appends `value` in postcard to `buffer`.
 fn append<T: Serialize + ?Sized>(value: &T, buffer: &mut Vec<u8>) -> io::Result<()> {
-    *buffer = postcard::to_extend(value, std::mem::take(buffer)).map_err(io::Error::other)?;
-    Ok(())
+    postcard::serialize_with_flavor(value, Appending(buffer)).map_err(io::Error::other)
+}
+
+/// postcard's output into the end of a `Vec`. postcard hands its output
+/// over a field at a time, most of them a varint of a few bytes: copied
+/// byte by byte, where its own `Vec` output called `memcpy` for each (3-4%
+/// of `graph build`'s CPU at 1 M edges, with the graph written in binary).
+struct Appending<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appending<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= 16 {
+            bytes.iter().for_each(|&byte| self.0.push(byte));
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads a binary graph file's bytes (they open with [`NAME`]); `path`
