@@ -84,16 +84,27 @@ impl Days {
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         let listed = self.listed.as_deref().into_iter().flatten().copied();
         let first = self.first_plus_one.checked_sub(1);
-        let after = first.into_iter().flat_map(move |first| {
-            (0..SPAN)
-                .filter(move |bit| self.after_first & (1 << bit) != 0)
-                .map(move |bit| first + 1 + bit)
+        let mut bits = self.after_first;
+        let after = std::iter::from_fn(move || {
+            let first = first?;
+            let bit = (bits != 0).then(|| bits.trailing_zeros())?;
+            bits &= bits - 1;
+            Some(first + 1 + bit)
         });
         listed.chain(first).chain(after)
     }
 
     /// Adds every day of `other`.
     pub fn extend(&mut self, other: &Days) {
+        // Two sets from the same first day (every record of an edge on the
+        // day it was first seen): their bits.
+        if self.listed.is_none()
+            && other.listed.is_none()
+            && self.first_plus_one == other.first_plus_one
+        {
+            self.after_first |= other.after_first;
+            return;
+        }
         for day in other.iter() {
             self.insert(day);
         }
@@ -257,6 +268,14 @@ mod tests {
             "33 days from the first fit the bits"
         );
         assert_ne!(within, Days::from_numbers([99, 131]).unwrap());
+        // Merged from a set with the same first day, and from an empty one.
+        let mut merged = Days::from_numbers([99, 100]).unwrap();
+        merged.extend(&Days::from_numbers([99, 131]).unwrap());
+        merged.extend(&Days::default());
+        assert_eq!(merged, within);
+        let mut from_empty = Days::default();
+        from_empty.extend(&within);
+        assert_eq!(from_empty.numbers().as_slice(), &[99, 100, 131]);
     }
 
     #[test]
