@@ -24,12 +24,14 @@ impl Protocol {
     /// The protocol the Kubernetes and Cilium APIs name `name` (`TCP`,
     /// `UDP`, `SCTP`, as they spell them).
     pub fn from_policy_name(name: &str) -> Option<Protocol> {
-        match name {
-            "TCP" => Some(Protocol(netflow_common::PROTO_TCP)),
-            "UDP" => Some(Protocol(netflow_common::PROTO_UDP)),
-            "SCTP" => Some(Protocol(PROTO_SCTP)),
-            _ => None,
-        }
+        [
+            netflow_common::PROTO_TCP,
+            netflow_common::PROTO_UDP,
+            PROTO_SCTP,
+        ]
+        .map(Protocol)
+        .into_iter()
+        .find(|protocol| protocol.policy_name() == Some(name))
     }
 
     fn short_name(self) -> Option<&'static str> {
