@@ -8,13 +8,14 @@
 
 pub mod build;
 mod days;
+mod edge_index;
 mod edge_names;
 pub mod export;
 pub mod file;
 pub mod http_calls;
 pub mod pull;
 
-use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use petgraph::{
     graph::{DiGraph, EdgeIndex, NodeIndex},
@@ -22,6 +23,7 @@ use petgraph::{
 };
 use serde::{Deserialize, Serialize};
 
+use self::edge_index::EdgeIndexTable;
 pub use self::{days::Days, edge_names::EdgeNames};
 
 use crate::model::{Endpoint, Protocol};
@@ -128,7 +130,7 @@ type Hashing = foldhash::fast::RandomState;
 pub struct CommGraph {
     graph: DiGraph<Endpoint, Edge>,
     by_id: HashMap<String, NodeIndex, Hashing>,
-    by_edge: HashMap<(NodeIndex, NodeIndex, EdgeKey), petgraph::graph::EdgeIndex, Hashing>,
+    by_edge: EdgeIndexTable,
     /// Client id -> edges dropped because that client went over its edge
     /// budget (a scan, a client spraying connections): kept so the policy
     /// review can name it.
@@ -162,9 +164,9 @@ impl CommGraph {
     ) {
         // One probe of the index whether the edge is new or not: a week's
         // log of a large cluster adds a million edges.
-        match self.by_edge.entry((client, server, key)) {
-            Entry::Occupied(known) => self.graph[*known.get()].stats.absorb(stats),
-            Entry::Vacant(new) => {
+        match self.by_edge.find(&self.graph, (client, server, key)) {
+            Some(known) => self.graph[known].stats.absorb(stats),
+            None => {
                 let edge = self.graph.add_edge(
                     client,
                     server,
@@ -173,7 +175,7 @@ impl CommGraph {
                         stats: stats.clone(),
                     },
                 );
-                new.insert(edge);
+                self.by_edge.insert_new(&self.graph, edge);
             }
         }
     }
@@ -182,7 +184,7 @@ impl CommGraph {
     /// copy its edges as they outgrow their storage.
     pub fn reserve_edges(&mut self, edges: usize) {
         self.graph.reserve_edges(edges);
-        self.by_edge.reserve(edges);
+        self.by_edge.reserve(&self.graph, edges);
     }
 
     /// Adds every node and edge of `other` (graphs of several nodes or weeks).
@@ -276,14 +278,7 @@ impl CommGraph {
             .node_indices()
             .map(|node| (self.graph[node].id.clone(), node))
             .collect();
-        self.by_edge = self
-            .graph
-            .edge_indices()
-            .filter_map(|edge| {
-                let (from, to) = self.graph.edge_endpoints(edge)?;
-                Some(((from, to, self.graph[edge].key), edge))
-            })
-            .collect();
+        self.by_edge.rebuild(&self.graph);
         dropped.len()
     }
 
