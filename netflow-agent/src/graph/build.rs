@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use std::{collections::HashMap, net::IpAddr, ops::Range};
+use std::{collections::HashMap, net::IpAddr, ops::Range, sync::Arc};
 
 use petgraph::graph::NodeIndex;
 
@@ -108,9 +108,22 @@ pub struct Builder<'g, 'a> {
 
 /// A local end's node, under its cgroup path.
 struct LocalEnd {
-    cgroup: Box<str>,
+    /// Shared with the records that name it (a log reader hands out one
+    /// copy of each path): the same path is most often the same pointer.
+    cgroup: Option<Arc<str>>,
     node: NodeIndex,
     named: bool,
+}
+
+impl LocalEnd {
+    fn is_under(&self, cgroup: &Option<Arc<str>>) -> bool {
+        match (&self.cgroup, cgroup) {
+            (Some(known), Some(cgroup)) if Arc::ptr_eq(known, cgroup) => true,
+            (known, cgroup) => {
+                known.as_deref().unwrap_or_default() == cgroup.as_deref().unwrap_or_default()
+            }
+        }
+    }
 }
 
 /// A remote end's node and the times over which its address names it.
@@ -154,16 +167,15 @@ impl<'g, 'a> Builder<'g, 'a> {
 
     /// The local end's node; counted when the inventory does not name it.
     fn local(&mut self, flow: &FlowRecord) -> NodeIndex {
-        let cgroup = flow.cgroup.as_deref().unwrap_or_default();
         let key = (flow.local.ip, flow.cgroup_id);
         let (node, named) = match self.locals.get(&key) {
-            Some(known) if *known.cgroup == *cgroup => (known.node, known.named),
+            Some(known) if known.is_under(&flow.cgroup) => (known.node, known.named),
             known => {
                 let first = known.is_none();
                 let (node, named) = self.name_local(flow);
                 if first {
                     let end = LocalEnd {
-                        cgroup: cgroup.into(),
+                        cgroup: flow.cgroup.clone(),
                         node,
                         named,
                     };
@@ -421,9 +433,7 @@ mod tests {
         FlowRecord {
             ts: "2026-11-20T10:00:05Z".parse().unwrap(),
             cgroup_id: 1,
-            cgroup: Some(format!(
-                "/kubepods/besteffort/pod{uid}/0123456789abcdef0123"
-            )),
+            cgroup: Some(format!("/kubepods/besteffort/pod{uid}/0123456789abcdef0123").into()),
             protocol: Protocol(6),
             local: Address {
                 ip: local.0.parse().unwrap(),

@@ -6,15 +6,17 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 /// Cgroup ids to paths (relative to the cgroup v2 mount), by walking the tree.
 /// Paths of cgroups that went away are kept for a grace period: the flows
-/// of a pod that just ended are still being read.
+/// of a pod that just ended are still being read. Each path is shared with
+/// the flow records that name it.
 pub struct CgroupIndex {
     mount: PathBuf,
-    paths: HashMap<u64, (String, Instant)>,
+    paths: HashMap<u64, (Arc<str>, Instant)>,
     grace: Duration,
     /// Ids a walk did not find, and when: not walked for again for a while
     /// (a cgroup that is gone stays gone).
@@ -49,7 +51,7 @@ impl CgroupIndex {
     }
 
     /// The path of cgroup `id`, walking the tree again if it is not known yet.
-    pub fn path_of(&mut self, id: u64) -> Option<String> {
+    pub fn path_of(&mut self, id: u64) -> Option<Arc<str>> {
         self.path_of_or_made(id, |_| None)
     }
 
@@ -60,7 +62,7 @@ impl CgroupIndex {
         &mut self,
         id: u64,
         made: impl FnOnce(u64) -> Option<String>,
-    ) -> Option<String> {
+    ) -> Option<Arc<str>> {
         if self.pruned_at.elapsed() >= self.grace / 4 {
             self.prune(Instant::now());
         }
@@ -68,6 +70,7 @@ impl CgroupIndex {
             return Some(path.clone());
         }
         if let Some(path) = made(id) {
+            let path: Arc<str> = path.into();
             self.missing.remove(&id);
             self.paths.insert(id, (path.clone(), Instant::now()));
             return Some(path);
@@ -108,7 +111,7 @@ impl CgroupIndex {
             } else {
                 relative
             };
-            self.paths.insert(meta.ino(), (relative, now));
+            self.paths.insert(meta.ino(), (relative.into(), now));
             if let Ok(entries) = fs::read_dir(&dir) {
                 for entry in entries.flatten() {
                     if entry.file_type().map(|kind| kind.is_dir()).unwrap_or(false) {

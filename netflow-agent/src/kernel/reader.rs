@@ -15,6 +15,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     os::fd::{AsFd as _, BorrowedFd},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -359,7 +360,9 @@ impl FlowReader {
                 continue;
             }
             let server = ip_of(event.key.family, &event.key.remote_addr);
-            let client = self.cgroup_path(event.key.cgroup_id);
+            let client = self
+                .cgroup_path(event.key.cgroup_id)
+                .map(|path| path.to_string());
             for (name, ip) in message.answers {
                 self.dns_answers += 1;
                 let key = (name, ip, server, client.clone());
@@ -566,7 +569,7 @@ impl FlowReader {
 
     /// The path of cgroup `id`: known, recorded by the kernel when it was
     /// made (a pod already gone), or found by walking the tree.
-    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+    fn cgroup_path(&mut self, id: u64) -> Option<Arc<str>> {
         let made = self.maps.cgroup_paths.as_ref();
         self.cgroups.as_mut()?.path_of_or_made(id, |id| {
             let entry = made?.get(&id, 0).ok()?;

@@ -1,7 +1,7 @@
 //! What the kernel stage hands on: one connection's activity in one poll
 //! interval, the kernel's counters, and the DNS names it saw.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,8 +81,10 @@ pub struct FlowRecord {
     pub ts: Timestamp,
     pub cgroup_id: u64,
     /// The cgroup's path below the cgroup v2 mount, when it could be found.
+    /// Shared: an interval's flows of one container, and a log's millions
+    /// of records of a few thousand, hold one copy of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
     pub protocol: Protocol,
     pub local: Address,
     pub remote: Address,

@@ -7,7 +7,7 @@
 //! one frame per record: its kind (`f` flow, `d` DNS answer, `s` interval
 //! statistics), its length (4 bytes, little-endian) and its body. A flow's
 //! body is [`FlowWire`] in postcard (varints, strings as length and bytes;
-//! times as Unix milliseconds). The rare DNS and statistics records hold
+//! times as Unix milliseconds), read back field by field (`wire.rs`). The rare DNS and statistics records hold
 //! their JSON, as their lines do. A reader skips the kinds it does not want
 //! unread, and refuses a frame longer than [`MAX_RECORD_BYTES`], a body
 //! with bytes left over, a time past the year 9999, and a kind or flag it
@@ -15,9 +15,12 @@
 
 use std::{io, path::Path};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{FlowLogError, LogLine, LogLineRef};
+use super::{
+    FlowLogError, LogLine, LogLineRef,
+    wire::{BASES, HANDSHAKES, SIDES, SharedTexts, WireError, WireReader},
+};
 use crate::model::{Address, Basis, FlowRecord, Handshake, HttpRequest, Protocol, Side, Timestamp};
 
 /// The first bytes of a binary flow log: the name, then the version.
@@ -46,12 +49,12 @@ const KNOWN_MARKS: u8 = NEWLY_ESTABLISHED | NEW | OVERFLOW | ENDED | HTTP_CONNEC
 
 /// A flow record as the binary log stores it. The order of the fields, and
 /// of the variants of `Side`, `Basis` and `Handshake`, is the format:
-/// postcard writes neither names nor tags (a test pins the bytes).
-#[derive(Debug, Serialize, Deserialize)]
+/// postcard writes neither names nor tags (a test pins the bytes), and
+/// [`decode_flow`] reads the fields in this order.
+#[derive(Debug, Serialize)]
 struct FlowWire<'a> {
     ts: u64,
     cgroup_id: u64,
-    #[serde(borrow)]
     cgroup: Option<&'a str>,
     protocol: u8,
     local: Address,
@@ -68,15 +71,13 @@ struct FlowWire<'a> {
     tcp_flags: &'a str,
     handshake: Handshake,
     marks: u8,
-    #[serde(borrow)]
     http: Vec<HttpWire<'a>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 struct HttpWire<'a> {
     method: &'a str,
     path: &'a str,
-    #[serde(borrow)]
     host: Option<&'a str>,
 }
 
@@ -96,7 +97,7 @@ pub enum RecordError {
     #[error("a time of {0} ms after the Unix epoch is past the year 9999")]
     TimeOutOfRange(u64),
     #[error("its body is no flow record")]
-    Flow(#[from] postcard::Error),
+    Flow(#[from] WireError),
     #[error("its body is no JSON of its kind")]
     Json(#[from] serde_json::Error),
 }
@@ -165,48 +166,73 @@ fn wire(flow: &FlowRecord) -> FlowWire<'_> {
     }
 }
 
-fn decode_flow(body: &[u8]) -> Result<FlowRecord, RecordError> {
-    let (wire, rest) = postcard::take_from_bytes::<FlowWire<'_>>(body)?;
-    if !rest.is_empty() {
-        return Err(RecordError::TrailingBytes(rest.len()));
+/// A flow record's body; `cgroups` shares the paths the log repeats.
+fn decode_flow(body: &[u8], cgroups: &mut SharedTexts) -> Result<FlowRecord, RecordError> {
+    // FlowWire's fields, in its order.
+    let mut wire = WireReader::new(body);
+    let ts = wire.u64("ts")?;
+    let cgroup_id = wire.u64("cgroup_id")?;
+    let cgroup = match wire.option_text_bytes("cgroup")? {
+        Some(path) => Some(cgroups.get(path, "cgroup")?),
+        None => None,
+    };
+    let protocol = Protocol(wire.byte("protocol")?);
+    let local = wire.address("local")?;
+    let remote = wire.address("remote")?;
+    let initiator = wire.variant(&SIDES, "initiator")?;
+    let client = wire.variant(&SIDES, "client")?;
+    let client_basis = wire.variant(&BASES, "client_basis")?;
+    let packets_in = wire.u64("packets_in")?;
+    let packets_out = wire.u64("packets_out")?;
+    let bytes_in = wire.u64("bytes_in")?;
+    let bytes_out = wire.u64("bytes_out")?;
+    let first_seen = wire.u64("first_seen")?;
+    let last_seen = wire.u64("last_seen")?;
+    let tcp_flags = wire.str("tcp_flags")?.to_owned();
+    let handshake = wire.variant(&HANDSHAKES, "handshake")?;
+    let marks = wire.byte("marks")?;
+    let requests = wire.length("http")?;
+    // At least three bytes a request: no room is taken on a count alone.
+    let mut http = Vec::with_capacity(requests.min(wire.rest().len() / 3));
+    for _ in 0..requests {
+        http.push(HttpRequest {
+            method: wire.str("http method")?.to_owned(),
+            path: wire.str("http path")?.to_owned(),
+            host: wire.option_str("http host")?.map(str::to_owned),
+        });
     }
-    if wire.marks & !KNOWN_MARKS != 0 {
-        return Err(RecordError::UnknownMarks(wire.marks));
+    if !wire.rest().is_empty() {
+        return Err(RecordError::TrailingBytes(wire.rest().len()));
+    }
+    if marks & !KNOWN_MARKS != 0 {
+        return Err(RecordError::UnknownMarks(marks));
     }
     let time =
         |millis| Timestamp::from_unix_millis(millis).ok_or(RecordError::TimeOutOfRange(millis));
-    let marked = |bit: u8| wire.marks & bit != 0;
+    let marked = |bit: u8| marks & bit != 0;
     Ok(FlowRecord {
-        ts: time(wire.ts)?,
-        cgroup_id: wire.cgroup_id,
-        cgroup: wire.cgroup.map(str::to_owned),
-        protocol: Protocol(wire.protocol),
-        local: wire.local,
-        remote: wire.remote,
-        initiator: wire.initiator,
-        client: wire.client,
-        client_basis: wire.client_basis,
-        packets_in: wire.packets_in,
-        packets_out: wire.packets_out,
-        bytes_in: wire.bytes_in,
-        bytes_out: wire.bytes_out,
-        first_seen: time(wire.first_seen)?,
-        last_seen: time(wire.last_seen)?,
-        tcp_flags: wire.tcp_flags.to_owned(),
-        handshake: wire.handshake,
+        ts: time(ts)?,
+        cgroup_id,
+        cgroup,
+        protocol,
+        local,
+        remote,
+        initiator,
+        client,
+        client_basis,
+        packets_in,
+        packets_out,
+        bytes_in,
+        bytes_out,
+        first_seen: time(first_seen)?,
+        last_seen: time(last_seen)?,
+        tcp_flags,
+        handshake,
         newly_established: marked(NEWLY_ESTABLISHED),
         new: marked(NEW),
         overflow: marked(OVERFLOW),
         ended: marked(ENDED),
-        http: wire
-            .http
-            .into_iter()
-            .map(|request| HttpRequest {
-                method: request.method.to_owned(),
-                path: request.path.to_owned(),
-                host: request.host.map(str::to_owned),
-            })
-            .collect(),
+        http,
         http_connection: marked(HTTP_CONNECTION),
     })
 }
@@ -222,10 +248,10 @@ fn kind_name(kind: u8) -> Result<&'static str, RecordError> {
 }
 
 /// One whole frame.
-fn decode(frame: &[u8]) -> Result<LogLine, RecordError> {
+fn decode(frame: &[u8], cgroups: &mut SharedTexts) -> Result<LogLine, RecordError> {
     let body = &frame[FRAME_HEAD_BYTES..];
     Ok(match frame[0] {
-        KIND_FLOW => LogLine::Flow(decode_flow(body)?),
+        KIND_FLOW => LogLine::Flow(decode_flow(body, cgroups)?),
         KIND_DNS => LogLine::Dns(serde_json::from_slice(body)?),
         KIND_STATS => LogLine::Stats(serde_json::from_slice(body)?),
         other => return Err(RecordError::UnknownKind(other)),
@@ -263,10 +289,13 @@ pub fn for_each_record_in(
         offset,
         reason,
     };
+    let mut cgroups = SharedTexts::default();
     let mut take = |frame: &[u8], record: usize, offset: u64| -> Result<(), FlowLogError> {
         match kind_name(frame[0]).map(&wanted) {
             Ok(false) => Ok(()),
-            Ok(true) => each(decode(frame).map_err(|reason| refuse(record, offset, reason))?),
+            Ok(true) => {
+                each(decode(frame, &mut cgroups).map_err(|reason| refuse(record, offset, reason))?)
+            }
             Err(reason) => Err(refuse(record, offset, reason)),
         }
     };
@@ -565,6 +594,27 @@ mod tests {
         bytes.splice(at..at + last.len(), varint(END_OF_TIME));
         bytes[1] = (bytes.len() - 5) as u8;
         assert!(message(&with(&bytes)).contains("past the year 9999"));
+    }
+
+    #[test]
+    fn every_cut_or_flipped_byte_of_a_record_is_refused_or_read_never_panics() {
+        let mut frame = Vec::new();
+        encode(LogLineRef::Flow(&every_field()), &mut frame).unwrap();
+        let body = &frame[FRAME_HEAD_BYTES..];
+        for length in 0..body.len() {
+            assert!(
+                decode_flow(&body[..length], &mut SharedTexts::default()).is_err(),
+                "cut to {length}"
+            );
+        }
+        // A forger's bytes: each byte of the body set to each value.
+        for at in 0..body.len() {
+            for value in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut forged = body.to_vec();
+                forged[at] = value;
+                let _ = decode_flow(&forged, &mut SharedTexts::default());
+            }
+        }
     }
 
     const END_OF_TIME: u64 = 253_402_300_800_000;

@@ -10,6 +10,7 @@
 
 mod binary;
 mod lines;
+mod wire;
 
 use std::{
     fs::File,

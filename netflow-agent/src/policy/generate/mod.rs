@@ -848,7 +848,7 @@ pub(crate) mod tests {
         FlowRecord {
             ts: "2026-11-20T10:00:05Z".parse().unwrap(),
             cgroup_id: 1,
-            cgroup: Some(format!("/kubepods/pod{uid}/0123456789abcdef")),
+            cgroup: Some(format!("/kubepods/pod{uid}/0123456789abcdef").into()),
             protocol: Protocol(protocol),
             local: Address {
                 ip: local.parse().unwrap(),
