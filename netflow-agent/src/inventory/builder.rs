@@ -1,7 +1,7 @@
 //! The index built from objects: namespaces and nodes first, then pods one
 //! at a time, then Services (which select among the pods).
 
-use std::{collections::HashSet, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod},
@@ -9,7 +9,7 @@ use k8s_openapi::api::{
 };
 
 use super::{
-    Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
+    HashSet, Inventory, NAMESPACE_NAME_LABEL, NodeEntry, Owners, ServiceEntry,
     entries::{add_endpoint_slices, first_host, pod_entry},
     labels::{LabelSets, Labels},
 };
@@ -74,7 +74,7 @@ impl Builder {
             inventory,
             owners,
             label_sets: LabelSets::default(),
-            node_names: HashSet::new(),
+            node_names: HashSet::default(),
         }
     }
 

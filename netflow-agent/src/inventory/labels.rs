@@ -6,7 +6,9 @@
 //! of the daemon's memory; each distinct set is held once and shared (and as
 //! a sorted list, see `model::LabelMap`).
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
+
+use super::HashSet;
 
 use crate::model::LabelMap;
 

@@ -19,12 +19,7 @@ pub use dump::{InventoryError, ParseError};
 pub use labels::Labels;
 pub(crate) use owners::{OwnerKind, Owners};
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-    ops::Range,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, net::IpAddr, ops::Range, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod, Service},
@@ -199,6 +194,14 @@ pub struct ServiceEntry {
     /// would otherwise compare labels across its namespace).
     pub(crate) selected: PodIndexes,
 }
+
+/// The indexes' maps: every record a graph build or the daemon names looks
+/// a pod or Service up by address, and loading a dump of 20 000 pods hashes
+/// their uids, owners and label sets by the hundred thousand; SipHash was a
+/// twentieth of a whole `graph build`. foldhash, seeded at random per
+/// process (docs/performance.md).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The backends a selector-less Service's EndpointSlices name.
 #[derive(Clone, Debug, Default)]

@@ -1,14 +1,12 @@
 //! Who owns a pod, as users name it: ReplicaSet -> Deployment, Job ->
 //! CronJob, StatefulSet, DaemonSet, or the bare pod.
 
-use std::collections::HashMap;
-
 use k8s_openapi::{
     api::core::v1::Pod,
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
-use super::{PER_POD_LABELS, WorkloadRef};
+use super::{HashMap, PER_POD_LABELS, WorkloadRef};
 use crate::model::{LabelMap, labels_from_kubernetes};
 
 /// The kinds that own pods (directly or through another owner).
