@@ -5,7 +5,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{
+    Deserialize, Deserializer,
+    de::{
+        DeserializeOwned, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    },
+};
 use serde_json::value::RawValue;
 
 use k8s_openapi::{
@@ -47,13 +52,123 @@ pub enum ParseError {
     },
 }
 
-/// The list with its items still as text: each item is read into its typed
-/// object straight from the dump, never into a `serde_json::Value` tree (a
-/// tree of a whole cluster's dump is many times the dump's size).
-#[derive(Debug, Deserialize)]
-struct List<'a> {
-    #[serde(default, borrow)]
-    items: Vec<Item<'a>>,
+/// The list, read item by item: each is handed on as it is read (a large
+/// cluster's dump holds a hundred thousand), and read into its typed object
+/// straight from the dump, never into a `serde_json::Value` tree (a tree of
+/// a whole cluster's dump is many times the dump's size).
+struct ListReader<'f, F> {
+    each: &'f mut F,
+    /// Why `each` refused an item: serde carries only text.
+    refused: &'f mut Option<ParseError>,
+}
+
+impl<'de, F> Visitor<'de> for ListReader<'_, F>
+where
+    F: FnMut(usize, Item<'de>) -> Result<(), ParseError>,
+{
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a Kubernetes List")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut list: A) -> Result<(), A::Error> {
+        while let Some(key) = list.next_key::<Cow<'de, str>>()? {
+            if key == "items" {
+                list.next_value_seed(ItemsReader {
+                    each: &mut *self.each,
+                    refused: &mut *self.refused,
+                })?;
+            } else {
+                list.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The list's `items`, handed to `each` one by one.
+struct ItemsReader<'f, F> {
+    each: &'f mut F,
+    refused: &'f mut Option<ParseError>,
+}
+
+impl<'de, F> DeserializeSeed<'de> for ItemsReader<'_, F>
+where
+    F: FnMut(usize, Item<'de>) -> Result<(), ParseError>,
+{
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, items: D) -> Result<(), D::Error> {
+        items.deserialize_seq(self)
+    }
+}
+
+impl<'de, F> Visitor<'de> for ItemsReader<'_, F>
+where
+    F: FnMut(usize, Item<'de>) -> Result<(), ParseError>,
+{
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a list of items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(item) = items.next_element::<Item<'de>>()? {
+            if let Err(refused) = (self.each)(index, item) {
+                *self.refused = Some(refused);
+                return Err(A::Error::custom("an item was refused"));
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the list in `text`, handing each item to `each`.
+fn read_items<'de>(
+    text: &'de str,
+    mut each: impl FnMut(usize, Item<'de>) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
+    let mut refused = None;
+    let mut list = serde_json::Deserializer::from_str(text);
+    let read = list
+        .deserialize_map(ListReader {
+            each: &mut each,
+            refused: &mut refused,
+        })
+        .and_then(|()| list.end());
+    match refused {
+        Some(refused) => Err(refused),
+        None => read.map_err(ParseError::List),
+    }
+}
+
+/// A pod's parts, read once the owners are known.
+struct PodParts<'a> {
+    index: usize,
+    metadata: Option<&'a RawValue>,
+    spec: Option<&'a RawValue>,
+    status: Option<&'a RawValue>,
+}
+
+impl PodParts<'_> {
+    fn pod(&self) -> Result<Pod, ParseError> {
+        let read = || -> serde_json::Result<Pod> {
+            Ok(Pod {
+                metadata: part(self.metadata)?,
+                spec: part(self.spec)?,
+                status: part(self.status)?,
+            })
+        };
+        read().map_err(|source| ParseError::Item {
+            index: self.index,
+            kind: "Pod".into(),
+            source,
+        })
+    }
 }
 
 /// An item read once: its kind, and its parts as text until the kind says
@@ -89,14 +204,6 @@ fn part<T: DeserializeOwned + Default>(raw: Option<&RawValue>) -> serde_json::Re
 }
 
 impl Item<'_> {
-    fn pod(&self) -> serde_json::Result<Pod> {
-        Ok(Pod {
-            metadata: part(self.metadata)?,
-            spec: part(self.spec)?,
-            status: part(self.status)?,
-        })
-    }
-
     fn service(&self) -> serde_json::Result<Service> {
         Ok(Service {
             metadata: part(self.metadata)?,
@@ -152,17 +259,21 @@ impl Inventory {
     /// turn comes: first everything but pods (owners must be known before a
     /// pod's workload is), then the pods, each indexed as soon as it is read.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let list: List = serde_json::from_str(text).map_err(ParseError::List)?;
         let mut pods = Vec::new();
         let mut objects = Objects::default();
         let mut services = Vec::new();
-        for (index, item) in list.items.into_iter().enumerate() {
-            if item.kind == "Pod" {
-                // Read in the second pass.
-                pods.push((index, item));
-                continue;
-            }
+        read_items(text, |index, item| {
             let read = match item.kind.as_ref() {
+                // Read in the second pass.
+                "Pod" => {
+                    pods.push(PodParts {
+                        index,
+                        metadata: item.metadata,
+                        spec: item.spec,
+                        status: item.status,
+                    });
+                    Ok(())
+                }
                 "Service" => item
                     .service()
                     .map(|service| services.extend(service_entry(&service))),
@@ -182,18 +293,13 @@ impl Inventory {
             };
             read.map_err(|source| ParseError::Item {
                 index,
-                kind: item.kind.clone().into_owned(),
+                kind: item.kind.into_owned(),
                 source,
-            })?;
-        }
+            })
+        })?;
         let mut builder = Builder::new(&objects.namespaces, &objects.nodes, objects.owners);
-        for (index, item) in pods {
-            let pod = item.pod().map_err(|source| ParseError::Item {
-                index,
-                kind: "Pod".into(),
-                source,
-            })?;
-            builder.add_pod(&pod);
+        for pod in pods {
+            builder.add_pod(&pod.pod()?);
         }
         Ok(builder.finish(services, &objects.endpoint_slices))
     }
