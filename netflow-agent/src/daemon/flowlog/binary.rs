@@ -193,7 +193,11 @@ fn decode_flow(body: &[u8], cgroups: &mut SharedTexts) -> Result<FlowRecord, Rec
     let marks = wire.byte("marks")?;
     let requests = wire.length("http")?;
     // At least three bytes a request: no room is taken on a count alone.
-    let mut http = Vec::with_capacity(requests.min(wire.rest().len() / 3));
+    // (Most records hold none: no call to make an empty list.)
+    let mut http = match requests {
+        0 => Vec::new(),
+        _ => Vec::with_capacity(requests.min(wire.rest().len() / 3)),
+    };
     for _ in 0..requests {
         http.push(HttpRequest {
             method: wire.str("http method")?.to_owned(),
