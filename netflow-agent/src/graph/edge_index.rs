@@ -108,6 +108,10 @@ mod tests {
     #[test]
     fn every_edge_is_found_once_as_the_index_grows_and_after_a_prune() {
         let mut graph = CommGraph::new();
+        // Room expected for more edges than will come, and for more than
+        // any graph is given: neither changes what is found.
+        graph.expect_edges(u64::MAX);
+        graph.expect_edges(20_000);
         let clients: Vec<_> = (0..20)
             .map(|n| graph.upsert_endpoint(workload("a", &format!("client{n}"))))
             .collect();

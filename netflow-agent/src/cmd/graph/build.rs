@@ -4,6 +4,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use crate::{
@@ -22,6 +23,8 @@ use crate::{
 struct Answers {
     distinct: Vec<DnsAnswer>,
     times: Vec<u64>,
+    /// The flow records of every log, counted as the pass went by them.
+    flow_records: u64,
 }
 
 impl Answers {
@@ -40,10 +43,16 @@ impl Answers {
 fn dns_answers(flows: &[PathBuf]) -> anyhow::Result<Answers> {
     // Each answer with when it was first seen and how many times.
     let mut seen: HashMap<DnsAnswer, (usize, u64)> = HashMap::new();
+    let flow_records = AtomicU64::new(0);
     for path in flows {
         for_each_line_of(
             path,
-            |kind| kind == "dns",
+            |kind| {
+                if kind == "flow" {
+                    flow_records.fetch_add(1, Ordering::Relaxed);
+                }
+                kind == "dns"
+            },
             |line| {
                 if let LogLine::Dns(name) = line {
                     let answer = DnsAnswer {
@@ -65,7 +74,11 @@ fn dns_answers(flows: &[PathBuf]) -> anyhow::Result<Answers> {
         .into_iter()
         .map(|(answer, (_, times))| (answer, times))
         .unzip();
-    Ok(Answers { distinct, times })
+    Ok(Answers {
+        distinct,
+        times,
+        flow_records: flow_records.into_inner(),
+    })
 }
 
 /// Builds a graph from flow logs over an inventory, extending `existing`.
@@ -103,6 +116,8 @@ pub fn run(
     }
     let (by_client, _) = names_by_client(&inventory, &answers.distinct, &servers);
     let identity = Identity::new(&inventory, &dns).with_client_names(&by_client);
+    // Every record may make an edge: room for them is set aside before.
+    graph.expect_edges(answers.flow_records);
     let mut builder = Builder::new(&mut graph, &identity);
     for path in flows {
         for_each_line_of(
@@ -149,12 +164,16 @@ mod tests {
             )
         };
         // Two answers from the cluster's DNS and one from elsewhere, each
-        // logged three times (restarts, days), a flow line between.
+        // logged three times (restarts, days), a flow line and a
+        // statistics line between.
         let mut text = String::new();
         for _ in 0..3 {
             text.push_str(&line("api.example.com", "10.96.0.10"));
             text.push('\n');
             text.push_str(r#"{"type":"stats","ts":"2026-11-20T10:00:00Z"}"#);
+            text.push('\n');
+            // Counted, not read.
+            text.push_str(r#"{"type":"flow","ts":"2026-11-20T10:00:00Z"}"#);
             text.push('\n');
             text.push_str(&line("db.example.com", "10.96.0.10"));
             text.push('\n');
@@ -181,6 +200,7 @@ mod tests {
             "each answer once, in the order first seen"
         );
         assert_eq!(answers.times, [3, 3, 3]);
+        assert_eq!(answers.flow_records, 3);
         let trusted = BTreeSet::from(["10.96.0.10".parse().unwrap()]);
         assert_eq!(
             answers.untrusted(&trusted),
