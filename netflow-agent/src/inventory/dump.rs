@@ -146,31 +146,6 @@ fn read_items<'de>(
     }
 }
 
-/// A pod's parts, read once the owners are known.
-struct PodParts<'a> {
-    index: usize,
-    metadata: Option<&'a RawValue>,
-    spec: Option<&'a RawValue>,
-    status: Option<&'a RawValue>,
-}
-
-impl PodParts<'_> {
-    fn pod(&self) -> Result<Pod, ParseError> {
-        let read = || -> serde_json::Result<Pod> {
-            Ok(Pod {
-                metadata: part(self.metadata)?,
-                spec: part(self.spec)?,
-                status: part(self.status)?,
-            })
-        };
-        read().map_err(|source| ParseError::Item {
-            index: self.index,
-            kind: "Pod".into(),
-            source,
-        })
-    }
-}
-
 /// An item read once: its kind, and its parts as text until the kind says
 /// what they are. Reading the kind alone first read every item through
 /// twice more (a fifth of loading a dump); the parts netflow reads are
@@ -204,6 +179,14 @@ fn part<T: DeserializeOwned + Default>(raw: Option<&RawValue>) -> serde_json::Re
 }
 
 impl Item<'_> {
+    fn pod(&self) -> serde_json::Result<Pod> {
+        Ok(Pod {
+            metadata: part(self.metadata)?,
+            spec: part(self.spec)?,
+            status: part(self.status)?,
+        })
+    }
+
     fn service(&self) -> serde_json::Result<Service> {
         Ok(Service {
             metadata: part(self.metadata)?,
@@ -263,17 +246,12 @@ impl Inventory {
         let mut objects = Objects::default();
         let mut services = Vec::new();
         read_items(text, |index, item| {
-            let read = match item.kind.as_ref() {
+            if item.kind == "Pod" {
                 // Read in the second pass.
-                "Pod" => {
-                    pods.push(PodParts {
-                        index,
-                        metadata: item.metadata,
-                        spec: item.spec,
-                        status: item.status,
-                    });
-                    Ok(())
-                }
+                pods.push((index, item));
+                return Ok(());
+            }
+            let read = match item.kind.as_ref() {
                 "Service" => item
                     .service()
                     .map(|service| services.extend(service_entry(&service))),
@@ -298,8 +276,13 @@ impl Inventory {
             })
         })?;
         let mut builder = Builder::new(&objects.namespaces, &objects.nodes, objects.owners);
-        for pod in pods {
-            builder.add_pod(&pod.pod()?);
+        for (index, item) in pods {
+            let pod = item.pod().map_err(|source| ParseError::Item {
+                index,
+                kind: "Pod".into(),
+                source,
+            })?;
+            builder.add_pod(&pod);
         }
         Ok(builder.finish(services, &objects.endpoint_slices))
     }
