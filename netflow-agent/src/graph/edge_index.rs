@@ -12,12 +12,8 @@ use std::hash::BuildHasher as _;
 use hashbrown::HashTable;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 
-use super::{Edge, EdgeKey};
+use super::{Edge, EdgeKey, Hashing};
 use crate::model::Endpoint;
-
-/// Seeded at random per process; the keys are node numbers, a protocol
-/// and a port.
-type Hashing = foldhash::fast::RandomState;
 
 /// What identifies an edge: client, server, protocol and server port.
 pub type EdgeEnds = (NodeIndex, NodeIndex, EdgeKey);

@@ -7,11 +7,12 @@
 //! one frame per record: its kind (`f` flow, `d` DNS answer, `s` interval
 //! statistics), its length (4 bytes, little-endian) and its body. A flow's
 //! body is [`FlowWire`] in postcard (varints, strings as length and bytes;
-//! times as Unix milliseconds), read back field by field (`wire.rs`). The rare DNS and statistics records hold
-//! their JSON, as their lines do. A reader skips the kinds it does not want
-//! unread, and refuses a frame longer than [`MAX_RECORD_BYTES`], a body
-//! with bytes left over, a time past the year 9999, and a kind or flag it
-//! does not know (a newer writer's), naming the record.
+//! times as Unix milliseconds), read back field by field (`wire.rs`). The
+//! rare DNS and statistics records hold their JSON, as their lines do. A
+//! reader skips the kinds it does not want unread, and refuses a frame
+//! longer than [`MAX_RECORD_BYTES`], a body with bytes left over, a time
+//! past the year 9999, and a kind or flag it does not know (a newer
+//! writer's), naming the record.
 
 use std::{io, path::Path};
 

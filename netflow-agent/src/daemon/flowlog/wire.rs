@@ -241,8 +241,8 @@ mod tests {
         // Every length, and each length's largest number.
         values.extend((1..64).flat_map(|bits| [1u64 << bits, (1u64 << bits) - 1]));
         for value in values {
-            // Alone (read a byte at a time) and before other bytes (read
-            // eight at a time).
+            // Alone, and before other bytes: the reader stops at the
+            // number's last byte either way.
             let alone = postcard(&value);
             let followed = [&alone[..], &[0x80; 9]].concat();
             for bytes in [&alone, &followed] {
